@@ -1,0 +1,280 @@
+/*
+ * clgrad/backend.h — the backend plugin ABI.
+ *
+ * A backend owns memory on its devices and a small, fixed set of primitive
+ * kernels. The frontend (tensors, autograd, layers, optimizers) owns shapes,
+ * broadcasting, graph bookkeeping and error messages, and calls a backend only
+ * through the vtable below. The `cpu` backend is built into libclgrad; every
+ * other backend (e.g. `opencl`) is a shared module that exports exactly one
+ * symbol, CG_BACKEND_ENTRY_NAME, returning its vtable:
+ *
+ *     #include <clgrad/backend.h>
+ *     static const struct cg_backend_i my_backend = {
+ *         .abi_version = CG_BACKEND_ABI_VERSION,
+ *         .struct_size = sizeof(struct cg_backend_i),
+ *         .name = "mine",
+ *         ...
+ *     };
+ *     CG_BACKEND_EXPORT const struct cg_backend_i *cg_backend_entry(void)
+ *     { return &my_backend; }
+ *
+ * The loader searches CLGRAD_PLUGIN_PATH (':'-separated folders), then the
+ * install folder, then the build tree, for files named
+ * "clgrad-backend-<name>.so". It refuses, each with its own message, a file
+ * that dlopen cannot load, one without the entry symbol, a NULL vtable, and a
+ * vtable whose abi_version differs from CG_BACKEND_ABI_VERSION.
+ *
+ * Conventions for every primitive:
+ *   - All element offsets, shapes and strides count elements (float32), not
+ *     bytes, unless a parameter's name ends in _bytes.
+ *   - Work may be queued asynchronously; only download() and finish() wait.
+ *     A later primitive always sees the results of an earlier one.
+ *   - On failure a primitive returns a status and last_error(ctx) explains it
+ *     ("clEnqueueNDRangeKernel(ew_binary): CL_OUT_OF_RESOURCES").
+ *   - Outputs never alias inputs unless stated (ew allows out == a or b with
+ *     identical views, for in-place updates).
+ *   - Index tensors (labels, token ids) are float32 holding exact integers;
+ *     the frontend validates their range before they reach a backend.
+ *
+ * Members may be appended in later minor revisions: the core reads a member
+ * only if struct_size covers it. Changing or removing a member bumps
+ * CG_BACKEND_ABI_VERSION. Members marked "optional" may be NULL.
+ */
+#ifndef CLGRAD_BACKEND_H
+#define CLGRAD_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clgrad/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CG_BACKEND_ABI_VERSION 1u
+#define CG_BACKEND_ENTRY_NAME "cg_backend_entry"
+#define CG_BACKEND_FILE_PREFIX "clgrad-backend-"
+#define CG_BACKEND_EXPORT __attribute__((visibility("default")))
+#define CG_MAX_DIMS 6
+
+typedef enum cg_dtype { CG_F32 = 0, CG_DTYPE_COUNT } cg_dtype;
+
+enum cg_device_type {
+    CG_DEVICE_CPU,
+    CG_DEVICE_GPU,
+    CG_DEVICE_ACCELERATOR,
+    CG_DEVICE_OTHER,
+};
+
+struct cg_device_info {
+    char name[256];
+    char vendor[256];
+    char version[256];          /* driver / platform version           */
+    enum cg_device_type type;
+    uint64_t global_mem_bytes;
+    uint32_t compute_units;
+};
+
+/* A block of device memory; its layout is private to the backend. */
+struct cg_buffer;
+
+/* A location in a buffer: a buffer plus an element offset. */
+struct cg_ptr {
+    struct cg_buffer *buf;
+    int64_t off;
+};
+
+/* A strided n-d window into a buffer (element units). The core coalesces
+ * dimensions before a call, so ndim is as small as the layout allows, and
+ * ndim == 0 means a single element. */
+struct cg_view {
+    struct cg_buffer *buf;
+    int64_t off;
+    int ndim;
+    int64_t shape[CG_MAX_DIMS];
+    int64_t strides[CG_MAX_DIMS];
+};
+
+/* Elementwise operations. Unary ops read a; binary ops read a and b. p0 and
+ * p1 are the op's scalar parameters. Formulas, with x = a and g = b: */
+enum cg_ew_op {
+    /* unary */
+    CG_EW_COPY,              /* x                                         */
+    CG_EW_NEG,               /* -x                                        */
+    CG_EW_EXP,               /* exp(x)                                    */
+    CG_EW_LOG,               /* log(x)                                    */
+    CG_EW_SQRT,              /* sqrt(x)                                   */
+    CG_EW_ABS,               /* |x|                                       */
+    CG_EW_RELU,              /* max(x, 0)                                 */
+    CG_EW_SIGMOID,           /* 1 / (1 + exp(-x)), stable for large |x|   */
+    CG_EW_TANH,              /* tanh(x)                                   */
+    CG_EW_GELU,              /* x * 0.5 * (1 + erf(x / sqrt(2))) (PyTorch
+                                GELU, approximate='none')                 */
+    CG_EW_POW_SCALAR,        /* x ^ p0                                    */
+    CG_EW_CLAMP,             /* min(max(x, p0), p1)                       */
+    CG_EW_AFFINE,            /* p0 * x + p1                               */
+    CG_EW_SIGN,              /* -1, 0 or 1                                */
+    /* binary (a and b already broadcast to out's shape by their strides) */
+    CG_EW_ADD,               /* a + b                                     */
+    CG_EW_SUB,               /* a - b                                     */
+    CG_EW_MUL,               /* a * b                                     */
+    CG_EW_DIV,               /* a / b                                     */
+    CG_EW_MAXIMUM,           /* max(a, b)                                 */
+    CG_EW_MINIMUM,           /* min(a, b)                                 */
+    CG_EW_EQ,                /* a == b ? 1 : 0                            */
+    CG_EW_GT,                /* a > b ? 1 : 0                             */
+    CG_EW_AXPBY,             /* p0 * a + p1 * b                           */
+    /* backward helpers: a is the forward input x (or output y), b is the
+     * upstream gradient g */
+    CG_EW_RELU_BACKWARD,     /* x > 0 ? g : 0                             */
+    CG_EW_SIGMOID_BACKWARD,  /* a = y: g * y * (1 - y)                    */
+    CG_EW_TANH_BACKWARD,     /* a = y: g * (1 - y * y)                    */
+    CG_EW_GELU_BACKWARD,     /* g * (Phi(x) + x * phi(x))                 */
+    CG_EW_POW_SCALAR_BACKWARD, /* g * p0 * x ^ (p0 - 1)                   */
+    CG_EW_CLAMP_BACKWARD,    /* p0 <= x <= p1 ? g : 0                     */
+    CG_EW_COUNT
+};
+#define CG_EW_FIRST_BINARY CG_EW_ADD
+
+enum cg_reduce_op {
+    CG_REDUCE_SUM,           /* scale * sum                               */
+    CG_REDUCE_MAX,
+    CG_REDUCE_MIN,
+    CG_REDUCE_ARGMAX,        /* index of the first maximum, as a float    */
+    CG_REDUCE_COUNT
+};
+
+/* Row-major batched GEMM:
+ *   C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b],  b < batch,
+ * op(A) is (m, k), op(B) is (k, n), C is (m, n); A[b] starts at
+ * a.off + b * stride_a, and so on. lda is the row pitch of A as stored
+ * (k if A is (m, k) untransposed, m if stored (k, m) and trans_a). */
+struct cg_gemm_desc {
+    int trans_a, trans_b;
+    int64_t m, n, k;
+    float alpha, beta;
+    int64_t lda, ldb, ldc;
+    int64_t stride_a, stride_b, stride_c;
+    int64_t batch;
+};
+
+enum cg_optim_kind { CG_OPTIM_SGD, CG_OPTIM_ADAM, CG_OPTIM_RMSPROP };
+
+/* Hyper-parameters of one fused optimizer update (torch.optim semantics;
+ * src/optim/ cites the formulas). bias_correction1/2 are 1 - beta^step,
+ * computed by the core in double precision. */
+struct cg_optim_hparams {
+    enum cg_optim_kind kind;
+    float lr, weight_decay;
+    float momentum, dampening;      /* SGD, RMSProp momentum            */
+    int nesterov;                   /* SGD                              */
+    float beta1, beta2, eps;        /* Adam; eps also RMSProp           */
+    int decoupled_weight_decay;     /* AdamW                            */
+    float alpha;                    /* RMSProp smoothing constant       */
+    int centered;                   /* RMSProp                          */
+    int64_t step;                   /* 1 on the first update            */
+    float bias_correction1, bias_correction2;
+};
+
+/* Counters a backend keeps for tests and benchmarks. */
+struct cg_backend_stats {
+    uint64_t uploads, downloads;        /* host<->device transfers        */
+    uint64_t upload_bytes, download_bytes;
+    uint64_t launches;                  /* primitive calls dispatched     */
+    uint64_t device_allocs;             /* real allocations (pool misses) */
+    uint64_t bytes_in_use;              /* handed out to the frontend     */
+    uint64_t bytes_peak;                /* high-water mark of bytes_in_use */
+    uint64_t bytes_reserved;            /* held by the pool, in use or not */
+};
+
+struct cg_backend_i {
+    uint32_t abi_version;          /* CG_BACKEND_ABI_VERSION               */
+    uint32_t struct_size;          /* sizeof(struct cg_backend_i)          */
+    const char *name;              /* "cpu", "opencl": CLGRAD_BACKEND value */
+    const char *description;
+
+    /* Devices. Fills up to max entries and sets *count to the number of
+     * devices found (0 is not an error). On failure writes a message to err. */
+    cg_status (*list_devices)(struct cg_device_info *out, int max, int *count,
+                              char *err, size_t err_len);
+    /* Index of the device `auto` should use, or -1 for "no preference". */
+    int (*preferred_device)(void);            /* optional */
+
+    /* An instance bound to one device. */
+    cg_status (*open)(int device, void **ctx, char *err, size_t err_len);
+    void (*close)(void *ctx);
+    const char *(*last_error)(void *ctx);
+
+    /* Memory. alloc'd buffers are uninitialised. upload may return before
+     * the copy ends but never needs src to outlive the call. download waits. */
+    cg_status (*alloc)(void *ctx, size_t bytes, struct cg_buffer **out);
+    void (*release)(void *ctx, struct cg_buffer *buf);
+    cg_status (*upload)(void *ctx, struct cg_buffer *dst, size_t off_bytes,
+                        const void *src, size_t bytes);
+    cg_status (*download)(void *ctx, void *dst, struct cg_buffer *src,
+                          size_t off_bytes, size_t bytes);
+    cg_status (*copy)(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,
+                      struct cg_buffer *src, size_t src_off_bytes, size_t bytes);
+
+    /* out[i] = value over a strided view. */
+    cg_status (*fill)(void *ctx, const struct cg_view *out, float value);
+    /* out = op(a) or op(a, b); all views share out's ndim and shape (b is
+     * NULL for unary ops). out may have any strides. */
+    cg_status (*ew)(void *ctx, enum cg_ew_op op, float p0, float p1,
+                    const struct cg_view *out, const struct cg_view *a,
+                    const struct cg_view *b);
+    /* Contiguous (outer, n, inner) -> (outer, inner):
+     * out[o * inner + i] = R_{r < n} in[(o * n + r) * inner + i]
+     * (scale multiplies CG_REDUCE_SUM only). n == 0 gives 0 for SUM,
+     * -inf for MAX, +inf for MIN, 0 for ARGMAX. */
+    cg_status (*reduce)(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
+                        struct cg_ptr in, int64_t outer, int64_t n,
+                        int64_t inner, float scale);
+    cg_status (*gemm)(void *ctx, const struct cg_gemm_desc *d,
+                      struct cg_ptr a, struct cg_ptr b, struct cg_ptr c);
+
+    /* Softmax over the last axis of a contiguous (rows, cols) block;
+     * log != 0 gives log-softmax. Both subtract the row maximum first. */
+    cg_status (*softmax)(void *ctx, struct cg_ptr out, struct cg_ptr in,
+                         int64_t rows, int64_t cols, int log);
+    /* Given y = softmax(x) (or log-softmax) and gy, writes gx:
+     *   softmax:     gx = y * (gy - sum(gy * y))
+     *   log-softmax: gx = gy - exp(y) * sum(gy)                          */
+    cg_status (*softmax_backward)(void *ctx, struct cg_ptr gx, struct cg_ptr y,
+                                  struct cg_ptr gy, int64_t rows, int64_t cols,
+                                  int log);
+
+    /* Row gather (embedding): out[i, :] = src[idx[i], :]; out is (n, inner),
+     * src is (rows, inner). */
+    cg_status (*index_rows)(void *ctx, struct cg_ptr out, struct cg_ptr src,
+                            struct cg_ptr idx, int64_t n, int64_t inner);
+    /* Its adjoint: dst[idx[i], :] += src[i, :] (repeated indices add up). */
+    cg_status (*index_rows_add)(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+                                struct cg_ptr idx, int64_t n, int64_t inner);
+    /* Pick one column per row: out[i] = src[i * cols + idx[i]]. */
+    cg_status (*pick)(void *ctx, struct cg_ptr out, struct cg_ptr src,
+                      struct cg_ptr idx, int64_t rows, int64_t cols);
+    /* Its adjoint: dst[i * cols + idx[i]] += src[i]. */
+    cg_status (*pick_add)(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+                          struct cg_ptr idx, int64_t rows, int64_t cols);
+
+    /* One fused optimizer update of n parameters. state: SGD {momentum
+     * buffer}, Adam {exp_avg, exp_avg_sq}, RMSProp {square_avg, momentum
+     * buffer, grad_avg}; unused entries may have a NULL buf. */
+    cg_status (*optim_update)(void *ctx, const struct cg_optim_hparams *h,
+                              struct cg_ptr param, struct cg_ptr grad,
+                              struct cg_ptr state[3], int64_t n);
+
+    /* Wait for all queued work. */
+    cg_status (*finish)(void *ctx);
+    void (*get_stats)(void *ctx, struct cg_backend_stats *out);
+    void (*reset_stats)(void *ctx); /* zero the counters, keep pool sizes */
+};
+
+typedef const struct cg_backend_i *(*cg_backend_entry_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,144 @@
+/*
+ * src/core/internal.h — the structures behind the public handles, shared by
+ * the files of libclgrad (never installed).
+ */
+#ifndef CLGRAD_CORE_INTERNAL_H
+#define CLGRAD_CORE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clgrad/backend.h"
+#include "clgrad/context.h"
+#include "clgrad/tensor.h"
+
+#define CG_ERR_LEN 2048
+#define CG_NODE_MAX_INPUTS 4
+#define CG_NODE_MAX_SAVED 4
+
+/* Internal invariant check: a failure is a bug in clgrad, never user error. */
+#define CG_ASSERT(x)                                                          \
+    do {                                                                      \
+        if (!(x)) cg__assert_fail(#x, __FILE__, __LINE__);                    \
+    } while (0)
+_Noreturn void cg__assert_fail(const char *expr, const char *file, int line);
+
+/* A device buffer shared by a tensor and its views. */
+struct cg_storage {
+    cg_ctx *ctx;
+    struct cg_buffer *buf;
+    size_t bytes;
+    int refs;
+};
+
+struct cg_node;
+/* Computes the gradients of node->inputs from grad_out (the gradient of
+ * out) and accumulates them with cg__accumulate_grad. Runs with grad
+ * recording off; may create scoped tensors. */
+typedef cg_status (*cg_backward_fn)(struct cg_node *node, cg_tensor *out,
+                                    cg_tensor *grad_out);
+
+/* The autograd record of the op that produced a tensor. Holds a reference
+ * to each input and saved tensor. */
+struct cg_node {
+    const char *name;                       /* op name, for messages     */
+    cg_backward_fn backward;
+    int n_inputs;
+    cg_tensor *inputs[CG_NODE_MAX_INPUTS];
+    cg_tensor *saved[CG_NODE_MAX_SAVED];    /* extra tensors backward needs */
+    float f[4];                             /* scalar parameters         */
+    int64_t i[2 * CG_MAX_DIMS];             /* integer parameters        */
+};
+
+struct cg_tensor {
+    struct cg_storage *st;
+    int64_t offset;                    /* elements                        */
+    int ndim;
+    int64_t shape[CG_MAX_DIMS];
+    int64_t strides[CG_MAX_DIMS];      /* elements                        */
+    cg_dtype dtype;
+    int refs;                          /* owners: scope/user, nodes       */
+    int scope_slot;                    /* index in ctx->scoped, or -1     */
+    bool requires_grad;
+    cg_tensor *grad;                   /* owned; same shape, contiguous   */
+    struct cg_node *node;              /* NULL for leaves                 */
+};
+
+struct cg_ctx {
+    const struct cg_backend_i *be;
+    void *bctx;
+    struct cg_device_info device;
+    char backend_name[64];
+
+    uint64_t rng[4];
+
+    cg_status status;                  /* first failure, sticky           */
+    char err[CG_ERR_LEN];
+
+    bool grad_enabled;
+
+    /* Scopes: tensors created while a scope is open, and the marks where
+     * each open scope starts. */
+    cg_tensor **scoped;
+    int64_t n_scoped, cap_scoped;
+    int64_t *marks;
+    int n_marks, cap_marks;
+
+    /* Persistent tensors, freed by cg_ctx_free if the user did not. */
+    cg_tensor **kept;
+    int64_t n_kept, cap_kept;
+};
+
+/* Errors: record a message in ctx (and in the thread's last error), return
+ * status. ctx may be NULL. */
+cg_status cg__error(cg_ctx *ctx, cg_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+cg_status cg__verror(cg_ctx *ctx, cg_status status, const char *fmt, va_list ap);
+/* Wraps a failed backend call: message "<what>: <backend's last_error>". */
+cg_status cg__backend_error(cg_ctx *ctx, cg_status status, const char *what);
+void cg__set_thread_error(const char *msg);
+
+/* Tensors. cg__tensor_new allocates a contiguous tensor with uninitialised
+ * storage and registers it in the current scope (or as persistent). */
+cg_tensor *cg__tensor_new(cg_ctx *ctx, int ndim, const int64_t *shape);
+/* A view of t's storage with another shape, strides and offset. */
+cg_tensor *cg__tensor_view(cg_tensor *t, int ndim, const int64_t *shape,
+                           const int64_t *strides, int64_t offset);
+void cg__tensor_ref(cg_tensor *t);
+void cg__tensor_unref(cg_tensor *t);
+int64_t cg__numel(int ndim, const int64_t *shape);
+bool cg__shape_eq(const cg_tensor *a, const cg_tensor *b);
+void cg__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* "(2, 3)" into buf. */
+char *cg__shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
+
+/* A backend view of t, dims coalesced where the layout allows. */
+struct cg_view cg__view_of(const cg_tensor *t);
+/* Coalesce adjacent dims of out/a/b together (any may be NULL except out):
+ * dims i and i+1 merge when every view has stride[i] == stride[i+1] *
+ * shape[i+1]; size-1 dims are dropped. */
+void cg__views_coalesce(struct cg_view *out, struct cg_view *a, struct cg_view *b);
+static inline struct cg_ptr cg__ptr(const cg_tensor *t)
+{
+    struct cg_ptr p = {t->st->buf, t->offset};
+    return p;
+}
+
+/* Autograd glue. cg__node_attach makes out record node (taking a reference
+ * to each input and saved tensor); it does nothing when grad recording is
+ * off or no input requires grad, and frees node then. */
+struct cg_node *cg__node_new(const char *name, cg_backward_fn backward,
+                             int n_inputs, cg_tensor *const *inputs);
+void cg__node_attach(cg_tensor *out, struct cg_node *node);
+void cg__node_free(struct cg_node *node);
+/* grad(t) += g (g may broadcast-reduce to t's shape: sums over dims that
+ * t had as 1 or lacked). */
+cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g);
+
+
+
+/* The built-in reference backend (backends/cpu). */
+const struct cg_backend_i *cg__cpu_backend(void);
+#endif

@@ -1,0 +1,49 @@
+/*
+ * tests/harness.h — shared fixtures for the cmocka suites.
+ *
+ * Every suite that touches a device creates its context through
+ * th_ctx_create(), which honours CLGRAD_BACKEND. When that backend is
+ * missing the suite skips (exit 77) on a developer's machine but fails
+ * loudly in CI (CI=true), as a missing OpenCL device must never pass there.
+ */
+#ifndef CLGRAD_TEST_HARNESS_H
+#define CLGRAD_TEST_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <cmocka.h>
+
+#include "clgrad/clgrad.h"
+
+/* Creates a context on $CLGRAD_BACKEND with the given seed; on failure
+ * exits 77 (skip) outside CI and 1 inside CI, printing why. */
+cg_ctx *th_ctx_create(uint64_t seed);
+/* cmocka group setup/teardown storing a cg_ctx* in *state (seed 1234). */
+int th_setup(void **state);
+int th_teardown(void **state);
+/* Runs the group with an optional filter from argv[1]. */
+#define TH_RUN(tests) th_run(#tests, tests, sizeof(tests) / sizeof(tests[0]), argc, argv)
+int th_run(const char *name, const struct CMUnitTest *tests, size_t n, int argc, char **argv);
+
+/* Deterministic test RNG (independent of the context's). */
+uint64_t th_rand_u64(uint64_t *s);
+double th_rand_uniform(uint64_t *s, double lo, double hi);
+void th_fill_uniform(uint64_t *s, float *x, int64_t n, float lo, float hi);
+
+/* Asserts max |a-b| / (atol + rtol*|b|) <= 1 over n values; prints the
+ * worst index on failure. */
+void th_assert_close(const float *a, const double *b, int64_t n, double rtol,
+                     double atol, const char *what);
+void th_assert_close_f(const float *a, const float *b, int64_t n, double rtol,
+                       double atol, const char *what);
+/* Asserts that the context's last error contains `needle`. */
+void th_assert_error_contains(const cg_ctx *ctx, const char *needle);
+
+/* Name of the backend under test ("cpu", "opencl"). */
+const char *th_backend(void);
+
+#endif
