@@ -195,7 +195,8 @@ struct cg_backend_i {
     const char *description;
 
     /* Devices. Fills up to max entries and sets *count to the number of
-     * devices found (0 is not an error). On failure writes a message to err. */
+     * devices found (0 is not an error); out may be NULL when max is 0. On
+     * failure writes a message to err. */
     cg_status (*list_devices)(struct cg_device_info *out, int max, int *count,
                               char *err, size_t err_len);
     /* Index of the device `auto` should use, or -1 for "no preference". */

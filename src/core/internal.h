@@ -60,7 +60,8 @@ struct cg_tensor {
     int64_t strides[CG_MAX_DIMS];      /* elements                        */
     cg_dtype dtype;
     int refs;                          /* owners: scope/user, nodes       */
-    int scope_slot;                    /* index in ctx->scoped, or -1     */
+    int64_t scope_slot;                /* index in ctx->scoped, or -1     */
+    int64_t persistent_slot;           /* index in ctx->kept, or -1       */
     bool requires_grad;
     cg_tensor *grad;                   /* owned; same shape, contiguous   */
     struct cg_node *node;              /* NULL for leaves                 */
@@ -103,10 +104,14 @@ void cg__set_thread_error(const char *msg);
 /* Tensors. cg__tensor_new allocates a contiguous tensor with uninitialised
  * storage and registers it in the current scope (or as persistent). */
 cg_tensor *cg__tensor_new(cg_ctx *ctx, int ndim, const int64_t *shape);
+/* The same, owned by nobody: the caller holds the only reference (for
+ * gradients owned by their tensor, and temporaries). */
+cg_tensor *cg__tensor_new_unowned(cg_ctx *ctx, int ndim, const int64_t *shape);
 /* A view of t's storage with another shape, strides and offset. */
 cg_tensor *cg__tensor_view(cg_tensor *t, int ndim, const int64_t *shape,
                            const int64_t *strides, int64_t offset);
 void cg__tensor_ref(cg_tensor *t);
+/* Drops one reference; at zero frees the node, grad and storage. */
 void cg__tensor_unref(cg_tensor *t);
 int64_t cg__numel(int ndim, const int64_t *shape);
 bool cg__shape_eq(const cg_tensor *a, const cg_tensor *b);
@@ -138,6 +143,12 @@ void cg__node_free(struct cg_node *node);
 cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g);
 
 
+
+/* Ownership lists (context.c). cg__ctx_own puts a new tensor in the open
+ * scope, or in the persistent list when no scope is open. */
+bool cg__ctx_own(cg_ctx *ctx, cg_tensor *t);
+void cg__ctx_disown(cg_ctx *ctx, cg_tensor *t);
+bool cg__ctx_make_persistent(cg_ctx *ctx, cg_tensor *t);
 
 /* The built-in reference backend (backends/cpu). */
 const struct cg_backend_i *cg__cpu_backend(void);

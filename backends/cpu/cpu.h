@@ -1,0 +1,98 @@
+/*
+ * backends/cpu/cpu.h — private to the cpu reference backend.
+ *
+ * The cpu backend is the oracle every other backend is checked against, so
+ * its kernels are plain loops that follow the formulas in
+ * include/clgrad/backend.h literally, computing each element in double and
+ * rounding once to float. Buffers are 64-byte aligned host memory; "device"
+ * transfers are memcpy. One file per op family:
+ *
+ *   cpu.c          vtable, device, open/close, memory, stats
+ *   cpu_ew.c       fill, elementwise ops over strided views
+ *   cpu_reduce.c   sum/max/min/argmax along the middle axis
+ *   cpu_gemm.c     batched GEMM through OpenBLAS cblas_sgemm
+ *   cpu_softmax.c  softmax / log-softmax forward and backward
+ *   cpu_index.c    row gather/scatter-add, pick/pick-add
+ *   cpu_optim.c    fused SGD / Adam(W) / RMSProp updates
+ *
+ * Every primitive checks that what it touches lies inside its buffers and
+ * returns CG_STATUS_INVALID_ARGUMENT with a message otherwise: an oracle
+ * must report a frontend bug, not corrupt memory.
+ */
+#ifndef CLGRAD_BACKENDS_CPU_H
+#define CLGRAD_BACKENDS_CPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clgrad/backend.h"
+
+#define CG_CPU_ALIGN 64
+#define CG_CPU_ERR_LEN 1024
+
+/* A block of host memory standing in for device memory. */
+struct cg_buffer {
+    float *data;            /* CG_CPU_ALIGN-aligned; NULL when bytes == 0 */
+    size_t bytes;
+};
+
+/* One opened instance (the backend's void *ctx). */
+struct cg_cpu_ctx {
+    char err[CG_CPU_ERR_LEN];
+    struct cg_backend_stats stats;
+};
+
+/* Records "cpu <fmt...>" as the last error and returns status. */
+cg_status cg__cpu_error(struct cg_cpu_ctx *c, cg_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Checks that count elements from p lie inside p.buf; what names the
+ * argument for the message ("ew out"). count may be 0. */
+cg_status cg__cpu_check_range(struct cg_cpu_ctx *c, struct cg_ptr p, int64_t count,
+                              const char *what);
+/* Checks a strided view: ndim, non-negative shape, and that every element it
+ * addresses lies inside its buffer. */
+cg_status cg__cpu_check_view(struct cg_cpu_ctx *c, const struct cg_view *v,
+                             const char *what);
+/* Element count of a view (product of its shape; 1 for ndim == 0). */
+int64_t cg__cpu_view_numel(const struct cg_view *v);
+
+/* The float at element p.off of p.buf (p.buf must be valid). */
+static inline float *cg__cpu_at(struct cg_ptr p)
+{
+    return p.buf->data + p.off;
+}
+
+/* Reads idx (a float holding an exact integer) and checks 0 <= idx < limit
+ * (limit < 0: no upper bound). */
+cg_status cg__cpu_index(struct cg_cpu_ctx *c, float v, int64_t limit, const char *what,
+                        int64_t *out);
+
+/* The primitives, one family per file (arguments as in backend.h). */
+cg_status cg__cpu_fill(void *ctx, const struct cg_view *out, float value);
+cg_status cg__cpu_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
+                     const struct cg_view *out, const struct cg_view *a,
+                     const struct cg_view *b);
+cg_status cg__cpu_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
+                         struct cg_ptr in, int64_t outer, int64_t n, int64_t inner,
+                         float scale);
+cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
+                       struct cg_ptr b, struct cg_ptr c);
+cg_status cg__cpu_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
+                          int64_t cols, int use_log);
+cg_status cg__cpu_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
+                                   struct cg_ptr gy, int64_t rows, int64_t cols, int use_log);
+cg_status cg__cpu_index_rows(void *ctx, struct cg_ptr out, struct cg_ptr src,
+                             struct cg_ptr idx, int64_t n, int64_t inner);
+cg_status cg__cpu_index_rows_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+                                 struct cg_ptr idx, int64_t n, int64_t inner);
+cg_status cg__cpu_pick(void *ctx, struct cg_ptr out, struct cg_ptr src, struct cg_ptr idx,
+                       int64_t rows, int64_t cols);
+cg_status cg__cpu_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+                           struct cg_ptr idx, int64_t rows, int64_t cols);
+cg_status cg__cpu_optim_update(void *ctx, const struct cg_optim_hparams *h,
+                               struct cg_ptr param, struct cg_ptr grad,
+                               struct cg_ptr state[3], int64_t n);
+
+#endif

@@ -1,0 +1,165 @@
+/*
+ * backends/cpu/cpu_optim.c — fused optimizer updates of n parameters, one
+ * element at a time in double (states stored as float). The formulas are the
+ * "algorithm" boxes of the PyTorch docs (maximize=False, amsgrad=False,
+ * foreach/fused off), with t = h->step, gamma = lr, lambda = weight_decay.
+ */
+#include <math.h>
+#include <stdio.h>
+
+#include "cpu.h"
+
+/* torch.optim.SGD docs, "algorithm":
+ *   g <- g + lambda p                             (lambda != 0)
+ *   b <- g                                        (mu != 0, t == 1)
+ *   b <- mu b + (1 - dampening) g                 (mu != 0, t > 1)
+ *   g <- g + mu b  (nesterov)   or   g <- b
+ *   p <- p - gamma g
+ * PyTorch starts the buffer from the first gradient (its buffer is None on
+ * step 1), so step 1 ignores dampening. state[0] is b. */
+static void sgd_update(const struct cg_optim_hparams *h, float *p, const float *grad,
+                       float *buf, int64_t n)
+{
+    double mu = h->momentum;
+    for (int64_t i = 0; i < n; i++) {
+        double g = grad[i];
+        if (h->weight_decay != 0) g += (double)h->weight_decay * p[i];
+        if (mu != 0) {
+            double b = h->step <= 1 ? g : mu * buf[i] + (1.0 - h->dampening) * g;
+            buf[i] = (float)b;
+            g = h->nesterov ? g + mu * b : b;
+        }
+        p[i] = (float)(p[i] - (double)h->lr * g);
+    }
+}
+
+/* torch.optim.Adam / AdamW docs, "algorithm", in the form PyTorch's
+ * _single_tensor_adam evaluates it:
+ *   AdamW: p <- p (1 - gamma lambda)     Adam: g <- g + lambda p
+ *   m <- beta1 m + (1 - beta1) g
+ *   v <- beta2 v + (1 - beta2) g^2
+ *   denom = sqrt(v) / sqrt(bias_correction2) + eps
+ *   p <- p - (gamma / bias_correction1) m / denom
+ * with bias_correction_i = 1 - beta_i^t. state[0] is m, state[1] is v. */
+static void adam_update(const struct cg_optim_hparams *h, float *p, const float *grad,
+                        float *m, float *v, int64_t n)
+{
+    double b1 = h->beta1, b2 = h->beta2, lr = h->lr, wd = h->weight_decay;
+    double step_size = lr / h->bias_correction1;
+    double bc2_sqrt = sqrt((double)h->bias_correction2);
+    for (int64_t i = 0; i < n; i++) {
+        double g = grad[i], pi = p[i];
+        if (h->decoupled_weight_decay) pi *= 1.0 - lr * wd;
+        else if (wd != 0) g += wd * pi;
+        double mi = b1 * m[i] + (1.0 - b1) * g;
+        double vi = b2 * v[i] + (1.0 - b2) * g * g;
+        double denom = sqrt(vi) / bc2_sqrt + h->eps;
+        m[i] = (float)mi;
+        v[i] = (float)vi;
+        p[i] = (float)(pi - step_size * mi / denom);
+    }
+}
+
+/* torch.optim.RMSprop docs, "algorithm":
+ *   g <- g + lambda p                              (lambda != 0)
+ *   v <- alpha v + (1 - alpha) g^2
+ *   centered: g_avg <- alpha g_avg + (1 - alpha) g,  v~ = v - g_avg^2
+ *   avg = sqrt(v~) + eps                           (v~ = v if not centered)
+ *   mu > 0: b <- mu b + g / avg,  p <- p - gamma b
+ *   else:   p <- p - gamma g / avg
+ * state[0] is v (square_avg), state[1] b, state[2] g_avg. */
+static void rmsprop_update(const struct cg_optim_hparams *h, float *p, const float *grad,
+                           float *sq, float *buf, float *gavg, int64_t n)
+{
+    double alpha = h->alpha, mu = h->momentum, lr = h->lr, wd = h->weight_decay;
+    for (int64_t i = 0; i < n; i++) {
+        double g = grad[i];
+        if (wd != 0) g += wd * p[i];
+        double v = alpha * sq[i] + (1.0 - alpha) * g * g;
+        sq[i] = (float)v;
+        if (h->centered) {
+            double ga = alpha * gavg[i] + (1.0 - alpha) * g;
+            gavg[i] = (float)ga;
+            v -= ga * ga;
+        }
+        double avg = sqrt(v) + h->eps;
+        if (mu > 0) {
+            double b = mu * buf[i] + g / avg;
+            buf[i] = (float)b;
+            p[i] = (float)(p[i] - lr * b);
+        } else {
+            p[i] = (float)(p[i] - lr * g / avg);
+        }
+    }
+}
+
+/* Checks state[k] when the update uses it. */
+static cg_status check_state(struct cg_cpu_ctx *c, struct cg_ptr state[3], int k, int64_t n,
+                             const char *kind)
+{
+    char what[64];
+    snprintf(what, sizeof what, "optim_update %s state[%d]", kind, k);
+    if (n > 0 && !state[k].buf)
+        return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "%s: NULL buffer", what);
+    return cg__cpu_check_range(c, state[k], n, what);
+}
+
+static cg_status check_hparams(struct cg_cpu_ctx *c, const struct cg_optim_hparams *h,
+                               struct cg_ptr state[3], int64_t n)
+{
+    if (h->step < 1)
+        return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "optim_update: step %lld < 1",
+                             (long long)h->step);
+    cg_status s = CG_OK;
+    switch (h->kind) {
+    case CG_OPTIM_SGD:
+        if (h->momentum != 0) s = check_state(c, state, 0, n, "SGD");
+        return s;
+    case CG_OPTIM_ADAM:
+        if (!(h->bias_correction1 > 0) || !(h->bias_correction2 > 0))
+            return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT,
+                                 "optim_update Adam: bias corrections %g, %g must be > 0",
+                                 (double)h->bias_correction1, (double)h->bias_correction2);
+        s = check_state(c, state, 0, n, "Adam");
+        if (s == CG_OK) s = check_state(c, state, 1, n, "Adam");
+        return s;
+    case CG_OPTIM_RMSPROP:
+        s = check_state(c, state, 0, n, "RMSProp");
+        if (s == CG_OK && h->momentum > 0) s = check_state(c, state, 1, n, "RMSProp");
+        if (s == CG_OK && h->centered) s = check_state(c, state, 2, n, "RMSProp");
+        return s;
+    }
+    return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "optim_update: unknown kind %d",
+                         (int)h->kind);
+}
+
+cg_status cg__cpu_optim_update(void *ctx, const struct cg_optim_hparams *h,
+                               struct cg_ptr param, struct cg_ptr grad,
+                               struct cg_ptr state[3], int64_t n)
+{
+    /* param, grad, state[k]: (n) */
+    struct cg_cpu_ctx *c = ctx;
+    cg_status s = cg__cpu_check_range(c, param, n, "optim_update param");
+    if (s == CG_OK) s = cg__cpu_check_range(c, grad, n, "optim_update grad");
+    if (s == CG_OK) s = check_hparams(c, h, state, n);
+    if (s != CG_OK) return s;
+    c->stats.launches++;
+    if (n == 0) return CG_OK;
+
+    float *p = cg__cpu_at(param);
+    const float *g = cg__cpu_at(grad);
+    switch (h->kind) {
+    case CG_OPTIM_SGD:
+        sgd_update(h, p, g, h->momentum != 0 ? cg__cpu_at(state[0]) : NULL, n);
+        break;
+    case CG_OPTIM_ADAM:
+        adam_update(h, p, g, cg__cpu_at(state[0]), cg__cpu_at(state[1]), n);
+        break;
+    case CG_OPTIM_RMSPROP:
+        rmsprop_update(h, p, g, cg__cpu_at(state[0]),
+                       h->momentum > 0 ? cg__cpu_at(state[1]) : NULL,
+                       h->centered ? cg__cpu_at(state[2]) : NULL, n);
+        break;
+    }
+    return CG_OK;
+}

@@ -1,0 +1,221 @@
+/*
+ * backends/opencl/cl_backend.h — the opencl plugin's instance and the
+ * interfaces between its files (never installed; plugins see only
+ * include/clgrad/backend.h).
+ *
+ *   opencl.c   vtable, entry point, device listing, open/close, finish, stats
+ *   pool.c     buffers: size-bucketed pool, upload/download/copy
+ *   program.c  program table, build with an on-disk binary cache
+ *   kernels.c  kernel objects and the launch helper
+ *   ew.c       fill and elementwise ops
+ *   reduce.c   reductions and softmax
+ *   index.c    row gather/scatter-add and pick
+ *   optim.c    fused optimizer updates
+ *   gemm.c     CLBlast GEMM
+ *
+ * Threads: one instance per thread (clgrad's contract); the instance is not
+ * locked. Process-wide state (CLBlast's cache refcount) is under a mutex.
+ */
+#ifndef CG_OPENCL_BACKEND_H
+#define CG_OPENCL_BACKEND_H
+
+#include <stdint.h>
+
+#include "cl_error.h"
+#include "clgrad/backend.h"
+
+/* ---- programs (program.c) ------------------------------------------- */
+
+enum cg_cl_prog {
+    CG_CL_PROG_EW,
+    CG_CL_PROG_REDUCE,
+    CG_CL_PROG_SOFTMAX,
+    CG_CL_PROG_INDEX,
+    CG_CL_PROG_OPTIM,
+    CG_CL_PROG_COUNT
+};
+
+struct cg_cl_program_desc {
+    const char *name;          /* "ew": cl/ew.cl                       */
+    const char *source;        /* embedded at build time               */
+};
+extern const struct cg_cl_program_desc cg_cl_programs[CG_CL_PROG_COUNT];
+
+/* What a program build depends on besides its source. */
+struct cg_cl_device {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_context context;
+    char name[256];            /* CL_DEVICE_NAME                       */
+    char driver[256];          /* CL_DRIVER_VERSION                    */
+    char platform_name[256];   /* CL_PLATFORM_NAME + CL_PLATFORM_VERSION */
+    int c_version;             /* OpenCL C version * 10 (12 for 1.2)   */
+};
+
+/* The build options the backend uses for program p on dev (the same for
+ * every program today: "-cl-std=CL1.2" where the device supports it). */
+void cg_cl_build_options(const struct cg_cl_device *dev, enum cg_cl_prog p,
+                         char *out, size_t len);
+
+/* Builds (or loads from the on-disk cache) source with options for dev.
+ * *from_cache tells which happened. On failure err holds the reason and,
+ * for a compile error, the build log. */
+cg_status cg_cl_program_build(const struct cg_cl_device *dev, const char *name,
+                              const char *source, const char *options,
+                              cl_program *out, int *from_cache, char *err,
+                              size_t err_len);
+
+/* The cache folder: $CLGRAD_CACHE_DIR, else $XDG_CACHE_HOME/clgrad, else
+ * $HOME/.cache/clgrad; empty when none can be formed (caching is off). */
+void cg_cl_cache_dir(char *out, size_t len);
+
+/* ---- kernels (kernels.c) -------------------------------------------- */
+
+enum cg_cl_kern {
+    CG_CL_K_EW_FLAT,
+    CG_CL_K_EW_STRIDED,
+    CG_CL_K_FILL_FLAT,
+    CG_CL_K_FILL_STRIDED,
+    CG_CL_K_REDUCE_ITEM,
+    CG_CL_K_REDUCE_GROUP,
+    CG_CL_K_SOFTMAX_FWD,
+    CG_CL_K_SOFTMAX_BWD,
+    CG_CL_K_INDEX_ROWS,
+    CG_CL_K_INDEX_ROWS_ADD,
+    CG_CL_K_PICK,
+    CG_CL_K_PICK_ADD,
+    CG_CL_K_OPTIM_SGD,
+    CG_CL_K_OPTIM_ADAM,
+    CG_CL_K_OPTIM_RMSPROP,
+    CG_CL_K_COUNT
+};
+
+/* ---- buffers (pool.c) ----------------------------------------------- */
+
+#define CG_CL_POOL_CLASSES 256
+
+struct cg_buffer {
+    cl_mem mem;
+    size_t bytes;              /* as requested                         */
+    size_t cap;                /* size class actually allocated        */
+    int cls;                   /* size class index                     */
+    int in_use;
+    struct cg_buffer *next_free;
+    struct cg_buffer *prev, *next;  /* every live buffer of the instance */
+};
+
+struct cg_cl_pool {
+    struct cg_buffer *free[CG_CL_POOL_CLASSES];
+    struct cg_buffer *all;
+};
+
+/* ---- the instance ---------------------------------------------------- */
+
+struct cg_cl {
+    struct cg_cl_device dev;
+    cl_command_queue queue;
+    cl_uint compute_units;
+    size_t max_wg;                      /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+
+    cl_program programs[CG_CL_PROG_COUNT];
+    cl_kernel kernels[CG_CL_K_COUNT];
+    size_t kernel_wg[CG_CL_K_COUNT];    /* CL_KERNEL_WORK_GROUP_SIZE      */
+
+    struct cg_cl_pool pool;
+    struct cg_backend_stats stats;
+
+    cl_mem gemm_tmp;                    /* CLBlast's GEMM scratch         */
+    size_t gemm_tmp_bytes;
+
+    char err[CG_CL_ERR_LEN];
+};
+
+/* Record a formatted message in cl->err and return status. */
+cg_status cg_cl_errorf(struct cg_cl *cl, cg_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* pool.c */
+cg_status cg_cl_alloc(void *ctx, size_t bytes, struct cg_buffer **out);
+void cg_cl_release(void *ctx, struct cg_buffer *buf);
+cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off_bytes,
+                       const void *src, size_t bytes);
+cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src,
+                         size_t off_bytes, size_t bytes);
+cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,
+                     struct cg_buffer *src, size_t src_off_bytes, size_t bytes);
+void cg_cl_pool_free_all(struct cg_cl *cl);
+/* Size class of a request and its capacity in bytes (tests, pool). */
+int cg_cl_size_class(size_t bytes, size_t *cap);
+
+/* kernels.c: a kernel argument (size and pointer, as clSetKernelArg). */
+struct cg_cl_arg {
+    size_t size;
+    const void *ptr;
+};
+#define CG_ARG(x) ((struct cg_cl_arg){sizeof(x), &(x)})
+#define CG_ARG_LOCAL(bytes) ((struct cg_cl_arg){(bytes), NULL})
+
+/* The kernel, building its program on first use. */
+cg_status cg_cl_kernel(struct cg_cl *cl, enum cg_cl_kern k, cl_kernel *out);
+/* Sets args and enqueues a 1-d launch of `groups` work-groups of `local`
+ * work-items; counts it in stats.launches. */
+cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k,
+                       const struct cg_cl_arg *args, int nargs,
+                       size_t groups, size_t local);
+/* Work-group size for element-wise style kernels (<= 256). */
+size_t cg_cl_local_size(struct cg_cl *cl, enum cg_cl_kern k);
+/* Number of groups for a grid-stride loop over n items with local size
+ * `local`: enough to fill the device, never more than needed. */
+size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local);
+/* 1-d grid-stride launch over n items. */
+cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k,
+                         const struct cg_cl_arg *args, int nargs, int64_t n);
+void cg_cl_kernels_release(struct cg_cl *cl);
+
+/* ew.c */
+cg_status cg_cl_fill(void *ctx, const struct cg_view *out, float value);
+cg_status cg_cl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
+                   const struct cg_view *out, const struct cg_view *a,
+                   const struct cg_view *b);
+/* fill over a contiguous range (n elements at p). */
+cg_status cg_cl_fill_range(struct cg_cl *cl, struct cg_ptr p, int64_t n, float value);
+
+/* reduce.c */
+cg_status cg_cl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
+                       struct cg_ptr in, int64_t outer, int64_t n,
+                       int64_t inner, float scale);
+cg_status cg_cl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in,
+                        int64_t rows, int64_t cols, int log);
+cg_status cg_cl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
+                                 struct cg_ptr gy, int64_t rows, int64_t cols,
+                                 int log);
+
+/* index.c */
+cg_status cg_cl_index_rows(void *ctx, struct cg_ptr out, struct cg_ptr src,
+                           struct cg_ptr idx, int64_t n, int64_t inner);
+cg_status cg_cl_index_rows_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+                               struct cg_ptr idx, int64_t n, int64_t inner);
+cg_status cg_cl_pick(void *ctx, struct cg_ptr out, struct cg_ptr src,
+                     struct cg_ptr idx, int64_t rows, int64_t cols);
+cg_status cg_cl_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+                         struct cg_ptr idx, int64_t rows, int64_t cols);
+
+/* optim.c */
+cg_status cg_cl_optim_update(void *ctx, const struct cg_optim_hparams *h,
+                             struct cg_ptr param, struct cg_ptr grad,
+                             struct cg_ptr state[3], int64_t n);
+
+/* gemm.c */
+cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
+                     struct cg_ptr b, struct cg_ptr c);
+void cg_cl_gemm_release(struct cg_cl *cl);
+/* CLBlast keeps compiled programs per context in a process-wide cache:
+ * opencl.c counts open instances and clears it when the last one closes. */
+void cg_cl_clblast_ref(void);
+void cg_cl_clblast_unref(void);
+
+/* Range check of n elements at p (element offset) against p.buf's size. */
+cg_status cg_cl_check_range(struct cg_cl *cl, const char *what, const char *arg,
+                            struct cg_ptr p, int64_t n);
+
+#endif

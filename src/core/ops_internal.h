@@ -1,0 +1,88 @@
+/*
+ * src/core/ops_internal.h — helpers shared by the op families (ops_*.c) and
+ * autograd.c. Never installed.
+ *
+ * Ownership of temporaries. A public op's result is owned by the current
+ * scope (or persistent), like every tensor a user sees. Temporaries an op
+ * needs only while it runs are taken as *references* (cg__*_ref helpers):
+ * unowned tensors, or an existing tensor with one more reference, that the
+ * op drops with cg__tensor_unref before it returns. That way an op called
+ * with no scope open leaves nothing behind in the persistent list.
+ *
+ * Ops built from other public ops (softmax on an inner axis, matmul on
+ * folded batches, ...) run them inside cg__compose_begin/end: a private scope
+ * that frees every intermediate the result's graph does not need, then hands
+ * the result to the caller's scope.
+ */
+#ifndef CLGRAD_CORE_OPS_INTERNAL_H
+#define CLGRAD_CORE_OPS_INTERNAL_H
+
+#include "clgrad/ops.h"
+#include "core/internal.h"
+
+static inline cg_ctx *cg__ctx_of(const cg_tensor *t) { return t->st->ctx; }
+static inline int64_t cg__tnumel(const cg_tensor *t) { return cg__numel(t->ndim, t->shape); }
+
+/* Normalises a possibly negative axis into [0, ndim); records an error
+ * naming `what` when out of range. */
+cg_status cg__norm_axis(cg_ctx *ctx, const char *what, int axis, int ndim, int *out);
+
+/* The NumPy broadcast shape of a and b; error "what: shapes (..) and (..)
+ * do not broadcast". */
+cg_status cg__broadcast_shape(cg_ctx *ctx, const char *what, const cg_tensor *a,
+                              const cg_tensor *b, int *ndim, int64_t *shape);
+
+/* A backend view of t stretched to (ndim, shape) (t must broadcast to it):
+ * stride 0 along stretched dims, not coalesced. */
+struct cg_view cg__view_bcast(const cg_tensor *t, int ndim, const int64_t *shape);
+
+/* out = op(a[, b]) on the backend, a and b broadcast to out's shape; skips
+ * empty outputs; a backend failure is recorded with `what`. Not recorded
+ * for autograd. */
+cg_status cg__ew(cg_ctx *ctx, const char *what, enum cg_ew_op op, float p0, float p1,
+                 cg_tensor *out, const cg_tensor *a, const cg_tensor *b);
+/* A new scoped tensor of the broadcast shape holding op(a[, b]); not
+ * recorded. */
+cg_tensor *cg__ew_new(const char *what, enum cg_ew_op op, float p0, float p1,
+                      cg_tensor *a, cg_tensor *b);
+
+/* t with one more reference when contiguous, else an unowned contiguous
+ * copy. Drop with cg__tensor_unref. */
+cg_tensor *cg__contig_ref(cg_tensor *t);
+
+/* Sums g over the dims it broadcast along, to (ndim, shape) (see
+ * cg__accumulate_grad): a new reference (g itself when nothing to sum). */
+cg_tensor *cg__sum_to_ref(cg_tensor *g, int ndim, const int64_t *shape);
+
+/* Backend reduce of a contiguous tensor along one axis into a new unowned
+ * tensor of `out_ndim, out_shape` (numel outer * inner). */
+cg_tensor *cg__reduce_ref(const char *what, enum cg_reduce_op op, cg_tensor *in, int64_t outer,
+                          int64_t n, int64_t inner, float scale, int out_ndim,
+                          const int64_t *out_shape);
+
+/* Private scope around a composite op; see the top of this file. begin
+ * returns a token for end; end returns r moved into the caller's scope (or
+ * persistent), or NULL if r is NULL. */
+int cg__compose_begin(cg_ctx *ctx);
+cg_tensor *cg__compose_end(cg_ctx *ctx, int token, cg_tensor *r);
+
+/* True when an op on these inputs must record a node: grad recording is on
+ * and some input requires grad. */
+bool cg__needs_grad(cg_ctx *ctx, int n, cg_tensor *const *inputs);
+/* node->inputs[i] exists and wants a gradient. */
+static inline bool cg__input_needs_grad(const struct cg_node *node, int i)
+{
+    return i < node->n_inputs && node->inputs[i] && node->inputs[i]->requires_grad;
+}
+/* Records `name` on out when cg__needs_grad; saved[] (may be NULL) is
+ * stored in node->saved. Returns the attached node (to fill f/i params;
+ * refs are already taken), NULL when nothing was recorded. On an
+ * allocation failure records the error and returns NULL with *failed set. */
+struct cg_node *cg__record(cg_tensor *out, const char *name, cg_backward_fn backward, int n_inputs,
+                           cg_tensor *const *inputs, int n_saved, cg_tensor *const *saved,
+                           bool *failed);
+
+/* Shape strings for messages. */
+#define CG_SHAPE_STR(t, buf) cg__shape_str((t)->ndim, (t)->shape, buf, sizeof buf)
+
+#endif

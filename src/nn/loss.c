@@ -1,0 +1,116 @@
+/*
+ * src/nn/loss.c — MSE, cross-entropy and binary cross-entropy with logits.
+ *
+ * Each loss is a composition of differentiable ops (ops.h): it runs on the
+ * context's backend, forward and backward, and autograd supplies the
+ * gradient. Only shapes are checked here, on the host.
+ */
+#include <math.h>
+
+#include "clgrad/nn.h"
+#include "core/internal.h"
+
+/* per: the per-element losses, any shape. */
+static cg_tensor *reduce(cg_tensor *per, enum cg_reduction r)
+{
+    switch (r) {
+    case CG_REDUCTION_MEAN: return cg_mean_all(per);
+    case CG_REDUCTION_SUM: return cg_sum_all(per);
+    case CG_REDUCTION_NONE: return per;
+    }
+    return NULL;
+}
+
+static cg_status check_reduction(cg_ctx *ctx, const char *fn, enum cg_reduction r)
+{
+    if (r == CG_REDUCTION_MEAN || r == CG_REDUCTION_SUM || r == CG_REDUCTION_NONE)
+        return CG_OK;
+    return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: unknown reduction %d", fn, (int)r);
+}
+
+/* pred and target must have identical shapes (PyTorch only warns and then
+ * broadcasts, which silently turns (N, 1) vs (N) into an (N, N) loss). */
+static cg_status check_same_shape(const char *fn, const char *an, cg_tensor *a,
+                                  const char *bn, cg_tensor *b)
+{
+    if (cg__shape_eq(a, b)) return CG_OK;
+    char sa[128], sb[128];
+    return cg__error(cg_tensor_ctx(a), CG_STATUS_SHAPE_MISMATCH,
+                     "%s: %s %s and %s %s must have the same shape", fn, an,
+                     cg_tensor_describe(a, sa, sizeof sa), bn,
+                     cg_tensor_describe(b, sb, sizeof sb));
+}
+
+/* torch.nn.MSELoss: l = (pred - target)^2, then mean or sum.
+ * pred, target: the same shape. */
+cg_tensor *cg_mse_loss(cg_tensor *pred, cg_tensor *target, enum cg_reduction reduction)
+{
+    if (!pred || !target) return NULL;
+    if (check_reduction(cg_tensor_ctx(pred), "cg_mse_loss", reduction) != CG_OK ||
+        check_same_shape("cg_mse_loss", "pred", pred, "target", target) != CG_OK)
+        return NULL;
+    cg_tensor *d = cg_sub(pred, target);
+    return reduce(cg_mul(d, d), reduction);
+}
+
+/* torch.nn.CrossEntropyLoss (class indices, label_smoothing = eps), see the
+ * formula in its docs:
+ *   l_n = (1 - eps) * (-log p[n, y_n]) + eps / C * sum_c (-log p[n, c])
+ * with log p = log_softmax(logits) (max-subtracted, so any logits are finite).
+ * logits: (N, C), target: (N) integer class indices as floats. */
+cg_tensor *cg_cross_entropy_loss(cg_tensor *logits, cg_tensor *target,
+                                 enum cg_reduction reduction, float label_smoothing)
+{
+    if (!logits || !target) return NULL;
+    cg_ctx *ctx = cg_tensor_ctx(logits);
+    char sl[128], st[128];
+    cg_tensor_describe(logits, sl, sizeof sl);
+    cg_tensor_describe(target, st, sizeof st);
+    if (check_reduction(ctx, "cg_cross_entropy_loss", reduction) != CG_OK) return NULL;
+    if (cg_tensor_ndim(logits) != 2) {
+        cg__error(ctx, CG_STATUS_SHAPE_MISMATCH,
+                  "cg_cross_entropy_loss: logits %s must be (N, C)", sl);
+        return NULL;
+    }
+    if (cg_tensor_ndim(target) != 1 || cg_tensor_dim(target, 0) != cg_tensor_dim(logits, 0)) {
+        cg__error(ctx, CG_STATUS_SHAPE_MISMATCH,
+                  "cg_cross_entropy_loss: target %s must be (N) = (%lld) class indices "
+                  "for logits %s", st, (long long)cg_tensor_dim(logits, 0), sl);
+        return NULL;
+    }
+    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f)) {
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                  "cg_cross_entropy_loss: label_smoothing %g must be in [0, 1]",
+                  (double)label_smoothing);
+        return NULL;
+    }
+    cg_tensor *logp = cg_log_softmax(logits, -1);                /* (N, C) */
+    cg_tensor *nll = cg_neg(cg_pick(logp, target));              /* (N)    */
+    cg_tensor *per = nll;
+    if (label_smoothing > 0.0f) {
+        cg_tensor *smooth = cg_neg(cg_mean(logp, 1, false));     /* (N)    */
+        per = cg_add(cg_mul_scalar(nll, 1.0f - label_smoothing),
+                     cg_mul_scalar(smooth, label_smoothing));
+    }
+    return reduce(per, reduction);
+}
+
+/* torch.nn.BCEWithLogitsLoss, in the stable form of its implementation:
+ *   l = max(x, 0) - x * y + log(1 + exp(-|x|))
+ * exp only ever sees -|x| <= 0, so no overflow for any x. max(x, 0) is
+ * written (x + |x|) / 2: with d|x|/dx = 0 at x = 0 this gives the exact
+ * gradient sigmoid(0) - y = 1/2 - y there (relu's would give -y).
+ * logits, target: the same shape. */
+cg_tensor *cg_bce_with_logits_loss(cg_tensor *logits, cg_tensor *target,
+                                   enum cg_reduction reduction)
+{
+    if (!logits || !target) return NULL;
+    if (check_reduction(cg_tensor_ctx(logits), "cg_bce_with_logits_loss", reduction) != CG_OK ||
+        check_same_shape("cg_bce_with_logits_loss", "logits", logits, "target", target) != CG_OK)
+        return NULL;
+    cg_tensor *ax = cg_abs(logits);
+    cg_tensor *pos = cg_mul_scalar(cg_add(logits, ax), 0.5f);            /* max(x, 0) */
+    cg_tensor *xy = cg_mul(logits, target);
+    cg_tensor *soft = cg_log(cg_add_scalar(cg_exp(cg_neg(ax)), 1.0f));   /* log(1+e^-|x|) */
+    return reduce(cg_add(cg_sub(pos, xy), soft), reduction);
+}

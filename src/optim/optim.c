@@ -1,0 +1,286 @@
+/*
+ * src/optim/optim.c — what every optimizer shares: parameter groups,
+ * per-parameter state, zero_grad, and the step loop.
+ *
+ * A step makes exactly one backend call per parameter tensor
+ * (cg_backend_i.optim_update): the family (sgd.c, adam.c, rmsprop.c) turns
+ * the group's options and the parameter's step count into the fused
+ * kernel's hyper-parameters. State buffers are persistent device tensors,
+ * created zero at a parameter's first update (as torch.optim creates its
+ * state lazily), so a step uploads and downloads nothing.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "optim-impl.h"
+
+struct optim_param {
+    cg_tensor *p;                          /* borrowed, contiguous          */
+    int64_t step;                          /* updates so far                */
+    cg_tensor *state[CG_OPTIM_MAX_STATE];  /* owned, p's shape, or NULL     */
+};
+
+struct optim_group {
+    struct cg_optim_options o;
+    int n;
+    struct optim_param *params;
+};
+
+struct cg_optim {
+    cg_ctx *ctx;
+    const struct cg__optim_family *family;
+    int n_groups;
+    struct optim_group *groups;
+};
+
+const struct cg__optim_family *cg__optim_family(enum cg_optim_kind kind)
+{
+    switch (kind) {
+    case CG_OPTIM_SGD: return &cg__sgd_family;
+    case CG_OPTIM_ADAM: return &cg__adam_family;
+    case CG_OPTIM_RMSPROP: return &cg__rmsprop_family;
+    }
+    return NULL;
+}
+
+struct cg_optim_options cg_optim_defaults(enum cg_optim_kind kind)
+{
+    const struct cg__optim_family *f = cg__optim_family(kind);
+    if (f) return f->defaults();
+    struct cg_optim_options o;
+    memset(&o, 0, sizeof o);
+    o.kind = kind;
+    return o;
+}
+
+static struct optim_param *find_param(const cg_optim *opt, const cg_tensor *p)
+{
+    for (int g = 0; opt && g < opt->n_groups; g++)
+        for (int i = 0; i < opt->groups[g].n; i++)
+            if (opt->groups[g].params[i].p == p) return &opt->groups[g].params[i];
+    return NULL;
+}
+
+/* Checks a group's tensors: persistent, contiguous, this context, and not
+ * already held (torch.optim: "some parameters appear in more than one
+ * parameter group"). */
+static cg_status check_params(cg_optim *opt, cg_tensor *const *params, int n)
+{
+    const char *fn = "cg_optim_add_group";
+    if (n < 0 || (n > 0 && !params))
+        return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: %d parameters at %p", fn, n, (const void *)params);
+    for (int i = 0; i < n; i++) {
+        cg_tensor *p = params[i];
+        char s[128];
+        if (!p)
+            return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                             "%s: parameter %d is NULL", fn, i);
+        cg_tensor_describe(p, s, sizeof s);
+        if (cg_tensor_ctx(p) != opt->ctx)
+            return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                             "%s: parameter %d %s belongs to another context", fn, i, s);
+        if (p->scope_slot >= 0)
+            return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                             "%s: parameter %d %s belongs to a scope; parameters "
+                             "must be persistent", fn, i, s);
+        if (!cg_tensor_is_contiguous(p))
+            return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                             "%s: parameter %d %s is not contiguous", fn, i, s);
+        bool dup = find_param(opt, p) != NULL;
+        for (int j = 0; j < i && !dup; j++) dup = params[j] == p;
+        if (dup)
+            return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                             "%s: parameter %d %s appears more than once", fn, i, s);
+    }
+    return CG_OK;
+}
+
+cg_status cg_optim_add_group(cg_optim *opt, cg_tensor *const *params, int n,
+                             const struct cg_optim_options *o)
+{
+    if (!opt) return CG_STATUS_INVALID_ARGUMENT;
+    if (!o)
+        return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_optim_add_group: options are NULL");
+    if (o->kind != opt->family->defaults().kind)
+        return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_optim_add_group: a group of kind %d in a %s optimizer",
+                         (int)o->kind, opt->family->name);
+    cg_status st = opt->family->validate(opt->ctx, "cg_optim_add_group", o);
+    if (st == CG_OK) st = check_params(opt, params, n);
+    if (st != CG_OK) return st;
+
+    struct optim_group *gs = realloc(opt->groups, (size_t)(opt->n_groups + 1) * sizeof *gs);
+    if (!gs)
+        return cg__error(opt->ctx, CG_STATUS_OUT_OF_MEMORY,
+                         "cg_optim_add_group: out of host memory");
+    opt->groups = gs;
+    struct optim_group *g = &gs[opt->n_groups];
+    memset(g, 0, sizeof *g);
+    g->o = *o;
+    if (n > 0) {
+        g->params = calloc((size_t)n, sizeof *g->params);
+        if (!g->params)
+            return cg__error(opt->ctx, CG_STATUS_OUT_OF_MEMORY,
+                             "cg_optim_add_group: out of host memory");
+    }
+    for (int i = 0; i < n; i++) g->params[i].p = params[i];
+    g->n = n;
+    opt->n_groups++;
+    return CG_OK;
+}
+
+cg_optim *cg_optim_create_params(cg_ctx *ctx, cg_tensor *const *params, int n,
+                                 const struct cg_optim_options *o)
+{
+    if (!ctx) return NULL;
+    if (!o) {
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_optim_create: options are NULL");
+        return NULL;
+    }
+    const struct cg__optim_family *f = cg__optim_family(o->kind);
+    if (!f) {
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                  "cg_optim_create: unknown optimizer kind %d", (int)o->kind);
+        return NULL;
+    }
+    cg_optim *opt = calloc(1, sizeof *opt);
+    if (!opt) {
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_optim_create: out of host memory");
+        return NULL;
+    }
+    opt->ctx = ctx;
+    opt->family = f;
+    if (cg_optim_add_group(opt, params, n, o) != CG_OK) {
+        cg_optim_free(opt);
+        return NULL;
+    }
+    return opt;
+}
+
+cg_optim *cg_optim_create(cg_module *model, const struct cg_optim_options *o)
+{
+    if (!model) return NULL;
+    cg_ctx *ctx = cg_module_ctx(model);
+    int n = cg_module_parameters(model, NULL, 0);
+    struct cg_named_tensor *named = calloc((size_t)n + 1, sizeof *named);
+    cg_tensor **ps = calloc((size_t)n + 1, sizeof *ps);
+    cg_optim *opt = NULL;
+    if (!named || !ps) {
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_optim_create: out of host memory");
+    } else {
+        cg_module_parameters(model, named, n);
+        for (int i = 0; i < n; i++) ps[i] = named[i].tensor;
+        opt = cg_optim_create_params(ctx, ps, n, o);
+    }
+    free(named);
+    free(ps);
+    return opt;
+}
+
+void cg_optim_free(cg_optim *opt)
+{
+    if (!opt) return;
+    for (int g = 0; g < opt->n_groups; g++) {
+        for (int i = 0; i < opt->groups[g].n; i++)
+            for (int s = 0; s < CG_OPTIM_MAX_STATE; s++)
+                cg_tensor_free(opt->groups[g].params[i].state[s]);
+        free(opt->groups[g].params);
+    }
+    free(opt->groups);
+    free(opt);
+}
+
+void cg_optim_zero_grad(cg_optim *opt)
+{
+    for (int g = 0; opt && g < opt->n_groups; g++)
+        for (int i = 0; i < opt->groups[g].n; i++)
+            cg_tensor_clear_grad(opt->groups[g].params[i].p);
+}
+
+/* The state buffers the options need, persistent zeros of p's shape. */
+static cg_status ensure_state(cg_optim *opt, const struct optim_group *g,
+                              struct optim_param *op)
+{
+    unsigned mask = opt->family->state_mask(&g->o);
+    for (int s = 0; s < CG_OPTIM_MAX_STATE; s++) {
+        if (!(mask & (1u << s)) || op->state[s]) continue;
+        cg_tensor *t = cg_tensor_zeros(opt->ctx, cg_tensor_ndim(op->p), cg_tensor_shape(op->p));
+        if (!t) return cg_ctx_status(opt->ctx) != CG_OK ? cg_ctx_status(opt->ctx)
+                                                        : CG_STATUS_OUT_OF_MEMORY;
+        op->state[s] = cg_tensor_keep(t);
+    }
+    return CG_OK;
+}
+
+/* One fused update of one parameter. */
+static cg_status step_param(cg_optim *opt, const struct optim_group *g, struct optim_param *op)
+{
+    cg_tensor *grad = cg_tensor_grad(op->p);
+    if (!grad) return CG_OK;   /* torch.optim: `if p.grad is None: continue` */
+    cg_status st = ensure_state(opt, g, op);
+    if (st != CG_OK) return st;
+
+    struct cg_optim_hparams h;
+    memset(&h, 0, sizeof h);
+    opt->family->hparams(&g->o, op->step + 1, &h);
+    struct cg_ptr state[CG_OPTIM_MAX_STATE];
+    memset(state, 0, sizeof state);
+    for (int s = 0; s < CG_OPTIM_MAX_STATE; s++)
+        if (op->state[s]) state[s] = cg__ptr(op->state[s]);
+
+    cg_ctx *ctx = opt->ctx;
+    st = ctx->be->optim_update(ctx->bctx, &h, cg__ptr(op->p), cg__ptr(grad), state,
+                               cg_tensor_numel(op->p));
+    if (st != CG_OK) {
+        char s[128], what[192];
+        snprintf(what, sizeof what, "cg_optim_step(%s) of parameter %s",
+                 opt->family->name, cg_tensor_describe(op->p, s, sizeof s));
+        return cg__backend_error(ctx, st, what);
+    }
+    op->step++;
+    return CG_OK;
+}
+
+cg_status cg_optim_step(cg_optim *opt)
+{
+    if (!opt) return CG_STATUS_INVALID_ARGUMENT;
+    for (int g = 0; g < opt->n_groups; g++) {
+        struct optim_group *grp = &opt->groups[g];
+        cg_status st = opt->family->validate(opt->ctx, "cg_optim_step", &grp->o);
+        for (int i = 0; st == CG_OK && i < grp->n; i++)
+            st = step_param(opt, grp, &grp->params[i]);
+        if (st != CG_OK) return st;
+    }
+    return CG_OK;
+}
+
+void cg_optim_set_lr(cg_optim *opt, float lr)
+{
+    for (int g = 0; opt && g < opt->n_groups; g++) opt->groups[g].o.lr = lr;
+}
+
+float cg_optim_lr(const cg_optim *opt)
+{
+    return opt && opt->n_groups > 0 ? opt->groups[0].o.lr : 0.0f;
+}
+
+int cg_optim_num_groups(const cg_optim *opt) { return opt ? opt->n_groups : 0; }
+
+struct cg_optim_options *cg_optim_group_options(cg_optim *opt, int g)
+{
+    return opt && g >= 0 && g < opt->n_groups ? &opt->groups[g].o : NULL;
+}
+
+int64_t cg_optim_param_steps(const cg_optim *opt, const cg_tensor *param)
+{
+    const struct optim_param *op = find_param(opt, param);
+    return op ? op->step : 0;
+}
+
+cg_tensor *cg_optim_param_state(const cg_optim *opt, const cg_tensor *param, int i)
+{
+    const struct optim_param *op = find_param(opt, param);
+    return op && i >= 0 && i < CG_OPTIM_MAX_STATE ? op->state[i] : NULL;
+}

@@ -1,0 +1,28 @@
+/* A program outside the source tree, built against the installed clgrad
+ * through `pkg-config --cflags --libs clgrad` (tests/install/check.sh). It
+ * uses only the public API. */
+#include <clgrad/clgrad.h>
+#include <stdio.h>
+
+int main(void)
+{
+    struct cg_ctx_options o = {.backend = "cpu", .seed = 1};
+    cg_ctx *ctx;
+    if (cg_ctx_create(&ctx, &o) != CG_OK) {
+        fprintf(stderr, "consumer: %s\n", cg_last_error(NULL));
+        return 1;
+    }
+    const float x[4] = {1, 2, 3, 4};
+    float y[4] = {0};
+    cg_scope_begin(ctx);
+    cg_tensor *t = cg_tensor_from_host(ctx, CG_SHAPE(2, 2), x);
+    cg_status st = cg_tensor_to_host(t, y, 4);
+    cg_scope_end(ctx);
+    cg_ctx_free(ctx);
+    if (st != CG_OK || y[3] != 4.0f) {
+        fprintf(stderr, "consumer: round trip failed\n");
+        return 1;
+    }
+    printf("consumer: ok (%s)\n", cg_status_str(CG_OK));
+    return 0;
+}

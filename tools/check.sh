@@ -1,0 +1,34 @@
+#!/bin/sh
+# The whole test suite, from a fresh Debian 12 machine: installs what is
+# missing, builds, runs every test on every backend (opencl on PoCL when no
+# GPU is present), then builds again with AddressSanitizer and
+# UndefinedBehaviorSanitizer and runs the suite there too.
+#
+#   tools/check.sh            everything
+#   tools/check.sh --quick    skip the sanitizer build
+set -eu
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+tools/setup.sh
+
+# PoCL's cpu driver starts a worker per core in every process; on a shared
+# 2-core machine more only adds contention.
+export POCL_CPU_MAX_CU_COUNT="${POCL_CPU_MAX_CU_COUNT:-2}"
+
+[ -d build ] || meson setup build
+ninja -C build
+meson test -C build --print-errorlogs --num-processes 2
+
+[ "$quick" = 1 ] && exit 0
+
+# Sanitizers. LeakSanitizer's suppressions cover only the OpenCL driver
+# stack (tests/lsan.supp explains each); UBSan findings are fatal.
+[ -d build-san ] || meson setup build-san -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dbuildtype=debug
+ninja -C build-san
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" \
+UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0" \
+    meson test -C build-san --print-errorlogs --num-processes 2 --timeout-multiplier 3
