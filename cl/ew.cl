@@ -1,5 +1,5 @@
 /*
- * cl/ew.cl — elementwise ops and fill (OpenCL C 1.2, float32).
+ * cl/ew.cl - elementwise ops and fill (OpenCL C 1.2, float32).
  *
  * One kernel serves every op in enum cg_ew_op (include/clgrad/backend.h):
  * `op` is the same for all work-items, so the switch costs a uniform branch,

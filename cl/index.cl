@@ -1,5 +1,5 @@
 /*
- * cl/index.cl — row gather/scatter-add (embeddings) and per-row pick
+ * cl/index.cl - row gather/scatter-add (embeddings) and per-row pick
  * (cross-entropy), backend.h index_rows / index_rows_add / pick / pick_add.
  *
  * Indices are float32 holding exact integers (the frontend range-checks

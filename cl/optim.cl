@@ -1,5 +1,5 @@
 /*
- * cl/optim.cl — fused optimizer updates, one kernel per optimizer, one
+ * cl/optim.cl - fused optimizer updates, one kernel per optimizer, one
  * launch per parameter tensor (backend.h optim_update). Semantics follow
  * the "Algorithm" boxes of the torch.optim docs (PyTorch 2.x), and the
  * single-tensor implementations in torch/optim/{sgd,adam,rmsprop}.py for

@@ -1,5 +1,5 @@
 /*
- * cl/reduce.cl — reductions over the middle axis of a contiguous
+ * cl/reduce.cl - reductions over the middle axis of a contiguous
  * (outer, n, inner) block into (outer, inner) (backend.h, reduce()).
  *
  * Two shapes of launch, chosen by the host:

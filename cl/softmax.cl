@@ -1,5 +1,5 @@
 /*
- * cl/softmax.cl — softmax and log-softmax over the last axis of a contiguous
+ * cl/softmax.cl - softmax and log-softmax over the last axis of a contiguous
  * (rows, cols) block, forward and backward (backend.h, softmax()).
  *
  * One work-group per row (grid-stride over rows), local size a power of two.

@@ -135,13 +135,13 @@ cg_status cg_cl_errorf(struct cg_cl *cl, cg_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* pool.c */
-cg_status cg_cl_alloc(void *ctx, size_t bytes, struct cg_buffer **out);
-void cg_cl_release(void *ctx, struct cg_buffer *buf);
-cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off_bytes,
+cg_status cg_ocl_alloc(void *ctx, size_t bytes, struct cg_buffer **out);
+void cg_ocl_release(void *ctx, struct cg_buffer *buf);
+cg_status cg_ocl_upload(void *ctx, struct cg_buffer *dst, size_t off_bytes,
                        const void *src, size_t bytes);
-cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src,
+cg_status cg_ocl_download(void *ctx, void *dst, struct cg_buffer *src,
                          size_t off_bytes, size_t bytes);
-cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,
+cg_status cg_ocl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,
                      struct cg_buffer *src, size_t src_off_bytes, size_t bytes);
 void cg_cl_pool_free_all(struct cg_cl *cl);
 /* Size class of a request and its capacity in bytes (tests, pool). */
@@ -173,40 +173,40 @@ cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k,
 void cg_cl_kernels_release(struct cg_cl *cl);
 
 /* ew.c */
-cg_status cg_cl_fill(void *ctx, const struct cg_view *out, float value);
-cg_status cg_cl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
+cg_status cg_ocl_fill(void *ctx, const struct cg_view *out, float value);
+cg_status cg_ocl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
                    const struct cg_view *out, const struct cg_view *a,
                    const struct cg_view *b);
 /* fill over a contiguous range (n elements at p). */
 cg_status cg_cl_fill_range(struct cg_cl *cl, struct cg_ptr p, int64_t n, float value);
 
 /* reduce.c */
-cg_status cg_cl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
+cg_status cg_ocl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
                        struct cg_ptr in, int64_t outer, int64_t n,
                        int64_t inner, float scale);
-cg_status cg_cl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in,
+cg_status cg_ocl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in,
                         int64_t rows, int64_t cols, int log);
-cg_status cg_cl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
+cg_status cg_ocl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
                                  struct cg_ptr gy, int64_t rows, int64_t cols,
                                  int log);
 
 /* index.c */
-cg_status cg_cl_index_rows(void *ctx, struct cg_ptr out, struct cg_ptr src,
+cg_status cg_ocl_index_rows(void *ctx, struct cg_ptr out, struct cg_ptr src,
                            struct cg_ptr idx, int64_t n, int64_t inner);
-cg_status cg_cl_index_rows_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+cg_status cg_ocl_index_rows_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
                                struct cg_ptr idx, int64_t n, int64_t inner);
-cg_status cg_cl_pick(void *ctx, struct cg_ptr out, struct cg_ptr src,
+cg_status cg_ocl_pick(void *ctx, struct cg_ptr out, struct cg_ptr src,
                      struct cg_ptr idx, int64_t rows, int64_t cols);
-cg_status cg_cl_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+cg_status cg_ocl_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
                          struct cg_ptr idx, int64_t rows, int64_t cols);
 
 /* optim.c */
-cg_status cg_cl_optim_update(void *ctx, const struct cg_optim_hparams *h,
+cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
                              struct cg_ptr param, struct cg_ptr grad,
                              struct cg_ptr state[3], int64_t n);
 
 /* gemm.c */
-cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
+cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
                      struct cg_ptr b, struct cg_ptr c);
 void cg_cl_gemm_release(struct cg_cl *cl);
 /* CLBlast keeps compiled programs per context in a process-wide cache:

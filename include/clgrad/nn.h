@@ -172,6 +172,21 @@ CG_API cg_tensor *cg_cross_entropy_loss(cg_tensor *logits, cg_tensor *target,
 CG_API cg_tensor *cg_bce_with_logits_loss(cg_tensor *logits, cg_tensor *target,
                                           enum cg_reduction reduction);
 
+/* ---- Models from a spec string (src/nn/spec.c) ------------------------------
+ * torch.nn.Flatten(): (N, d1, d2, ...) -> (N, d1 * d2 * ...). */
+CG_API cg_module *cg_flatten_module(cg_ctx *ctx);
+/* A Sequential built from a spec such as
+ *     "flatten, linear 256 relu, linear 128 relu, linear 10"
+ * for samples of shape in_shape (no batch dim). Layers are separated by
+ * commas; each is a kind with its arguments, optionally followed by
+ * activations (relu, sigmoid, tanh, gelu, softmax). Kinds: linear OUT,
+ * flatten, and the activations alone. On success the output sample shape
+ * is stored in out_ndim/out_shape (either may be NULL). On failure returns
+ * NULL; the message names the layer and its column in the spec. */
+CG_API cg_module *cg_model_from_spec(cg_ctx *ctx, const char *spec, int in_ndim,
+                                     const int64_t *in_shape, int *out_ndim,
+                                     int64_t *out_shape);
+
 #ifdef __cplusplus
 }
 #endif

@@ -105,6 +105,13 @@ CG_API int64_t cg_optim_param_steps(const cg_optim *opt, const cg_tensor *param)
 /* State buffer i of param (SGD: 0 momentum; Adam: 0 exp_avg, 1 exp_avg_sq;
  * RMSProp: 0 square_avg, 1 momentum buffer, 2 grad_avg), or NULL. */
 CG_API cg_tensor *cg_optim_param_state(const cg_optim *opt, const cg_tensor *param, int i);
+/* Restoring state (checkpoints, io.h): sets param's step count, and state
+ * buffer i from host data (numel(param) floats, row-major; created if
+ * absent; data NULL drops the buffer, so the next step starts it at zero).
+ * param must be held by opt. */
+CG_API cg_status cg_optim_set_param_steps(cg_optim *opt, const cg_tensor *param, int64_t steps);
+CG_API cg_status cg_optim_set_param_state(cg_optim *opt, const cg_tensor *param, int i,
+                                          const float *data);
 
 #ifdef __cplusplus
 }

@@ -325,8 +325,12 @@ CG_API cg_status cg_backward_with(cg_tensor *out, cg_tensor *grad_out)
     int64_t n_order = 0;
     cg_status st = topo_order(ctx, out, &order, &n_order);
     if (st != CG_OK) return st;
+    /* Gradients are computed by the same ops, unrecorded, in a private
+     * scope: whatever the backward functions create is freed on return. */
     bool was = cg_set_grad_enabled(ctx, false);
+    int token = cg__compose_begin(ctx);
     st = run_backward(ctx, out, grad_out, order, n_order);
+    cg__compose_end(ctx, token, NULL);
     cg_set_grad_enabled(ctx, was);
     free(order);
     return st;
@@ -343,10 +347,13 @@ CG_API cg_status cg_backward(cg_tensor *loss)
                          "with cg_sum_all / cg_mean_all, or use cg_backward_with)",
                          CG_SHAPE_STR(loss, sh));
     }
-    int token = cg__compose_begin(ctx);
-    cg_tensor *seed = cg_tensor_full(ctx, loss->ndim, loss->shape, 1.0f);
-    cg_status st = seed ? cg_backward_with(loss, seed) : ctx->status;
-    cg__compose_end(ctx, token, NULL);
+    cg_tensor *seed = cg__tensor_new_unowned(ctx, loss->ndim, loss->shape);
+    if (!seed) return ctx->status;
+    struct cg_view v = cg__view_of(seed);
+    cg_status st = ctx->be->fill(ctx->bctx, &v, 1.0f) != CG_OK
+                       ? cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_backward: seeding")
+                       : cg_backward_with(loss, seed);
+    cg__tensor_unref(seed);
     return st;
 }
 

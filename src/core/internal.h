@@ -119,7 +119,9 @@ void cg__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 /* "(2, 3)" into buf. */
 char *cg__shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
 
-/* A backend view of t, dims coalesced where the layout allows. */
+/* A backend view of t alone, dims coalesced where its layout allows. For
+ * several views that must keep one shape (out, a, b of an ew op), start
+ * from cg_tensor_view() of each and coalesce them together instead. */
 struct cg_view cg__view_of(const cg_tensor *t);
 /* Coalesce adjacent dims of out/a/b together (any may be NULL except out):
  * dims i and i+1 merge when every view has stride[i] == stride[i+1] *

@@ -54,8 +54,11 @@ cg_tensor *cg__contig_ref(cg_tensor *t);
  * cg__accumulate_grad): a new reference (g itself when nothing to sum). */
 cg_tensor *cg__sum_to_ref(cg_tensor *g, int ndim, const int64_t *shape);
 
-/* Backend reduce of a contiguous tensor along one axis into a new unowned
- * tensor of `out_ndim, out_shape` (numel outer * inner). */
+/* Backend reduce of a contiguous `in` seen as (outer, n, inner) into the
+ * contiguous `out` (numel outer * inner). */
+cg_status cg__reduce_into(const char *what, enum cg_reduce_op op, cg_tensor *out, cg_tensor *in,
+                          int64_t outer, int64_t n, int64_t inner, float scale);
+/* The same into a new unowned tensor of shape (out_ndim, out_shape). */
 cg_tensor *cg__reduce_ref(const char *what, enum cg_reduce_op op, cg_tensor *in, int64_t outer,
                           int64_t n, int64_t inner, float scale, int out_ndim,
                           const int64_t *out_shape);

@@ -281,7 +281,7 @@ static cg_tensor *contiguous_ref(cg_tensor *t)
     cg_ctx *ctx = t->st->ctx;
     cg_tensor *c = cg__tensor_new_unowned(ctx, t->ndim, t->shape);
     if (!c) return NULL;
-    struct cg_view out = cg__view_of(c), in = cg__view_of(t);
+    struct cg_view out = cg_tensor_view(c), in = cg_tensor_view(t);
     cg__views_coalesce(&out, &in, NULL);
     if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &out, &in, NULL) != CG_OK) {
         cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "copying a strided tensor");
@@ -334,7 +334,7 @@ CG_API cg_status cg_tensor_set_data(cg_tensor *t, const float *src, int64_t n)
     if (ctx->be->upload(ctx->bctx, tmp->st->buf, 0, src, (size_t)n * sizeof(float)) != CG_OK) {
         st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data");
     } else {
-        struct cg_view out = cg__view_of(t), in = cg__view_of(tmp);
+        struct cg_view out = cg_tensor_view(t), in = cg_tensor_view(tmp);
         cg__views_coalesce(&out, &in, NULL);
         if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &out, &in, NULL) != CG_OK)
             st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data (strided)");

@@ -284,3 +284,38 @@ cg_tensor *cg_optim_param_state(const cg_optim *opt, const cg_tensor *param, int
     const struct optim_param *op = find_param(opt, param);
     return op && i >= 0 && i < CG_OPTIM_MAX_STATE ? op->state[i] : NULL;
 }
+
+cg_status cg_optim_set_param_steps(cg_optim *opt, const cg_tensor *param, int64_t steps)
+{
+    if (!opt) return CG_STATUS_INVALID_ARGUMENT;
+    struct optim_param *op = find_param(opt, param);
+    if (!op || steps < 0)
+        return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_optim_set_param_steps: %s", op ? "negative step count"
+                                                            : "the optimizer does not hold this tensor");
+    op->step = steps;
+    return CG_OK;
+}
+
+cg_status cg_optim_set_param_state(cg_optim *opt, const cg_tensor *param, int i,
+                                   const float *data)
+{
+    if (!opt) return CG_STATUS_INVALID_ARGUMENT;
+    struct optim_param *op = find_param(opt, param);
+    if (!op || i < 0 || i >= CG_OPTIM_MAX_STATE)
+        return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_optim_set_param_state: %s", op ? "state index out of range"
+                                                            : "the optimizer does not hold this tensor");
+    if (!data) {
+        cg_tensor_free(op->state[i]);
+        op->state[i] = NULL;
+        return CG_OK;
+    }
+    if (op->state[i])
+        return cg_tensor_set_data(op->state[i], data, cg_tensor_numel(op->p));
+    cg_tensor *t = cg_tensor_from_host(opt->ctx, cg_tensor_ndim(op->p), cg_tensor_shape(op->p), data);
+    if (!t) return cg_ctx_status(opt->ctx) != CG_OK ? cg_ctx_status(opt->ctx)
+                                                    : CG_STATUS_OUT_OF_MEMORY;
+    op->state[i] = cg_tensor_keep(t);
+    return CG_OK;
+}

@@ -1,0 +1,141 @@
+/*
+ * backends/opencl/kernels.c — kernel objects (created on first use, with
+ * their program) and the launch helper every primitive goes through.
+ *
+ *     struct cg_cl_arg args[] = {CG_ARG(mem), CG_ARG(off), CG_ARG(n)};
+ *     return cg_cl_launch_n(cl, CG_CL_K_FILL_FLAT, args, 3, n);
+ *
+ * Kernels loop with a grid stride, so a launch is sized to fill the device
+ * (cg_cl_groups_for), not to the element count: the global size never
+ * overflows and very large tensors need no special case.
+ */
+#include "cl_backend.h"
+
+#include <stdio.h>
+
+static const struct {
+    enum cg_cl_prog prog;
+    const char *name;
+} cg_cl_kernel_table[CG_CL_K_COUNT] = {
+    [CG_CL_K_EW_FLAT] = {CG_CL_PROG_EW, "ew_flat"},
+    [CG_CL_K_EW_STRIDED] = {CG_CL_PROG_EW, "ew_strided"},
+    [CG_CL_K_FILL_FLAT] = {CG_CL_PROG_EW, "fill_flat"},
+    [CG_CL_K_FILL_STRIDED] = {CG_CL_PROG_EW, "fill_strided"},
+    [CG_CL_K_REDUCE_ITEM] = {CG_CL_PROG_REDUCE, "reduce_item"},
+    [CG_CL_K_REDUCE_GROUP] = {CG_CL_PROG_REDUCE, "reduce_group"},
+    [CG_CL_K_SOFTMAX_FWD] = {CG_CL_PROG_SOFTMAX, "softmax_fwd"},
+    [CG_CL_K_SOFTMAX_BWD] = {CG_CL_PROG_SOFTMAX, "softmax_bwd"},
+    [CG_CL_K_INDEX_ROWS] = {CG_CL_PROG_INDEX, "index_rows"},
+    [CG_CL_K_INDEX_ROWS_ADD] = {CG_CL_PROG_INDEX, "index_rows_add"},
+    [CG_CL_K_PICK] = {CG_CL_PROG_INDEX, "pick"},
+    [CG_CL_K_PICK_ADD] = {CG_CL_PROG_INDEX, "pick_add"},
+    [CG_CL_K_OPTIM_SGD] = {CG_CL_PROG_OPTIM, "optim_sgd"},
+    [CG_CL_K_OPTIM_ADAM] = {CG_CL_PROG_OPTIM, "optim_adam"},
+    [CG_CL_K_OPTIM_RMSPROP] = {CG_CL_PROG_OPTIM, "optim_rmsprop"},
+};
+_Static_assert(sizeof(cg_cl_kernel_table) / sizeof(cg_cl_kernel_table[0]) == CG_CL_K_COUNT,
+               "one entry per kernel");
+
+static cg_status cg_cl_program(struct cg_cl *cl, enum cg_cl_prog p)
+{
+    if (cl->programs[p])
+        return CG_OK;
+    char options[256];
+    int from_cache;
+    cg_cl_build_options(&cl->dev, p, options, sizeof options);
+    return cg_cl_program_build(&cl->dev, cg_cl_programs[p].name, cg_cl_programs[p].source,
+                               options, &cl->programs[p], &from_cache, cl->err,
+                               sizeof cl->err);
+}
+
+cg_status cg_cl_kernel(struct cg_cl *cl, enum cg_cl_kern k, cl_kernel *out)
+{
+    if (!cl->kernels[k]) {
+        enum cg_cl_prog p = cg_cl_kernel_table[k].prog;
+        cg_status st = cg_cl_program(cl, p);
+        if (st != CG_OK)
+            return st;
+        cl_int rc;
+        cl_kernel kern = clCreateKernel(cl->programs[p], cg_cl_kernel_table[k].name, &rc);
+        if (rc != CL_SUCCESS) {
+            char what[96];
+            snprintf(what, sizeof what, "clCreateKernel(%s)", cg_cl_kernel_table[k].name);
+            return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
+        }
+        size_t wg = 0;
+        if (clGetKernelWorkGroupInfo(kern, cl->dev.device, CL_KERNEL_WORK_GROUP_SIZE,
+                                     sizeof wg, &wg, NULL) != CL_SUCCESS || wg == 0)
+            wg = 1;
+        cl->kernels[k] = kern;
+        cl->kernel_wg[k] = wg < cl->max_wg ? wg : cl->max_wg;
+    }
+    *out = cl->kernels[k];
+    return CG_OK;
+}
+
+void cg_cl_kernels_release(struct cg_cl *cl)
+{
+    for (int k = 0; k < CG_CL_K_COUNT; ++k)
+        if (cl->kernels[k])
+            clReleaseKernel(cl->kernels[k]);
+    for (int p = 0; p < CG_CL_PROG_COUNT; ++p)
+        if (cl->programs[p])
+            clReleaseProgram(cl->programs[p]);
+}
+
+size_t cg_cl_local_size(struct cg_cl *cl, enum cg_cl_kern k)
+{
+    cl_kernel kern;
+    size_t l = 256;
+    if (cg_cl_kernel(cl, k, &kern) != CG_OK)
+        return 1;   /* the launch that follows reports the error */
+    while (l > cl->kernel_wg[k])
+        l /= 2;     /* a power of two: the tree reductions need one */
+    return l ? l : 1;
+}
+
+size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local)
+{
+    /* 16 groups per compute unit keeps a GPU busy and hides latency; the
+     * grid-stride loops take the rest. */
+    int64_t cap = (int64_t)cl->compute_units * 16;
+    int64_t need = (n + (int64_t)local - 1) / (int64_t)local;
+    if (need < 1)
+        need = 1;
+    return (size_t)(need < cap ? need : cap);
+}
+
+cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                       int nargs, size_t groups, size_t local)
+{
+    cl_kernel kern;
+    cg_status st = cg_cl_kernel(cl, k, &kern);
+    if (st != CG_OK)
+        return st;
+    const char *name = cg_cl_kernel_table[k].name;
+    for (int i = 0; i < nargs; ++i) {
+        cl_int rc = clSetKernelArg(kern, (cl_uint)i, args[i].size, args[i].ptr);
+        if (rc != CL_SUCCESS) {
+            char what[96];
+            snprintf(what, sizeof what, "clSetKernelArg(%s, %d)", name, i);
+            return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
+        }
+    }
+    size_t global = groups * local;
+    cl_int rc = clEnqueueNDRangeKernel(cl->queue, kern, 1, NULL, &global, &local, 0, NULL,
+                                       NULL);
+    if (rc != CL_SUCCESS) {
+        char what[96];
+        snprintf(what, sizeof what, "clEnqueueNDRangeKernel(%s)", name);
+        return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
+    }
+    cl->stats.launches++;
+    return CG_OK;
+}
+
+cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                         int nargs, int64_t n)
+{
+    size_t local = cg_cl_local_size(cl, k);
+    return cg_cl_launch(cl, k, args, nargs, cg_cl_groups_for(cl, n, local), local);
+}

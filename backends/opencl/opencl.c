@@ -1,0 +1,325 @@
+/*
+ * backends/opencl/opencl.c — the opencl backend plugin: vtable and entry
+ * point, device listing, open/close, finish and stats.
+ *
+ * Devices are numbered over all platforms in order (platform 0's devices,
+ * then platform 1's, ...). An instance owns one context and one in-order
+ * queue on its device; primitives only enqueue, and download()/finish() are
+ * the only waits. Programs build on first use (program.c) and their
+ * binaries are cached on disk, so a second run starts without compiling.
+ */
+#include "cl_backend.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CG_CL_MAX_DEVICES 64
+
+cg_status cg_cl_errorf(struct cg_cl *cl, cg_status status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cl->err, sizeof cl->err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* The flattened device list. A machine without any OpenCL platform (the
+ * ICD loader says CL_PLATFORM_NOT_FOUND_KHR, -1001) has zero devices. */
+static cg_status cg_cl_enumerate(cl_platform_id *plats, cl_device_id *devs, int *count,
+                                 char *err, size_t err_len)
+{
+    cl_platform_id pl[16];
+    cl_uint np = 0;
+    *count = 0;
+    cl_int rc = clGetPlatformIDs(16, pl, &np);
+    if (rc == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || (rc == CL_SUCCESS && np == 0))
+        return CG_OK;
+    if (rc != CL_SUCCESS)
+        return cg_cl_fail(err, err_len, "clGetPlatformIDs", rc);
+    if (np > 16)
+        np = 16;
+    for (cl_uint p = 0; p < np && *count < CG_CL_MAX_DEVICES; ++p) {
+        cl_uint nd = 0;
+        rc = clGetDeviceIDs(pl[p], CL_DEVICE_TYPE_ALL, (cl_uint)(CG_CL_MAX_DEVICES - *count),
+                            devs + *count, &nd);
+        if (rc == CL_DEVICE_NOT_FOUND)
+            continue;
+        if (rc != CL_SUCCESS)
+            return cg_cl_fail(err, err_len, "clGetDeviceIDs", rc);
+        if (nd > (cl_uint)(CG_CL_MAX_DEVICES - *count))
+            nd = (cl_uint)(CG_CL_MAX_DEVICES - *count);
+        for (cl_uint d = 0; d < nd; ++d)
+            plats[*count + (int)d] = pl[p];
+        *count += (int)nd;
+    }
+    return CG_OK;
+}
+
+static void cg_cl_str(cl_device_id dev, cl_device_info what, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (clGetDeviceInfo(dev, what, len, out, NULL) != CL_SUCCESS)
+        out[0] = '\0';
+    out[len - 1] = '\0';
+}
+
+static void cg_cl_pstr(cl_platform_id p, cl_platform_info what, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (clGetPlatformInfo(p, what, len, out, NULL) != CL_SUCCESS)
+        out[0] = '\0';
+    out[len - 1] = '\0';
+}
+
+static void cg_cl_describe(cl_platform_id plat, cl_device_id dev, struct cg_device_info *o)
+{
+    char pver[128], drv[120];
+    cl_device_type type = 0;
+    cl_ulong mem = 0;
+    cl_uint cu = 0;
+    memset(o, 0, sizeof *o);
+    cg_cl_str(dev, CL_DEVICE_NAME, o->name, sizeof o->name);
+    cg_cl_str(dev, CL_DEVICE_VENDOR, o->vendor, sizeof o->vendor);
+    cg_cl_pstr(plat, CL_PLATFORM_VERSION, pver, sizeof pver);
+    cg_cl_str(dev, CL_DRIVER_VERSION, drv, sizeof drv);
+    snprintf(o->version, sizeof o->version, "%s, driver %s", pver, drv);
+    clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
+    o->type = (type & CL_DEVICE_TYPE_GPU)           ? CG_DEVICE_GPU
+              : (type & CL_DEVICE_TYPE_CPU)         ? CG_DEVICE_CPU
+              : (type & CL_DEVICE_TYPE_ACCELERATOR) ? CG_DEVICE_ACCELERATOR
+                                                    : CG_DEVICE_OTHER;
+    o->global_mem_bytes = mem;
+    o->compute_units = cu;
+}
+
+static cg_status cg_cl_list_devices(struct cg_device_info *out, int max, int *count,
+                                    char *err, size_t err_len)
+{
+    cl_platform_id plats[CG_CL_MAX_DEVICES];
+    cl_device_id devs[CG_CL_MAX_DEVICES];
+    int n = 0;
+    cg_status st = cg_cl_enumerate(plats, devs, &n, err, err_len);
+    *count = n;
+    if (st != CG_OK)
+        return st;
+    for (int i = 0; i < n && i < max && out; ++i)
+        cg_cl_describe(plats[i], devs[i], &out[i]);
+    return CG_OK;
+}
+
+static int cg_cl_preferred_device(void)
+{
+    cl_platform_id plats[CG_CL_MAX_DEVICES];
+    cl_device_id devs[CG_CL_MAX_DEVICES];
+    char err[256];
+    int n = 0;
+    if (cg_cl_enumerate(plats, devs, &n, err, sizeof err) != CG_OK)
+        return -1;
+    for (int i = 0; i < n; ++i) {
+        cl_device_type type = 0;
+        if (clGetDeviceInfo(devs[i], CL_DEVICE_TYPE, sizeof type, &type, NULL) == CL_SUCCESS &&
+            (type & CL_DEVICE_TYPE_GPU))
+            return i;
+    }
+    return -1;
+}
+
+/* "OpenCL C 1.2 ..." -> 12. */
+static int cg_cl_c_version(cl_device_id dev)
+{
+    char s[256];
+    int major = 1, minor = 0;
+    cg_cl_str(dev, CL_DEVICE_OPENCL_C_VERSION, s, sizeof s);
+    if (sscanf(s, "OpenCL C %d.%d", &major, &minor) != 2)
+        return 10;
+    return major * 10 + minor;
+}
+
+static void cg_cl_close(void *ctx);
+
+/* Checks the device can run the kernels: they need 64-bit integers (absent
+ * from the embedded profile unless cles_khr_int64) and OpenCL C >= 1.1
+ * (32-bit global atomics are core there). */
+static cg_status cg_cl_probe(struct cg_cl *cl)
+{
+    char profile[64], *ext;
+    size_t n = 0;
+    cl_bool avail = CL_FALSE;
+    clGetDeviceInfo(cl->dev.device, CL_DEVICE_AVAILABLE, sizeof avail, &avail, NULL);
+    if (!avail)
+        return cg_cl_errorf(cl, CG_STATUS_DEVICE_NOT_FOUND,
+                            "opencl: device \"%s\" is not available", cl->dev.name);
+    if (cl->dev.c_version < 11)
+        return cg_cl_errorf(cl, CG_STATUS_UNSUPPORTED,
+                            "opencl: device \"%s\" supports only OpenCL C 1.0", cl->dev.name);
+    cg_cl_str(cl->dev.device, CL_DEVICE_PROFILE, profile, sizeof profile);
+    if (strcmp(profile, "EMBEDDED_PROFILE") != 0)
+        return CG_OK;
+    CG_CL_TRY(cl->err, clGetDeviceInfo(cl->dev.device, CL_DEVICE_EXTENSIONS, 0, NULL, &n));
+    ext = calloc(1, n + 1);
+    if (!ext)
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY, "opencl: out of host memory");
+    clGetDeviceInfo(cl->dev.device, CL_DEVICE_EXTENSIONS, n, ext, NULL);
+    int ok = strstr(ext, "cles_khr_int64") != NULL;
+    free(ext);
+    if (!ok)
+        return cg_cl_errorf(cl, CG_STATUS_UNSUPPORTED,
+                            "opencl: device \"%s\" (embedded profile) lacks cles_khr_int64",
+                            cl->dev.name);
+    return CG_OK;
+}
+
+static cg_status cg_cl_init(struct cg_cl *cl, cl_platform_id plat, cl_device_id dev)
+{
+    char pname[128], pver[120];
+    cl_int rc;
+    cl->dev.platform = plat;
+    cl->dev.device = dev;
+    cg_cl_str(dev, CL_DEVICE_NAME, cl->dev.name, sizeof cl->dev.name);
+    cg_cl_str(dev, CL_DRIVER_VERSION, cl->dev.driver, sizeof cl->dev.driver);
+    cg_cl_pstr(plat, CL_PLATFORM_NAME, pname, sizeof pname);
+    cg_cl_pstr(plat, CL_PLATFORM_VERSION, pver, sizeof pver);
+    snprintf(cl->dev.platform_name, sizeof cl->dev.platform_name, "%s %s", pname, pver);
+    cl->dev.c_version = cg_cl_c_version(dev);
+    CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS,
+                                       sizeof cl->compute_units, &cl->compute_units, NULL));
+    CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof cl->max_wg,
+                                       &cl->max_wg, NULL));
+    if (cl->compute_units == 0)
+        cl->compute_units = 1;
+    if (cl->max_wg == 0)
+        cl->max_wg = 1;
+    cg_status st = cg_cl_probe(cl);
+    if (st != CG_OK)
+        return st;
+
+    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)plat, 0};
+    cl->dev.context = clCreateContext(props, 1, &dev, NULL, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        cl->dev.context = NULL;
+        return cg_cl_fail(cl->err, sizeof cl->err, "clCreateContext", rc);
+    }
+    cl->queue = clCreateCommandQueue(cl->dev.context, dev, 0, &rc);  /* in-order */
+    if (rc != CL_SUCCESS) {
+        cl->queue = NULL;
+        return cg_cl_fail(cl->err, sizeof cl->err, "clCreateCommandQueue", rc);
+    }
+    return CG_OK;
+}
+
+static cg_status cg_cl_open(int device, void **ctx, char *err, size_t err_len)
+{
+    cl_platform_id plats[CG_CL_MAX_DEVICES];
+    cl_device_id devs[CG_CL_MAX_DEVICES];
+    int n = 0;
+    *ctx = NULL;
+    cg_status st = cg_cl_enumerate(plats, devs, &n, err, err_len);
+    if (st != CG_OK)
+        return st;
+    if (device < 0 || device >= n)
+        return cg_cl_failf(err, err_len, CG_STATUS_DEVICE_NOT_FOUND,
+                           "opencl: no device %d (%d device%s found)", device, n,
+                           n == 1 ? "" : "s");
+    struct cg_cl *cl = calloc(1, sizeof *cl);
+    if (!cl)
+        return cg_cl_failf(err, err_len, CG_STATUS_OUT_OF_MEMORY,
+                           "opencl: out of host memory");
+    cg_cl_clblast_ref();
+    st = cg_cl_init(cl, plats[device], devs[device]);
+    if (st != CG_OK) {
+        snprintf(err, err_len, "%s", cl->err);
+        cg_cl_close(cl);
+        return st;
+    }
+    *ctx = cl;
+    return CG_OK;
+}
+
+static void cg_cl_close(void *ctx)
+{
+    struct cg_cl *cl = ctx;
+    if (!cl)
+        return;
+    if (cl->queue)
+        clFinish(cl->queue);
+    cg_cl_pool_free_all(cl);
+    cg_cl_gemm_release(cl);
+    cg_cl_kernels_release(cl);
+    if (cl->queue)
+        clReleaseCommandQueue(cl->queue);
+    if (cl->dev.context)
+        clReleaseContext(cl->dev.context);
+    cg_cl_clblast_unref();
+    free(cl);
+}
+
+static const char *cg_cl_last_error(void *ctx)
+{
+    struct cg_cl *cl = ctx;
+    return cl ? cl->err : "";
+}
+
+static cg_status cg_cl_finish(void *ctx)
+{
+    struct cg_cl *cl = ctx;
+    CG_CL_TRY(cl->err, clFinish(cl->queue));
+    return CG_OK;
+}
+
+static void cg_cl_get_stats(void *ctx, struct cg_backend_stats *out)
+{
+    *out = ((struct cg_cl *)ctx)->stats;
+}
+
+static void cg_cl_reset_stats(void *ctx)
+{
+    struct cg_cl *cl = ctx;
+    struct cg_backend_stats s = {0};
+    s.bytes_in_use = cl->stats.bytes_in_use;
+    s.bytes_peak = cl->stats.bytes_in_use;
+    s.bytes_reserved = cl->stats.bytes_reserved;
+    cl->stats = s;
+}
+
+static const struct cg_backend_i cg_cl_backend = {
+    .abi_version = CG_BACKEND_ABI_VERSION,
+    .struct_size = sizeof(struct cg_backend_i),
+    .name = "opencl",
+    .description = "OpenCL 1.2 devices (GPUs, or CPUs through PoCL); GEMM by CLBlast",
+    .list_devices = cg_cl_list_devices,
+    .preferred_device = cg_cl_preferred_device,
+    .open = cg_cl_open,
+    .close = cg_cl_close,
+    .last_error = cg_cl_last_error,
+    .alloc = cg_ocl_alloc,
+    .release = cg_ocl_release,
+    .upload = cg_ocl_upload,
+    .download = cg_ocl_download,
+    .copy = cg_ocl_copy,
+    .fill = cg_ocl_fill,
+    .ew = cg_ocl_ew,
+    .reduce = cg_ocl_reduce,
+    .gemm = cg_ocl_gemm,
+    .softmax = cg_ocl_softmax,
+    .softmax_backward = cg_ocl_softmax_backward,
+    .index_rows = cg_ocl_index_rows,
+    .index_rows_add = cg_ocl_index_rows_add,
+    .pick = cg_ocl_pick,
+    .pick_add = cg_ocl_pick_add,
+    .optim_update = cg_ocl_optim_update,
+    .finish = cg_cl_finish,
+    .get_stats = cg_cl_get_stats,
+    .reset_stats = cg_cl_reset_stats,
+};
+
+/* The plugin's only exported symbol. */
+CG_BACKEND_EXPORT const struct cg_backend_i *cg_backend_entry(void);
+CG_BACKEND_EXPORT const struct cg_backend_i *cg_backend_entry(void)
+{
+    return &cg_cl_backend;
+}

@@ -1,0 +1,219 @@
+/*
+ * backends/opencl/pool.c — device buffers through a size-bucketed pool, and
+ * host<->device transfers.
+ *
+ * clCreateBuffer is slow on many drivers and a training step frees and
+ * re-creates the same intermediates every iteration, so release() keeps a
+ * buffer on a free list of its size class and alloc() takes one from there.
+ * Classes are 256 bytes, then 2^k * {1, 1.25, 1.5, 1.75}: a request wastes
+ * less than 25% and a loop with fixed shapes settles into zero real
+ * allocations (stats.device_allocs stops growing). A zero-byte request gets a
+ * 256-byte buffer, so every handle is real.
+ * When the device runs out, alloc() frees every cached buffer and retries.
+ */
+#include "cl_backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CG_CL_MIN_BYTES 256u
+
+int cg_cl_size_class(size_t bytes, size_t *cap)
+{
+    if (bytes <= CG_CL_MIN_BYTES) {
+        *cap = CG_CL_MIN_BYTES;
+        return 0;
+    }
+    int k = 63 - __builtin_clzll((unsigned long long)bytes);  /* 2^k <= bytes */
+    size_t base = (size_t)1 << k;
+    for (int q = 0; q < 4; ++q) {
+        size_t c = base + (size_t)q * (base >> 2);
+        if (c >= bytes) {
+            *cap = c;
+            return 4 * (k - 8) + q;
+        }
+    }
+    *cap = base << 1;
+    return 4 * (k + 1 - 8);
+}
+
+static void cg_cl_buffer_destroy(struct cg_cl *cl, struct cg_buffer *b)
+{
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        cl->pool.all = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    cl->stats.bytes_reserved -= b->cap;
+    clReleaseMemObject(b->mem);
+    free(b);
+}
+
+/* Frees the cached (not in use) buffers. */
+static void cg_cl_pool_trim(struct cg_cl *cl)
+{
+    for (int c = 0; c < CG_CL_POOL_CLASSES; ++c) {
+        while (cl->pool.free[c]) {
+            struct cg_buffer *b = cl->pool.free[c];
+            cl->pool.free[c] = b->next_free;
+            cg_cl_buffer_destroy(cl, b);
+        }
+    }
+}
+
+void cg_cl_pool_free_all(struct cg_cl *cl)
+{
+    cg_cl_pool_trim(cl);
+    while (cl->pool.all)   /* buffers the frontend never released */
+        cg_cl_buffer_destroy(cl, cl->pool.all);
+}
+
+static void cg_cl_mark_in_use(struct cg_cl *cl, struct cg_buffer *b, size_t bytes)
+{
+    b->bytes = bytes;
+    b->in_use = 1;
+    b->next_free = NULL;
+    cl->stats.bytes_in_use += bytes;
+    if (cl->stats.bytes_in_use > cl->stats.bytes_peak)
+        cl->stats.bytes_peak = cl->stats.bytes_in_use;
+}
+
+cg_status cg_ocl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
+{
+    struct cg_cl *cl = ctx;
+    size_t cap;
+    int cls = cg_cl_size_class(bytes, &cap);
+    *out = NULL;
+    if (cls >= CG_CL_POOL_CLASSES)
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY, "alloc: %zu bytes is too large",
+                            bytes);
+    struct cg_buffer *b = cl->pool.free[cls];
+    if (b) {
+        cl->pool.free[cls] = b->next_free;
+        cg_cl_mark_in_use(cl, b, bytes);
+        *out = b;
+        return CG_OK;
+    }
+
+    cl_int rc;
+    cl_mem mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
+    if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES ||
+        rc == CL_OUT_OF_HOST_MEMORY || rc == CL_INVALID_BUFFER_SIZE) {
+        cg_cl_pool_trim(cl);     /* give the cached memory back and retry */
+        mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
+    }
+    if (rc != CL_SUCCESS) {
+        char what[96];
+        snprintf(what, sizeof what, "clCreateBuffer(%zu bytes)", cap);
+        cg_cl_fail(cl->err, sizeof cl->err, what, rc);
+        return rc == CL_INVALID_BUFFER_SIZE ? CG_STATUS_OUT_OF_MEMORY : cg_cl_status_of(rc);
+    }
+    b = calloc(1, sizeof *b);
+    if (!b) {
+        clReleaseMemObject(mem);
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY, "alloc: out of host memory");
+    }
+    b->mem = mem;
+    b->cap = cap;
+    b->cls = cls;
+    b->next = cl->pool.all;
+    if (b->next)
+        b->next->prev = b;
+    cl->pool.all = b;
+    cl->stats.device_allocs++;
+    cl->stats.bytes_reserved += cap;
+    cg_cl_mark_in_use(cl, b, bytes);
+    *out = b;
+    return CG_OK;
+}
+
+void cg_ocl_release(void *ctx, struct cg_buffer *b)
+{
+    struct cg_cl *cl = ctx;
+    if (!b || !b->in_use)
+        return;
+    b->in_use = 0;
+    cl->stats.bytes_in_use -= b->bytes;
+    b->next_free = cl->pool.free[b->cls];
+    cl->pool.free[b->cls] = b;
+}
+
+/* Checks [off, off + bytes) lies in buf as requested. */
+static cg_status cg_cl_check_bytes(struct cg_cl *cl, const char *what,
+                                   const struct cg_buffer *b, size_t off, size_t bytes)
+{
+    if (!b)
+        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: NULL buffer", what);
+    if (off > b->bytes || bytes > b->bytes - off)
+        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
+                            "%s: bytes [%zu, %zu) outside a buffer of %zu bytes", what,
+                            off, off + bytes, b->bytes);
+    return CG_OK;
+}
+
+cg_status cg_cl_check_range(struct cg_cl *cl, const char *what, const char *arg,
+                            struct cg_ptr p, int64_t n)
+{
+    if (!p.buf)
+        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: %s has a NULL buffer",
+                            what, arg);
+    int64_t cap = (int64_t)(p.buf->bytes / sizeof(float));
+    if (p.off < 0 || n < 0 || p.off > cap || n > cap - p.off)
+        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
+                            "%s: %s elements [%lld, %lld) outside a buffer of %lld", what,
+                            arg, (long long)p.off, (long long)(p.off + n), (long long)cap);
+    return CG_OK;
+}
+
+/* Blocking write: src need not outlive the call, as backend.h promises.
+ * (It also waits for earlier queued work, which the in-order queue would
+ * order anyway.) */
+cg_status cg_ocl_upload(void *ctx, struct cg_buffer *dst, size_t off, const void *src,
+                        size_t bytes)
+{
+    struct cg_cl *cl = ctx;
+    cg_status st = cg_cl_check_bytes(cl, "upload", dst, off, bytes);
+    if (st != CG_OK || bytes == 0)
+        return st;
+    CG_CL_TRY(cl->err, clEnqueueWriteBuffer(cl->queue, dst->mem, CL_TRUE, off, bytes, src,
+                                            0, NULL, NULL));
+    cl->stats.uploads++;
+    cl->stats.upload_bytes += bytes;
+    return CG_OK;
+}
+
+cg_status cg_ocl_download(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                          size_t bytes)
+{
+    struct cg_cl *cl = ctx;
+    cg_status st = cg_cl_check_bytes(cl, "download", src, off, bytes);
+    if (st != CG_OK)
+        return st;
+    if (bytes == 0)   /* still waits, as download() promises */
+        CG_CL_TRY(cl->err, clFinish(cl->queue));
+    else
+        CG_CL_TRY(cl->err, clEnqueueReadBuffer(cl->queue, src->mem, CL_TRUE, off, bytes,
+                                               dst, 0, NULL, NULL));
+    cl->stats.downloads++;
+    cl->stats.download_bytes += bytes;
+    return CG_OK;
+}
+
+cg_status cg_ocl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off,
+                      struct cg_buffer *src, size_t src_off, size_t bytes)
+{
+    struct cg_cl *cl = ctx;
+    cg_status st = cg_cl_check_bytes(cl, "copy (dst)", dst, dst_off, bytes);
+    if (st == CG_OK)
+        st = cg_cl_check_bytes(cl, "copy (src)", src, src_off, bytes);
+    if (st != CG_OK || bytes == 0)
+        return st;
+    if (src == dst && src_off < dst_off + bytes && dst_off < src_off + bytes)
+        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
+                            "copy: overlapping ranges in one buffer");
+    CG_CL_TRY(cl->err, clEnqueueCopyBuffer(cl->queue, src->mem, dst->mem, src_off,
+                                           dst_off, bytes, 0, NULL, NULL));
+    cl->stats.launches++;
+    return CG_OK;
+}

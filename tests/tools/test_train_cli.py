@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""clgrad-train from the outside: trains on small generated data (CSV and
+IDX), and turns every kind of bad input into one clear line on stderr and a
+non-zero exit, never a crash. usage: test_train_cli.py PATH/TO/clgrad-train"""
+import gzip
+import os
+import random
+import struct
+import subprocess
+import sys
+import tempfile
+
+TOOL = sys.argv[1]
+failures = []
+passed = 0
+
+
+def run(*args):
+    p = subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(name, cond, detail=""):
+    global passed
+    if cond:
+        passed += 1
+        print(f"ok - {name}")
+    else:
+        failures.append(name)
+        print(f"not ok - {name}\n{detail}")
+
+
+def expect_error(name, args, needle, code=1):
+    rc, out, err = run(*args)
+    ok = rc == code and needle in err and "Segmentation" not in err
+    check(name, ok, f"rc={rc} (want {code}); stderr={err!r}; want {needle!r}")
+
+
+def write(path, text):
+    with open(path, "w", newline="") as f:
+        f.write(text)
+
+
+def idx(path, type_code, dims, data):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">BBBB", 0, 0, type_code, len(dims)))
+        for d in dims:
+            f.write(struct.pack(">I", d))
+        f.write(bytes(data))
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    rng = random.Random(7)
+    # A learnable regression: y = 2 a - 3 b + 0.5 c + noise.
+    rows = ["a,b,c,y"]
+    for _ in range(400):
+        a, b, c = (rng.uniform(-1, 1) for _ in range(3))
+        rows.append(f"{a:.5f},{b:.5f},{c:.5f},{2*a - 3*b + 0.5*c + rng.gauss(0, 0.05):.5f}")
+    reg = os.path.join(tmp, "reg.csv")
+    write(reg, "\n".join(rows) + "\n")
+    rc, out, err = run("--data", reg, "--target", "y", "--epochs", "30", "--lr", "0.01",
+                       "--batch", "32", "--backend", "cpu")
+    check("regression trains", rc == 0 and "val RMSE" in out, out + err)
+    if rc == 0:
+        last = [l for l in out.splitlines() if l.startswith("val loss")][-1]
+        rmse = float(last.split("val RMSE")[1].split()[0])
+        check("regression learns (RMSE < 0.3)", rmse < 0.3, last)
+    check("epoch line names backend and speed", "samples/s  [cpu:" in out, out)
+
+    # A classification with string labels, quoted fields and CRLF.
+    rows = ['x1,x2,"label"']
+    for _ in range(300):
+        x1, x2 = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        lab = "inside" if x1 * x1 + x2 * x2 < 0.5 else "outside"
+        rows.append(f'{x1:.4f},{x2:.4f},"{lab}"')
+    cls = os.path.join(tmp, "cls.csv")
+    write(cls, "\r\n".join(rows) + "\r\n")
+    rc, out, err = run("--data", cls, "--target", "label", "--epochs", "40", "--lr", "0.01",
+                       "--model", "linear 32 tanh, linear 2", "--backend", "cpu")
+    check("classification trains", rc == 0 and "val acc" in out, out + err)
+    if rc == 0:
+        acc = float(out.strip().splitlines()[-1].split("val acc")[1].split("%")[0])
+        check("classification learns (acc > 85%)", acc > 85, out)
+
+    # A tiny IDX data set in a folder, as Fashion-MNIST is laid out.
+    d = os.path.join(tmp, "idx")
+    os.mkdir(d)
+    for split, n in (("train", 200), ("t10k", 50)):
+        labels = [rng.randrange(3) for _ in range(n)]
+        pix = []
+        for lab in labels:
+            img = [rng.randrange(40) for _ in range(36)]
+            for k in range(12):
+                img[lab * 12 + k] = 200 + rng.randrange(50)
+            pix += img
+        idx(os.path.join(d, f"{split}-images-idx3-ubyte.gz"), 0x08, (n, 6, 6), pix)
+        idx(os.path.join(d, f"{split}-labels-idx1-ubyte.gz"), 0x08, (n,), labels)
+    rc, out, err = run("--data", d, "--epochs", "5", "--model", "linear 16 relu, linear 3",
+                       "--backend", "cpu")
+    check("IDX folder trains and reports test accuracy", rc == 0 and "test acc" in out, out + err)
+    rc, out, err = run("--data", d, "--epochs", "2", "--model",
+                       "flatten, linear 16 relu, linear 3", "--backend", "cpu")
+    check("explicit flatten works", rc == 0, out + err)
+
+    # Bad input: each one line, non-zero exit.
+    expect_error("unknown layer", ["--data", reg, "--target", "y", "--model", "linear 8, conv2 3"],
+                 "unknown layer 'conv2'")
+    expect_error("unknown layer names its column",
+                 ["--data", reg, "--target", "y", "--model", "linear 8, conv2 3"], "column 11")
+    expect_error("shapes that do not connect",
+                 ["--data", reg, "--target", "y", "--model", "linear 8 relu, linear 3"],
+                 "does not fit the data")
+    expect_error("linear after an image needs flatten",
+                 ["--data", d, "--model", "relu, linear 3"], "put 'flatten' before it")
+    expect_error("bad layer argument", ["--data", reg, "--target", "y", "--model", "linear x"],
+                 "positive output size")
+    expect_error("missing target column", ["--data", reg, "--target", "nope"], "nope")
+    expect_error("CSV without --target", ["--data", reg], "--target", code=2)
+    ragged = os.path.join(tmp, "ragged.csv")
+    write(ragged, "a,b,y\n1,2,3\n4,5\n")
+    expect_error("ragged CSV names file and line", ["--data", ragged, "--target", "y"],
+                 "ragged.csv:3")
+    bad = os.path.join(tmp, "bad.csv")
+    write(bad, "a,b,y\n1,2,3\n4,zz,5\n")
+    expect_error("non-numeric cell names line and column", ["--data", bad, "--target", "y"],
+                 "bad.csv:3:2")
+    empty = os.path.join(tmp, "empty.csv")
+    write(empty, "")
+    expect_error("empty CSV", ["--data", empty, "--target", "y"], "empty.csv")
+    expect_error("missing file", ["--data", os.path.join(tmp, "none.csv"), "--target", "y"],
+                 "none.csv")
+    trunc = os.path.join(tmp, "trunc")
+    os.mkdir(trunc)
+    idx(os.path.join(trunc, "train-images-idx3-ubyte.gz"), 0x08, (10, 6, 6), [1] * 100)
+    idx(os.path.join(trunc, "train-labels-idx1-ubyte.gz"), 0x08, (10,), [1] * 10)
+    expect_error("truncated IDX", ["--data", trunc], "truncated")
+    expect_error("unknown option", ["--data", reg, "--bogus", "1"], "unknown option '--bogus'",
+                 code=2)
+    expect_error("bad number", ["--data", reg, "--target", "y", "--lr", "abc"], "--lr", code=2)
+    expect_error("unknown backend", ["--data", reg, "--target", "y", "--backend", "nosuch"],
+                 "available backends: cpu")
+    expect_error("bce needs two classes", ["--data", reg, "--target", "y", "--loss", "bce"],
+                 "two classes")
+
+    rc, out, err = run("--help")
+    opts = ["--data", "--target", "--task", "--delimiter", "--missing", "--scale",
+            "--val-split", "--model", "--loss", "--label-smoothing", "--optim", "--lr",
+            "--momentum", "--weight-decay", "--batch", "--epochs", "--seed", "--backend",
+            "--device", "--progress", "--quiet"]
+    check("--help documents every option", rc == 0 and all(o in out for o in opts),
+          [o for o in opts if o not in out])
+
+print(f"{passed} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
