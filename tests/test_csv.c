@@ -114,6 +114,34 @@ static void test_streaming_random(void **state)
     free(ref);
 }
 
+/* Short decimals (the reader's fast path) and long ones (strtof) must both
+ * give exactly strtof's correctly rounded float. */
+static void test_number_formats(void **state)
+{
+    uint64_t s = 123;
+    const char *fmts[] = {"%.4f", "%.3e", "%g", "%.1f", "%.7g", "%.12g", "%.0f", "%+.2E"};
+    const int rows = 4000, cols = 8;
+    size_t cap = (size_t)rows * cols * 32 + 64, n = 0;
+    char *text = malloc(cap);
+    float *ref = malloc((size_t)rows * cols * sizeof *ref);
+    n += (size_t)snprintf(text, cap, "a,b,c,d,e,f,g,h\n");
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            double mag = pow(10.0, th_rand_uniform(&s, -12, 12));
+            double v = th_rand_uniform(&s, -1, 1) * mag;
+            char cell[64];
+            snprintf(cell, sizeof cell, fmts[c], v);
+            ref[r * cols + c] = strtof(cell, NULL);
+            n += (size_t)snprintf(text + n, cap - n, "%s%c", cell, c + 1 < cols ? ',' : '\n');
+        }
+    struct cg_table *t;
+    assert_int_equal(parse(text, NULL, &t), CG_OK);
+    assert_memory_equal(t->values, ref, (size_t)rows * cols * sizeof *ref);
+    cg_table_free(t);
+    free(text);
+    free(ref);
+}
+
 static void test_quotes_bom_crlf(void **state)
 {
     struct cg_csv_options o = cg_csv_options_default();
@@ -397,6 +425,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basic),
         cmocka_unit_test(test_streaming_random),
+        cmocka_unit_test(test_number_formats),
         cmocka_unit_test(test_quotes_bom_crlf),
         cmocka_unit_test(test_delimiters),
         cmocka_unit_test(test_classification_labels),

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "gradcheck.h"
 #include "harness.h"
 
 #define MAXN 4096
@@ -659,6 +660,74 @@ static void test_loss_shape_errors(void **state)
     cg_scope_end(ctx);
 }
 
+/* ---- device-side finite differences (tests/gradcheck.h) ---------------------- */
+
+struct gc_user {
+    cg_module *m;
+    int kind;              /* loss: 0 MSE mean, 1 MSE sum, 2 CE, 3 CE smoothed, 4 BCE */
+    cg_tensor *target;     /* CE class indices */
+};
+
+/* in[0] = x; the module's parameters follow (perturbed in place). */
+static cg_tensor *gc_module_fn(cg_tensor **in, void *user)
+{
+    return cg_module_forward(((struct gc_user *)user)->m, in[0]);
+}
+
+static cg_tensor *gc_loss_fn(cg_tensor **in, void *user)
+{
+    const struct gc_user *u = user;
+    switch (u->kind) {
+    case 0: return cg_mse_loss(in[0], in[1], CG_REDUCTION_MEAN);
+    case 1: return cg_mse_loss(in[0], in[1], CG_REDUCTION_SUM);
+    case 2: return cg_cross_entropy_loss(in[0], u->target, CG_REDUCTION_MEAN, 0.0f);
+    case 3: return cg_cross_entropy_loss(in[0], u->target, CG_REDUCTION_MEAN, 0.2f);
+    default: return cg_bce_with_logits_loss(in[0], in[1], CG_REDUCTION_MEAN);
+    }
+}
+
+/* Gradients of Linear, a small MLP and every loss by central differences of
+ * the device's own float32 forward (gradcheck.h states the tolerance). */
+static void test_gradcheck(void **state)
+{
+    cg_ctx *ctx = *state;
+    uint64_t rng = 4242;
+    struct gc_user u = {0};
+
+    u.m = cg_sequential(ctx, 3, cg_linear(ctx, 7, 6, true), cg_tanh_module(ctx),
+                        cg_linear(ctx, 6, 3, true));
+    cg_tensor *in[6];
+    in[0] = gc_input(ctx, &rng, CG_SHAPE(5, 7), -1, 1);
+    struct cg_named_tensor ps[4];
+    assert_int_equal(cg_module_parameters(u.m, ps, 4), 4);
+    for (int i = 0; i < 4; i++) in[1 + i] = ps[i].tensor;
+    gc_check(ctx, "Linear-Tanh-Linear", gc_module_fn, &u, 5, in, NULL);
+    cg_tensor_free(in[0]);
+    cg_module_free(u.m);
+
+    u.m = cg_linear(ctx, 4, 2, true);
+    in[0] = gc_input(ctx, &rng, CG_SHAPE(2, 3, 4), -1, 1);
+    in[1] = cg_module_parameter(u.m, "weight");
+    in[2] = cg_module_parameter(u.m, "bias");
+    gc_check(ctx, "Linear (2, 3, 4)", gc_module_fn, &u, 3, in, NULL);
+    cg_tensor_free(in[0]);
+    cg_module_free(u.m);
+    u.m = NULL;
+
+    float cls[6] = {2, 0, 4, 1, 4, 3};
+    u.target = gc_const(ctx, CG_SHAPE(6), cls);
+    for (u.kind = 0; u.kind < 5; u.kind++) {
+        in[0] = gc_input(ctx, &rng, CG_SHAPE(6, 5), -3, 3);
+        in[1] = gc_input(ctx, &rng, CG_SHAPE(6, 5), u.kind == 4 ? 0 : -2, u.kind == 4 ? 1 : 2);
+        const char *names[] = {"MSE mean", "MSE sum", "cross-entropy",
+                               "cross-entropy smoothed", "BCE with logits"};
+        bool ce = u.kind == 2 || u.kind == 3;   /* in[1] unused: class indices are u.target */
+        gc_check(ctx, names[u.kind], gc_loss_fn, &u, ce ? 1 : 2, in, NULL);
+        gc_free_inputs(2, in);
+    }
+    cg_tensor_free(u.target);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -674,6 +743,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_bce, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_losses_extreme, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_loss_shape_errors, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_gradcheck, th_setup, th_teardown),
     };
     return TH_RUN(tests);
 }

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <clgrad/clgrad.h>
 
@@ -141,6 +142,17 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Resident host memory in KiB (Linux /proc), or -1 where unknown. */
+static long host_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size, rss = -1;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &rss) != 2) rss = -1;
+    fclose(f);
+    return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 static int fail(cg_ctx *ctx, const char *what)
 {
     fprintf(stderr, "clgrad-seed: %s: %s\n", what, cg_last_error(ctx));
@@ -235,9 +247,10 @@ int main(int argc, char **argv)
             cg_ctx_stats(ctx, &s);
             fprintf(stderr,
                     "clgrad-seed: epoch %ld: %.3f s, %ld steps; device memory in use %" PRIu64
-                    " B, peak %" PRIu64 " B, reserved %" PRIu64 " B, allocations %" PRIu64 "\n",
+                    " B, peak %" PRIu64 " B, reserved %" PRIu64 " B, allocations %" PRIu64
+                    "; host RSS %ld KiB\n",
                     epoch + 1, now_s() - t0, per_epoch, s.bytes_in_use, s.bytes_peak,
-                    s.bytes_reserved, s.device_allocs);
+                    s.bytes_reserved, s.device_allocs, host_rss_kib());
         }
     }
 

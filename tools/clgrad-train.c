@@ -528,13 +528,12 @@ int main(int argc, char **argv)
     if (!t.opt) die("%s", cg_last_error(t.ctx));
 
     if (!o.quiet) {
-        printf("clgrad-train: %s: %lld training, %lld validation%s samples; %s with %lld "
-               "parameters; %s on %s\n", d.source, (long long)d.train->n,
-               (long long)(d.val ? d.val->n : 0), d.test ? " and a test set of" : "",
+        printf("clgrad-train: %s: %lld training, %lld validation, %lld test samples; %s, "
+               "%lld parameters; %s on %s\n", d.source, (long long)d.train->n,
+               (long long)(d.val ? d.val->n : 0), (long long)(d.test ? d.test->n : 0),
                d.classification ? "classification" : "regression",
                (long long)cg_module_numel(t.model), cg_ctx_backend_name(t.ctx),
                cg_ctx_device(t.ctx)->name);
-        if (d.test) printf("  (%lld test samples)\n", (long long)d.test->n);
         fflush(stdout);
     }
     double t0 = now();

@@ -117,6 +117,8 @@ cg_status cg__cpu_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
                      const struct cg_view *out, const struct cg_view *a,
                      const struct cg_view *b)
 {
+    /* out, a, b: strided views of one shape; a and b may broadcast
+     * (stride 0); out may be a or b with the identical view */
     struct cg_cpu_ctx *c = ctx;
     if ((int)op < 0 || op >= CG_EW_COUNT)
         return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "ew: unknown op %d", (int)op);
@@ -150,6 +152,7 @@ cg_status cg__cpu_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
 
 cg_status cg__cpu_fill(void *ctx, const struct cg_view *out, float value)
 {
+    /* out: a strided view of any shape */
     struct cg_cpu_ctx *c = ctx;
     cg_status s = cg__cpu_check_view(c, out, "fill out");
     if (s != CG_OK) return s;

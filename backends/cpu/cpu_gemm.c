@@ -28,7 +28,6 @@ static cg_status check_matrix(struct cg_cpu_ctx *c, struct cg_ptr p, int64_t row
                              "gemm: %s is stored (%lld, %lld) but its pitch is %lld", what,
                              (long long)rows, (long long)cols, (long long)ld);
     int64_t extent = matrix_extent(rows, cols, ld);
-    if (extent == 0 || batch == 0) return CG_OK;
     if (stride < 0)
         return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "gemm: %s has stride %lld",
                              what, (long long)stride);
@@ -56,17 +55,20 @@ cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
                              "gemm: bad size m %lld n %lld k %lld batch %lld",
                              (long long)d->m, (long long)d->n, (long long)d->k,
                              (long long)d->batch);
+    if (d->m == 0 || d->n == 0 || d->batch == 0) {
+        cc->stats.launches++;   /* an empty C: nothing is read or written */
+        return CG_OK;
+    }
     int64_t a_rows = d->trans_a ? d->k : d->m, a_cols = d->trans_a ? d->m : d->k;
     int64_t b_rows = d->trans_b ? d->n : d->k, b_cols = d->trans_b ? d->k : d->n;
     cg_status s = check_matrix(cc, c, d->m, d->n, d->ldc, d->stride_c, d->batch, "C");
-    if (s == CG_OK && d->k > 0 && d->m > 0 && d->n > 0) {
+    if (s == CG_OK && d->k > 0) {
         s = check_matrix(cc, a, a_rows, a_cols, d->lda, d->stride_a, d->batch, "A");
         if (s == CG_OK)
             s = check_matrix(cc, b, b_rows, b_cols, d->ldb, d->stride_b, d->batch, "B");
     }
     if (s != CG_OK) return s;
     cc->stats.launches++;
-    if (d->m == 0 || d->n == 0) return CG_OK;
 
     for (int64_t i = 0; i < d->batch; i++) {
         float *cm = cg__cpu_at(c) + i * d->stride_c;

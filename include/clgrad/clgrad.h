@@ -12,6 +12,7 @@
  *   nn.h       modules (Linear, activations, Sequential) and losses
  *   optim.h    SGD, Adam/AdamW, RMSProp
  *   data.h     CSV and IDX import, preprocessing, Dataset and DataLoader
+ *   io.h       checkpoints (safetensors): save, load, resume
  *   backend.h  the backend plugin ABI (for backend authors)
  *
  * Thread-safety: one context per thread; a context and its tensors must not
@@ -29,5 +30,6 @@
 #include "clgrad/nn.h"
 #include "clgrad/optim.h"
 #include "clgrad/data.h"
+#include "clgrad/io.h"
 
 #endif

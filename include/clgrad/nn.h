@@ -38,6 +38,8 @@
  * returns NULL on failure, with the message in cg_last_error(ctx), and a
  * constructor given a NULL child frees the others and returns NULL, so
  * nested calls need one check at the end.
+ * Parameters are persistent tensors of the module's context: free modules
+ * (and optimizers) before the context.
  *
  * Writing a module: fill a struct cg_module_i and create it with
  * cg_module_create; keep your state in `priv`.

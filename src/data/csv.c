@@ -126,21 +126,34 @@ static const char *csv_excerpt(const char *s, char *buf, size_t len)
     return buf;
 }
 
-static cg_status csv_append(struct parser *p, int c)
+/* Appends n bytes to the field (keeping room for its NUL). */
+static cg_status csv_append_n(struct parser *p, const char *src, size_t n)
 {
-    if (p->flen + 2 > p->fcap) {
-        if (p->fcap >= CSV_MAX_FIELD)
+    if (p->flen + n + 1 > p->fcap) {
+        if (p->flen + n + 1 > CSV_MAX_FIELD)
             return cg__error(NULL, CG_STATUS_PARSE_ERROR,
                              "%s:%lld:%d: field longer than %u bytes", p->name,
                              (long long)p->fline, p->fcol + 1, CSV_MAX_FIELD);
-        size_t cap = p->fcap ? p->fcap * 2 : 256;
+        size_t cap = p->fcap ? p->fcap : 256;
+        while (cap < p->flen + n + 1) cap *= 2;
         char *nf = realloc(p->fld, cap);
         if (!nf) return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "%s: out of memory", p->name);
         p->fld = nf;
         p->fcap = cap;
     }
-    p->fld[p->flen++] = (char)c;
+    memcpy(p->fld + p->flen, src, n);
+    p->flen += n;
     return CG_OK;
+}
+
+static inline cg_status csv_append(struct parser *p, int c)
+{
+    if (p->flen + 2 <= p->fcap) {
+        p->fld[p->flen++] = (char)c;
+        return CG_OK;
+    }
+    char ch = (char)c;
+    return csv_append_n(p, &ch, 1);
 }
 
 static inline bool csv_space(const struct parser *p, int c)
@@ -200,26 +213,33 @@ static cg_status csv_field(struct parser *p, int *end)
                              p->name, (long long)p->line, p->fcol + 1, c);
         }
     } else {
+        /* The common case: scan the buffer for the field's end and copy
+         * the run at once. */
+        const char delim = p->o.delimiter;
         for (;;) {
-            c = csv_get(p);
-            if (c == -2) return csv_io_error(p);
-            if (c == p->o.delimiter) {
+            if (p->pos == p->len && (c = csv_peek(p)) < 0) {
+                if (c == -2) return csv_io_error(p);
+                *end = END_RECORD;                  /* the end of input */
+                break;
+            }
+            const char *b = p->buf + p->pos, *e = p->buf + p->len, *q = b;
+            while (q < e && *q != delim && *q != '\n' && *q != '\r') q++;
+            if ((st = csv_append_n(p, b, (size_t)(q - b))) != CG_OK) return st;
+            p->pos += (size_t)(q - b);
+            if (q == e) continue;
+            c = (unsigned char)*q;
+            p->pos++;
+            if (c == (unsigned char)delim) {
                 *end = END_FIELD;
-                break;
-            }
-            if (c == '\n' || c == '\r' || c == -1) {
-                if (c >= 0) csv_newline(p, c);
+            } else {
+                csv_newline(p, c);
                 *end = END_RECORD;
-                break;
             }
-            if ((st = csv_append(p, c)) != CG_OK) return st;
+            break;
         }
         while (p->flen > 0 && csv_space(p, (unsigned char)p->fld[p->flen - 1])) p->flen--;
     }
-    if (!p->fld) {                              /* an empty first field */
-        if ((st = csv_append(p, 0)) != CG_OK) return st;
-        p->flen = 0;
-    }
+    if (!p->fld && (st = csv_append_n(p, "", 0)) != CG_OK) return st;
     p->fld[p->flen] = 0;
     return CG_OK;
 }
@@ -285,14 +305,70 @@ static bool csv_number(const char *s, double *v)
 {
     if (!*s) return false;
     char *end;
-    errno = 0;
     *v = strtod(s, &end);
     return *end == 0;
 }
 
+enum { NUM_OK, NUM_NOT, NUM_NONFINITE, NUM_RANGE };
+
+/* Clinger's fast path ("How to read floating point numbers accurately",
+ * PLDI 1990) for float32: a decimal m * 10^e with m < 2^24 and |e| <= 10
+ * has m and 10^|e| exact in float, so one float multiply or divide gives
+ * the correctly rounded result. Returns false for anything else. */
+static bool csv_fast_float(const char *s, float *v)
+{
+    static const float pow10[] = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f,
+                                  1e6f, 1e7f, 1e8f, 1e9f, 1e10f};
+    bool neg = *s == '-';
+    if (*s == '-' || *s == '+') s++;
+    uint32_t m = 0;
+    int e = 0, digits = 0;
+    for (; *s >= '0' && *s <= '9'; s++, digits++) {
+        if (m >= (1u << 24) / 10) return false;
+        m = m * 10 + (uint32_t)(*s - '0');
+    }
+    if (*s == '.') {
+        for (s++; *s >= '0' && *s <= '9'; s++, digits++, e--) {
+            if (m >= (1u << 24) / 10) return false;
+            m = m * 10 + (uint32_t)(*s - '0');
+        }
+    }
+    if (!digits) return false;
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        bool eneg = *s == '-';
+        if (*s == '-' || *s == '+') s++;
+        if (!(*s >= '0' && *s <= '9')) return false;
+        int x = 0;
+        for (; *s >= '0' && *s <= '9'; s++)
+            if ((x = x * 10 + (*s - '0')) > 100) return false;
+        e += eneg ? -x : x;
+    }
+    if (*s || e < -10 || e > 10) return false;
+    float f = (float)m;
+    f = e < 0 ? f / pow10[-e] : f * pow10[e];
+    *v = neg ? -f : f;
+    return true;
+}
+
+/* A cell as a float32: NUM_OK, or why not. strtof rounds correctly. */
+static int csv_float(const char *s, float *v)
+{
+    if (csv_fast_float(s, v)) return NUM_OK;
+    if (!*s) return NUM_NOT;
+    char *end;
+    errno = 0;
+    float f = strtof(s, &end);
+    if (*end) return NUM_NOT;
+    if (isinf(f) && errno == ERANGE) return NUM_RANGE;
+    if (!isfinite(f)) return NUM_NONFINITE;
+    *v = f;
+    return NUM_OK;
+}
+
 static bool csv_is_missing(const char *s)
 {
-    return !*s || strcmp(s, "NA") == 0 || strcmp(s, "N/A") == 0;
+    return !s[0] || (s[0] == 'N' && (strcmp(s, "NA") == 0 || strcmp(s, "N/A") == 0));
 }
 
 static cg_status csv_cell(struct parser *p, float *row)
@@ -312,8 +388,9 @@ static cg_status csv_cell(struct parser *p, float *row)
         row[col] = NAN;
         return CG_OK;
     }
-    double v = 0;
-    bool is_num = csv_number(s, &v);
+    float v = 0;
+    int num = csv_float(s, &v);
+    bool is_num = num != NUM_NOT;
     if (c->kind == KIND_UNDECIDED) {
         if (!is_num && col != p->target && p->o.reject_categorical)
             return cg__error(NULL, CG_STATUS_PARSE_ERROR,
@@ -335,21 +412,21 @@ static cg_status csv_cell(struct parser *p, float *row)
         row[col] = (float)idx;
         return CG_OK;
     }
-    if (!is_num)
+    if (num == NUM_NOT)
         return cg__error(NULL, CG_STATUS_PARSE_ERROR,
                          "%s:%lld:%d: non-numeric value \"%s\" in numeric column \"%s\"",
                          p->name, (long long)p->fline, col + 1,
                          csv_excerpt(s, ex, sizeof ex), c->name);
-    if (isnan(v) || (isinf(v) && errno != ERANGE))
+    if (num == NUM_NONFINITE)
         return cg__error(NULL, CG_STATUS_PARSE_ERROR,
                          "%s:%lld:%d: non-finite value \"%s\" in column \"%s\"", p->name,
                          (long long)p->fline, col + 1, csv_excerpt(s, ex, sizeof ex), c->name);
-    if (fabs(v) > FLT_MAX)
+    if (num == NUM_RANGE)
         return cg__error(NULL, CG_STATUS_PARSE_ERROR,
                          "%s:%lld:%d: value \"%s\" in column \"%s\" is out of float32 range",
                          p->name, (long long)p->fline, col + 1,
                          csv_excerpt(s, ex, sizeof ex), c->name);
-    row[col] = (float)v;
+    row[col] = v;
     return CG_OK;
 }
 

@@ -669,7 +669,7 @@ static bool parse_dims(struct jp *p, struct entry *e, bool offsets)
     bool more = !jp_peek(p, ']');
     if (!more) p->i++;
     while (more) {
-        int64_t x;
+        int64_t x = 0;
         char what[128];
         snprintf(what, sizeof what, "tensor \"%.64s\": %s value", e->name, field);
         if (!jp_uint(p, what, &x)) return false;
