@@ -288,6 +288,8 @@ static void test_reductions(void **state)
     th_assert_close(ho, z3, 3, 0, 0, "sum of empty");
     get(cg_mean(e, 1, false), ho);
     th_assert_close(ho, nan3, 3, 0, 0, "mean of empty");
+    get(cg_mean_all(e), ho);
+    th_assert_close(ho, nan3, 1, 0, 0, "mean_all of empty");
     assert_null(cg_max(e, 1, false));
     th_assert_error_contains(ctx, "cg_max: axis 1 of shape (3, 0) is empty");
     cg_ctx_clear_error(ctx);

@@ -36,9 +36,10 @@
  *   - Index tensors (labels, token ids) are float32 holding exact integers;
  *     the frontend validates their range before they reach a backend.
  *
- * Members may be appended in later minor revisions: the core reads a member
- * only if struct_size covers it. Changing or removing a member bumps
- * CG_BACKEND_ABI_VERSION. Members marked "optional" may be NULL.
+ * Members may be appended in later minor revisions: the core reads an
+ * appended member only if struct_size covers it (CG_BACKEND_HAS), and every
+ * plugin must cover CG_BACKEND_I_REQUIRED_SIZE. Changing or removing a
+ * member bumps CG_BACKEND_ABI_VERSION. Members marked "optional" may be NULL.
  */
 #ifndef CLGRAD_BACKEND_H
 #define CLGRAD_BACKEND_H
@@ -177,6 +178,21 @@ struct cg_optim_hparams {
     float bias_correction1, bias_correction2;
 };
 
+/* Geometry of a 2-d convolution or pooling window over an NCHW batch:
+ * input (n, c, h, w), kernel (kh, kw), stride, padding, dilation, and the
+ * output size, which the core computes as PyTorch does:
+ *   oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1   (likewise ow).     */
+struct cg_conv2d_desc {
+    int64_t n, c, h, w;
+    int64_t kh, kw;
+    int64_t sh, sw;
+    int64_t ph, pw;
+    int64_t dh, dw;
+    int64_t oh, ow;
+};
+
+enum cg_pool_kind { CG_POOL_MAX, CG_POOL_AVG };
+
 /* Counters a backend keeps for tests and benchmarks. */
 struct cg_backend_stats {
     uint64_t uploads, downloads;        /* host<->device transfers        */
@@ -271,7 +287,41 @@ struct cg_backend_i {
     cg_status (*finish)(void *ctx);
     void (*get_stats)(void *ctx, struct cg_backend_stats *out);
     void (*reset_stats)(void *ctx); /* zero the counters, keep pool sizes */
+
+    /* ---- convolution and pooling (NCHW). Optional: NULL (or a vtable too
+     * short to hold them) makes the core report CG_STATUS_UNSUPPORTED. */
+
+    /* Unfolds a batch of images for convolution as a GEMM:
+     *   col[b, (ci * kh + i) * kw + j, y * ow + x] =
+     *       img[b, ci, y * sh - ph + i * dh, x * sw - pw + j * dw]
+     * (0 where that falls in the padding). img (n, c, h, w),
+     * col (n, c * kh * kw, oh * ow). */
+    cg_status (*im2col)(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
+                        struct cg_ptr img);
+    /* Its adjoint: img[...] += col[...] summed over every (i, j, y, x) that
+     * reads that pixel. Accumulates into img. */
+    cg_status (*col2im)(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
+                        struct cg_ptr col);
+    /* Pooling over kh x kw windows with stride, padding and dilation:
+     * in (n, c, h, w) -> out (n, c, oh, ow). MAX ignores padding (as
+     * torch.nn.MaxPool2d) and writes into argmax (same shape as out) the
+     * index h_in * w + w_in of the first maximum within its input plane,
+     * as a float; AVG divides by kh * kw, padding included (torch.nn.AvgPool2d
+     * with count_include_pad=True); argmax is unused for AVG. */
+    cg_status (*pool2d)(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
+                        struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
+    /* Its adjoint, accumulating into gin (n, c, h, w) from gout (n, c, oh, ow). */
+    cg_status (*pool2d_backward)(void *ctx, enum cg_pool_kind kind,
+                                 const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                 struct cg_ptr gout, struct cg_ptr argmax);
 };
+
+/* The members every backend must have: all up to and including reset_stats. */
+#define CG_BACKEND_I_REQUIRED_SIZE                                                   \
+    (offsetof(struct cg_backend_i, reset_stats) + sizeof(void (*)(void *)))
+/* Whether vtable be has optional member m (non-NULL and within struct_size). */
+#define CG_BACKEND_HAS(be, m)                                                        \
+    ((be)->struct_size >= offsetof(struct cg_backend_i, m) + sizeof((be)->m) && (be)->m)
 
 typedef const struct cg_backend_i *(*cg_backend_entry_fn)(void);
 

@@ -216,7 +216,11 @@ static cg_tensor *reduce_axis(const char *name, enum cg_reduce_op op, cg_tensor 
     if (!c) return NULL;
     cg_tensor *out = cg__tensor_new(ctx, s.out_ndim, s.out_shape);
     cg_tensor *idx = NULL;
-    bool ok = out && cg__reduce_into(name, op, out, c, s.outer, s.n, s.inner, scale) == CG_OK;
+    /* The backend's empty SUM is 0 whatever the scale: a mean of nothing is
+     * NaN (as PyTorch), written directly. */
+    bool ok = out && (mean && s.n == 0
+                          ? cg_tensor_fill(out, NAN) == CG_OK
+                          : cg__reduce_into(name, op, out, c, s.outer, s.n, s.inner, scale) == CG_OK);
     bool grad = ok && op != CG_REDUCE_ARGMAX && cg__needs_grad(ctx, 1, &t);
     if (grad && op == CG_REDUCE_MAX) {
         int64_t ishape[2] = {s.outer, s.inner};
@@ -283,7 +287,8 @@ static cg_tensor *reduce_all(const char *name, cg_tensor *t, bool mean)
     cg_tensor *c = cg__contig_ref(t);
     if (!c) return NULL;
     cg_tensor *out = cg__tensor_new(ctx, 0, NULL);
-    bool ok = out && cg__reduce_into(name, CG_REDUCE_SUM, out, c, 1, n, 1, scale) == CG_OK;
+    bool ok = out && (mean && n == 0 ? cg_tensor_fill(out, NAN) == CG_OK
+                                     : cg__reduce_into(name, CG_REDUCE_SUM, out, c, 1, n, 1, scale) == CG_OK);
     cg__tensor_unref(c);
     if (ok) {
         bool failed;

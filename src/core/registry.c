@@ -56,9 +56,9 @@ static cg_status check_vtable(const struct cg_backend_i *be, const char *path,
                  path, be->abi_version, CG_BACKEND_ABI_VERSION);
         return CG_STATUS_ABI_MISMATCH;
     }
-    if (be->struct_size < sizeof(struct cg_backend_i)) {
-        snprintf(err, len, "%s: plugin vtable is %u bytes, this clgrad needs %zu",
-                 path, be->struct_size, sizeof(struct cg_backend_i));
+    if (be->struct_size < CG_BACKEND_I_REQUIRED_SIZE) {
+        snprintf(err, len, "%s: plugin vtable is %u bytes, this clgrad needs at least %zu",
+                 path, be->struct_size, (size_t)CG_BACKEND_I_REQUIRED_SIZE);
         return CG_STATUS_ABI_MISMATCH;
     }
     if (!be->name || !*be->name || strlen(be->name) >= sizeof entries[0].info.name) {

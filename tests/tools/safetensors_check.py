@@ -16,6 +16,12 @@ implementation of the format (huggingface.co/docs/safetensors, "Format"):
       k/10 - 0.3 (k counting over 0.weight, 0.bias, 2.weight, 2.bias), and
       unless --weights-only F16, BF16 and F64 tensors "extra.*".
 
+  safetensors_check.py eval CLGRAD_EVAL DIR
+      writes a classifier and a regression checkpoint (model spec, scaler,
+      class names in the metadata) and CSV files into DIR, runs clgrad-eval
+      on them and compares its loss, accuracy, confusion matrix, RMSE, MAE
+      and R^2 and its predictions CSV with values computed here.
+
 Exit status 0 on success; a message on stderr and 1 otherwise.
 """
 import json
@@ -139,11 +145,125 @@ def write(path, weights_only):
             f.write(data)
 
 
+def save(path, tensors, meta):
+    h = {"__metadata__": meta}
+    off = 0
+    blobs = []
+    for n, shape, vals in tensors:
+        d = struct.pack("<%df" % len(vals), *vals)
+        h[n] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + len(d)]}
+        off += len(d)
+        blobs.append(d)
+    t = json.dumps(h).encode()
+    t += b" " * (-len(t) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(t)) + t + b"".join(blobs))
+
+
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def run(cmd):
+    import subprocess
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        fail("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr))
+    return r.stdout
+
+
+def expect_in(out, text):
+    if text not in out:
+        fail("expected %r in the output:\n%s" % (text, out))
+
+
+def eval_cli(exe, d):
+    import math
+    import os
+    import random
+    os.makedirs(d, exist_ok=True)
+    rnd = random.Random(1)
+    names = ["cat", "dog", "eel"]
+    rows = [(rnd.uniform(-2, 2), rnd.uniform(-2, 2), rnd.randrange(3)) for _ in range(50)]
+    csv = os.path.join(d, "cls.csv")
+    with open(csv, "w") as f:
+        f.write("a,b,label\n")
+        for a, b, c in rows:
+            f.write("%.6f,%.6f,%s\n" % (a, b, names[c]))
+    W = [[rnd.uniform(-1, 1) for _ in range(2)] for _ in range(3)]
+    B = [rnd.uniform(-1, 1) for _ in range(3)]
+    ck = os.path.join(d, "cls.safetensors")
+    save(ck, [("0.weight", [3, 2], sum(W, [])), ("0.bias", [3], B),
+              ("scaler.offset", [2], [0.5, -0.5]), ("scaler.scale", [2], [2.0, 4.0])],
+         {"format": "pt", "clgrad.version": "1", "clgrad.model_spec": "linear 3",
+          "clgrad.input_shape": "2", "clgrad.task": "classification", "clgrad.n_classes": "3",
+          "clgrad.class_names": json.dumps(names), "scaler.kind": "standard",
+          "clgrad.epoch": "7"})
+    loss, correct, conf, preds = 0.0, 0, [[0] * 3 for _ in range(3)], []
+    for a, b, t in rows:
+        x = [(f32(float("%.6f" % a)) - 0.5) / 2, (f32(float("%.6f" % b)) + 0.5) / 4]
+        z = [W[k][0] * x[0] + W[k][1] * x[1] + B[k] for k in range(3)]
+        m = max(z)
+        lse = m + math.log(sum(math.exp(v - m) for v in z))
+        loss += lse - z[t]
+        p = z.index(m)
+        correct += p == t
+        conf[t][p] += 1
+        preds.append(p)
+    pred_csv = os.path.join(d, "pred.csv")
+    out = run([exe, "--checkpoint", ck, "--data", csv, "--target", "label", "--backend", "cpu",
+               "--predictions", pred_csv])
+    expect_in(out, "loss %.4f (cross-entropy)  accuracy %.2f%% (%d/50)"
+              % (loss / 50, 100.0 * correct / 50, correct))
+    for t in range(3):
+        expect_in(out, "%8d %6d %6d %6d" % (t, conf[t][0], conf[t][1], conf[t][2]))
+    with open(pred_csv) as f:
+        lines = f.read().splitlines()
+    if lines[0] != "index,target,predicted,probability" or len(lines) != 51:
+        fail("predictions CSV: %r..." % lines[:2])
+    for i, line in enumerate(lines[1:]):
+        idx, tgt, pr, _ = line.split(",")
+        if int(idx) != i or tgt != names[rows[i][2]] or pr != names[preds[i]]:
+            fail("predictions CSV line %d: %r" % (i + 1, line))
+
+    rows = [(rnd.uniform(-1, 1), rnd.uniform(-1, 1)) for _ in range(40)]
+    csv = os.path.join(d, "reg.csv")
+    ys, ps = [], []
+    with open(csv, "w") as f:
+        f.write("x1,x2,y\n")
+        for a, b in rows:
+            y = 3 * a - b + 0.1 * rnd.uniform(-1, 1)
+            f.write("%.6f,%.6f,%.6f\n" % (a, b, y))
+            ys.append(f32(float("%.6f" % y)))
+            ps.append(3 * f32(float("%.6f" % a)) - f32(float("%.6f" % b)) + 0.25)
+    ck = os.path.join(d, "reg.safetensors")
+    save(ck, [("0.weight", [1, 2], [3.0, -1.0]), ("0.bias", [1], [0.25])],
+         {"clgrad.model_spec": "linear 1", "clgrad.task": "regression"})
+    n = len(ys)
+    mse = sum((p - y) ** 2 for p, y in zip(ps, ys)) / n
+    mae = sum(abs(p - y) for p, y in zip(ps, ys)) / n
+    my = sum(ys) / n
+    r2 = 1 - mse * n / sum((y - my) ** 2 for y in ys)
+    out = run([exe, "--checkpoint", ck, "--data", csv, "--target", "y", "--backend", "cpu"])
+    got = dict(zip(["MSE", "RMSE", "MAE", "R^2"],
+                   [float(v) for v in out.split("loss (MSE) ")[1].split()[0:7:2]]))
+    for k, v in (("MSE", mse), ("RMSE", math.sqrt(mse)), ("MAE", mae), ("R^2", r2)):
+        if abs(got[k] - v) > 1e-4 * max(1, abs(v)):
+            fail("%s is %g, expected %g:\n%s" % (k, got[k], v, out))
+    r = __import__("subprocess").run([exe, "--checkpoint", os.path.join(d, "nope"), "--data", csv],
+                                     stderr=__import__("subprocess").PIPE, text=True)
+    if r.returncode != 1 or "No such file" not in r.stderr:
+        fail("a missing checkpoint: status %d, %r" % (r.returncode, r.stderr))
+    print("safetensors_check: clgrad-eval OK")
+
+
 def main(argv):
     if len(argv) == 4 and argv[1] == "check":
         check(argv[2], argv[3])
     elif len(argv) in (3, 4) and argv[1] == "write":
         write(argv[2], len(argv) == 4 and argv[3] == "--weights-only")
+    elif len(argv) == 4 and argv[1] == "eval":
+        eval_cli(argv[2], argv[3])
     else:
         fail("usage: safetensors_check.py check FILE EXPECT.json | write FILE [--weights-only]")
 
