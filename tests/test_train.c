@@ -196,6 +196,73 @@ static void test_step_transfers(void **state)
     seed_teardown(&r);
 }
 
+/* The same for a classifier fed by a DataLoader: labels uploaded from the
+ * host are range-checked from what the upload recorded, so cross-entropy's
+ * class-index pick reads nothing back. Only the loader's two uploads and
+ * the loss value move. */
+static void test_classifier_step_transfers(void **state)
+{
+    cg_ctx *ctx = *state;
+    const int64_t n = 96, d = 12, classes = 5;
+    struct cg_dataset *ds;
+    assert_int_equal(cg_dataset_create(n, 1, &d, true, 0, (int)classes, &ds), CG_OK);
+    for (int64_t i = 0; i < n * d; i++) ds->x[i] = (float)cg_rand_normal(ctx);
+    for (int64_t i = 0; i < n; i++) ds->y[i] = (float)(i % classes);
+    cg_loader *ld;
+    struct cg_loader_options lo = {.batch_size = 32, .shuffle = true};
+    assert_int_equal(cg_loader_create(ctx, ds, &lo, &ld), CG_OK);
+    cg_module *model = cg_sequential(ctx, 3, cg_linear(ctx, d, 16, true), cg_relu_module(ctx),
+                                     cg_linear(ctx, 16, classes, true));
+    cg_optim *opt = cg_adam(model, 1e-2f);
+    assert_non_null(opt);
+    for (int k = 0; k < 3; k++) {
+        cg_tensor *x, *y;
+        assert_int_equal(cg_loader_next(ld, &x, &y), CG_OK);
+        assert_non_null(x);
+        if (k == 2) {
+            assert_int_equal(cg_ctx_synchronize(ctx), CG_OK);
+            cg_ctx_reset_stats(ctx);
+            /* the loader uploaded before the reset: upload again inside */
+            float hy[32], hx[32 * 12];
+            assert_int_equal(cg_tensor_to_host(x, hx, 32 * 12), CG_OK);
+            assert_int_equal(cg_tensor_to_host(y, hy, 32), CG_OK);
+            cg_ctx_reset_stats(ctx);
+            assert_int_equal(cg_tensor_set_data(x, hx, 32 * 12), CG_OK);
+            assert_int_equal(cg_tensor_set_data(y, hy, 32), CG_OK);
+        }
+        cg_scope_begin(ctx);
+        cg_tensor *loss = cg_cross_entropy_loss(cg_module_forward(model, x), y,
+                                                CG_REDUCTION_MEAN, 0.0f);
+        cg_optim_zero_grad(opt);
+        assert_int_equal(cg_backward(loss), CG_OK);
+        assert_int_equal(cg_optim_step(opt), CG_OK);
+        float l;
+        if (k == 2) {
+            assert_int_equal(cg_tensor_item(loss, &l), CG_OK);
+            assert_true(isfinite(l));
+        }
+        cg_scope_end(ctx);
+    }
+    struct cg_backend_stats s;
+    cg_ctx_stats(ctx, &s);
+    if (s.uploads != 2 || s.downloads != 1)
+        fail_msg("one classifier step: %llu uploads, %llu downloads; want 2 (x, y) and 1",
+                 (unsigned long long)s.uploads, (unsigned long long)s.downloads);
+    /* A label tensor written on the device is still checked, by reading it. */
+    cg_scope_begin(ctx);
+    cg_tensor *bad = cg_tensor_full(ctx, CG_SHAPE(4), 7.0f);
+    cg_tensor *logits = cg_tensor_zeros(ctx, CG_SHAPE(4, 5));
+    cg_ctx_clear_error(ctx);
+    assert_null(cg_cross_entropy_loss(logits, bad, CG_REDUCTION_MEAN, 0.0f));
+    th_assert_error_contains(ctx, "not an integer in [0, 5)");
+    cg_ctx_clear_error(ctx);
+    cg_scope_end(ctx);
+    cg_optim_free(opt);
+    cg_module_free(model);
+    cg_loader_free(ld);
+    cg_dataset_free(ds);
+}
+
 /* The same seed gives the same losses here as on the cpu backend (1e-4
  * relative); on cpu itself, two runs agree exactly. */
 static void test_same_losses_as_cpu(void **state)
@@ -231,6 +298,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_linear_regression, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_memory_flat, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_step_transfers, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_classifier_step_transfers, th_setup, th_teardown),
         cmocka_unit_test(test_same_losses_as_cpu),
     };
     return TH_RUN(tests);

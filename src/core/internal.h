@@ -31,7 +31,17 @@ struct cg_storage {
     struct cg_buffer *buf;
     size_t bytes;
     int refs;
+    /* What the last whole-storage upload from the host held, so that index
+     * ops can check labels and token ids without reading them back. Valid
+     * until the device writes the storage (cg__storage_written). */
+    bool host_range_known;
+    bool host_all_integral;
+    float host_min, host_max;
 };
+
+/* Forget what the host knew about st's values: call before any in-place
+ * device write into an existing storage. */
+static inline void cg__storage_written(struct cg_storage *st) { st->host_range_known = false; }
 
 struct cg_node;
 /* Computes the gradients of node->inputs from grad_out (the gradient of

@@ -337,6 +337,7 @@ CG_API cg_status cg_tensor_fill(cg_tensor *t, float value)
     cg_ctx *ctx = cg__ctx_of(t);
     cg_status st = check_writable(ctx, "cg_tensor_fill", t);
     if (st != CG_OK || cg__tnumel(t) == 0) return st;
+    cg__storage_written(t->st);
     struct cg_view v = cg__view_of(t);
     if (ctx->be->fill(ctx->bctx, &v, value) != CG_OK)
         return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_fill");
@@ -358,5 +359,6 @@ CG_API cg_status cg_tensor_copy(cg_tensor *dst, cg_tensor *src)
                          CG_SHAPE_STR(src, sa), CG_SHAPE_STR(dst, sb));
     }
     if ((st = check_writable(ctx, "cg_tensor_copy", dst)) != CG_OK) return st;
+    cg__storage_written(dst->st);
     return cg__ew(ctx, "cg_tensor_copy", CG_EW_COPY, 0, 0, dst, src, NULL);
 }

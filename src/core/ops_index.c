@@ -5,10 +5,11 @@
  *
  * Index range. Backends trust the indices they get (an OpenCL kernel cannot
  * report a bad one), so every index is checked here, before any device
- * work: each must be an exact integer in [0, limit). The check reads the
- * index tensor back to the host: one download of N floats per call (never of
- * the data being indexed). This is the one host round trip an op makes, and
- * it is small: labels or token ids of one batch.
+ * work: each must be an exact integer in [0, limit). Indices usually come
+ * straight from the host (a loader's labels, token ids): then the range
+ * recorded at upload (struct cg_storage) answers without touching the
+ * device. Otherwise (indices computed on the device) the check reads the
+ * index tensor back: one download of N floats, never of the data indexed.
  *
  * Backward: the adjoint of a gather is a scatter-add into zeros of the
  * source's shape (backend index_rows_add / pick_add; repeated rows add up).
@@ -23,6 +24,10 @@ static cg_status check_indices(cg_ctx *ctx, const char *what, const cg_tensor *i
 {
     int64_t n = cg__tnumel(idx);
     if (n == 0) return CG_OK;
+    const struct cg_storage *sto = idx->st;
+    if (sto->host_range_known && sto->host_all_integral && sto->host_min >= 0.0f &&
+        (double)sto->host_max < (double)limit)
+        return CG_OK;
     float *h = malloc((size_t)n * sizeof *h);
     if (!h) return cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "%s: out of host memory", what);
     cg_status st = cg_tensor_to_host(idx, h, n);

@@ -316,6 +316,23 @@ CG_API cg_status cg_tensor_to_host(const cg_tensor *t, float *dst, int64_t n)
     return st;
 }
 
+/* Records the range of a whole-storage upload (see struct cg_storage). */
+static void note_range(struct cg_storage *st, const float *src, int64_t n)
+{
+    float lo = INFINITY, hi = -INFINITY;
+    bool integral = true;
+    for (int64_t i = 0; i < n; i++) {
+        float v = src[i];
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+        integral &= v == floorf(v); /* false for NaN and +-inf too */
+    }
+    st->host_min = lo;
+    st->host_max = hi;
+    st->host_all_integral = integral;
+    st->host_range_known = true;
+}
+
 CG_API cg_status cg_tensor_set_data(cg_tensor *t, const float *src, int64_t n)
 {
     if (!t) return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_tensor_set_data: tensor is NULL");
@@ -323,10 +340,12 @@ CG_API cg_status cg_tensor_set_data(cg_tensor *t, const float *src, int64_t n)
     cg_status st = check_count(ctx, "cg_tensor_set_data", t, n);
     if (st != CG_OK || n == 0) return st;
     if (!src) return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_tensor_set_data: src is NULL");
+    cg__storage_written(t->st);
     if (cg_tensor_is_contiguous(t)) {
         if (ctx->be->upload(ctx->bctx, t->st->buf, (size_t)t->offset * sizeof(float), src,
                             (size_t)n * sizeof(float)) != CG_OK)
             return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data");
+        if (t->offset == 0 && (size_t)n * sizeof(float) == t->st->bytes) note_range(t->st, src, n);
         return CG_OK;
     }
     cg_tensor *tmp = cg__tensor_new_unowned(ctx, t->ndim, t->shape);

@@ -231,6 +231,9 @@ static cg_status step_param(cg_optim *opt, const struct optim_group *g, struct o
         if (op->state[s]) state[s] = cg__ptr(op->state[s]);
 
     cg_ctx *ctx = opt->ctx;
+    cg__storage_written(op->p->st);
+    for (int s = 0; s < CG_OPTIM_MAX_STATE; s++)
+        if (op->state[s]) cg__storage_written(op->state[s]->st);
     st = ctx->be->optim_update(ctx->bctx, &h, cg__ptr(op->p), cg__ptr(grad), state,
                                cg_tensor_numel(op->p));
     if (st != CG_OK) {
