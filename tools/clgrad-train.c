@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,11 @@ struct options {
     double val_split;
     int progress; /* -1 auto (a terminal), 0 off, 1 on */
     bool quiet;
+    /* checkpoints, logs, schedules (issue 7) */
+    const char *save, *save_best, *resume, *log, *plot, *schedule;
+    int save_every, step_size, early_stop;
+    int64_t warmup;
+    float gamma, clip;
 };
 
 static void usage(FILE *f)
@@ -79,6 +85,26 @@ static void usage(FILE *f)
         "  --batch N            mini-batch size (default 64)\n"
         "  --epochs N           epochs (default 10)\n"
         "  --seed N             seed for initialisation, split and shuffling (default 0)\n"
+        "\n"
+        "schedules and regularisation:\n"
+        "  --schedule NAME      constant (default), cosine (to 0 over all steps, as\n"
+        "                       CosineAnnealingLR) or step (StepLR: --step-size, --gamma)\n"
+        "  --step-size N        step schedule: epochs between decays (default 5)\n"
+        "  --gamma F            step schedule: decay factor (default 0.1)\n"
+        "  --warmup N           linear warm-up over the first N steps (default 0)\n"
+        "  --clip-grad F        clip gradients to global norm F (clip_grad_norm_)\n"
+        "  --early-stop N       stop when validation loss has not improved for N epochs\n"
+        "\n"
+        "checkpoints and records (safetensors, PyTorch's parameter names):\n"
+        "  --save FILE          checkpoint after every --save-every epochs, at the end\n"
+        "                       and on Ctrl-C; weights, optimizer, RNG, epoch, scaler;\n"
+        "                       \"{epoch}\" in FILE keeps one file per save\n"
+        "  --save-every N       epochs between checkpoints (default 1)\n"
+        "  --save-best FILE     checkpoint whenever validation loss improves\n"
+        "  --resume FILE        continue from a checkpoint (same data options and seed)\n"
+        "  --log FILE.csv       one row per epoch: losses, accuracy or RMSE, lr,\n"
+        "                       samples/s, seconds\n"
+        "  --plot FILE.svg      training and validation curves, for a browser\n"
         "\n"
         "device and output:\n"
         "  --backend NAME       cpu, opencl or auto (default: $CLGRAD_BACKEND or auto)\n"
@@ -139,7 +165,8 @@ static void parse_args(int argc, char **argv, struct options *o)
     *o = (struct options){.loss = "auto", .optim = "adam", .scale = "standard",
                           .missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
                           .lr = 1e-3f, .weight_decay = -1, .batch = 64, .epochs = 10,
-                          .val_split = 0.1, .progress = -1};
+                          .val_split = 0.1, .progress = -1, .schedule = "constant",
+                          .save_every = 1, .step_size = 5, .gamma = 0.1f};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -161,6 +188,18 @@ static void parse_args(int argc, char **argv, struct options *o)
         else if (strcmp(a, "--device") == 0) o->device = v;
         else if (strcmp(a, "--scale") == 0) o->scale = v;
         else if (strcmp(a, "--missing") == 0) o->missing = v;
+        else if (strcmp(a, "--save") == 0) o->save = v;
+        else if (strcmp(a, "--save-best") == 0) o->save_best = v;
+        else if (strcmp(a, "--resume") == 0) o->resume = v;
+        else if (strcmp(a, "--log") == 0) o->log = v;
+        else if (strcmp(a, "--plot") == 0) o->plot = v;
+        else if (strcmp(a, "--schedule") == 0) o->schedule = v;
+        else if (strcmp(a, "--save-every") == 0) o->save_every = (int)parse_int(a, v, 1, 1000000);
+        else if (strcmp(a, "--step-size") == 0) o->step_size = (int)parse_int(a, v, 1, 1000000);
+        else if (strcmp(a, "--early-stop") == 0) o->early_stop = (int)parse_int(a, v, 1, 1000000);
+        else if (strcmp(a, "--warmup") == 0) o->warmup = parse_int(a, v, 0, INT64_MAX);
+        else if (strcmp(a, "--gamma") == 0) o->gamma = (float)parse_double(a, v, 0, 1);
+        else if (strcmp(a, "--clip-grad") == 0) o->clip = (float)parse_double(a, v, 1e-12, 1e12);
         else if (strcmp(a, "--lr") == 0) o->lr = (float)parse_double(a, v, 0, 1e3);
         else if (strcmp(a, "--momentum") == 0) o->momentum = (float)parse_double(a, v, 0, 1);
         else if (strcmp(a, "--weight-decay") == 0) o->weight_decay = (float)parse_double(a, v, 0, 1e3);
@@ -181,12 +220,16 @@ static void parse_args(int argc, char **argv, struct options *o)
         } else usage_error("unknown option '%s'", a);
     }
     if (!o->data) usage_error("--data is required");
+    if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0 &&
+        strcmp(o->schedule, "step") != 0)
+        usage_error("--schedule: '%s' is not constant, cosine or step", o->schedule);
 }
 
 /* ---- data ------------------------------------------------------------ */
 
 struct data {
     struct cg_dataset *train, *val, *test;
+    struct cg_scaler *scaler;      /* fitted on train (CSV), saved in checkpoints */
     bool classification;
     int64_t outputs;          /* classes, or regression targets per sample */
     char source[512];
@@ -254,12 +297,10 @@ static void load_csv(const struct options *o, struct data *d)
         if (strcmp(o->scale, "standard") == 0) kind = CG_SCALER_STANDARD;
         else if (strcmp(o->scale, "minmax") == 0) kind = CG_SCALER_MINMAX;
         else usage_error("--scale: '%s' is not standard, minmax or none", o->scale);
-        struct cg_scaler *sc;
-        if (cg_scaler_fit(d->train, kind, true, &sc) != CG_OK ||
-            cg_scaler_apply(sc, d->train) != CG_OK ||
-            (d->val && cg_scaler_apply(sc, d->val) != CG_OK))
+        if (cg_scaler_fit(d->train, kind, true, &d->scaler) != CG_OK ||
+            cg_scaler_apply(d->scaler, d->train) != CG_OK ||
+            (d->val && cg_scaler_apply(d->scaler, d->val) != CG_OK))
             die("%s", cg_last_error(NULL));
-        cg_scaler_free(sc);
     }
     snprintf(d->source, sizeof d->source, "%s", o->data);
 }
@@ -287,6 +328,13 @@ struct metrics {
     double rmse;       /* regression        */
 };
 
+/* One row of the training record (--log, --plot). */
+struct epoch_record {
+    int epoch;
+    double train_loss, val_loss, val_metric, lr, samples_per_s, seconds;
+    bool has_val;
+};
+
 struct trainer {
     const struct options *o;
     cg_ctx *ctx;
@@ -294,6 +342,12 @@ struct trainer {
     cg_optim *opt;
     struct data *d;
     enum { LOSS_CE, LOSS_MSE, LOSS_BCE } loss;
+    char spec[512];                 /* the model spec, saved in checkpoints */
+    int64_t steps;                  /* optimizer steps so far (all epochs)  */
+    int64_t total_steps;            /* for the cosine schedule              */
+    int epochs_done;                /* completed epochs                     */
+    struct epoch_record *hist;      /* (o->epochs)                          */
+    int n_hist;
 };
 
 /* The mean loss of a batch: pred (B, outputs), y (B) indices or (B, k). */
@@ -420,9 +474,10 @@ static cg_module *make_model(struct trainer *t)
     const struct options *o = t->o;
     struct data *d = t->d;
     int64_t want = t->loss == LOSS_BCE ? 1 : d->outputs;
-    char spec[512];
-    if (o->model) snprintf(spec, sizeof spec, "%s", o->model);
-    else snprintf(spec, sizeof spec, "linear %d relu, linear %d relu, linear %lld",
+    char *spec = t->spec;
+    size_t spec_len = sizeof t->spec;
+    if (o->model) snprintf(spec, spec_len, "%s", o->model);
+    else snprintf(spec, spec_len, "linear %d relu, linear %d relu, linear %lld",
                   d->test ? 256 : 64, d->test ? 128 : 64, (long long)want);
     /* A model that starts with a linear layer sees flat samples. */
     const char *first = spec + strspn(spec, " ");
@@ -457,7 +512,209 @@ static void print_metrics(const struct trainer *t, const char *what, struct metr
         printf("%s loss %.4f  %s RMSE %.4f", what, m.loss, what, m.rmse);
 }
 
-static void train(struct trainer *t)
+/* ---- schedules, checkpoints, records ------------------------------------ */
+
+/* The learning rate for optimizer step `step` (0-based) in `epoch` (1-based):
+ * torch.optim.lr_scheduler's CosineAnnealingLR (eta_min 0, T_max = all
+ * steps, stepped per batch) or StepLR (stepped per epoch), times a linear
+ * warm-up factor min(1, (step + 1) / warmup). */
+static float lr_at(const struct trainer *t, int64_t step, int epoch)
+{
+    const struct options *o = t->o;
+    double lr = o->lr;
+    if (strcmp(o->schedule, "cosine") == 0)
+        lr *= 0.5 * (1.0 + cos(M_PI * (double)step / (double)t->total_steps));
+    else if (strcmp(o->schedule, "step") == 0)
+        lr *= pow(o->gamma, (double)((epoch - 1) / o->step_size));
+    if (o->warmup > 0 && step < o->warmup) lr *= (double)(step + 1) / (double)o->warmup;
+    return (float)lr;
+}
+
+/* Saves after epochs_done epochs; "{epoch}" in path becomes that number. */
+static void save_checkpoint(struct trainer *t, const char *path_pattern, int epochs_done)
+{
+    char path[4096];
+    const char *at = strstr(path_pattern, "{epoch}");
+    if (at)
+        snprintf(path, sizeof path, "%.*s%d%s", (int)(at - path_pattern), path_pattern,
+                 epochs_done, at + 7);
+    else
+        snprintf(path, sizeof path, "%s", path_pattern);
+    struct cg_checkpoint_extra ex = cg_checkpoint_extra_init();
+    const struct cg_dataset *ds = t->d->train;
+    ex.epoch = epochs_done;
+    ex.step = t->steps;
+    ex.model_spec = t->spec;
+    ex.input_ndim = ds->sample_ndim;
+    memcpy(ex.input_shape, ds->sample_shape, sizeof ex.input_shape);
+    ex.task = t->d->classification ? CG_TASK_CLASSIFICATION : CG_TASK_REGRESSION;
+    ex.n_classes = t->d->classification ? ds->n_classes : 0;
+    ex.class_names = (const char *const *)ds->class_names;
+    ex.scaler = t->d->scaler;
+    if (cg_checkpoint_save(path, t->model, t->opt, &ex) != CG_OK)
+        die("saving %s: %s", path, cg_last_error(t->ctx));
+}
+
+static void write_log(const struct trainer *t, const struct epoch_record *r, bool first)
+{
+    FILE *f = fopen(t->o->log, first && !t->o->resume ? "w" : "a");
+    if (!f) die("--log %s: %s", t->o->log, strerror(errno));
+    if (first && (!t->o->resume || ftell(f) == 0))
+        fprintf(f, "epoch,train_loss,val_loss,%s,lr,samples_per_s,seconds\n",
+                t->d->classification ? "val_accuracy" : "val_rmse");
+    if (r->has_val)
+        fprintf(f, "%d,%.6f,%.6f,%.6f,%.6g,%.1f,%.3f\n", r->epoch, r->train_loss, r->val_loss,
+                r->val_metric, r->lr, r->samples_per_s, r->seconds);
+    else
+        fprintf(f, "%d,%.6f,,,%.6g,%.1f,%.3f\n", r->epoch, r->train_loss, r->lr,
+                r->samples_per_s, r->seconds);
+    if (fclose(f) != 0) die("--log %s: %s", t->o->log, strerror(errno));
+}
+
+/* One panel of the SVG chart: up to two series over epochs. */
+static void svg_panel(FILE *f, double x0, double y0, double w, double h, const char *title,
+                      const struct epoch_record *r, int n, const double *a, const double *b,
+                      const char *a_name, const char *b_name, bool percent)
+{
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (a && isfinite(a[i])) { lo = fmin(lo, a[i]); hi = fmax(hi, a[i]); }
+        if (b && isfinite(b[i])) { lo = fmin(lo, b[i]); hi = fmax(hi, b[i]); }
+    }
+    if (!isfinite(lo)) { lo = 0; hi = 1; }
+    if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
+    double pad = 0.05 * (hi - lo);
+    lo -= pad;
+    hi += pad;
+    double e0 = r[0].epoch, e1 = r[n - 1].epoch > e0 ? r[n - 1].epoch : e0 + 1;
+#define SX(e) (x0 + 50 + (w - 70) * ((e) - e0) / (e1 - e0))
+#define SY(v) (y0 + h - 40 - (h - 70) * ((v) - lo) / (hi - lo))
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' font-weight='bold'>%s</text>\n",
+            x0 + 50, y0 + 20, title);
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#999'/>\n",
+            x0 + 50, y0 + 30, w - 70, h - 70);
+    for (int k = 0; k <= 4; k++) {
+        double v = lo + (hi - lo) * k / 4;
+        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#eee'/>\n", x0 + 50,
+                x0 + w - 20, SY(v), SY(v));
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.*f%s</text>\n",
+                x0 + 46, SY(v) + 4, percent ? 1 : 3, percent ? 100 * v : v, percent ? "%" : "");
+    }
+    int step = n > 10 ? (n + 9) / 10 : 1;
+    for (int i = 0; i < n; i += step)
+        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n",
+                SX(r[i].epoch), y0 + h - 24, r[i].epoch);
+    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n",
+            x0 + 50 + (w - 70) / 2, y0 + h - 6);
+    const double *series[2] = {a, b};
+    const char *names[2] = {a_name, b_name}, *colors[2] = {"#1f77b4", "#d62728"};
+    for (int s = 0; s < 2; s++) {
+        if (!series[s]) continue;
+        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[s]);
+        for (int i = 0; i < n; i++)
+            if (isfinite(series[s][i])) fprintf(f, "%.1f,%.1f ", SX(r[i].epoch), SY(series[s][i]));
+        fprintf(f, "'/>\n");
+        for (int i = 0; i < n; i++)
+            if (isfinite(series[s][i]))
+                fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", SX(r[i].epoch),
+                        SY(series[s][i]), colors[s]);
+        fprintf(f, "<rect x='%.1f' y='%.1f' width='12' height='4' fill='%s'/>"
+                   "<text x='%.1f' y='%.1f' font-size='12'>%s</text>\n",
+                x0 + w - 150, y0 + 40 + 16 * s, colors[s], x0 + w - 134, y0 + 46 + 16 * s, names[s]);
+    }
+#undef SX
+#undef SY
+}
+
+/* The training curves as a self-contained SVG, written atomically. */
+static void write_plot(const struct trainer *t)
+{
+    int n = t->n_hist;
+    if (n == 0) return;
+    double *tl = malloc(sizeof(double) * (size_t)n), *vl = malloc(sizeof(double) * (size_t)n),
+           *vm = malloc(sizeof(double) * (size_t)n);
+    if (!tl || !vl || !vm) die("--plot: out of memory");
+    for (int i = 0; i < n; i++) {
+        tl[i] = t->hist[i].train_loss;
+        vl[i] = t->hist[i].has_val ? t->hist[i].val_loss : NAN;
+        vm[i] = t->hist[i].has_val ? t->hist[i].val_metric : NAN;
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", t->o->plot);
+    FILE *f = fopen(tmp, "w");
+    if (!f) die("--plot %s: %s", tmp, strerror(errno));
+    bool cls = t->d->classification;
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='960' height='380' "
+               "font-family='sans-serif'>\n<rect width='960' height='380' fill='white'/>\n");
+    svg_panel(f, 0, 0, 480, 380, "loss", t->hist, n, tl, t->d->val ? vl : NULL, "train",
+              "validation", false);
+    svg_panel(f, 480, 0, 480, 380, cls ? "validation accuracy" : "validation RMSE", t->hist, n,
+              t->d->val ? vm : NULL, NULL, cls ? "accuracy" : "RMSE", NULL, cls);
+    fprintf(f, "</svg>\n");
+    free(tl);
+    free(vl);
+    free(vm);
+    if (fclose(f) != 0 || rename(tmp, t->o->plot) != 0)
+        die("--plot %s: %s", t->o->plot, strerror(errno));
+}
+
+/* Ctrl-C: the first one asks the loop to save and stop after the current
+ * step; a second one ends the process at once. */
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig)
+{
+    interrupted = 1;
+    signal(sig, SIG_DFL);
+}
+
+/* ---- training -------------------------------------------------------- */
+
+/* One epoch; returns the mean train loss, or NAN when interrupted. */
+static double train_epoch(struct trainer *t, cg_loader *ld, cg_tensor *loss_sum, int epoch,
+                          bool bar, int64_t *samples)
+{
+    const struct options *o = t->o;
+    double t0 = now(), last_draw = 0;
+    int64_t done = 0, total = t->d->train->n, steps = 0;
+    cg_tensor_fill(loss_sum, 0);
+    cg_tensor *x, *y;
+    while (!interrupted && cg_loader_next(ld, &x, &y) == CG_OK && x) {
+        cg_optim_set_lr(t->opt, lr_at(t, t->steps, epoch));
+        cg_scope_begin(t->ctx);
+        cg_tensor *loss = batch_loss(t, cg_module_forward(t->model, x), y);
+        cg_optim_zero_grad(t->opt);
+        cg_backward(loss);
+        if (o->clip > 0) cg_optim_clip_grad_norm(t->opt, o->clip);
+        cg_optim_step(t->opt);
+        bool grad = cg_set_grad_enabled(t->ctx, false);
+        cg_tensor_copy(loss_sum, cg_add(loss_sum, loss));
+        cg_set_grad_enabled(t->ctx, grad);
+        cg_scope_end(t->ctx);
+        if (cg_ctx_status(t->ctx) != CG_OK)
+            die("epoch %d, step %lld: %s", epoch, (long long)steps + 1, cg_last_error(t->ctx));
+        done += cg_tensor_dim(x, 0);
+        steps++;
+        t->steps++;
+        if (bar && (now() - last_draw > 0.2 || done == total)) {
+            float s = 0;
+            cg_tensor_item(loss_sum, &s);
+            progress_bar(epoch, o->epochs, done, total, now() - t0, s / (double)steps);
+            last_draw = now();
+        }
+    }
+    if (bar) fprintf(stderr, "\r%*s\r", 100, "");
+    if (cg_ctx_status(t->ctx) != CG_OK) die("%s", cg_last_error(t->ctx));
+    if (interrupted) {
+        cg_loader_reset(ld);
+        return NAN;
+    }
+    float s = 0;
+    if (cg_tensor_item(loss_sum, &s) != CG_OK) die("%s", cg_last_error(t->ctx));
+    *samples = done;
+    return s / (double)(steps ? steps : 1);
+}
+
+static void train(struct trainer *t, int first_epoch)
 {
     const struct options *o = t->o;
     cg_loader *ld;
@@ -467,47 +724,62 @@ static void train(struct trainer *t)
     /* The running loss is summed on the device and read only for display,
      * so the queue is not drained every step. */
     cg_tensor *loss_sum = cg_tensor_zeros(t->ctx, 0, NULL);
-    for (int epoch = 1; epoch <= o->epochs; epoch++) {
-        double t0 = now(), last_draw = 0;
-        int64_t done = 0, total = t->d->train->n, steps = 0;
-        cg_tensor_fill(loss_sum, 0);
-        cg_tensor *x, *y;
-        while (cg_loader_next(ld, &x, &y) == CG_OK && x) {
-            cg_scope_begin(t->ctx);
-            cg_tensor *loss = batch_loss(t, cg_module_forward(t->model, x), y);
-            cg_optim_zero_grad(t->opt);
-            cg_backward(loss);
-            cg_optim_step(t->opt);
-            bool grad = cg_set_grad_enabled(t->ctx, false);
-            cg_tensor_copy(loss_sum, cg_add(loss_sum, loss));
-            cg_set_grad_enabled(t->ctx, grad);
-            cg_scope_end(t->ctx);
-            if (cg_ctx_status(t->ctx) != CG_OK)
-                die("epoch %d, step %lld: %s", epoch, (long long)steps + 1, cg_last_error(t->ctx));
-            done += cg_tensor_dim(x, 0);
-            steps++;
-            if (bar && (now() - last_draw > 0.2 || done == total)) {
-                float s = 0;
-                cg_tensor_item(loss_sum, &s);
-                progress_bar(epoch, o->epochs, done, total, now() - t0, s / (double)steps);
-                last_draw = now();
-            }
+    double best_val = INFINITY;
+    int since_best = 0;
+    signal(SIGINT, on_sigint);
+    for (int epoch = first_epoch; epoch <= o->epochs; epoch++) {
+        double t0 = now();
+        int64_t samples = 0;
+        double train_loss = train_epoch(t, ld, loss_sum, epoch, bar, &samples);
+        if (interrupted) {
+            if (o->save) save_checkpoint(t, o->save, t->epochs_done);
+            fprintf(stderr, "clgrad-train: interrupted in epoch %d%s%s\n", epoch,
+                    o->save ? "; saved the last complete epoch's checkpoint (optimizer state "
+                              "included) to " : "",
+                    o->save ? o->save : "");
+            cg_tensor_free(loss_sum);
+            cg_loader_free(ld);
+            exit(130);
         }
-        if (cg_ctx_status(t->ctx) != CG_OK) die("%s", cg_last_error(t->ctx));
-        float s = 0;
-        if (cg_tensor_item(loss_sum, &s) != CG_OK) die("%s", cg_last_error(t->ctx));
         double secs = now() - t0;
-        if (bar) fprintf(stderr, "\r%*s\r", 100, "");
-        if (o->quiet) continue;
-        printf("epoch %2d/%d  train loss %.4f  ", epoch, o->epochs, s / (double)steps);
+        t->epochs_done = epoch;
+        struct epoch_record r = {.epoch = epoch, .train_loss = train_loss,
+                                 .lr = cg_optim_lr(t->opt),
+                                 .samples_per_s = (double)samples / secs, .seconds = secs};
         if (t->d->val) {
-            print_metrics(t, "val", evaluate(t, t->d->val));
-            printf("  ");
+            struct metrics m = evaluate(t, t->d->val);
+            r.has_val = true;
+            r.val_loss = m.loss;
+            r.val_metric = t->d->classification ? m.accuracy : m.rmse;
         }
-        printf("%.0f samples/s  [%s: %s]\n", (double)done / secs, cg_ctx_backend_name(t->ctx),
-               cg_ctx_device(t->ctx)->name);
-        fflush(stdout);
+        t->hist[t->n_hist++] = r;
+        if (!o->quiet) {
+            printf("epoch %2d/%d  train loss %.4f  ", epoch, o->epochs, train_loss);
+            if (r.has_val)
+                printf(t->d->classification ? "val loss %.4f  val acc %.2f%%  "
+                                            : "val loss %.4f  val RMSE %.4f  ",
+                       r.val_loss, t->d->classification ? 100 * r.val_metric : r.val_metric);
+            printf("%.0f samples/s  [%s: %s]\n", r.samples_per_s, cg_ctx_backend_name(t->ctx),
+                   cg_ctx_device(t->ctx)->name);
+            fflush(stdout);
+        }
+        if (o->log) write_log(t, &r, t->n_hist == 1);
+        if (o->plot) write_plot(t);
+        if (o->save && (epoch % o->save_every == 0 || epoch == o->epochs))
+            save_checkpoint(t, o->save, epoch);
+        if (r.has_val && r.val_loss < best_val) {
+            best_val = r.val_loss;
+            since_best = 0;
+            if (o->save_best) save_checkpoint(t, o->save_best, epoch);
+        } else if (r.has_val && o->early_stop && ++since_best >= o->early_stop) {
+            if (!o->quiet)
+                printf("early stop: validation loss has not improved for %d epochs\n",
+                       o->early_stop);
+            if (o->save && epoch % o->save_every != 0) save_checkpoint(t, o->save, epoch);
+            break;
+        }
     }
+    signal(SIGINT, SIG_DFL);
     cg_tensor_free(loss_sum);
     cg_loader_free(ld);
 }
@@ -536,8 +808,25 @@ int main(int argc, char **argv)
                cg_ctx_device(t.ctx)->name);
         fflush(stdout);
     }
+    t.hist = calloc((size_t)o.epochs, sizeof *t.hist);
+    if (!t.hist) die("out of memory");
+    int64_t per_epoch = (d.train->n + o.batch - 1) / o.batch;
+    t.total_steps = per_epoch * o.epochs;
+    int first_epoch = 1;
+    if (o.resume) {
+        struct cg_checkpoint_extra got;
+        if (cg_checkpoint_load(o.resume, t.model, t.opt, &got) != CG_OK)
+            die("%s", cg_last_error(t.ctx));
+        first_epoch = (int)got.epoch + 1;
+        t.steps = got.step > 0 ? got.step : 0;
+        t.epochs_done = (int)got.epoch;
+        cg_checkpoint_extra_clear(&got);
+        if (!o.quiet)
+            printf("resumed from %s after epoch %d (step %lld)\n", o.resume, first_epoch - 1,
+                   (long long)t.steps);
+    }
     double t0 = now();
-    train(&t);
+    train(&t, first_epoch);
     double secs = now() - t0;
 
     const struct cg_dataset *final = d.test ? d.test : d.val;
@@ -546,6 +835,8 @@ int main(int argc, char **argv)
         print_metrics(&t, d.test ? "test" : "val", m);
         printf("  (after %d epochs, %.1f s)\n", o.epochs, secs);
     }
+    free(t.hist);
+    cg_scaler_free(d.scaler);
     cg_optim_free(t.opt);
     cg_module_free(t.model);
     cg_ctx_free(t.ctx);

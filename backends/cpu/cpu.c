@@ -312,6 +312,10 @@ static const struct cg_backend_i cpu_backend = {
     .finish = cpu_finish,
     .get_stats = cpu_get_stats,
     .reset_stats = cpu_reset_stats,
+    .im2col = cg__cpu_im2col,
+    .col2im = cg__cpu_col2im,
+    .pool2d = cg__cpu_pool2d,
+    .pool2d_backward = cg__cpu_pool2d_backward,
 };
 
 const struct cg_backend_i *cg__cpu_backend(void)

@@ -14,6 +14,7 @@
  *   cpu_softmax.c  softmax / log-softmax forward and backward
  *   cpu_index.c    row gather/scatter-add, pick/pick-add
  *   cpu_optim.c    fused SGD / Adam(W) / RMSProp updates
+ *   cpu_conv.c     im2col / col2im, max / average pooling and backward
  *
  * Every primitive checks that what it touches lies inside its buffers and
  * returns CG_STATUS_INVALID_ARGUMENT with a message otherwise: an oracle
@@ -94,5 +95,14 @@ cg_status cg__cpu_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
 cg_status cg__cpu_optim_update(void *ctx, const struct cg_optim_hparams *h,
                                struct cg_ptr param, struct cg_ptr grad,
                                struct cg_ptr state[3], int64_t n);
+cg_status cg__cpu_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
+                         struct cg_ptr img);
+cg_status cg__cpu_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
+                         struct cg_ptr col);
+cg_status cg__cpu_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
+                         struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
+cg_status cg__cpu_pool2d_backward(void *ctx, enum cg_pool_kind kind,
+                                  const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                  struct cg_ptr gout, struct cg_ptr argmax);
 
 #endif

@@ -12,6 +12,7 @@
  *   index.c    row gather/scatter-add and pick
  *   optim.c    fused optimizer updates
  *   gemm.c     CLBlast GEMM
+ *   conv.c     im2col / col2im, pooling forward and backward
  *
  * Threads: one instance per thread (clgrad's contract); the instance is not
  * locked. Process-wide state (CLBlast's cache refcount) is under a mutex.
@@ -32,6 +33,7 @@ enum cg_cl_prog {
     CG_CL_PROG_SOFTMAX,
     CG_CL_PROG_INDEX,
     CG_CL_PROG_OPTIM,
+    CG_CL_PROG_CONV,
     CG_CL_PROG_COUNT
 };
 
@@ -87,6 +89,10 @@ enum cg_cl_kern {
     CG_CL_K_OPTIM_SGD,
     CG_CL_K_OPTIM_ADAM,
     CG_CL_K_OPTIM_RMSPROP,
+    CG_CL_K_IM2COL,
+    CG_CL_K_COL2IM,
+    CG_CL_K_POOL2D,
+    CG_CL_K_POOL2D_BACKWARD,
     CG_CL_K_COUNT
 };
 
@@ -204,6 +210,17 @@ cg_status cg_ocl_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
 cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
                              struct cg_ptr param, struct cg_ptr grad,
                              struct cg_ptr state[3], int64_t n);
+
+/* conv.c */
+cg_status cg_ocl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
+                        struct cg_ptr img);
+cg_status cg_ocl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
+                        struct cg_ptr col);
+cg_status cg_ocl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
+                        struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
+cg_status cg_ocl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
+                                 const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                 struct cg_ptr gout, struct cg_ptr argmax);
 
 /* gemm.c */
 cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,

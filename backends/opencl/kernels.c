@@ -32,6 +32,10 @@ static const struct {
     [CG_CL_K_OPTIM_SGD] = {CG_CL_PROG_OPTIM, "optim_sgd"},
     [CG_CL_K_OPTIM_ADAM] = {CG_CL_PROG_OPTIM, "optim_adam"},
     [CG_CL_K_OPTIM_RMSPROP] = {CG_CL_PROG_OPTIM, "optim_rmsprop"},
+    [CG_CL_K_IM2COL] = {CG_CL_PROG_CONV, "im2col"},
+    [CG_CL_K_COL2IM] = {CG_CL_PROG_CONV, "col2im"},
+    [CG_CL_K_POOL2D] = {CG_CL_PROG_CONV, "pool2d"},
+    [CG_CL_K_POOL2D_BACKWARD] = {CG_CL_PROG_CONV, "pool2d_backward"},
 };
 _Static_assert(sizeof(cg_cl_kernel_table) / sizeof(cg_cl_kernel_table[0]) == CG_CL_K_COUNT,
                "one entry per kernel");

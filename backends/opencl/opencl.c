@@ -315,6 +315,10 @@ static const struct cg_backend_i cg_cl_backend = {
     .finish = cg_cl_finish,
     .get_stats = cg_cl_get_stats,
     .reset_stats = cg_cl_reset_stats,
+    .im2col = cg_ocl_im2col,
+    .col2im = cg_ocl_col2im,
+    .pool2d = cg_ocl_pool2d,
+    .pool2d_backward = cg_ocl_pool2d_backward,
 };
 
 /* The plugin's only exported symbol. */

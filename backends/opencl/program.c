@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cg_cl_conv.h"
 #include "cg_cl_ew.h"
 #include "cg_cl_index.h"
 #include "cg_cl_optim.h"
@@ -40,6 +41,7 @@ const struct cg_cl_program_desc cg_cl_programs[CG_CL_PROG_COUNT] = {
     [CG_CL_PROG_SOFTMAX] = {"softmax", cg_cl_softmax},
     [CG_CL_PROG_INDEX] = {"index", cg_cl_index},
     [CG_CL_PROG_OPTIM] = {"optim", cg_cl_optim},
+    [CG_CL_PROG_CONV] = {"conv", cg_cl_conv},
 };
 _Static_assert(sizeof(cg_cl_programs) / sizeof(cg_cl_programs[0]) == CG_CL_PROG_COUNT,
                "one entry per program");

@@ -99,6 +99,17 @@ CG_API cg_status cg_module_add_parameter(cg_module *m, const char *name, cg_tens
 /* Registers child as submodule `name`; m takes ownership (freed on failure). */
 CG_API cg_status cg_module_add_child(cg_module *m, const char *name, cg_module *child);
 
+/* Registers t as buffer `name` (no '.'): persistent state that is not a
+ * parameter (BatchNorm's running_mean, running_var, num_batches_tracked),
+ * as torch.nn.Module.register_buffer. m takes ownership of t, which must be
+ * persistent; it is not marked requires_grad. On failure t is freed too. */
+CG_API cg_status cg_module_add_buffer(cg_module *m, const char *name, cg_tensor *t);
+/* All buffers of m and its descendants with dotted names, in the order of
+ * cg_module_parameters ("1.running_mean", ...); returns the total number. */
+CG_API int cg_module_buffers(const cg_module *m, struct cg_named_tensor *out, int max);
+/* The buffer with the dotted name ("1.running_var"), or NULL. */
+CG_API cg_tensor *cg_module_buffer(const cg_module *m, const char *name);
+
 /* Runs the module: y = m(x). x NULL gives NULL (no new message). */
 CG_API cg_tensor *cg_module_forward(cg_module *m, cg_tensor *x);
 
@@ -179,15 +190,203 @@ CG_API cg_tensor *cg_bce_with_logits_loss(cg_tensor *logits, cg_tensor *target,
 CG_API cg_module *cg_flatten_module(cg_ctx *ctx);
 /* A Sequential built from a spec such as
  *     "flatten, linear 256 relu, linear 128 relu, linear 10"
+ * or, for images (C, H, W),
+ *     "conv 32 3 pad 1 relu, maxpool 2, conv 64 3 pad 1 relu, maxpool 2,
+ *      flatten, linear 128 relu, linear 10"
  * for samples of shape in_shape (no batch dim). Layers are separated by
  * commas; each is a kind with its arguments, optionally followed by
- * activations (relu, sigmoid, tanh, gelu, softmax). Kinds: linear OUT,
- * flatten, and the activations alone. On success the output sample shape
- * is stored in out_ndim/out_shape (either may be NULL). On failure returns
- * NULL; the message names the layer and its column in the spec. */
+ * activations (relu, sigmoid, tanh, gelu, softmax). Kinds:
+ *     linear OUT                              (flat samples)
+ *     conv OUT K [stride S] [pad P] [dilation D] [groups G] [nobias]
+ *     maxpool K [stride S] [pad P] [dilation D]   (stride defaults to K)
+ *     avgpool K [stride S] [pad P]
+ *     gap          global average pooling, (C, H, W) -> (C)
+ *     batchnorm    BatchNorm2d over the current channels
+ *     dropout P
+ *     flatten, and the activations alone.
+ * Shapes are inferred through every layer. On success the output sample
+ * shape is stored in out_ndim/out_shape (either may be NULL). On failure
+ * returns NULL; the message names the layer and its column in the spec. */
 CG_API cg_module *cg_model_from_spec(cg_ctx *ctx, const char *spec, int in_ndim,
                                      const int64_t *in_shape, int *out_ndim,
                                      int64_t *out_shape);
+
+/* ---- Sequence models (src/nn/embedding.c, rnn.c, layernorm.c, attention.c)
+ * PyTorch's semantics, default inits and parameter names, so weights map 1:1
+ * by name onto torch.nn.Embedding / RNN / LSTM / GRU / LayerNorm /
+ * MultiheadAttention / TransformerEncoderLayer state_dicts. Index tensors
+ * (token ids) are float32 tensors holding exact integers, as in ops.h.
+ *
+ *     cg_module *emb = cg_embedding(ctx, 65, 32);
+ *     cg_module *lstm = cg_lstm(ctx, 32, 128, 2, true);       // batch_first
+ *     cg_tensor *x = cg_module_forward(emb, ids);              // (B, T, 32)
+ *     cg_tensor *hn, *cn;
+ *     cg_tensor *y = cg_rnn_forward(lstm, x, NULL, NULL, &hn, &cn); // (B, T, 128)
+ */
+
+/* torch.nn.Embedding(num, dim): weight (num, dim) ~ N(0, 1) (drawn from the
+ * context's RNG, row-major). idx: any shape (...) of integers in [0, num)
+ * -> (..., dim). */
+CG_API cg_module *cg_embedding(cg_ctx *ctx, int64_t num_embeddings, int64_t dim);
+
+/* Learned positional embeddings: weight (max_len, dim) ~ N(0, 1), as an
+ * nn.Embedding over positions. x: (B, T, dim) or (T, dim), T <= max_len
+ * -> x + weight[0:T] (broadcast over B). */
+CG_API cg_module *cg_positional_embedding(cg_ctx *ctx, int64_t max_len, int64_t dim);
+
+/* torch.nn.RNN (tanh), LSTM and GRU. Per layer k (0-based):
+ *   weight_ih_l{k}: (G*H, in_k)  in_0 = input_size, in_k = H after,
+ *   weight_hh_l{k}: (G*H, H), bias_ih_l{k}, bias_hh_l{k}: (G*H),
+ * G = 1 (RNN), 4 (LSTM: gates i, f, g, o), 3 (GRU: r, z, n), every one
+ * ~ U(-1/sqrt(H), 1/sqrt(H)) in that order, layer by layer (PyTorch's
+ * RNNBase.reset_parameters). The equations are those of the torch.nn.RNN,
+ * LSTM and GRU docs (quoted in src/nn/rnn.c). */
+enum cg_rnn_mode {
+    CG_RNN_TANH,
+    CG_RNN_LSTM,
+    CG_RNN_GRU,
+};
+CG_API cg_module *cg_rnn_create(cg_ctx *ctx, enum cg_rnn_mode mode, int64_t input_size,
+                                int64_t hidden_size, int num_layers, bool bias,
+                                bool batch_first);
+/* Shorthands with bias = true. */
+CG_API cg_module *cg_rnn(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
+                         int num_layers, bool batch_first);
+CG_API cg_module *cg_lstm(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
+                          int num_layers, bool batch_first);
+CG_API cg_module *cg_gru(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
+                         int num_layers, bool batch_first);
+/* Runs the recurrence over all time steps (full backpropagation through
+ * time when the result is differentiated).
+ *   x:  (T, B, in), or (B, T, in) when batch_first, or unbatched (T, in)
+ *   h0: (L, B, H) (unbatched: (L, H)), NULL = zeros
+ *   c0: the same shape, LSTM only (must be NULL otherwise), NULL = zeros
+ * Returns the last layer's outputs h_t for every t: (T, B, H) / (B, T, H) /
+ * (T, H); *hn (and *cn for LSTM), when not NULL, receive the final states
+ * of every layer, h0's shape. cg_module_forward(m, x) = this with zero
+ * initial states. */
+CG_API cg_tensor *cg_rnn_forward(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
+                                 cg_tensor **hn, cg_tensor **cn);
+
+/* torch.nn.LayerNorm(normalized_shape, eps=1e-5): normalises over the last
+ * ndim dims of x (which must equal shape), biased variance, then y * weight +
+ * bias; weight = 1, bias = 0 (elementwise_affine = true, both of that
+ * shape). x: (..., *shape) -> the same shape. */
+CG_API cg_module *cg_layernorm(cg_ctx *ctx, int ndim, const int64_t *shape);
+
+/* torch.nn.MultiheadAttention(E, num_heads, dropout, bias, batch_first=True)
+ * used as self-attention (query = key = value = x):
+ *   in_proj_weight (3E, E) xavier_uniform_, in_proj_bias (3E) zeros,
+ *   out_proj.weight (E, E) Linear's init, out_proj.bias (E) zeros.
+ * dropout applies to the attention weights in training mode. */
+CG_API cg_module *cg_multihead_attention(cg_ctx *ctx, int64_t embed_dim, int64_t num_heads,
+                                         float dropout, bool bias);
+/* x: (B, T, E) -> (B, T, E). causal: position t attends to positions <= t
+ * only (torch's is_causal / generate_square_subsequent_mask).
+ * cg_module_forward(m, x) is the non-causal form. */
+CG_API cg_tensor *cg_self_attention(cg_module *mha, cg_tensor *x, bool causal);
+
+/* torch.nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
+ * activation="gelu", batch_first=True, norm_first=True) (pre-norm):
+ *   x = x + dropout1(self_attn(norm1(x)))
+ *   x = x + dropout2(linear2(dropout(gelu(linear1(norm2(x))))))
+ * Children: self_attn, linear1, linear2, norm1, norm2 (PyTorch's names).
+ * causal masks the self-attention. x: (B, T, d_model) -> the same shape. */
+CG_API cg_module *cg_transformer_block(cg_ctx *ctx, int64_t d_model, int64_t nhead,
+                                       int64_t dim_feedforward, float dropout, bool causal);
+
+/* ---- Convolutional networks (src/nn/conv.c, pool.c, norm.c, dropout.c) ------
+ * NCHW layout throughout, with PyTorch's semantics, defaults and output
+ * sizes: for a window of size k, stride s, padding p, dilation d,
+ *     out = floor((in + 2 p - d (k - 1) - 1) / s) + 1     (must be >= 1).
+ * Convolution and pooling run on the backend's im2col / col2im / pool2d
+ * primitives (backend.h); a backend without them gives CG_STATUS_UNSUPPORTED.
+ *
+ *     cg_module *net = cg_sequential(ctx, 6,
+ *         cg_conv2d_module(ctx, 1, 32, 3, 3, &(struct cg_conv2d_opts){
+ *                          .padding = {1, 1}}),
+ *         cg_relu_module(ctx), cg_max_pool2d_module(ctx, 2, 0, 0, 1),
+ *         cg_flatten_module(ctx), cg_dropout_module(ctx, 0.25f),
+ *         cg_linear(ctx, 32 * 14 * 14, 10, true));
+ *     cg_tensor *logits = cg_module_forward(net, x);     // x: (N, 1, 28, 28)
+ */
+
+/* Convolution options; zero-initialised fields take PyTorch's defaults
+ * (stride 1, padding 0, dilation 1, groups 1, with bias). [0] is the
+ * height, [1] the width. */
+struct cg_conv2d_opts {
+    int64_t stride[2];
+    int64_t padding[2];
+    int64_t dilation[2];
+    int64_t groups;
+    bool no_bias;            /* module only: no bias parameter */
+};
+
+/* torch.nn.functional.conv2d:
+ *   x: (N, C, H, W), w: (O, C / groups, KH, KW), b: (O) or NULL
+ *   -> (N, O, OH, OW); channels split into `groups` independent groups
+ *   (C and O divisible by groups). Differentiable w.r.t. x, w and b.
+ * Square stride, padding and dilation; cg_conv2d_ex takes them per axis
+ * (its no_bias is ignored: pass b NULL). */
+CG_API cg_tensor *cg_conv2d(cg_tensor *x, cg_tensor *w, cg_tensor *b, int64_t stride,
+                            int64_t padding, int64_t dilation, int64_t groups);
+CG_API cg_tensor *cg_conv2d_ex(cg_tensor *x, cg_tensor *w, cg_tensor *b,
+                               const struct cg_conv2d_opts *opts);
+/* torch.nn.Conv2d(in_c, out_c, (kh, kw), ...); opts NULL: defaults.
+ * Parameters "weight" (out_c, in_c / groups, kh, kw) and "bias" (out_c),
+ * initialised as Conv2d.reset_parameters: both U(-1/sqrt(fan_in),
+ * 1/sqrt(fan_in)), fan_in = in_c / groups * kh * kw, weight first, drawn
+ * row-major from the context's RNG. */
+CG_API cg_module *cg_conv2d_module(cg_ctx *ctx, int64_t in_c, int64_t out_c, int64_t kh,
+                                   int64_t kw, const struct cg_conv2d_opts *opts);
+
+/* torch.nn.functional.max_pool2d / avg_pool2d with square windows:
+ *   x: (N, C, H, W) -> (N, C, OH, OW).
+ * stride 0 means stride = kernel (PyTorch's default); padding at most
+ * kernel / 2. Max ignores padding and sends its gradient to the first
+ * maximum of each window; avg divides by kernel^2, padding included
+ * (count_include_pad=True). ceil_mode is not supported (always floor). */
+CG_API cg_tensor *cg_max_pool2d(cg_tensor *x, int64_t kernel, int64_t stride, int64_t padding,
+                                int64_t dilation);
+CG_API cg_tensor *cg_avg_pool2d(cg_tensor *x, int64_t kernel, int64_t stride, int64_t padding);
+/* Global average pooling: x (N, C, H, W) -> (N, C), the mean of each plane
+ * (torch: x.mean((2, 3)), or AdaptiveAvgPool2d(1) then flatten). */
+CG_API cg_tensor *cg_global_avg_pool2d(cg_tensor *x);
+CG_API cg_module *cg_max_pool2d_module(cg_ctx *ctx, int64_t kernel, int64_t stride,
+                                       int64_t padding, int64_t dilation);
+CG_API cg_module *cg_avg_pool2d_module(cg_ctx *ctx, int64_t kernel, int64_t stride,
+                                       int64_t padding);
+CG_API cg_module *cg_global_avg_pool2d_module(cg_ctx *ctx);
+
+/* torch.nn.functional.batch_norm over the channels of x (N, C, H, W);
+ * running_mean, running_var: (C); weight, bias: (C) or NULL.
+ * training: normalise with the batch's mean and biased variance over
+ *   (N, H, W), and (when running_mean / running_var are given) update them
+ *   in place: r = (1 - momentum) r + momentum * s, with the batch variance
+ *   taken unbiased (n / (n - 1)) for running_var. Needs N * H * W > 1.
+ * otherwise: normalise with running_mean and running_var.
+ * y = (x - mean) / sqrt(var + eps) * weight + bias. Differentiable w.r.t.
+ * x, weight and bias. */
+CG_API cg_tensor *cg_batch_norm2d(cg_tensor *x, cg_tensor *running_mean, cg_tensor *running_var,
+                                  cg_tensor *weight, cg_tensor *bias, bool training,
+                                  float momentum, float eps);
+/* torch.nn.BatchNorm2d(num_features, eps, momentum) with affine=True:
+ * parameters "weight" (ones) and "bias" (zeros); buffers "running_mean"
+ * (zeros), "running_var" (ones) and "num_batches_tracked" (a 0-d count).
+ * Training mode uses batch statistics and updates the buffers; eval mode
+ * uses the running statistics. eps <= 0 or momentum <= 0 take PyTorch's
+ * defaults, 1e-5 and 0.1. */
+CG_API cg_module *cg_batch_norm2d_module(cg_ctx *ctx, int64_t num_features, float eps,
+                                         float momentum);
+
+/* torch.nn.functional.dropout: in training, each element is kept with
+ * probability 1 - p and scaled by 1 / (1 - p) (p = 1 zeroes everything);
+ * the mask comes from the context's host RNG in row-major order, so every
+ * backend drops the same elements for the same seed. Not training: x
+ * itself. x: any shape. p in [0, 1]. */
+CG_API cg_tensor *cg_dropout(cg_tensor *x, float p, bool training);
+/* torch.nn.Dropout(p): cg_dropout in the module's training mode. */
+CG_API cg_module *cg_dropout_module(cg_ctx *ctx, float p);
 
 #ifdef __cplusplus
 }

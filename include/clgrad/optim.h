@@ -113,6 +113,18 @@ CG_API cg_status cg_optim_set_param_steps(cg_optim *opt, const cg_tensor *param,
 CG_API cg_status cg_optim_set_param_state(cg_optim *opt, const cg_tensor *param, int i,
                                           const float *data);
 
+/* The context, and the parameters across all groups in order (i from 0 to
+ * cg_optim_num_params - 1; NULL outside that range). */
+CG_API cg_ctx *cg_optim_ctx(const cg_optim *opt);
+CG_API int cg_optim_num_params(const cg_optim *opt);
+CG_API cg_tensor *cg_optim_param(const cg_optim *opt, int i);
+
+/* torch.nn.utils.clip_grad_norm_: scales every gradient by
+ * min(1, max_norm / (total_norm + 1e-6)), total_norm the 2-norm of all
+ * gradients together. Runs on the device; returns total_norm (before
+ * clipping) as a 0-d tensor in the current scope, or NULL on failure. */
+CG_API cg_tensor *cg_optim_clip_grad_norm(cg_optim *opt, float max_norm);
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,6 +27,10 @@ struct cg_module {
     int n_children, cap_children;
     char (*child_names)[CG_NAME_MAX];
     cg_module **children;
+
+    int n_buffers, cap_buffers;           /* non-parameter state (running stats) */
+    char (*buffer_names)[CG_NAME_MAX];
+    cg_tensor **buffers;
 };
 
 cg_module *cg_module_create(cg_ctx *ctx, const struct cg_module_i *iface, void *priv)
@@ -55,7 +59,10 @@ void cg_module_free(cg_module *m)
     if (!m) return;
     for (int i = 0; i < m->n_children; i++) cg_module_free(m->children[i]);
     for (int i = 0; i < m->n_params; i++) cg_tensor_free(m->params[i]);
+    for (int i = 0; i < m->n_buffers; i++) cg_tensor_free(m->buffers[i]);
     if (m->iface->free_priv) m->iface->free_priv(m);
+    free(m->buffers);
+    free(m->buffer_names);
     free(m->children);
     free(m->child_names);
     free(m->params);
@@ -80,6 +87,11 @@ static cg_status check_name(cg_module *m, const char *what, const char *name)
         if (!strcmp(m->child_names[i], name))
             return cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "%s(%s): \"%s\" is already a child module", what,
+                             cg_module_type(m), name);
+    for (int i = 0; i < m->n_buffers; i++)
+        if (!strcmp(m->buffer_names[i], name))
+            return cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
+                             "%s(%s): \"%s\" is already a buffer", what,
                              cg_module_type(m), name);
     return CG_OK;
 }
@@ -128,6 +140,37 @@ cg_status cg_module_add_parameter(cg_module *m, const char *name, cg_tensor *t)
     }
     snprintf(m->param_names[m->n_params], CG_NAME_MAX, "%s", name);
     m->params[m->n_params++] = t;
+    return CG_OK;
+}
+
+cg_status cg_module_add_buffer(cg_module *m, const char *name, cg_tensor *t)
+{
+    if (!m) {
+        cg_tensor_free(t);
+        return CG_STATUS_INVALID_ARGUMENT;
+    }
+    cg_status st = check_name(m, "cg_module_add_buffer", name);
+    if (st == CG_OK && !t)
+        st = cg_ctx_status(m->ctx) != CG_OK
+                 ? cg_ctx_status(m->ctx)
+                 : cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
+                             "cg_module_add_buffer(%s.%s): tensor is NULL",
+                             cg_module_type(m), name);
+    if (st == CG_OK && t->scope_slot >= 0)
+        st = cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
+                       "cg_module_add_buffer(%s.%s): the tensor belongs to a "
+                       "scope; create it with no scope open or cg_tensor_keep it",
+                       cg_module_type(m), name);
+    if (st == CG_OK && !grow(m->n_buffers, &m->cap_buffers, (void **)&m->buffer_names,
+                             (void **)&m->buffers, sizeof(cg_tensor *)))
+        st = cg__error(m->ctx, CG_STATUS_OUT_OF_MEMORY,
+                       "cg_module_add_buffer: out of host memory");
+    if (st != CG_OK) {
+        cg_tensor_free(t);
+        return st;
+    }
+    snprintf(m->buffer_names[m->n_buffers], CG_NAME_MAX, "%s", name);
+    m->buffers[m->n_buffers++] = t;
     return CG_OK;
 }
 
@@ -205,6 +248,47 @@ cg_tensor *cg_module_parameter(const cg_module *m, const char *name)
     for (int i = 0; i < m->n_children; i++)
         if (strlen(m->child_names[i]) == len && !strncmp(m->child_names[i], name, len))
             return cg_module_parameter(m->children[i], dot + 1);
+    return NULL;
+}
+
+/* Buffers, enumerated and looked up as parameters are (torch's
+ * named_buffers): own first, then each child's, dotted. */
+static int collect_buffers(const cg_module *m, const char *prefix, struct cg_named_tensor *out,
+                           int max, int count)
+{
+    for (int i = 0; i < m->n_buffers; i++, count++) {
+        if (count >= max) continue;
+        snprintf(out[count].name, CG_NAME_MAX, "%s%s", prefix, m->buffer_names[i]);
+        out[count].tensor = m->buffers[i];
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        char p[CG_NAME_MAX];
+        snprintf(p, sizeof p, "%s%s.", prefix, m->child_names[i]);
+        count = collect_buffers(m->children[i], p, out, max, count);
+    }
+    return count;
+}
+
+int cg_module_buffers(const cg_module *m, struct cg_named_tensor *out, int max)
+{
+    if (!m) return 0;
+    if (!out) max = 0;
+    return collect_buffers(m, "", out, max, 0);
+}
+
+cg_tensor *cg_module_buffer(const cg_module *m, const char *name)
+{
+    if (!m || !name) return NULL;
+    const char *dot = strchr(name, '.');
+    if (!dot) {
+        for (int i = 0; i < m->n_buffers; i++)
+            if (!strcmp(m->buffer_names[i], name)) return m->buffers[i];
+        return NULL;
+    }
+    size_t len = (size_t)(dot - name);
+    for (int i = 0; i < m->n_children; i++)
+        if (strlen(m->child_names[i]) == len && !strncmp(m->child_names[i], name, len))
+            return cg_module_buffer(m->children[i], dot + 1);
     return NULL;
 }
 

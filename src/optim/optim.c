@@ -322,3 +322,23 @@ cg_status cg_optim_set_param_state(cg_optim *opt, const cg_tensor *param, int i,
     op->state[i] = cg_tensor_keep(t);
     return CG_OK;
 }
+
+/* ---- enumeration (clip.c, checkpoints, user code) --------------------- */
+
+CG_API cg_ctx *cg_optim_ctx(const cg_optim *opt) { return opt->ctx; }
+
+CG_API int cg_optim_num_params(const cg_optim *opt)
+{
+    int n = 0;
+    for (int g = 0; g < opt->n_groups; g++) n += opt->groups[g].n;
+    return n;
+}
+
+CG_API cg_tensor *cg_optim_param(const cg_optim *opt, int i)
+{
+    for (int g = 0; g < opt->n_groups && i >= 0; g++) {
+        if (i < opt->groups[g].n) return opt->groups[g].params[i].p;
+        i -= opt->groups[g].n;
+    }
+    return NULL;
+}

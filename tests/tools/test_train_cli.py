@@ -142,11 +142,116 @@ with tempfile.TemporaryDirectory() as tmp:
     expect_error("bce needs two classes", ["--data", reg, "--target", "y", "--loss", "bce"],
                  "two classes")
 
+    # Checkpoints, logs, plots, schedules (issue 7).
+    import csv as csvmod
+    import json
+    import signal
+    import time
+    import xml.etree.ElementTree as ET
+
+    def tensors(path):
+        """name -> raw bytes of every tensor in a safetensors file."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        n = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8:8 + n])
+        base = 8 + n
+        return {k: raw[base + v["data_offsets"][0]:base + v["data_offsets"][1]]
+                for k, v in header.items() if k != "__metadata__"}
+
+    common = ["--data", reg, "--target", "y", "--lr", "0.01", "--batch", "32", "--seed", "3",
+              "--backend", "cpu", "--model", "linear 16 relu, linear 1"]
+    full = os.path.join(tmp, "full.safetensors")
+    log = os.path.join(tmp, "m.csv")
+    svg = os.path.join(tmp, "curves.svg")
+    rc, out, err = run(*common, "--epochs", "6", "--save", full, "--log", log, "--plot", svg,
+                       "--schedule", "cosine", "--warmup", "5", "--clip-grad", "1.0")
+    check("train with --save --log --plot --schedule --clip-grad", rc == 0, out + err)
+    if rc == 0:
+        with open(log) as f:
+            rows = list(csvmod.DictReader(f))
+        check("--log has one row per epoch",
+              len(rows) == 6 and set(rows[0]) >= {"epoch", "train_loss", "val_loss", "val_rmse",
+                                                  "lr", "samples_per_s", "seconds"}, rows)
+        lrs = [float(r["lr"]) for r in rows]
+        check("cosine schedule decays the lr", lrs[-1] < 0.002 and lrs[0] > lrs[-1], lrs)
+        root = ET.parse(svg).getroot()
+        check("--plot writes an SVG with curves",
+              root.tag.endswith("svg") and len(root.findall(".//{*}polyline")) >= 2, svg)
+        # A checkpoint per 3 epochs ({epoch} in the name); resuming the 6-epoch run from
+        # epoch 3 ends with exactly the weights of the uninterrupted run.
+        pat = os.path.join(tmp, "ck-{epoch}.safetensors")
+        args = common + ["--epochs", "6", "--schedule", "cosine", "--warmup", "5",
+                         "--clip-grad", "1.0"]
+        rc1, o1, e1 = run(*args, "--save", pat, "--save-every", "3")
+        ck3, ck6 = pat.replace("{epoch}", "3"), pat.replace("{epoch}", "6")
+        check("--save with {epoch} keeps one file per save",
+              rc1 == 0 and os.path.exists(ck3) and os.path.exists(ck6), e1)
+        check("same seed, same weights", tensors(ck6) == tensors(full), e1)
+        resumed = os.path.join(tmp, "resumed.safetensors")
+        rc2, o2, e2 = run(*args, "--resume", ck3, "--save", resumed)
+        check("resumed run equals the uninterrupted one, bit for bit",
+              rc2 == 0 and "resumed from" in o2 and tensors(resumed) == tensors(ck6), o2 + e2)
+    # The step schedule.
+    step_log = os.path.join(tmp, "step.csv")
+    rc, out, err = run(*common, "--epochs", "4", "--schedule", "step", "--step-size", "2",
+                       "--gamma", "0.5", "--log", step_log)
+    if rc == 0:
+        with open(step_log) as f:
+            lrs = [float(r["lr"]) for r in csvmod.DictReader(f)]
+        check("step schedule halves the lr every 2 epochs",
+              [round(x, 6) for x in lrs] == [0.01, 0.01, 0.005, 0.005], lrs)
+    else:
+        check("step schedule runs", False, err)
+
+    # Ctrl-C saves a checkpoint and exits cleanly; --resume continues from it.
+    rows = ["a,b,y"]
+    for _ in range(20000):
+        a_, b_ = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        rows.append(f"{a_:.4f},{b_:.4f},{a_ - b_:.4f}")
+    big = os.path.join(tmp, "big.csv")
+    write(big, "\n".join(rows) + "\n")
+    ck = os.path.join(tmp, "int.safetensors")
+    proc = subprocess.Popen([TOOL, "--data", big, "--target", "y", "--epochs", "1000",
+                             "--batch", "8", "--save", ck, "--backend", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    while first and not first.startswith("epoch"):
+        first = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    check("Ctrl-C exits 130 and says it saved", proc.returncode == 130 and "saved" in err,
+          f"rc={proc.returncode} {err}")
+    rc, out, err = run("--data", big, "--target", "y", "--epochs", "2", "--batch", "256",
+                       "--resume", ck, "--backend", "cpu")
+    check("--resume continues after the saved epoch",
+          rc == 0 and "resumed from" in out and "epoch  2/2" in out, out + err)
+
+    # Early stopping on a target that cannot be learned.
+    rows = ["a,y"] + [f"{rng.uniform(-1, 1):.4f},{rng.gauss(0, 1):.4f}" for _ in range(200)]
+    noise = os.path.join(tmp, "noise.csv")
+    write(noise, "\n".join(rows) + "\n")
+    rc, out, err = run("--data", noise, "--target", "y", "--epochs", "60", "--lr", "0.05",
+                       "--early-stop", "2", "--backend", "cpu", "--val-split", "0.3")
+    n_epochs = sum(1 for l in out.splitlines() if l.startswith("epoch"))
+    check("early stopping stops early", rc == 0 and "early stop" in out and n_epochs < 60,
+          out + err)
+    expect_error("bad schedule", ["--data", reg, "--target", "y", "--schedule", "wavy"],
+                 "--schedule", code=2)
+    expect_error("resume from a missing file",
+                 ["--data", reg, "--target", "y", "--resume", os.path.join(tmp, "no.st")],
+                 "no.st")
+    expect_error("resume into another model",
+                 ["--data", reg, "--target", "y", "--resume", full, "--model", "linear 8, linear 1"],
+                 "shape mismatch")
+
     rc, out, err = run("--help")
     opts = ["--data", "--target", "--task", "--delimiter", "--missing", "--scale",
             "--val-split", "--model", "--loss", "--label-smoothing", "--optim", "--lr",
             "--momentum", "--weight-decay", "--batch", "--epochs", "--seed", "--backend",
-            "--device", "--progress", "--quiet"]
+            "--device", "--progress", "--quiet", "--schedule", "--step-size", "--gamma",
+            "--warmup", "--clip-grad", "--early-stop", "--save", "--save-every", "--save-best",
+            "--resume", "--log", "--plot"]
     check("--help documents every option", rc == 0 and all(o in out for o in opts),
           [o for o in opts if o not in out])
 

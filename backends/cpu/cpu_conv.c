@@ -1,0 +1,325 @@
+/*
+ * backends/cpu/cpu_conv.c — convolution and pooling primitives over NCHW
+ * batches (backend.h: im2col, col2im, pool2d, pool2d_backward):
+ *
+ *   im2col   col[b, (ci*kh + i)*kw + j, y*ow + x] =
+ *                img[b, ci, y*sh - ph + i*dh, x*sw - pw + j*dw]  (0 in padding)
+ *   col2im   its adjoint, accumulated into img
+ *   pool2d   max (argmax = first maximum, padding ignored) or average
+ *            (divided by kh*kw, padding counted: PyTorch's
+ *            count_include_pad=True)
+ *   pool2d_backward  the adjoint of pool2d, accumulated into gin
+ *
+ * The frontend runs a convolution as im2col followed by OpenBLAS GEMM, so
+ * im2col walks col row by row: for each (ci, i, j) and output row y it
+ * finds the range of x whose tap lands inside the image once (valid_range)
+ * and copies it with a plain strided loop, with no per-element test or call.
+ * The adjoints (col2im, pool2d_backward) gather the sums of one input plane
+ * in a double scratch plane and add it to the float output once, so each
+ * element is rounded once, as everywhere in this oracle.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+
+/* floor(a / b) for b > 0 (C's / truncates towards zero). */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* Output size along one axis, as torch.nn.Conv2d documents it (0 when no
+ * window fits). */
+static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t dil)
+{
+    int64_t o = floor_div(in + 2 * p - dil * (k - 1) - 1, s) + 1;
+    return o > 0 ? o : 0;
+}
+
+/* Validates d: positive kernel, stride and dilation, non-negative sizes and
+ * padding, and an output size that matches the input (so no index below
+ * can leave its plane). what names the primitive for the message. */
+static cg_status check_desc(struct cg_cpu_ctx *c, const struct cg_conv2d_desc *d,
+                            const char *what)
+{
+    if (!d) return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "%s: NULL descriptor", what);
+    if (d->n < 0 || d->c < 0 || d->h < 0 || d->w < 0 || d->kh < 1 || d->kw < 1 ||
+        d->sh < 1 || d->sw < 1 || d->ph < 0 || d->pw < 0 || d->dh < 1 || d->dw < 1)
+        return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT,
+                             "%s: bad geometry: input (%lld, %lld, %lld, %lld), kernel "
+                             "(%lld, %lld), stride (%lld, %lld), padding (%lld, %lld), "
+                             "dilation (%lld, %lld)",
+                             what, (long long)d->n, (long long)d->c, (long long)d->h,
+                             (long long)d->w, (long long)d->kh, (long long)d->kw,
+                             (long long)d->sh, (long long)d->sw, (long long)d->ph,
+                             (long long)d->pw, (long long)d->dh, (long long)d->dw);
+    int64_t oh = out_size(d->h, d->kh, d->sh, d->ph, d->dh);
+    int64_t ow = out_size(d->w, d->kw, d->sw, d->pw, d->dw);
+    if (d->oh != oh || d->ow != ow)
+        return cg__cpu_error(c, CG_STATUS_SHAPE_MISMATCH,
+                             "%s: output (%lld, %lld) given, but a (%lld, %lld) input with "
+                             "kernel (%lld, %lld), stride (%lld, %lld), padding (%lld, %lld), "
+                             "dilation (%lld, %lld) gives (%lld, %lld)",
+                             what, (long long)d->oh, (long long)d->ow, (long long)d->h,
+                             (long long)d->w, (long long)d->kh, (long long)d->kw,
+                             (long long)d->sh, (long long)d->sw, (long long)d->ph,
+                             (long long)d->pw, (long long)d->dh, (long long)d->dw,
+                             (long long)oh, (long long)ow);
+    return CG_OK;
+}
+
+/* The outputs o in [0, n) whose tap o * stride + off lies in [0, size):
+ * [*lo, *hi), possibly empty. */
+static void valid_range(int64_t off, int64_t stride, int64_t size, int64_t n, int64_t *lo,
+                        int64_t *hi)
+{
+    /* o * stride + off >= 0  <=>  o >= ceil(-off / stride) */
+    int64_t a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    /* o * stride + off < size  <=>  o < ceil((size - off) / stride) */
+    int64_t b = size - off <= 0 ? 0 : (size - off + stride - 1) / stride;
+    if (b > n) b = n;
+    if (a > b) a = b;
+    *lo = a;
+    *hi = b;
+}
+
+cg_status cg__cpu_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
+                         struct cg_ptr img)
+{
+    /* col: (n, c*kh*kw, oh*ow), img: (n, c, h, w) */
+    struct cg_cpu_ctx *c = ctx;
+    cg_status s = check_desc(c, d, "im2col");
+    if (s != CG_OK) return s;
+    int64_t k = d->c * d->kh * d->kw, p = d->oh * d->ow, plane = d->h * d->w;
+    s = cg__cpu_check_range(c, col, d->n * k * p, "im2col col");
+    if (s == CG_OK) s = cg__cpu_check_range(c, img, d->n * d->c * plane, "im2col img");
+    if (s != CG_OK) return s;
+    c->stats.launches++;
+    if (d->n * k * p == 0) return CG_OK;
+
+    for (int64_t b = 0; b < d->n; b++)
+        for (int64_t ci = 0; ci < d->c; ci++) {
+            const float *src = cg__cpu_at(img) + (b * d->c + ci) * plane;
+            for (int64_t i = 0; i < d->kh; i++)
+                for (int64_t j = 0; j < d->kw; j++) {
+                    int64_t row = (ci * d->kh + i) * d->kw + j;
+                    float *dst = cg__cpu_at(col) + (b * k + row) * p;
+                    int64_t y0, y1, x0, x1, xoff = j * d->dw - d->pw;
+                    valid_range(i * d->dh - d->ph, d->sh, d->h, d->oh, &y0, &y1);
+                    valid_range(xoff, d->sw, d->w, d->ow, &x0, &x1);
+                    for (int64_t y = 0; y < d->oh; y++) {
+                        float *out = dst + y * d->ow;
+                        if (y < y0 || y >= y1 || x0 == x1) {
+                            memset(out, 0, sizeof(float) * (size_t)d->ow);
+                            continue;
+                        }
+                        const float *in = src + (y * d->sh - d->ph + i * d->dh) * d->w;
+                        int64_t x = 0;
+                        for (; x < x0; x++) out[x] = 0.0f;
+                        for (; x < x1; x++) out[x] = in[x * d->sw + xoff];
+                        for (; x < d->ow; x++) out[x] = 0.0f;
+                    }
+                }
+        }
+    return CG_OK;
+}
+
+cg_status cg__cpu_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
+                         struct cg_ptr col)
+{
+    /* img: (n, c, h, w) accumulated into, col: (n, c*kh*kw, oh*ow) */
+    struct cg_cpu_ctx *c = ctx;
+    cg_status s = check_desc(c, d, "col2im");
+    if (s != CG_OK) return s;
+    int64_t k = d->c * d->kh * d->kw, p = d->oh * d->ow, plane = d->h * d->w;
+    s = cg__cpu_check_range(c, img, d->n * d->c * plane, "col2im img");
+    if (s == CG_OK) s = cg__cpu_check_range(c, col, d->n * k * p, "col2im col");
+    if (s != CG_OK) return s;
+    if (d->n * k * p == 0) {
+        c->stats.launches++;
+        return CG_OK;   /* nothing reads any pixel: img stays as it is */
+    }
+    double *acc = malloc(sizeof(double) * (size_t)(plane > 0 ? plane : 1));
+    if (!acc) return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "col2im: %lld-pixel scratch",
+                                   (long long)plane);
+    c->stats.launches++;
+
+    for (int64_t b = 0; b < d->n; b++)
+        for (int64_t ci = 0; ci < d->c; ci++) {
+            memset(acc, 0, sizeof(double) * (size_t)plane);
+            for (int64_t i = 0; i < d->kh; i++)
+                for (int64_t j = 0; j < d->kw; j++) {
+                    int64_t row = (ci * d->kh + i) * d->kw + j;
+                    const float *src = cg__cpu_at(col) + (b * k + row) * p;
+                    int64_t y0, y1, x0, x1, xoff = j * d->dw - d->pw;
+                    valid_range(i * d->dh - d->ph, d->sh, d->h, d->oh, &y0, &y1);
+                    valid_range(xoff, d->sw, d->w, d->ow, &x0, &x1);
+                    for (int64_t y = y0; y < y1; y++) {
+                        double *to = acc + (y * d->sh - d->ph + i * d->dh) * d->w;
+                        const float *from = src + y * d->ow;
+                        for (int64_t x = x0; x < x1; x++) to[x * d->sw + xoff] += from[x];
+                    }
+                }
+            float *dst = cg__cpu_at(img) + (b * d->c + ci) * plane;
+            for (int64_t q = 0; q < plane; q++) dst[q] = (float)(dst[q] + acc[q]);
+        }
+    free(acc);
+    return CG_OK;
+}
+
+/* Max over one window of plane `in` (h, w) for output (y, x): the first
+ * maximum's index (h_in * w + w_in) in *arg; NaN wins over numbers (as
+ * torch.max_pool2d propagates NaN). A window entirely in the padding gives
+ * -inf and index -1. */
+static float window_max(const struct cg_conv2d_desc *d, const float *in, int64_t y,
+                        int64_t x, int64_t *arg)
+{
+    float best = -INFINITY;
+    int64_t at = -1;
+    for (int64_t i = 0; i < d->kh; i++) {
+        int64_t iy = y * d->sh - d->ph + i * d->dh;
+        if (iy < 0 || iy >= d->h) continue;
+        for (int64_t j = 0; j < d->kw; j++) {
+            int64_t ix = x * d->sw - d->pw + j * d->dw;
+            if (ix < 0 || ix >= d->w) continue;
+            float v = in[iy * d->w + ix];
+            if (at < 0 || v > best || (isnan(v) && !isnan(best))) {
+                best = v;
+                at = iy * d->w + ix;
+            }
+        }
+    }
+    *arg = at;
+    return best;
+}
+
+/* Sum over one window, padding counting as zeros. */
+static double window_sum(const struct cg_conv2d_desc *d, const float *in, int64_t y,
+                         int64_t x)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < d->kh; i++) {
+        int64_t iy = y * d->sh - d->ph + i * d->dh;
+        if (iy < 0 || iy >= d->h) continue;
+        for (int64_t j = 0; j < d->kw; j++) {
+            int64_t ix = x * d->sw - d->pw + j * d->dw;
+            if (ix >= 0 && ix < d->w) sum += in[iy * d->w + ix];
+        }
+    }
+    return sum;
+}
+
+static cg_status check_kind(struct cg_cpu_ctx *c, enum cg_pool_kind kind, const char *what)
+{
+    if (kind != CG_POOL_MAX && kind != CG_POOL_AVG)
+        return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "%s: unknown pool kind %d", what,
+                             (int)kind);
+    return CG_OK;
+}
+
+cg_status cg__cpu_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
+                         struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in)
+{
+    /* out, argmax: (n, c, oh, ow); in: (n, c, h, w) */
+    struct cg_cpu_ctx *c = ctx;
+    cg_status s = check_kind(c, kind, "pool2d");
+    if (s == CG_OK) s = check_desc(c, d, "pool2d");
+    if (s != CG_OK) return s;
+    int64_t planes = d->n * d->c, p = d->oh * d->ow, plane = d->h * d->w;
+    s = cg__cpu_check_range(c, out, planes * p, "pool2d out");
+    if (s == CG_OK) s = cg__cpu_check_range(c, in, planes * plane, "pool2d in");
+    if (s == CG_OK && kind == CG_POOL_MAX)
+        s = cg__cpu_check_range(c, argmax, planes * p, "pool2d argmax");
+    if (s != CG_OK) return s;
+    c->stats.launches++;
+    if (planes * p == 0) return CG_OK;
+
+    double area = (double)(d->kh * d->kw);
+    for (int64_t q = 0; q < planes; q++) {
+        const float *src = cg__cpu_at(in) + q * plane;
+        float *dst = cg__cpu_at(out) + q * p;
+        for (int64_t y = 0; y < d->oh; y++)
+            for (int64_t x = 0; x < d->ow; x++) {
+                if (kind == CG_POOL_AVG) {
+                    dst[y * d->ow + x] = (float)(window_sum(d, src, y, x) / area);
+                    continue;
+                }
+                int64_t at;
+                dst[y * d->ow + x] = window_max(d, src, y, x, &at);
+                cg__cpu_at(argmax)[q * p + y * d->ow + x] = (float)at;
+            }
+    }
+    return CG_OK;
+}
+
+/* Checks every argmax entry before any write: -1 (an empty window) or an
+ * integer index inside the (h, w) plane. */
+static cg_status check_argmax(struct cg_cpu_ctx *c, const float *argmax, int64_t count,
+                              int64_t plane)
+{
+    for (int64_t t = 0; t < count; t++) {
+        if (argmax[t] == -1.0f) continue;
+        int64_t at;
+        cg_status s = cg__cpu_index(c, argmax[t], plane, "pool2d_backward argmax", &at);
+        if (s != CG_OK) return s;
+    }
+    return CG_OK;
+}
+
+cg_status cg__cpu_pool2d_backward(void *ctx, enum cg_pool_kind kind,
+                                  const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                  struct cg_ptr gout, struct cg_ptr argmax)
+{
+    /* gin: (n, c, h, w) accumulated into; gout, argmax: (n, c, oh, ow) */
+    struct cg_cpu_ctx *c = ctx;
+    cg_status s = check_kind(c, kind, "pool2d_backward");
+    if (s == CG_OK) s = check_desc(c, d, "pool2d_backward");
+    if (s != CG_OK) return s;
+    int64_t planes = d->n * d->c, p = d->oh * d->ow, plane = d->h * d->w;
+    s = cg__cpu_check_range(c, gin, planes * plane, "pool2d_backward gin");
+    if (s == CG_OK) s = cg__cpu_check_range(c, gout, planes * p, "pool2d_backward gout");
+    if (s == CG_OK && kind == CG_POOL_MAX) {
+        s = cg__cpu_check_range(c, argmax, planes * p, "pool2d_backward argmax");
+        if (s == CG_OK && planes * p > 0)
+            s = check_argmax(c, cg__cpu_at(argmax), planes * p, plane);
+    }
+    if (s != CG_OK) return s;
+    if (planes * p == 0) {
+        c->stats.launches++;
+        return CG_OK;
+    }
+    double *acc = malloc(sizeof(double) * (size_t)(plane > 0 ? plane : 1));
+    if (!acc) return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY,
+                                   "pool2d_backward: %lld-pixel scratch", (long long)plane);
+    c->stats.launches++;
+
+    double area = (double)(d->kh * d->kw);
+    for (int64_t q = 0; q < planes; q++) {
+        const float *g = cg__cpu_at(gout) + q * p;
+        memset(acc, 0, sizeof(double) * (size_t)plane);
+        for (int64_t y = 0; y < d->oh; y++)
+            for (int64_t x = 0; x < d->ow; x++) {
+                double gy = g[y * d->ow + x];
+                if (kind == CG_POOL_MAX) {
+                    float at = cg__cpu_at(argmax)[q * p + y * d->ow + x];
+                    if (at >= 0.0f) acc[(int64_t)at] += gy;
+                    continue;
+                }
+                for (int64_t i = 0; i < d->kh; i++) {
+                    int64_t iy = y * d->sh - d->ph + i * d->dh;
+                    if (iy < 0 || iy >= d->h) continue;
+                    for (int64_t j = 0; j < d->kw; j++) {
+                        int64_t ix = x * d->sw - d->pw + j * d->dw;
+                        if (ix >= 0 && ix < d->w) acc[iy * d->w + ix] += gy / area;
+                    }
+                }
+            }
+        float *dst = cg__cpu_at(gin) + q * plane;
+        for (int64_t t = 0; t < plane; t++) dst[t] = (float)(dst[t] + acc[t]);
+    }
+    free(acc);
+    return CG_OK;
+}
