@@ -326,6 +326,61 @@ static void test_module_shorthands(void **state)
     cg_module_free(m);
 }
 
+/* torch.nn.utils.clip_grad_norm_: every gradient scaled by
+ * min(1, max_norm / (total_norm + 1e-6)), total_norm over all of them. */
+static void test_clip_grad_norm(void **state)
+{
+    cg_ctx *ctx = *state;
+    uint64_t rs = 99;
+    float g1[N1], g2[N2];
+    th_fill_uniform(&rs, g1, N1, -2, 2);
+    th_fill_uniform(&rs, g2, N2, -2, 2);
+    double sq = 0;
+    for (int i = 0; i < N1; i++) sq += (double)g1[i] * g1[i];
+    for (int i = 0; i < N2; i++) sq += (double)g2[i] * g2[i];
+    double norm = sqrt(sq);
+    const float limits[2] = {(float)(norm / 3), (float)(norm * 2)}; /* clips, does not */
+    for (int k = 0; k < 2; k++) {
+        cg_tensor *p1 = cg_tensor_zeros(ctx, CG_SHAPE(7, 3)), *p2 = cg_tensor_zeros(ctx, CG_SHAPE(N2));
+        cg_tensor_set_requires_grad(p1, true);
+        cg_tensor_set_requires_grad(p2, true);
+        cg_tensor *ps[2] = {p1, p2};
+        struct cg_optim_options o = cg_optim_defaults(CG_OPTIM_SGD);
+        cg_optim *opt = cg_optim_create_params(ctx, ps, 2, &o);
+        assert_non_null(opt);
+        assert_int_equal(cg_optim_num_params(opt), 2);
+        assert_ptr_equal(cg_optim_param(opt, 1), p2);
+        assert_null(cg_optim_param(opt, 2));
+        cg_scope_begin(ctx);
+        cg_tensor *c1 = cg_tensor_from_host(ctx, CG_SHAPE(7, 3), g1);
+        cg_tensor *c2 = cg_tensor_from_host(ctx, CG_SHAPE(N2), g2);
+        cg_tensor *loss = cg_add(cg_sum_all(cg_mul(p1, c1)), cg_sum_all(cg_mul(p2, c2)));
+        assert_int_equal(cg_backward(loss), CG_OK);
+        cg_tensor *tn = cg_optim_clip_grad_norm(opt, limits[k]);
+        assert_non_null(tn);
+        float got_norm;
+        assert_int_equal(cg_tensor_item(tn, &got_norm), CG_OK);
+        assert_true(fabs(got_norm - norm) <= 1e-5 * norm);
+        double coef = fmin(1.0, limits[k] / (norm + 1e-6));
+        double w1[N1], w2[N2];
+        for (int i = 0; i < N1; i++) w1[i] = g1[i] * coef;
+        for (int i = 0; i < N2; i++) w2[i] = g2[i] * coef;
+        float r1[N1], r2[N2];
+        assert_int_equal(cg_tensor_to_host(cg_tensor_grad(p1), r1, N1), CG_OK);
+        assert_int_equal(cg_tensor_to_host(cg_tensor_grad(p2), r2, N2), CG_OK);
+        th_assert_close(r1, w1, N1, 1e-5, 1e-6, "clipped grad 1");
+        th_assert_close(r2, w2, N2, 1e-5, 1e-6, "clipped grad 2");
+        cg_ctx_clear_error(ctx);
+        assert_null(cg_optim_clip_grad_norm(opt, -1.0f));
+        th_assert_error_contains(ctx, "not a positive number");
+        cg_ctx_clear_error(ctx);
+        cg_scope_end(ctx);
+        cg_optim_free(opt);
+        cg_tensor_free(p1);
+        cg_tensor_free(p2);
+    }
+}
+
 static void test_validation(void **state)
 {
     cg_ctx *ctx = *state;
@@ -395,6 +450,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_one_launch_per_param, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_module_shorthands, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_validation, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_clip_grad_norm, th_setup, th_teardown),
     };
     return TH_RUN(tests);
 }

@@ -232,9 +232,11 @@ cg_tensor *cg_rnn_forward(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *
     int64_t B = batched ? cg_tensor_dim(x, 1 - tdim) : 1;
     int64_t sshape[3] = {r->layers, B, r->hidden};
     if (!batched) sshape[1] = r->hidden;
-    snprintf(want, sizeof want, batched ? "(num_layers=%d, B=%lld, H=%lld)"
-                                        : "(num_layers=%d, H=%lld)%.0lld",
-             r->layers, (long long)sshape[1], (long long)r->hidden);
+    if (batched)
+        snprintf(want, sizeof want, "(num_layers=%d, B=%lld, H=%lld)", r->layers,
+                 (long long)B, (long long)r->hidden);
+    else
+        snprintf(want, sizeof want, "(num_layers=%d, H=%lld)", r->layers, (long long)r->hidden);
     if (h0 && !state_ok(h0, nd, sshape)) {
         shape_error(ctx, r, "h0", h0, want);
         return NULL;
