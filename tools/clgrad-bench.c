@@ -1,0 +1,1169 @@
+/*
+ * clgrad-bench — how fast clgrad is on this machine, every backend side by
+ * side in one run:
+ *
+ *   - the machine's own fp32 peak, from a multiply-add loop (bench_fma.c) on
+ *     one thread and on every core;
+ *   - GEMM GFLOP/s at N = 256, 512, 1024, 2048, and as a fraction of that peak;
+ *   - the cost of one small op (a one-element add) forward, and forward plus
+ *     backward, in microseconds;
+ *   - training throughput of the seed FFN (10-64-64-1, batch 32, Adam, MSE)
+ *     and the Fashion-MNIST MLP (784-256-128-10, batch 64, Adam, cross
+ *     entropy) on synthetic data of the datasets' shapes (speed does not
+ *     depend on the values, and the bench then runs anywhere);
+ *   - peak host memory (getrusage ru_maxrss) and peak device-pool memory
+ *     (cg_ctx_stats bytes_peak) of each training run.
+ *
+ * Each measurement repeats (--reps) and reports min, median and max; there
+ * is no pass/fail. With --compare-torch, tools/bench_torch.py runs the same
+ * configurations in PyTorch in the same run (when python3 can import torch)
+ * and the table adds the ratios.
+ *
+ *   clgrad-bench                       all backends, full sizes, 5 reps
+ *   clgrad-bench --quick --reps 1      a smoke run (well under 2 minutes)
+ *   clgrad-bench --backends cpu --threads 1 --compare-torch --json out.json
+ *
+ * How: each (backend, group of measurements) runs in a fresh child process
+ * (this program re-executed with --child), so one group's peak RSS, its
+ * device pool and its OpenCL runtime never leak into another's figures, and
+ * a crash in one backend leaves the others' results. A child prints lines
+ *   stat NAME UNIT V1 V2 ...       one value per repetition
+ *   info KEY VALUE                 free text (device name, first-call time)
+ * on stdout; bench_torch.py speaks the same protocol.
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <clgrad/clgrad.h>
+
+extern char **environ;
+
+/* bench_fma.c, built plainly and (where the compiler can) for AVX2 + FMA. */
+double bench_fma_generic(int64_t iters, float *sink);
+#ifdef BENCH_HAVE_AVX2_FMA
+double bench_fma_avx2(int64_t iters, float *sink);
+#endif
+
+#ifndef BENCH_TORCH_SCRIPT
+#define BENCH_TORCH_SCRIPT "bench_torch.py"
+#endif
+#ifndef BENCH_TORCH_SCRIPT_INSTALLED
+#define BENCH_TORCH_SCRIPT_INSTALLED ""
+#endif
+#ifndef BENCH_VERSION
+#define BENCH_VERSION "unknown"
+#endif
+
+#define MAX_BACKENDS 8
+#define MAX_STATS 64
+#define MAX_INFOS 32
+#define MAX_REPS 100
+
+static const int gemm_sizes[] = {256, 512, 1024, 2048};
+#define N_GEMM_SIZES ((int)(sizeof gemm_sizes / sizeof gemm_sizes[0]))
+
+/* ---- options ----------------------------------------------------------- */
+
+struct options {
+    char backends[256];     /* comma-separated; "" = every backend found   */
+    bool quick;
+    int reps;
+    int threads;            /* 0 = leave OpenBLAS / torch at their defaults */
+    const char *json;
+    bool compare_torch;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: clgrad-bench [options]\n"
+        "\n"
+        "Measures GEMM GFLOP/s (and the fraction of this machine's measured FMA\n"
+        "peak), the cost of a small op, training throughput and peak memory, for\n"
+        "each backend side by side. Reports min/median/max over repetitions.\n"
+        "\n"
+        "  --backends LIST    comma-separated backends (default: every one found,\n"
+        "                     e.g. cpu,opencl)\n"
+        "  --quick            smaller, shorter runs (a smoke test: under ~2 minutes)\n"
+        "  --reps N           repetitions per measurement (default 5, --quick 3)\n"
+        "  --threads N        OpenBLAS threads for the cpu backend and torch threads\n"
+        "                     (sets OPENBLAS_NUM_THREADS in the children; default:\n"
+        "                     the libraries' own defaults, i.e. every core)\n"
+        "  --json FILE        also write every value to FILE as JSON\n"
+        "  --compare-torch    run the same configurations in PyTorch (python3 +\n"
+        "                     torch, via bench_torch.py) and print the ratios\n"
+        "  -h, --help         this text\n");
+}
+
+static bool parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+/* ---- time and statistics ---------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void min_median_max(const double *v, int n, double *mn, double *med, double *mx)
+{
+    double s[MAX_REPS];
+    memcpy(s, v, sizeof(double) * (size_t)n);
+    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    *mn = s[0];
+    *mx = s[n - 1];
+    *med = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+/* ======================================================================== *
+ *  Child side: one backend, one group of measurements, results on stdout.  *
+ * ======================================================================== */
+
+struct child {
+    cg_ctx *ctx;
+    const char *backend;
+    bool quick;
+    int reps;
+};
+
+static void emit_stat(const char *name, const char *unit, const double *v, int n)
+{
+    printf("stat %s %s", name, unit);
+    for (int i = 0; i < n; i++) printf(" %.6g", v[i]);
+    printf("\n");
+    fflush(stdout);
+}
+
+static void emit_info(const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void emit_info(const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("info %s ", key);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+}
+
+static int child_fail(struct child *c, const char *what)
+{
+    fprintf(stderr, "clgrad-bench: %s on %s: %s\n", what, c->backend,
+            cg_last_error(c->ctx));
+    return 1;
+}
+
+/* Seconds one repetition should last: long enough for a stable figure. */
+static double rep_seconds(const struct child *c) { return c->quick ? 0.15 : 0.6; }
+
+/* Repetitions of `count` calls of fn, each timed; fills secs[rep]. */
+typedef cg_status (*work_fn)(struct child *c, void *arg, int64_t count);
+
+static cg_status time_reps(struct child *c, work_fn fn, void *arg, int64_t count, double *secs)
+{
+    for (int r = 0; r < c->reps; r++) {
+        double t0 = now_s();
+        cg_status s = fn(c, arg, count);
+        if (s == CG_OK) s = cg_ctx_synchronize(c->ctx);
+        if (s != CG_OK) return s;
+        secs[r] = now_s() - t0;
+    }
+    return CG_OK;
+}
+
+/* Warms fn up and picks a count so that one repetition lasts about
+ * rep_seconds (at least min_count). */
+static cg_status calibrate(struct child *c, work_fn fn, void *arg, int64_t min_count,
+                           int64_t *count)
+{
+    int64_t n = min_count;
+    for (;;) {
+        double t0 = now_s();
+        cg_status s = fn(c, arg, n);
+        if (s == CG_OK) s = cg_ctx_synchronize(c->ctx);
+        if (s != CG_OK) return s;
+        double dt = now_s() - t0;
+        double want = rep_seconds(c);
+        if (dt >= 0.25 * want || n >= ((int64_t)1 << 40)) {
+            double per = dt / (double)n;
+            int64_t k = per > 0 ? (int64_t)(want / per) : n;
+            *count = k > min_count ? k : min_count;
+            return CG_OK;
+        }
+        n *= 4;
+    }
+}
+
+/* ---- GEMM --------------------------------------------------------------- */
+
+struct gemm_arg {
+    const struct cg_backend_i *be;
+    void *bctx;
+    struct cg_gemm_desc d;
+    struct cg_ptr a, b, c;
+};
+
+static cg_status gemm_work(struct child *c, void *p, int64_t count)
+{
+    struct gemm_arg *g = p;
+    for (int64_t i = 0; i < count; i++) {
+        cg_status s = g->be->gemm(g->bctx, &g->d, g->a, g->b, g->c);
+        if (s != CG_OK) {
+            fprintf(stderr, "clgrad-bench: gemm on %s: %s\n", c->backend,
+                    g->be->last_error(g->bctx));
+            return s;
+        }
+    }
+    return CG_OK;
+}
+
+static struct cg_ptr ptr_of(const cg_tensor *t)
+{
+    struct cg_view v = cg_tensor_view(t);
+    struct cg_ptr p = {v.buf, v.off};
+    return p;
+}
+
+static int child_gemm(struct child *c)
+{
+    for (int si = 0; si < N_GEMM_SIZES; si++) {
+        int64_t n = gemm_sizes[si];
+        cg_tensor *a = cg_tensor_uniform(c->ctx, CG_SHAPE(n, n), -1.0f, 1.0f);
+        cg_tensor *b = cg_tensor_uniform(c->ctx, CG_SHAPE(n, n), -1.0f, 1.0f);
+        cg_tensor *out = cg_tensor_zeros(c->ctx, CG_SHAPE(n, n));
+        if (!a || !b || !out) return child_fail(c, "allocating GEMM operands");
+        struct gemm_arg g = {
+            .d = {.m = n, .n = n, .k = n, .alpha = 1.0f, .beta = 0.0f, .lda = n, .ldb = n,
+                  .ldc = n, .batch = 1},
+            .a = ptr_of(a), .b = ptr_of(b), .c = ptr_of(out),
+        };
+        g.be = cg_ctx_backend(c->ctx, &g.bctx);
+        /* The first call may compile kernels (OpenCL): timed on its own. */
+        double t0 = now_s();
+        if (gemm_work(c, &g, 1) != CG_OK || cg_ctx_synchronize(c->ctx) != CG_OK)
+            return child_fail(c, "GEMM");
+        char key[64];
+        snprintf(key, sizeof key, "gemm_%d_first_call_s", (int)n);
+        emit_info(key, "%.4f", now_s() - t0);
+        int64_t count;
+        double secs[MAX_REPS], gflops[MAX_REPS];
+        if (calibrate(c, gemm_work, &g, 1, &count) != CG_OK ||
+            time_reps(c, gemm_work, &g, count, secs) != CG_OK)
+            return child_fail(c, "GEMM");
+        for (int r = 0; r < c->reps; r++)
+            gflops[r] = 2.0 * (double)n * (double)n * (double)n * (double)count / secs[r] * 1e-9;
+        snprintf(key, sizeof key, "gemm_%d", (int)n);
+        emit_stat(key, "GFLOP/s", gflops, c->reps);
+        cg_tensor_free(a);
+        cg_tensor_free(b);
+        cg_tensor_free(out);
+    }
+    return 0;
+}
+
+/* ---- one small op --------------------------------------------------------- */
+
+struct op_arg {
+    cg_tensor *a, *b;
+    bool backward;
+};
+
+static cg_status op_work(struct child *c, void *p, int64_t count)
+{
+    struct op_arg *o = p;
+    for (int64_t i = 0; i < count; i++) {
+        cg_scope_begin(c->ctx);
+        cg_tensor *y = cg_add(o->a, o->b);
+        cg_status s = !y ? cg_ctx_status(c->ctx) : o->backward ? cg_backward(y) : CG_OK;
+        cg_scope_end(c->ctx);
+        if (s != CG_OK) return s;
+    }
+    return CG_OK;
+}
+
+static int child_op(struct child *c)
+{
+    float one = 1.5f, two = -0.25f;
+    struct op_arg o = {
+        .a = cg_tensor_from_host(c->ctx, CG_SHAPE(1), &one),
+        .b = cg_tensor_from_host(c->ctx, CG_SHAPE(1), &two),
+    };
+    if (!o.a || !o.b || cg_tensor_set_requires_grad(o.a, true) != CG_OK)
+        return child_fail(c, "creating the op's inputs");
+    const char *names[2] = {"op_fwd", "op_fwd_bwd"};
+    for (int k = 0; k < 2; k++) {
+        o.backward = k == 1;
+        int64_t count;
+        double secs[MAX_REPS], us[MAX_REPS];
+        if (calibrate(c, op_work, &o, 100, &count) != CG_OK ||
+            time_reps(c, op_work, &o, count, secs) != CG_OK)
+            return child_fail(c, "the small op");
+        for (int r = 0; r < c->reps; r++) us[r] = secs[r] / (double)count * 1e6;
+        emit_stat(names[k], "us", us, c->reps);
+    }
+    cg_tensor_free(o.a);
+    cg_tensor_free(o.b);
+    return 0;
+}
+
+/* ---- training ------------------------------------------------------------- */
+
+enum loss_kind { LOSS_MSE, LOSS_CE };
+
+struct train_cfg {
+    const char *name;       /* stat prefix                                  */
+    const char *unit;       /* headline unit: steps/s or samples/s          */
+    int64_t batch;
+    int x_ndim;
+    int64_t x_shape[4];     /* one sample                                    */
+    int64_t classes;        /* CE: number of classes; MSE: target width      */
+    enum loss_kind loss;
+};
+
+static const struct train_cfg train_cfgs[] = {
+    {"ffn", "steps/s", 32, 1, {10}, 1, LOSS_MSE},
+    {"mlp", "samples/s", 64, 1, {784}, 10, LOSS_CE},
+};
+#define N_TRAIN ((int)(sizeof train_cfgs / sizeof train_cfgs[0]))
+
+static cg_module *build_model(cg_ctx *ctx, const struct train_cfg *cfg)
+{
+    if (strcmp(cfg->name, "ffn") == 0)
+        return cg_sequential(ctx, 5, cg_linear(ctx, 10, 64, true), cg_relu_module(ctx),
+                             cg_linear(ctx, 64, 64, true), cg_relu_module(ctx),
+                             cg_linear(ctx, 64, 1, true));
+    /* The Fashion-MNIST MLP of clgrad-train's default model. */
+    return cg_sequential(ctx, 5, cg_linear(ctx, 784, 256, true), cg_relu_module(ctx),
+                         cg_linear(ctx, 256, 128, true), cg_relu_module(ctx),
+                         cg_linear(ctx, 128, 10, true));
+}
+
+#define TRAIN_BATCHES 16    /* distinct synthetic batches, reused in turn */
+
+struct train_arg {
+    const struct train_cfg *cfg;
+    cg_module *model;
+    cg_optim *opt;
+    float *xs, *ys;         /* TRAIN_BATCHES batches                       */
+    int64_t x_elems, y_elems;   /* per batch                               */
+    int64_t next;
+    float last_loss;
+};
+
+static cg_status train_work(struct child *c, void *p, int64_t count)
+{
+    struct train_arg *t = p;
+    const struct train_cfg *cfg = t->cfg;
+    for (int64_t i = 0; i < count; i++) {
+        int64_t k = t->next++ % TRAIN_BATCHES;
+        cg_scope_begin(c->ctx);
+        int64_t xshape[5] = {cfg->batch};
+        memcpy(xshape + 1, cfg->x_shape, sizeof(int64_t) * (size_t)cfg->x_ndim);
+        cg_tensor *x = cg_tensor_from_host(c->ctx, cfg->x_ndim + 1, xshape,
+                                           t->xs + k * t->x_elems);
+        cg_tensor *y = cfg->loss == LOSS_CE
+                           ? cg_tensor_from_host(c->ctx, CG_SHAPE(cfg->batch),
+                                                 t->ys + k * t->y_elems)
+                           : cg_tensor_from_host(c->ctx, CG_SHAPE(cfg->batch, cfg->classes),
+                                                 t->ys + k * t->y_elems);
+        cg_tensor *out = cg_module_forward(t->model, x);
+        cg_tensor *loss = cfg->loss == LOSS_CE
+                              ? cg_cross_entropy_loss(out, y, CG_REDUCTION_MEAN, 0.0f)
+                              : cg_mse_loss(out, y, CG_REDUCTION_MEAN);
+        cg_optim_zero_grad(t->opt);
+        cg_status s = cg_backward(loss);
+        if (s == CG_OK) s = cg_optim_step(t->opt);
+        /* Only the last step reads the loss: a host read is a device sync. */
+        if (s == CG_OK && i == count - 1) s = cg_tensor_item(loss, &t->last_loss);
+        cg_scope_end(c->ctx);
+        if (s != CG_OK) return s;
+    }
+    return CG_OK;
+}
+
+static int child_train(struct child *c, const struct train_cfg *cfg, double t_start)
+{
+    struct train_arg t = {.cfg = cfg};
+    int64_t sample = 1;
+    for (int d = 0; d < cfg->x_ndim; d++) sample *= cfg->x_shape[d];
+    t.x_elems = cfg->batch * sample;
+    t.y_elems = cfg->loss == LOSS_CE ? cfg->batch : cfg->batch * cfg->classes;
+    t.xs = malloc(sizeof(float) * (size_t)(t.x_elems * TRAIN_BATCHES));
+    t.ys = malloc(sizeof(float) * (size_t)(t.y_elems * TRAIN_BATCHES));
+    if (!t.xs || !t.ys) {
+        free(t.xs);
+        free(t.ys);
+        fprintf(stderr, "clgrad-bench: out of host memory for synthetic data\n");
+        return 1;
+    }
+    /* Synthetic data: pixels in [0, 1) like scaled images, class labels, or
+     * a smooth regression target. */
+    for (int64_t i = 0; i < t.x_elems * TRAIN_BATCHES; i++)
+        t.xs[i] = (float)cg_rand_uniform(c->ctx);
+    for (int64_t i = 0; i < t.y_elems * TRAIN_BATCHES; i++)
+        t.ys[i] = cfg->loss == LOSS_CE ? (float)(cg_rand_u64(c->ctx) % (uint64_t)cfg->classes)
+                                       : (float)cg_rand_normal(c->ctx);
+    cg_ctx_reset_stats(c->ctx);
+    t.model = build_model(c->ctx, cfg);
+    t.opt = t.model ? cg_adam(t.model, 1e-3f) : NULL;
+    int rc = 0;
+    if (!t.opt) {
+        rc = child_fail(c, "building the model");
+        goto out;
+    }
+    /* The first step, from process start: the warm-start cost. */
+    if (train_work(c, &t, 1) != CG_OK) {
+        rc = child_fail(c, "training");
+        goto out;
+    }
+    char key[64];
+    snprintf(key, sizeof key, "%s_first_step_s", cfg->name);
+    emit_info(key, "%.4f", now_s() - t_start);
+    int64_t count;
+    double secs[MAX_REPS], v[MAX_REPS];
+    if (calibrate(c, train_work, &t, c->quick ? 5 : 20, &count) != CG_OK ||
+        time_reps(c, train_work, &t, count, secs) != CG_OK) {
+        rc = child_fail(c, "training");
+        goto out;
+    }
+    if (!isfinite(t.last_loss)) {
+        fprintf(stderr, "clgrad-bench: %s on %s: the loss is %g\n", cfg->name, c->backend,
+                (double)t.last_loss);
+        rc = 1;
+        goto out;
+    }
+    bool per_step = strcmp(cfg->unit, "steps/s") == 0;
+    for (int r = 0; r < c->reps; r++)
+        v[r] = (double)count * (per_step ? 1.0 : (double)cfg->batch) / secs[r];
+    snprintf(key, sizeof key, "%s", cfg->name);
+    emit_stat(key, cfg->unit, v, c->reps);
+
+    /* Memory: the whole process's RSS high-water mark, and the pool's. */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    struct cg_backend_stats st;
+    cg_ctx_stats(c->ctx, &st);
+    double rss = (double)ru.ru_maxrss / 1024.0, pool = (double)st.bytes_peak / 1048576.0;
+    snprintf(key, sizeof key, "%s_peak_rss", cfg->name);
+    emit_stat(key, "MiB", &rss, 1);
+    snprintf(key, sizeof key, "%s_pool_peak", cfg->name);
+    emit_stat(key, "MiB", &pool, 1);
+out:
+    cg_optim_free(t.opt);
+    cg_module_free(t.model);
+    free(t.xs);
+    free(t.ys);
+    return rc;
+}
+
+static int child_main(const char *backend, const char *group, bool quick, int reps)
+{
+    double t_start = now_s();
+    struct child c = {.backend = backend, .quick = quick, .reps = reps};
+    struct cg_ctx_options o = {.backend = backend, .seed = 1234};
+    if (cg_ctx_create(&c.ctx, &o) != CG_OK) {
+        fprintf(stderr, "clgrad-bench: backend %s: %s\n", backend, cg_last_error(NULL));
+        return 1;
+    }
+    emit_info("device", "%s", cg_ctx_device(c.ctx)->name);
+    int rc = 2;
+    if (strcmp(group, "gemm") == 0) rc = child_gemm(&c);
+    else if (strcmp(group, "op") == 0) rc = child_op(&c);
+    for (int i = 0; i < N_TRAIN; i++)
+        if (strcmp(group, train_cfgs[i].name) == 0) rc = child_train(&c, &train_cfgs[i], t_start);
+    if (rc == 2) fprintf(stderr, "clgrad-bench: unknown measurement group '%s'\n", group);
+    cg_ctx_free(c.ctx);
+    return rc;
+}
+
+/* ======================================================================== *
+ *  Parent side: machine peak, children, table, JSON.                       *
+ * ======================================================================== */
+
+struct stat_rec {
+    char name[64], unit[16];
+    int n;
+    double v[MAX_REPS];
+};
+
+struct info_rec {
+    char key[64], value[256];
+};
+
+/* The results of one backend (or of torch). */
+struct result_set {
+    char name[64];
+    bool ok;                    /* at least one group ran                  */
+    char error[512];            /* why a group failed or the set is absent  */
+    struct stat_rec stats[MAX_STATS];
+    int n_stats;
+    struct info_rec infos[MAX_INFOS];
+    int n_infos;
+};
+
+static const struct stat_rec *find_stat(const struct result_set *r, const char *name)
+{
+    for (int i = 0; i < r->n_stats; i++)
+        if (strcmp(r->stats[i].name, name) == 0) return &r->stats[i];
+    return NULL;
+}
+
+static const char *find_info(const struct result_set *r, const char *key)
+{
+    for (int i = 0; i < r->n_infos; i++)
+        if (strcmp(r->infos[i].key, key) == 0) return r->infos[i].value;
+    return NULL;
+}
+
+/* Parses the child protocol from buf into r. */
+static void parse_lines(struct result_set *r, char *buf)
+{
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "stat ", 5) == 0 && r->n_stats < MAX_STATS) {
+            struct stat_rec *s = &r->stats[r->n_stats];
+            int used = 0;
+            if (sscanf(line + 5, "%63s %15s%n", s->name, s->unit, &used) != 2) continue;
+            char *p = line + 5 + used;
+            s->n = 0;
+            while (s->n < MAX_REPS) {
+                char *end;
+                double v = strtod(p, &end);
+                if (end == p) break;
+                s->v[s->n++] = v;
+                p = end;
+            }
+            if (s->n > 0) r->n_stats++;
+        } else if (strncmp(line, "info ", 5) == 0 && r->n_infos < MAX_INFOS) {
+            struct info_rec *in = &r->infos[r->n_infos];
+            char *sp = strchr(line + 5, ' ');
+            if (!sp) continue;
+            snprintf(in->key, sizeof in->key, "%.*s", (int)(sp - line - 5), line + 5);
+            snprintf(in->value, sizeof in->value, "%s", sp + 1);
+            r->n_infos++;
+        } else if (strncmp(line, "unavailable ", 12) == 0) {
+            snprintf(r->error, sizeof r->error, "%s", line + 12);
+        }
+    }
+}
+
+/* Runs argv with stdout captured into *out (malloc'd); returns the exit
+ * status (or -1 when it cannot start). stderr passes through. */
+static int run_capture(char *const argv[], char *const envp[], char **out)
+{
+    *out = NULL;
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    posix_spawn_file_actions_addclose(&fa, fds[1]);
+    pid_t pid;
+    int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (err != 0) {
+        close(fds[0]);
+        errno = err;
+        return -1;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (buf && len + 1024 > cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+            } else {
+                buf = nb;
+                cap *= 2;
+            }
+        }
+        char scratch[1024];
+        ssize_t k = read(fds[0], buf ? buf + len : scratch, 1024);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        if (buf) len += (size_t)k;
+    }
+    close(fds[0]);
+    if (buf) buf[len] = '\0';
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    *out = buf;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/* An environment with OPENBLAS_NUM_THREADS=threads added (threads > 0). */
+static char **child_env(int threads, char *slot, size_t slot_len)
+{
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **env = calloc(n + 2, sizeof *env);
+    if (!env) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(threads > 0 && strncmp(environ[i], "OPENBLAS_NUM_THREADS=", 21) == 0))
+            env[k++] = environ[i];
+    if (threads > 0) {
+        snprintf(slot, slot_len, "OPENBLAS_NUM_THREADS=%d", threads);
+        env[k++] = slot;
+    }
+    return env;
+}
+
+static const char *self_exe(const char *argv0)
+{
+    static char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n > 0) {
+        path[n] = '\0';
+        return path;
+    }
+    return argv0;
+}
+
+static const char *groups[] = {"gemm", "op", "ffn", "mlp"};
+#define N_GROUPS ((int)(sizeof groups / sizeof groups[0]))
+
+static void run_backend(struct result_set *r, const char *exe, const struct options *o)
+{
+    char reps[16], thr[64];
+    snprintf(reps, sizeof reps, "%d", o->reps);
+    char **env = child_env(o->threads, thr, sizeof thr);
+    for (int g = 0; g < N_GROUPS; g++) {
+        fprintf(stderr, "clgrad-bench: %s: %s ...\n", r->name, groups[g]);
+        char *argv[] = {(char *)exe, "--child", r->name, (char *)groups[g], "--reps", reps,
+                        o->quick ? "--quick" : NULL, NULL};
+        char *out;
+        int rc = run_capture(argv, env ? env : environ, &out);
+        if (out) parse_lines(r, out);
+        free(out);
+        if (rc == 0) {
+            r->ok = true;
+        } else {
+            size_t l = strlen(r->error);
+            snprintf(r->error + l, sizeof r->error - l, "%s%s failed (exit %d)",
+                     l ? "; " : "", groups[g], rc);
+        }
+    }
+    free(env);
+}
+
+static bool file_exists(const char *p)
+{
+    struct stat st;
+    return p && *p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void run_torch(struct result_set *r, const struct options *o)
+{
+    snprintf(r->name, sizeof r->name, "torch");
+    const char *script = getenv("CLGRAD_BENCH_TORCH");
+    if (!file_exists(script)) script = BENCH_TORCH_SCRIPT;
+    if (!file_exists(script)) script = BENCH_TORCH_SCRIPT_INSTALLED;
+    if (!file_exists(script)) {
+        snprintf(r->error, sizeof r->error, "bench_torch.py not found (set CLGRAD_BENCH_TORCH)");
+        return;
+    }
+    char reps[16], thr[16], thr_env[64];
+    snprintf(reps, sizeof reps, "%d", o->reps);
+    snprintf(thr, sizeof thr, "%d", o->threads);
+    char **env = child_env(o->threads, thr_env, sizeof thr_env);
+    /* One process per group, as for the backends: per-group peak RSS. */
+    for (int g = 0; g < N_GROUPS; g++) {
+        fprintf(stderr, "clgrad-bench: torch: %s ...\n", groups[g]);
+        char *argv[] = {"python3", (char *)script, "--groups", (char *)groups[g], "--reps", reps,
+                        "--threads", thr, o->quick ? "--quick" : NULL, NULL};
+        char *out;
+        int rc = run_capture(argv, env ? env : environ, &out);
+        if (out) parse_lines(r, out);
+        free(out);
+        if (rc < 0) {
+            snprintf(r->error, sizeof r->error, "cannot run python3: %s", strerror(errno));
+            break;
+        }
+        if (r->error[0]) break;     /* "unavailable": torch is not installed */
+        if (rc != 0) {
+            snprintf(r->error, sizeof r->error, "bench_torch.py %s failed (exit %d)",
+                     groups[g], rc);
+            break;
+        }
+    }
+    free(env);
+    r->ok = r->n_stats > 0;
+}
+
+/* ---- machine peak ------------------------------------------------------- */
+
+typedef double (*fma_fn)(int64_t iters, float *sink);
+
+struct fma_thread {
+    fma_fn fn;
+    int64_t iters;
+    double flops;
+    float sink;
+    pthread_barrier_t *start;
+};
+
+static void *fma_thread_main(void *p)
+{
+    struct fma_thread *t = p;
+    pthread_barrier_wait(t->start);
+    t->flops = t->fn(t->iters, &t->sink);
+    return NULL;
+}
+
+/* GFLOP/s of nthreads threads running the loop together. */
+static double fma_peak(fma_fn fn, int nthreads, int64_t iters)
+{
+    struct fma_thread th[256];
+    pthread_t tid[256];
+    pthread_barrier_t start;
+    if (nthreads > 256) nthreads = 256;
+    pthread_barrier_init(&start, NULL, (unsigned)nthreads + 1);
+    for (int i = 0; i < nthreads; i++) {
+        th[i] = (struct fma_thread){.fn = fn, .iters = iters, .start = &start};
+        pthread_create(&tid[i], NULL, fma_thread_main, &th[i]);
+    }
+    double t0 = now_s();
+    pthread_barrier_wait(&start);
+    double flops = 0;
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(tid[i], NULL);
+        flops += th[i].flops;
+    }
+    double dt = now_s() - t0;
+    pthread_barrier_destroy(&start);
+    return flops / dt * 1e-9;
+}
+
+struct machine {
+    char cpu[256];
+    int cores;
+    const char *isa;
+    double peak1[MAX_REPS], peak_all[MAX_REPS];
+    double peak1_med, peak_all_med;
+};
+
+static void measure_machine(struct machine *m, const struct options *o)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    m->cores = n > 0 ? (int)n : 1;
+    struct cg_device_info dev[1];
+    int cnt = 0;
+    snprintf(m->cpu, sizeof m->cpu, "unknown cpu");
+    if (cg_backend_devices("cpu", dev, 1, &cnt) == CG_OK && cnt > 0)
+        snprintf(m->cpu, sizeof m->cpu, "%s", dev[0].name);
+    fma_fn fn = bench_fma_generic;
+    m->isa = "generic C (no -mfma -mavx2)";
+#ifdef BENCH_HAVE_AVX2_FMA
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        fn = bench_fma_avx2;
+        m->isa = "AVX2+FMA";
+    }
+#endif
+    /* Calibrate on one thread to ~0.1 s (quick) or ~0.3 s per run. */
+    int64_t iters = 1 << 20;
+    float sink;
+    for (;;) {
+        double t0 = now_s();
+        fn(iters, &sink);
+        double dt = now_s() - t0;
+        if (dt > 0.02) {
+            iters = (int64_t)((double)iters * (o->quick ? 0.1 : 0.3) / dt);
+            break;
+        }
+        iters *= 4;
+    }
+    for (int r = 0; r < o->reps; r++) {
+        m->peak1[r] = fma_peak(fn, 1, iters);
+        m->peak_all[r] = fma_peak(fn, m->cores, iters);
+    }
+    double mn, mx;
+    min_median_max(m->peak1, o->reps, &mn, &m->peak1_med, &mx);
+    min_median_max(m->peak_all, o->reps, &mn, &m->peak_all_med, &mx);
+}
+
+/* ---- output --------------------------------------------------------------- */
+
+/* A short, fixed-width rendering of a figure. */
+static const char *fmt_num(char *buf, size_t len, double v)
+{
+    double a = fabs(v);
+    if (a >= 1000) snprintf(buf, len, "%.0f", v);
+    else if (a >= 100) snprintf(buf, len, "%.1f", v);
+    else if (a >= 10) snprintf(buf, len, "%.2f", v);
+    else snprintf(buf, len, "%.3f", v);
+    return buf;
+}
+
+/* Higher is better for rates; lower for times and memory. */
+static bool higher_is_better(const char *unit) { return strchr(unit, '/') != NULL; }
+
+static const char *describe(const char *name, char *buf, size_t len)
+{
+    int n;
+    if (sscanf(name, "gemm_%d", &n) == 1) snprintf(buf, len, "GEMM N=%d", n);
+    else if (strcmp(name, "op_fwd") == 0) snprintf(buf, len, "small op (add, 1 elem) fwd");
+    else if (strcmp(name, "op_fwd_bwd") == 0) snprintf(buf, len, "small op fwd+bwd");
+    else if (strcmp(name, "ffn") == 0) snprintf(buf, len, "FFN 10-64-64-1 b32 Adam");
+    else if (strcmp(name, "mlp") == 0) snprintf(buf, len, "MLP 784-256-128-10 b64 Adam");
+    else if (strstr(name, "_peak_rss"))
+        snprintf(buf, len, "%.*s peak RSS", (int)(strstr(name, "_peak_rss") - name), name);
+    else if (strstr(name, "_pool_peak"))
+        snprintf(buf, len, "%.*s peak pool", (int)(strstr(name, "_pool_peak") - name), name);
+    else snprintf(buf, len, "%s", name);
+    return buf;
+}
+
+/* Every stat name in the order of first appearance across the sets. */
+static int union_names(struct result_set *const *sets, int n_sets, const char **names, int max,
+                       const char **units)
+{
+    int n = 0;
+    for (int s = 0; s < n_sets; s++)
+        for (int i = 0; i < sets[s]->n_stats; i++) {
+            const char *nm = sets[s]->stats[i].name;
+            bool seen = false;
+            for (int k = 0; k < n && !seen; k++) seen = strcmp(names[k], nm) == 0;
+            if (!seen && n < max) {
+                units[n] = sets[s]->stats[i].unit;
+                names[n++] = nm;
+            }
+        }
+    return n;
+}
+
+static void print_table(struct result_set *sets, int n_sets, const struct result_set *torch,
+                        const struct machine *m, const struct options *o)
+{
+    struct result_set *all[MAX_BACKENDS + 1];
+    for (int i = 0; i < n_sets; i++) all[i] = &sets[i];
+    const char *names[MAX_STATS * 2], *units[MAX_STATS * 2];
+    int n_names = union_names(all, n_sets, names, MAX_STATS * 2, units);
+
+    printf("\nFMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads\n", m->isa,
+           m->peak1_med, m->peak_all_med, m->cores);
+    for (int s = 0; s < n_sets; s++) {
+        const char *dev = find_info(&sets[s], "device");
+        printf("%-8s %s%s%s\n", sets[s].name, dev ? dev : "(no device)",
+               sets[s].error[0] ? "  -- " : "", sets[s].error);
+    }
+    if (torch) {
+        const char *v = find_info(torch, "version");
+        printf("%-8s %s%s%s\n", "torch", v ? v : "", torch->error[0] ? "not run: " : "",
+               torch->error);
+    }
+    printf("each cell: median [min - max] over %d rep%s; GEMM also as %% of the %d-thread "
+           "FMA peak%s\n\n", o->reps, o->reps == 1 ? "" : "s", m->cores,
+           torch && torch->ok ? "; xN = clgrad / torch (>1: clgrad faster or smaller)" : "");
+
+    printf("%-30s %-10s", "measure", "unit");
+    for (int s = 0; s < n_sets; s++) printf(" | %-30s", sets[s].name);
+    if (torch && torch->ok) printf(" | %-12s", "torch");
+    printf("\n");
+    for (int k = 0; k < n_names; k++) {
+        char desc[96];
+        printf("%-30s %-10s", describe(names[k], desc, sizeof desc), units[k]);
+        int gemm_n = 0;
+        bool is_gemm = sscanf(names[k], "gemm_%d", &gemm_n) == 1;
+        const struct stat_rec *ts = torch && torch->ok ? find_stat(torch, names[k]) : NULL;
+        double tmed = 0, mn, mx;
+        if (ts) min_median_max(ts->v, ts->n, &mn, &tmed, &mx);
+        for (int s = 0; s < n_sets; s++) {
+            const struct stat_rec *st = find_stat(&sets[s], names[k]);
+            char cell[128] = "-", a[32], b[32], c[32];
+            if (st) {
+                double med;
+                min_median_max(st->v, st->n, &mn, &med, &mx);
+                int l;
+                if (st->n > 1)
+                    l = snprintf(cell, sizeof cell, "%s [%s - %s]", fmt_num(a, 32, med),
+                                 fmt_num(b, 32, mn), fmt_num(c, 32, mx));
+                else
+                    l = snprintf(cell, sizeof cell, "%s", fmt_num(a, 32, med));
+                if (is_gemm && m->peak_all_med > 0)
+                    l += snprintf(cell + l, sizeof cell - (size_t)l, " %.0f%%",
+                                  100.0 * med / m->peak_all_med);
+                if (ts && tmed > 0 && med > 0)
+                    snprintf(cell + l, sizeof cell - (size_t)l, " x%.2f",
+                             higher_is_better(st->unit) ? med / tmed : tmed / med);
+            }
+            printf(" | %-30s", cell);
+        }
+        if (torch && torch->ok) {
+            char a[32];
+            printf(" | %-12s", ts ? fmt_num(a, sizeof a, tmed) : "-");
+        }
+        printf("\n");
+    }
+    /* Start-up costs: first GEMM call (kernel compilation) and the time from
+     * process start to the end of the first training step. */
+    printf("\nfirst calls (s):");
+    for (int s = 0; s < n_sets; s++) {
+        const char *g = find_info(&sets[s], "gemm_1024_first_call_s");
+        const char *f = find_info(&sets[s], "mlp_first_step_s");
+        printf("  %s: GEMM N=1024 %s, MLP first step %s;", sets[s].name, g ? g : "-",
+               f ? f : "-");
+    }
+    printf("\n");
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v)) fprintf(f, "%.6g", v);
+    else fprintf(f, "null");
+}
+
+static void json_set(FILE *f, const struct result_set *r, const struct machine *m)
+{
+    fprintf(f, "{\"ok\": %s, \"error\": ", r->ok ? "true" : "false");
+    json_str(f, r->error);
+    fprintf(f, ", \"info\": {");
+    for (int i = 0; i < r->n_infos; i++) {
+        fprintf(f, "%s", i ? ", " : "");
+        json_str(f, r->infos[i].key);
+        fprintf(f, ": ");
+        json_str(f, r->infos[i].value);
+    }
+    fprintf(f, "}, \"results\": {");
+    for (int i = 0; i < r->n_stats; i++) {
+        const struct stat_rec *s = &r->stats[i];
+        double mn, med, mx;
+        min_median_max(s->v, s->n, &mn, &med, &mx);
+        fprintf(f, "%s\n      ", i ? "," : "");
+        json_str(f, s->name);
+        fprintf(f, ": {\"unit\": ");
+        json_str(f, s->unit);
+        fprintf(f, ", \"min\": ");
+        json_num(f, mn);
+        fprintf(f, ", \"median\": ");
+        json_num(f, med);
+        fprintf(f, ", \"max\": ");
+        json_num(f, mx);
+        fprintf(f, ", \"values\": [");
+        for (int k = 0; k < s->n; k++) {
+            fprintf(f, "%s", k ? ", " : "");
+            json_num(f, s->v[k]);
+        }
+        fprintf(f, "]");
+        int n;
+        if (m && sscanf(s->name, "gemm_%d", &n) == 1 && m->peak_all_med > 0) {
+            fprintf(f, ", \"fraction_of_peak_1_thread\": ");
+            json_num(f, med / m->peak1_med);
+            fprintf(f, ", \"fraction_of_peak_all_threads\": ");
+            json_num(f, med / m->peak_all_med);
+        }
+        fprintf(f, "}");
+    }
+    fprintf(f, "}}");
+}
+
+static int write_json(const char *path, struct result_set *sets, int n_sets,
+                      const struct result_set *torch, const struct machine *m,
+                      const struct options *o, const char *date)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "clgrad-bench: cannot write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    fprintf(f, "{\n  \"tool\": \"clgrad-bench\",\n  \"version\": ");
+    json_str(f, BENCH_VERSION);
+    fprintf(f, ",\n  \"date\": ");
+    json_str(f, date);
+    fprintf(f, ",\n  \"quick\": %s,\n  \"reps\": %d,\n  \"threads\": %d,\n",
+            o->quick ? "true" : "false", o->reps, o->threads);
+    fprintf(f, "  \"data\": \"synthetic, same shapes as the datasets\",\n");
+    fprintf(f, "  \"machine\": {\"cpu\": ");
+    json_str(f, m->cpu);
+    fprintf(f, ", \"cores\": %d, \"fma_isa\": ", m->cores);
+    json_str(f, m->isa);
+    fprintf(f, ", \"fma_peak_gflops_1_thread\": ");
+    json_num(f, m->peak1_med);
+    fprintf(f, ", \"fma_peak_gflops_all_threads\": ");
+    json_num(f, m->peak_all_med);
+    fprintf(f, ", \"fma_peak_values_1_thread\": [");
+    for (int r = 0; r < o->reps; r++) {
+        fprintf(f, "%s", r ? ", " : "");
+        json_num(f, m->peak1[r]);
+    }
+    fprintf(f, "], \"fma_peak_values_all_threads\": [");
+    for (int r = 0; r < o->reps; r++) {
+        fprintf(f, "%s", r ? ", " : "");
+        json_num(f, m->peak_all[r]);
+    }
+    fprintf(f, "]},\n  \"backends\": {");
+    for (int s = 0; s < n_sets; s++) {
+        fprintf(f, "%s\n    ", s ? "," : "");
+        json_str(f, sets[s].name);
+        fprintf(f, ": ");
+        json_set(f, &sets[s], m);
+    }
+    fprintf(f, "\n  },\n  \"torch\": ");
+    if (torch) json_set(f, torch, m);
+    else fprintf(f, "null");
+    fprintf(f, "\n}\n");
+    bool bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        fprintf(stderr, "clgrad-bench: error writing %s\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+/* The backends to measure: the list given, else every loadable one. */
+static int pick_backends(const struct options *o, struct result_set *sets)
+{
+    int n = 0;
+    if (o->backends[0]) {
+        char list[256];
+        snprintf(list, sizeof list, "%s", o->backends);
+        for (char *tok = strtok(list, ","); tok && n < MAX_BACKENDS; tok = strtok(NULL, ","))
+            if (*tok) snprintf(sets[n++].name, sizeof sets[0].name, "%s", tok);
+        return n;
+    }
+    struct cg_backend_entry_info info[CG_MAX_BACKENDS];
+    int count = 0;
+    if (cg_backends_list(info, CG_MAX_BACKENDS, &count) != CG_OK) count = 0;
+    for (int i = 0; i < count && i < CG_MAX_BACKENDS && n < MAX_BACKENDS; i++) {
+        if (!info[i].loaded) continue;
+        int ndev = 0;
+        if (cg_backend_devices(info[i].name, NULL, 0, &ndev) != CG_OK || ndev == 0) {
+            fprintf(stderr, "clgrad-bench: skipping %s: no device\n", info[i].name);
+            continue;
+        }
+        snprintf(sets[n++].name, sizeof sets[0].name, "%s", info[i].name);
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.reps = 0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_val = i + 1 < argc;
+        if (strcmp(a, "--child") == 0) {
+            /* --child BACKEND GROUP [--reps N] [--quick] */
+            if (i + 2 >= argc) return 2;
+            const char *be = argv[i + 1], *group = argv[i + 2];
+            int reps = 3;
+            bool quick = false;
+            for (int k = i + 3; k < argc; k++) {
+                if (strcmp(argv[k], "--quick") == 0) quick = true;
+                else if (strcmp(argv[k], "--reps") == 0 && k + 1 < argc &&
+                         parse_int(argv[k + 1], 1, MAX_REPS, &reps)) k++;
+            }
+            return child_main(be, group, quick, reps);
+        } else if (strcmp(a, "--backends") == 0 && has_val) {
+            snprintf(o.backends, sizeof o.backends, "%s", argv[++i]);
+        } else if (strcmp(a, "--quick") == 0) {
+            o.quick = true;
+        } else if (strcmp(a, "--reps") == 0 && has_val) {
+            if (!parse_int(argv[++i], 1, MAX_REPS, &o.reps)) {
+                fprintf(stderr, "clgrad-bench: --reps wants an integer in [1, %d], not '%s'\n",
+                        MAX_REPS, argv[i]);
+                return 2;
+            }
+        } else if (strcmp(a, "--threads") == 0 && has_val) {
+            if (!parse_int(argv[++i], 1, 1024, &o.threads)) {
+                fprintf(stderr, "clgrad-bench: --threads wants an integer >= 1, not '%s'\n",
+                        argv[i]);
+                return 2;
+            }
+        } else if (strcmp(a, "--json") == 0 && has_val) {
+            o.json = argv[++i];
+        } else if (strcmp(a, "--compare-torch") == 0) {
+            o.compare_torch = true;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "clgrad-bench: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (o.reps == 0) o.reps = o.quick ? 3 : 5;
+
+    char date[64];
+    time_t t = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S %z", localtime(&t));
+
+    static struct result_set sets[MAX_BACKENDS];
+    int n_sets = pick_backends(&o, sets);
+    if (n_sets == 0) {
+        fprintf(stderr, "clgrad-bench: no backend to measure\n");
+        return 1;
+    }
+    printf("clgrad-bench %s  %s  %s, %d reps\n", BENCH_VERSION, date,
+           o.quick ? "quick" : "full", o.reps);
+    if (o.threads)
+        printf("threads: OPENBLAS_NUM_THREADS=%d for the cpu backend (and torch)\n", o.threads);
+    fflush(stdout);
+
+    static struct machine m;
+    fprintf(stderr, "clgrad-bench: FMA peak ...\n");
+    measure_machine(&m, &o);
+
+    const char *exe = self_exe(argv[0]);
+    for (int s = 0; s < n_sets; s++) run_backend(&sets[s], exe, &o);
+
+    static struct result_set torch;
+    if (o.compare_torch) run_torch(&torch, &o);
+    else snprintf(torch.error, sizeof torch.error, "not requested (--compare-torch)");
+    if (o.compare_torch && !torch.ok)
+        fprintf(stderr, "clgrad-bench: PyTorch comparison skipped: %s\n", torch.error);
+
+    print_table(sets, n_sets, o.compare_torch ? &torch : NULL, &m, &o);
+    int rc = 0;
+    if (o.json)
+        rc = write_json(o.json, sets, n_sets, o.compare_torch ? &torch : NULL, &m, &o, date);
+    return rc;
+}
