@@ -1078,7 +1078,7 @@ static int pick_backends(const struct options *o, struct result_set *sets)
             fprintf(stderr, "clgrad-bench: skipping %s: no device\n", info[i].name);
             continue;
         }
-        snprintf(sets[n++].name, sizeof sets[0].name, "%s", info[i].name);
+        snprintf(sets[n++].name, sizeof sets[0].name, "%.63s", info[i].name);
     }
     return n;
 }

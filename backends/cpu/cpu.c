@@ -161,9 +161,26 @@ static cg_status cpu_open(int device, void **ctx, char *err, size_t err_len)
     return CG_OK;
 }
 
+/* Frees every idle pooled buffer. */
+static void pool_drain(struct cg_cpu_ctx *c)
+{
+    for (int k = 0; k < CG_CPU_POOL_CLASSES; k++) {
+        while (c->pool[k]) {
+            struct cg_buffer *b = c->pool[k];
+            c->pool[k] = b->next;
+            c->stats.bytes_reserved -= b->cap;
+            free(b->data);
+            free(b);
+        }
+    }
+    c->pool_idle_bytes = 0;
+}
+
 static void cpu_close(void *ctx)
 {
-    free(ctx);
+    struct cg_cpu_ctx *c = ctx;
+    if (c) pool_drain(c);
+    free(c);
 }
 
 static const char *cpu_last_error(void *ctx)
@@ -173,24 +190,59 @@ static const char *cpu_last_error(void *ctx)
 
 /* ---- memory ---- */
 
+/* The pool's size class of a request and the capacity it gets: 64 bytes,
+ * then four classes per power of two (2^e + j 2^(e-2), j = 1..4), up to
+ * CG_CPU_POOL_MAX_BYTES; -1 (capacity = bytes rounded to CG_CPU_ALIGN)
+ * above that. */
+static int size_class(size_t bytes, size_t *cap)
+{
+    if (bytes <= 64) {
+        *cap = 64;
+        return 0;
+    }
+    if (bytes > CG_CPU_POOL_MAX_BYTES) {
+        *cap = (bytes + CG_CPU_ALIGN - 1) / CG_CPU_ALIGN * CG_CPU_ALIGN;
+        return -1;
+    }
+    int e = 6;                                /* 2^e < bytes <= 2^(e+1) */
+    while (((size_t)2 << e) < bytes) e++;
+    size_t step = (size_t)1 << (e - 2);
+    size_t j = (bytes - ((size_t)1 << e) + step - 1) / step;    /* 1..4 */
+    size_t c = ((size_t)1 << e) + j * step;
+    /* aligned_alloc wants a multiple of the alignment. */
+    *cap = (c + CG_CPU_ALIGN - 1) / CG_CPU_ALIGN * CG_CPU_ALIGN;
+    return 1 + (e - 6) * 4 + (int)(j - 1);
+}
+
+_Static_assert(1 + (23 - 6) * 4 + 3 < CG_CPU_POOL_CLASSES,
+               "CG_CPU_POOL_CLASSES must cover classes up to CG_CPU_POOL_MAX_BYTES (2^24)");
+
 static cg_status cpu_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
 {
     struct cg_cpu_ctx *c = ctx;
     *out = NULL;
-    struct cg_buffer *b = calloc(1, sizeof *b);
-    if (!b) return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "alloc: buffer header");
-    if (bytes > 0) {
-        /* aligned_alloc wants a size that is a multiple of the alignment. */
-        size_t rounded = (bytes + CG_CPU_ALIGN - 1) / CG_CPU_ALIGN * CG_CPU_ALIGN;
-        if (rounded < bytes || !(b->data = aligned_alloc(CG_CPU_ALIGN, rounded))) {
+    size_t cap;
+    int cls = bytes > 0 ? size_class(bytes, &cap) : -1;
+    struct cg_buffer *b = NULL;
+    if (cls >= 0 && c->pool[cls]) {
+        b = c->pool[cls];                     /* a pool hit: no malloc */
+        c->pool[cls] = b->next;
+        c->pool_idle_bytes -= b->cap;
+    } else {
+        b = calloc(1, sizeof *b);
+        if (!b) return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "alloc: buffer header");
+        b->cls = cls;
+        b->cap = bytes > 0 ? cap : 0;
+        if (bytes > 0 && (cap < bytes || !(b->data = aligned_alloc(CG_CPU_ALIGN, cap)))) {
             free(b);
             return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "alloc: %zu bytes", bytes);
         }
+        c->stats.device_allocs++;
+        c->stats.bytes_reserved += b->cap;
     }
     b->bytes = bytes;
-    c->stats.device_allocs++;
+    b->next = NULL;
     c->stats.bytes_in_use += bytes;
-    c->stats.bytes_reserved += bytes;   /* no pool: reserved == in use */
     if (c->stats.bytes_in_use > c->stats.bytes_peak)
         c->stats.bytes_peak = c->stats.bytes_in_use;
     *out = b;
@@ -202,7 +254,13 @@ static void cpu_release(void *ctx, struct cg_buffer *buf)
     struct cg_cpu_ctx *c = ctx;
     if (!buf) return;
     c->stats.bytes_in_use -= buf->bytes;
-    c->stats.bytes_reserved -= buf->bytes;
+    if (buf->cls >= 0 && c->pool_idle_bytes + buf->cap <= CG_CPU_POOL_MAX_IDLE) {
+        buf->next = c->pool[buf->cls];
+        c->pool[buf->cls] = buf;
+        c->pool_idle_bytes += buf->cap;
+        return;
+    }
+    c->stats.bytes_reserved -= buf->cap;
     free(buf->data);
     free(buf);
 }

@@ -29,19 +29,54 @@
 
 #include "clgrad/backend.h"
 
+/* The few hot loops (elementwise rows, optimizer updates) are written as
+ * plain loops and marked CG_CPU_KERNEL: with GCC they are vectorised even in
+ * -O2 builds (whose "very cheap" cost model skips loops of unknown length)
+ * and, on x86-64 with ifunc support, cloned for AVX2 with a run-time pick
+ * (GCC's target_clones); the library is built with -fno-math-errno so
+ * that sqrtf vectorises (it changes no result, only drops errno).
+ * Elsewhere the mark is empty and the loops stay plain C. The elementwise rows do in float only what rounds exactly
+ * as the double reference (+, -, *, /, sqrt, comparisons) and keep the
+ * double formula for the rest, so their results do not change; Adam runs in
+ * float as PyTorch's does (cpu_optim.c says why). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    __GNUC__ >= 8
+#define CG_CPU_KERNEL                                                                    \
+    __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic"),               \
+                   target_clones("avx2", "default")))
+#elif defined(__GNUC__) && !defined(__clang__)
+#define CG_CPU_KERNEL __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#else
+#define CG_CPU_KERNEL
+#endif
+
 #define CG_CPU_ALIGN 64
 #define CG_CPU_ERR_LEN 1024
 
 /* A block of host memory standing in for device memory. */
 struct cg_buffer {
     float *data;            /* CG_CPU_ALIGN-aligned; NULL when bytes == 0 */
-    size_t bytes;
+    size_t bytes;           /* as requested: what the bounds checks use   */
+    size_t cap;             /* allocated (the size class), >= bytes       */
+    int cls;                /* pool size class, or -1: not pooled         */
+    struct cg_buffer *next; /* free-list link while pooled                */
 };
+
+/* The buffer pool (cpu.c): freed buffers up to CG_CPU_POOL_MAX_BYTES wait
+ * in per-size-class free lists for the next alloc of their class, so a
+ * training loop that makes the same tensors every step stops calling
+ * malloc after its first step (the first steps fill the pool). Classes
+ * are 4 per power of two, so a buffer wastes at most a quarter of itself. */
+#define CG_CPU_POOL_CLASSES 80
+#define CG_CPU_POOL_MAX_BYTES ((size_t)16 << 20)    /* larger: malloc/free  */
+#define CG_CPU_POOL_MAX_IDLE ((size_t)512 << 20)    /* cap on idle bytes    */
 
 /* One opened instance (the backend's void *ctx). */
 struct cg_cpu_ctx {
     char err[CG_CPU_ERR_LEN];
     struct cg_backend_stats stats;
+    struct cg_buffer *pool[CG_CPU_POOL_CLASSES];
+    size_t pool_idle_bytes;
 };
 
 /* Records "cpu <fmt...>" as the last error and returns status. */

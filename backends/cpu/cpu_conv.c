@@ -119,8 +119,11 @@ cg_status cg__cpu_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_pt
                         const float *in = src + (y * d->sh - d->ph + i * d->dh) * d->w;
                         int64_t x = 0;
                         for (; x < x0; x++) out[x] = 0.0f;
-                        for (; x < x1; x++) out[x] = in[x * d->sw + xoff];
-                        for (; x < d->ow; x++) out[x] = 0.0f;
+                        if (d->sw == 1)   /* the common case: a contiguous run */
+                            memcpy(out + x0, in + x0 + xoff, sizeof(float) * (size_t)(x1 - x0));
+                        else
+                            for (x = x0; x < x1; x++) out[x] = in[x * d->sw + xoff];
+                        for (x = x1; x < d->ow; x++) out[x] = 0.0f;
                     }
                 }
         }

@@ -4,12 +4,45 @@
  * op(A) is (m, k), op(B) is (k, n), C is (m, n) with row pitch ldc.
  * Every size and pitch is checked here, so cblas never reaches xerbla (which
  * prints and would leave C untouched).
+ *
+ * Threads. OpenBLAS splits a GEMM over its thread pool (every core, or
+ * OPENBLAS_NUM_THREADS when set before the process starts). Waking the pool
+ * and splitting the work costs tens of microseconds, and far more when the
+ * other cores are busy (the pool spins: on a loaded 2-core machine two
+ * threads lost to one at every MLP-sized GEMM we measured), while a GEMM of
+ * fewer than CG_CPU_GEMM_MT_MIN multiply-adds takes only ~0.1-0.2 ms on one
+ * core. So small GEMMs — most of a small model's training step — run on one
+ * thread, and larger ones on the pool's full size, read once per process.
+ * openblas_set_num_threads only stores a number (~10 ns) and is called only
+ * when the count changes. It is process-wide, like OpenBLAS's pool itself.
  */
 #include <limits.h>
+#include <pthread.h>
 
 #include <cblas.h>
 
 #include "cpu.h"
+
+/* 2^23 multiply-adds: ~0.1-0.2 ms on one core at 40-80 GFLOP/s. */
+#define CG_CPU_GEMM_MT_MIN ((int64_t)1 << 23)
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static int blas_max_threads = 1;
+
+static void blas_threads_init(void)
+{
+    int n = openblas_get_num_threads();
+    blas_max_threads = n > 0 ? n : 1;
+}
+
+/* The thread count for one (m, n, k) product. */
+static void blas_threads_for(int64_t m, int64_t n, int64_t k)
+{
+    pthread_once(&blas_once, blas_threads_init);
+    if (blas_max_threads == 1) return;
+    int want = m * n * k < CG_CPU_GEMM_MT_MIN ? 1 : blas_max_threads;
+    if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
+}
 
 /* Elements spanned by a rows x cols matrix stored with row pitch ld. */
 static int64_t matrix_extent(int64_t rows, int64_t cols, int64_t ld)
@@ -70,6 +103,7 @@ cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
     if (s != CG_OK) return s;
     cc->stats.launches++;
 
+    if (d->k > 0) blas_threads_for(d->m, d->n, d->k);
     for (int64_t i = 0; i < d->batch; i++) {
         float *cm = cg__cpu_at(c) + i * d->stride_c;
         if (d->k == 0) {

@@ -306,8 +306,11 @@ struct cg_backend_i {
      * in (n, c, h, w) -> out (n, c, oh, ow). MAX ignores padding (as
      * torch.nn.MaxPool2d) and writes into argmax (same shape as out) the
      * index h_in * w + w_in of the first maximum within its input plane,
-     * as a float; AVG divides by kh * kw, padding included (torch.nn.AvgPool2d
-     * with count_include_pad=True); argmax is unused for AVG. */
+     * as a float (a NaN counts as the maximum; a window lying wholly in the
+     * padding, possible with dilation, gives -inf and index -1, which the
+     * backward skips); AVG divides by kh * kw, padding included
+     * (torch.nn.AvgPool2d with count_include_pad=True); argmax is unused for
+     * AVG and may then have a NULL buf. */
     cg_status (*pool2d)(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
                         struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
     /* Its adjoint, accumulating into gin (n, c, h, w) from gout (n, c, oh, ow). */

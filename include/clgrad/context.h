@@ -90,7 +90,7 @@ CG_API bool cg_is_grad_enabled(const cg_ctx *ctx);
 #define CG_MAX_BACKENDS 16
 struct cg_backend_entry_info {
     char name[64];
-    char path[1024];        /* "(built in)" for cpu                      */
+    char path[1024];        /* "built in" for cpu                        */
     bool loaded;            /* false: error says why                     */
     char error[1024];
 };

@@ -240,7 +240,8 @@ CG_API cg_module *cg_positional_embedding(cg_ctx *ctx, int64_t max_len, int64_t 
  * G = 1 (RNN), 4 (LSTM: gates i, f, g, o), 3 (GRU: r, z, n), every one
  * ~ U(-1/sqrt(H), 1/sqrt(H)) in that order, layer by layer (PyTorch's
  * RNNBase.reset_parameters). The equations are those of the torch.nn.RNN,
- * LSTM and GRU docs (quoted in src/nn/rnn.c). */
+ * LSTM and GRU docs (quoted in src/nn/rnn.c). PyTorch's inter-layer dropout
+ * and proj_size are not provided (as with their defaults, 0). */
 enum cg_rnn_mode {
     CG_RNN_TANH,
     CG_RNN_LSTM,

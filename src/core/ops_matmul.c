@@ -137,6 +137,17 @@ static cg_status matmul_backward(struct cg_node *nd, cg_tensor *y, cg_tensor *g)
     if (cg__input_needs_grad(nd, 0)) /* dA = g · B^T, batch dims summed by accumulate */
         st = cg__accumulate_grad(a, cg_matmul(g, mT(b)));
     if (st != CG_OK || !cg__input_needs_grad(nd, 1)) return st;
+    if (b->ndim == 2 && b->strides[0] == 1 && b->shape[0] > 1 && b->shape[1] > 1) {
+        /* b is stored column-major: Linear's W^T, a transposed view of a
+         * contiguous (N, K) weight. Compute dB^T = g^T · A, contiguous in
+         * the weight's own layout, and hand back its transposed view: the
+         * gradient then reaches W as a plain contiguous copy instead of a
+         * strided transpose (the same GEMM either way). */
+        int64_t k = a->shape[a->ndim - 1], n = b->shape[1];
+        cg_tensor *a2 = a->ndim > 2 ? cg_reshape(a, CG_SHAPE(-1, k)) : a;
+        cg_tensor *g2 = g->ndim > 2 ? cg_reshape(g, CG_SHAPE(-1, n)) : g;
+        return cg__accumulate_grad(b, mT(cg_matmul(mT(g2), a2))); /* NULL-safe chain */
+    }
     if (b->ndim == 2 && a->ndim > 2) {
         /* dB = sum over the batch of A^T g = A2^T · g2 with the batch folded
          * into the rows: one GEMM, no (B, K, N) temporary. */

@@ -183,7 +183,7 @@ static void scan_dir(const char *dir, int depth)
 static void registry_init(void)
 {
     pthread_mutex_lock(&reg_lock);
-    struct reg_entry *cpu = add_entry("cpu", "(built in)");
+    struct reg_entry *cpu = add_entry("cpu", "built in");
     cpu->be = cg__cpu_backend();
     cpu->info.loaded = true;
 

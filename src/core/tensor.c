@@ -325,7 +325,12 @@ static void note_range(struct cg_storage *st, const float *src, int64_t n)
         float v = src[i];
         if (v < lo) lo = v;
         if (v > hi) hi = v;
-        integral &= v == floorf(v); /* false for NaN and +-inf too */
+        /* v == floorf(v) without a libm call per element (every upload
+         * passes here): below 2^23, adding and subtracting 2^23 rounds |v|
+         * to an integer; from 2^23 up (infinity too) every float is one,
+         * as floorf says. NaN fails both tests. */
+        float av = fabsf(v);
+        integral &= av >= 0x1p23f || (av + 0x1p23f) - 0x1p23f == av;
     }
     st->host_min = lo;
     st->host_max = hi;

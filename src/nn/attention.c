@@ -13,8 +13,9 @@
  * negative number above the diagonal (PyTorch's is_causal uses -inf; -1e30
  * gives exactly the same probabilities, exp(-1e30 - max) being 0 in float32,
  * without inf arithmetic on devices built with finite-math options).
- * Everything is batched matmuls, a softmax and views, so the backward is
- * autograd's, on the device.
+ * Dropout is cg_dropout (src/nn/dropout.c: host-RNG masks, the same on
+ * every backend for one seed). Everything is batched matmuls, a softmax and
+ * views, so the backward is autograd's, on the device.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -24,26 +25,6 @@
 #include "core/internal.h"
 
 #define MASK_NEG (-1e30f)
-
-/* torch.nn.Dropout in training mode: x * m / (1 - p), m ~ Bernoulli(1 - p)
- * drawn in row-major order from the context's host RNG (so every backend
- * drops the same elements); x itself when p == 0 or not training. */
-static cg_tensor *dropout(cg_tensor *x, float p, bool training)
-{
-    if (!x || !training || p <= 0.0f) return x;
-    cg_ctx *ctx = cg_tensor_ctx(x);
-    int64_t n = cg_tensor_numel(x);
-    float *h = malloc((size_t)(n > 0 ? n : 1) * sizeof *h);
-    if (!h) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "dropout: out of host memory");
-        return NULL;
-    }
-    float keep = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < n; i++) h[i] = cg_rand_uniform(ctx) < (double)p ? 0.0f : keep;
-    cg_tensor *mask = cg_tensor_from_host(ctx, cg_tensor_ndim(x), cg_tensor_shape(x), h);
-    free(h);
-    return cg_mul(x, mask);
-}
 
 /* ---- multi-head attention ------------------------------------------------ */
 
@@ -114,7 +95,7 @@ cg_tensor *cg_self_attention(cg_module *m, cg_tensor *x, bool causal)
     q = cg_mul_scalar(q, (float)(1.0 / sqrt((double)d)));
     cg_tensor *s = cg_matmul(q, cg_transpose(k, -2, -1));              /* (B, h, T, T) */
     if (causal) s = cg_add(s, causal_mask(ctx, a, T));
-    cg_tensor *w = dropout(cg_softmax(s, -1), a->dropout, cg_module_is_training(m));
+    cg_tensor *w = cg_dropout(cg_softmax(s, -1), a->dropout, cg_module_is_training(m));
     cg_tensor *o = cg_matmul(w, v);                                    /* (B, h, T, d) */
     o = cg_reshape(cg_permute(o, CG_SHAPE(0, 2, 1, 3)), CG_SHAPE(B, T, E));
     return cg_module_forward(a->out_proj, o);
@@ -199,10 +180,10 @@ static cg_tensor *block_forward(cg_module *m, cg_tensor *x)
     struct block *b = cg_module_priv(m);
     bool tr = cg_module_is_training(m);
     cg_tensor *a = cg_self_attention(b->attn, cg_module_forward(b->norm1, x), b->causal);
-    x = cg_add(x, dropout(a, b->dropout, tr));
+    x = cg_add(x, cg_dropout(a, b->dropout, tr));
     cg_tensor *f = cg_gelu(cg_module_forward(b->linear1, cg_module_forward(b->norm2, x)));
-    f = cg_module_forward(b->linear2, dropout(f, b->dropout, tr));
-    return cg_add(x, dropout(f, b->dropout, tr));
+    f = cg_module_forward(b->linear2, cg_dropout(f, b->dropout, tr));
+    return cg_add(x, cg_dropout(f, b->dropout, tr));
 }
 
 static void block_free_priv(cg_module *m) { free(cg_module_priv(m)); }

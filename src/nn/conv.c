@@ -9,19 +9,23 @@
  * im2col's row index is (ci * KH + i) * KW + j, so group g's rows of col
  * are the contiguous block [g K, (g + 1) K) and W[g] is rows [g Og,
  * (g + 1) Og) of W seen as (O, K): one GEMM per group, batched over n with
- * W shared (batch stride 0). The bias is broadcast into y first and the
- * GEMM adds onto it (beta = 1).
+ * W shared (batch stride 0). The bias is broadcast into y first, as the
+ * rank-1 product b · 1^T (1 a vector of L ones), and the GEMM adds onto it
+ * (beta = 1).
  *
  * Backward, with gy = dL/dy (N, O, L):
- *     db       = sum over n and L of gy                      (two reduces)
+ *     db       = sum over n and L of gy = 1_N^T · (gy · 1_L)  (two GEMMs)
  *     dW[g]    = sum_n gy[n, g] · col[n, g]^T                (batched GEMM
- *                into (N, O, K), then a reduce over n)
+ *                into (N, O, K), then summed over n as 1_N^T · (N, O K))
  *     dcol[n, g] = W[g]^T · gy[n, g],  dx = col2im(dcol)     (the adjoint
  *                of im2col, which sums overlapping windows)
  * (the standard im2col formulation: Chellapilla et al. 2006, "High
  * Performance Convolutional Neural Networks for Document Processing";
- * Caffe's conv layer). col is saved from the forward for dW. A 1x1 kernel
- * with stride 1 and no padding needs no im2col: col is x itself.
+ * Caffe's conv layer, whose bias terms are also GEMMs against a vector of
+ * ones, "bias_multiplier_"). Sums as GEMMs run at BLAS speed on every
+ * backend, where a strided reduction over n would not. col is saved from
+ * the forward for dW. A 1x1 kernel with stride 1 and no padding needs no
+ * im2col: col is x itself.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -76,20 +80,54 @@ static struct cg_ptr ptr_at(const cg_tensor *t, int64_t off)
     return p;
 }
 
+/* A vector of n ones (an unowned reference), for sums and broadcasts as
+ * GEMMs. */
+static cg_tensor *ones_ref(cg_ctx *ctx, int64_t n)
+{
+    cg_tensor *t = cg__tensor_new_unowned(ctx, CG_SHAPE(n));
+    if (t && cg_tensor_fill(t, 1.0f) != CG_OK) {
+        cg__tensor_unref(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* out (cols) = sum over rows of in (rows, cols), as 1^T · in (a GEMM with
+ * m = 1, which BLAS runs as a vectorised GEMV). */
+static cg_status sum_rows(cg_ctx *ctx, const char *what, cg_tensor *out, cg_tensor *in,
+                          int64_t rows, int64_t cols)
+{
+    cg_tensor *ones = ones_ref(ctx, rows);
+    if (!ones) return ctx->status;
+    struct cg_gemm_desc d = {.m = 1, .n = cols, .k = rows, .alpha = 1.0f, .beta = 0.0f,
+                             .lda = rows, .ldb = cols, .ldc = cols, .batch = 1};
+    cg_status st = gemm(ctx, what, &d, cg__ptr(ones), cg__ptr(in), cg__ptr(out));
+    cg__tensor_unref(ones);
+    return st;
+}
+
 /* ---- backward ---------------------------------------------------------- */
 
-/* db (O) = sum over n and l of gy (N, O, L): over l, then over n. */
+/* db (O) = sum over n and l of gy (N, O, L): per (n, o) over l as
+ * gy (N O, L) · 1_L, then over n. */
 static cg_status conv_grad_bias(const struct conv_geom *g, cg_tensor *b, cg_tensor *gy)
 {
+    cg_ctx *ctx = cg__ctx_of(gy);
     int64_t n = g->d.n, o = g->out_c;
-    cg_tensor *per_n = cg__reduce_ref("cg_conv2d backward (bias)", CG_REDUCE_SUM, gy, n * o,
-                                      g->l, 1, 1.0f, CG_SHAPE(n, o));
-    if (!per_n) return cg__ctx_of(gy)->status;
-    cg_tensor *db = cg__reduce_ref("cg_conv2d backward (bias)", CG_REDUCE_SUM, per_n, 1, n, o,
-                                   1.0f, CG_SHAPE(o));
+    cg_tensor *ones = ones_ref(ctx, g->l);
+    cg_tensor *per_n = ones ? cg__tensor_new_unowned(ctx, CG_SHAPE(n, o)) : NULL;
+    cg_tensor *db = per_n ? cg__tensor_new_unowned(ctx, CG_SHAPE(o)) : NULL;
+    cg_status st = db ? CG_OK : ctx->status;
+    if (st == CG_OK) {
+        struct cg_gemm_desc d = {.m = n * o, .n = 1, .k = g->l, .alpha = 1.0f, .beta = 0.0f,
+                                 .lda = g->l, .ldb = 1, .ldc = 1, .batch = 1};
+        st = gemm(ctx, "cg_conv2d backward (bias)", &d, cg__ptr(gy), cg__ptr(ones),
+                  cg__ptr(per_n));
+    }
+    if (st == CG_OK) st = sum_rows(ctx, "cg_conv2d backward (bias)", db, per_n, n, o);
+    if (st == CG_OK) st = cg__accumulate_grad(b, db);
+    cg__tensor_unref(ones);
     cg__tensor_unref(per_n);
-    if (!db) return cg__ctx_of(gy)->status;
-    cg_status st = cg__accumulate_grad(b, db);
     cg__tensor_unref(db);
     return st;
 }
@@ -102,7 +140,8 @@ static cg_status conv_grad_weight(const struct conv_geom *g, cg_tensor *w, cg_te
     int64_t n = g->d.n, o = g->out_c, ck = g->d.c * g->d.kh * g->d.kw;
     /* Per-sample products, summed after: GEMM's batch entries never share
      * an output (a parallel device would race on one). */
-    cg_tensor *per_n = cg__tensor_new_unowned(ctx, CG_SHAPE(n, o, g->k));
+    cg_tensor *per_n = n == 1 ? cg__tensor_new_unowned(ctx, w->ndim, w->shape)
+                              : cg__tensor_new_unowned(ctx, CG_SHAPE(n, o, g->k));
     if (!per_n) return ctx->status;
     cg_status st = CG_OK;
     for (int64_t gi = 0; gi < g->groups && st == CG_OK; gi++) {
@@ -115,10 +154,13 @@ static cg_status conv_grad_weight(const struct conv_geom *g, cg_tensor *w, cg_te
                   ptr_at(col, gi * g->k * g->l), ptr_at(per_n, gi * g->og * g->k));
     }
     cg_tensor *dw = NULL;
-    if (st == CG_OK) {
-        dw = cg__reduce_ref("cg_conv2d backward (weight)", CG_REDUCE_SUM, per_n, 1, n,
-                            o * g->k, 1.0f, w->ndim, w->shape);
-        if (!dw) st = ctx->status;
+    if (st == CG_OK && n == 1) {
+        dw = per_n;   /* one sample: nothing to sum */
+        per_n = NULL;
+    } else if (st == CG_OK) {
+        dw = cg__tensor_new_unowned(ctx, w->ndim, w->shape);
+        st = dw ? sum_rows(ctx, "cg_conv2d backward (weight)", dw, per_n, n, o * g->k)
+                : ctx->status;
     }
     cg__tensor_unref(per_n);
     if (st == CG_OK) st = cg__accumulate_grad(w, dw);
@@ -259,13 +301,18 @@ static cg_status conv_forward_into(cg_ctx *ctx, const struct conv_geom *g, cg_te
     int64_t n = g->d.n, o = g->out_c, ck = g->d.c * g->d.kh * g->d.kw;
     float beta = 0.0f;
     if (b) {
-        /* y[n, o, l] = b[o]: b broadcast along n and l by zero strides. */
-        struct cg_view out = {.buf = y->st->buf, .off = y->offset, .ndim = 3,
-                              .shape = {n, o, g->l}, .strides = {o * g->l, g->l, 1}};
-        struct cg_view bv = {.buf = b->st->buf, .off = b->offset, .ndim = 3,
-                             .shape = {n, o, g->l}, .strides = {0, b->strides[0], 0}};
-        if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &out, &bv, NULL) != CG_OK)
-            return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_conv2d (bias)");
+        /* y[n] = b · 1_L^T (O, 1) · (1, L) for every n: the bias broadcast. */
+        cg_tensor *bc = cg__contig_ref(b), *ones = bc ? ones_ref(ctx, g->l) : NULL;
+        cg_status st = ones ? CG_OK : ctx->status;
+        if (st == CG_OK) {
+            struct cg_gemm_desc d = {.m = o, .n = g->l, .k = 1, .alpha = 1.0f, .beta = 0.0f,
+                                     .lda = 1, .ldb = g->l, .ldc = g->l, .stride_c = o * g->l,
+                                     .batch = n};
+            st = gemm(ctx, "cg_conv2d (bias)", &d, cg__ptr(bc), cg__ptr(ones), cg__ptr(y));
+        }
+        cg__tensor_unref(ones);
+        cg__tensor_unref(bc);
+        if (st != CG_OK) return st;
         beta = 1.0f;
     }
     for (int64_t gi = 0; gi < g->groups; gi++) {

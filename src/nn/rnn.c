@@ -204,6 +204,44 @@ static bool state_ok(cg_tensor *t, int nd, const int64_t *s)
     return true;
 }
 
+/* The layers, in cg_rnn_forward's private scope. x: (T, B, in) or
+ * (B, T, in) [tdim 1], or unbatched (T, in); h0, c0: checked, or NULL.
+ * *hn, *cn: the final states (c only for LSTM). */
+static cg_tensor *run_layers(struct rnn *r, cg_ctx *ctx, cg_tensor *x, cg_tensor *h0,
+                             cg_tensor *c0, bool batched, int tdim, int64_t B, cg_tensor **hn,
+                             cg_tensor **cn)
+{
+    if (!batched) { /* (T, in) -> (T, 1, in); states (L, H) -> (L, 1, H) */
+        x = cg_unsqueeze(x, 1);
+        if (h0) h0 = cg_unsqueeze(h0, 1);
+        if (c0) c0 = cg_unsqueeze(c0, 1);
+    }
+    cg_tensor *zeros = NULL;
+    if (!h0 || (r->mode == CG_RNN_LSTM && !c0)) zeros = cg_tensor_zeros(ctx, CG_SHAPE(B, r->hidden));
+
+    cg_tensor *hl[MAX_LAYERS], *cl[MAX_LAYERS];
+    cg_tensor *y = x;
+    for (int k = 0; k < r->layers && y; k++) {
+        cg_tensor *h = h0 ? cg_squeeze(cg_slice(h0, 0, k, k + 1, 1), 0) : zeros;
+        cg_tensor *c = NULL;
+        if (r->mode == CG_RNN_LSTM) c = c0 ? cg_squeeze(cg_slice(c0, 0, k, k + 1, 1), 0) : zeros;
+        if (!h || (r->mode == CG_RNN_LSTM && !c)) return NULL;
+        y = layer_forward(r, k, y, tdim, h, c, &hl[k], &cl[k]);
+        hl[k] = cg_unsqueeze(hl[k], 0);
+        if (r->mode == CG_RNN_LSTM) cl[k] = cg_unsqueeze(cl[k], 0);
+    }
+    if (!y) return NULL;
+    *hn = cg_cat(r->layers, hl, 0);
+    if (r->mode == CG_RNN_LSTM) *cn = cg_cat(r->layers, cl, 0);
+    if (!batched) {
+        y = cg_squeeze(y, 1);
+        *hn = cg_squeeze(*hn, 1);
+        if (*cn) *cn = cg_squeeze(*cn, 1);
+    }
+    if (!*hn || (r->mode == CG_RNN_LSTM && !*cn)) return NULL;
+    return y;
+}
+
 cg_tensor *cg_rnn_forward(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
                           cg_tensor **hn, cg_tensor **cn)
 {
@@ -253,34 +291,33 @@ cg_tensor *cg_rnn_forward(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *
         shape_error(ctx, r, "input", x, "at least one time step long");
         return NULL;
     }
-    if (!batched) { /* (T, in) -> (T, 1, in); states (L, H) -> (L, 1, H) */
-        x = cg_unsqueeze(x, 1);
-        if (h0) h0 = cg_unsqueeze(h0, 1);
-        if (c0) c0 = cg_unsqueeze(c0, 1);
+    int token = cg__compose_begin(ctx);
+    cg_tensor *st[2] = {NULL, NULL}; /* h_n, c_n */
+    cg_tensor *y = run_layers(r, ctx, x, h0, c0, batched, tdim, B, &st[0], &st[1]);
+    /* A private scope frees the temporaries the graph does not hold; y
+     * leaves it through cg__compose_end, h_n and c_n the same way here. */
+    bool inner[2] = {false, false};
+    for (int i = 0; i < 2; i++) {
+        if (!st[i]) continue;
+        inner[i] = token >= 0 && st[i]->scope_slot >= ctx->marks[token - 1];
+        cg__tensor_ref(st[i]);
     }
-    cg_tensor *zeros = NULL;
-    if (!h0 || (r->mode == CG_RNN_LSTM && !c0)) zeros = cg_tensor_zeros(ctx, CG_SHAPE(B, r->hidden));
-
-    cg_tensor *hl[MAX_LAYERS], *cl[MAX_LAYERS];
-    cg_tensor *y = x;
-    for (int k = 0; k < r->layers && y; k++) {
-        cg_tensor *h = h0 ? cg_squeeze(cg_slice(h0, 0, k, k + 1, 1), 0) : zeros;
-        cg_tensor *c = NULL;
-        if (r->mode == CG_RNN_LSTM) c = c0 ? cg_squeeze(cg_slice(c0, 0, k, k + 1, 1), 0) : zeros;
-        if (!h || (r->mode == CG_RNN_LSTM && !c)) return NULL;
-        y = layer_forward(r, k, y, tdim, h, c, &hl[k], &cl[k]);
-        hl[k] = cg_unsqueeze(hl[k], 0);
-        if (r->mode == CG_RNN_LSTM) cl[k] = cg_unsqueeze(cl[k], 0);
+    y = cg__compose_end(ctx, token, y);
+    for (int i = 0; i < 2; i++) {
+        if (!st[i]) continue;
+        if (!inner[i] || !y) {
+            cg__tensor_unref(st[i]);
+            if (inner[i]) st[i] = NULL;
+        } else if (!cg__ctx_own(ctx, st[i])) {
+            cg__tensor_unref(st[i]);
+            cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "%s: out of host memory", mode_name(r->mode));
+            st[i] = NULL;
+            y = NULL;
+        }
     }
     if (!y) return NULL;
-    if (hn) *hn = cg_cat(r->layers, hl, 0);
-    if (cn && r->mode == CG_RNN_LSTM) *cn = cg_cat(r->layers, cl, 0);
-    if (!batched) {
-        y = cg_squeeze(y, 1);
-        if (hn) *hn = cg_squeeze(*hn, 1);
-        if (cn && *cn) *cn = cg_squeeze(*cn, 1);
-    }
-    if ((hn && !*hn) || (cn && r->mode == CG_RNN_LSTM && !*cn)) return NULL;
+    if (hn) *hn = st[0];
+    if (cn) *cn = st[1];
     return y;
 }
 

@@ -2,22 +2,31 @@
  * src/nn/spec.c — models from a short spec string, for clgrad-train:
  *
  *     "linear 256 relu, linear 128 relu, linear 10"
+ *     "conv 32 3 pad 1 relu, maxpool 2, conv 64 3 pad 1 relu, maxpool 2,
+ *      flatten, linear 128 relu, linear 10"
  *
  * Grammar (whitespace separates words; commas separate layers):
  *     spec   := layer ( "," layer )*
- *     layer  := kind arg* activation*
- *     kind   := "linear" OUT | "flatten" | activation
+ *     layer  := kind arg* option* activation*
+ *     kind   := "linear" OUT
+ *             | "conv" OUT K          options: stride S, pad P, dilation D,
+ *                                              groups G, nobias
+ *             | "maxpool" K           options: stride S, pad P, dilation D
+ *             | "avgpool" K           options: stride S, pad P
+ *             | "gap" | "batchnorm" | "dropout" P | "flatten" | activation
  *     activation := "relu" | "sigmoid" | "tanh" | "gelu" | "softmax"
- * Layers take keyword arguments after their positional ones, so that
- * "conv 32 3 pad 1 relu" or "maxpool 2 stride 2" can join the table below
- * with their own parsers; each entry says how it changes a sample's shape.
- * Shapes are inferred from the input sample shape: "linear" needs a flat
- * sample (use "flatten" first for images) and takes its input size from the
- * previous layer. Errors name the layer and its column in the spec.
+ * ("padding" is accepted for "pad"; a pool's stride defaults to K.)
+ * Shapes are inferred from the input sample shape, layer by layer: conv,
+ * the pools, gap and batchnorm need an image sample (C, H, W); "linear"
+ * needs a flat sample (use "flatten" or "gap" first for images) and takes
+ * its input size from the previous layer; a window that does not fit the
+ * image, or shrinks it below one pixel, is an error. Errors name the layer
+ * and its column in the spec.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +70,16 @@ static bool parse_int(const char *w, int64_t *out)
     errno = 0;
     long long v = strtoll(w, &end, 10);
     if (*w == '\0' || *end != '\0' || errno != 0) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_float(const char *w, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(w, &end);
+    if (*w == '\0' || *end != '\0' || errno != 0 || !isfinite(v)) return false;
     *out = v;
     return true;
 }
@@ -133,11 +152,181 @@ static cg_status build_flatten(cg_ctx *ctx, const struct spec_layer *l, int *wor
     return add(ctx, seq, cg_flatten_module(ctx));
 }
 
+/* ---- image layers ------------------------------------------------------ */
+
+/* The image layers' keyword options ("stride 2"), in any order after the
+ * positional arguments; -1 where not given. */
+struct spec_opts {
+    int64_t stride, pad, dilation, groups;
+    bool nobias;
+};
+
+static bool is_activation(const char *w);
+
+/* Parses options from *word up to the first activation. allowed lists the
+ * keywords this kind takes, e.g. "stride pad dilation". */
+static cg_status parse_opts(cg_ctx *ctx, const struct spec_layer *l, int *word,
+                            const char *allowed, struct spec_opts *o)
+{
+    *o = (struct spec_opts){-1, -1, -1, -1, false};
+    while (*word < l->n_words && !is_activation(l->words[*word])) {
+        const char *k = l->words[*word];
+        const char *name = strcmp(k, "padding") == 0 ? "pad" : k;
+        int64_t *slot = strcmp(name, "stride") == 0     ? &o->stride
+                        : strcmp(name, "pad") == 0      ? &o->pad
+                        : strcmp(name, "dilation") == 0 ? &o->dilation
+                        : strcmp(name, "groups") == 0   ? &o->groups
+                                                        : NULL;
+        /* Whole-word match in the allowed list. */
+        const char *hit = strstr(allowed, name);
+        size_t nl = strlen(name);
+        bool ok = hit && (hit == allowed || hit[-1] == ' ') && (hit[nl] == ' ' || !hit[nl]);
+        if (!ok || (!slot && strcmp(name, "nobias") != 0))
+            return spec_error(ctx, l, "unexpected '%s' ('%s' takes the options: %s; "
+                              "activations may follow)", k, l->words[0], allowed);
+        if (!slot) {
+            o->nobias = true;
+            (*word)++;
+            continue;
+        }
+        int64_t v;
+        int64_t min = strcmp(name, "pad") == 0 ? 0 : 1;
+        if (*word + 1 >= l->n_words || !parse_int(l->words[*word + 1], &v) || v < min)
+            return spec_error(ctx, l, "'%s' needs an integer >= %" PRId64 ", as in '%s %d'", k,
+                              min, k, min == 0 ? 1 : 2);
+        *slot = v;
+        *word += 2;
+    }
+    return CG_OK;
+}
+
+/* Positional integer argument i (1-based word) of the layer, >= 1. */
+static cg_status positional(cg_ctx *ctx, const struct spec_layer *l, int i, const char *usage,
+                            int64_t *out)
+{
+    if (i >= l->n_words || !parse_int(l->words[i], out) || *out < 1)
+        return spec_error(ctx, l, "'%s' needs %s", l->words[0], usage);
+    return CG_OK;
+}
+
+/* Image layers need a (C, H, W) sample. */
+static cg_status need_image(cg_ctx *ctx, const struct spec_layer *l, const struct spec_shape *s)
+{
+    if (s->ndim == 3) return CG_OK;
+    char sh[128];
+    return spec_error(ctx, l, "'%s' needs an image sample (C, H, W) but gets shape %s%s",
+                      l->words[0], cg__shape_str(s->ndim, s->dims, sh, sizeof sh),
+                      s->ndim == 1 ? " (image layers must come before 'flatten', and a flat "
+                                     "CSV row is no image)" : "");
+}
+
+/* The output size of a window over (H, W), as PyTorch computes it
+ * (torch.nn.Conv2d / MaxPool2d docs, "Shape"):
+ *     out = floor((in + 2 pad - dilation (k - 1) - 1) / stride) + 1 */
+static cg_status window_out(cg_ctx *ctx, const struct spec_layer *l, struct spec_shape *s,
+                            int64_t k, int64_t stride, int64_t pad, int64_t dil)
+{
+    int64_t span = dil * (k - 1) + 1;
+    int64_t eh = s->dims[1] + 2 * pad - span, ew = s->dims[2] + 2 * pad - span;
+    if (eh < 0 || ew < 0) {
+        char sh[128];
+        return spec_error(ctx, l, "the %swindow (%" PRId64 " x %" PRId64 ") does not fit the "
+                          "image %s padded by %" PRId64 ": the output would have no pixels",
+                          dil > 1 ? "dilated " : "", span, span,
+                          cg__shape_str(s->ndim, s->dims, sh, sizeof sh), pad);
+    }
+    s->dims[1] = eh / stride + 1;
+    s->dims[2] = ew / stride + 1;
+    return CG_OK;
+}
+
+static cg_status build_conv(cg_ctx *ctx, const struct spec_layer *l, int *word,
+                            struct spec_shape *shape, cg_module *seq)
+{
+    const char *usage = "a positive output channel count and kernel size, as in 'conv 32 3'";
+    int64_t out = 0, k = 0;
+    cg_status st = positional(ctx, l, 1, usage, &out);
+    if (st == CG_OK) st = positional(ctx, l, 2, usage, &k);
+    if (st != CG_OK) return st;
+    *word = 3;
+    struct spec_opts o;
+    if ((st = parse_opts(ctx, l, word, "stride pad dilation groups nobias", &o)) != CG_OK ||
+        (st = need_image(ctx, l, shape)) != CG_OK)
+        return st;
+    int64_t in = shape->dims[0];
+    int64_t groups = o.groups > 0 ? o.groups : 1;
+    if (in % groups || out % groups)
+        return spec_error(ctx, l, "groups %" PRId64 " must divide both the input channels "
+                          "(%" PRId64 ") and the output channels (%" PRId64 ")", groups, in, out);
+    int64_t stride = o.stride > 0 ? o.stride : 1, pad = o.pad > 0 ? o.pad : 0;
+    int64_t dil = o.dilation > 0 ? o.dilation : 1;
+    if ((st = window_out(ctx, l, shape, k, stride, pad, dil)) != CG_OK) return st;
+    shape->dims[0] = out;
+    struct cg_conv2d_opts co = {.stride = {stride, stride}, .padding = {pad, pad},
+                                .dilation = {dil, dil}, .groups = groups, .no_bias = o.nobias};
+    return add(ctx, seq, cg_conv2d_module(ctx, in, out, k, k, &co));
+}
+
+static cg_status build_pool(cg_ctx *ctx, const struct spec_layer *l, int *word,
+                            struct spec_shape *shape, cg_module *seq)
+{
+    bool max = strcmp(l->words[0], "maxpool") == 0;
+    int64_t k = 0;
+    cg_status st = positional(ctx, l, 1, max ? "a positive kernel size, as in 'maxpool 2'"
+                                             : "a positive kernel size, as in 'avgpool 2'", &k);
+    if (st != CG_OK) return st;
+    *word = 2;
+    struct spec_opts o;
+    if ((st = parse_opts(ctx, l, word, max ? "stride pad dilation" : "stride pad", &o)) != CG_OK ||
+        (st = need_image(ctx, l, shape)) != CG_OK)
+        return st;
+    int64_t stride = o.stride > 0 ? o.stride : k, pad = o.pad > 0 ? o.pad : 0;
+    int64_t dil = o.dilation > 0 ? o.dilation : 1;
+    if (pad > k / 2)
+        return spec_error(ctx, l, "pad %" PRId64 " must be at most half the kernel size %" PRId64,
+                          pad, k);
+    if ((st = window_out(ctx, l, shape, k, stride, pad, dil)) != CG_OK) return st;
+    return add(ctx, seq, max ? cg_max_pool2d_module(ctx, k, stride, pad, dil)
+                             : cg_avg_pool2d_module(ctx, k, stride, pad));
+}
+
+static cg_status build_gap(cg_ctx *ctx, const struct spec_layer *l, int *word,
+                           struct spec_shape *shape, cg_module *seq)
+{
+    cg_status st = need_image(ctx, l, shape);
+    if (st != CG_OK) return st;
+    (*word)++;
+    shape->ndim = 1;    /* (C, H, W) -> (C) */
+    return add(ctx, seq, cg_global_avg_pool2d_module(ctx));
+}
+
+static cg_status build_batchnorm(cg_ctx *ctx, const struct spec_layer *l, int *word,
+                                 struct spec_shape *shape, cg_module *seq)
+{
+    cg_status st = need_image(ctx, l, shape);
+    if (st != CG_OK) return st;
+    (*word)++;
+    return add(ctx, seq, cg_batch_norm2d_module(ctx, shape->dims[0], 0.0f, 0.0f));
+}
+
+static cg_status build_dropout(cg_ctx *ctx, const struct spec_layer *l, int *word,
+                               struct spec_shape *shape, cg_module *seq)
+{
+    (void)shape;
+    double p;
+    if (*word + 1 >= l->n_words || !parse_float(l->words[*word + 1], &p) || p < 0 || p > 1)
+        return spec_error(ctx, l, "'dropout' needs a probability in [0, 1], as in 'dropout 0.5'");
+    *word += 2;
+    return add(ctx, seq, cg_dropout_module(ctx, (float)p));
+}
+
 static const struct {
     const char *kind;
     spec_build_fn build;
 } spec_kinds[] = {
-    {"linear", build_linear},   {"flatten", build_flatten}, {"relu", build_activation},
+    {"linear", build_linear},   {"conv", build_conv},     {"maxpool", build_pool},
+    {"avgpool", build_pool},    {"gap", build_gap},       {"batchnorm", build_batchnorm},
+    {"dropout", build_dropout}, {"flatten", build_flatten}, {"relu", build_activation},
     {"sigmoid", build_activation}, {"tanh", build_activation}, {"gelu", build_activation},
     {"softmax", build_activation},
 };

@@ -1,9 +1,9 @@
 #!/bin/sh
 # Installs the build into a temporary DESTDIR, then compiles and runs
 # tests/install/consumer.c against it with pkg-config alone.
-# usage: check.sh BUILD_DIR SOURCE_DIR
+# usage: check.sh BUILD_DIR SOURCE_DIR [EXTRA_CFLAGS]
 set -eu
-build=$1 src=$2
+build=$1 src=$2 extra=${3:-}
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
 meson install -C "$build" --destdir "$dest" --no-rebuild --quiet
@@ -16,7 +16,8 @@ find "$dest" -name 'clgrad-info' | grep -q . || { echo "clgrad-info was not inst
 export PKG_CONFIG_PATH="$(dirname "$pc")"
 export PKG_CONFIG_SYSROOT_DIR="$dest"
 # shellcheck disable=SC2046
-cc -std=c11 -Wall -Werror -o "$dest/consumer" "$src/tests/install/consumer.c" \
+# shellcheck disable=SC2086
+cc -std=c11 -Wall -Werror $extra -o "$dest/consumer" "$src/tests/install/consumer.c" \
     $(pkg-config --cflags --libs clgrad)
 libdir=$(dirname "$(find "$dest" -name 'libclgrad.so.0' | head -n 1)")
 LD_LIBRARY_PATH="$libdir" "$dest/consumer"
