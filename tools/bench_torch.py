@@ -90,10 +90,49 @@ def bench_op(torch, args, rep_s):
         emit_stat(name, "us", [s / count * 1e6 for s in secs])
 
 
+VOCAB, SEQ = 65, 64
+
+
+def make_seq_model(torch, name):
+    nn = torch.nn
+
+    class CharLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(VOCAB, 64)
+            self.rnn = nn.LSTM(64, 128, 1, batch_first=True)
+            self.out = nn.Linear(128, VOCAB)
+
+        def forward(self, x):
+            return self.out(self.rnn(self.emb(x))[0])
+
+    class CharTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(VOCAB, 64)
+            self.pos = nn.Parameter(torch.randn(SEQ, 64))
+            self.blocks = nn.ModuleList(
+                nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+                for _ in range(2))
+            self.out = nn.Linear(64, VOCAB)
+            self.register_buffer("mask", torch.triu(torch.full((SEQ, SEQ), float("-inf")), 1))
+
+        def forward(self, x):
+            h = self.emb(x) + self.pos[: x.shape[1]]
+            for b in self.blocks:
+                h = b(h, src_mask=self.mask)
+            return self.out(h)
+
+    return CharLSTM() if name == "lstm" else CharTransformer()
+
+
 def bench_train(torch, args, rep_s, name):
+    """The models of tools/clgrad-bench.c's build_model, in PyTorch."""
     nn = torch.nn
     torch.manual_seed(1234)
     batches = 16
+    seq = False
     if name == "ffn":
         batch, unit = 32, "steps/s"
         model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
@@ -101,13 +140,29 @@ def bench_train(torch, args, rep_s, name):
         xs = torch.rand(batches, batch, 10)
         ys = torch.randn(batches, batch, 1)
         loss_fn = nn.MSELoss()
-    else:
+    elif name == "mlp":
         batch, unit = 64, "samples/s"
         model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
                               nn.Linear(128, 10))
         xs = torch.rand(batches, batch, 784)
         ys = torch.randint(0, 10, (batches, batch))
         loss_fn = nn.CrossEntropyLoss()
+    elif name == "cnn":
+        batch, unit = 64, "samples/s"
+        model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
+                              nn.Linear(128, 10))
+        xs = torch.rand(batches, batch, 1, 28, 28)
+        ys = torch.randint(0, 10, (batches, batch))
+        loss_fn = nn.CrossEntropyLoss()
+    else:  # lstm, transformer: (32, 64) token ids, one target per token
+        batch, unit, seq = 32, "tokens/s", True
+        model = make_seq_model(torch, name)
+        xs = torch.randint(0, VOCAB, (batches, batch, SEQ))
+        ys = torch.randint(0, VOCAB, (batches, batch * SEQ))
+        ce = nn.CrossEntropyLoss()
+        loss_fn = lambda out, y: ce(out.reshape(-1, VOCAB), y)  # noqa: E731
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     state = {"next": 0, "loss": 0.0}
 
@@ -125,7 +180,7 @@ def bench_train(torch, args, rep_s, name):
     work(1)
     count = calibrate(work, 5 if args.quick else 20, rep_s)
     secs = time_reps(work, count, args.reps)
-    per = 1.0 if unit == "steps/s" else float(batch)
+    per = 1.0 if unit == "steps/s" else float(batch * (SEQ if seq else 1))
     emit_stat(name, unit, [count * per / s for s in secs])
     # ru_maxrss is in KiB on Linux; the whole process so far (monotone).
     emit_stat(name + "_peak_rss", "MiB",
@@ -137,7 +192,7 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="0: torch's default")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--groups", default="gemm,op,ffn,mlp")
+    p.add_argument("--groups", default="gemm,op,ffn,mlp,cnn,lstm,transformer")
     args = p.parse_args()
     try:
         import torch
@@ -154,7 +209,7 @@ def main():
             bench_gemm(torch, args, rep_s)
         elif g == "op":
             bench_op(torch, args, rep_s)
-        elif g in ("ffn", "mlp"):
+        elif g in ("ffn", "mlp", "cnn", "lstm", "transformer"):
             bench_train(torch, args, rep_s, g)
         else:
             print("bench_torch.py: unknown group %s" % g, file=sys.stderr)

@@ -7,10 +7,13 @@
  *   - GEMM GFLOP/s at N = 256, 512, 1024, 2048, and as a fraction of that peak;
  *   - the cost of one small op (a one-element add) forward, and forward plus
  *     backward, in microseconds;
- *   - training throughput of the seed FFN (10-64-64-1, batch 32, Adam, MSE)
- *     and the Fashion-MNIST MLP (784-256-128-10, batch 64, Adam, cross
- *     entropy) on synthetic data of the datasets' shapes (speed does not
- *     depend on the values, and the bench then runs anywhere);
+ *   - training throughput of the seed FFN (10-64-64-1, batch 32, Adam, MSE),
+ *     the Fashion-MNIST MLP (784-256-128-10, batch 64, Adam, cross entropy)
+ *     and CNN (clgrad-train's: two 3x3 conv + max-pool stages, batch 64), a
+ *     character-level LSTM (embedding 64, hidden 128) and a 2-block d=64
+ *     causal Transformer (both batch 32 x 64 tokens, vocabulary 65), all on
+ *     synthetic data of the datasets' shapes (speed does not depend on the
+ *     values, and the bench then runs anywhere);
  *   - peak host memory (getrusage ru_maxrss) and peak device-pool memory
  *     (cg_ctx_stats bytes_peak) of each training run.
  *
@@ -340,30 +343,53 @@ enum loss_kind { LOSS_MSE, LOSS_CE };
 
 struct train_cfg {
     const char *name;       /* stat prefix                                  */
-    const char *unit;       /* headline unit: steps/s or samples/s          */
+    const char *unit;       /* headline unit: steps/s, samples/s, tokens/s  */
     int64_t batch;
     int x_ndim;
     int64_t x_shape[4];     /* one sample                                    */
-    int64_t classes;        /* CE: number of classes; MSE: target width      */
+    int64_t classes;        /* CE: classes (or vocabulary); MSE: target width */
     enum loss_kind loss;
+    int64_t seq;            /* > 0: x holds token ids (batch, seq), one
+                               target per token; throughput in tokens      */
 };
 
+#define VOCAB 65            /* a character-level text's alphabet          */
+#define SEQ 64
+
 static const struct train_cfg train_cfgs[] = {
-    {"ffn", "steps/s", 32, 1, {10}, 1, LOSS_MSE},
-    {"mlp", "samples/s", 64, 1, {784}, 10, LOSS_CE},
+    {"ffn", "steps/s", 32, 1, {10}, 1, LOSS_MSE, 0},
+    {"mlp", "samples/s", 64, 1, {784}, 10, LOSS_CE, 0},
+    {"cnn", "samples/s", 64, 3, {1, 28, 28}, 10, LOSS_CE, 0},
+    {"lstm", "tokens/s", 32, 1, {SEQ}, VOCAB, LOSS_CE, SEQ},
+    {"transformer", "tokens/s", 32, 1, {SEQ}, VOCAB, LOSS_CE, SEQ},
 };
 #define N_TRAIN ((int)(sizeof train_cfgs / sizeof train_cfgs[0]))
 
+/* The models, as tools/bench_torch.py builds them in PyTorch. */
 static cg_module *build_model(cg_ctx *ctx, const struct train_cfg *cfg)
 {
-    if (strcmp(cfg->name, "ffn") == 0)
+    if (strcmp(cfg->name, "ffn") == 0)       /* the seed program's model */
         return cg_sequential(ctx, 5, cg_linear(ctx, 10, 64, true), cg_relu_module(ctx),
                              cg_linear(ctx, 64, 64, true), cg_relu_module(ctx),
                              cg_linear(ctx, 64, 1, true));
-    /* The Fashion-MNIST MLP of clgrad-train's default model. */
-    return cg_sequential(ctx, 5, cg_linear(ctx, 784, 256, true), cg_relu_module(ctx),
-                         cg_linear(ctx, 256, 128, true), cg_relu_module(ctx),
-                         cg_linear(ctx, 128, 10, true));
+    if (strcmp(cfg->name, "mlp") == 0)       /* clgrad-train's Fashion-MNIST MLP */
+        return cg_sequential(ctx, 5, cg_linear(ctx, 784, 256, true), cg_relu_module(ctx),
+                             cg_linear(ctx, 256, 128, true), cg_relu_module(ctx),
+                             cg_linear(ctx, 128, 10, true));
+    if (strcmp(cfg->name, "cnn") == 0)       /* clgrad-train --help's CNN */
+        return cg_model_from_spec(ctx,
+                                  "conv 32 3 pad 1 relu, maxpool 2, conv 64 3 pad 1 relu, "
+                                  "maxpool 2, flatten, linear 128 relu, linear 10",
+                                  cfg->x_ndim, cfg->x_shape, NULL, NULL);
+    if (strcmp(cfg->name, "lstm") == 0)      /* char-level: embed 64, LSTM 128 */
+        return cg_sequential(ctx, 3, cg_embedding(ctx, VOCAB, 64),
+                             cg_lstm(ctx, 64, 128, 1, true), cg_linear(ctx, 128, VOCAB, true));
+    /* transformer: d = 64, 4 heads, feed-forward 256, 2 causal pre-norm blocks */
+    return cg_sequential(ctx, 5, cg_embedding(ctx, VOCAB, 64),
+                         cg_positional_embedding(ctx, SEQ, 64),
+                         cg_transformer_block(ctx, 64, 4, 256, 0.0f, true),
+                         cg_transformer_block(ctx, 64, 4, 256, 0.0f, true),
+                         cg_linear(ctx, 64, VOCAB, true));
 }
 
 #define TRAIN_BATCHES 16    /* distinct synthetic batches, reused in turn */
@@ -390,11 +416,12 @@ static cg_status train_work(struct child *c, void *p, int64_t count)
         cg_tensor *x = cg_tensor_from_host(c->ctx, cfg->x_ndim + 1, xshape,
                                            t->xs + k * t->x_elems);
         cg_tensor *y = cfg->loss == LOSS_CE
-                           ? cg_tensor_from_host(c->ctx, CG_SHAPE(cfg->batch),
+                           ? cg_tensor_from_host(c->ctx, CG_SHAPE(t->y_elems),
                                                  t->ys + k * t->y_elems)
                            : cg_tensor_from_host(c->ctx, CG_SHAPE(cfg->batch, cfg->classes),
                                                  t->ys + k * t->y_elems);
         cg_tensor *out = cg_module_forward(t->model, x);
+        if (cfg->seq > 0) out = cg_reshape(out, CG_SHAPE(-1, cfg->classes)); /* (B*T, V) */
         cg_tensor *loss = cfg->loss == LOSS_CE
                               ? cg_cross_entropy_loss(out, y, CG_REDUCTION_MEAN, 0.0f)
                               : cg_mse_loss(out, y, CG_REDUCTION_MEAN);
@@ -415,7 +442,8 @@ static int child_train(struct child *c, const struct train_cfg *cfg, double t_st
     int64_t sample = 1;
     for (int d = 0; d < cfg->x_ndim; d++) sample *= cfg->x_shape[d];
     t.x_elems = cfg->batch * sample;
-    t.y_elems = cfg->loss == LOSS_CE ? cfg->batch : cfg->batch * cfg->classes;
+    t.y_elems = cfg->loss == LOSS_CE ? cfg->batch * (cfg->seq > 0 ? cfg->seq : 1)
+                                     : cfg->batch * cfg->classes;
     t.xs = malloc(sizeof(float) * (size_t)(t.x_elems * TRAIN_BATCHES));
     t.ys = malloc(sizeof(float) * (size_t)(t.y_elems * TRAIN_BATCHES));
     if (!t.xs || !t.ys) {
@@ -427,7 +455,8 @@ static int child_train(struct child *c, const struct train_cfg *cfg, double t_st
     /* Synthetic data: pixels in [0, 1) like scaled images, class labels, or
      * a smooth regression target. */
     for (int64_t i = 0; i < t.x_elems * TRAIN_BATCHES; i++)
-        t.xs[i] = (float)cg_rand_uniform(c->ctx);
+        t.xs[i] = cfg->seq > 0 ? (float)(cg_rand_u64(c->ctx) % (uint64_t)cfg->classes)
+                               : (float)cg_rand_uniform(c->ctx);
     for (int64_t i = 0; i < t.y_elems * TRAIN_BATCHES; i++)
         t.ys[i] = cfg->loss == LOSS_CE ? (float)(cg_rand_u64(c->ctx) % (uint64_t)cfg->classes)
                                        : (float)cg_rand_normal(c->ctx);
@@ -460,9 +489,9 @@ static int child_train(struct child *c, const struct train_cfg *cfg, double t_st
         rc = 1;
         goto out;
     }
-    bool per_step = strcmp(cfg->unit, "steps/s") == 0;
-    for (int r = 0; r < c->reps; r++)
-        v[r] = (double)count * (per_step ? 1.0 : (double)cfg->batch) / secs[r];
+    double per = strcmp(cfg->unit, "steps/s") == 0 ? 1.0
+                 : (double)cfg->batch * (cfg->seq > 0 ? (double)cfg->seq : 1.0);
+    for (int r = 0; r < c->reps; r++) v[r] = (double)count * per / secs[r];
     snprintf(key, sizeof key, "%s", cfg->name);
     emit_stat(key, cfg->unit, v, c->reps);
 
@@ -652,7 +681,7 @@ static const char *self_exe(const char *argv0)
     return argv0;
 }
 
-static const char *groups[] = {"gemm", "op", "ffn", "mlp"};
+static const char *groups[] = {"gemm", "op", "ffn", "mlp", "cnn", "lstm", "transformer"};
 #define N_GROUPS ((int)(sizeof groups / sizeof groups[0]))
 
 static void run_backend(struct result_set *r, const char *exe, const struct options *o)
@@ -839,6 +868,9 @@ static const char *describe(const char *name, char *buf, size_t len)
     else if (strcmp(name, "op_fwd_bwd") == 0) snprintf(buf, len, "small op fwd+bwd");
     else if (strcmp(name, "ffn") == 0) snprintf(buf, len, "FFN 10-64-64-1 b32 Adam");
     else if (strcmp(name, "mlp") == 0) snprintf(buf, len, "MLP 784-256-128-10 b64 Adam");
+    else if (strcmp(name, "cnn") == 0) snprintf(buf, len, "CNN 2 conv b64 Adam");
+    else if (strcmp(name, "lstm") == 0) snprintf(buf, len, "LSTM h128 b32x64 Adam");
+    else if (strcmp(name, "transformer") == 0) snprintf(buf, len, "Transformer 2x d64 b32x64");
     else if (strstr(name, "_peak_rss"))
         snprintf(buf, len, "%.*s peak RSS", (int)(strstr(name, "_peak_rss") - name), name);
     else if (strstr(name, "_pool_peak"))

@@ -70,10 +70,21 @@ static void usage(FILE *f)
         "  --model SPEC         layers, comma-separated (default for fashion-mnist:\n"
         "                       \"linear 256 relu, linear 128 relu, linear 10\"; for CSV:\n"
         "                       \"linear 64 relu, linear 64 relu, linear K\", K the\n"
-        "                       number of outputs). Kinds: linear N, flatten, and the\n"
-        "                       activations relu, sigmoid, tanh, gelu, softmax, which\n"
-        "                       may also follow a layer (\"linear 256 relu\"). A model\n"
-        "                       that starts with linear gets flat samples.\n"
+        "                       number of outputs). Kinds:\n"
+        "                         linear N\n"
+        "                         conv N K [stride S] [pad P] [dilation D] [groups G]\n"
+        "                              [nobias]   (Conv2d, N channels, K x K kernel)\n"
+        "                         maxpool K [stride S] [pad P] [dilation D]\n"
+        "                         avgpool K [stride S] [pad P]   (stride default: K)\n"
+        "                         gap (global average pooling), batchnorm\n"
+        "                         (BatchNorm2d), dropout P, flatten, and the\n"
+        "                         activations relu, sigmoid, tanh, gelu, softmax,\n"
+        "                       which may also follow a layer (\"linear 256 relu\").\n"
+        "                       Images are (C, H, W) samples (IDX: (1, 28, 28)); a\n"
+        "                       model that starts with linear gets flat samples.\n"
+        "                       A CNN for fashion-mnist: \"conv 32 3 pad 1 relu,\n"
+        "                       maxpool 2, conv 64 3 pad 1 relu, maxpool 2, flatten,\n"
+        "                       linear 128 relu, linear 10\"\n"
         "  --loss NAME          auto (default: cross-entropy for classification, mse\n"
         "                       for regression), cross-entropy, mse, bce (two classes,\n"
         "                       one output)\n"
@@ -479,7 +490,8 @@ static cg_module *make_model(struct trainer *t)
     if (o->model) snprintf(spec, spec_len, "%s", o->model);
     else snprintf(spec, spec_len, "linear %d relu, linear %d relu, linear %lld",
                   d->test ? 256 : 64, d->test ? 128 : 64, (long long)want);
-    /* A model that starts with a linear layer sees flat samples. */
+    /* A model that starts with a linear layer sees flat samples; image
+     * layers (conv, pools, ...) see IDX images as (C, H, W). */
     const char *first = spec + strspn(spec, " ");
     if (strncmp(first, "linear", 6) == 0 && d->train->sample_ndim > 1) {
         int64_t flat = d->train->sample_numel;

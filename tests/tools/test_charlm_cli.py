@@ -39,7 +39,7 @@ with tempfile.TemporaryDirectory() as d:
         check(len(losses) == 6, f"{arch}: expected 6 loss lines", p)
         # vocabulary of 11 characters: ln 11 = 2.4 at the start; the text is
         # periodic, so the model must get close to certain
-        check(losses[0] > 1.0 and losses[-1] < 0.3, f"{arch}: loss {losses}", p)
+        check(losses[-1] < 0.3 and losses[-1] < losses[0] / 4, f"{arch}: loss {losses}", p)
         m = re.search(r"--- sample \(temperature 0.5\) ---\n(.*)\n--- end of sample ---",
                       p.stdout, re.S)
         check(m and len(m.group(1)) == 4 + 60 and m.group(1).startswith("the "),

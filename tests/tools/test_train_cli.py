@@ -102,6 +102,44 @@ with tempfile.TemporaryDirectory() as tmp:
                        "flatten, linear 16 relu, linear 3", "--backend", "cpu")
     check("explicit flatten works", rc == 0, out + err)
 
+    # CNNs on the IDX images, seen as (1, 6, 6): the bright band's row is the class.
+    rc, out, err = run("--data", d, "--epochs", "12", "--lr", "0.01", "--model",
+                       "conv 8 3 pad 1 relu, maxpool 2, flatten, linear 3", "--backend", "cpu")
+    check("CNN trains on IDX images", rc == 0 and "test acc" in out, out + err)
+    if rc == 0:
+        acc = float(out.strip().splitlines()[-1].split("test acc")[1].split("%")[0])
+        check("CNN learns (test acc > 80%)", acc > 80, out)
+    rc, out, err = run("--data", d, "--epochs", "2", "--model",
+                       "conv 4 3 stride 1 pad 1 dilation 1 groups 1 relu, batchnorm, "
+                       "avgpool 2 stride 2, dropout 0.2, conv 6 1 nobias, maxpool 2 stride 1 "
+                       "dilation 2, gap, linear 3", "--backend", "cpu")
+    check("every CNN layer kind trains", rc == 0 and "test acc" in out, out + err)
+    rc, out, err = run("--data", d, "--epochs", "1", "--model",
+                       "conv 4 3 groups 1 relu, conv 4 3 groups 2 gelu, flatten, dropout 0.5, "
+                       "linear 3", "--backend", "cpu")
+    check("grouped conv and dropout train", rc == 0, out + err)
+    expect_error("conv on a flat CSV row",
+                 ["--data", reg, "--target", "y", "--model", "conv 8 3, flatten, linear 1"],
+                 "'conv' needs an image sample (C, H, W)")
+    expect_error("pool that leaves no pixels names its column",
+                 ["--data", d, "--model", "maxpool 2, maxpool 2, maxpool 2, flatten, linear 3"],
+                 "column 23")
+    expect_error("pool that leaves no pixels says so",
+                 ["--data", d, "--model", "maxpool 2, maxpool 2, maxpool 2, flatten, linear 3"],
+                 "no pixels")
+    expect_error("conv kernel larger than the image",
+                 ["--data", d, "--model", "conv 4 7, flatten, linear 3"], "does not fit the image")
+    expect_error("linear after conv needs flatten",
+                 ["--data", d, "--model", "conv 4 3, linear 3"], "put 'flatten' before it")
+    expect_error("unknown conv option",
+                 ["--data", d, "--model", "conv 4 3 padd 1, flatten, linear 3"], "unexpected 'padd'")
+    expect_error("bad groups", ["--data", d, "--model", "conv 4 3 groups 3, flatten, linear 3"],
+                 "groups 3 must divide")
+    expect_error("bad dropout", ["--data", d, "--model", "flatten, dropout 2, linear 3"],
+                 "probability in [0, 1]")
+    expect_error("CNN without flatten does not fit the data",
+                 ["--data", d, "--model", "conv 3 6"], "does not fit the data")
+
     # Bad input: each one line, non-zero exit.
     expect_error("unknown layer", ["--data", reg, "--target", "y", "--model", "linear 8, conv2 3"],
                  "unknown layer 'conv2'")
