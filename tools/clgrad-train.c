@@ -630,9 +630,10 @@ static void svg_panel(FILE *f, double x0, double y0, double w, double h, const c
             if (isfinite(series[s][i]))
                 fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", SX(r[i].epoch),
                         SY(series[s][i]), colors[s]);
+        /* the legend sits in the title row, clear of the curves */
         fprintf(f, "<rect x='%.1f' y='%.1f' width='12' height='4' fill='%s'/>"
                    "<text x='%.1f' y='%.1f' font-size='12'>%s</text>\n",
-                x0 + w - 150, y0 + 40 + 16 * s, colors[s], x0 + w - 134, y0 + 46 + 16 * s, names[s]);
+                x0 + w - 200 + 95 * s, y0 + 13, colors[s], x0 + w - 184 + 95 * s, y0 + 19, names[s]);
     }
 #undef SX
 #undef SY
@@ -845,7 +846,7 @@ int main(int argc, char **argv)
     if (final) {
         struct metrics m = evaluate(&t, final);
         print_metrics(&t, d.test ? "test" : "val", m);
-        printf("  (after %d epochs, %.1f s)\n", o.epochs, secs);
+        printf("  (after %d epoch%s, %.1f s)\n", o.epochs, o.epochs == 1 ? "" : "s", secs);
     }
     free(t.hist);
     cg_scaler_free(d.scaler);
