@@ -426,6 +426,48 @@ static void test_model_mismatch(void **state)
     cg_module_free(other);
 }
 
+/* Buffers (BatchNorm2d's running statistics and num_batches_tracked) are
+ * saved and restored with the weights, under PyTorch's state_dict names. */
+static void test_buffers_roundtrip(void **state)
+{
+    struct fx *f = *state;
+    cg_ctx *ctx = f->ctx;
+    char p[256];
+    path_in(f, "bn.safetensors", p, sizeof p);
+    cg_module *a = cg_sequential(ctx, 1, cg_batch_norm2d_module(ctx, 3, 1e-5f, 0.1f));
+    assert_non_null(a);
+    for (int k = 0; k < 3; k++) { /* training steps move the running statistics */
+        cg_scope_begin(ctx);
+        cg_tensor *x = cg_tensor_normal(ctx, CG_SHAPE(4, 3, 5, 5), 2.0f, 3.0f);
+        assert_non_null(cg_module_forward(a, x));
+        cg_scope_end(ctx);
+    }
+    const char *names[3] = {"0.running_mean", "0.running_var", "0.num_batches_tracked"};
+    float want[3][3], got[3][3];
+    for (int i = 0; i < 3; i++) {
+        cg_tensor *b = cg_module_buffer(a, names[i]);
+        assert_non_null(b);
+        assert_int_equal(cg_tensor_to_host(b, want[i], cg_tensor_numel(b)), CG_OK);
+    }
+    assert_true(want[0][0] != 0.0f && want[1][0] != 1.0f); /* really moved */
+    assert_int_equal(cg_checkpoint_save(p, a, NULL, NULL), CG_OK);
+    cg_module *b = cg_sequential(ctx, 1, cg_batch_norm2d_module(ctx, 3, 1e-5f, 0.1f));
+    assert_int_equal(cg_checkpoint_load(p, b, NULL, NULL), CG_OK);
+    for (int i = 0; i < 3; i++) {
+        cg_tensor *t = cg_module_buffer(b, names[i]);
+        assert_int_equal(cg_tensor_to_host(t, got[i], cg_tensor_numel(t)), CG_OK);
+        assert_memory_equal(got[i], want[i], (size_t)cg_tensor_numel(t) * sizeof(float));
+    }
+    /* A model without those buffers says which names it did not expect. */
+    cg_module *c = cg_sequential(ctx, 1, cg_relu_module(ctx));
+    assert_int_equal(cg_checkpoint_load(p, c, NULL, NULL), CG_STATUS_SHAPE_MISMATCH);
+    th_assert_error_contains(ctx, "unexpected: 0.weight, 0.bias, 0.running_mean");
+    cg_ctx_clear_error(ctx);
+    cg_module_free(a);
+    cg_module_free(b);
+    cg_module_free(c);
+}
+
 /* ---- hand-made files --------------------------------------------------------- */
 
 /* Writes [u64 hlen][json][data] with hlen as given (not necessarily the
@@ -873,6 +915,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_resume_sgd, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_rmsprop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_buffers_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handmade_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_save_keeps_old, setup, teardown),

@@ -835,7 +835,7 @@ static void test_parity_with_cpu(void **state)
             float *g0 = fetch(cg_tensor_grad(ps[i].tensor));
             float *g1 = fetch(cg_tensor_grad(param(m[1], ps[i].name)));
             char what[400];
-            snprintf(what, sizeof what, "%s grad %s", cg_module_type(m[0]), ps[i].name);
+            snprintf(what, sizeof what, "%.64s grad %.300s", cg_module_type(m[0]), ps[i].name);
             th_assert_close_f(g0, g1, cg_tensor_numel(ps[i].tensor), 1e-3, 1e-4, what);
             free(g0);
             free(g1);

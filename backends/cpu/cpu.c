@@ -374,6 +374,9 @@ static const struct cg_backend_i cpu_backend = {
     .col2im = cg__cpu_col2im,
     .pool2d = cg__cpu_pool2d,
     .pool2d_backward = cg__cpu_pool2d_backward,
+    .lstm_cell = cg__cpu_lstm_cell,
+    .lstm_cell_backward = cg__cpu_lstm_cell_backward,
+    .softmax_causal = cg__cpu_softmax_causal,
 };
 
 const struct cg_backend_i *cg__cpu_backend(void)

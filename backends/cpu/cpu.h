@@ -15,6 +15,7 @@
  *   cpu_index.c    row gather/scatter-add, pick/pick-add
  *   cpu_optim.c    fused SGD / Adam(W) / RMSProp updates
  *   cpu_conv.c     im2col / col2im, max / average pooling and backward
+ *   cpu_rnn.c      fused LSTM cell step and backward, causal softmax
  *
  * Every primitive checks that what it touches lies inside its buffers and
  * returns CG_STATUS_INVALID_ARGUMENT with a message otherwise: an oracle
@@ -139,5 +140,13 @@ cg_status cg__cpu_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv
 cg_status cg__cpu_pool2d_backward(void *ctx, enum cg_pool_kind kind,
                                   const struct cg_conv2d_desc *d, struct cg_ptr gin,
                                   struct cg_ptr gout, struct cg_ptr argmax);
+cg_status cg__cpu_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
+                            struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
+                            int64_t hidden);
+cg_status cg__cpu_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
+                                     struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
+                                     struct cg_ptr c_prev, int64_t batch, int64_t hidden);
+cg_status cg__cpu_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
+                                 int64_t cols, int64_t period);
 
 #endif

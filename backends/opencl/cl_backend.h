@@ -13,6 +13,7 @@
  *   optim.c    fused optimizer updates
  *   gemm.c     CLBlast GEMM
  *   conv.c     im2col / col2im, pooling forward and backward
+ *   rnn.c      fused LSTM cell step and backward, causal softmax
  *
  * Threads: one instance per thread (clgrad's contract); the instance is not
  * locked. Process-wide state (CLBlast's cache refcount) is under a mutex.
@@ -34,6 +35,7 @@ enum cg_cl_prog {
     CG_CL_PROG_INDEX,
     CG_CL_PROG_OPTIM,
     CG_CL_PROG_CONV,
+    CG_CL_PROG_RNN,
     CG_CL_PROG_COUNT
 };
 
@@ -93,6 +95,9 @@ enum cg_cl_kern {
     CG_CL_K_COL2IM,
     CG_CL_K_POOL2D,
     CG_CL_K_POOL2D_BACKWARD,
+    CG_CL_K_LSTM_CELL_FWD,
+    CG_CL_K_LSTM_CELL_BWD,
+    CG_CL_K_SOFTMAX_CAUSAL,
     CG_CL_K_COUNT
 };
 
@@ -221,6 +226,16 @@ cg_status cg_ocl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2
 cg_status cg_ocl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
                                  const struct cg_conv2d_desc *d, struct cg_ptr gin,
                                  struct cg_ptr gout, struct cg_ptr argmax);
+
+/* rnn.c */
+cg_status cg_ocl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
+                           struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
+                           int64_t hidden);
+cg_status cg_ocl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
+                                    struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
+                                    struct cg_ptr c_prev, int64_t batch, int64_t hidden);
+cg_status cg_ocl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
+                                int64_t cols, int64_t period);
 
 /* gemm.c */
 cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,

@@ -36,6 +36,9 @@ static const struct {
     [CG_CL_K_COL2IM] = {CG_CL_PROG_CONV, "col2im"},
     [CG_CL_K_POOL2D] = {CG_CL_PROG_CONV, "pool2d"},
     [CG_CL_K_POOL2D_BACKWARD] = {CG_CL_PROG_CONV, "pool2d_backward"},
+    [CG_CL_K_LSTM_CELL_FWD] = {CG_CL_PROG_RNN, "lstm_cell_fwd"},
+    [CG_CL_K_LSTM_CELL_BWD] = {CG_CL_PROG_RNN, "lstm_cell_bwd"},
+    [CG_CL_K_SOFTMAX_CAUSAL] = {CG_CL_PROG_RNN, "softmax_causal"},
 };
 _Static_assert(sizeof(cg_cl_kernel_table) / sizeof(cg_cl_kernel_table[0]) == CG_CL_K_COUNT,
                "one entry per kernel");

@@ -319,6 +319,9 @@ static const struct cg_backend_i cg_cl_backend = {
     .col2im = cg_ocl_col2im,
     .pool2d = cg_ocl_pool2d,
     .pool2d_backward = cg_ocl_pool2d_backward,
+    .lstm_cell = cg_ocl_lstm_cell,
+    .lstm_cell_backward = cg_ocl_lstm_cell_backward,
+    .softmax_causal = cg_ocl_softmax_causal,
 };
 
 /* The plugin's only exported symbol. */

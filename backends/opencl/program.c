@@ -33,6 +33,7 @@
 #include "cg_cl_index.h"
 #include "cg_cl_optim.h"
 #include "cg_cl_reduce.h"
+#include "cg_cl_rnn.h"
 #include "cg_cl_softmax.h"
 
 const struct cg_cl_program_desc cg_cl_programs[CG_CL_PROG_COUNT] = {
@@ -42,6 +43,7 @@ const struct cg_cl_program_desc cg_cl_programs[CG_CL_PROG_COUNT] = {
     [CG_CL_PROG_INDEX] = {"index", cg_cl_index},
     [CG_CL_PROG_OPTIM] = {"optim", cg_cl_optim},
     [CG_CL_PROG_CONV] = {"conv", cg_cl_conv},
+    [CG_CL_PROG_RNN] = {"rnn", cg_cl_rnn},
 };
 _Static_assert(sizeof(cg_cl_programs) / sizeof(cg_cl_programs[0]) == CG_CL_PROG_COUNT,
                "one entry per program");

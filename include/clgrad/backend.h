@@ -317,6 +317,45 @@ struct cg_backend_i {
     cg_status (*pool2d_backward)(void *ctx, enum cg_pool_kind kind,
                                  const struct cg_conv2d_desc *d, struct cg_ptr gin,
                                  struct cg_ptr gout, struct cg_ptr argmax);
+
+    /* ---- fused kernels for sequence models. Optional: NULL (or a vtable
+     * too short to hold them) makes the frontend compose the same math from
+     * the ew and softmax primitives, kernel by kernel. All blocks are
+     * contiguous and row-major. */
+
+    /* One LSTM cell step (torch.nn.LSTM docs; PyTorch's gate order i, f, g,
+     * o). gates (B, 4H) holds the pre-activations
+     * x W_ih^T + b_ih + h_prev W_hh^T + b_hh, row b = [i | f | g | o];
+     * c_prev (B, H). With sigma the logistic function (as CG_EW_SIGMOID):
+     *   i = sigma(G[:, 0:H])     f = sigma(G[:, H:2H])
+     *   g = tanh (G[:, 2H:3H])   o = sigma(G[:, 3H:4H])
+     *   c = f * c_prev + i * g   h = o * tanh(c)
+     * Writes c (B, H), h (B, H), and save (B, 5H), row b =
+     * [i | f | g | o | tanh(c)]: what lstm_cell_backward reads. */
+    cg_status (*lstm_cell)(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
+                           struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
+                           int64_t hidden);
+    /* Its adjoint. From the upstream gradients gh, gc (B, H), lstm_cell's
+     * save (B, 5H) and c_prev (B, H), with t = tanh(c):
+     *   dc       = gc + gh * o * (1 - t^2)
+     *   gG[:, i] = dc * g * i * (1 - i)        gG[:, f] = dc * c_prev * f * (1 - f)
+     *   gG[:, g] = dc * i * (1 - g^2)          gG[:, o] = gh * t * o * (1 - o)
+     *   gc_prev  = dc * f
+     * Writes (does not accumulate) g_gates (B, 4H) and g_c_prev (B, H). */
+    cg_status (*lstm_cell_backward)(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
+                                    struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
+                                    struct cg_ptr c_prev, int64_t batch, int64_t hidden);
+    /* Causal softmax over the last axis of a (rows, cols) block: row r sees
+     * only columns j <= q = r mod period (period >= 1), so
+     *   out[r, j] = exp(in[r, j] - m) / sum_{k <= q} exp(in[r, k] - m),  j <= q
+     *   out[r, j] = 0,                                                   j > q
+     * with m = max_{k <= q} in[r, k]. For attention scores (.., T, T) and
+     * period T this is softmax(S + M), M the causal mask (-inf where j > i;
+     * torch.nn.functional.scaled_dot_product_attention, is_causal=True).
+     * Masked inputs are never read. The backward is softmax_backward with
+     * log = 0: out is exactly 0 where masked, so gx is 0 there. */
+    cg_status (*softmax_causal)(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
+                                int64_t cols, int64_t period);
 };
 
 /* The members every backend must have: all up to and including reset_stats. */

@@ -297,6 +297,22 @@ cg_status cg_checkpoint_save(const char *path, const cg_module *model, const cg_
     if (!params)
         return cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_checkpoint_save: out of host memory");
     cg_module_parameters(model, params, n);
+    /* Buffers (BatchNorm's running statistics) are part of the state too,
+     * after the parameters, as in PyTorch's state_dict. */
+    int nb = cg_module_buffers(model, NULL, 0);
+    struct cg_named_tensor *bufs = calloc((size_t)nb + 1, sizeof *bufs);
+    if (!bufs) {
+        free(params);
+        return cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_checkpoint_save: out of host memory");
+    }
+    cg_module_buffers(model, bufs, nb);
+    for (int i = 0; i < nb; i++) {
+        if (is_reserved(bufs[i].name)) {
+            r = cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                          "cg_checkpoint_save: buffer \"%s\" uses a reserved prefix", bufs[i].name);
+            goto done;
+        }
+    }
     for (int i = 0; i < n; i++) {
         if (is_reserved(params[i].name)) {
             r = cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
@@ -315,11 +331,13 @@ cg_status cg_checkpoint_save(const char *path, const cg_module *model, const cg_
              rng[1], rng[2], rng[3]);
     if (r == CG_OK) r = cg_safetensors_set_meta(st, "clgrad.rng", rs);
     for (int i = 0; r == CG_OK && i < n; i++) r = put_tensor(st, params[i].name, params[i].tensor);
+    for (int i = 0; r == CG_OK && i < nb; i++) r = put_tensor(st, bufs[i].name, bufs[i].tensor);
     if (r == CG_OK && opt) r = put_optim(st, opt, params, n);
     if (r == CG_OK && extra) r = put_extra(st, extra);
     if (r == CG_OK) r = cg_safetensors_write(path, st);
 done:
     cg_safetensors_free(st);
+    free(bufs);
     free(params);
     /* Every failure above is in this thread's last error (device errors are
      * also in ctx already); copy host-side ones into ctx. */
@@ -641,31 +659,36 @@ cg_status cg_checkpoint_load(const char *path, cg_module *model, cg_optim *opt,
     int n = cg_module_parameters(model, NULL, 0);
     int ng = opt ? cg_optim_num_groups(opt) : 0;
     struct cg_named_tensor *ps = calloc((size_t)n + 1, sizeof *ps);
+    int nb = cg_module_buffers(model, NULL, 0);
+    struct cg_named_tensor *bs = calloc((size_t)nb + 1, sizeof *bs);
     int64_t *steps = calloc((size_t)n + 1, sizeof *steps);
     struct cg_optim_options *groups = calloc((size_t)ng + 1, sizeof *groups);
     struct mismatch mm;
     memset(&mm, 0, sizeof mm);
     struct cg_checkpoint_extra ex = cg_checkpoint_extra_init();
-    if (!ps || !steps || !groups) {
+    if (!ps || !bs || !steps || !groups) {
         r = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_checkpoint_load: out of host memory");
         goto done;
     }
     cg_module_parameters(model, ps, n);
+    cg_module_buffers(model, bs, nb);
 
-    /* 1. Names and shapes. */
-    for (int i = 0; i < n; i++) {
-        const struct cg_st_tensor *t = cg_safetensors_find(st, ps[i].name);
+    /* 1. Names and shapes, of parameters and then buffers. */
+    for (int i = 0; i < n + nb; i++) {
+        const struct cg_named_tensor *nt = i < n ? &ps[i] : &bs[i - n];
+        const struct cg_st_tensor *t = cg_safetensors_find(st, nt->name);
         if (!t) {
-            list_add(&mm.missing, ps[i].name);
+            list_add(&mm.missing, nt->name);
             mm.n++;
-        } else if (!same_shape(t, ps[i].tensor)) {
-            add_shape_mismatch(&mm, ps[i].name, t, ps[i].tensor);
+        } else if (!same_shape(t, nt->tensor)) {
+            add_shape_mismatch(&mm, nt->name, t, nt->tensor);
         }
     }
     enum cg_optim_kind kind = opt ? optim_kind(opt) : CG_OPTIM_SGD;
     for (int i = 0; i < st->n_tensors; i++) {
         const char *name = st->tensors[i].name;
-        bool ok = find_param(ps, n, name, strlen(name)) != NULL;
+        bool ok = find_param(ps, n, name, strlen(name)) != NULL ||
+                  find_param(bs, nb, name, strlen(name)) != NULL;
         if (!ok && strncmp(name, "optim.", 6) == 0)
             ok = !opt || is_optim_tensor(name, kind, ps, n);
         if (!ok && (strncmp(name, "scaler.", 7) == 0 || strncmp(name, "target_scaler.", 14) == 0))
@@ -698,9 +721,10 @@ cg_status cg_checkpoint_load(const char *path, cg_module *model, cg_optim *opt,
     if (r != CG_OK) goto done;
 
     /* 4. Everything fits: apply. */
-    for (int i = 0; r == CG_OK && i < n; i++) {
-        const struct cg_st_tensor *t = cg_safetensors_find(st, ps[i].name);
-        r = cg_tensor_set_data(ps[i].tensor, t->data, t->numel);
+    for (int i = 0; r == CG_OK && i < n + nb; i++) {
+        const struct cg_named_tensor *nt = i < n ? &ps[i] : &bs[i - n];
+        const struct cg_st_tensor *t = cg_safetensors_find(st, nt->name);
+        r = cg_tensor_set_data(nt->tensor, t->data, t->numel);
     }
     if (opt) {
         const char *const *names = state_names(kind);
@@ -729,6 +753,7 @@ done:
     free(mm.shape.p);
     free(groups);
     free(steps);
+    free(bs);
     free(ps);
     cg_safetensors_free(st);
     return r;
