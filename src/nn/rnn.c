@@ -27,6 +27,15 @@
  * for the hidden projection and a few elementwise ops on the gates. Backward
  * is autograd's, through the same ops.
  *
+ * Fused LSTM cell. When the backend has lstm_cell and lstm_cell_backward
+ * (backend.h), an LSTM step's gate math (4 activations, c_t and h_t: ten
+ * elementwise kernels forward, about twenty backward) is one recorded op,
+ * `lstm_cell`, with one kernel each way. It writes c_t and h_t into one
+ * private (2, B, H) tensor that the step reads through two windows, so
+ * both gradients meet in that tensor's gradient buffer before the op's
+ * backward runs. Without them the composed ops above run instead; both
+ * give the same values (tests/test_fused.c).
+ *
  * Windows. Steps read their rows and gate chunks out of the projection
  * tensors through `window`, a view op whose backward adds its gradient into
  * the same window of the base's gradient buffer, in place. cg_slice would
@@ -114,6 +123,73 @@ static cg_tensor *chunk(struct rows r, int64_t B, int64_t H, int k, int width)
     return window(r.base, B, width * H, r.row_stride, r.off + k * H);
 }
 
+/* ---- the fused LSTM cell ---------------------------------------------------- */
+
+/* inputs: gates G (B, 4H), c_prev (B, H); saved[0]: the forward's save
+ * (B, 5H); g: the gradient of the op's (2, B, H) output [c_t; h_t]. */
+static cg_status lstm_cell_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
+{
+    (void)y;
+    cg_tensor *G = n->inputs[0], *c_prev = n->inputs[1], *save = n->saved[0];
+    cg_ctx *ctx = cg__ctx_of(G);
+    const int64_t B = n->i[0], H = n->i[1];
+    cg_tensor *gg = cg__contig_ref(g), *cp = gg ? cg__contig_ref(c_prev) : NULL;
+    cg_tensor *gG = cp ? cg__tensor_new(ctx, 2, (int64_t[]){B, 4 * H}) : NULL;
+    cg_tensor *gcp = gG ? cg__tensor_new(ctx, 2, (int64_t[]){B, H}) : NULL;
+    cg_status st = gcp ? CG_OK : ctx->status;
+    if (st == CG_OK) {
+        struct cg_ptr gc = cg__ptr(gg), gh = {gc.buf, gc.off + B * H};
+        if (ctx->be->lstm_cell_backward(ctx->bctx, cg__ptr(gG), cg__ptr(gcp), gh, gc,
+                                        cg__ptr(save), cg__ptr(cp), B, H) != CG_OK)
+            st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "LSTM cell backward");
+    }
+    if (cp) cg__tensor_unref(cp);
+    if (gg) cg__tensor_unref(gg);
+    if (st == CG_OK) st = cg__accumulate_grad(G, gG);
+    if (st == CG_OK) st = cg__accumulate_grad(c_prev, gcp);
+    return st;
+}
+
+/* One LSTM step from its gate pre-activations G (B, 4H) and c_prev (B, H)
+ * in the backend's lstm_cell kernel. Returns the private (2, B, H) tensor
+ * [c_t; h_t], recorded as one op. */
+static cg_tensor *lstm_cell_fused(cg_tensor *G, cg_tensor *c_prev, int64_t B, int64_t H)
+{
+    if (!G || !c_prev) return NULL;
+    cg_ctx *ctx = cg__ctx_of(G);
+    cg_tensor *gc = cg__contig_ref(G), *cp = gc ? cg__contig_ref(c_prev) : NULL;
+    cg_tensor *out = cp ? cg__tensor_new(ctx, 3, (int64_t[]){2, B, H}) : NULL;
+    cg_tensor *save = out ? cg__tensor_new_unowned(ctx, 2, (int64_t[]){B, 5 * H}) : NULL;
+    bool ok = save != NULL;
+    if (ok) {
+        struct cg_ptr c = cg__ptr(out), h = {c.buf, c.off + B * H};
+        if (ctx->be->lstm_cell(ctx->bctx, c, h, cg__ptr(save), cg__ptr(gc), cg__ptr(cp), B, H) !=
+            CG_OK) {
+            cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "LSTM cell");
+            ok = false;
+        }
+    }
+    if (ok) {
+        bool failed;
+        cg_tensor *in[2] = {G, c_prev};
+        struct cg_node *n = cg__record(out, "LSTM cell", lstm_cell_backward, 2, in, 1, &save,
+                                       &failed);
+        ok = !failed;
+        if (n) {
+            n->i[0] = B;
+            n->i[1] = H;
+        }
+    }
+    if (save) cg__tensor_unref(save);
+    if (cp) cg__tensor_unref(cp);
+    if (gc) cg__tensor_unref(gc);
+    if (!ok) {
+        cg_tensor_free(out);
+        return NULL;
+    }
+    return out;
+}
+
 /* ---- one layer over all steps ------------------------------------------- */
 
 /* x: (T, B, in) when tdim == 0, (B, T, in) when tdim == 1;
@@ -138,6 +214,8 @@ static cg_tensor *layer_forward(struct rnn *r, int k, cg_tensor *x, int tdim, cg
     /* step t's rows: (T, B, GH) -> t*B*GH + b*GH; (B, T, GH) -> t*GH + b*T*GH */
     const int64_t t_stride = tdim == 0 ? B * GH : GH, b_stride = tdim == 0 ? GH : T * GH;
     cg_tensor *whh_t = cg_transpose(r->w_hh[k], 0, 1); /* (H, G*H) */
+    const bool fused = r->mode == CG_RNN_LSTM && CG_BACKEND_HAS(ctx->be, lstm_cell) &&
+                       CG_BACKEND_HAS(ctx->be, lstm_cell_backward);
 
     cg_tensor **hs = malloc((size_t)(T > 0 ? T : 1) * sizeof *hs);
     if (!hs) {
@@ -152,6 +230,12 @@ static cg_tensor *layer_forward(struct rnn *r, int k, cg_tensor *x, int tdim, cg
             h = cg_tanh(cg_add(chunk(xr, B, H, 0, 1), hw));
             break;
         case CG_RNN_LSTM: {
+            if (fused) { /* ch = [c_t; h_t] (2, B, H) */
+                cg_tensor *ch = lstm_cell_fused(cg_add(chunk(xr, B, H, 0, 4), hw), c, B, H);
+                c = window(ch, B, H, H, 0);
+                h = window(ch, B, H, H, B * H);
+                break;
+            }
             struct rows pre = {cg_add(chunk(xr, B, H, 0, 4), hw), 0, GH};
             cg_tensor *i = cg_sigmoid(chunk(pre, B, H, 0, 1));
             cg_tensor *f = cg_sigmoid(chunk(pre, B, H, 1, 1));
