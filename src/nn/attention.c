@@ -16,13 +16,20 @@
  * Dropout is cg_dropout (src/nn/dropout.c: host-RNG masks, the same on
  * every backend for one seed). Everything is batched matmuls, a softmax and
  * views, so the backward is autograd's, on the device.
+ *
+ * Causal softmax in one kernel. When the backend has softmax_causal
+ * (backend.h), the masked scores never exist: one kernel normalises each
+ * row over its first i + 1 columns and writes exact zeros past them, which
+ * are the probabilities softmax(S + M) gives (exp(-1e30 - max) is 0 in
+ * float32), and no (T, T) mask is built or added. Its backward is the
+ * plain softmax backward (zeros stay zeros).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clgrad/nn.h"
-#include "core/internal.h"
+#include "core/ops_internal.h"
 
 #define MASK_NEG (-1e30f)
 
@@ -64,6 +71,52 @@ static cg_tensor *causal_mask(cg_ctx *ctx, struct mha *a, int64_t T)
     return a->mask;
 }
 
+/* dS = y * (gy - sum(gy * y)) per row: backend softmax_backward, log = 0. */
+static cg_status causal_softmax_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
+{
+    cg_tensor *s = n->inputs[0];
+    cg_ctx *ctx = cg__ctx_of(s);
+    const int64_t cols = n->i[0], rows = cg__tnumel(y) / cols;
+    cg_tensor *gs = cg__tensor_new(ctx, s->ndim, s->shape);
+    cg_tensor *gc = gs ? cg__contig_ref(g) : NULL;
+    if (!gc) return ctx->status;
+    cg_status st = CG_OK;
+    if (ctx->be->softmax_backward(ctx->bctx, cg__ptr(gs), cg__ptr(y), cg__ptr(gc), rows, cols, 0) !=
+        CG_OK)
+        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "causal softmax backward");
+    cg__tensor_unref(gc);
+    return st ? st : cg__accumulate_grad(s, gs);
+}
+
+/* softmax(s + M) over the last axis of the scores s (B, h, T, T), M the
+ * causal mask, in the backend's softmax_causal kernel. */
+static cg_tensor *causal_softmax(cg_tensor *s)
+{
+    if (!s) return NULL;
+    cg_ctx *ctx = cg__ctx_of(s);
+    const int64_t T = s->shape[s->ndim - 1], rows = cg__tnumel(s) / T;
+    cg_tensor *c = cg__contig_ref(s);
+    cg_tensor *out = c ? cg__tensor_new(ctx, s->ndim, s->shape) : NULL;
+    bool ok = out != NULL;
+    if (ok && ctx->be->softmax_causal(ctx->bctx, cg__ptr(out), cg__ptr(c), rows, T, T) != CG_OK) {
+        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "causal softmax");
+        ok = false;
+    }
+    if (c) cg__tensor_unref(c);
+    if (ok) {
+        bool failed;
+        struct cg_node *n = cg__record(out, "causal softmax", causal_softmax_backward, 1, &s, 0,
+                                       NULL, &failed);
+        ok = !failed;
+        if (n) n->i[0] = T;
+    }
+    if (!ok) {
+        cg_tensor_free(out);
+        return NULL;
+    }
+    return out;
+}
+
 cg_tensor *cg_self_attention(cg_module *m, cg_tensor *x, bool causal)
 {
     if (!m || !x) return NULL;
@@ -94,8 +147,11 @@ cg_tensor *cg_self_attention(cg_module *m, cg_tensor *x, bool causal)
     /* scaling q (T*d values) is cheaper than scaling the (T, T) scores */
     q = cg_mul_scalar(q, (float)(1.0 / sqrt((double)d)));
     cg_tensor *s = cg_matmul(q, cg_transpose(k, -2, -1));              /* (B, h, T, T) */
-    if (causal) s = cg_add(s, causal_mask(ctx, a, T));
-    cg_tensor *w = cg_dropout(cg_softmax(s, -1), a->dropout, cg_module_is_training(m));
+    if (causal && CG_BACKEND_HAS(ctx->be, softmax_causal))
+        s = causal_softmax(s);
+    else
+        s = cg_softmax(causal ? cg_add(s, causal_mask(ctx, a, T)) : s, -1);
+    cg_tensor *w = cg_dropout(s, a->dropout, cg_module_is_training(m));
     cg_tensor *o = cg_matmul(w, v);                                    /* (B, h, T, d) */
     o = cg_reshape(cg_permute(o, CG_SHAPE(0, 2, 1, 3)), CG_SHAPE(B, T, E));
     return cg_module_forward(a->out_proj, o);
