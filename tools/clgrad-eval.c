@@ -22,16 +22,16 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <clgrad/clgrad.h>
 
-#define FASHION_DIR "/usr/share/datasets/fashion-mnist"
+#include "cli.h"
+
+#define FASHION_DIR CLI_FASHION_DIR
 
 struct options {
     const char *checkpoint, *data, *target, *model, *predictions, *backend, *device, *missing;
@@ -70,30 +70,6 @@ static void usage(FILE *f)
         "  -h, --help           this text\n");
 }
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "clgrad-eval: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "clgrad-eval: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see --help)\n");
-    va_end(ap);
-    exit(2);
-}
-
 static void parse_args(int argc, char **argv, struct options *o)
 {
     *o = (struct options){.missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
@@ -104,8 +80,8 @@ static void parse_args(int argc, char **argv, struct options *o)
             usage(stdout);
             exit(0);
         }
-        if (strncmp(a, "--", 2) != 0) usage_error("unexpected argument '%s'", a);
-        if (i + 1 >= argc) usage_error("%s needs a value", a);
+        if (strncmp(a, "--", 2) != 0) cli_usage_error("unexpected argument '%s'", a);
+        if (i + 1 >= argc) cli_usage_error("%s needs a value", a);
         const char *v = argv[++i];
         if (strcmp(a, "--checkpoint") == 0) o->checkpoint = v;
         else if (strcmp(a, "--data") == 0) o->data = v;
@@ -115,82 +91,39 @@ static void parse_args(int argc, char **argv, struct options *o)
         else if (strcmp(a, "--backend") == 0) o->backend = v;
         else if (strcmp(a, "--device") == 0) o->device = v;
         else if (strcmp(a, "--missing") == 0) o->missing = v;
-        else if (strcmp(a, "--batch") == 0) {
-            char *end;
-            errno = 0;
-            long long n = strtoll(v, &end, 10);
-            if (!*v || *end || errno || n < 1 || n > (1 << 24))
-                usage_error("--batch: '%s' is not an integer in [1, %d]", v, 1 << 24);
-            o->batch = n;
-        } else if (strcmp(a, "--delimiter") == 0) {
-            if (strcmp(v, "tab") == 0 || strcmp(v, "\\t") == 0) o->delimiter = '\t';
-            else if (strlen(v) == 1 && v[0] != '"' && v[0] != '\n') o->delimiter = v[0];
-            else usage_error("--delimiter: '%s' is not one character", v);
-        } else if (strcmp(a, "--task") == 0) {
+        else if (strcmp(a, "--batch") == 0) o->batch = cli_int(a, v, 1, 1 << 24);
+        else if (strcmp(a, "--delimiter") == 0) o->delimiter = cli_delimiter(v);
+        else if (strcmp(a, "--task") == 0) {
             o->task_given = true;
-            if (strcmp(v, "auto") == 0) o->task = CG_TASK_AUTO;
-            else if (strcmp(v, "regression") == 0) o->task = CG_TASK_REGRESSION;
-            else if (strcmp(v, "classification") == 0) o->task = CG_TASK_CLASSIFICATION;
-            else usage_error("--task: '%s' is not auto, regression or classification", v);
-        } else usage_error("unknown option '%s'", a);
+            o->task = cli_task(v);
+        } else cli_usage_error("unknown option '%s'", a);
     }
-    if (!o->checkpoint) usage_error("--checkpoint is required");
-    if (!o->data) usage_error("--data is required");
+    if (!o->checkpoint) cli_usage_error("--checkpoint is required");
+    if (!o->data) cli_usage_error("--data is required");
 }
 
 /* ---- data ------------------------------------------------------------ */
-
-static bool is_dir(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static void idx_path(char *buf, size_t len, const char *dir, const char *name)
-{
-    snprintf(buf, len, "%s/%s.gz", dir, name);
-    if (access(buf, R_OK) != 0) snprintf(buf, len, "%s/%s", dir, name);
-}
 
 static struct cg_dataset *load_idx_dir(const char *dir, char *what, size_t len)
 {
     char img[1024], lab[1024];
     const char *set = "t10k";
-    idx_path(img, sizeof img, dir, "t10k-images-idx3-ubyte");
+    cli_idx_path(img, sizeof img, dir, "t10k-images-idx3-ubyte");
     if (access(img, R_OK) != 0) set = "train";
     snprintf(img, sizeof img, "%s-images-idx3-ubyte", set);
     snprintf(lab, sizeof lab, "%s-labels-idx1-ubyte", set);
     char ip[1024], lp[1024];
-    idx_path(ip, sizeof ip, dir, img);
-    idx_path(lp, sizeof lp, dir, lab);
+    cli_idx_path(ip, sizeof ip, dir, img);
+    cli_idx_path(lp, sizeof lp, dir, lab);
     struct cg_dataset *ds;
-    if (cg_idx_load_pair(ip, lp, true, &ds) != CG_OK) die("%s", cg_last_error(NULL));
+    if (cg_idx_load_pair(ip, lp, true, &ds) != CG_OK) cli_die("%s", cg_last_error(NULL));
     snprintf(what, len, "%s (%s set)", dir, set);
     return ds;
 }
 
 static struct cg_dataset *load_csv(const struct options *o, enum cg_task task)
 {
-    if (!o->target) usage_error("--target COLUMN is required with a CSV file");
-    struct cg_csv_options co = cg_csv_options_default();
-    co.delimiter = o->delimiter;
-    co.target = o->target;
-    co.task = task;
-    if (strcmp(o->missing, "error") == 0) co.missing = CG_MISSING_ERROR;
-    else if (strcmp(o->missing, "drop") == 0) co.missing = CG_MISSING_DROP;
-    else if (strcmp(o->missing, "mean") == 0) co.missing = CG_MISSING_FILL_MEAN;
-    else if (strcmp(o->missing, "zero") == 0) {
-        co.missing = CG_MISSING_FILL_CONSTANT;
-        co.fill_value = 0;
-    } else usage_error("--missing: '%s' is not error, drop, mean or zero", o->missing);
-    struct cg_table *tab;
-    if (cg_csv_read(o->data, &co, &tab) != CG_OK) die("%s", cg_last_error(NULL));
-    struct cg_dataset *ds;
-    cg_status st = cg_dataset_from_table(tab, &ds);
-    cg_table_free(tab);
-    if (st != CG_OK) die("%s", cg_last_error(NULL));
-    if (ds->n < 1) die("%s: no usable rows", o->data);
-    return ds;
+    return cli_load_csv(o->data, o->target, o->delimiter, task, o->missing);
 }
 
 /* The data set's class indices renumbered to the checkpoint's classes (a
@@ -200,13 +133,13 @@ static void map_classes(struct cg_dataset *ds, const struct cg_checkpoint_extra 
 {
     if (!ds->class_names || !ex->class_names) return;
     int *map = malloc((size_t)ds->n_classes * sizeof *map);
-    if (!map) die("out of memory");
+    if (!map) cli_die("out of memory");
     for (int c = 0; c < ds->n_classes; c++) {
         map[c] = -1;
         for (int k = 0; k < ex->n_classes; k++)
             if (strcmp(ds->class_names[c], ex->class_names[k]) == 0) map[c] = k;
         if (map[c] < 0)
-            die("class \"%s\" in the data is not one of the checkpoint's %d classes",
+            cli_die("class \"%s\" in the data is not one of the checkpoint's %d classes",
                 ds->class_names[c], ex->n_classes);
     }
     for (int64_t i = 0; i < ds->n; i++) ds->y[i] = (float)map[(int)ds->y[i]];
@@ -271,7 +204,7 @@ static void accumulate(struct results *r, const float *pred, const float *y, int
             int t = (int)y[i], p;
             double prob, loss;
             if (t < 0 || t >= r->n_classes)
-                die("sample %lld has class %d, but the model has %d", (long long)r->n, t,
+                cli_die("sample %lld has class %d, but the model has %d", (long long)r->n, t,
                     r->n_classes);
             if (r->bce) {   /* BCEWithLogits: max(x,0) - x*y + log(1 + exp(-|x|)) */
                 double x = z[0];
@@ -382,82 +315,83 @@ static void print_regression(const struct results *r)
 
 int main(int argc, char **argv)
 {
+    cli_prog = "clgrad-eval";
     struct options o;
     parse_args(argc, argv, &o);
     struct cg_checkpoint_extra ex;
-    if (cg_checkpoint_read_extra(o.checkpoint, &ex) != CG_OK) die("%s", cg_last_error(NULL));
+    if (cg_checkpoint_read_extra(o.checkpoint, &ex) != CG_OK) cli_die("%s", cg_last_error(NULL));
     const char *spec = o.model ? o.model : ex.model_spec;
     if (!spec)
-        die("%s stores no model spec (clgrad.model_spec); give one with --model", o.checkpoint);
+        cli_die("%s stores no model spec (clgrad.model_spec); give one with --model", o.checkpoint);
 
     char source[1200];
     struct cg_dataset *ds;
-    if (strcmp(o.data, "fashion-mnist") == 0 || is_dir(o.data)) {
+    if (strcmp(o.data, "fashion-mnist") == 0 || cli_is_dir(o.data)) {
         const char *dir = strcmp(o.data, "fashion-mnist") == 0 ? FASHION_DIR : o.data;
-        if (!is_dir(dir)) die("%s not found: install Debian's dataset-fashion-mnist package", dir);
+        if (!cli_is_dir(dir)) cli_die("%s not found: install Debian's dataset-fashion-mnist package", dir);
         ds = load_idx_dir(dir, source, sizeof source);
     } else {
         enum cg_task task = o.task_given ? o.task : ex.task;
         ds = load_csv(&o, task);
         snprintf(source, sizeof source, "%s", o.data);
     }
-    if (!ds->y) die("%s has no targets to evaluate against", source);
+    if (!ds->y) cli_die("%s has no targets to evaluate against", source);
     bool classification = ds->n_classes > 0 && ds->y_dim == 0;
     if (ex.task == CG_TASK_CLASSIFICATION && !classification)
-        die("the checkpoint is a classifier but %s has a numeric target", source);
+        cli_die("the checkpoint is a classifier but %s has a numeric target", source);
     if (ex.task == CG_TASK_REGRESSION && classification)
-        die("the checkpoint is a regression model but %s has class labels", source);
+        cli_die("the checkpoint is a regression model but %s has class labels", source);
     if (classification) map_classes(ds, &ex);
 
     /* The checkpoint's preprocessing, then its input shape. */
     if (ex.scaler && cg_scaler_apply(ex.scaler, ds) != CG_OK)
-        die("applying the checkpoint's scaler: %s", cg_last_error(NULL));
+        cli_die("applying the checkpoint's scaler: %s", cg_last_error(NULL));
     if (ex.input_ndim > 0) {
         if (cg_dataset_reshape(ds, ex.input_ndim, ex.input_shape) != CG_OK)
-            die("the data does not fit the model's input: %s", cg_last_error(NULL));
+            cli_die("the data does not fit the model's input: %s", cg_last_error(NULL));
     } else {
         const char *first = spec + strspn(spec, " ");
         if (strncmp(first, "linear", 6) == 0 && ds->sample_ndim > 1 &&
             cg_dataset_reshape(ds, 1, &ds->sample_numel) != CG_OK)
-            die("%s", cg_last_error(NULL));
+            cli_die("%s", cg_last_error(NULL));
     }
 
     cg_ctx *ctx;
     struct cg_ctx_options co = {.backend = o.backend, .device = o.device, .seed = 0};
-    if (cg_ctx_create(&ctx, &co) != CG_OK) die("%s", cg_last_error(NULL));
+    if (cg_ctx_create(&ctx, &co) != CG_OK) cli_die("%s", cg_last_error(NULL));
     int out_ndim;
     int64_t out_shape[CG_MAX_DIMS];
     cg_module *model = cg_model_from_spec(ctx, spec, ds->sample_ndim, ds->sample_shape, &out_ndim,
                                           out_shape);
-    if (!model) die("%s", cg_last_error(ctx));
-    if (cg_checkpoint_load(o.checkpoint, model, NULL, NULL) != CG_OK) die("%s", cg_last_error(ctx));
-    if (out_ndim != 1) die("the model's output per sample has %d dims; expected 1", out_ndim);
+    if (!model) cli_die("%s", cg_last_error(ctx));
+    if (cg_checkpoint_load(o.checkpoint, model, NULL, NULL) != CG_OK) cli_die("%s", cg_last_error(ctx));
+    if (out_ndim != 1) cli_die("the model's output per sample has %d dims; expected 1", out_ndim);
 
     struct results r = {.classification = classification, .k = out_shape[0]};
     if (classification) {
         r.bce = r.k == 1;
         int64_t classes = r.bce ? 2 : r.k;
         if (ex.n_classes > 0 && classes != ex.n_classes)
-            die("the model has %lld outputs for %d classes", (long long)r.k, ex.n_classes);
-        if (classes > 100000) die("%lld classes: too many", (long long)classes);
+            cli_die("the model has %lld outputs for %d classes", (long long)r.k, ex.n_classes);
+        if (classes > 100000) cli_die("%lld classes: too many", (long long)classes);
         r.n_classes = (int)classes;
         r.confusion = calloc((size_t)(classes * classes), sizeof *r.confusion);
-        if (!r.confusion) die("out of memory");
+        if (!r.confusion) cli_die("out of memory");
     } else {
         if (r.k != ds->y_dim)
-            die("the model predicts %lld values per sample, the data has %lld targets",
+            cli_die("the model predicts %lld values per sample, the data has %lld targets",
                 (long long)r.k, (long long)ds->y_dim);
         r.abs_err = calloc((size_t)r.k, sizeof(double));
         r.sq_err = calloc((size_t)r.k, sizeof(double));
         r.y_sum = calloc((size_t)r.k, sizeof(double));
         r.y_sq = calloc((size_t)r.k, sizeof(double));
-        if (!r.abs_err || !r.sq_err || !r.y_sum || !r.y_sq) die("out of memory");
+        if (!r.abs_err || !r.sq_err || !r.y_sum || !r.y_sq) cli_die("out of memory");
     }
 
     FILE *out = NULL;
     if (o.predictions) {
         out = fopen(o.predictions, "w");
-        if (!out) die("%s: %s", o.predictions, strerror(errno));
+        if (!out) cli_die("%s: %s", o.predictions, strerror(errno));
         if (classification) fprintf(out, "index,target,predicted,probability\n");
         else {
             fprintf(out, "index");
@@ -474,13 +408,13 @@ int main(int argc, char **argv)
 
     cg_loader *ld;
     struct cg_loader_options lo = {.batch_size = o.batch};
-    if (cg_loader_create(ctx, ds, &lo, &ld) != CG_OK) die("%s", cg_last_error(ctx));
+    if (cg_loader_create(ctx, ds, &lo, &ld) != CG_OK) cli_die("%s", cg_last_error(ctx));
     cg_module_eval(model);
     cg_set_grad_enabled(ctx, false);
     int64_t ydim = ds->y_dim ? ds->y_dim : 1;
     float *hp = malloc((size_t)(o.batch * r.k) * sizeof *hp);
     float *hy = malloc((size_t)(o.batch * ydim) * sizeof *hy);
-    if (!hp || !hy) die("out of memory");
+    if (!hp || !hy) cli_die("out of memory");
     cg_tensor *x, *y;
     cg_status st;
     while ((st = cg_loader_next(ld, &x, &y)) == CG_OK && x) {
@@ -489,16 +423,16 @@ int main(int argc, char **argv)
         cg_tensor *pred = cg_module_forward(model, x);
         if (!pred || cg_tensor_to_host(pred, hp, b * r.k) != CG_OK ||
             cg_tensor_to_host(y, hy, b * ydim) != CG_OK)
-            die("evaluation: %s", cg_last_error(ctx));
+            cli_die("evaluation: %s", cg_last_error(ctx));
         cg_scope_end(ctx);
         if (!classification && ex.target_scaler &&
             cg_scaler_inverse_data(ex.target_scaler, hp, b, r.k) != CG_OK)
-            die("%s", cg_last_error(NULL));
+            cli_die("%s", cg_last_error(NULL));
         accumulate(&r, hp, hy, b, ydim, &ex, out);
     }
-    if (st != CG_OK) die("%s", cg_last_error(ctx));
+    if (st != CG_OK) cli_die("%s", cg_last_error(ctx));
     if (out && (fflush(out) != 0 || ferror(out) || fclose(out) != 0))
-        die("%s: write failed: %s", o.predictions, strerror(errno));
+        cli_die("%s: write failed: %s", o.predictions, strerror(errno));
 
     if (classification) print_classification(&r, &ex, o.max_matrix);
     else print_regression(&r);

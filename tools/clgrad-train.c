@@ -14,17 +14,17 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <clgrad/clgrad.h>
 
-#define FASHION_DIR "/usr/share/datasets/fashion-mnist"
+#include "cli.h"
+
+#define FASHION_DIR CLI_FASHION_DIR
 
 struct options {
     const char *data, *target, *model, *loss, *optim, *backend, *device, *scale, *missing;
@@ -126,51 +126,6 @@ static void usage(FILE *f)
         "  -h, --help           this text\n");
 }
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "clgrad-train: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "clgrad-train: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see --help)\n");
-    va_end(ap);
-    exit(2);
-}
-
-static double parse_double(const char *opt, const char *v, double lo, double hi)
-{
-    char *end;
-    errno = 0;
-    double d = strtod(v, &end);
-    if (*v == '\0' || *end != '\0' || errno != 0 || !(d >= lo && d <= hi))
-        usage_error("%s: '%s' is not a number in [%g, %g]", opt, v, lo, hi);
-    return d;
-}
-
-static int64_t parse_int(const char *opt, const char *v, int64_t lo, int64_t hi)
-{
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || errno != 0 || n < lo || n > hi)
-        usage_error("%s: '%s' is not an integer in [%lld, %lld]", opt, v, (long long)lo,
-                    (long long)hi);
-    return n;
-}
-
 static void parse_args(int argc, char **argv, struct options *o)
 {
     *o = (struct options){.loss = "auto", .optim = "adam", .scale = "standard",
@@ -187,8 +142,8 @@ static void parse_args(int argc, char **argv, struct options *o)
         if (strcmp(a, "--progress") == 0) { o->progress = 1; continue; }
         if (strcmp(a, "--no-progress") == 0) { o->progress = 0; continue; }
         if (strcmp(a, "--quiet") == 0) { o->quiet = true; continue; }
-        if (strncmp(a, "--", 2) != 0) usage_error("unexpected argument '%s'", a);
-        if (i + 1 >= argc) usage_error("%s needs a value", a);
+        if (strncmp(a, "--", 2) != 0) cli_usage_error("unexpected argument '%s'", a);
+        if (i + 1 >= argc) cli_usage_error("%s needs a value", a);
         const char *v = argv[++i];
         if (strcmp(a, "--data") == 0) o->data = v;
         else if (strcmp(a, "--target") == 0) o->target = v;
@@ -205,35 +160,28 @@ static void parse_args(int argc, char **argv, struct options *o)
         else if (strcmp(a, "--log") == 0) o->log = v;
         else if (strcmp(a, "--plot") == 0) o->plot = v;
         else if (strcmp(a, "--schedule") == 0) o->schedule = v;
-        else if (strcmp(a, "--save-every") == 0) o->save_every = (int)parse_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--step-size") == 0) o->step_size = (int)parse_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--early-stop") == 0) o->early_stop = (int)parse_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--warmup") == 0) o->warmup = parse_int(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--gamma") == 0) o->gamma = (float)parse_double(a, v, 0, 1);
-        else if (strcmp(a, "--clip-grad") == 0) o->clip = (float)parse_double(a, v, 1e-12, 1e12);
-        else if (strcmp(a, "--lr") == 0) o->lr = (float)parse_double(a, v, 0, 1e3);
-        else if (strcmp(a, "--momentum") == 0) o->momentum = (float)parse_double(a, v, 0, 1);
-        else if (strcmp(a, "--weight-decay") == 0) o->weight_decay = (float)parse_double(a, v, 0, 1e3);
-        else if (strcmp(a, "--label-smoothing") == 0) o->label_smoothing = (float)parse_double(a, v, 0, 1);
-        else if (strcmp(a, "--batch") == 0) o->batch = parse_int(a, v, 1, 1 << 24);
-        else if (strcmp(a, "--epochs") == 0) o->epochs = (int)parse_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--seed") == 0) o->seed = (uint64_t)parse_int(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--val-split") == 0) o->val_split = parse_double(a, v, 0, 0.9);
-        else if (strcmp(a, "--delimiter") == 0) {
-            if (strcmp(v, "tab") == 0 || strcmp(v, "\\t") == 0) o->delimiter = '\t';
-            else if (strlen(v) == 1 && v[0] != '"' && v[0] != '\n') o->delimiter = v[0];
-            else usage_error("--delimiter: '%s' is not one character", v);
-        } else if (strcmp(a, "--task") == 0) {
-            if (strcmp(v, "auto") == 0) o->task = CG_TASK_AUTO;
-            else if (strcmp(v, "regression") == 0) o->task = CG_TASK_REGRESSION;
-            else if (strcmp(v, "classification") == 0) o->task = CG_TASK_CLASSIFICATION;
-            else usage_error("--task: '%s' is not auto, regression or classification", v);
-        } else usage_error("unknown option '%s'", a);
+        else if (strcmp(a, "--save-every") == 0) o->save_every = (int)cli_int(a, v, 1, 1000000);
+        else if (strcmp(a, "--step-size") == 0) o->step_size = (int)cli_int(a, v, 1, 1000000);
+        else if (strcmp(a, "--early-stop") == 0) o->early_stop = (int)cli_int(a, v, 1, 1000000);
+        else if (strcmp(a, "--warmup") == 0) o->warmup = cli_int(a, v, 0, INT64_MAX);
+        else if (strcmp(a, "--gamma") == 0) o->gamma = (float)cli_double(a, v, 0, 1);
+        else if (strcmp(a, "--clip-grad") == 0) o->clip = (float)cli_double(a, v, 1e-12, 1e12);
+        else if (strcmp(a, "--lr") == 0) o->lr = (float)cli_double(a, v, 0, 1e3);
+        else if (strcmp(a, "--momentum") == 0) o->momentum = (float)cli_double(a, v, 0, 1);
+        else if (strcmp(a, "--weight-decay") == 0) o->weight_decay = (float)cli_double(a, v, 0, 1e3);
+        else if (strcmp(a, "--label-smoothing") == 0) o->label_smoothing = (float)cli_double(a, v, 0, 1);
+        else if (strcmp(a, "--batch") == 0) o->batch = cli_int(a, v, 1, 1 << 24);
+        else if (strcmp(a, "--epochs") == 0) o->epochs = (int)cli_int(a, v, 1, 1000000);
+        else if (strcmp(a, "--seed") == 0) o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX);
+        else if (strcmp(a, "--val-split") == 0) o->val_split = cli_double(a, v, 0, 0.9);
+        else if (strcmp(a, "--delimiter") == 0) o->delimiter = cli_delimiter(v);
+        else if (strcmp(a, "--task") == 0) o->task = cli_task(v);
+        else cli_usage_error("unknown option '%s'", a);
     }
-    if (!o->data) usage_error("--data is required");
+    if (!o->data) cli_usage_error("--data is required");
     if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0 &&
         strcmp(o->schedule, "step") != 0)
-        usage_error("--schedule: '%s' is not constant, cosine or step", o->schedule);
+        cli_usage_error("--schedule: '%s' is not constant, cosine or step", o->schedule);
 }
 
 /* ---- data ------------------------------------------------------------ */
@@ -246,32 +194,19 @@ struct data {
     char source[512];
 };
 
-static bool is_dir(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-/* dir/name.gz if it exists, else dir/name. */
-static void idx_path(char *buf, size_t len, const char *dir, const char *name)
-{
-    snprintf(buf, len, "%s/%s.gz", dir, name);
-    if (access(buf, R_OK) != 0) snprintf(buf, len, "%s/%s", dir, name);
-}
-
 static void load_idx_dir(const struct options *o, const char *dir, struct data *d)
 {
     char img[1024], lab[1024];
     struct cg_dataset *all;
-    idx_path(img, sizeof img, dir, "train-images-idx3-ubyte");
-    idx_path(lab, sizeof lab, dir, "train-labels-idx1-ubyte");
-    if (cg_idx_load_pair(img, lab, true, &all) != CG_OK) die("%s", cg_last_error(NULL));
-    idx_path(img, sizeof img, dir, "t10k-images-idx3-ubyte");
-    idx_path(lab, sizeof lab, dir, "t10k-labels-idx1-ubyte");
+    cli_idx_path(img, sizeof img, dir, "train-images-idx3-ubyte");
+    cli_idx_path(lab, sizeof lab, dir, "train-labels-idx1-ubyte");
+    if (cg_idx_load_pair(img, lab, true, &all) != CG_OK) cli_die("%s", cg_last_error(NULL));
+    cli_idx_path(img, sizeof img, dir, "t10k-images-idx3-ubyte");
+    cli_idx_path(lab, sizeof lab, dir, "t10k-labels-idx1-ubyte");
     if (access(img, R_OK) == 0 && cg_idx_load_pair(img, lab, true, &d->test) != CG_OK)
-        die("%s", cg_last_error(NULL));
+        cli_die("%s", cg_last_error(NULL));
     if (cg_dataset_split(all, o->val_split, o->seed, &d->train, &d->val) != CG_OK)
-        die("%s", cg_last_error(NULL));
+        cli_die("%s", cg_last_error(NULL));
     cg_dataset_free(all);
     d->classification = true;
     d->outputs = d->train->n_classes;
@@ -281,25 +216,10 @@ static void load_idx_dir(const struct options *o, const char *dir, struct data *
 
 static void load_csv(const struct options *o, struct data *d)
 {
-    if (!o->target) usage_error("--target COLUMN is required with a CSV file");
-    struct cg_csv_options co = cg_csv_options_default();
-    co.delimiter = o->delimiter;
-    co.target = o->target;
-    co.task = o->task;
-    if (strcmp(o->missing, "error") == 0) co.missing = CG_MISSING_ERROR;
-    else if (strcmp(o->missing, "drop") == 0) co.missing = CG_MISSING_DROP;
-    else if (strcmp(o->missing, "mean") == 0) co.missing = CG_MISSING_FILL_MEAN;
-    else if (strcmp(o->missing, "zero") == 0) { co.missing = CG_MISSING_FILL_CONSTANT; co.fill_value = 0; }
-    else usage_error("--missing: '%s' is not error, drop, mean or zero", o->missing);
-    struct cg_table *tab;
-    if (cg_csv_read(o->data, &co, &tab) != CG_OK) die("%s", cg_last_error(NULL));
-    struct cg_dataset *all;
-    cg_status st = cg_dataset_from_table(tab, &all);
-    cg_table_free(tab);
-    if (st != CG_OK) die("%s", cg_last_error(NULL));
-    if (all->n < 2) die("%s: only %lld usable rows", o->data, (long long)all->n);
+    struct cg_dataset *all = cli_load_csv(o->data, o->target, o->delimiter, o->task, o->missing);
+    if (all->n < 2) cli_die("%s: only %lld usable rows", o->data, (long long)all->n);
     if (cg_dataset_split(all, o->val_split, o->seed, &d->train, &d->val) != CG_OK)
-        die("%s", cg_last_error(NULL));
+        cli_die("%s", cg_last_error(NULL));
     cg_dataset_free(all);
     d->classification = d->train->n_classes > 0;
     d->outputs = d->classification ? d->train->n_classes : d->train->y_dim;
@@ -307,11 +227,11 @@ static void load_csv(const struct options *o, struct data *d)
         enum cg_scaler_kind kind;
         if (strcmp(o->scale, "standard") == 0) kind = CG_SCALER_STANDARD;
         else if (strcmp(o->scale, "minmax") == 0) kind = CG_SCALER_MINMAX;
-        else usage_error("--scale: '%s' is not standard, minmax or none", o->scale);
+        else cli_usage_error("--scale: '%s' is not standard, minmax or none", o->scale);
         if (cg_scaler_fit(d->train, kind, true, &d->scaler) != CG_OK ||
             cg_scaler_apply(d->scaler, d->train) != CG_OK ||
             (d->val && cg_scaler_apply(d->scaler, d->val) != CG_OK))
-            die("%s", cg_last_error(NULL));
+            cli_die("%s", cg_last_error(NULL));
     }
     snprintf(d->source, sizeof d->source, "%s", o->data);
 }
@@ -320,11 +240,11 @@ static void load_data(const struct options *o, struct data *d)
 {
     memset(d, 0, sizeof *d);
     if (strcmp(o->data, "fashion-mnist") == 0) {
-        if (!is_dir(FASHION_DIR))
-            die("%s not found: install Debian's dataset-fashion-mnist package "
+        if (!cli_is_dir(FASHION_DIR))
+            cli_die("%s not found: install Debian's dataset-fashion-mnist package "
                 "(tools/setup.sh does)", FASHION_DIR);
         load_idx_dir(o, FASHION_DIR, d);
-    } else if (is_dir(o->data)) {
+    } else if (cli_is_dir(o->data)) {
         load_idx_dir(o, o->data, d);
     } else {
         load_csv(o, d);
@@ -388,7 +308,7 @@ static struct metrics evaluate(struct trainer *t, const struct cg_dataset *ds)
     struct metrics m = {0};
     cg_loader *ld;
     struct cg_loader_options lo = {.batch_size = t->o->batch > 256 ? t->o->batch : 256};
-    if (cg_loader_create(t->ctx, ds, &lo, &ld) != CG_OK) die("%s", cg_last_error(t->ctx));
+    if (cg_loader_create(t->ctx, ds, &lo, &ld) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
     cg_module_eval(t->model);
     bool grad = cg_set_grad_enabled(t->ctx, false);
     double loss_sum = 0, correct = 0;
@@ -400,12 +320,12 @@ static struct metrics evaluate(struct trainer *t, const struct cg_dataset *ds)
         float l = 0, c = 0;
         if (cg_tensor_item(batch_loss(t, pred, y), &l) != CG_OK ||
             (t->d->classification && cg_tensor_item(batch_correct(t, pred, y), &c) != CG_OK))
-            die("evaluation: %s", cg_last_error(t->ctx));
+            cli_die("evaluation: %s", cg_last_error(t->ctx));
         loss_sum += (double)l * (double)b;
         correct += c;
         cg_scope_end(t->ctx);
     }
-    if (cg_ctx_status(t->ctx) != CG_OK) die("evaluation: %s", cg_last_error(t->ctx));
+    if (cg_ctx_status(t->ctx) != CG_OK) cli_die("evaluation: %s", cg_last_error(t->ctx));
     cg_set_grad_enabled(t->ctx, grad);
     cg_module_train(t->model);
     cg_loader_free(ld);
@@ -450,7 +370,7 @@ static cg_optim *make_optim(const struct options *o, cg_module *model)
     else if (strcmp(o->optim, "adamw") == 0) { kind = CG_OPTIM_ADAM; decoupled = true; }
     else if (strcmp(o->optim, "sgd") == 0) kind = CG_OPTIM_SGD;
     else if (strcmp(o->optim, "rmsprop") == 0) kind = CG_OPTIM_RMSPROP;
-    else usage_error("--optim: '%s' is not adam, adamw, sgd or rmsprop", o->optim);
+    else cli_usage_error("--optim: '%s' is not adam, adamw, sgd or rmsprop", o->optim);
     struct cg_optim_options oo = cg_optim_defaults(kind);
     oo.lr = o->lr;
     oo.decoupled_weight_decay = decoupled;
@@ -466,17 +386,17 @@ static void pick_loss(struct trainer *t)
     const struct data *d = t->d;
     if (strcmp(l, "auto") == 0) l = d->classification ? "cross-entropy" : "mse";
     if (strcmp(l, "cross-entropy") == 0) {
-        if (!d->classification) die("--loss cross-entropy needs class labels, but %s is a regression target", t->o->target ? t->o->target : "the target");
+        if (!d->classification) cli_die("--loss cross-entropy needs class labels, but %s is a regression target", t->o->target ? t->o->target : "the target");
         t->loss = LOSS_CE;
     } else if (strcmp(l, "mse") == 0) {
-        if (d->classification) die("--loss mse needs a numeric target; for class labels use cross-entropy");
+        if (d->classification) cli_die("--loss mse needs a numeric target; for class labels use cross-entropy");
         t->loss = LOSS_MSE;
     } else if (strcmp(l, "bce") == 0) {
         if (!d->classification || d->outputs != 2)
-            die("--loss bce needs exactly two classes (it has %lld)", (long long)d->outputs);
+            cli_die("--loss bce needs exactly two classes (it has %lld)", (long long)d->outputs);
         t->loss = LOSS_BCE;
     } else {
-        usage_error("--loss: '%s' is not auto, cross-entropy, mse or bce", l);
+        cli_usage_error("--loss: '%s' is not auto, cross-entropy, mse or bce", l);
     }
 }
 
@@ -498,16 +418,16 @@ static cg_module *make_model(struct trainer *t)
         if (cg_dataset_reshape(d->train, 1, &flat) != CG_OK ||
             (d->val && cg_dataset_reshape(d->val, 1, &flat) != CG_OK) ||
             (d->test && cg_dataset_reshape(d->test, 1, &flat) != CG_OK))
-            die("%s", cg_last_error(NULL));
+            cli_die("%s", cg_last_error(NULL));
     }
     int out_ndim;
     int64_t out_shape[CG_MAX_DIMS];
     cg_module *m = cg_model_from_spec(t->ctx, spec, d->train->sample_ndim,
                                       d->train->sample_shape, &out_ndim, out_shape);
-    if (!m) die("%s", cg_last_error(t->ctx));
+    if (!m) cli_die("%s", cg_last_error(t->ctx));
     if (out_ndim != 1 || out_shape[0] != want) {
         cg_module_free(m);
-        die("the model's output (%lld value%s per sample, from \"%s\") does not fit the data, "
+        cli_die("the model's output (%lld value%s per sample, from \"%s\") does not fit the data, "
             "which needs %lld (%s)", (long long)(out_ndim == 1 ? out_shape[0] : -1),
             out_ndim == 1 && out_shape[0] == 1 ? "" : "s", spec, (long long)want,
             t->loss == LOSS_BCE ? "one logit for bce"
@@ -564,13 +484,13 @@ static void save_checkpoint(struct trainer *t, const char *path_pattern, int epo
     ex.class_names = (const char *const *)ds->class_names;
     ex.scaler = t->d->scaler;
     if (cg_checkpoint_save(path, t->model, t->opt, &ex) != CG_OK)
-        die("saving %s: %s", path, cg_last_error(t->ctx));
+        cli_die("saving %s: %s", path, cg_last_error(t->ctx));
 }
 
 static void write_log(const struct trainer *t, const struct epoch_record *r, bool first)
 {
     FILE *f = fopen(t->o->log, first && !t->o->resume ? "w" : "a");
-    if (!f) die("--log %s: %s", t->o->log, strerror(errno));
+    if (!f) cli_die("--log %s: %s", t->o->log, strerror(errno));
     if (first && (!t->o->resume || ftell(f) == 0))
         fprintf(f, "epoch,train_loss,val_loss,%s,lr,samples_per_s,seconds\n",
                 t->d->classification ? "val_accuracy" : "val_rmse");
@@ -580,7 +500,7 @@ static void write_log(const struct trainer *t, const struct epoch_record *r, boo
     else
         fprintf(f, "%d,%.6f,,,%.6g,%.1f,%.3f\n", r->epoch, r->train_loss, r->lr,
                 r->samples_per_s, r->seconds);
-    if (fclose(f) != 0) die("--log %s: %s", t->o->log, strerror(errno));
+    if (fclose(f) != 0) cli_die("--log %s: %s", t->o->log, strerror(errno));
 }
 
 /* One panel of the SVG chart: up to two series over epochs. */
@@ -646,7 +566,7 @@ static void write_plot(const struct trainer *t)
     if (n == 0) return;
     double *tl = malloc(sizeof(double) * (size_t)n), *vl = malloc(sizeof(double) * (size_t)n),
            *vm = malloc(sizeof(double) * (size_t)n);
-    if (!tl || !vl || !vm) die("--plot: out of memory");
+    if (!tl || !vl || !vm) cli_die("--plot: out of memory");
     for (int i = 0; i < n; i++) {
         tl[i] = t->hist[i].train_loss;
         vl[i] = t->hist[i].has_val ? t->hist[i].val_loss : NAN;
@@ -655,7 +575,7 @@ static void write_plot(const struct trainer *t)
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", t->o->plot);
     FILE *f = fopen(tmp, "w");
-    if (!f) die("--plot %s: %s", tmp, strerror(errno));
+    if (!f) cli_die("--plot %s: %s", tmp, strerror(errno));
     bool cls = t->d->classification;
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='960' height='380' "
                "font-family='sans-serif'>\n<rect width='960' height='380' fill='white'/>\n");
@@ -668,7 +588,7 @@ static void write_plot(const struct trainer *t)
     free(vl);
     free(vm);
     if (fclose(f) != 0 || rename(tmp, t->o->plot) != 0)
-        die("--plot %s: %s", t->o->plot, strerror(errno));
+        cli_die("--plot %s: %s", t->o->plot, strerror(errno));
 }
 
 /* Ctrl-C: the first one asks the loop to save and stop after the current
@@ -704,7 +624,7 @@ static double train_epoch(struct trainer *t, cg_loader *ld, cg_tensor *loss_sum,
         cg_set_grad_enabled(t->ctx, grad);
         cg_scope_end(t->ctx);
         if (cg_ctx_status(t->ctx) != CG_OK)
-            die("epoch %d, step %lld: %s", epoch, (long long)steps + 1, cg_last_error(t->ctx));
+            cli_die("epoch %d, step %lld: %s", epoch, (long long)steps + 1, cg_last_error(t->ctx));
         done += cg_tensor_dim(x, 0);
         steps++;
         t->steps++;
@@ -716,13 +636,13 @@ static double train_epoch(struct trainer *t, cg_loader *ld, cg_tensor *loss_sum,
         }
     }
     if (bar) fprintf(stderr, "\r%*s\r", 100, "");
-    if (cg_ctx_status(t->ctx) != CG_OK) die("%s", cg_last_error(t->ctx));
+    if (cg_ctx_status(t->ctx) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
     if (interrupted) {
         cg_loader_reset(ld);
         return NAN;
     }
     float s = 0;
-    if (cg_tensor_item(loss_sum, &s) != CG_OK) die("%s", cg_last_error(t->ctx));
+    if (cg_tensor_item(loss_sum, &s) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
     *samples = done;
     return s / (double)(steps ? steps : 1);
 }
@@ -732,7 +652,7 @@ static void train(struct trainer *t, int first_epoch)
     const struct options *o = t->o;
     cg_loader *ld;
     struct cg_loader_options lo = {.batch_size = o->batch, .shuffle = true};
-    if (cg_loader_create(t->ctx, t->d->train, &lo, &ld) != CG_OK) die("%s", cg_last_error(t->ctx));
+    if (cg_loader_create(t->ctx, t->d->train, &lo, &ld) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
     bool bar = o->progress == 1 || (o->progress == -1 && isatty(STDERR_FILENO) && !o->quiet);
     /* The running loss is summed on the device and read only for display,
      * so the queue is not drained every step. */
@@ -799,6 +719,7 @@ static void train(struct trainer *t, int first_epoch)
 
 int main(int argc, char **argv)
 {
+    cli_prog = "clgrad-train";
     struct options o;
     parse_args(argc, argv, &o);
     struct data d;
@@ -806,11 +727,11 @@ int main(int argc, char **argv)
 
     struct cg_ctx_options co = {.backend = o.backend, .device = o.device, .seed = o.seed};
     struct trainer t = {.o = &o, .d = &d};
-    if (cg_ctx_create(&t.ctx, &co) != CG_OK) die("%s", cg_last_error(NULL));
+    if (cg_ctx_create(&t.ctx, &co) != CG_OK) cli_die("%s", cg_last_error(NULL));
     pick_loss(&t);
     t.model = make_model(&t);
     t.opt = make_optim(&o, t.model);
-    if (!t.opt) die("%s", cg_last_error(t.ctx));
+    if (!t.opt) cli_die("%s", cg_last_error(t.ctx));
 
     if (!o.quiet) {
         printf("clgrad-train: %s: %lld training, %lld validation, %lld test samples; %s, "
@@ -822,14 +743,14 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     t.hist = calloc((size_t)o.epochs, sizeof *t.hist);
-    if (!t.hist) die("out of memory");
+    if (!t.hist) cli_die("out of memory");
     int64_t per_epoch = (d.train->n + o.batch - 1) / o.batch;
     t.total_steps = per_epoch * o.epochs;
     int first_epoch = 1;
     if (o.resume) {
         struct cg_checkpoint_extra got;
         if (cg_checkpoint_load(o.resume, t.model, t.opt, &got) != CG_OK)
-            die("%s", cg_last_error(t.ctx));
+            cli_die("%s", cg_last_error(t.ctx));
         first_epoch = (int)got.epoch + 1;
         t.steps = got.step > 0 ? got.step : 0;
         t.epochs_done = (int)got.epoch;

@@ -147,11 +147,12 @@ cg_tensor *cg_self_attention(cg_module *m, cg_tensor *x, bool causal)
     /* scaling q (T*d values) is cheaper than scaling the (T, T) scores */
     q = cg_mul_scalar(q, (float)(1.0 / sqrt((double)d)));
     cg_tensor *s = cg_matmul(q, cg_transpose(k, -2, -1));              /* (B, h, T, T) */
+    cg_tensor *probs;                                                  /* (B, h, T, T) */
     if (causal && CG_BACKEND_HAS(ctx->be, softmax_causal))
-        s = causal_softmax(s);
+        probs = causal_softmax(s);
     else
-        s = cg_softmax(causal ? cg_add(s, causal_mask(ctx, a, T)) : s, -1);
-    cg_tensor *w = cg_dropout(s, a->dropout, cg_module_is_training(m));
+        probs = cg_softmax(causal ? cg_add(s, causal_mask(ctx, a, T)) : s, -1);
+    cg_tensor *w = cg_dropout(probs, a->dropout, cg_module_is_training(m));
     cg_tensor *o = cg_matmul(w, v);                                    /* (B, h, T, d) */
     o = cg_reshape(cg_permute(o, CG_SHAPE(0, 2, 1, 3)), CG_SHAPE(B, T, E));
     return cg_module_forward(a->out_proj, o);
