@@ -28,6 +28,7 @@
 
 struct options {
     const char *data, *target, *model, *loss, *optim, *backend, *device, *scale, *missing;
+    const char *scale_target;
     char delimiter;
     enum cg_task task;
     float lr, momentum, weight_decay, label_smoothing;
@@ -64,6 +65,9 @@ static void usage(FILE *f)
         "  --missing POLICY     CSV: error (default), drop, mean or zero\n"
         "  --scale KIND         CSV features: standard (default), minmax or none;\n"
         "                       fitted on the training split only\n"
+        "  --scale-target KIND  CSV regression targets: standard (default) or none;\n"
+        "                       losses are then in standardized units, RMSE and the\n"
+        "                       predictions of clgrad-eval in the target's own\n"
         "  --val-split F        fraction held out for validation (default 0.1)\n"
         "\n"
         "model and training:\n"
@@ -129,6 +133,7 @@ static void usage(FILE *f)
 static void parse_args(int argc, char **argv, struct options *o)
 {
     *o = (struct options){.loss = "auto", .optim = "adam", .scale = "standard",
+                          .scale_target = "standard",
                           .missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
                           .lr = 1e-3f, .weight_decay = -1, .batch = 64, .epochs = 10,
                           .val_split = 0.1, .progress = -1, .schedule = "constant",
@@ -153,6 +158,7 @@ static void parse_args(int argc, char **argv, struct options *o)
         else if (strcmp(a, "--backend") == 0) o->backend = v;
         else if (strcmp(a, "--device") == 0) o->device = v;
         else if (strcmp(a, "--scale") == 0) o->scale = v;
+        else if (strcmp(a, "--scale-target") == 0) o->scale_target = v;
         else if (strcmp(a, "--missing") == 0) o->missing = v;
         else if (strcmp(a, "--save") == 0) o->save = v;
         else if (strcmp(a, "--save-best") == 0) o->save_best = v;
@@ -189,6 +195,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 struct data {
     struct cg_dataset *train, *val, *test;
     struct cg_scaler *scaler;      /* fitted on train (CSV), saved in checkpoints */
+    struct cg_scaler *target_scaler; /* regression targets, likewise           */
     bool classification;
     int64_t outputs;          /* classes, or regression targets per sample */
     char source[512];
@@ -231,6 +238,18 @@ static void load_csv(const struct options *o, struct data *d)
         if (cg_scaler_fit(d->train, kind, true, &d->scaler) != CG_OK ||
             cg_scaler_apply(d->scaler, d->train) != CG_OK ||
             (d->val && cg_scaler_apply(d->scaler, d->val) != CG_OK))
+            cli_die("%s", cg_last_error(NULL));
+    }
+    if (!d->classification && strcmp(o->scale_target, "none") != 0) {
+        if (strcmp(o->scale_target, "standard") != 0)
+            cli_usage_error("--scale-target: '%s' is not standard or none", o->scale_target);
+        /* Standardized targets keep the loss near 1 whatever the target's
+         * units, so the default learning rate suits every data set. */
+        int64_t k = d->train->y_dim;
+        if (cg_scaler_fit_data(d->train->y, d->train->n, k, CG_SCALER_STANDARD, true,
+                               &d->target_scaler) != CG_OK ||
+            cg_scaler_apply_data(d->target_scaler, d->train->y, d->train->n, k) != CG_OK ||
+            (d->val && cg_scaler_apply_data(d->target_scaler, d->val->y, d->val->n, k) != CG_OK))
             cli_die("%s", cg_last_error(NULL));
     }
     snprintf(d->source, sizeof d->source, "%s", o->data);
@@ -311,20 +330,27 @@ static struct metrics evaluate(struct trainer *t, const struct cg_dataset *ds)
     if (cg_loader_create(t->ctx, ds, &lo, &ld) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
     cg_module_eval(t->model);
     bool grad = cg_set_grad_enabled(t->ctx, false);
-    double loss_sum = 0, correct = 0;
+    double loss_sum = 0, correct = 0, sq_sum = 0;
+    /* Squared errors in the target's own units: (pred - y) * scale. */
+    const struct cg_scaler *ts = t->d->target_scaler;
+    cg_tensor *unscale = ts ? cg_tensor_from_host(t->ctx, 1, &ts->n_features, ts->scale) : NULL;
     cg_tensor *x, *y;
     while (cg_loader_next(ld, &x, &y) == CG_OK && x) {
         cg_scope_begin(t->ctx);
         int64_t b = cg_tensor_dim(x, 0);
         cg_tensor *pred = cg_module_forward(t->model, x);
-        float l = 0, c = 0;
+        float l = 0, c = 0, se = 0;
         if (cg_tensor_item(batch_loss(t, pred, y), &l) != CG_OK ||
-            (t->d->classification && cg_tensor_item(batch_correct(t, pred, y), &c) != CG_OK))
+            (t->d->classification && cg_tensor_item(batch_correct(t, pred, y), &c) != CG_OK) ||
+            (unscale && cg_tensor_item(cg_sum_all(cg_pow_scalar(
+                            cg_mul(cg_sub(pred, y), unscale), 2.0f)), &se) != CG_OK))
             cli_die("evaluation: %s", cg_last_error(t->ctx));
         loss_sum += (double)l * (double)b;
         correct += c;
+        sq_sum += se;
         cg_scope_end(t->ctx);
     }
+    cg_tensor_free(unscale);
     if (cg_ctx_status(t->ctx) != CG_OK) cli_die("evaluation: %s", cg_last_error(t->ctx));
     cg_set_grad_enabled(t->ctx, grad);
     cg_module_train(t->model);
@@ -332,7 +358,7 @@ static struct metrics evaluate(struct trainer *t, const struct cg_dataset *ds)
     m.loss = loss_sum / (double)ds->n;
     m.accuracy = correct / (double)ds->n;
     /* MSE is mean over outputs; RMSE over every target value. */
-    m.rmse = sqrt(m.loss);
+    m.rmse = ts ? sqrt(sq_sum / ((double)ds->n * (double)ts->n_features)) : sqrt(m.loss);
     return m;
 }
 
@@ -483,6 +509,7 @@ static void save_checkpoint(struct trainer *t, const char *path_pattern, int epo
     ex.n_classes = t->d->classification ? ds->n_classes : 0;
     ex.class_names = (const char *const *)ds->class_names;
     ex.scaler = t->d->scaler;
+    ex.target_scaler = t->d->target_scaler;
     if (cg_checkpoint_save(path, t->model, t->opt, &ex) != CG_OK)
         cli_die("saving %s: %s", path, cg_last_error(t->ctx));
 }
@@ -771,6 +798,7 @@ int main(int argc, char **argv)
     }
     free(t.hist);
     cg_scaler_free(d.scaler);
+    cg_scaler_free(d.target_scaler);
     cg_optim_free(t.opt);
     cg_module_free(t.model);
     cg_ctx_free(t.ctx);

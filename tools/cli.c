@@ -97,7 +97,11 @@ struct cg_dataset *cli_load_csv(const char *path, const char *target, char delim
         co.fill_value = 0;
     } else cli_usage_error("--missing: '%s' is not error, drop, mean or zero", missing);
     struct cg_table *tab;
-    if (cg_csv_read(path, &co, &tab) != CG_OK) cli_die("%s", cg_last_error(NULL));
+    if (cg_csv_read(path, &co, &tab) != CG_OK) {
+        const char *e = cg_last_error(NULL);
+        if (strstr(e, "missing value")) cli_die("%s; --missing drop, mean or zero handles them", e);
+        cli_die("%s", e);
+    }
     struct cg_dataset *ds;
     cg_status st = cg_dataset_from_table(tab, &ds);
     cg_table_free(tab);

@@ -10,7 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
+#if CG_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
 
 #include "core/internal.h"
 
@@ -125,8 +128,13 @@ static void cpu_device_info(struct cg_device_info *d)
         snprintf(d->name, sizeof d->name, "cpu");
     if (!cpuinfo_field("vendor_id", d->vendor, sizeof d->vendor))
         snprintf(d->vendor, sizeof d->vendor, "unknown");
+#if CG_HAVE_OPENBLAS
     snprintf(d->version, sizeof d->version, "clgrad cpu reference backend; %s",
              openblas_get_config());
+#else
+    snprintf(d->version, sizeof d->version,
+             "clgrad cpu reference backend; blocked C GEMM (no OpenBLAS)");
+#endif
     d->type = CG_DEVICE_CPU;
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     d->global_mem_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
@@ -157,6 +165,7 @@ static cg_status cpu_open(int device, void **ctx, char *err, size_t err_len)
         snprintf(err, err_len, "cpu: out of memory opening the backend");
         return CG_STATUS_OUT_OF_MEMORY;
     }
+    c->nthreads = cg__cpu_threads_from_env();
     *ctx = c;
     return CG_OK;
 }
@@ -179,7 +188,11 @@ static void pool_drain(struct cg_cpu_ctx *c)
 static void cpu_close(void *ctx)
 {
     struct cg_cpu_ctx *c = ctx;
-    if (c) pool_drain(c);
+    if (c) {
+        cg__cpu_pool_stop(c);
+        pool_drain(c);
+        free(c->gemm_pack);
+    }
     free(c);
 }
 

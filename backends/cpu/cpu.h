@@ -10,12 +10,14 @@
  *   cpu.c          vtable, device, open/close, memory, stats
  *   cpu_ew.c       fill, elementwise ops over strided views
  *   cpu_reduce.c   sum/max/min/argmax along the middle axis
- *   cpu_gemm.c     batched GEMM through OpenBLAS cblas_sgemm
+ *   cpu_gemm.c     batched GEMM through OpenBLAS cblas_sgemm, or else
+ *   cpu_gemm_blocked.c  a cache-blocked C SGEMM (builds without OpenBLAS)
  *   cpu_softmax.c  softmax / log-softmax forward and backward
  *   cpu_index.c    row gather/scatter-add, pick/pick-add
  *   cpu_optim.c    fused SGD / Adam(W) / RMSProp updates
  *   cpu_conv.c     im2col / col2im, max / average pooling and backward
  *   cpu_rnn.c      fused LSTM cell step and backward, causal softmax
+ *   cpu_threads.c  the thread pool that splits large loops across cores
  *
  * Every primitive checks that what it touches lies inside its buffers and
  * returns CG_STATUS_INVALID_ARGUMENT with a message otherwise: an oracle
@@ -72,13 +74,41 @@ struct cg_buffer {
 #define CG_CPU_POOL_MAX_BYTES ((size_t)16 << 20)    /* larger: malloc/free  */
 #define CG_CPU_POOL_MAX_IDLE ((size_t)512 << 20)    /* cap on idle bytes    */
 
+/* Threads (cpu_threads.c): loops over at least CG_CPU_PAR_MIN elements are
+ * split across the context's thread pool; below that a wake-up costs more
+ * than it saves (measured: a 64k-element add takes ~10-15 µs on one core,
+ * about what handing half of it to a second core saves). */
+#define CG_CPU_MAX_THREADS 64
+#define CG_CPU_PAR_MIN ((int64_t)1 << 16)
+
+struct cg_cpu_pool;
+
 /* One opened instance (the backend's void *ctx). */
 struct cg_cpu_ctx {
     char err[CG_CPU_ERR_LEN];
     struct cg_backend_stats stats;
     struct cg_buffer *pool[CG_CPU_POOL_CLASSES];
     size_t pool_idle_bytes;
+    int nthreads;                       /* CLGRAD_CPU_THREADS or the cores */
+    struct cg_cpu_pool *pool_threads;   /* started on first use; or NULL   */
+    bool pool_failed;                   /* could not start: stay serial    */
+    float *gemm_pack;                   /* cpu_gemm_blocked.c's packing    */
+    size_t gemm_pack_len;               /* floats in gemm_pack             */
 };
+
+/* Work on items [lo, hi) of a split loop. */
+typedef void (*cg_cpu_range_fn)(void *arg, int64_t lo, int64_t hi);
+
+/* The thread count from CLGRAD_CPU_THREADS, else the online cores. */
+int cg__cpu_threads_from_env(void);
+/* Runs fn over [0, n) split into contiguous ranges of at least grain items,
+ * one per thread (the caller runs the first), and returns when all are
+ * done. Serial (one fn(arg, 0, n) call) when n < 2 grain or the context has
+ * one thread. */
+void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu_range_fn fn,
+                          void *arg);
+/* Joins the context's workers (cpu_close). */
+void cg__cpu_pool_stop(struct cg_cpu_ctx *c);
 
 /* Records "cpu <fmt...>" as the last error and returns status. */
 cg_status cg__cpu_error(struct cg_cpu_ctx *c, cg_status status, const char *fmt, ...)
@@ -116,6 +146,13 @@ cg_status cg__cpu_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
                          float scale);
 cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
                        struct cg_ptr b, struct cg_ptr c);
+/* One row-major SGEMM, C = alpha op(A) op(B) + beta C, by the blocked C
+ * loop (cpu_gemm_blocked.c; the GEMM of builds without OpenBLAS). Sizes
+ * and pitches must already be checked. */
+cg_status cg__cpu_sgemm_blocked(struct cg_cpu_ctx *c, int trans_a, int trans_b, int64_t m,
+                                int64_t n, int64_t k, float alpha, const float *a,
+                                int64_t lda, const float *b, int64_t ldb, float beta, float *cm,
+                                int64_t ldc);
 cg_status cg__cpu_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
                           int64_t cols, int use_log);
 cg_status cg__cpu_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,

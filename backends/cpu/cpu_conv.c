@@ -215,6 +215,54 @@ static double window_sum(const struct cg_conv2d_desc *d, const float *in, int64_
     return sum;
 }
 
+/* "v replaces best as the window's maximum" in window_max's order: larger,
+ * or the first NaN. */
+#define POOL_TAKES(v, best) ((v) > (best) || ((v) != (v) && (best) == (best)))
+
+/* Max pooling without padding: every window lies inside its plane (check_desc
+ * matched oh, ow to the input), so the loops test no bounds. The 2x2,
+ * stride-2 pooling of most CNNs gets its own loop over row pairs. Same
+ * values and first-maximum indices as window_max. */
+static void max_pool_unpadded(const struct cg_conv2d_desc *d, float *out, float *argmax,
+                              const float *in, int64_t planes)
+{
+    /* out, argmax: (planes, oh, ow); in: (planes, h, w) */
+    int64_t w = d->w, plane = d->h * d->w, p = d->oh * d->ow;
+    bool two_by_two = d->kh == 2 && d->kw == 2 && d->sh == 2 && d->sw == 2 &&
+                      d->dh == 1 && d->dw == 1;
+    for (int64_t q = 0; q < planes; q++) {
+        const float *src = in + q * plane;
+        float *o = out + q * p, *am = argmax + q * p;
+        for (int64_t y = 0; y < d->oh; y++, o += d->ow, am += d->ow) {
+            if (two_by_two) {
+                const float *r0 = src + 2 * y * w, *r1 = r0 + w;
+                for (int64_t x = 0; x < d->ow; x++) {
+                    float best = r0[2 * x];
+                    int64_t at = 2 * y * w + 2 * x;
+                    if (POOL_TAKES(r0[2 * x + 1], best)) best = r0[2 * x + 1], at = 2 * y * w + 2 * x + 1;
+                    if (POOL_TAKES(r1[2 * x], best)) best = r1[2 * x], at = (2 * y + 1) * w + 2 * x;
+                    if (POOL_TAKES(r1[2 * x + 1], best))
+                        best = r1[2 * x + 1], at = (2 * y + 1) * w + 2 * x + 1;
+                    o[x] = best;
+                    am[x] = (float)at;
+                }
+                continue;
+            }
+            for (int64_t x = 0; x < d->ow; x++) {
+                int64_t at = y * d->sh * w + x * d->sw;
+                float best = src[at];
+                for (int64_t i = 0; i < d->kh; i++)
+                    for (int64_t j = 0; j < d->kw; j++) {
+                        int64_t t = (y * d->sh + i * d->dh) * w + x * d->sw + j * d->dw;
+                        if (POOL_TAKES(src[t], best)) best = src[t], at = t;
+                    }
+                o[x] = best;
+                am[x] = (float)at;
+            }
+        }
+    }
+}
+
 static cg_status check_kind(struct cg_cpu_ctx *c, enum cg_pool_kind kind, const char *what)
 {
     if (kind != CG_POOL_MAX && kind != CG_POOL_AVG)
@@ -240,6 +288,10 @@ cg_status cg__cpu_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv
     c->stats.launches++;
     if (planes * p == 0) return CG_OK;
 
+    if (kind == CG_POOL_MAX && d->ph == 0 && d->pw == 0) {
+        max_pool_unpadded(d, cg__cpu_at(out), cg__cpu_at(argmax), cg__cpu_at(in), planes);
+        return CG_OK;
+    }
     double area = (double)(d->kh * d->kw);
     for (int64_t q = 0; q < planes; q++) {
         const float *src = cg__cpu_at(in) + q * plane;
@@ -259,10 +311,21 @@ cg_status cg__cpu_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv
 }
 
 /* Checks every argmax entry before any write: -1 (an empty window) or an
- * integer index inside the (h, w) plane. */
+ * integer index inside the (h, w) plane. One branch-free pass (the check
+ * ran per element through cg__cpu_index and cost as much as the scatter);
+ * cg__cpu_index only words the message for the first bad entry. */
 static cg_status check_argmax(struct cg_cpu_ctx *c, const float *argmax, int64_t count,
                               int64_t plane)
 {
+    /* plane < 2^24 (true of any plane a pooling index can name exactly)
+     * keeps (float)plane exact. */
+    float limit = (float)plane;
+    bool ok = true;
+    for (int64_t t = 0; t < count; t++) {
+        float v = argmax[t];
+        ok &= v == -1.0f || (v >= 0.0f && v < limit && v == truncf(v));
+    }
+    if (ok && plane < ((int64_t)1 << 24)) return CG_OK;
     for (int64_t t = 0; t < count; t++) {
         if (argmax[t] == -1.0f) continue;
         int64_t at;
@@ -292,6 +355,20 @@ cg_status cg__cpu_pool2d_backward(void *ctx, enum cg_pool_kind kind,
     if (s != CG_OK) return s;
     if (planes * p == 0) {
         c->stats.launches++;
+        return CG_OK;
+    }
+    if (kind == CG_POOL_MAX && d->sh >= d->kh && d->sw >= d->kw && d->dh == 1 &&
+        d->dw == 1) {
+        /* Disjoint windows (2x2 stride 2, say): each input pixel receives at
+         * most one gradient, so adding it straight to gin rounds once, as
+         * the double scratch below would. */
+        c->stats.launches++;
+        for (int64_t q = 0; q < planes; q++) {
+            const float *g = cg__cpu_at(gout) + q * p, *am = cg__cpu_at(argmax) + q * p;
+            float *dst = cg__cpu_at(gin) + q * plane;
+            for (int64_t t = 0; t < p; t++)
+                if (am[t] >= 0.0f) dst[(int64_t)am[t]] += g[t];
+        }
         return CG_OK;
     }
     double *acc = malloc(sizeof(double) * (size_t)(plane > 0 ? plane : 1));

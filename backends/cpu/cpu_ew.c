@@ -186,11 +186,54 @@ static void rows_next(struct ew_rows *r)
     }
 }
 
+/* Puts the odometer at row r (rows numbered in row-major order). */
+static void rows_seek(struct ew_rows *r, const struct cg_view *const v[3], int64_t row)
+{
+    for (int d = r->outer_nd - 1; d >= 0; d--) {
+        r->idx[d] = r->shape[d] ? row % r->shape[d] : 0;
+        row = r->shape[d] ? row / r->shape[d] : 0;
+    }
+    for (int k = 0; k < 3; k++) {
+        r->off[k] = v[k] ? v[k]->off : 0;
+        for (int d = 0; d < r->outer_nd; d++) r->off[k] += r->idx[d] * r->strides[k][d];
+    }
+}
+
 /* Row length and the strides along it (a 0-d view is one row of one). */
 static int64_t row_len(const struct cg_view *v) { return v->ndim ? v->shape[v->ndim - 1] : 1; }
 static int64_t row_stride(const struct cg_view *v)
 {
     return v && v->ndim ? v->strides[v->ndim - 1] : 1;
+}
+
+struct ew_job {
+    enum cg_ew_op op;
+    float p0, p1;
+    const struct cg_view *views[3];     /* out, a, b (NULL when unary) */
+};
+
+/* Elements [lo, hi) of the views in row-major order: the row pieces of
+ * that range, each through ew_row_fast or ew_row_generic. */
+static void ew_range(void *arg, int64_t lo, int64_t hi)
+{
+    const struct ew_job *j = arg;
+    const struct cg_view *out = j->views[0], *a = j->views[1], *b = j->views[2];
+    struct ew_rows it;
+    rows_init(&it, j->views);
+    int64_t n = row_len(out), so = row_stride(out), sa = row_stride(a), sb = row_stride(b);
+    rows_seek(&it, j->views, lo / n);
+    float *po = out->buf->data;
+    const float *pa = a->buf->data, *pb = b ? b->buf->data : NULL;
+    bool fast_layout = so == 1;
+    for (int64_t e = lo % n, at = lo; at < hi; e = 0, rows_next(&it)) {
+        int64_t len = n - e < hi - at ? n - e : hi - at;
+        float *o = po + it.off[0] + e * so;
+        const float *ra = pa + it.off[1] + e * sa, *rb = b ? pb + it.off[2] + e * sb : ra;
+        at += len;
+        if (fast_layout && ew_row_fast(j->op, j->p0, j->p1, len, o, ra, sa, rb, b ? sb : sa))
+            continue;
+        ew_row_generic(j->op, j->p0, j->p1, len, o, so, ra, sa, b ? rb : NULL, sb);
+    }
 }
 
 cg_status cg__cpu_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
@@ -217,19 +260,10 @@ cg_status cg__cpu_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
 
     int64_t numel = cg__cpu_view_numel(out);
     if (numel == 0) return CG_OK;
-    const struct cg_view *const views[3] = {out, a, b};
-    struct ew_rows it;
-    rows_init(&it, views);
-    int64_t n = row_len(out), so = row_stride(out), sa = row_stride(a), sb = row_stride(b);
-    float *po = out->buf->data;
-    const float *pa = a->buf->data, *pb = b ? b->buf->data : NULL;
-    bool fast_layout = so == 1;
-    for (int64_t done = 0; done < numel; done += n, rows_next(&it)) {
-        float *o = po + it.off[0];
-        const float *ra = pa + it.off[1], *rb = b ? pb + it.off[2] : ra;
-        if (fast_layout && ew_row_fast(op, p0, p1, n, o, ra, sa, rb, b ? sb : sa)) continue;
-        ew_row_generic(op, p0, p1, n, o, so, ra, sa, b ? rb : NULL, sb);
-    }
+    struct ew_job job = {.op = op, .p0 = p0, .p1 = p1, .views = {out, a, b}};
+    /* Large views are split across the thread pool by element ranges;
+     * every element is computed alike wherever a range starts. */
+    cg__cpu_parallel_for(c, numel, CG_CPU_PAR_MIN / 2, ew_range, &job);
     return CG_OK;
 }
 
@@ -239,6 +273,27 @@ CG_CPU_KERNEL static void fill_row(float *o, int64_t n, int64_t stride, float va
         for (int64_t i = 0; i < n; i++) o[i] = value;
     } else {
         for (int64_t i = 0; i < n; i++) o[i * stride] = value;
+    }
+}
+
+struct fill_job {
+    float value;
+    const struct cg_view *views[3];     /* out, NULL, NULL */
+};
+
+/* Elements [lo, hi) of out in row-major order. */
+static void fill_range(void *arg, int64_t lo, int64_t hi)
+{
+    const struct fill_job *j = arg;
+    const struct cg_view *out = j->views[0];
+    struct ew_rows it;
+    rows_init(&it, j->views);
+    int64_t n = row_len(out), so = row_stride(out);
+    rows_seek(&it, j->views, lo / n);
+    for (int64_t e = lo % n, at = lo; at < hi; e = 0, rows_next(&it)) {
+        int64_t len = n - e < hi - at ? n - e : hi - at;
+        fill_row(out->buf->data + it.off[0] + e * so, len, so, j->value);
+        at += len;
     }
 }
 
@@ -252,11 +307,7 @@ cg_status cg__cpu_fill(void *ctx, const struct cg_view *out, float value)
 
     int64_t numel = cg__cpu_view_numel(out);
     if (numel == 0) return CG_OK;
-    const struct cg_view *const views[3] = {out, NULL, NULL};
-    struct ew_rows it;
-    rows_init(&it, views);
-    int64_t n = row_len(out), so = row_stride(out);
-    for (int64_t done = 0; done < numel; done += n, rows_next(&it))
-        fill_row(out->buf->data + it.off[0], n, so, value);
+    struct fill_job job = {.value = value, .views = {out, NULL, NULL}};
+    cg__cpu_parallel_for(c, numel, CG_CPU_PAR_MIN / 2, fill_range, &job);
     return CG_OK;
 }

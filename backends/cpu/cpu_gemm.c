@@ -1,5 +1,6 @@
 /*
- * backends/cpu/cpu_gemm.c — row-major batched GEMM through OpenBLAS:
+ * backends/cpu/cpu_gemm.c — row-major batched GEMM through OpenBLAS (or,
+ * in builds without it, cpu_gemm_blocked.c's blocked C loop):
  *   C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b],  b < batch
  * op(A) is (m, k), op(B) is (k, n), C is (m, n) with row pitch ldc.
  * Every size and pitch is checked here, so cblas never reaches xerbla (which
@@ -19,10 +20,14 @@
 #include <limits.h>
 #include <pthread.h>
 
+#include "config.h"
+#if CG_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
 
 #include "cpu.h"
 
+#if CG_HAVE_OPENBLAS
 /* 2^23 multiply-adds: ~0.1-0.2 ms on one core at 40-80 GFLOP/s. */
 #define CG_CPU_GEMM_MT_MIN ((int64_t)1 << 23)
 
@@ -43,6 +48,7 @@ static void blas_threads_for(int64_t m, int64_t n, int64_t k)
     int want = m * n * k < CG_CPU_GEMM_MT_MIN ? 1 : blas_max_threads;
     if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
 }
+#endif
 
 /* Elements spanned by a rows x cols matrix stored with row pitch ld. */
 static int64_t matrix_extent(int64_t rows, int64_t cols, int64_t ld)
@@ -103,7 +109,9 @@ cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
     if (s != CG_OK) return s;
     cc->stats.launches++;
 
+#if CG_HAVE_OPENBLAS
     if (d->k > 0) blas_threads_for(d->m, d->n, d->k);
+#endif
     for (int64_t i = 0; i < d->batch; i++) {
         float *cm = cg__cpu_at(c) + i * d->stride_c;
         if (d->k == 0) {
@@ -114,10 +122,16 @@ cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
         }
         const float *am = cg__cpu_at(a) + i * d->stride_a;
         const float *bm = cg__cpu_at(b) + i * d->stride_b;
+#if CG_HAVE_OPENBLAS
         cblas_sgemm(CblasRowMajor, d->trans_a ? CblasTrans : CblasNoTrans,
                     d->trans_b ? CblasTrans : CblasNoTrans, (blasint)d->m, (blasint)d->n,
                     (blasint)d->k, d->alpha, am, (blasint)d->lda, bm, (blasint)d->ldb,
                     d->beta, cm, (blasint)d->ldc);
+#else
+        s = cg__cpu_sgemm_blocked(cc, d->trans_a, d->trans_b, d->m, d->n, d->k, d->alpha, am,
+                                  d->lda, bm, d->ldb, d->beta, cm, d->ldc);
+        if (s != CG_OK) return s;
+#endif
     }
     return CG_OK;
 }

@@ -162,6 +162,27 @@ static cg_status check_hparams(struct cg_cpu_ctx *c, const struct cg_optim_hpara
                          (int)h->kind);
 }
 
+struct optim_job {
+    const struct cg_optim_hparams *h;
+    float *p, *s[3];
+    const float *g;
+};
+
+/* The update of elements [lo, hi). */
+static void optim_range(void *arg, int64_t lo, int64_t hi)
+{
+    const struct optim_job *j = arg;
+    float *s0 = j->s[0] ? j->s[0] + lo : NULL, *s1 = j->s[1] ? j->s[1] + lo : NULL;
+    float *s2 = j->s[2] ? j->s[2] + lo : NULL;
+    switch (j->h->kind) {
+    case CG_OPTIM_SGD: sgd_update(j->h, j->p + lo, j->g + lo, s0, hi - lo); break;
+    case CG_OPTIM_ADAM: adam_update(j->h, j->p + lo, j->g + lo, s0, s1, hi - lo); break;
+    case CG_OPTIM_RMSPROP:
+        rmsprop_update(j->h, j->p + lo, j->g + lo, s0, s1, s2, hi - lo);
+        break;
+    }
+}
+
 cg_status cg__cpu_optim_update(void *ctx, const struct cg_optim_hparams *h,
                                struct cg_ptr param, struct cg_ptr grad,
                                struct cg_ptr state[3], int64_t n)
@@ -175,20 +196,23 @@ cg_status cg__cpu_optim_update(void *ctx, const struct cg_optim_hparams *h,
     c->stats.launches++;
     if (n == 0) return CG_OK;
 
-    float *p = cg__cpu_at(param);
-    const float *g = cg__cpu_at(grad);
+    struct optim_job job = {.h = h, .p = cg__cpu_at(param), .g = cg__cpu_at(grad)};
     switch (h->kind) {
     case CG_OPTIM_SGD:
-        sgd_update(h, p, g, h->momentum != 0 ? cg__cpu_at(state[0]) : NULL, n);
+        job.s[0] = h->momentum != 0 ? cg__cpu_at(state[0]) : NULL;
         break;
     case CG_OPTIM_ADAM:
-        adam_update(h, p, g, cg__cpu_at(state[0]), cg__cpu_at(state[1]), n);
+        job.s[0] = cg__cpu_at(state[0]);
+        job.s[1] = cg__cpu_at(state[1]);
         break;
     case CG_OPTIM_RMSPROP:
-        rmsprop_update(h, p, g, cg__cpu_at(state[0]),
-                       h->momentum > 0 ? cg__cpu_at(state[1]) : NULL,
-                       h->centered ? cg__cpu_at(state[2]) : NULL, n);
+        job.s[0] = cg__cpu_at(state[0]);
+        job.s[1] = h->momentum > 0 ? cg__cpu_at(state[1]) : NULL;
+        job.s[2] = h->centered ? cg__cpu_at(state[2]) : NULL;
         break;
     }
+    /* Every element's update is independent: large parameters are split
+     * across the thread pool. */
+    cg__cpu_parallel_for(c, n, CG_CPU_PAR_MIN / 2, optim_range, &job);
     return CG_OK;
 }

@@ -11,6 +11,9 @@
  * m, n or batch == 0 is a no-op, k == 0 gives C = beta * C.
  * beta == 0 means "C is not read" in BLAS, but CLBlast computes beta * C,
  * which is NaN where a pooled buffer held Inf or NaN; C is zeroed first.
+ * CLBlast's kernel parameters for the device come from its database, or
+ * from a stored tuning result that tune.c applied when the instance opened
+ * (tools/clgrad-tune searches and stores them).
  */
 #include "cl_backend.h"
 

@@ -209,6 +209,7 @@ static cg_status cg_cl_init(struct cg_cl *cl, cl_platform_id plat, cl_device_id 
         cl->queue = NULL;
         return cg_cl_fail(cl->err, sizeof cl->err, "clCreateCommandQueue", rc);
     }
+    cg_cl_tune_apply(&cl->dev);   /* stored CLBlast GEMM parameters (tune.c) */
     return CG_OK;
 }
 

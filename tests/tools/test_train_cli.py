@@ -140,6 +140,27 @@ with tempfile.TemporaryDirectory() as tmp:
     expect_error("CNN without flatten does not fit the data",
                  ["--data", d, "--model", "conv 3 6"], "does not fit the data")
 
+    # Regression targets in large units train with the default settings (targets
+    # standardized on the training split), and RMSE is reported in those units.
+    rows = ["x1,x2,kind,price"]
+    for i in range(600):
+        x1, x2 = rng.uniform(0, 10), rng.uniform(-1, 1)
+        kind = rng.choice(["a", "b", "c"])
+        price = 50000 * x1 + 20000 * x2 + {"a": 0, "b": 100000, "c": -50000}[kind] + rng.gauss(0, 10000)
+        cell = "" if i % 97 == 5 else f"{x2:.4f}"
+        rows.append(f"{x1:.4f},{cell},{kind},{price:.0f}")
+    price = os.path.join(tmp, "price.csv")
+    write(price, "\n".join(rows) + "\n")
+    expect_error("missing cells name the option that handles them",
+                 ["--data", price, "--target", "price"], "--missing drop, mean or zero")
+    rc, out, err = run("--data", price, "--target", "price", "--missing", "mean", "--epochs", "30",
+                       "--backend", "cpu")
+    ok = rc == 0 and "val RMSE" in out
+    if ok:
+        rmse = float(out.strip().splitlines()[-1].split("val RMSE")[1].split()[0])
+        ok = 5000 < rmse < 40000   # the noise is 10000; the targets' spread ~170000
+    check("standardized regression targets: RMSE in the target's units", ok, out + err)
+
     # Bad input: each one line, non-zero exit.
     expect_error("unknown layer", ["--data", reg, "--target", "y", "--model", "linear 8, conv2 3"],
                  "unknown layer 'conv2'")
@@ -289,7 +310,7 @@ with tempfile.TemporaryDirectory() as tmp:
             "--momentum", "--weight-decay", "--batch", "--epochs", "--seed", "--backend",
             "--device", "--progress", "--quiet", "--schedule", "--step-size", "--gamma",
             "--warmup", "--clip-grad", "--early-stop", "--save", "--save-every", "--save-best",
-            "--resume", "--log", "--plot"]
+            "--resume", "--log", "--plot", "--scale-target"]
     check("--help documents every option", rc == 0 and all(o in out for o in opts),
           [o for o in opts if o not in out])
 

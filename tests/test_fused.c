@@ -1,0 +1,575 @@
+/*
+ * tests/test_fused.c — the fused sequence-model kernels of struct
+ * cg_backend_i (lstm_cell, lstm_cell_backward, softmax_causal) and the
+ * layers that use them (src/nn/rnn.c's LSTM step, src/nn/attention.c's
+ * causal softmax), on the backend named by CLGRAD_BACKEND:
+ *
+ *   - the primitives, called directly, against float64 references written
+ *     here from the torch.nn.LSTM equations and the causal-softmax formula
+ *     in backend.h: random inputs, odd B and H, pre-activations large
+ *     enough to saturate every gate; outputs start as garbage between
+ *     guard elements, so an unwritten element or a stray write fails;
+ *   - causal softmax: masked entries exactly 0 (their inputs are NaN, so
+ *     reading one would show), rows summing to 1, periods shorter and
+ *     longer than the row;
+ *   - the fused and the composed paths (the same context with a vtable
+ *     copy whose fused members are NULL) give the same outputs and
+ *     gradients, to float rounding, and the fused path launches fewer
+ *     kernels;
+ *   - finite-difference gradient checks (gradcheck.h) through the fused
+ *     LSTM op: several steps, two layers, initial states, saturating gates.
+ *
+ * Tolerances, |got - want| <= atol + rtol * |want|:
+ *   lstm_cell c, h, save                  rtol 1e-5, atol 1e-6
+ *   lstm_cell_backward                    rtol 1e-5, atol 5e-6
+ *       (the float activations saved by the forward carry 1 ulp, and
+ *        1 - i for a saturated gate is then off by up to 6e-8 absolute)
+ *   softmax_causal                        rtol 1e-5, atol 1e-7; masked == 0
+ *   fused vs composed (module level)      rtol 1e-5, atol 1e-6
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "gradcheck.h"
+
+#define GUARD 4
+#define GUARD_VALUE 4321.0f
+#define GARBAGE 777.0f
+
+static float *fetch(const cg_tensor *t)
+{
+    assert_non_null(t);
+    int64_t n = cg_tensor_numel(t);
+    float *h = malloc((size_t)(n > 0 ? n : 1) * sizeof *h);
+    assert_non_null(h);
+    assert_int_equal(cg_tensor_to_host(t, h, n), CG_OK);
+    return h;
+}
+
+/* ---- device arrays with guards ------------------------------------------ */
+
+struct darr {
+    cg_tensor *t;
+    struct cg_ptr at;   /* the first element after the leading guard */
+    int64_t n;
+};
+
+/* A device copy of host[0, n) between guards (host NULL: GARBAGE). */
+static struct darr darr_new(cg_ctx *ctx, const float *host, int64_t n)
+{
+    int64_t total = n + 2 * GUARD;
+    float *h = malloc((size_t)total * sizeof *h);
+    assert_non_null(h);
+    for (int64_t i = 0; i < total; i++) h[i] = GUARD_VALUE;
+    for (int64_t i = 0; i < n; i++) h[GUARD + i] = host ? host[i] : GARBAGE;
+    cg_tensor *t = cg_tensor_from_host(ctx, CG_SHAPE(total), h);
+    free(h);
+    if (!t) fail_msg("cg_tensor_from_host(%lld): %s", (long long)total, cg_last_error(ctx));
+    struct cg_view v = cg_tensor_view(t);
+    return (struct darr){t, {v.buf, v.off + GUARD}, n};
+}
+
+/* The region on the host (malloc'd), failing if a guard changed. */
+static float *darr_read(struct darr d, const char *what)
+{
+    float *h = fetch(d.t);
+    for (int64_t i = 0; i < GUARD; i++)
+        if (h[i] != GUARD_VALUE || h[GUARD + d.n + i] != GUARD_VALUE)
+            fail_msg("%s: a guard element outside the region changed", what);
+    memmove(h, h + GUARD, (size_t)d.n * sizeof *h);
+    return h;
+}
+
+struct env {
+    cg_ctx *ctx;
+    const struct cg_backend_i *be;
+    void *bctx;
+};
+
+static struct env env_of(void **state)
+{
+    struct env e = {.ctx = *state};
+    e.be = cg_ctx_backend(e.ctx, &e.bctx);
+    assert_non_null(e.be);
+    return e;
+}
+
+static bool has_fused_lstm(const struct cg_backend_i *be)
+{
+    return CG_BACKEND_HAS(be, lstm_cell) && CG_BACKEND_HAS(be, lstm_cell_backward);
+}
+
+#define CHECK_OK(e, call)                                                                   \
+    do {                                                                                    \
+        cg_status s_ = (call);                                                              \
+        if (s_ != CG_OK)                                                                    \
+            fail_msg("%s -> %s: %s", #call, cg_status_str(s_), (e)->be->last_error((e)->bctx)); \
+    } while (0)
+
+static double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+/* ---- lstm_cell / lstm_cell_backward against float64 ---------------------- */
+
+/* One (B, H) case; gates uniform in [-span, span), a few of them +-(span..3 span). */
+static void check_lstm_cell(struct env *e, uint64_t seed, int64_t B, int64_t H, float span)
+{
+    uint64_t rng = seed;
+    const int64_t n = B * H;
+    float *G = malloc((size_t)(4 * n) * sizeof *G), *cp = malloc((size_t)n * sizeof *cp);
+    float *gh = malloc((size_t)n * sizeof *gh), *gc = malloc((size_t)n * sizeof *gc);
+    assert_true(G && cp && gh && gc);
+    th_fill_uniform(&rng, G, 4 * n, -span, span);
+    for (int64_t k = 0; k < 4 * n; k += 5) G[k] = (float)th_rand_uniform(&rng, span, 3 * span) *
+                                               (k % 2 ? -1.0f : 1.0f);
+    th_fill_uniform(&rng, cp, n, -3, 3);
+    th_fill_uniform(&rng, gh, n, -1, 1);
+    th_fill_uniform(&rng, gc, n, -1, 1);
+
+    /* float64 references (torch.nn.LSTM docs) */
+    double *c_ref = malloc((size_t)n * sizeof *c_ref), *h_ref = malloc((size_t)n * sizeof *h_ref);
+    double *s_ref = malloc((size_t)(5 * n) * sizeof *s_ref);
+    double *dG_ref = malloc((size_t)(4 * n) * sizeof *dG_ref);
+    double *dcp_ref = malloc((size_t)n * sizeof *dcp_ref);
+    assert_true(c_ref && h_ref && s_ref && dG_ref && dcp_ref);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < H; j++) {
+            const float *g4 = G + b * 4 * H;
+            int64_t t = b * H + j;
+            double i = sigmoid_d(g4[j]), f = sigmoid_d(g4[H + j]);
+            double g = tanh(g4[2 * H + j]), o = sigmoid_d(g4[3 * H + j]);
+            double c = f * cp[t] + i * g, tc = tanh(c);
+            c_ref[t] = c;
+            h_ref[t] = o * tc;
+            double *s = s_ref + b * 5 * H + j;
+            s[0] = i, s[H] = f, s[2 * H] = g, s[3 * H] = o, s[4 * H] = tc;
+            /* d/dG of <gh, h> + <gc, c> by the chain rule */
+            double dc = gc[t] + gh[t] * o * (1 - tc * tc);
+            double *d = dG_ref + b * 4 * H + j;
+            d[0] = dc * g * i * (1 - i);
+            d[H] = dc * cp[t] * f * (1 - f);
+            d[2 * H] = dc * i * (1 - g * g);
+            d[3 * H] = gh[t] * tc * o * (1 - o);
+            dcp_ref[t] = dc * f;
+        }
+
+    cg_scope_begin(e->ctx);
+    struct darr dGt = darr_new(e->ctx, G, 4 * n), dcp = darr_new(e->ctx, cp, n);
+    struct darr dc = darr_new(e->ctx, NULL, n), dh = darr_new(e->ctx, NULL, n);
+    struct darr ds = darr_new(e->ctx, NULL, 5 * n);
+    CHECK_OK(e, e->be->lstm_cell(e->bctx, dc.at, dh.at, ds.at, dGt.at, dcp.at, B, H));
+    char what[96];
+    float *c = darr_read(dc, "lstm_cell c"), *h = darr_read(dh, "lstm_cell h");
+    float *s = darr_read(ds, "lstm_cell save");
+    snprintf(what, sizeof what, "lstm_cell c (B=%lld, H=%lld, span %g)", (long long)B,
+             (long long)H, (double)span);
+    th_assert_close(c, c_ref, n, 1e-5, 1e-6, what);
+    what[10] = 'h';
+    th_assert_close(h, h_ref, n, 1e-5, 1e-6, what);
+    th_assert_close(s, s_ref, 5 * n, 1e-5, 1e-6, "lstm_cell save [i|f|g|o|tanh c]");
+
+    struct darr dgh = darr_new(e->ctx, gh, n), dgc = darr_new(e->ctx, gc, n);
+    struct darr ddG = darr_new(e->ctx, NULL, 4 * n), ddcp = darr_new(e->ctx, NULL, n);
+    CHECK_OK(e, e->be->lstm_cell_backward(e->bctx, ddG.at, ddcp.at, dgh.at, dgc.at, ds.at,
+                                          dcp.at, B, H));
+    float *dG = darr_read(ddG, "lstm_cell_backward g_gates");
+    float *dcpv = darr_read(ddcp, "lstm_cell_backward g_c_prev");
+    snprintf(what, sizeof what, "lstm_cell_backward g_gates (B=%lld, H=%lld, span %g)",
+             (long long)B, (long long)H, (double)span);
+    th_assert_close(dG, dG_ref, 4 * n, 1e-5, 5e-6, what);
+    th_assert_close(dcpv, dcp_ref, n, 1e-5, 5e-6, "lstm_cell_backward g_c_prev");
+    cg_scope_end(e->ctx);
+
+    free(c), free(h), free(s), free(dG), free(dcpv);
+    free(G), free(cp), free(gh), free(gc);
+    free(c_ref), free(h_ref), free(s_ref), free(dG_ref), free(dcp_ref);
+}
+
+static void test_lstm_cell_primitive(void **state)
+{
+    struct env e = env_of(state);
+    if (!has_fused_lstm(e.be)) {
+        print_message("backend %s has no fused LSTM cell: skipped\n", e.be->name);
+        skip();
+    }
+    const struct {
+        int64_t B, H;
+        float span;
+    } cases[] = {{1, 1, 3}, {3, 7, 3}, {5, 33, 4}, {2, 129, 2}, {3, 17, 40}, {7, 5, 90}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        check_lstm_cell(&e, 100 + k, cases[k].B, cases[k].H, cases[k].span);
+}
+
+static void test_lstm_cell_errors(void **state)
+{
+    struct env e = env_of(state);
+    if (!has_fused_lstm(e.be)) skip();
+    cg_scope_begin(e.ctx);
+    struct darr small = darr_new(e.ctx, NULL, 10), big = darr_new(e.ctx, NULL, 200);
+    /* gates of B=2, H=5 need 40 elements: 10 is too few */
+    cg_status s = e.be->lstm_cell(e.bctx, big.at, big.at, big.at, small.at, big.at, 2, 5);
+    assert_int_equal(s, CG_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.be->last_error(e.bctx), "lstm_cell"));
+    s = e.be->lstm_cell_backward(e.bctx, big.at, big.at, big.at, big.at, small.at, big.at, 2, 5);
+    assert_int_equal(s, CG_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.be->last_error(e.bctx), "lstm_cell_backward"));
+    s = e.be->lstm_cell(e.bctx, big.at, big.at, big.at, big.at, big.at, -1, 5);
+    assert_int_equal(s, CG_STATUS_INVALID_ARGUMENT);
+    cg_scope_end(e.ctx);
+}
+
+/* ---- softmax_causal ------------------------------------------------------- */
+
+static void check_softmax_causal(struct env *e, uint64_t seed, int64_t rows, int64_t cols,
+                                 int64_t period, float span)
+{
+    uint64_t rng = seed;
+    const int64_t n = rows * cols;
+    float *x = malloc((size_t)n * sizeof *x);
+    double *ref = malloc((size_t)n * sizeof *ref);
+    assert_true(x && ref);
+    th_fill_uniform(&rng, x, n, -span, span);
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t q = r % period, seen = q < cols ? q + 1 : cols;
+        double m = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < seen; j++) m = fmax(m, x[r * cols + j]);
+        for (int64_t j = 0; j < seen; j++) sum += exp(x[r * cols + j] - m);
+        for (int64_t j = 0; j < cols; j++)
+            ref[r * cols + j] = j < seen ? exp(x[r * cols + j] - m) / sum : 0.0;
+        for (int64_t j = seen; j < cols; j++) x[r * cols + j] = NAN; /* never read */
+    }
+    cg_scope_begin(e->ctx);
+    struct darr din = darr_new(e->ctx, x, n), dout = darr_new(e->ctx, NULL, n);
+    CHECK_OK(e, e->be->softmax_causal(e->bctx, dout.at, din.at, rows, cols, period));
+    float *y = darr_read(dout, "softmax_causal out");
+    char what[128];
+    snprintf(what, sizeof what, "softmax_causal (%lld, %lld) period %lld span %g",
+             (long long)rows, (long long)cols, (long long)period, (double)span);
+    th_assert_close(y, ref, n, 1e-5, 1e-7, what);
+    for (int64_t r = 0; r < rows; r++) {
+        double sum = 0;
+        int64_t q = r % period;
+        for (int64_t j = 0; j < cols; j++) {
+            if (j > q && y[r * cols + j] != 0.0f)
+                fail_msg("%s: row %lld (q %lld) column %lld is %g, not exactly 0", what,
+                         (long long)r, (long long)q, (long long)j, (double)y[r * cols + j]);
+            sum += y[r * cols + j];
+        }
+        if (fabs(sum - 1.0) > 1e-5)
+            fail_msg("%s: row %lld sums to %.9g", what, (long long)r, sum);
+    }
+    cg_scope_end(e->ctx);
+    free(y);
+    free(x);
+    free(ref);
+}
+
+static void test_softmax_causal_primitive(void **state)
+{
+    struct env e = env_of(state);
+    if (!CG_BACKEND_HAS(e.be, softmax_causal)) {
+        print_message("backend %s has no causal softmax: skipped\n", e.be->name);
+        skip();
+    }
+    check_softmax_causal(&e, 1, 3 * 7, 7, 7, 3);     /* 3 blocks of (7, 7)       */
+    check_softmax_causal(&e, 2, 1, 1, 1, 3);         /* T = 1                    */
+    check_softmax_causal(&e, 3, 10, 9, 5, 5);        /* period < cols            */
+    check_softmax_causal(&e, 4, 6, 3, 6, 5);         /* period > cols: late rows full */
+    check_softmax_causal(&e, 5, 2 * 33, 33, 33, 60); /* large scores             */
+    check_softmax_causal(&e, 6, 2 * 300, 300, 300, 8); /* rows wider than a work-group */
+
+    /* bad arguments: period 0, a block outside its buffer */
+    cg_scope_begin(e.ctx);
+    struct darr a = darr_new(e.ctx, NULL, 12);
+    assert_int_equal(e.be->softmax_causal(e.bctx, a.at, a.at, 3, 4, 0),
+                     CG_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.be->last_error(e.bctx), "softmax_causal"));
+    assert_int_equal(e.be->softmax_causal(e.bctx, a.at, a.at, 10, 4, 4),
+                     CG_STATUS_INVALID_ARGUMENT);
+    cg_scope_end(e.ctx);
+}
+
+/* ---- fused vs composed ------------------------------------------------------ */
+
+/* The context's vtable with the fused members cleared: the layers then take
+ * their composed paths on the same device and buffers. Restored by
+ * composed_end. */
+static struct cg_backend_i composed_vtable;
+static const struct cg_backend_i *saved_vtable;
+
+static void composed_begin(cg_ctx *ctx)
+{
+    saved_vtable = ctx->be;
+    composed_vtable = *ctx->be;
+    composed_vtable.lstm_cell = NULL;
+    composed_vtable.lstm_cell_backward = NULL;
+    composed_vtable.softmax_causal = NULL;
+    ctx->be = &composed_vtable;
+}
+
+static void composed_end(cg_ctx *ctx) { ctx->be = saved_vtable; }
+
+/* Everything a run produces, on the host: the outputs and the gradients of
+ * the inputs and parameters, concatenated, and the kernel launches. */
+struct run {
+    float *v;
+    int64_t n;
+    uint64_t launches;
+};
+
+static void run_append(struct run *r, const cg_tensor *t)
+{
+    float *h = fetch(t);
+    int64_t n = cg_tensor_numel(t);
+    r->v = realloc(r->v, (size_t)(r->n + n) * sizeof *r->v);
+    assert_non_null(r->v);
+    memcpy(r->v + r->n, h, (size_t)n * sizeof *h);
+    r->n += n;
+    free(h);
+}
+
+/* Weighted sum of t's elements with weights from *rng (the same for both
+ * paths when the caller reseeds). */
+static cg_tensor *weighted(cg_ctx *ctx, uint64_t *rng, cg_tensor *t)
+{
+    int64_t n = cg_tensor_numel(t);
+    float *w = malloc((size_t)n * sizeof *w);
+    assert_non_null(w);
+    th_fill_uniform(rng, w, n, -1, 1);
+    cg_tensor *wt = cg_tensor_from_host(ctx, cg_tensor_ndim(t), cg_tensor_shape(t), w);
+    free(w);
+    return cg_sum_all(cg_mul(t, wt));
+}
+
+struct lstm_case {
+    int64_t B, T, IN, H;
+    int L;
+    bool batch_first, states, use_hn, use_cn;
+    float wspan; /* parameter range: larger saturates the gates */
+};
+
+static struct run run_lstm(cg_ctx *ctx, cg_module *m, const struct lstm_case *k, cg_tensor *x,
+                           cg_tensor *h0, cg_tensor *c0)
+{
+    struct run r = {0};
+    struct cg_named_tensor ps[16];
+    int np = cg_module_parameters(m, ps, 16);
+    cg_tensor *leaves[3] = {x, h0, c0};
+    for (int i = 0; i < np; i++) cg_tensor_clear_grad(ps[i].tensor);
+    for (int i = 0; i < 3; i++)
+        if (leaves[i]) cg_tensor_clear_grad(leaves[i]);
+    struct cg_backend_stats s0, s1;
+    cg_ctx_stats(ctx, &s0);
+    cg_scope_begin(ctx);
+    cg_tensor *hn = NULL, *cn = NULL;
+    cg_tensor *y = cg_rnn_forward(m, x, h0, c0, &hn, &cn);
+    if (!y) fail_msg("LSTM forward: %s", cg_last_error(ctx));
+    uint64_t wr = 77;
+    cg_tensor *loss = weighted(ctx, &wr, y);
+    if (k->use_hn) loss = cg_add(loss, weighted(ctx, &wr, hn));
+    if (k->use_cn) loss = cg_add(loss, weighted(ctx, &wr, cn));
+    if (cg_backward(loss) != CG_OK) fail_msg("LSTM backward: %s", cg_last_error(ctx));
+    run_append(&r, y);
+    run_append(&r, hn);
+    run_append(&r, cn);
+    cg_scope_end(ctx);
+    cg_ctx_stats(ctx, &s1);
+    r.launches = s1.launches - s0.launches;
+    for (int i = 0; i < 3; i++)
+        if (leaves[i]) run_append(&r, cg_tensor_grad(leaves[i]));
+    for (int i = 0; i < np; i++) run_append(&r, cg_tensor_grad(ps[i].tensor));
+    return r;
+}
+
+static void check_lstm_fused_vs_composed(cg_ctx *ctx, uint64_t seed, const struct lstm_case *k)
+{
+    uint64_t rng = seed;
+    cg_module *m = cg_rnn_create(ctx, CG_RNN_LSTM, k->IN, k->H, k->L, true, k->batch_first);
+    assert_non_null(m);
+    struct cg_named_tensor ps[16];
+    int np = cg_module_parameters(m, ps, 16);
+    for (int i = 0; i < np; i++) {
+        int64_t n = cg_tensor_numel(ps[i].tensor);
+        float *v = malloc((size_t)n * sizeof *v);
+        th_fill_uniform(&rng, v, n, -k->wspan, k->wspan);
+        assert_int_equal(cg_tensor_set_data(ps[i].tensor, v, n), CG_OK);
+        free(v);
+    }
+    cg_tensor *x = k->batch_first ? gc_input(ctx, &rng, CG_SHAPE(k->B, k->T, k->IN), -2, 2)
+                                  : gc_input(ctx, &rng, CG_SHAPE(k->T, k->B, k->IN), -2, 2);
+    cg_tensor *h0 = k->states ? gc_input(ctx, &rng, CG_SHAPE(k->L, k->B, k->H), -1, 1) : NULL;
+    cg_tensor *c0 = k->states ? gc_input(ctx, &rng, CG_SHAPE(k->L, k->B, k->H), -2, 2) : NULL;
+
+    struct run fused = run_lstm(ctx, m, k, x, h0, c0);
+    composed_begin(ctx);
+    struct run comp = run_lstm(ctx, m, k, x, h0, c0);
+    composed_end(ctx);
+    assert_int_equal(fused.n, comp.n);
+    char what[160];
+    snprintf(what, sizeof what,
+             "LSTM fused vs composed (B=%lld T=%lld H=%lld L=%d batch_first=%d states=%d)",
+             (long long)k->B, (long long)k->T, (long long)k->H, k->L, k->batch_first, k->states);
+    th_assert_close_f(fused.v, comp.v, fused.n, 1e-5, 1e-6, what);
+    if (fused.launches >= comp.launches)
+        fail_msg("%s: fused path launched %llu kernels, composed %llu", what,
+                 (unsigned long long)fused.launches, (unsigned long long)comp.launches);
+    print_message("%s: %llu launches fused, %llu composed\n", what,
+                  (unsigned long long)fused.launches, (unsigned long long)comp.launches);
+    free(fused.v);
+    free(comp.v);
+    cg_tensor *own[3] = {x, h0, c0};
+    gc_free_inputs(k->states ? 3 : 1, own);
+    cg_module_free(m);
+}
+
+static void test_lstm_fused_vs_composed(void **state)
+{
+    cg_ctx *ctx = *state;
+    if (!has_fused_lstm(ctx->be)) {
+        print_message("backend %s has no fused LSTM cell: skipped\n", ctx->be->name);
+        skip();
+    }
+    const struct lstm_case cases[] = {
+        {3, 5, 4, 7, 2, true, true, true, true, 0.5f},
+        {1, 4, 3, 5, 1, false, false, false, false, 0.5f}, /* loss on y only */
+        {5, 3, 6, 9, 1, false, true, false, true, 3.0f},   /* saturating gates */
+        {2, 6, 5, 33, 3, true, true, true, false, 0.3f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_lstm_fused_vs_composed(ctx, 300 + i, &cases[i]);
+}
+
+/* Causal attention and a causal Transformer block: fused softmax vs the
+ * additive mask. */
+static struct run run_module(cg_ctx *ctx, cg_module *m, cg_tensor *x, bool attn)
+{
+    struct run r = {0};
+    struct cg_named_tensor ps[32];
+    int np = cg_module_parameters(m, ps, 32);
+    for (int i = 0; i < np; i++) cg_tensor_clear_grad(ps[i].tensor);
+    cg_tensor_clear_grad(x);
+    struct cg_backend_stats s0, s1;
+    cg_ctx_stats(ctx, &s0);
+    cg_scope_begin(ctx);
+    cg_tensor *y = attn ? cg_self_attention(m, x, true) : cg_module_forward(m, x);
+    if (!y) fail_msg("forward: %s", cg_last_error(ctx));
+    uint64_t wr = 78;
+    if (cg_backward(weighted(ctx, &wr, y)) != CG_OK) fail_msg("backward: %s", cg_last_error(ctx));
+    run_append(&r, y);
+    cg_scope_end(ctx);
+    cg_ctx_stats(ctx, &s1);
+    r.launches = s1.launches - s0.launches;
+    run_append(&r, cg_tensor_grad(x));
+    for (int i = 0; i < np; i++) run_append(&r, cg_tensor_grad(ps[i].tensor));
+    return r;
+}
+
+static void test_causal_attention_fused_vs_composed(void **state)
+{
+    cg_ctx *ctx = *state;
+    if (!CG_BACKEND_HAS(ctx->be, softmax_causal)) {
+        print_message("backend %s has no causal softmax: skipped\n", ctx->be->name);
+        skip();
+    }
+    for (int kind = 0; kind < 2; kind++) {
+        uint64_t rng = 400 + (uint64_t)kind;
+        const int64_t B = 3, T = kind ? 9 : 5, E = 6;
+        cg_module *m = kind ? cg_transformer_block(ctx, E, 2, 10, 0.0f, true)
+                            : cg_multihead_attention(ctx, E, 3, 0.0f, true);
+        assert_non_null(m);
+        struct cg_named_tensor ps[32];
+        int np = cg_module_parameters(m, ps, 32);
+        for (int i = 0; i < np; i++) { /* nonzero biases, larger scores */
+            int64_t n = cg_tensor_numel(ps[i].tensor);
+            float *v = malloc((size_t)n * sizeof *v);
+            th_fill_uniform(&rng, v, n, -1.2f, 1.2f);
+            assert_int_equal(cg_tensor_set_data(ps[i].tensor, v, n), CG_OK);
+            free(v);
+        }
+        cg_tensor *x = gc_input(ctx, &rng, CG_SHAPE(B, T, E), -2, 2);
+        struct run fused = run_module(ctx, m, x, kind == 0);
+        composed_begin(ctx);
+        struct run comp = run_module(ctx, m, x, kind == 0);
+        composed_end(ctx);
+        assert_int_equal(fused.n, comp.n);
+        const char *what = kind ? "causal block fused vs composed"
+                                : "causal attention fused vs composed";
+        th_assert_close_f(fused.v, comp.v, fused.n, 1e-5, 1e-6, what);
+        if (fused.launches >= comp.launches)
+            fail_msg("%s: fused path launched %llu kernels, composed %llu", what,
+                     (unsigned long long)fused.launches, (unsigned long long)comp.launches);
+        free(fused.v);
+        free(comp.v);
+        gc_free_inputs(1, &x);
+        cg_module_free(m);
+    }
+}
+
+/* ---- gradient checks through the fused LSTM op ---------------------------- */
+
+static cg_tensor *f_lstm(cg_tensor **in, void *user)
+{
+    cg_module *m = user;
+    cg_tensor *hn = NULL, *cn = NULL;
+    cg_tensor *y = cg_rnn_forward(m, in[0], in[1], in[2], &hn, &cn);
+    cg_tensor *parts[3] = {cg_reshape(y, CG_SHAPE(-1)), cg_reshape(hn, CG_SHAPE(-1)),
+                           cg_reshape(cn, CG_SHAPE(-1))};
+    return cg_cat(3, parts, 0);
+}
+
+static void check_lstm_grad(cg_ctx *ctx, uint64_t seed, int64_t B, int64_t T, int64_t H, int L,
+                            bool batch_first, float span)
+{
+    const int64_t IN = 3;
+    uint64_t rng = seed;
+    cg_module *m = cg_rnn_create(ctx, CG_RNN_LSTM, IN, H, L, true, batch_first);
+    assert_non_null(m);
+    cg_tensor *in[3 + 4 * 3];
+    int n = 0;
+    in[n++] = batch_first ? gc_input(ctx, &rng, CG_SHAPE(B, T, IN), -span, span)
+                          : gc_input(ctx, &rng, CG_SHAPE(T, B, IN), -span, span);
+    in[n++] = gc_input(ctx, &rng, CG_SHAPE(L, B, H), -1, 1);
+    in[n++] = gc_input(ctx, &rng, CG_SHAPE(L, B, H), -1, 1);
+    int n_own = n;
+    struct cg_named_tensor ps[12];
+    int np = cg_module_parameters(m, ps, 12);
+    for (int i = 0; i < np; i++) {
+        int64_t k = cg_tensor_numel(ps[i].tensor);
+        float *v = malloc((size_t)k * sizeof *v);
+        th_fill_uniform(&rng, v, k, -0.8f, 0.8f);
+        assert_int_equal(cg_tensor_set_data(ps[i].tensor, v, k), CG_OK);
+        free(v);
+        in[n++] = ps[i].tensor;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "fused LSTM B=%lld T=%lld H=%lld L=%d span %g", (long long)B,
+             (long long)T, (long long)H, L, (double)span);
+    gc_check(ctx, what, f_lstm, m, n, in, NULL);
+    gc_free_inputs(n_own, in);
+    cg_module_free(m);
+}
+
+static void test_lstm_fused_gradcheck(void **state)
+{
+    cg_ctx *ctx = *state;
+    if (!has_fused_lstm(ctx->be)) skip();
+    check_lstm_grad(ctx, 500, 3, 4, 3, 2, false, 1.0f);
+    check_lstm_grad(ctx, 501, 1, 3, 5, 1, true, 1.0f);
+    check_lstm_grad(ctx, 502, 2, 3, 3, 1, true, 4.0f); /* gates near saturation */
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_lstm_cell_primitive, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_cell_errors, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_softmax_causal_primitive, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_fused_vs_composed, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_causal_attention_fused_vs_composed, th_setup,
+                                        th_teardown),
+        cmocka_unit_test_setup_teardown(test_lstm_fused_gradcheck, th_setup, th_teardown),
+    };
+    return TH_RUN(tests);
+}
