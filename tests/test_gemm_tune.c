@@ -159,16 +159,19 @@ static void test_store_round_trip_and_damage(void **state)
     r.n = 1024;
     r.gflops = 30.0;
     r.baseline_gflops = 5.0;
+    r.min_indirect = 256;
 
     /* Nothing stored yet: load fails, apply leaves CLBlast alone. */
-    assert_int_not_equal(cg_cl_tune_load(&f->dev, &back, err, sizeof err), CG_OK);
+    assert_int_not_equal(cg_cl_tune_load(&f->dev, &back, NULL, err, sizeof err), CG_OK);
     assert_int_equal(cg_cl_tune_apply(&f->dev), 0);
 
     assert_int_equal(cg_cl_tune_save(&f->dev, &r, err, sizeof err), CG_OK);
     cg_cl_tune_path(&f->dev, path, sizeof path);
     assert_non_null(strstr(path, f->cache));
-    assert_int_equal(cg_cl_tune_load(&f->dev, &back, err, sizeof err), CG_OK);
+    size_t t = 0;
+    assert_int_equal(cg_cl_tune_load(&f->dev, &back, &t, err, sizeof err), CG_OK);
     assert_memory_equal(back.v, r.params.v, sizeof back.v);
+    assert_int_equal(t, 256);
     assert_int_equal(cg_cl_tune_apply(&f->dev), 1);
     setenv("CLGRAD_CLBLAST_TUNE", "0", 1);
     assert_int_equal(cg_cl_tune_apply(&f->dev), 0);
@@ -177,7 +180,7 @@ static void test_store_round_trip_and_damage(void **state)
     /* Another driver version is another file: a miss. */
     struct cg_cl_device other = f->dev;
     snprintf(other.driver, sizeof other.driver, "%.200s-updated", f->dev.driver);
-    assert_int_not_equal(cg_cl_tune_load(&other, &back, err, sizeof err), CG_OK);
+    assert_int_not_equal(cg_cl_tune_load(&other, &back, NULL, err, sizeof err), CG_OK);
 
     /* The same file with another driver line inside is rejected. */
     snprintf(text, sizeof text, "%s", read_file(path));
@@ -187,7 +190,7 @@ static void test_store_round_trip_and_damage(void **state)
     snprintf(damaged, sizeof damaged, "%.*s\ndriver 0.0-other%s", (int)(drv - text), text,
              strchr(drv + 1, '\n'));
     write_file(path, damaged);
-    assert_int_equal(cg_cl_tune_load(&f->dev, &back, err, sizeof err), CG_STATUS_PARSE_ERROR);
+    assert_int_equal(cg_cl_tune_load(&f->dev, &back, NULL, err, sizeof err), CG_STATUS_PARSE_ERROR);
     assert_non_null(strstr(err, "another device"));
 
     /* Parameters that break a constraint are rejected, not applied. */
@@ -196,9 +199,17 @@ static void test_store_round_trip_and_damage(void **state)
     assert_non_null(kwg);
     memcpy(kwg, " KWG=3", 6);   /* "KWG=16" -> "KWG=36", not a power of two */
     write_file(path, damaged);
-    assert_int_equal(cg_cl_tune_load(&f->dev, &back, err, sizeof err), CG_STATUS_PARSE_ERROR);
+    assert_int_equal(cg_cl_tune_load(&f->dev, &back, NULL, err, sizeof err), CG_STATUS_PARSE_ERROR);
     assert_non_null(strstr(err, "invalid parameters"));
     assert_int_equal(cg_cl_tune_apply(&f->dev), 0);
+
+    /* A switch-over size out of range. */
+    snprintf(damaged, sizeof damaged, "%s", text);
+    char *sw = strstr(damaged, "INDIRECT_SIZE=256");
+    assert_non_null(sw);
+    memcpy(sw, "INDIRECT_SIZE=000", 17);
+    write_file(path, damaged);
+    assert_int_equal(cg_cl_tune_load(&f->dev, &back, &t, err, sizeof err), CG_STATUS_PARSE_ERROR);
 
     /* A parameter missing, or a truncated file. */
     snprintf(damaged, sizeof damaged, "%s", text);
@@ -207,9 +218,9 @@ static void test_store_round_trip_and_damage(void **state)
     vwn[0] = '\n';
     vwn[1] = '\0';
     write_file(path, damaged);
-    assert_int_equal(cg_cl_tune_load(&f->dev, &back, err, sizeof err), CG_STATUS_PARSE_ERROR);
+    assert_int_equal(cg_cl_tune_load(&f->dev, &back, NULL, err, sizeof err), CG_STATUS_PARSE_ERROR);
     write_file(path, "clgrad-clblast-tune 1\ndevice ");
-    assert_int_equal(cg_cl_tune_load(&f->dev, &back, err, sizeof err), CG_STATUS_PARSE_ERROR);
+    assert_int_equal(cg_cl_tune_load(&f->dev, &back, NULL, err, sizeof err), CG_STATUS_PARSE_ERROR);
     unlink(path);
 }
 
@@ -265,7 +276,7 @@ static void test_short_search(void **state)
 {
     struct fx *f = *state;
     char err[2048];
-    struct cg_cl_tune_opts o = {512, 600.0, 2, NULL};
+    struct cg_cl_tune_opts o = {512, 600.0, 2, 0, NULL};
     struct cg_cl_tune_result r;
     cg_status st = cg_cl_tune_gemm(&f->dev, &o, &r, err, sizeof err);
     if (st != CG_OK)
@@ -280,7 +291,7 @@ static void test_short_search(void **state)
         assert_true(cg_cl_gemm_params_check(&r.params, 1u << 20, 1u << 20, why, sizeof why));
         assert_int_equal(cg_cl_tune_save(&f->dev, &r, err, sizeof err), CG_OK);
         struct cg_cl_gemm_params back;
-        assert_int_equal(cg_cl_tune_load(&f->dev, &back, err, sizeof err), CG_OK);
+        assert_int_equal(cg_cl_tune_load(&f->dev, &back, NULL, err, sizeof err), CG_OK);
         assert_memory_equal(back.v, r.params.v, sizeof back.v);
     }
 }

@@ -30,7 +30,8 @@ static const int cmp_sizes[] = {256, 512, 1024, 2048};
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: clgrad-tune [--device N] [--size N] [--budget SECONDS] [--max N] [--quiet]\n"
+            "usage: clgrad-tune [--device N] [--size N] [--budget SECONDS] [--max N] [--no-switch]\n"
+            "                   [--quiet]\n"
             "       clgrad-tune [--device N] --compare [--rounds R]\n"
             "       clgrad-tune [--device N] --show | --forget\n"
             "\n"
@@ -51,6 +52,10 @@ static void usage(FILE *f)
             "                  each new configuration compiles CLBlast's GEMM program:\n"
             "                  ~10-20 s on PoCL)\n"
             "  --max N         try at most N configurations\n"
+            "  --no-switch     keep CLBlast's own size below which it uses its direct\n"
+            "                  (untuned) GEMM kernel; by default the tuner times both paths\n"
+            "                  on 64..512 cubes and stores the size from which the tuned\n"
+            "                  kernel wins (CLBlast's XGEMM_MIN_INDIRECT_SIZE)\n"
             "  --quiet         no line per configuration\n"
             "  --compare       GFLOP/s at N = 256, 512, 1024, 2048 with CLBlast's own and\n"
             "                  the stored parameters, alternating in separate processes\n"
@@ -89,7 +94,7 @@ static int compare_child(int device, int tuned, int fd)
         fprintf(stderr, "clgrad-tune: %s\n", err);
         return 1;
     }
-    if (tuned && !cg_cl_tune_apply(&d)) {
+    if (tuned && !cg_cl_tune_apply(&d)) {   /* Xgemm and the switch-over size */
         fprintf(stderr, "clgrad-tune: no usable stored result for this device\n");
         cg_cl_tune_device_close(&d);
         return 1;
@@ -190,7 +195,7 @@ static int compare(int device, int rounds)
 int main(int argc, char **argv)
 {
     int device = 0, size = 1024, max = 0, quiet = 0, rounds = 3;
-    int do_compare = 0, do_show = 0, do_forget = 0, budget = 240;
+    int do_compare = 0, do_show = 0, do_forget = 0, budget = 240, no_switch = 0;
     const char *env = getenv("CLGRAD_DEVICE");
     if (env && *env && !parse_int(env, 0, 63, &device)) {
         fprintf(stderr, "clgrad-tune: CLGRAD_DEVICE=%s is not a device index\n", env);
@@ -212,6 +217,8 @@ int main(int argc, char **argv)
             target = &max, lo = 1, hi = 1000;
         } else if (strcmp(a, "--rounds") == 0) {
             target = &rounds, lo = 1, hi = 16;
+        } else if (strcmp(a, "--no-switch") == 0) {
+            no_switch = 1;
         } else if (strcmp(a, "--quiet") == 0) {
             quiet = 1;
         } else if (strcmp(a, "--compare") == 0) {
@@ -250,6 +257,7 @@ int main(int argc, char **argv)
     int rc = 0;
     if (do_show || do_forget) {
         struct cg_cl_gemm_params p;
+        size_t t = 0;
         if (do_forget) {
             if (path[0] && unlink(path) != 0 && errno != ENOENT) {
                 fprintf(stderr, "clgrad-tune: cannot delete %s: %s\n", path, strerror(errno));
@@ -257,17 +265,19 @@ int main(int argc, char **argv)
             } else {
                 printf("forgot %s\n", path);
             }
-        } else if (cg_cl_tune_load(&d, &p, err, sizeof err) != CG_OK) {
+        } else if (cg_cl_tune_load(&d, &p, &t, err, sizeof err) != CG_OK) {
             printf("%s: %s\n", d.name, err);
         } else {
             cg_cl_gemm_params_format(&p, params, sizeof params);
             printf("%s\n  %s\n  Xgemm %s\n", d.name, path, params);
+            if (t > 0)
+                printf("  GemmRoutine XGEMM_MIN_INDIRECT_SIZE=%zu\n", t);
         }
         cg_cl_tune_device_close(&d);
         return rc;
     }
 
-    struct cg_cl_tune_opts o = {size, (double)budget, max, quiet ? NULL : stdout};
+    struct cg_cl_tune_opts o = {size, (double)budget, max, !no_switch, quiet ? NULL : stdout};
     struct cg_cl_tune_result r;
     printf("tuning CLBlast SGEMM on \"%s\" (%s, CLBlast %s), N=%d, budget %d s\n", d.name,
            d.driver, cg_cl_clblast_version(), size, budget);
@@ -285,9 +295,10 @@ int main(int argc, char **argv)
         rc = 1;
     } else {
         cg_cl_gemm_params_format(&r.params, params, sizeof params);
-        printf("best: %s\n  %.1f GFLOP/s vs %.1f with CLBlast's own parameters (%.2fx); "
+        printf("best: %s XGEMM_MIN_INDIRECT_SIZE=%zu%s\n  %.1f GFLOP/s vs %.1f with CLBlast's own parameters (%.2fx); "
                "%d tried, %d rejected, %.0f s\nstored in %s\n",
-               params, r.gflops, r.baseline_gflops,
+               params, r.min_indirect, r.min_indirect ? "" : " (CLBlast's)", r.gflops,
+               r.baseline_gflops,
                r.baseline_gflops > 0 ? r.gflops / r.baseline_gflops : 0.0, r.tried, r.rejected,
                r.seconds, path);
     }

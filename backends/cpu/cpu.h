@@ -75,9 +75,10 @@ struct cg_buffer {
 #define CG_CPU_POOL_MAX_IDLE ((size_t)512 << 20)    /* cap on idle bytes    */
 
 /* Threads (cpu_threads.c): loops over at least CG_CPU_PAR_MIN elements are
- * split across the context's thread pool; below that a wake-up costs more
- * than it saves (measured: a 64k-element add takes ~10-15 µs on one core,
- * about what handing half of it to a second core saves). */
+ * split across the context's thread pool; below that handing work over
+ * costs more than it saves. Measured (an add plus a full sum, one core vs
+ * two, on an idle 16-core VM): 32k elements 12.4 vs 12.4 µs, 64k 24.5 vs
+ * 14-20 µs, 128k 43-48 vs 26-37 µs, 1M 790-950 vs 430-450 µs. */
 #define CG_CPU_MAX_THREADS 64
 #define CG_CPU_PAR_MIN ((int64_t)1 << 16)
 

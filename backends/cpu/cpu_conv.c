@@ -130,6 +130,18 @@ cg_status cg__cpu_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_pt
     return CG_OK;
 }
 
+/* to[x] += from[x], x < n (the sums stay in double). */
+CG_CPU_KERNEL static void add_run(double *restrict to, const float *restrict from, int64_t n)
+{
+    for (int64_t x = 0; x < n; x++) to[x] += from[x];
+}
+
+/* dst[q] = dst[q] + acc[q] rounded once, q < n. */
+CG_CPU_KERNEL static void add_plane(float *restrict dst, const double *restrict acc, int64_t n)
+{
+    for (int64_t q = 0; q < n; q++) dst[q] = (float)(dst[q] + acc[q]);
+}
+
 cg_status cg__cpu_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
                          struct cg_ptr col)
 {
@@ -163,11 +175,13 @@ cg_status cg__cpu_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_pt
                     for (int64_t y = y0; y < y1; y++) {
                         double *to = acc + (y * d->sh - d->ph + i * d->dh) * d->w;
                         const float *from = src + y * d->ow;
-                        for (int64_t x = x0; x < x1; x++) to[x * d->sw + xoff] += from[x];
+                        if (d->sw == 1)   /* the common case: contiguous, vectorised */
+                            add_run(to + x0 + xoff, from + x0, x1 - x0);
+                        else
+                            for (int64_t x = x0; x < x1; x++) to[x * d->sw + xoff] += from[x];
                     }
                 }
-            float *dst = cg__cpu_at(img) + (b * d->c + ci) * plane;
-            for (int64_t q = 0; q < plane; q++) dst[q] = (float)(dst[q] + acc[q]);
+            add_plane(cg__cpu_at(img) + (b * d->c + ci) * plane, acc, plane);
         }
     free(acc);
     return CG_OK;
@@ -219,6 +233,43 @@ static double window_sum(const struct cg_conv2d_desc *d, const float *in, int64_
  * or the first NaN. */
 #define POOL_TAKES(v, best) ((v) > (best) || ((v) != (v) && (best) == (best)))
 
+/* Comparisons that may not trap: lets GCC if-convert (and so vectorise)
+ * the selects below; clgrad never reads the floating-point flags. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define POOL_NO_TRAP __attribute__((optimize("no-trapping-math")))
+#else
+#define POOL_NO_TRAP
+#endif
+
+/* One output row of 2x2 stride-2 max pooling over rows r0 and r0 + w of a
+ * plane (base: r0's index in it), for inputs without NaN: the first
+ * maximum of each row pair, then the bottom one only if strictly larger,
+ * which is window_max's row-major first maximum. Selects, no branches
+ * (random data mispredicts every other one), indices as floats (exact
+ * below 2^24), so the loop vectorises. Returns whether the rows hold a NaN,
+ * in which case the caller redoes the row by window_max's rule. */
+CG_CPU_KERNEL POOL_NO_TRAP static bool max_pool_2x2_row(float *restrict o, float *restrict am,
+                                                        const float *restrict r0, int64_t w,
+                                                        int64_t base, int64_t ow)
+{
+    const float *r1 = r0 + w;
+    float fb = (float)base, fw = (float)w;
+    int n = (int)ow;   /* < 2^24: int keeps the index conversion vectorisable */
+    for (int x = 0; x < n; x++) {
+        float xf = fb + (float)(2 * x);
+        float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x], d = r1[2 * x + 1];
+        int tt = b > a, tb = d > c;
+        float top = tt ? b : a, bot = tb ? d : c;
+        float ti = tt ? xf + 1.0f : xf, bi = tb ? xf + fw + 1.0f : xf + fw;
+        int t = bot > top;
+        o[x] = t ? bot : top;
+        am[x] = t ? bi : ti;
+    }
+    int nan = 0;
+    for (int x = 0; x < 2 * n; x++) nan |= (r0[x] != r0[x]) | (r1[x] != r1[x]);
+    return nan != 0;
+}
+
 /* Max pooling without padding: every window lies inside its plane (check_desc
  * matched oh, ow to the input), so the loops test no bounds. The 2x2,
  * stride-2 pooling of most CNNs gets its own loop over row pairs. Same
@@ -229,25 +280,13 @@ static void max_pool_unpadded(const struct cg_conv2d_desc *d, float *out, float 
     /* out, argmax: (planes, oh, ow); in: (planes, h, w) */
     int64_t w = d->w, plane = d->h * d->w, p = d->oh * d->ow;
     bool two_by_two = d->kh == 2 && d->kw == 2 && d->sh == 2 && d->sw == 2 &&
-                      d->dh == 1 && d->dw == 1;
+                      d->dh == 1 && d->dw == 1 && plane < ((int64_t)1 << 24);
     for (int64_t q = 0; q < planes; q++) {
         const float *src = in + q * plane;
         float *o = out + q * p, *am = argmax + q * p;
         for (int64_t y = 0; y < d->oh; y++, o += d->ow, am += d->ow) {
-            if (two_by_two) {
-                const float *r0 = src + 2 * y * w, *r1 = r0 + w;
-                for (int64_t x = 0; x < d->ow; x++) {
-                    float best = r0[2 * x];
-                    int64_t at = 2 * y * w + 2 * x;
-                    if (POOL_TAKES(r0[2 * x + 1], best)) best = r0[2 * x + 1], at = 2 * y * w + 2 * x + 1;
-                    if (POOL_TAKES(r1[2 * x], best)) best = r1[2 * x], at = (2 * y + 1) * w + 2 * x;
-                    if (POOL_TAKES(r1[2 * x + 1], best))
-                        best = r1[2 * x + 1], at = (2 * y + 1) * w + 2 * x + 1;
-                    o[x] = best;
-                    am[x] = (float)at;
-                }
+            if (two_by_two && !max_pool_2x2_row(o, am, src + 2 * y * w, w, 2 * y * w, d->ow))
                 continue;
-            }
             for (int64_t x = 0; x < d->ow; x++) {
                 int64_t at = y * d->sh * w + x * d->sw;
                 float best = src[at];
@@ -310,6 +349,17 @@ cg_status cg__cpu_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv
     return CG_OK;
 }
 
+/* Whether every entry is -1 or an integer in [0, limit). */
+CG_CPU_KERNEL static bool argmax_all_valid(const float *argmax, int64_t count, float limit)
+{
+    int bad = 0;
+    for (int64_t t = 0; t < count; t++) {
+        float v = argmax[t];
+        bad |= !(v == -1.0f || (v >= 0.0f && v < limit && v == truncf(v)));
+    }
+    return !bad;
+}
+
 /* Checks every argmax entry before any write: -1 (an empty window) or an
  * integer index inside the (h, w) plane. One branch-free pass (the check
  * ran per element through cg__cpu_index and cost as much as the scatter);
@@ -319,13 +369,8 @@ static cg_status check_argmax(struct cg_cpu_ctx *c, const float *argmax, int64_t
 {
     /* plane < 2^24 (true of any plane a pooling index can name exactly)
      * keeps (float)plane exact. */
-    float limit = (float)plane;
-    bool ok = true;
-    for (int64_t t = 0; t < count; t++) {
-        float v = argmax[t];
-        ok &= v == -1.0f || (v >= 0.0f && v < limit && v == truncf(v));
-    }
-    if (ok && plane < ((int64_t)1 << 24)) return CG_OK;
+    if (argmax_all_valid(argmax, count, (float)plane) && plane < ((int64_t)1 << 24))
+        return CG_OK;
     for (int64_t t = 0; t < count; t++) {
         if (argmax[t] == -1.0f) continue;
         int64_t at;

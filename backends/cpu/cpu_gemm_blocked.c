@@ -23,8 +23,10 @@
  * reads it, whatever the transposes and pitches, and pads the edges with
  * zeros so the micro-kernel always computes a full MR x NR block (only the
  * part inside C is stored). The micro-kernel keeps its block in a local
- * in registers (block_sums: twelve AVX2 vectors of 8, the CG_CPU_KERNEL
- * clone picking AVX2 at run time), and adds it to C once per sliver pair.
+ * in registers (block_sums: twelve 8-wide vectors, in an FMA clone picked
+ * at run time), and adds it to C once per sliver pair. Measured on a
+ * 2-core AMD EPYC: 63-76 GFLOP/s on one thread at N = 256..2048, against
+ * OpenBLAS's ~81 (a plain float accumulator array reached 4-8).
  *
  * Threads: the MC row blocks of one (jc, pc) step are split across the
  * cpu backend's pool; each C element is computed by one thread in one
@@ -108,11 +110,12 @@ static void pack_b(const struct gemm_args *g, float *dst)
 typedef float cg_v8sf __attribute__((vector_size(32)));
 /* the same, for loads and stores at any float's alignment */
 typedef float cg_v8sf_u __attribute__((vector_size(32), aligned(4), may_alias));
-/* On x86-64 a Haswell clone (AVX2 + FMA) with contraction allowed, so each
- * a * b + acc is one fused multiply-add, as in every BLAS. */
+/* On x86-64 an FMA clone (FMA implies AVX: 8 wide) with contraction on, so
+ * each a * b + acc is one fused multiply-add, as in every BLAS. Dispatch
+ * by feature: "arch=haswell" would test the cpu model and miss AMD's. */
 #if !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && __GNUC__ >= 8
 #define CG_GEMM_KERNEL                                                                   \
-    __attribute__((optimize("O3", "fp-contract=fast"), target_clones("arch=haswell", "default")))
+    __attribute__((optimize("O3", "fp-contract=fast"), target_clones("fma", "default")))
 #else
 #define CG_GEMM_KERNEL
 #endif

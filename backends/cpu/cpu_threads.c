@@ -16,7 +16,11 @@
  * any thread count, 1 included.
  *
  * Dispatch: the caller publishes a job under the mutex, bumps a generation
- * counter and broadcasts; it runs range 0 itself and waits for the others.
+ * counter and broadcasts. Every thread, the caller included, then claims
+ * parts from an atomic counter until none is left, so a worker that is
+ * slow to wake (a futex wake-up in a VM costs tens of microseconds) costs
+ * parallelism, never a wait; the caller waits only for parts already
+ * running (spinning on an atomic count, then sleeping).
  * Workers spin briefly on the generation before sleeping on the condition
  * variable, since a training step issues its large ops back to back and a
  * futex wake-up costs as much as a 64k-element add; on an oversubscribed
@@ -35,12 +39,16 @@
 struct cg_cpu_pool {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
-    int nthreads;                   /* workers + the caller            */
+    int nthreads;                   /* workers + the caller              */
     pthread_t *workers;
-    atomic_ulong gen;               /* bumped once per job             */
-    int pending;                    /* workers still running this job  */
+    atomic_uint gen;                /* bumped once per job               */
+    /* Parts are claimed through one word, (job generation << 32) | next
+     * part, so a worker still holding an old job's fields can never claim
+     * a part of a newer job. */
+    atomic_ullong claim;
+    atomic_int finished;            /* parts of this job completed       */
     bool stop;
-    /* the job */
+    /* the job (written under mu before its claim word is published) */
     cg_cpu_range_fn fn;
     void *arg;
     int64_t n;
@@ -67,14 +75,38 @@ static void part_range(int64_t n, int parts, int p, int64_t *lo, int64_t *hi)
     *hi = n * (p + 1) / parts;
 }
 
+/* Claims and runs parts of job `g` until none is left. Any thread may
+ * run any part: a part's range is fixed by (n, parts), so results do not
+ * depend on who runs it, and a caller whose workers are slow to wake does
+ * the work itself instead of waiting for them. */
+static void run_parts(struct cg_cpu_pool *pool, unsigned g, cg_cpu_range_fn fn, void *arg,
+                      int64_t n, int parts)
+{
+    for (;;) {
+        unsigned long long w = atomic_load_explicit(&pool->claim, memory_order_acquire);
+        unsigned p = (unsigned)(w & 0xffffffffu);
+        if ((unsigned)(w >> 32) != g || p >= (unsigned)parts) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool->claim, &w, w + 1,
+                                                   memory_order_acq_rel, memory_order_relaxed))
+            continue;
+        int64_t lo, hi;
+        part_range(n, parts, (int)p, &lo, &hi);
+        if (lo < hi) fn(arg, lo, hi);
+        if (atomic_fetch_add_explicit(&pool->finished, 1, memory_order_acq_rel) + 1 == parts) {
+            /* the last part: wake the caller if it stopped spinning */
+            pthread_mutex_lock(&pool->mu);
+            pthread_cond_signal(&pool->done);
+            pthread_mutex_unlock(&pool->mu);
+        }
+    }
+}
+
 static void *worker_main(void *arg_)
 {
-    struct cg_cpu_pool *pool = ((void **)arg_)[0];
-    int id = (int)(intptr_t)((void **)arg_)[1];
-    free(arg_);
-    unsigned long seen = 0;
+    struct cg_cpu_pool *pool = arg_;
+    unsigned seen = 0;
     for (;;) {
-        unsigned long g = atomic_load_explicit(&pool->gen, memory_order_acquire);
+        unsigned g = atomic_load_explicit(&pool->gen, memory_order_acquire);
         for (int spin = 0; g == seen && spin < CG_CPU_SPIN; spin++)
             g = atomic_load_explicit(&pool->gen, memory_order_acquire);
         pthread_mutex_lock(&pool->mu);
@@ -90,15 +122,7 @@ static void *worker_main(void *arg_)
         int64_t n = pool->n;
         int parts = pool->parts;
         pthread_mutex_unlock(&pool->mu);
-
-        if (id < parts) {
-            int64_t lo, hi;
-            part_range(n, parts, id, &lo, &hi);
-            if (lo < hi) fn(arg, lo, hi);
-        }
-        pthread_mutex_lock(&pool->mu);
-        if (--pool->pending == 0) pthread_cond_signal(&pool->done);
-        pthread_mutex_unlock(&pool->mu);
+        run_parts(pool, seen, fn, arg, n, parts);
     }
 }
 
@@ -117,17 +141,11 @@ static bool pool_start(struct cg_cpu_ctx *c)
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->done, NULL);
     atomic_init(&pool->gen, 0);
+    atomic_init(&pool->claim, 0);
+    atomic_init(&pool->finished, 0);
     int started = 1;  /* the caller is thread 0 */
-    for (; started < c->nthreads; started++) {
-        void **arg = malloc(2 * sizeof *arg);
-        if (!arg) break;
-        arg[0] = pool;
-        arg[1] = (void *)(intptr_t)started;
-        if (pthread_create(&pool->workers[started], NULL, worker_main, arg) != 0) {
-            free(arg);
-            break;
-        }
-    }
+    for (; started < c->nthreads; started++)
+        if (pthread_create(&pool->workers[started], NULL, worker_main, pool) != 0) break;
     pool->nthreads = started;
     c->pool_threads = pool;
     if (started == 1) {
@@ -169,20 +187,22 @@ void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu
     }
     if (parts > pool->nthreads) parts = pool->nthreads;
     pthread_mutex_lock(&pool->mu);
+    unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed) + 1;
     pool->fn = fn;
     pool->arg = arg;
     pool->n = n;
     pool->parts = parts;
-    pool->pending = pool->nthreads - 1;
-    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
+    atomic_store_explicit(&pool->finished, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->claim, (unsigned long long)g << 32, memory_order_release);
+    atomic_store_explicit(&pool->gen, g, memory_order_release);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mu);
 
-    int64_t lo, hi;
-    part_range(n, parts, 0, &lo, &hi);
-    if (lo < hi) fn(arg, lo, hi);
-
+    run_parts(pool, g, fn, arg, n, parts);
+    for (int spin = 0; spin < CG_CPU_SPIN; spin++)
+        if (atomic_load_explicit(&pool->finished, memory_order_acquire) == parts) return;
     pthread_mutex_lock(&pool->mu);
-    while (pool->pending > 0) pthread_cond_wait(&pool->done, &pool->mu);
+    while (atomic_load_explicit(&pool->finished, memory_order_acquire) < parts)
+        pthread_cond_wait(&pool->done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
 }

@@ -265,11 +265,13 @@ struct cg_cl_tune_opts {
     int n;                     /* timed GEMM is n x n x n (0: 1024)     */
     double budget_s;           /* no new candidate after this (0: 240)  */
     int max_candidates;        /* 0: all                                */
+    int threshold;             /* also tune XGEMM_MIN_INDIRECT_SIZE     */
     FILE *log;                 /* one line per candidate; NULL: quiet   */
 };
 struct cg_cl_tune_result {
     int found;                 /* params beat the baseline and verified */
     struct cg_cl_gemm_params params;
+    size_t min_indirect;       /* XGEMM_MIN_INDIRECT_SIZE; 0: CLBlast's */
     int n;
     double gflops, baseline_gflops, seconds;
     int tried, rejected;
@@ -291,14 +293,21 @@ cg_status cg_cl_tune_save(const struct cg_cl_device *dev, const struct cg_cl_tun
 /* The stored parameters, when the file exists, matches dev, the driver and
  * the CLBlast version, and its parameters pass the check. */
 cg_status cg_cl_tune_load(const struct cg_cl_device *dev, struct cg_cl_gemm_params *out,
-                          char *err, size_t len);
+                          size_t *min_indirect, char *err, size_t len);
 cg_status cg_cl_gemm_params_override(const struct cg_cl_device *dev,
                                      const struct cg_cl_gemm_params *p, char *err, size_t len);
+/* CLBlast's GemmRoutine XGEMM_MIN_INDIRECT_SIZE: m*n*k below its cube uses
+ * the direct kernel. */
+cg_status cg_cl_gemm_threshold_override(const struct cg_cl_device *dev, size_t min_indirect,
+                                        char *err, size_t len);
 /* At open: applies a stored result (unless CLGRAD_CLBLAST_TUNE=0); 1 when
  * applied. Failures only leave CLBlast's own parameters in place. */
 int cg_cl_tune_apply(const struct cg_cl_device *dev);
 /* The search (dev->context must exist). Clears CLBlast's program cache
- * between candidates; leaves the winner applied when one is found. */
+ * between candidates; leaves the winner applied when one is found. When
+ * none is, this process's CLBlast keeps the last configuration tried
+ * (CLBlast's C API cannot restore its own): a tuning process should only
+ * save and exit, as tools/clgrad-tune does. */
 cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tune_opts *o,
                           struct cg_cl_tune_result *r, char *err, size_t len);
 /* Result check: index of the first entry off by more than the tolerance
