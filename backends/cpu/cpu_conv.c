@@ -24,51 +24,15 @@
 
 #include "cpu.h"
 
-/* floor(a / b) for b > 0 (C's / truncates towards zero). */
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    int64_t q = a / b;
-    return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
-/* Output size along one axis, as torch.nn.Conv2d documents it (0 when no
- * window fits). */
-static int64_t out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t dil)
-{
-    int64_t o = floor_div(in + 2 * p - dil * (k - 1) - 1, s) + 1;
-    return o > 0 ? o : 0;
-}
-
 /* Validates d: positive kernel, stride and dilation, non-negative sizes and
  * padding, and an output size that matches the input (so no index below
  * can leave its plane). what names the primitive for the message. */
 static cg_status check_desc(struct cg_cpu_ctx *c, const struct cg_conv2d_desc *d,
                             const char *what)
 {
-    if (!d) return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "%s: NULL descriptor", what);
-    if (d->n < 0 || d->c < 0 || d->h < 0 || d->w < 0 || d->kh < 1 || d->kw < 1 ||
-        d->sh < 1 || d->sw < 1 || d->ph < 0 || d->pw < 0 || d->dh < 1 || d->dw < 1)
-        return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT,
-                             "%s: bad geometry: input (%lld, %lld, %lld, %lld), kernel "
-                             "(%lld, %lld), stride (%lld, %lld), padding (%lld, %lld), "
-                             "dilation (%lld, %lld)",
-                             what, (long long)d->n, (long long)d->c, (long long)d->h,
-                             (long long)d->w, (long long)d->kh, (long long)d->kw,
-                             (long long)d->sh, (long long)d->sw, (long long)d->ph,
-                             (long long)d->pw, (long long)d->dh, (long long)d->dw);
-    int64_t oh = out_size(d->h, d->kh, d->sh, d->ph, d->dh);
-    int64_t ow = out_size(d->w, d->kw, d->sw, d->pw, d->dw);
-    if (d->oh != oh || d->ow != ow)
-        return cg__cpu_error(c, CG_STATUS_SHAPE_MISMATCH,
-                             "%s: output (%lld, %lld) given, but a (%lld, %lld) input with "
-                             "kernel (%lld, %lld), stride (%lld, %lld), padding (%lld, %lld), "
-                             "dilation (%lld, %lld) gives (%lld, %lld)",
-                             what, (long long)d->oh, (long long)d->ow, (long long)d->h,
-                             (long long)d->w, (long long)d->kh, (long long)d->kw,
-                             (long long)d->sh, (long long)d->sw, (long long)d->ph,
-                             (long long)d->pw, (long long)d->dh, (long long)d->dw,
-                             (long long)oh, (long long)ow);
-    return CG_OK;
+    char msg[512];
+    cg_status st = cg_conv2d_desc_check(d, msg, sizeof msg);
+    return st == CG_OK ? CG_OK : cg__cpu_error(c, st, "%s: %s", what, msg);
 }
 
 /* The outputs o in [0, n) whose tap o * stride + off lies in [0, size):

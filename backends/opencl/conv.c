@@ -14,50 +14,14 @@
 #include <limits.h>
 #include <string.h>
 
-/* floor(a / b) for b > 0. */
-static int64_t cg_floor_div(int64_t a, int64_t b)
-{
-    int64_t q = a / b;
-    return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
-/* Output size along one axis (torch.nn.Conv2d's formula; 0 when no window
- * fits). */
-static int64_t cg_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t dil)
-{
-    int64_t o = cg_floor_div(in + 2 * p - dil * (k - 1) - 1, s) + 1;
-    return o > 0 ? o : 0;
-}
-
 /* Validates d (as the cpu oracle does) and packs it into the kernels'
  * int16 (cl/conv.cl's G_* order). */
 static cg_status cg_conv_geom(struct cg_cl *cl, const char *what,
                               const struct cg_conv2d_desc *d, cl_int16 *g)
 {
-    if (!d)
-        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: NULL descriptor", what);
-    if (d->n < 0 || d->c < 0 || d->h < 0 || d->w < 0 || d->kh < 1 || d->kw < 1 ||
-        d->sh < 1 || d->sw < 1 || d->ph < 0 || d->pw < 0 || d->dh < 1 || d->dw < 1)
-        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
-                            "%s: bad geometry: input (%lld, %lld, %lld, %lld), kernel "
-                            "(%lld, %lld), stride (%lld, %lld), padding (%lld, %lld), "
-                            "dilation (%lld, %lld)",
-                            what, (long long)d->n, (long long)d->c, (long long)d->h,
-                            (long long)d->w, (long long)d->kh, (long long)d->kw,
-                            (long long)d->sh, (long long)d->sw, (long long)d->ph,
-                            (long long)d->pw, (long long)d->dh, (long long)d->dw);
-    int64_t oh = cg_out_size(d->h, d->kh, d->sh, d->ph, d->dh);
-    int64_t ow = cg_out_size(d->w, d->kw, d->sw, d->pw, d->dw);
-    if (d->oh != oh || d->ow != ow)
-        return cg_cl_errorf(cl, CG_STATUS_SHAPE_MISMATCH,
-                            "%s: output (%lld, %lld) given, but a (%lld, %lld) input with "
-                            "kernel (%lld, %lld), stride (%lld, %lld), padding (%lld, %lld), "
-                            "dilation (%lld, %lld) gives (%lld, %lld)",
-                            what, (long long)d->oh, (long long)d->ow, (long long)d->h,
-                            (long long)d->w, (long long)d->kh, (long long)d->kw,
-                            (long long)d->sh, (long long)d->sw, (long long)d->ph,
-                            (long long)d->pw, (long long)d->dh, (long long)d->dw,
-                            (long long)oh, (long long)ow);
+    char msg[512];
+    cg_status st = cg_conv2d_desc_check(d, msg, sizeof msg);
+    if (st != CG_OK) return cg_cl_errorf(cl, st, "%s: %s", what, msg);
     /* Every int the kernels form: plane sizes, window sizes, and tap
      * coordinates up to (o - 1) * s + p + (k - 1) * d (with both signs). */
     int64_t reach_h = (d->oh > 0 ? d->oh - 1 : 0) * d->sh + d->ph + (d->kh - 1) * d->dh;

@@ -46,6 +46,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "clgrad/status.h"
 
@@ -192,6 +193,53 @@ struct cg_conv2d_desc {
 };
 
 enum cg_pool_kind { CG_POOL_MAX, CG_POOL_AVG };
+
+/* Output size along one axis, as torch.nn.Conv2d documents it (0 when no
+ * window fits): floor((in + 2p - dil (k - 1) - 1) / s) + 1. */
+static inline int64_t cg_conv2d_out_size(int64_t in, int64_t k, int64_t s, int64_t p,
+                                         int64_t dil)
+{
+    int64_t a = in + 2 * p - dil * (k - 1) - 1;
+    int64_t q = a / s - ((a % s != 0 && a < 0) ? 1 : 0); /* floor division */
+    return q + 1 > 0 ? q + 1 : 0;
+}
+
+/* Checks a descriptor the way every backend must before using it: positive
+ * kernel, stride and dilation, non-negative sizes and padding, and oh/ow
+ * matching the formula above (so no index can leave its plane). On failure
+ * writes why into msg and returns the status. */
+static inline cg_status cg_conv2d_desc_check(const struct cg_conv2d_desc *d, char *msg,
+                                             size_t len)
+{
+    if (!d) {
+        snprintf(msg, len, "NULL descriptor");
+        return CG_STATUS_INVALID_ARGUMENT;
+    }
+    if (d->n < 0 || d->c < 0 || d->h < 0 || d->w < 0 || d->kh < 1 || d->kw < 1 ||
+        d->sh < 1 || d->sw < 1 || d->ph < 0 || d->pw < 0 || d->dh < 1 || d->dw < 1) {
+        snprintf(msg, len,
+                 "bad geometry: input (%lld, %lld, %lld, %lld), kernel (%lld, %lld), "
+                 "stride (%lld, %lld), padding (%lld, %lld), dilation (%lld, %lld)",
+                 (long long)d->n, (long long)d->c, (long long)d->h, (long long)d->w,
+                 (long long)d->kh, (long long)d->kw, (long long)d->sh, (long long)d->sw,
+                 (long long)d->ph, (long long)d->pw, (long long)d->dh, (long long)d->dw);
+        return CG_STATUS_INVALID_ARGUMENT;
+    }
+    int64_t oh = cg_conv2d_out_size(d->h, d->kh, d->sh, d->ph, d->dh);
+    int64_t ow = cg_conv2d_out_size(d->w, d->kw, d->sw, d->pw, d->dw);
+    if (d->oh != oh || d->ow != ow) {
+        snprintf(msg, len,
+                 "output (%lld, %lld) given, but a (%lld, %lld) input with kernel (%lld, %lld), "
+                 "stride (%lld, %lld), padding (%lld, %lld), dilation (%lld, %lld) gives "
+                 "(%lld, %lld)",
+                 (long long)d->oh, (long long)d->ow, (long long)d->h, (long long)d->w,
+                 (long long)d->kh, (long long)d->kw, (long long)d->sh, (long long)d->sw,
+                 (long long)d->ph, (long long)d->pw, (long long)d->dh, (long long)d->dw,
+                 (long long)oh, (long long)ow);
+        return CG_STATUS_SHAPE_MISMATCH;
+    }
+    return CG_OK;
+}
 
 /* Counters a backend keeps for tests and benchmarks. */
 struct cg_backend_stats {
