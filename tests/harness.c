@@ -99,3 +99,35 @@ void th_assert_error_contains(const cg_ctx *ctx, const char *needle)
     if (!strstr(msg, needle))
         fail_msg("error message \"%s\" does not contain \"%s\"", msg, needle);
 }
+
+#define TH_ARENA_MAX 8192
+static void *arena[TH_ARENA_MAX];
+static int arena_n;
+
+void *th_talloc(size_t bytes)
+{
+    assert_true(arena_n < TH_ARENA_MAX);
+    void *p = calloc(1, bytes ? bytes : 1);
+    assert_non_null(p);
+    arena[arena_n++] = p;
+    return p;
+}
+
+int th_arena_mark(void) { return arena_n; }
+
+void th_arena_release(int mark)
+{
+    while (arena_n > mark) free(arena[--arena_n]);
+}
+
+int th_arena_setup(void **state)
+{
+    th_arena_release(0);
+    return th_setup(state);
+}
+
+int th_arena_teardown(void **state)
+{
+    th_arena_release(0);
+    return th_teardown(state);
+}

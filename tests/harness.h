@@ -43,6 +43,17 @@ void th_assert_close_f(const float *a, const float *b, int64_t n, double rtol,
 /* Asserts that the context's last error contains `needle`. */
 void th_assert_error_contains(const cg_ctx *ctx, const char *needle);
 
+/* A host-memory arena for tests: th_talloc returns zeroed memory that
+ * th_arena_release(mark) frees (everything since th_arena_mark() returned
+ * mark); th_arena_setup/th_arena_teardown are th_setup/th_teardown that
+ * also empty the arena, so nothing leaks when an assertion fails. */
+void *th_talloc(size_t bytes);
+#define TH_TALLOC(type, n) ((type *)th_talloc(sizeof(type) * (size_t)(n)))
+int th_arena_mark(void);
+void th_arena_release(int mark);
+int th_arena_setup(void **state);
+int th_arena_teardown(void **state);
+
 /* Name of the backend under test ("cpu", "opencl"). */
 const char *th_backend(void);
 

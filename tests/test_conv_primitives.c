@@ -55,38 +55,11 @@
 #define GUARD_VALUE 4321.0f
 #define GARBAGE 777.0f      /* what outputs hold before a primitive runs */
 
-/* ---- host memory freed per case (arena) ---- */
+/* ---- fixture: a context per test, host memory from the harness arena ---- */
 
-#define ARENA_MAX 1024
-static void *arena[ARENA_MAX];
-static int arena_n;
-
-static void *talloc(size_t bytes)
-{
-    assert_true(arena_n < ARENA_MAX);
-    void *p = calloc(1, bytes ? bytes : 1);
-    assert_non_null(p);
-    arena[arena_n++] = p;
-    return p;
-}
-#define TALLOC(type, n) ((type *)talloc(sizeof(type) * (size_t)(n)))
-
-static void arena_release(int mark)
-{
-    while (arena_n > mark) free(arena[--arena_n]);
-}
-
-static int setup(void **state)
-{
-    arena_n = 0;
-    return th_setup(state);
-}
-
-static int teardown(void **state)
-{
-    arena_release(0);
-    return th_teardown(state);
-}
+#define TALLOC TH_TALLOC
+#define setup th_arena_setup
+#define teardown th_arena_teardown
 
 struct env {
     cg_ctx *ctx;
@@ -425,7 +398,7 @@ static void check_im2col_case(struct env *e, struct geo g)
     struct cg_conv2d_desc d = desc_of(g);
     char name[256], what[320];
     geo_name(&d, name, sizeof name);
-    int mark = arena_n;
+    int mark = th_arena_mark();
     cg_scope_begin(e->ctx);
     int64_t k = d.c * d.kh * d.kw, p = d.oh * d.ow, nimg = d.n * d.c * d.h * d.w;
     int64_t ncol = d.n * k * p, co = 3;
@@ -472,7 +445,7 @@ static void check_im2col_case(struct env *e, struct geo g)
         fail_msg("%s: <im2col(x), y> = %.12g but <x, col2im(y)> = %.12g", what, lhs, rhs);
 
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void test_im2col_col2im_fixed(void **state)
@@ -495,7 +468,7 @@ static void check_pool_case(struct env *e, struct geo g, enum cg_pool_kind kind)
     char name[256], what[320];
     geo_name(&d, name, sizeof name);
     const char *kn = kind == CG_POOL_MAX ? "max" : "avg";
-    int mark = arena_n;
+    int mark = th_arena_mark();
     cg_scope_begin(e->ctx);
     int64_t nin = d.n * d.c * d.h * d.w, nout = d.n * d.c * d.oh * d.ow;
     double area = (double)(d.kh * d.kw);
@@ -531,7 +504,7 @@ static void check_pool_case(struct env *e, struct geo g, enum cg_pool_kind kind)
                     1e-6, 1e-6 * (area + 1), what);
 
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void test_pool_max_fixed(void **state)

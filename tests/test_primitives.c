@@ -47,37 +47,9 @@
 
 /* ---- fixture: a context per test, host memory freed in teardown ---- */
 
-#define ARENA_MAX 8192
-static void *arena[ARENA_MAX];
-static int arena_n;
-
-static void *talloc(size_t bytes)
-{
-    assert_true(arena_n < ARENA_MAX);
-    void *p = calloc(1, bytes ? bytes : 1);
-    assert_non_null(p);
-    arena[arena_n++] = p;
-    return p;
-}
-#define TALLOC(type, n) ((type *)talloc(sizeof(type) * (size_t)(n)))
-
-/* Frees what talloc handed out since mark (loops release per case). */
-static void arena_release(int mark)
-{
-    while (arena_n > mark) free(arena[--arena_n]);
-}
-
-static int setup(void **state)
-{
-    arena_n = 0;
-    return th_setup(state);
-}
-
-static int teardown(void **state)
-{
-    arena_release(0);
-    return th_teardown(state);
-}
+#define TALLOC TH_TALLOC
+#define setup th_arena_setup
+#define teardown th_arena_teardown
 
 struct env {
     cg_ctx *ctx;
@@ -382,7 +354,7 @@ static const struct ew_case ew_cases[] = {
 /* Runs one op on one case and compares out's whole buffer. */
 static void ew_run(struct env *e, const struct ew_spec *sp, const struct ew_case *cs)
 {
-    int mark = arena_n;
+    int mark = th_arena_mark();
     bool binary = sp->op >= CG_EW_FIRST_BINARY;
     int nd = cs->ndim;
     int64_t so[CG_MAX_DIMS] = {0}, sa[CG_MAX_DIMS] = {0}, sb[CG_MAX_DIMS] = {0};
@@ -418,7 +390,7 @@ static void ew_run(struct env *e, const struct ew_spec *sp, const struct ew_case
     snprintf(what, sizeof what, "ew %s, case \"%s\"", sp->name, cs->name);
     th_assert_close(got, want, no, sp->rtol, sp->atol, what);
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void test_ew_all_ops_all_layouts(void **state)
@@ -487,7 +459,7 @@ static void test_fill_strided(void **state)
     static const float values[] = {3.25f, -0.0f, NAN, INFINITY};
     for (int c = 0; c < NELEMS(cases); c++) {
         for (int k = 0; k < NELEMS(values); k++) {
-            int mark = arena_n;
+            int mark = th_arena_mark();
             const struct ew_case *cs = &cases[c];
             int64_t st[CG_MAX_DIMS] = {0};
             int64_t nb = layout_strides(cs->ndim, cs->shape, cs->lo, st);
@@ -505,7 +477,7 @@ static void test_fill_strided(void **state)
             snprintf(what, sizeof what, "fill %g, case \"%s\"", (double)values[k], cs->name);
             th_assert_close(got, want, nb, 0, 0, what);
             cg_scope_end(e.ctx);
-            arena_release(mark);
+            th_arena_release(mark);
         }
     }
 }
@@ -541,7 +513,7 @@ static void reduce_run(struct env *e, enum cg_reduce_op op, int64_t outer, int64
                        int64_t inner, float scale, bool halves, double lo, double hi,
                        double rtol, double atol)
 {
-    int mark = arena_n;
+    int mark = th_arena_mark();
     const int64_t in_off = 3, out_off = 2;
     int64_t nin = in_off + outer * n * inner + 2, nout = out_off + outer * inner + 2;
     float *hin = halves ? rand_halves(e, nin, lo, hi) : rand_floats(e, nin, lo, hi);
@@ -562,7 +534,7 @@ static void reduce_run(struct env *e, enum cg_reduce_op op, int64_t outer, int64
              (int)op, (long long)outer, (long long)n, (long long)inner, (double)scale);
     th_assert_close(got, want, nout, rtol, atol, what);
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void test_reduce(void **state)
@@ -603,7 +575,7 @@ static double mat_at(const float *x, int trans, int64_t ld, int64_t i, int64_t j
 static void gemm_run(struct env *e, int ta, int tb, int64_t m, int64_t n, int64_t k,
                      int64_t batch, float alpha, float beta)
 {
-    int mark = arena_n;
+    int mark = th_arena_mark();
     struct cg_gemm_desc d = {.trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k,
                              .alpha = alpha, .beta = beta, .batch = batch};
     int64_t a_rows = ta ? k : m, a_cols = ta ? m : k;
@@ -651,7 +623,7 @@ static void gemm_run(struct env *e, int ta, int tb, int64_t m, int64_t n, int64_
              (double)beta);
     th_assert_close(got, want, nc, 1e-5, 1e-6 * (double)(k + 1), what);
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void test_gemm(void **state)
@@ -724,7 +696,7 @@ static void ref_softmax_row(double *y, const float *x, int64_t cols, int use_log
 static void softmax_run(struct env *e, int64_t rows, int64_t cols, double scale,
                         int use_log)
 {
-    int mark = arena_n;
+    int mark = th_arena_mark();
     const int64_t off = 3;
     int64_t cnt = rows * cols, nbuf = off + cnt + 2;
     float *hx = rand_floats(e, nbuf, -3 * scale, 3 * scale);
@@ -766,7 +738,7 @@ static void softmax_run(struct env *e, int64_t rows, int64_t cols, double scale,
     for (int64_t i = 0; i < nbuf; i++)
         if (isnan(got[i]) || isnan(ggot[i])) fail_msg("%s: NaN at %lld", what, (long long)i);
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void test_softmax(void **state)
@@ -793,7 +765,7 @@ static float *rand_indices(struct env *e, int64_t n, int64_t limit)
 
 static void index_rows_run(struct env *e, int64_t n, int64_t inner, int64_t rows)
 {
-    int mark = arena_n;
+    int mark = th_arena_mark();
     const int64_t off = 2;
     int64_t nsrc = off + rows * inner + 1, nout = off + n * inner + 3;
     float *hsrc = rand_floats(e, nsrc, -1, 1), *hout = rand_floats(e, nout, 100, 200);
@@ -826,12 +798,12 @@ static void index_rows_run(struct env *e, int64_t n, int64_t inner, int64_t rows
              (long long)n, (long long)inner, (long long)rows);
     th_assert_close(darr_read(dtab), want_add, nsrc, 1e-6, 1e-5, what);
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void pick_run(struct env *e, int64_t rows, int64_t cols)
 {
-    int mark = arena_n;
+    int mark = th_arena_mark();
     const int64_t off = 1;
     int64_t nsrc = off + rows * cols + 2, nout = off + rows + 2;
     float *hsrc = rand_floats(e, nsrc, -1, 1), *hout = rand_floats(e, nout, -1, 1);
@@ -857,7 +829,7 @@ static void pick_run(struct env *e, int64_t rows, int64_t cols)
     snprintf(what, sizeof what, "pick_add (%lld, %lld)", (long long)rows, (long long)cols);
     th_assert_close(darr_read(ddst), want_add, nsrc, 2.4e-7, 0, what);
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void test_index_ops(void **state)
@@ -966,7 +938,7 @@ static const struct optim_case optim_cases[] = {
 
 static void optim_run(struct env *e, const struct optim_case *oc, int64_t n, int steps)
 {
-    int mark = arena_n;
+    int mark = th_arena_mark();
     const int64_t off = 1;
     int64_t nb = n + off + 1;
     float *hp = rand_floats(e, nb, -1, 1);
@@ -1010,7 +982,7 @@ static void optim_run(struct env *e, const struct optim_case *oc, int64_t n, int
         th_assert_close(darr_read(ds[k]), refs[k], nb, 1e-5, 1e-6, what);
     }
     cg_scope_end(e->ctx);
-    arena_release(mark);
+    th_arena_release(mark);
 }
 
 static void test_optim_update(void **state)
