@@ -74,6 +74,8 @@ cg_status cg_cl_program_build(const struct cg_cl_device *dev, const char *name,
 /* The cache folder: $CLGRAD_CACHE_DIR, else $XDG_CACHE_HOME/clgrad, else
  * $HOME/.cache/clgrad; empty when none can be formed (caching is off). */
 void cg_cl_cache_dir(char *out, size_t len);
+/* mkdir -p; returns 0 on success. */
+int cg_cl_mkdirs(const char *path);
 
 /* ---- kernels (kernels.c) -------------------------------------------- */
 

@@ -116,7 +116,7 @@ static void cg_cl_cache_key(const struct cg_cl_device *dev, const char *source,
 }
 
 /* mkdir -p; returns 0 on success. */
-static int cg_mkdirs(const char *path)
+int cg_cl_mkdirs(const char *path)
 {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
@@ -167,7 +167,7 @@ static void cg_cl_cache_write(const char *dir, const char *path,
 {
     static atomic_uint counter;
     char tmp[4200];
-    if (cg_mkdirs(dir) != 0)
+    if (cg_cl_mkdirs(dir) != 0)
         return;
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
              atomic_fetch_add(&counter, 1u));

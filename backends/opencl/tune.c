@@ -297,23 +297,6 @@ void cg_cl_tune_path(const struct cg_cl_device *dev, char *out, size_t len)
     snprintf(out, len, "%s/clblast-sgemm-%016llx.tune", dir, (unsigned long long)h);
 }
 
-/* mkdir -p */
-static int cg_tune_mkdirs(const char *path)
-{
-    char buf[1024];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -1;
-    for (char *p = buf + 1; *p; ++p) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return (mkdir(buf, 0755) == 0 || errno == EEXIST) ? 0 : -1;
-}
-
 cg_status cg_cl_tune_save(const struct cg_cl_device *dev, const struct cg_cl_tune_result *r,
                           char *err, size_t len)
 {
@@ -323,7 +306,7 @@ cg_status cg_cl_tune_save(const struct cg_cl_device *dev, const struct cg_cl_tun
     if (!path[0])
         return cg_cl_failf(err, len, CG_STATUS_IO_ERROR,
                            "tune: no cache folder (set CLGRAD_CACHE_DIR or HOME)");
-    if (cg_tune_mkdirs(dir) != 0)
+    if (cg_cl_mkdirs(dir) != 0)
         return cg_cl_failf(err, len, CG_STATUS_IO_ERROR, "tune: cannot create %s: %s", dir,
                            strerror(errno));
     /* Private temporary file, then rename(): readers never see half a file. */
