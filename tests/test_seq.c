@@ -881,6 +881,47 @@ static double accuracy(const float *logits, const float *y, int64_t n, int64_t V
 
 static bool copy_counted(int64_t i) { return i % CP_T >= CP_D; }
 
+/* A small sequence task: `steps` Adam steps of mean cross-entropy over
+ * every (batch, time) position on batches from make_batch, then the
+ * accuracy (in eval mode) on one fresh batch, counting positions where
+ * count says so (NULL: all). Fails below `want`. x and y hold b * t. */
+typedef void (*seq_batch_fn)(uint64_t *rng, float *x, float *y);
+
+static void learn_task(cg_ctx *ctx, const char *what, cg_module *all, cg_optim *opt,
+                       seq_batch_fn make_batch, uint64_t rng, int64_t b, int64_t t, int64_t v,
+                       int steps, double want, bool (*count)(int64_t i))
+{
+    float *x = malloc(sizeof(float) * (size_t)(b * t)), *y = malloc(sizeof(float) * (size_t)(b * t));
+    assert_non_null(x);
+    assert_non_null(y);
+    float first = 0, last = 0;
+    for (int step = 0; step < steps; step++) {
+        make_batch(&rng, x, y);
+        cg_scope_begin(ctx);
+        cg_tensor *logits = cg_module_forward(all, cg_tensor_from_host(ctx, CG_SHAPE(b, t), x));
+        cg_tensor *loss = cg_cross_entropy_loss(cg_reshape(logits, CG_SHAPE(-1, v)),
+                                                cg_tensor_from_host(ctx, CG_SHAPE(b * t), y),
+                                                CG_REDUCTION_MEAN, 0.0f);
+        cg_optim_zero_grad(opt);
+        if (cg_backward(loss) != CG_OK) fail_msg("backward: %s", cg_last_error(ctx));
+        assert_int_equal(cg_optim_step(opt), CG_OK);
+        assert_int_equal(cg_tensor_item(loss, step ? &last : &first), CG_OK);
+        cg_scope_end(ctx);
+    }
+    make_batch(&rng, x, y);
+    cg_scope_begin(ctx);
+    cg_module_eval(all);
+    float *lh = fetch(cg_module_forward(all, cg_tensor_from_host(ctx, CG_SHAPE(b, t), x)));
+    double acc = accuracy(lh, y, b * t, v, count);
+    free(lh);
+    cg_scope_end(ctx);
+    free(x);
+    free(y);
+    print_message("%s: loss %.3f -> %.3f, accuracy %.3f after %d steps\n", what, first, last,
+                  acc, steps);
+    if (acc < want) fail_msg("%s: accuracy %.3f < %.3f", what, acc, want);
+}
+
 static void learn_copy(cg_ctx *ctx, enum cg_rnn_mode mode, int steps, double want)
 {
     const int64_t V = CP_K + 1;
@@ -890,32 +931,9 @@ static void learn_copy(cg_ctx *ctx, enum cg_rnn_mode mode, int steps, double wan
     cg_module *all = cg_sequential_array(ctx, 3, model);
     assert_non_null(all);
     cg_optim *opt = cg_adam(all, 1e-2f);
-    uint64_t rng = 4242;
-    float x[CP_B * CP_T], y[CP_B * CP_T];
-    float first = 0, last = 0;
-    for (int step = 0; step < steps; step++) {
-        copy_batch(&rng, x, y);
-        cg_scope_begin(ctx);
-        cg_tensor *logits = cg_module_forward(all, cg_tensor_from_host(ctx, CG_SHAPE(CP_B, CP_T), x));
-        cg_tensor *loss = cg_cross_entropy_loss(cg_reshape(logits, CG_SHAPE(-1, V)),
-                                                cg_tensor_from_host(ctx, CG_SHAPE(CP_B * CP_T), y),
-                                                CG_REDUCTION_MEAN, 0.0f);
-        cg_optim_zero_grad(opt);
-        if (cg_backward(loss) != CG_OK) fail_msg("backward: %s", cg_last_error(ctx));
-        assert_int_equal(cg_optim_step(opt), CG_OK);
-        assert_int_equal(cg_tensor_item(loss, step ? &last : &first), CG_OK);
-        cg_scope_end(ctx);
-    }
-    copy_batch(&rng, x, y);
-    cg_scope_begin(ctx);
-    cg_tensor *logits = cg_module_forward(all, cg_tensor_from_host(ctx, CG_SHAPE(CP_B, CP_T), x));
-    float *lh = fetch(logits);
-    double acc = accuracy(lh, y, CP_B * CP_T, V, copy_counted);
-    free(lh);
-    cg_scope_end(ctx);
-    print_message("%s copy (delay %d): loss %.3f -> %.3f, accuracy %.3f after %d steps\n",
-                  mode == CG_RNN_LSTM ? "LSTM" : "GRU", CP_D, first, last, acc, steps);
-    if (acc < want) fail_msg("accuracy %.3f < %.3f", acc, want);
+    char what[64];
+    snprintf(what, sizeof what, "%s copy (delay %d)", mode == CG_RNN_LSTM ? "LSTM" : "GRU", CP_D);
+    learn_task(ctx, what, all, opt, copy_batch, 4242, CP_B, CP_T, V, steps, want, copy_counted);
     cg_optim_free(opt);
     cg_module_free(all);
 }
@@ -951,32 +969,8 @@ static void test_learn_reverse_transformer(void **state)
                                    cg_layernorm(ctx, CG_SHAPE(D)), cg_linear(ctx, D, RV_K, true));
     assert_non_null(all);
     cg_optim *opt = cg_adam(all, 3e-3f);
-    uint64_t rng = 777;
-    float x[RV_B * RV_T], y[RV_B * RV_T];
-    float first = 0, last = 0;
-    for (int step = 0; step < steps; step++) {
-        reverse_batch(&rng, x, y);
-        cg_scope_begin(ctx);
-        cg_tensor *logits = cg_module_forward(all, cg_tensor_from_host(ctx, CG_SHAPE(RV_B, RV_T), x));
-        cg_tensor *loss = cg_cross_entropy_loss(cg_reshape(logits, CG_SHAPE(-1, RV_K)),
-                                                cg_tensor_from_host(ctx, CG_SHAPE(RV_B * RV_T), y),
-                                                CG_REDUCTION_MEAN, 0.0f);
-        cg_optim_zero_grad(opt);
-        if (cg_backward(loss) != CG_OK) fail_msg("backward: %s", cg_last_error(ctx));
-        assert_int_equal(cg_optim_step(opt), CG_OK);
-        assert_int_equal(cg_tensor_item(loss, step ? &last : &first), CG_OK);
-        cg_scope_end(ctx);
-    }
-    reverse_batch(&rng, x, y);
-    cg_scope_begin(ctx);
-    cg_module_eval(all);
-    float *lh = fetch(cg_module_forward(all, cg_tensor_from_host(ctx, CG_SHAPE(RV_B, RV_T), x)));
-    double acc = accuracy(lh, y, RV_B * RV_T, RV_K, NULL);
-    free(lh);
-    cg_scope_end(ctx);
-    print_message("Transformer reverse: loss %.3f -> %.3f, accuracy %.3f after %d steps\n",
-                  first, last, acc, steps);
-    if (acc < want) fail_msg("accuracy %.3f < %.3f", acc, want);
+    learn_task(ctx, "Transformer reverse", all, opt, reverse_batch, 777, RV_B, RV_T, RV_K, steps,
+               want, NULL);
     cg_optim_free(opt);
     cg_module_free(all);
 }
