@@ -420,6 +420,106 @@ static void test_other_malformed(void **state)
     cg_table_free(t);
 }
 
+/* A prediction file with fewer categories, another column order, an extra
+ * column and classes in another order gets the training file's layout. */
+static void test_conform_layout(void **state)
+{
+    (void)state;
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "kind";
+    o.task = CG_TASK_CLASSIFICATION;
+    struct cg_table *train, *test, *like;
+    assert_int_equal(parse("color,size,kind\nred,1,b\nblue,2,a\ngreen,3,c\n", &o, &train), CG_OK);
+    char *text;
+    assert_int_equal(cg_table_layout_format(train, &text), CG_OK);
+    assert_int_equal(cg_table_layout_parse(text, &like), CG_OK);
+    free(text);
+    assert_int_equal(like->n_cols, 3);
+    assert_int_equal(like->target, 2);
+    assert_int_equal(like->cols[0].n_categories, 3);
+    assert_string_equal(like->cols[0].categories[2], "red");
+
+    /* the test file alone would one-hot color as (green, red) and number
+     * classes (b, c) as 0, 1 */
+    assert_int_equal(parse("kind,extra,size,color\nc,9,5,green\nb,9,6,red\n", &o, &test), CG_OK);
+    assert_int_equal(cg_table_conform(test, like), CG_OK);
+    struct cg_dataset *ds;
+    assert_int_equal(cg_dataset_from_table(test, &ds), CG_OK);
+    assert_int_equal(ds->sample_shape[0], 4);
+    const float want_x[] = {0, 1, 0, 5, 0, 0, 1, 6};   /* blue green red size */
+    const float want_y[] = {2, 1};                        /* a b c */
+    th_assert_close_f(ds->x, want_x, 8, 0, 0, "conformed features");
+    th_assert_close_f(ds->y, want_y, 2, 0, 0, "conformed classes");
+    assert_int_equal(ds->n_classes, 3);
+    assert_string_equal(ds->class_names[0], "a");
+    cg_dataset_free(ds);
+    cg_table_free(test);
+
+    /* no target column: prediction only */
+    o.target = NULL;
+    assert_int_equal(parse("size,color\n7,blue\n", &o, &test), CG_OK);
+    assert_int_equal(cg_table_conform(test, like), CG_OK);
+    assert_int_equal(test->n_cols, 2);
+    assert_int_equal(test->target, -1);
+    assert_true(test->values[0] == 0 && test->values[1] == 7);
+    cg_table_free(test);
+
+    /* errors name the column; the table is left as it was */
+    assert_int_equal(parse("size,color\n7,purple\n", &o, &test), CG_OK);
+    assert_int_equal(cg_table_conform(test, like), CG_STATUS_INVALID_ARGUMENT);
+    th_assert_error_contains(NULL, "column \"color\": category \"purple\" was not seen in training");
+    assert_int_equal(test->n_cols, 2);
+    cg_table_free(test);
+    assert_int_equal(parse("color\nred\n", &o, &test), CG_OK);
+    assert_int_equal(cg_table_conform(test, like), CG_STATUS_INVALID_ARGUMENT);
+    th_assert_error_contains(NULL, "column \"size\", which the model was trained on, is missing");
+    cg_table_free(test);
+    assert_int_equal(parse("size,color\nbig,red\n", &o, &test), CG_OK);
+    assert_int_equal(cg_table_conform(test, like), CG_STATUS_INVALID_ARGUMENT);
+    th_assert_error_contains(NULL, "column \"size\" holds text, but it was numeric in training");
+    cg_table_free(test);
+    cg_table_free(like);
+    cg_table_free(train);
+}
+
+/* Names with tabs, newlines and backslashes survive the layout text; bad
+ * layout texts are refused with the line at fault. */
+static void test_layout_text(void **state)
+{
+    (void)state;
+    struct cg_csv_options o = cg_csv_options_default();
+    struct cg_table *t, *back;
+    assert_int_equal(parse("\"a\tb\",\"c\\d\"\n\"x\ny\",1\nz,2\n", &o, &t), CG_OK);
+    char *text;
+    assert_int_equal(cg_table_layout_format(t, &text), CG_OK);
+    assert_int_equal(cg_table_layout_parse(text, &back), CG_OK);
+    free(text);
+    assert_int_equal(back->n_cols, 2);
+    assert_string_equal(back->cols[0].name, "a\tb");
+    assert_string_equal(back->cols[1].name, "c\\d");
+    assert_int_equal(back->cols[0].kind, CG_COLUMN_CATEGORICAL);
+    assert_string_equal(back->cols[0].categories[0], "x\ny");
+    assert_int_equal(back->cols[1].kind, CG_COLUMN_NUMERIC);
+    cg_table_free(back);
+    cg_table_free(t);
+
+    const char *bad[][2] = {
+        {"", "not a clgrad column layout"},
+        {"clgrad-columns 2 -1 0\n", "not a clgrad column layout"},
+        {"clgrad-columns 1 5 0\nn\tx\n", "target or task out of range"},
+        {"clgrad-columns 1 -1 0\nq\tx\n", "line 2: expected 'c' or 'n'"},
+        {"clgrad-columns 1 -1 0\nn\tx\ty\n", "line 2: a numeric column lists categories"},
+        {"clgrad-columns 1 -1 0\nc\tx\\q\n", "line 2: bad escape"},
+        {"clgrad-columns 1 -1 0\nn\tx\nn\tx\n", "line 3: duplicate column name"},
+        {"clgrad-columns 1 -1 0\nn\tx\nn\ty", "text after the last line"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        back = (struct cg_table *)1;
+        assert_int_equal(cg_table_layout_parse(bad[i][0], &back), CG_STATUS_PARSE_ERROR);
+        th_assert_error_contains(NULL, bad[i][1]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +540,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_wide_row),
         cmocka_unit_test(test_unterminated_quote),
         cmocka_unit_test(test_other_malformed),
+        cmocka_unit_test(test_conform_layout),
+        cmocka_unit_test(test_layout_text),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests_name("csv", tests, group_setup, group_teardown);

@@ -121,9 +121,15 @@ static struct cg_dataset *load_idx_dir(const char *dir, char *what, size_t len)
     return ds;
 }
 
-static struct cg_dataset *load_csv(const struct options *o, enum cg_task task)
+/* A CSV, conformed to the training file's columns and categories when the
+ * checkpoint records them (so one-hot features line up). */
+static struct cg_dataset *load_csv(const struct options *o, enum cg_task task,
+                                   const struct cg_checkpoint_extra *ex)
 {
-    return cli_load_csv(o->data, o->target, o->delimiter, task, o->missing);
+    const char *layout = NULL;
+    for (int i = 0; i < ex->n_meta; i++)
+        if (strcmp(ex->meta[i].key, CLI_LAYOUT_KEY) == 0) layout = ex->meta[i].value;
+    return cli_load_csv(o->data, o->target, o->delimiter, task, o->missing, layout, NULL);
 }
 
 /* The data set's class indices renumbered to the checkpoint's classes (a
@@ -332,7 +338,7 @@ int main(int argc, char **argv)
         ds = load_idx_dir(dir, source, sizeof source);
     } else {
         enum cg_task task = o.task_given ? o.task : ex.task;
-        ds = load_csv(&o, task);
+        ds = load_csv(&o, task, &ex);
         snprintf(source, sizeof source, "%s", o.data);
     }
     if (!ds->y) cli_die("%s has no targets to evaluate against", source);

@@ -198,6 +198,8 @@ struct data {
     struct cg_scaler *target_scaler; /* regression targets, likewise           */
     bool classification;
     int64_t outputs;          /* classes, or regression targets per sample */
+    char *layout;             /* CSV: the columns and categories trained on,
+                                 saved in checkpoints for clgrad-eval      */
     char source[512];
 };
 
@@ -223,7 +225,8 @@ static void load_idx_dir(const struct options *o, const char *dir, struct data *
 
 static void load_csv(const struct options *o, struct data *d)
 {
-    struct cg_dataset *all = cli_load_csv(o->data, o->target, o->delimiter, o->task, o->missing);
+    struct cg_dataset *all = cli_load_csv(o->data, o->target, o->delimiter, o->task, o->missing,
+                                          NULL, &d->layout);
     if (all->n < 2) cli_die("%s: only %lld usable rows", o->data, (long long)all->n);
     if (cg_dataset_split(all, o->val_split, o->seed, &d->train, &d->val) != CG_OK)
         cli_die("%s", cg_last_error(NULL));
@@ -510,6 +513,11 @@ static void save_checkpoint(struct trainer *t, const char *path_pattern, int epo
     ex.class_names = (const char *const *)ds->class_names;
     ex.scaler = t->d->scaler;
     ex.target_scaler = t->d->target_scaler;
+    struct cg_checkpoint_meta layout = {CLI_LAYOUT_KEY, t->d->layout};
+    if (t->d->layout) {
+        ex.meta = &layout;
+        ex.n_meta = 1;
+    }
     if (cg_checkpoint_save(path, t->model, t->opt, &ex) != CG_OK)
         cli_die("saving %s: %s", path, cg_last_error(t->ctx));
 }
@@ -799,6 +807,7 @@ int main(int argc, char **argv)
     free(t.hist);
     cg_scaler_free(d.scaler);
     cg_scaler_free(d.target_scaler);
+    free(d.layout);
     cg_optim_free(t.opt);
     cg_module_free(t.model);
     cg_ctx_free(t.ctx);

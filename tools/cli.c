@@ -82,7 +82,8 @@ void cli_idx_path(char *buf, size_t len, const char *dir, const char *name)
 }
 
 struct cg_dataset *cli_load_csv(const char *path, const char *target, char delimiter,
-                                enum cg_task task, const char *missing)
+                                enum cg_task task, const char *missing, const char *layout_in,
+                                char **layout_out)
 {
     if (!target) cli_usage_error("--target COLUMN is required with a CSV file");
     struct cg_csv_options co = cg_csv_options_default();
@@ -102,6 +103,16 @@ struct cg_dataset *cli_load_csv(const char *path, const char *target, char delim
         if (strstr(e, "missing value")) cli_die("%s; --missing drop, mean or zero handles them", e);
         cli_die("%s", e);
     }
+    if (layout_in) {               /* the training file's columns and categories */
+        struct cg_table *like;
+        if (cg_table_layout_parse(layout_in, &like) != CG_OK)
+            cli_die("the checkpoint's column layout: %s", cg_last_error(NULL));
+        cg_status st = cg_table_conform(tab, like);
+        cg_table_free(like);
+        if (st != CG_OK) cli_die("%s: %s", path, cg_last_error(NULL));
+    }
+    if (layout_out && cg_table_layout_format(tab, layout_out) != CG_OK)
+        cli_die("%s", cg_last_error(NULL));
     struct cg_dataset *ds;
     cg_status st = cg_dataset_from_table(tab, &ds);
     cg_table_free(tab);

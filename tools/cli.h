@@ -33,8 +33,13 @@ bool cli_is_dir(const char *path);
 void cli_idx_path(char *buf, size_t len, const char *dir, const char *name);
 
 /* Reads a CSV file into a dataset with features from every column but
- * target. missing: error, drop, mean or zero. */
+ * target. missing: error, drop, mean or zero. layout_in (a checkpoint's
+ * "csv.columns", or NULL): first conform the table to the training file's
+ * columns and categories; layout_out (or NULL): the table's layout text,
+ * malloc'ed, to store with the model (cg_table_layout_format). */
+#define CLI_LAYOUT_KEY "csv.columns"
 struct cg_dataset *cli_load_csv(const char *path, const char *target, char delimiter,
-                                enum cg_task task, const char *missing);
+                                enum cg_task task, const char *missing, const char *layout_in,
+                                char **layout_out);
 
 #endif

@@ -155,6 +155,29 @@ CG_API void cg_table_free(struct cg_table *t);
 /* The index of the column called name, or -1. */
 CG_API int cg_table_column(const struct cg_table *t, const char *name);
 
+/* Prediction-time CSVs. cg_csv_read numbers categories per file, so a new
+ * file with fewer categories or another column order would one-hot into a
+ * different layout than the training file. cg_table_conform rewrites t into
+ * like's layout: like's columns in like's order (found by name; t's extra
+ * columns dropped; like's target may be absent, for prediction only), each
+ * categorical cell renumbered to like's categories. Errors name the column:
+ * a missing column, a category not seen in training, text in a column that
+ * was numeric. t is unchanged on error.
+ *
+ *     cg_table_layout_format(train_table, &text);   // save with the model
+ *     ...
+ *     cg_table_layout_parse(text, &layout);          // a table with no rows
+ *     cg_table_conform(new_table, layout);
+ *     cg_dataset_from_table(new_table, &ds);         // same features as training
+ *
+ * The layout text: "clgrad-columns 1 TARGET TASK", then a line per column,
+ * "c" (categorical) or "n" (numeric), a tab, the name, and for "c" a tab
+ * before each category, with backslash, tab, newline and CR escaped as
+ * \\, \t, \n, \r. *text is malloc'ed; free() it. */
+CG_API cg_status cg_table_conform(struct cg_table *t, const struct cg_table *like);
+CG_API cg_status cg_table_layout_format(const struct cg_table *t, char **text);
+CG_API cg_status cg_table_layout_parse(const char *text, struct cg_table **out);
+
 /* ------------------------------------------------------------------ IDX -- */
 
 /* An IDX file (the MNIST format: yann.lecun.com/exdb/mnist, "THE IDX FILE

@@ -304,6 +304,38 @@ with tempfile.TemporaryDirectory() as tmp:
                  ["--data", reg, "--target", "y", "--resume", full, "--model", "linear 8, linear 1"],
                  "shape mismatch")
 
+    # A model trained on a text feature evaluates a file with fewer of its
+    # categories, another column order and an extra column (the checkpoint's
+    # csv.columns layout conforms it), and names a category it never saw.
+    rows = ["shade,x,label"]
+    for i in range(300):
+        shade = ["dark", "light", "mid"][i % 3]
+        x = rng.uniform(-1, 1)
+        rows.append(f"{shade},{x:.4f},{'yes' if (shade == 'dark') != (x > 0) else 'no'}")
+    shades = os.path.join(tmp, "shades.csv")
+    write(shades, "\n".join(rows) + "\n")
+    shade_ck = os.path.join(tmp, "shades.safetensors")
+    rc, out, err = run("--data", shades, "--target", "label", "--epochs", "40", "--lr", "0.02",
+                       "--model", "linear 16 relu, linear 2", "--save", shade_ck,
+                       "--backend", "cpu", "--quiet")
+    check("trains on a text feature", rc == 0, out + err)
+    rows = ["note,label,x,shade"] + [f"n,{'yes' if x > 0 else 'no'},{x:.3f},light"
+                                     for x in (-0.9, -0.5, 0.4, 0.8)]
+    subset = os.path.join(tmp, "subset.csv")
+    write(subset, "\n".join(rows) + "\n")
+    ev = os.path.join(os.path.dirname(TOOL), "clgrad-eval")
+    p = subprocess.run([ev, "--checkpoint", shade_ck, "--data", subset, "--target", "label",
+                        "--backend", "cpu"], capture_output=True, text=True, timeout=120)
+    acc = [l for l in p.stdout.splitlines() if "accuracy" in l]
+    check("eval conforms a file with fewer categories to the training layout",
+          p.returncode == 0 and acc and "100.0" in acc[0], p.stdout + p.stderr)
+    write(subset, "shade,x,label\npurple,0.5,yes\n")
+    p = subprocess.run([ev, "--checkpoint", shade_ck, "--data", subset, "--target", "label",
+                        "--backend", "cpu"], capture_output=True, text=True, timeout=120)
+    check("eval names a category the model never saw",
+          p.returncode == 1 and 'category "purple" was not seen in training' in p.stderr,
+          p.stdout + p.stderr)
+
     rc, out, err = run("--help")
     opts = ["--data", "--target", "--task", "--delimiter", "--missing", "--scale",
             "--val-split", "--model", "--loss", "--label-smoothing", "--optim", "--lr",
