@@ -728,6 +728,127 @@ static void test_gradcheck(void **state)
     cg_tensor_free(u.target);
 }
 
+/* ---- cross-entropy with weights, ignore_index, smoothing, (N, C, d) ----------- */
+
+enum { CEX_N = 3, CEX_C = 5, CEX_D = 4, CEX_M = CEX_N * CEX_D };
+
+/* The float64 reference of PyTorch's formula (nn.h): x (N, C, D) logits,
+ * y (N, D) targets, w (C) or NULL; per (N*D) and the MEAN / SUM values. */
+static void cex_reference(const float *x, const float *y, const float *w, float eps, bool ign,
+                          double *per, double *mean, double *sum)
+{
+    double num = 0, den = 0;
+    for (int n = 0; n < CEX_N; n++)
+        for (int d = 0; d < CEX_D; d++) {
+            int i = n * CEX_D + d, t = (int)y[i];
+            double mx = -INFINITY, se = 0, lp[CEX_C];
+            for (int c = 0; c < CEX_C; c++) mx = fmax(mx, x[(n * CEX_C + c) * CEX_D + d]);
+            for (int c = 0; c < CEX_C; c++) se += exp(x[(n * CEX_C + c) * CEX_D + d] - mx);
+            for (int c = 0; c < CEX_C; c++) lp[c] = x[(n * CEX_C + c) * CEX_D + d] - mx - log(se);
+            per[i] = 0;
+            if (ign && t == -100) continue;
+            for (int c = 0; c < CEX_C; c++) {
+                double q = (c == t) * (1 - eps) + eps / CEX_C;
+                per[i] -= (w ? w[c] : 1.0) * q * lp[c];
+            }
+            num += per[i];
+            den += w ? w[t] : 1.0;
+        }
+    *mean = num / den;
+    *sum = num;
+}
+
+struct cex_user {
+    cg_tensor *target, *weight;
+    float eps;
+};
+
+static cg_tensor *cex_fn(cg_tensor **in, void *user)
+{
+    const struct cex_user *u = user;
+    struct cg_ce_options o = cg_ce_options_default();
+    o.weight = u->weight;
+    o.label_smoothing = u->eps;
+    o.use_ignore_index = true;
+    return cg_cross_entropy_loss_ex(in[0], u->target, &o);
+}
+
+static void test_cross_entropy_ex(void **state)
+{
+    cg_ctx *ctx = *state;
+    uint64_t rng = 777;
+    float x[CEX_N * CEX_C * CEX_D], y[CEX_M], w[CEX_C];
+    for (int i = 0; i < CEX_N * CEX_C * CEX_D; i++) x[i] = (float)th_rand_uniform(&rng, -3, 3);
+    for (int i = 0; i < CEX_M; i++) y[i] = (float)(th_rand_u64(&rng) % CEX_C);
+    y[1] = y[7] = -100;                                  /* ignored */
+    for (int c = 0; c < CEX_C; c++) w[c] = (float)th_rand_uniform(&rng, 0.2, 2);
+    cg_scope_begin(ctx);
+    cg_tensor *X = cg_tensor_from_host(ctx, CG_SHAPE(CEX_N, CEX_C, CEX_D), x);
+    cg_tensor *Y = cg_tensor_from_host(ctx, CG_SHAPE(CEX_N, CEX_D), y);
+    cg_tensor *W = cg_tensor_from_host(ctx, CG_SHAPE(CEX_C), w);
+    for (int variant = 0; variant < 4; variant++) {
+        bool weighted = variant & 1;
+        float eps = variant & 2 ? 0.15f : 0.0f;
+        double per[CEX_M], mean, sum;
+        cex_reference(x, y, weighted ? w : NULL, eps, true, per, &mean, &sum);
+        struct cg_ce_options o = cg_ce_options_default();
+        o.weight = weighted ? W : NULL;
+        o.label_smoothing = eps;
+        o.use_ignore_index = true;
+        float got[CEX_M], l;
+        l = item(cg_cross_entropy_loss_ex(X, Y, &o));
+        th_assert_close(&l, &mean, 1, 1e-5, 1e-6, "CE ex mean");
+        o.reduction = CG_REDUCTION_SUM;
+        l = item(cg_cross_entropy_loss_ex(X, Y, &o));
+        th_assert_close(&l, &sum, 1, 1e-5, 1e-6, "CE ex sum");
+        o.reduction = CG_REDUCTION_NONE;
+        cg_tensor *P = cg_cross_entropy_loss_ex(X, Y, &o);
+        assert_non_null(P);
+        assert_int_equal(cg_tensor_ndim(P), 2);
+        assert_int_equal(cg_tensor_dim(P, 1), CEX_D);
+        fetch(P, got, CEX_M);
+        th_assert_close(got, per, CEX_M, 1e-5, 1e-6, "CE ex per element");
+    }
+    /* without ignore_index and weights it is cg_cross_entropy_loss on rows */
+    float y2[CEX_M], xr[CEX_M * CEX_C];
+    for (int i = 0; i < CEX_M; i++) y2[i] = (float)(i % CEX_C);
+    for (int n = 0; n < CEX_N; n++)
+        for (int c = 0; c < CEX_C; c++)
+            for (int d = 0; d < CEX_D; d++)
+                xr[(n * CEX_D + d) * CEX_C + c] = x[(n * CEX_C + c) * CEX_D + d];
+    float a = item(cg_cross_entropy_loss_ex(X, cg_tensor_from_host(ctx, CG_SHAPE(CEX_N, CEX_D), y2),
+                                            NULL));
+    float b = item(cg_cross_entropy_loss(cg_tensor_from_host(ctx, CG_SHAPE(CEX_M, CEX_C), xr),
+                                         cg_tensor_from_host(ctx, CG_SHAPE(CEX_M), y2),
+                                         CG_REDUCTION_MEAN, 0));
+    th_assert_close_f(&a, &b, 1, 1e-6, 1e-7, "CE ex == CE");
+    /* errors */
+    struct cg_ce_options o = cg_ce_options_default();
+    o.weight = cg_tensor_from_host(ctx, CG_SHAPE(CEX_C - 1), w);
+    cg_ctx_clear_error(ctx);
+    assert_null(cg_cross_entropy_loss_ex(X, Y, &o));
+    th_assert_error_contains(ctx, "weight (4,) f32 must be (C) = (5)");
+    cg_ctx_clear_error(ctx);
+    assert_null(cg_cross_entropy_loss_ex(X, cg_tensor_from_host(ctx, CG_SHAPE(CEX_N, CEX_C), x),
+                                         NULL));
+    th_assert_error_contains(ctx, "without the class dim 1");
+    cg_ctx_clear_error(ctx);
+    assert_null(cg_cross_entropy_loss_ex(X, Y, NULL));   /* -100 is a class index here */
+    assert_int_not_equal(cg_ctx_status(ctx), CG_OK);
+    cg_ctx_clear_error(ctx);
+    cg_scope_end(ctx);
+
+    /* gradients: weighted, smoothed, with ignored targets */
+    struct cex_user u = {.eps = 0.2f};
+    u.target = gc_const(ctx, CG_SHAPE(CEX_N, CEX_D), y);
+    u.weight = gc_const(ctx, CG_SHAPE(CEX_C), w);
+    cg_tensor *in[1] = {gc_input(ctx, &rng, CG_SHAPE(CEX_N, CEX_C, CEX_D), -3, 3)};
+    gc_check(ctx, "cross-entropy ex", cex_fn, &u, 1, in, NULL);
+    gc_free_inputs(1, in);
+    cg_tensor_free(u.target);
+    cg_tensor_free(u.weight);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -744,6 +865,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_losses_extreme, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_loss_shape_errors, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_gradcheck, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_cross_entropy_ex, th_setup, th_teardown),
     };
     return TH_RUN(tests);
 }

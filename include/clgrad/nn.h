@@ -180,6 +180,27 @@ CG_API cg_tensor *cg_mse_loss(cg_tensor *pred, cg_tensor *target,
 CG_API cg_tensor *cg_cross_entropy_loss(cg_tensor *logits, cg_tensor *target,
                                         enum cg_reduction reduction,
                                         float label_smoothing);
+/* The rest of torch.nn.CrossEntropyLoss's options (class-index targets):
+ *   logits (N, C) or (N, C, d1, ..., dk), target (N) or (N, d1, ..., dk);
+ *   weight: (C) class weights or NULL; ignore_index (when use_ignore_index):
+ *   targets equal to it add nothing, to the loss or to the mean's divisor.
+ * As PyTorch documents it, with q = (1 - eps) one_hot(y) + eps / C:
+ *   l_n = -sum_c w_c q_{n,c} logp_{n,c}   (w_c = 1 without weights)
+ *   MEAN = sum_n l_n / sum_n w_{y_n} over targets that are not ignored (NaN
+ *   when every target is ignored, as PyTorch); SUM = sum_n l_n; NONE gives
+ *   target's shape with 0 at ignored positions. */
+struct cg_ce_options {
+    enum cg_reduction reduction;   /* MEAN                                   */
+    float label_smoothing;         /* eps in [0, 1], 0                       */
+    cg_tensor *weight;             /* (C) or NULL                            */
+    bool use_ignore_index;         /* false (PyTorch's -100 is opt-in here:
+                                      it costs a mask and a device-side
+                                      index check)                          */
+    int64_t ignore_index;          /* -100                                   */
+};
+CG_API struct cg_ce_options cg_ce_options_default(void);
+CG_API cg_tensor *cg_cross_entropy_loss_ex(cg_tensor *logits, cg_tensor *target,
+                                           const struct cg_ce_options *opts);
 /* torch.nn.BCEWithLogitsLoss: logits, target: the same shape, target in
  * [0, 1]. loss = max(x, 0) - x * y + log(1 + exp(-|x|)), stable for any x. */
 CG_API cg_tensor *cg_bce_with_logits_loss(cg_tensor *logits, cg_tensor *target,
