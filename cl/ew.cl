@@ -82,6 +82,10 @@ static float cg_ew_apply(int op, float x, float g, float p0, float p1)
     }
 }
 
+/* ---- kernels ----
+ * (backends/opencl/fuse.c prefixes its generated kernels with the source
+ * above this line: keep every helper above it.) */
+
 /* Flat path: out is contiguous; each input is contiguous (step 1) or a
  * broadcast scalar (step 0).
  * out: (n) at oo; a: (n) at ao, step sa; b: (n) at bo, step sb. */

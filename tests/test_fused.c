@@ -16,8 +16,11 @@
  *     copy whose fused members are NULL) give the same outputs and
  *     gradients, to float rounding, and the fused path launches fewer
  *     kernels;
+ *   - bias_gelu and its backward against float64 (erfc from libm), both
+ *     tails and z near 0, with and without a bias;
  *   - finite-difference gradient checks (gradcheck.h) through the fused
- *     LSTM op: several steps, two layers, initial states, saturating gates.
+ *     LSTM op (several steps, two layers, initial states, saturating
+ *     gates) and through a Transformer block's fused bias + GELU.
  *
  * Tolerances, |got - want| <= atol + rtol * |want|:
  *   lstm_cell c, h, save                  rtol 1e-5, atol 1e-6
@@ -25,6 +28,7 @@
  *       (the float activations saved by the forward carry 1 ulp, and
  *        1 - i for a saturated gate is then off by up to 6e-8 absolute)
  *   softmax_causal                        rtol 1e-5, atol 1e-7; masked == 0
+ *   bias_gelu, bias_gelu_backward         rtol 1e-5, atol 1e-6
  *   fused vs composed (module level)      rtol 1e-5, atol 1e-6
  */
 #include "harness.h"
@@ -291,6 +295,78 @@ static void test_softmax_causal_primitive(void **state)
     cg_scope_end(e.ctx);
 }
 
+/* ---- bias_gelu / bias_gelu_backward against float64 ------------------------ */
+
+static double gelu_cdf_d(double z) { return 0.5 * erfc(-z / sqrt(2.0)); }
+
+/* One (rows, cols) case; x uniform in [-span, span), bias in [-1, 1) or none. */
+static void check_bias_gelu(struct env *e, uint64_t seed, int64_t rows, int64_t cols, float span,
+                            bool with_bias)
+{
+    uint64_t rng = seed;
+    const int64_t n = rows * cols;
+    float *x = malloc((size_t)n * sizeof *x), *gy = malloc((size_t)n * sizeof *gy);
+    float *b = malloc((size_t)cols * sizeof *b);
+    double *y_ref = malloc((size_t)n * sizeof *y_ref), *gx_ref = malloc((size_t)n * sizeof *gx_ref);
+    assert_true(x && gy && b && y_ref && gx_ref);
+    th_fill_uniform(&rng, x, n, -span, span);
+    th_fill_uniform(&rng, gy, n, -1, 1);
+    th_fill_uniform(&rng, b, cols, -1, 1);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < cols; j++) {
+            /* z in double from the float inputs, as the kernel sees them */
+            double z = (double)x[r * cols + j] + (with_bias ? (double)b[j] : 0.0);
+            double pdf = exp(-0.5 * z * z) / sqrt(2.0 * M_PI);
+            y_ref[r * cols + j] = z * gelu_cdf_d(z);
+            gx_ref[r * cols + j] = gy[r * cols + j] * (gelu_cdf_d(z) + z * pdf);
+        }
+    cg_scope_begin(e->ctx);
+    struct darr dx = darr_new(e->ctx, x, n), db = darr_new(e->ctx, b, cols);
+    struct darr dgy = darr_new(e->ctx, gy, n);
+    struct darr dy = darr_new(e->ctx, NULL, n), dgx = darr_new(e->ctx, NULL, n);
+    struct cg_ptr bias = with_bias ? db.at : (struct cg_ptr){NULL, 0};
+    CHECK_OK(e, e->be->bias_gelu(e->bctx, dy.at, dx.at, bias, rows, cols));
+    CHECK_OK(e, e->be->bias_gelu_backward(e->bctx, dgx.at, dx.at, bias, dgy.at, rows, cols));
+    float *y = darr_read(dy, "bias_gelu out"), *gx = darr_read(dgx, "bias_gelu_backward gx");
+    char what[128];
+    snprintf(what, sizeof what, "bias_gelu (%lld, %lld) span %g bias %d", (long long)rows,
+             (long long)cols, (double)span, with_bias);
+    th_assert_close(y, y_ref, n, 1e-5, 1e-6, what);
+    snprintf(what, sizeof what, "bias_gelu_backward (%lld, %lld) span %g bias %d",
+             (long long)rows, (long long)cols, (double)span, with_bias);
+    th_assert_close(gx, gx_ref, n, 1e-5, 1e-6, what);
+    cg_scope_end(e->ctx);
+    free(y), free(gx), free(x), free(gy), free(b), free(y_ref), free(gx_ref);
+}
+
+static void test_bias_gelu_primitive(void **state)
+{
+    struct env e = env_of(state);
+    if (!CG_BACKEND_HAS(e.be, bias_gelu) || !CG_BACKEND_HAS(e.be, bias_gelu_backward)) {
+        print_message("backend %s has no fused bias + GELU: skipped\n", e.be->name);
+        skip();
+    }
+    check_bias_gelu(&e, 11, 1, 1, 2, true);
+    check_bias_gelu(&e, 12, 7, 13, 3, true);
+    check_bias_gelu(&e, 13, 5, 37, 9, false); /* both tails: Phi ~ 0 and ~ 1 */
+    check_bias_gelu(&e, 14, 3, 257, 0.01f, true);
+    check_bias_gelu(&e, 15, 2, 9, 0.001f, false); /* z near 0 */
+
+    cg_scope_begin(e.ctx);
+    struct darr a = darr_new(e.ctx, NULL, 12), bias = darr_new(e.ctx, NULL, 4);
+    /* a (5, 4) block does not fit 12 elements (+ the trailing guard) */
+    assert_int_equal(e.be->bias_gelu(e.bctx, a.at, a.at, bias.at, 5, 4),
+                     CG_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.be->last_error(e.bctx), "bias_gelu"));
+    /* a bias starting 3 elements before its buffer's end, for 4 columns */
+    struct cg_ptr short_bias = {bias.at.buf, bias.at.off + 4 + GUARD - 3};
+    assert_int_equal(e.be->bias_gelu(e.bctx, a.at, a.at, short_bias, 3, 4),
+                     CG_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(e.be->bias_gelu_backward(e.bctx, a.at, a.at, bias.at, a.at, -1, 4),
+                     CG_STATUS_INVALID_ARGUMENT);
+    cg_scope_end(e.ctx);
+}
+
 /* ---- fused vs composed ------------------------------------------------------ */
 
 /* The context's vtable with the fused members cleared: the layers then take
@@ -306,6 +382,8 @@ static void composed_begin(cg_ctx *ctx)
     composed_vtable.lstm_cell = NULL;
     composed_vtable.lstm_cell_backward = NULL;
     composed_vtable.softmax_causal = NULL;
+    composed_vtable.bias_gelu = NULL;
+    composed_vtable.bias_gelu_backward = NULL;
     ctx->be = &composed_vtable;
 }
 
@@ -560,6 +638,38 @@ static void test_lstm_fused_gradcheck(void **state)
     check_lstm_grad(ctx, 502, 2, 3, 3, 1, true, 4.0f); /* gates near saturation */
 }
 
+/* ---- gradient check through the fused bias + GELU (a Transformer block) ---- */
+
+static cg_tensor *f_block(cg_tensor **in, void *user)
+{
+    return cg_module_forward(user, in[0]);
+}
+
+static void test_block_gradcheck(void **state)
+{
+    cg_ctx *ctx = *state;
+    if (!CG_BACKEND_HAS(ctx->be, bias_gelu)) skip();
+    uint64_t rng = 600;
+    cg_module *m = cg_transformer_block(ctx, 4, 2, 5, 0.0f, true);
+    assert_non_null(m);
+    cg_tensor *in[16];
+    int n = 0;
+    in[n++] = gc_input(ctx, &rng, CG_SHAPE(2, 3, 4), -1.5f, 1.5f);
+    struct cg_named_tensor ps[15];
+    int np = cg_module_parameters(m, ps, 15);
+    for (int i = 0; i < np; i++) { /* nonzero biases; linear1's spread GELU's input */
+        int64_t k = cg_tensor_numel(ps[i].tensor);
+        float *v = malloc((size_t)k * sizeof *v);
+        th_fill_uniform(&rng, v, k, -1.0f, 1.0f);
+        assert_int_equal(cg_tensor_set_data(ps[i].tensor, v, k), CG_OK);
+        free(v);
+        in[n++] = ps[i].tensor;
+    }
+    gc_check(ctx, "Transformer block (fused bias + GELU)", f_block, m, n, in, NULL);
+    gc_free_inputs(1, in);
+    cg_module_free(m);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -570,6 +680,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_causal_attention_fused_vs_composed, th_setup,
                                         th_teardown),
         cmocka_unit_test_setup_teardown(test_lstm_fused_gradcheck, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_bias_gelu_primitive, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_block_gradcheck, th_setup, th_teardown),
     };
     return TH_RUN(tests);
 }

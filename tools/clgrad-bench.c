@@ -101,9 +101,10 @@ static void usage(FILE *f)
         "                     e.g. cpu,opencl)\n"
         "  --quick            smaller, shorter runs (a smoke test: under ~2 minutes)\n"
         "  --reps N           repetitions per measurement (default 5, --quick 3)\n"
-        "  --threads N        OpenBLAS threads for the cpu backend and torch threads\n"
-        "                     (sets OPENBLAS_NUM_THREADS in the children; default:\n"
-        "                     the libraries' own defaults, i.e. every core)\n"
+        "  --threads N        threads for the cpu backend and for torch: sets\n"
+        "                     CLGRAD_CPU_THREADS and OPENBLAS_NUM_THREADS in the\n"
+        "                     children, so 1 means one core (default: the\n"
+        "                     libraries' own defaults, i.e. every core)\n"
         "  --json FILE        also write every value to FILE as JSON\n"
         "  --compare-torch    run the same configurations in PyTorch (python3 +\n"
         "                     torch, via bench_torch.py) and print the ratios\n"
@@ -652,20 +653,35 @@ static int run_capture(char *const argv[], char *const envp[], char **out)
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-/* An environment with OPENBLAS_NUM_THREADS=threads added (threads > 0). */
-static char **child_env(int threads, char *slot, size_t slot_len)
+/* The variables --threads sets: the cpu backend's pool and OpenBLAS (which
+ * also caps the cpu backend's GEMM threads, and torch's BLAS). */
+static const char *const thread_vars[] = {"CLGRAD_CPU_THREADS", "OPENBLAS_NUM_THREADS"};
+#define N_THREAD_VARS ((int)(sizeof thread_vars / sizeof thread_vars[0]))
+
+/* Whether the environment entry e sets one of thread_vars. */
+static bool is_thread_var(const char *e)
+{
+    for (int v = 0; v < N_THREAD_VARS; v++) {
+        size_t l = strlen(thread_vars[v]);
+        if (strncmp(e, thread_vars[v], l) == 0 && e[l] == '=') return true;
+    }
+    return false;
+}
+
+/* An environment with thread_vars set to threads (threads > 0), written
+ * into slots (one per variable). */
+static char **child_env(int threads, char slots[][64])
 {
     size_t n = 0;
     while (environ[n]) n++;
-    char **env = calloc(n + 2, sizeof *env);
+    char **env = calloc(n + N_THREAD_VARS + 1, sizeof *env);
     if (!env) return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (!(threads > 0 && strncmp(environ[i], "OPENBLAS_NUM_THREADS=", 21) == 0))
-            env[k++] = environ[i];
-    if (threads > 0) {
-        snprintf(slot, slot_len, "OPENBLAS_NUM_THREADS=%d", threads);
-        env[k++] = slot;
+        if (!(threads > 0 && is_thread_var(environ[i]))) env[k++] = environ[i];
+    for (int v = 0; threads > 0 && v < N_THREAD_VARS; v++) {
+        snprintf(slots[v], 64, "%s=%d", thread_vars[v], threads);
+        env[k++] = slots[v];
     }
     return env;
 }
@@ -686,9 +702,9 @@ static const char *groups[] = {"gemm", "op", "ffn", "mlp", "cnn", "lstm", "trans
 
 static void run_backend(struct result_set *r, const char *exe, const struct options *o)
 {
-    char reps[16], thr[64];
+    char reps[16], thr[N_THREAD_VARS][64];
     snprintf(reps, sizeof reps, "%d", o->reps);
-    char **env = child_env(o->threads, thr, sizeof thr);
+    char **env = child_env(o->threads, thr);
     for (int g = 0; g < N_GROUPS; g++) {
         fprintf(stderr, "clgrad-bench: %s: %s ...\n", r->name, groups[g]);
         char *argv[] = {(char *)exe, "--child", r->name, (char *)groups[g], "--reps", reps,
@@ -724,10 +740,10 @@ static void run_torch(struct result_set *r, const struct options *o)
         snprintf(r->error, sizeof r->error, "bench_torch.py not found (set CLGRAD_BENCH_TORCH)");
         return;
     }
-    char reps[16], thr[16], thr_env[64];
+    char reps[16], thr[16], thr_env[N_THREAD_VARS][64];
     snprintf(reps, sizeof reps, "%d", o->reps);
     snprintf(thr, sizeof thr, "%d", o->threads);
-    char **env = child_env(o->threads, thr_env, sizeof thr_env);
+    char **env = child_env(o->threads, thr_env);
     /* One process per group, as for the backends: per-group peak RSS. */
     for (int g = 0; g < N_GROUPS; g++) {
         fprintf(stderr, "clgrad-bench: torch: %s ...\n", groups[g]);
@@ -1177,7 +1193,8 @@ int main(int argc, char **argv)
     printf("clgrad-bench %s  %s  %s, %d reps\n", BENCH_VERSION, date,
            o.quick ? "quick" : "full", o.reps);
     if (o.threads)
-        printf("threads: OPENBLAS_NUM_THREADS=%d for the cpu backend (and torch)\n", o.threads);
+        printf("threads: CLGRAD_CPU_THREADS=%d OPENBLAS_NUM_THREADS=%d for the cpu backend "
+               "(and torch)\n", o.threads, o.threads);
     fflush(stdout);
 
     static struct machine m;

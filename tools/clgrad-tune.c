@@ -44,7 +44,9 @@ static void usage(FILE *f)
             "$XDG_CACHE_HOME/clgrad, else ~/.cache/clgrad), keyed by device name, driver\n"
             "version, platform and CLBlast version. The opencl backend applies it with\n"
             "CLBlastOverrideParameters when it opens the device (CLGRAD_CLBLAST_TUNE=0\n"
-            "turns that off; CLGRAD_VERBOSE=1 says what was applied).\n"
+            "turns that off; CLGRAD_VERBOSE=1 says what was applied). On CPU devices\n"
+            "(PoCL) the backend runs GEMM on its own kernels instead (cl/gemm.cl, no\n"
+            "tuning needed); CLGRAD_GEMM=clblast selects CLBlast there.\n"
             "\n"
             "  --device N      OpenCL device, numbered as the backend does ($CLGRAD_DEVICE, else 0)\n"
             "  --size N        GEMM size timed while tuning, a power of two (default 1024)\n"
@@ -281,6 +283,11 @@ int main(int argc, char **argv)
     struct cg_cl_tune_result r;
     printf("tuning CLBlast SGEMM on \"%s\" (%s, CLBlast %s), N=%d, budget %d s\n", d.name,
            d.driver, cg_cl_clblast_version(), size, budget);
+    cl_device_type type = 0;
+    clGetDeviceInfo(d.device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    if (type & CL_DEVICE_TYPE_CPU)
+        printf("note: on a CPU device the opencl backend runs GEMM on its own kernels\n"
+               "(cl/gemm.cl), which need no tuning; this result is used with CLGRAD_GEMM=clblast\n");
     fflush(stdout);
     cg_status st = cg_cl_tune_gemm(&d, &o, &r, err, sizeof err);
     if (st != CG_OK) {

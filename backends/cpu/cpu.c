@@ -67,17 +67,20 @@ cg_status cg__cpu_check_view(struct cg_cpu_ctx *c, const struct cg_view *v,
     if (v->ndim < 0 || v->ndim > CG_MAX_DIMS)
         return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "%s: ndim %d not in [0, %d]",
                              what, v->ndim, CG_MAX_DIMS);
-    for (int d = 0; d < v->ndim; d++)
+    /* One pass (this runs for every view of every op): the element count,
+     * and the lowest and highest element addressed, as strides may be
+     * negative or 0. */
+    int64_t numel = 1, lo = v->off, hi = v->off;
+    for (int d = 0; d < v->ndim; d++) {
         if (v->shape[d] < 0)
             return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "%s: negative dim %d (%lld)",
                                  what, d, (long long)v->shape[d]);
-    if (cg__cpu_view_numel(v) == 0) return CG_OK;
-    /* The lowest and highest element addressed: strides may be negative or 0. */
-    int64_t lo = v->off, hi = v->off;
-    for (int d = 0; d < v->ndim; d++) {
+        numel *= v->shape[d];
+        if (v->shape[d] == 0) continue; /* empty: nothing addressed */
         int64_t span = (v->shape[d] - 1) * v->strides[d];
         if (span < 0) lo += span; else hi += span;
     }
+    if (numel == 0) return CG_OK;
     struct cg_ptr p = {v->buf, lo};
     return cg__cpu_check_range(c, p, hi - lo + 1, what);
 }
@@ -191,7 +194,7 @@ static void cpu_close(void *ctx)
     if (c) {
         cg__cpu_pool_stop(c);
         pool_drain(c);
-        free(c->gemm_pack);
+        free(c->scratch);
     }
     free(c);
 }
@@ -390,6 +393,8 @@ static const struct cg_backend_i cpu_backend = {
     .lstm_cell = cg__cpu_lstm_cell,
     .lstm_cell_backward = cg__cpu_lstm_cell_backward,
     .softmax_causal = cg__cpu_softmax_causal,
+    .bias_gelu = cg__cpu_bias_gelu,
+    .bias_gelu_backward = cg__cpu_bias_gelu_backward,
 };
 
 const struct cg_backend_i *cg__cpu_backend(void)

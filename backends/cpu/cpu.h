@@ -78,7 +78,10 @@ struct cg_buffer {
  * split across the context's thread pool; below that handing work over
  * costs more than it saves. Measured (an add plus a full sum, one core vs
  * two, on an idle 16-core VM): 32k elements 12.4 vs 12.4 µs, 64k 24.5 vs
- * 14-20 µs, 128k 43-48 vs 26-37 µs, 1M 790-950 vs 430-450 µs. */
+ * 14-20 µs, 128k 43-48 vs 26-37 µs, 1M 790-950 vs 430-450 µs. Ops that
+ * cost more per element split sooner: libm-heavy elementwise ops
+ * (cpu_ew.c's ew_grain), GEMMs of 2^18 multiply-adds and more (cpu_gemm.c),
+ * convolution and pooling by images or planes (cpu_conv.c). */
 #define CG_CPU_MAX_THREADS 64
 #define CG_CPU_PAR_MIN ((int64_t)1 << 16)
 
@@ -93,8 +96,8 @@ struct cg_cpu_ctx {
     int nthreads;                       /* CLGRAD_CPU_THREADS or the cores */
     struct cg_cpu_pool *pool_threads;   /* started on first use; or NULL   */
     bool pool_failed;                   /* could not start: stay serial    */
-    float *gemm_pack;                   /* cpu_gemm_blocked.c's packing    */
-    size_t gemm_pack_len;               /* floats in gemm_pack             */
+    void *scratch;                      /* the calling thread's scratch    */
+    size_t scratch_len;                 /* bytes in scratch                */
 };
 
 /* Work on items [lo, hi) of a split loop. */
@@ -108,8 +111,16 @@ int cg__cpu_threads_from_env(void);
  * one thread. */
 void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu_range_fn fn,
                           void *arg);
-/* Joins the context's workers (cpu_close). */
+/* Joins the context's workers and frees their scratch (cpu_close). */
 void cg__cpu_pool_stop(struct cg_cpu_ctx *c);
+/* The threads a loop started here may use: the context's count, or 1 inside
+ * a part of a running job (a nested loop runs on its own thread). */
+int cg__cpu_parallel_threads(const struct cg_cpu_ctx *c);
+/* At least `bytes` of CG_CPU_ALIGN-aligned memory private to the calling
+ * thread (the caller's is c->scratch, each worker has its own), kept and
+ * grown across calls so steady state allocates nothing; its contents do not
+ * survive the next call from the same thread. NULL when out of memory. */
+void *cg__cpu_scratch(struct cg_cpu_ctx *c, size_t bytes);
 
 /* Records "cpu <fmt...>" as the last error and returns status. */
 cg_status cg__cpu_error(struct cg_cpu_ctx *c, cg_status status, const char *fmt, ...)
@@ -148,8 +159,10 @@ cg_status cg__cpu_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
 cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
                        struct cg_ptr b, struct cg_ptr c);
 /* One row-major SGEMM, C = alpha op(A) op(B) + beta C, by the blocked C
- * loop (cpu_gemm_blocked.c; the GEMM of builds without OpenBLAS). Sizes
- * and pitches must already be checked. */
+ * loop (cpu_gemm_blocked.c; the GEMM of builds without OpenBLAS), on the
+ * calling thread. Sizes and pitches must already be checked. Returns
+ * CG_STATUS_OUT_OF_MEMORY, recording no message (it may run on a worker),
+ * when its packing space cannot grow. */
 cg_status cg__cpu_sgemm_blocked(struct cg_cpu_ctx *c, int trans_a, int trans_b, int64_t m,
                                 int64_t n, int64_t k, float alpha, const float *a,
                                 int64_t lda, const float *b, int64_t ldb, float beta, float *cm,
@@ -186,5 +199,11 @@ cg_status cg__cpu_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg
                                      struct cg_ptr c_prev, int64_t batch, int64_t hidden);
 cg_status cg__cpu_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
                                  int64_t cols, int64_t period);
+/* cpu_seq.c */
+cg_status cg__cpu_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struct cg_ptr bias,
+                            int64_t rows, int64_t cols);
+cg_status cg__cpu_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
+                                     struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
+                                     int64_t cols);
 
 #endif

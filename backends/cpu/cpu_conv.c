@@ -17,8 +17,15 @@
  * The adjoints (col2im, pool2d_backward) gather the sums of one input plane
  * in a double scratch plane and add it to the float output once, so each
  * element is rounded once, as everywhere in this oracle.
+ *
+ * Threads: every primitive here is independent per image (im2col) or per
+ * (image, channel) plane (the others), so large batches are split across
+ * the thread pool by whole images or planes; each output element is
+ * computed as in the serial loop, so results do not depend on the thread
+ * count. A part's double scratch plane is its thread's (cg__cpu_scratch).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,27 +57,42 @@ static void valid_range(int64_t off, int64_t stride, int64_t size, int64_t n, in
     *hi = b;
 }
 
-cg_status cg__cpu_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
-                         struct cg_ptr img)
-{
-    /* col: (n, c*kh*kw, oh*ow), img: (n, c, h, w) */
-    struct cg_cpu_ctx *c = ctx;
-    cg_status s = check_desc(c, d, "im2col");
-    if (s != CG_OK) return s;
-    int64_t k = d->c * d->kh * d->kw, p = d->oh * d->ow, plane = d->h * d->w;
-    s = cg__cpu_check_range(c, col, d->n * k * p, "im2col col");
-    if (s == CG_OK) s = cg__cpu_check_range(c, img, d->n * d->c * plane, "im2col img");
-    if (s != CG_OK) return s;
-    c->stats.launches++;
-    if (d->n * k * p == 0) return CG_OK;
+/* One primitive's arguments, for the range functions below. */
+struct conv_job {
+    const struct cg_conv2d_desc *d;
+    enum cg_pool_kind kind;
+    float *dst, *aux;           /* col / img / out / gin; argmax          */
+    const float *src, *aux_in;  /* img / col / in / gout; argmax          */
+    struct cg_cpu_ctx *c;
+    atomic_int failed;          /* a part could not get its scratch plane */
+};
 
-    for (int64_t b = 0; b < d->n; b++)
+/* Elements per part when a primitive is split across threads (each item
+ * moves or adds a few floats). */
+#define CONV_PAR_GRAIN (CG_CPU_PAR_MIN / 2)
+
+/* Runs fn over `items` images or planes of `per` elements each, split
+ * into parts of at least CONV_PAR_GRAIN elements. */
+static void conv_parallel(struct cg_cpu_ctx *c, int64_t items, int64_t per, cg_cpu_range_fn fn,
+                          struct conv_job *j)
+{
+    int64_t grain = per > 0 ? (CONV_PAR_GRAIN + per - 1) / per : items;
+    cg__cpu_parallel_for(c, items, grain, fn, j);
+}
+
+/* Images [lo, hi) of im2col. */
+static void im2col_range(void *arg, int64_t lo, int64_t hi)
+{
+    const struct conv_job *jb = arg;
+    const struct cg_conv2d_desc *d = jb->d;
+    int64_t k = d->c * d->kh * d->kw, p = d->oh * d->ow, plane = d->h * d->w;
+    for (int64_t b = lo; b < hi; b++)
         for (int64_t ci = 0; ci < d->c; ci++) {
-            const float *src = cg__cpu_at(img) + (b * d->c + ci) * plane;
+            const float *src = jb->src + (b * d->c + ci) * plane;
             for (int64_t i = 0; i < d->kh; i++)
                 for (int64_t j = 0; j < d->kw; j++) {
                     int64_t row = (ci * d->kh + i) * d->kw + j;
-                    float *dst = cg__cpu_at(col) + (b * k + row) * p;
+                    float *dst = jb->dst + (b * k + row) * p;
                     int64_t y0, y1, x0, x1, xoff = j * d->dw - d->pw;
                     valid_range(i * d->dh - d->ph, d->sh, d->h, d->oh, &y0, &y1);
                     valid_range(xoff, d->sw, d->w, d->ow, &x0, &x1);
@@ -91,6 +113,24 @@ cg_status cg__cpu_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_pt
                     }
                 }
         }
+}
+
+cg_status cg__cpu_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
+                         struct cg_ptr img)
+{
+    /* col: (n, c*kh*kw, oh*ow), img: (n, c, h, w) */
+    struct cg_cpu_ctx *c = ctx;
+    cg_status s = check_desc(c, d, "im2col");
+    if (s != CG_OK) return s;
+    int64_t k = d->c * d->kh * d->kw, p = d->oh * d->ow, plane = d->h * d->w;
+    s = cg__cpu_check_range(c, col, d->n * k * p, "im2col col");
+    if (s == CG_OK) s = cg__cpu_check_range(c, img, d->n * d->c * plane, "im2col img");
+    if (s != CG_OK) return s;
+    c->stats.launches++;
+    if (d->n * k * p == 0) return CG_OK;
+
+    struct conv_job j = {.d = d, .dst = cg__cpu_at(col), .src = cg__cpu_at(img), .c = c};
+    conv_parallel(c, d->n, k * p, im2col_range, &j);
     return CG_OK;
 }
 
@@ -106,6 +146,41 @@ CG_CPU_KERNEL static void add_plane(float *restrict dst, const double *restrict 
     for (int64_t q = 0; q < n; q++) dst[q] = (float)(dst[q] + acc[q]);
 }
 
+/* Planes [lo, hi) (q = b * c + ci) of col2im, summed in the thread's
+ * double scratch plane. */
+static void col2im_range(void *arg, int64_t lo, int64_t hi)
+{
+    struct conv_job *jb = arg;
+    const struct cg_conv2d_desc *d = jb->d;
+    int64_t k = d->c * d->kh * d->kw, p = d->oh * d->ow, plane = d->h * d->w;
+    double *acc = cg__cpu_scratch(jb->c, sizeof(double) * (size_t)(plane > 0 ? plane : 1));
+    if (!acc) {
+        atomic_store(&jb->failed, 1);
+        return;
+    }
+    for (int64_t q = lo; q < hi; q++) {
+        int64_t b = q / d->c, ci = q % d->c;
+        memset(acc, 0, sizeof(double) * (size_t)plane);
+        for (int64_t i = 0; i < d->kh; i++)
+            for (int64_t j = 0; j < d->kw; j++) {
+                int64_t row = (ci * d->kh + i) * d->kw + j;
+                const float *src = jb->src + (b * k + row) * p;
+                int64_t y0, y1, x0, x1, xoff = j * d->dw - d->pw;
+                valid_range(i * d->dh - d->ph, d->sh, d->h, d->oh, &y0, &y1);
+                valid_range(xoff, d->sw, d->w, d->ow, &x0, &x1);
+                for (int64_t y = y0; y < y1; y++) {
+                    double *to = acc + (y * d->sh - d->ph + i * d->dh) * d->w;
+                    const float *from = src + y * d->ow;
+                    if (d->sw == 1)   /* the common case: contiguous, vectorised */
+                        add_run(to + x0 + xoff, from + x0, x1 - x0);
+                    else
+                        for (int64_t x = x0; x < x1; x++) to[x * d->sw + xoff] += from[x];
+                }
+            }
+        add_plane(jb->dst + q * plane, acc, plane);
+    }
+}
+
 cg_status cg__cpu_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
                          struct cg_ptr col)
 {
@@ -117,37 +192,21 @@ cg_status cg__cpu_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_pt
     s = cg__cpu_check_range(c, img, d->n * d->c * plane, "col2im img");
     if (s == CG_OK) s = cg__cpu_check_range(c, col, d->n * k * p, "col2im col");
     if (s != CG_OK) return s;
-    if (d->n * k * p == 0) {
-        c->stats.launches++;
-        return CG_OK;   /* nothing reads any pixel: img stays as it is */
-    }
-    double *acc = malloc(sizeof(double) * (size_t)(plane > 0 ? plane : 1));
-    if (!acc) return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "col2im: %lld-pixel scratch",
-                                   (long long)plane);
     c->stats.launches++;
+    if (d->n * k * p == 0) return CG_OK;   /* nothing reads any pixel: img stays */
 
-    for (int64_t b = 0; b < d->n; b++)
-        for (int64_t ci = 0; ci < d->c; ci++) {
-            memset(acc, 0, sizeof(double) * (size_t)plane);
-            for (int64_t i = 0; i < d->kh; i++)
-                for (int64_t j = 0; j < d->kw; j++) {
-                    int64_t row = (ci * d->kh + i) * d->kw + j;
-                    const float *src = cg__cpu_at(col) + (b * k + row) * p;
-                    int64_t y0, y1, x0, x1, xoff = j * d->dw - d->pw;
-                    valid_range(i * d->dh - d->ph, d->sh, d->h, d->oh, &y0, &y1);
-                    valid_range(xoff, d->sw, d->w, d->ow, &x0, &x1);
-                    for (int64_t y = y0; y < y1; y++) {
-                        double *to = acc + (y * d->sh - d->ph + i * d->dh) * d->w;
-                        const float *from = src + y * d->ow;
-                        if (d->sw == 1)   /* the common case: contiguous, vectorised */
-                            add_run(to + x0 + xoff, from + x0, x1 - x0);
-                        else
-                            for (int64_t x = x0; x < x1; x++) to[x * d->sw + xoff] += from[x];
-                    }
-                }
-            add_plane(cg__cpu_at(img) + (b * d->c + ci) * plane, acc, plane);
-        }
-    free(acc);
+    /* Each part sums its planes in its thread's scratch. The caller's is
+     * taken first, so a serial run fails before any write; a worker that
+     * cannot get one leaves its planes unwritten and the call fails. */
+    struct conv_job j = {.d = d, .dst = cg__cpu_at(img), .src = cg__cpu_at(col), .c = c};
+    atomic_init(&j.failed, 0);
+    if (!cg__cpu_scratch(c, sizeof(double) * (size_t)(plane > 0 ? plane : 1)))
+        return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "col2im: %lld-pixel scratch",
+                             (long long)plane);
+    conv_parallel(c, d->n * d->c, d->kh * d->kw * p + plane, col2im_range, &j);
+    if (atomic_load(&j.failed))
+        return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "col2im: %lld-pixel scratch",
+                             (long long)plane);
     return CG_OK;
 }
 
@@ -274,6 +333,33 @@ static cg_status check_kind(struct cg_cpu_ctx *c, enum cg_pool_kind kind, const 
     return CG_OK;
 }
 
+/* Planes [lo, hi) of pool2d. */
+static void pool2d_range(void *arg, int64_t lo, int64_t hi)
+{
+    const struct conv_job *jb = arg;
+    const struct cg_conv2d_desc *d = jb->d;
+    int64_t p = d->oh * d->ow, plane = d->h * d->w;
+    if (jb->kind == CG_POOL_MAX && d->ph == 0 && d->pw == 0) {
+        max_pool_unpadded(d, jb->dst + lo * p, jb->aux + lo * p, jb->src + lo * plane, hi - lo);
+        return;
+    }
+    double area = (double)(d->kh * d->kw);
+    for (int64_t q = lo; q < hi; q++) {
+        const float *src = jb->src + q * plane;
+        float *dst = jb->dst + q * p;
+        for (int64_t y = 0; y < d->oh; y++)
+            for (int64_t x = 0; x < d->ow; x++) {
+                if (jb->kind == CG_POOL_AVG) {
+                    dst[y * d->ow + x] = (float)(window_sum(d, src, y, x) / area);
+                    continue;
+                }
+                int64_t at;
+                dst[y * d->ow + x] = window_max(d, src, y, x, &at);
+                jb->aux[q * p + y * d->ow + x] = (float)at;
+            }
+    }
+}
+
 cg_status cg__cpu_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
                          struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in)
 {
@@ -291,25 +377,10 @@ cg_status cg__cpu_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv
     c->stats.launches++;
     if (planes * p == 0) return CG_OK;
 
-    if (kind == CG_POOL_MAX && d->ph == 0 && d->pw == 0) {
-        max_pool_unpadded(d, cg__cpu_at(out), cg__cpu_at(argmax), cg__cpu_at(in), planes);
-        return CG_OK;
-    }
-    double area = (double)(d->kh * d->kw);
-    for (int64_t q = 0; q < planes; q++) {
-        const float *src = cg__cpu_at(in) + q * plane;
-        float *dst = cg__cpu_at(out) + q * p;
-        for (int64_t y = 0; y < d->oh; y++)
-            for (int64_t x = 0; x < d->ow; x++) {
-                if (kind == CG_POOL_AVG) {
-                    dst[y * d->ow + x] = (float)(window_sum(d, src, y, x) / area);
-                    continue;
-                }
-                int64_t at;
-                dst[y * d->ow + x] = window_max(d, src, y, x, &at);
-                cg__cpu_at(argmax)[q * p + y * d->ow + x] = (float)at;
-            }
-    }
+    struct conv_job j = {.d = d, .kind = kind, .dst = cg__cpu_at(out),
+                         .aux = kind == CG_POOL_MAX ? cg__cpu_at(argmax) : NULL,
+                         .src = cg__cpu_at(in), .c = c};
+    conv_parallel(c, planes, plane + p, pool2d_range, &j);
     return CG_OK;
 }
 
@@ -344,6 +415,59 @@ static cg_status check_argmax(struct cg_cpu_ctx *c, const float *argmax, int64_t
     return CG_OK;
 }
 
+/* Planes [lo, hi) of max pool2d_backward with disjoint windows: each
+ * gradient straight into its pixel. */
+static void pool2d_backward_disjoint(void *arg, int64_t lo, int64_t hi)
+{
+    const struct conv_job *jb = arg;
+    const struct cg_conv2d_desc *d = jb->d;
+    int64_t p = d->oh * d->ow, plane = d->h * d->w;
+    for (int64_t q = lo; q < hi; q++) {
+        const float *g = jb->src + q * p, *am = jb->aux_in + q * p;
+        float *dst = jb->dst + q * plane;
+        for (int64_t t = 0; t < p; t++)
+            if (am[t] >= 0.0f) dst[(int64_t)am[t]] += g[t];
+    }
+}
+
+/* Planes [lo, hi) of pool2d_backward, summed in the thread's double
+ * scratch plane. */
+static void pool2d_backward_range(void *arg, int64_t lo, int64_t hi)
+{
+    struct conv_job *jb = arg;
+    const struct cg_conv2d_desc *d = jb->d;
+    int64_t p = d->oh * d->ow, plane = d->h * d->w;
+    double *acc = cg__cpu_scratch(jb->c, sizeof(double) * (size_t)(plane > 0 ? plane : 1));
+    if (!acc) {
+        atomic_store(&jb->failed, 1);
+        return;
+    }
+    double area = (double)(d->kh * d->kw);
+    for (int64_t q = lo; q < hi; q++) {
+        const float *g = jb->src + q * p;
+        memset(acc, 0, sizeof(double) * (size_t)plane);
+        for (int64_t y = 0; y < d->oh; y++)
+            for (int64_t x = 0; x < d->ow; x++) {
+                double gy = g[y * d->ow + x];
+                if (jb->kind == CG_POOL_MAX) {
+                    float at = jb->aux_in[q * p + y * d->ow + x];
+                    if (at >= 0.0f) acc[(int64_t)at] += gy;
+                    continue;
+                }
+                for (int64_t i = 0; i < d->kh; i++) {
+                    int64_t iy = y * d->sh - d->ph + i * d->dh;
+                    if (iy < 0 || iy >= d->h) continue;
+                    for (int64_t j = 0; j < d->kw; j++) {
+                        int64_t ix = x * d->sw - d->pw + j * d->dw;
+                        if (ix >= 0 && ix < d->w) acc[iy * d->w + ix] += gy / area;
+                    }
+                }
+            }
+        float *dst = jb->dst + q * plane;
+        for (int64_t t = 0; t < plane; t++) dst[t] = (float)(dst[t] + acc[t]);
+    }
+}
+
 cg_status cg__cpu_pool2d_backward(void *ctx, enum cg_pool_kind kind,
                                   const struct cg_conv2d_desc *d, struct cg_ptr gin,
                                   struct cg_ptr gout, struct cg_ptr argmax)
@@ -362,53 +486,28 @@ cg_status cg__cpu_pool2d_backward(void *ctx, enum cg_pool_kind kind,
             s = check_argmax(c, cg__cpu_at(argmax), planes * p, plane);
     }
     if (s != CG_OK) return s;
-    if (planes * p == 0) {
-        c->stats.launches++;
-        return CG_OK;
-    }
-    if (kind == CG_POOL_MAX && d->sh >= d->kh && d->sw >= d->kw && d->dh == 1 &&
-        d->dw == 1) {
-        /* Disjoint windows (2x2 stride 2, say): each input pixel receives at
-         * most one gradient, so adding it straight to gin rounds once, as
-         * the double scratch below would. */
-        c->stats.launches++;
-        for (int64_t q = 0; q < planes; q++) {
-            const float *g = cg__cpu_at(gout) + q * p, *am = cg__cpu_at(argmax) + q * p;
-            float *dst = cg__cpu_at(gin) + q * plane;
-            for (int64_t t = 0; t < p; t++)
-                if (am[t] >= 0.0f) dst[(int64_t)am[t]] += g[t];
-        }
-        return CG_OK;
-    }
-    double *acc = malloc(sizeof(double) * (size_t)(plane > 0 ? plane : 1));
-    if (!acc) return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY,
-                                   "pool2d_backward: %lld-pixel scratch", (long long)plane);
     c->stats.launches++;
-
-    double area = (double)(d->kh * d->kw);
-    for (int64_t q = 0; q < planes; q++) {
-        const float *g = cg__cpu_at(gout) + q * p;
-        memset(acc, 0, sizeof(double) * (size_t)plane);
-        for (int64_t y = 0; y < d->oh; y++)
-            for (int64_t x = 0; x < d->ow; x++) {
-                double gy = g[y * d->ow + x];
-                if (kind == CG_POOL_MAX) {
-                    float at = cg__cpu_at(argmax)[q * p + y * d->ow + x];
-                    if (at >= 0.0f) acc[(int64_t)at] += gy;
-                    continue;
-                }
-                for (int64_t i = 0; i < d->kh; i++) {
-                    int64_t iy = y * d->sh - d->ph + i * d->dh;
-                    if (iy < 0 || iy >= d->h) continue;
-                    for (int64_t j = 0; j < d->kw; j++) {
-                        int64_t ix = x * d->sw - d->pw + j * d->dw;
-                        if (ix >= 0 && ix < d->w) acc[iy * d->w + ix] += gy / area;
-                    }
-                }
-            }
-        float *dst = cg__cpu_at(gin) + q * plane;
-        for (int64_t t = 0; t < plane; t++) dst[t] = (float)(dst[t] + acc[t]);
+    if (planes * p == 0) return CG_OK;
+    /* Disjoint windows (2x2 stride 2, say): each input pixel receives at
+     * most one gradient, so adding it straight to gin rounds once, as the
+     * double scratch would. */
+    bool disjoint = kind == CG_POOL_MAX && d->sh >= d->kh && d->sw >= d->kw && d->dh == 1 &&
+                    d->dw == 1;
+    struct conv_job j = {.d = d, .kind = kind, .dst = cg__cpu_at(gin), .src = cg__cpu_at(gout),
+                         .aux_in = kind == CG_POOL_MAX ? cg__cpu_at(argmax) : NULL, .c = c};
+    atomic_init(&j.failed, 0);
+    if (disjoint) {
+        conv_parallel(c, planes, p, pool2d_backward_disjoint, &j);
+        return CG_OK;
     }
-    free(acc);
+    /* As in col2im: the caller's scratch first, so a serial run fails
+     * before any write. */
+    if (!cg__cpu_scratch(c, sizeof(double) * (size_t)(plane > 0 ? plane : 1)))
+        return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "pool2d_backward: %lld-pixel scratch",
+                             (long long)plane);
+    conv_parallel(c, planes, plane + p * d->kh * d->kw, pool2d_backward_range, &j);
+    if (atomic_load(&j.failed))
+        return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "pool2d_backward: %lld-pixel scratch",
+                             (long long)plane);
     return CG_OK;
 }

@@ -6,19 +6,35 @@
  * Every size and pitch is checked here, so cblas never reaches xerbla (which
  * prints and would leave C untouched).
  *
- * Threads. OpenBLAS splits a GEMM over its thread pool (every core, or
- * OPENBLAS_NUM_THREADS when set before the process starts). Waking the pool
- * and splitting the work costs tens of microseconds, and far more when the
- * other cores are busy (the pool spins: on a loaded 2-core machine two
- * threads lost to one at every MLP-sized GEMM we measured), while a GEMM of
- * fewer than CG_CPU_GEMM_MT_MIN multiply-adds takes only ~0.1-0.2 ms on one
- * core. So small GEMMs — most of a small model's training step — run on one
- * thread, and larger ones on the pool's full size, read once per process.
- * openblas_set_num_threads only stores a number (~10 ns) and is called only
- * when the count changes. It is process-wide, like OpenBLAS's pool itself.
+ * Threads. OpenBLAS runs on one thread, always (openblas_set_num_threads(1)
+ * on the first GEMM; it is process-wide, as OpenBLAS's pool is), and the
+ * cpu backend's own pool (cpu_threads.c) splits the work: a batch of
+ * products over the batch, a single product into as many tiles of C as
+ * there are threads — bands of rows when C is taller than wide, else bands
+ * of columns, 32-aligned so each tile keeps OpenBLAS's full-width kernels —
+ * each tile one single-threaded sgemm. Before, OpenBLAS's own pool took
+ * GEMMs above 2^23 multiply-adds while ours took the elementwise ops, and
+ * the two pools' idle workers (OpenBLAS's yield in a loop) competed for the
+ * same cores: on the 2-core machine the CNN, LSTM and Transformer trained
+ * slower on two threads than on one, with a third of their CPU time in
+ * the kernel.
+ * A product of fewer than CG_CPU_GEMM_PAR_MIN multiply-adds stays on the
+ * calling thread: handing it over costs more than half of it takes.
+ * OPENBLAS_NUM_THREADS, when set, caps the threads a GEMM uses, as it
+ * capped OpenBLAS's pool before (clgrad-bench --threads sets it).
+ *
+ * Determinism: with a given thread count every run computes the same
+ * tiles, so results repeat exactly. The blocked loop's results do not
+ * depend on tiles at all (each C element sums its k products in one fixed
+ * order), nor do batches split over threads (each product is one call);
+ * an OpenBLAS product split into tiles may differ from the whole product
+ * in the last bits (its edge kernels accumulate in another order), so its
+ * results can change with the thread count.
  */
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 
 #include "config.h"
 #if CG_HAVE_OPENBLAS
@@ -27,28 +43,40 @@
 
 #include "cpu.h"
 
+/* Multiply-adds below which a GEMM runs on the calling thread: 2^18 take
+ * ~4-6 µs on one core, about what a hand-over to a sleeping worker (a
+ * futex wake-up) costs. The seed FFN's largest product (32x64x64, 2^17)
+ * stays serial; an LSTM step's (32x512x128) is split. */
+#define CG_CPU_GEMM_PAR_MIN ((int64_t)1 << 18)
+/* Tiles are multiples of this many rows or columns of C. */
+#define CG_CPU_GEMM_TILE_ALIGN 32
+
+static pthread_once_t gemm_once = PTHREAD_ONCE_INIT;
+static int gemm_max_threads = CG_CPU_MAX_THREADS;
+
+/* Reads the OPENBLAS_NUM_THREADS cap and keeps OpenBLAS on one thread. */
+static void gemm_threads_init(void)
+{
+    const char *v = getenv("OPENBLAS_NUM_THREADS");
+    if (v && *v) {
+        char *end;
+        long t = strtol(v, &end, 10);
+        if (*end == '\0' && t >= 1 && t < CG_CPU_MAX_THREADS) gemm_max_threads = (int)t;
+    }
 #if CG_HAVE_OPENBLAS
-/* 2^23 multiply-adds: ~0.1-0.2 ms on one core at 40-80 GFLOP/s. */
-#define CG_CPU_GEMM_MT_MIN ((int64_t)1 << 23)
-
-static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-static int blas_max_threads = 1;
-
-static void blas_threads_init(void)
-{
-    int n = openblas_get_num_threads();
-    blas_max_threads = n > 0 ? n : 1;
-}
-
-/* The thread count for one (m, n, k) product. */
-static void blas_threads_for(int64_t m, int64_t n, int64_t k)
-{
-    pthread_once(&blas_once, blas_threads_init);
-    if (blas_max_threads == 1) return;
-    int want = m * n * k < CG_CPU_GEMM_MT_MIN ? 1 : blas_max_threads;
-    if (openblas_get_num_threads() != want) openblas_set_num_threads(want);
-}
+    openblas_set_num_threads(1);
 #endif
+}
+
+/* Threads for a GEMM of `macs` multiply-adds (a double: batch m n k may
+ * exceed int64 in a request that the bounds checks then refuse). */
+static int gemm_threads(struct cg_cpu_ctx *c, double macs)
+{
+    pthread_once(&gemm_once, gemm_threads_init);
+    if (macs < (double)CG_CPU_GEMM_PAR_MIN) return 1;
+    int t = cg__cpu_parallel_threads(c);
+    return t < gemm_max_threads ? t : gemm_max_threads;
+}
 
 /* Elements spanned by a rows x cols matrix stored with row pitch ld. */
 static int64_t matrix_extent(int64_t rows, int64_t cols, int64_t ld)
@@ -82,6 +110,192 @@ static void scale_c(float *cm, int64_t m, int64_t n, int64_t ldc, float beta)
             cm[i * ldc + j] = beta == 0.0f ? 0.0f : beta * cm[i * ldc + j];
 }
 
+/* ---- thin products: k == 1, n == 1, m == 1 ----
+ *
+ * Outer products (k == 1) and matrix-vector products (n == 1 or m == 1)
+ * are what a bias costs (its gradient is a sum over the batch, which the
+ * frontend writes as a product with a vector of ones) and what a layer of
+ * width 1 costs. They do one multiply-add per element read, so they run at
+ * memory speed in a plain loop, while sgemm packs both operands first:
+ * measured on the 2-core EPYC (one thread, CPU time, min of 5), m x n x k
+ * cblas_sgemm (OpenBLAS 0.3.21) against these loops: the seed FFN's
+ * 32x1x64 0.87 vs 0.29 µs, 32x64x1 1.30 vs 0.45 µs, 64x1x32 (A^T) 1.24 vs
+ * 0.60 µs; the CNN's biases 32x784x1 12.6 vs 2.9 µs, 64x196x1 6.1 vs
+ * 1.3 µs, 4096x1x196 355 vs 134 µs. Sums run in float, 8 lanes and then
+ * the lanes in a fixed order, so results do not depend on alignment or
+ * threads. */
+
+/* sum x[p] y[p], p < n, both contiguous. */
+CG_CPU_KERNEL static float dot_f(const float *restrict x, const float *restrict y, int64_t n)
+{
+    float lane[8] = {0};
+    int64_t p = 0;
+    for (; p + 8 <= n; p += 8)
+        for (int l = 0; l < 8; l++) lane[l] += x[p + l] * y[p + l];
+    for (int l = 0; p < n; p++, l++) lane[l] += x[p] * y[p];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+/* y[i] += s x[i], i < n. */
+CG_CPU_KERNEL static void axpy_f(float *restrict y, const float *restrict x, float s, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] += s * x[i];
+}
+
+/* c[j] = alpha v[j] + beta c[j] (beta == 0: c is not read), j < n, c with
+ * stride ldc. */
+CG_CPU_KERNEL static void store_scaled(float *c, int64_t ldc, const float *restrict v, int64_t n,
+                                      float alpha, float beta)
+{
+    if (beta == 0.0f)
+        for (int64_t j = 0; j < n; j++) c[j * ldc] = alpha * v[j];
+    else
+        for (int64_t j = 0; j < n; j++) c[j * ldc] = alpha * v[j] + beta * c[j * ldc];
+}
+
+/* Row i of an outer product: c[j] = alpha (a_i b[j ldb]) + beta c[j]. */
+CG_CPU_KERNEL static void outer_row(float *restrict c, const float *restrict b, int64_t ldb,
+                                    int64_t n, float ai, float alpha, float beta)
+{
+    if (ldb == 1 && beta == 0.0f)
+        for (int64_t j = 0; j < n; j++) c[j] = alpha * (ai * b[j]);
+    else if (ldb == 1)
+        for (int64_t j = 0; j < n; j++) c[j] = alpha * (ai * b[j]) + beta * c[j];
+    else
+        for (int64_t j = 0; j < n; j++)
+            c[j] = alpha * (ai * b[j * ldb]) + (beta == 0.0f ? 0.0f : beta * c[j]);
+}
+
+/* x[p * ld], p < n, as a contiguous vector: x itself when ld == 1, else
+ * copied into the thread's scratch (NULL when that cannot grow). */
+static const float *contiguous(struct cg_cpu_ctx *c, const float *x, int64_t ld, int64_t n)
+{
+    if (ld == 1) return x;
+    float *v = cg__cpu_scratch(c, sizeof(float) * (size_t)n);
+    if (v)
+        for (int64_t p = 0; p < n; p++) v[p] = x[p * ld];
+    return v;
+}
+
+/* The thin product (k, n or m == 1, any transposes and pitches), or false
+ * (nothing done) for other shapes or when no scratch vector could be had.
+ * Sizes checked, k >= 1. */
+static bool gemm_thin(struct cg_cpu_ctx *c, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                      float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                      float beta, float *cm, int64_t ldc)
+{
+    if (k == 1) {
+        /* op(A) column: a[i lda] (or a[i] transposed); op(B) row: b[j]
+         * (or b[j ldb] transposed) */
+        for (int64_t i = 0; i < m; i++)
+            outer_row(cm + i * ldc, b, tb ? ldb : 1, n, ta ? a[i] : a[i * lda], alpha, beta);
+        return true;
+    }
+    if (n == 1 && !ta) {
+        /* C[i] = A row i . op(B) column (b[p], or b[p ldb] untransposed) */
+        const float *bv = contiguous(c, b, tb ? 1 : ldb, k);
+        if (!bv) return false;
+        for (int64_t i = 0; i < m; i++) {
+            float v = dot_f(a + i * lda, bv, k);
+            cm[i * ldc] = alpha * v + (beta == 0.0f ? 0.0f : beta * cm[i * ldc]);
+        }
+        return true;
+    }
+    if (m == 1 && tb) {
+        /* C[j] = op(A) row (a[p], or a[p lda] transposed) . B row j */
+        const float *av = contiguous(c, a, ta ? lda : 1, k);
+        if (!av) return false;
+        for (int64_t j = 0; j < n; j++) {
+            float v = dot_f(av, b + j * ldb, k);
+            cm[j] = alpha * v + (beta == 0.0f ? 0.0f : beta * cm[j]);
+        }
+        return true;
+    }
+    bool col = n == 1, row = m == 1;   /* here: col with ta, row without tb */
+    if (!col && !row) return false;
+    /* Sums of contiguous rows: C column = sum_p op(B)[p] A row p (A
+     * stored (k, m)), or C row = sum_p op(A)[p] B row p. */
+    int64_t len = col ? m : n;
+    float *acc = cg__cpu_scratch(c, sizeof(float) * (size_t)len);
+    if (!acc) return false;
+    for (int64_t t = 0; t < len; t++) acc[t] = 0.0f;
+    for (int64_t p = 0; p < k; p++) {
+        if (col) axpy_f(acc, a + p * lda, tb ? b[p] : b[p * ldb], m);
+        else axpy_f(acc, b + p * ldb, ta ? a[p * lda] : a[p], n);
+    }
+    store_scaled(cm, col ? ldc : 1, acc, len, alpha, beta);
+    return true;
+}
+
+/* One product of sizes already checked: C = alpha op(A) op(B) + beta C,
+ * op(A) (m, k), op(B) (k, n), C (m, n); on the calling thread. */
+static cg_status gemm_one(struct cg_cpu_ctx *c, int trans_a, int trans_b, int64_t m, int64_t n,
+                          int64_t k, float alpha, const float *a, int64_t lda, const float *b,
+                          int64_t ldb, float beta, float *cm, int64_t ldc)
+{
+    if (k == 0) {
+        /* An empty sum: C = beta * C. Not left to cblas, which may reject
+         * lda == 0. */
+        scale_c(cm, m, n, ldc, beta);
+        return CG_OK;
+    }
+    if ((k == 1 || n == 1 || m == 1) &&
+        gemm_thin(c, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, cm, ldc))
+        return CG_OK;
+#if CG_HAVE_OPENBLAS
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha, a,
+                (blasint)lda, b, (blasint)ldb, beta, cm, (blasint)ldc);
+    return CG_OK;
+#else
+    return cg__cpu_sgemm_blocked(c, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, cm,
+                                 ldc);
+#endif
+}
+
+/* A batched product cut into work items: item i is tile i % tiles of
+ * product i / tiles; a tile is tile_len rows (split_m) or columns of C. */
+struct gemm_job {
+    struct cg_cpu_ctx *c;
+    const struct cg_gemm_desc *d;
+    const float *a, *b;     /* product 0's operands (NULL when k == 0) */
+    float *cm;
+    int64_t tiles, tile_len;
+    bool split_m;
+    atomic_int status;      /* the first failure (blocked: packing memory) */
+};
+
+/* Items [lo, hi): each one single-threaded GEMM on its tile. */
+static void gemm_items(void *arg, int64_t lo, int64_t hi)
+{
+    struct gemm_job *j = arg;
+    const struct cg_gemm_desc *d = j->d;
+    for (int64_t it = lo; it < hi; it++) {
+        int64_t bi = it / j->tiles, t0 = it % j->tiles * j->tile_len;
+        const float *am = j->a ? j->a + bi * d->stride_a : NULL;
+        const float *bm = j->b ? j->b + bi * d->stride_b : NULL;
+        float *cm = j->cm + bi * d->stride_c;
+        int64_t m = d->m, n = d->n;
+        if (j->split_m) {
+            /* rows [t0, t0 + m) of C and of op(A) */
+            m = d->m - t0 < j->tile_len ? d->m - t0 : j->tile_len;
+            if (am) am += d->trans_a ? t0 : t0 * d->lda;
+            cm += t0 * d->ldc;
+        } else {
+            /* columns [t0, t0 + n) of C and of op(B) */
+            n = d->n - t0 < j->tile_len ? d->n - t0 : j->tile_len;
+            if (bm) bm += d->trans_b ? t0 * d->ldb : t0;
+            cm += t0;
+        }
+        cg_status s = gemm_one(j->c, d->trans_a, d->trans_b, m, n, d->k, d->alpha, am, d->lda,
+                               bm, d->ldb, d->beta, cm, d->ldc);
+        if (s != CG_OK) {
+            int ok = CG_OK;
+            atomic_compare_exchange_strong(&j->status, &ok, (int)s);
+        }
+    }
+}
+
 cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
                        struct cg_ptr b, struct cg_ptr c)
 {
@@ -109,29 +323,28 @@ cg_status cg__cpu_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
     if (s != CG_OK) return s;
     cc->stats.launches++;
 
-#if CG_HAVE_OPENBLAS
-    if (d->k > 0) blas_threads_for(d->m, d->n, d->k);
-#endif
-    for (int64_t i = 0; i < d->batch; i++) {
-        float *cm = cg__cpu_at(c) + i * d->stride_c;
-        if (d->k == 0) {
-            /* An empty sum: C = beta * C. Not left to cblas, which may
-             * reject lda == 0. */
-            scale_c(cm, d->m, d->n, d->ldc, d->beta);
-            continue;
-        }
-        const float *am = cg__cpu_at(a) + i * d->stride_a;
-        const float *bm = cg__cpu_at(b) + i * d->stride_b;
-#if CG_HAVE_OPENBLAS
-        cblas_sgemm(CblasRowMajor, d->trans_a ? CblasTrans : CblasNoTrans,
-                    d->trans_b ? CblasTrans : CblasNoTrans, (blasint)d->m, (blasint)d->n,
-                    (blasint)d->k, d->alpha, am, (blasint)d->lda, bm, (blasint)d->ldb,
-                    d->beta, cm, (blasint)d->ldc);
-#else
-        s = cg__cpu_sgemm_blocked(cc, d->trans_a, d->trans_b, d->m, d->n, d->k, d->alpha, am,
-                                  d->lda, bm, d->ldb, d->beta, cm, d->ldc);
-        if (s != CG_OK) return s;
-#endif
+    int threads = gemm_threads(cc, (double)d->batch * d->m * d->n * d->k);
+    struct gemm_job j = {.c = cc, .d = d, .a = d->k > 0 ? cg__cpu_at(a) : NULL,
+                         .b = d->k > 0 ? cg__cpu_at(b) : NULL, .cm = cg__cpu_at(c), .tiles = 1,
+                         .split_m = true, .tile_len = d->m};
+    atomic_init(&j.status, CG_OK);
+    int64_t items = d->batch;
+    if (threads > 1 && d->batch < threads) {
+        /* Few products: each into `threads` tiles of C. */
+        j.split_m = d->m >= d->n;
+        int64_t dim = j.split_m ? d->m : d->n, per = (dim + threads - 1) / threads;
+        j.tile_len = (per + CG_CPU_GEMM_TILE_ALIGN - 1) / CG_CPU_GEMM_TILE_ALIGN *
+                     CG_CPU_GEMM_TILE_ALIGN;
+        j.tiles = (dim + j.tile_len - 1) / j.tile_len;
+        items = d->batch * j.tiles;
     }
+    if (threads > 1 && items > 1)
+        cg__cpu_parallel_for(cc, items, 1, gemm_items, &j);
+    else
+        gemm_items(&j, 0, items);
+    s = atomic_load(&j.status);
+    if (s != CG_OK)
+        return cg__cpu_error(cc, s, "gemm: out of memory for packing (m %lld n %lld k %lld)",
+                             (long long)d->m, (long long)d->n, (long long)d->k);
     return CG_OK;
 }

@@ -28,9 +28,12 @@
  * 2-core AMD EPYC: 63-76 GFLOP/s on one thread at N = 256..2048, against
  * OpenBLAS's ~81 (a plain float accumulator array reached 4-8).
  *
- * Threads: the MC row blocks of one (jc, pc) step are split across the
- * cpu backend's pool; each C element is computed by one thread in one
- * fixed order, so results do not depend on the thread count.
+ * Threads: cpu_gemm.c splits a large product into tiles of C, one call
+ * here per tile, on the thread that runs the tile (with that thread's
+ * packing space, cg__cpu_scratch). Each C element sums its k products in
+ * one fixed order wherever a tile begins (the micro-kernel's p loop, then
+ * the KC panels in order), so results do not depend on the tiles, nor on
+ * the thread count.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +55,7 @@ struct gemm_args {
     float *c;
     /* the current (jc, pc) step */
     int64_t jc, nc, pc, kc;
-    float *pack_a;          /* ceil(m / MR) * MR * KC floats  */
+    float *pack_a;          /* one row block: MC * KC floats   */
     const float *pack_b;    /* ceil(nc / NR) * NR * kc floats */
 };
 
@@ -156,13 +159,12 @@ static void micro_kernel(int64_t kc, const float *restrict a, const float *restr
         for (int64_t j = 0; j < cols; j++) c[r * ldc + j] += alpha * acc[r][j];
 }
 
-/* Row blocks [lo, hi) of the current (jc, pc) step: pack, then multiply. */
-static void row_blocks(void *arg, int64_t lo, int64_t hi)
+/* Row blocks of the current (jc, pc) step: pack, then multiply. */
+static void row_blocks(const struct gemm_args *g)
 {
-    const struct gemm_args *g = arg;
-    for (int64_t blk = lo; blk < hi; blk++) {
-        int64_t i0 = blk * MC, mc = g->m - i0 < MC ? g->m - i0 : MC;
-        float *pa = g->pack_a + i0 * KC;   /* MC is a multiple of MR */
+    for (int64_t i0 = 0; i0 < g->m; i0 += MC) {
+        int64_t mc = g->m - i0 < MC ? g->m - i0 : MC;
+        float *pa = g->pack_a;   /* one row block at a time */
         pack_a(g, pa, i0, mc);
         for (int64_t jr = 0; jr < g->nc; jr += NR) {
             const float *pb = g->pack_b + jr * g->kc;
@@ -174,21 +176,6 @@ static void row_blocks(void *arg, int64_t lo, int64_t hi)
             }
         }
     }
-}
-
-/* The packing buffers, kept in the context and grown on demand, so steady
- * state allocates nothing. */
-static float *pack_space(struct cg_cpu_ctx *c, size_t floats)
-{
-    if (c->gemm_pack_len < floats) {
-        float *p = aligned_alloc(CG_CPU_ALIGN, (floats * sizeof(float) + CG_CPU_ALIGN - 1) /
-                                                   CG_CPU_ALIGN * CG_CPU_ALIGN);
-        if (!p) return NULL;
-        free(c->gemm_pack);
-        c->gemm_pack = p;
-        c->gemm_pack_len = floats;
-    }
-    return c->gemm_pack;
 }
 
 cg_status cg__cpu_sgemm_blocked(struct cg_cpu_ctx *c, int trans_a, int trans_b, int64_t m,
@@ -209,28 +196,22 @@ cg_status cg__cpu_sgemm_blocked(struct cg_cpu_ctx *c, int trans_a, int trans_b, 
     }
     if (k == 0 || alpha == 0.0f) return CG_OK;
 
-    int64_t m_pad = (m + MR - 1) / MR * MR;
+    int64_t mc_max = m < MC ? (m + MR - 1) / MR * MR : MC;
     int64_t nc_max = n < NC ? (n + NR - 1) / NR * NR : NC;
     int64_t kc_max = k < KC ? k : KC;
-    float *space = pack_space(c, (size_t)(m_pad * KC + nc_max * kc_max));
-    if (!space)
-        return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "gemm: packing space for m %lld n %lld",
-                             (long long)m, (long long)n);
+    float *space = cg__cpu_scratch(c, sizeof(float) * (size_t)(mc_max * KC + nc_max * kc_max));
+    if (!space) return CG_STATUS_OUT_OF_MEMORY;
     struct gemm_args g = {.trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k,
                           .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha, .a = a, .b = b,
                           .c = cm, .pack_a = space};
-    float *pb = space + m_pad * KC;
+    float *pb = space + mc_max * KC;
     g.pack_b = pb;
-    int64_t blocks = (m + MC - 1) / MC;
-    /* one row block is MC * nc * kc multiply-adds; split when each thread
-     * gets at least ~2^20 of them */
     for (g.jc = 0; g.jc < n; g.jc += NC) {
         g.nc = n - g.jc < NC ? n - g.jc : NC;
         for (g.pc = 0; g.pc < k; g.pc += KC) {
             g.kc = k - g.pc < KC ? k - g.pc : KC;
             pack_b(&g, pb);
-            int64_t per = MC * g.nc * g.kc;
-            cg__cpu_parallel_for(c, blocks, ((int64_t)1 << 20) / per + 1, row_blocks, &g);
+            row_blocks(&g);
         }
     }
     return CG_OK;

@@ -3,22 +3,19 @@
  * step forward and backward, and the causal softmax (backend.h states the
  * formulas; the LSTM's are torch.nn.LSTM's documented equations).
  *
- * Like every cpu kernel each element is computed in double from the float
- * inputs and rounded once. The backward reads the float activations that
- * the forward saved, so it sees exactly what a composed graph (sigmoid,
- * tanh, mul, add as separate ops) would have kept.
+ * Unlike the elementwise ops these kernels compute in float, through the
+ * vectorisable exp/tanh/logistic of cpu_vmath.h, one row of the batch per
+ * call of a CG_CPU_KERNEL loop: an LSTM step is 5 transcendental functions
+ * per hidden unit, and with libm's double exp and tanh the cell cost more
+ * than the step's GEMM. The results differ from a double computation by a
+ * few float ulps (PyTorch's CPU LSTM cell is float too). The backward
+ * reads the float activations that the forward saved, as a composed graph
+ * (sigmoid, tanh, mul, add as separate ops) would.
  */
 #include <math.h>
 
 #include "cpu.h"
-
-/* Logistic function without overflow (as cpu_ew.c's CG_EW_SIGMOID). */
-static double sigmoid(double x)
-{
-    if (x >= 0) return 1.0 / (1.0 + exp(-x));
-    double e = exp(x);
-    return e / (1.0 + e);
-}
+#include "cpu_vmath.h"
 
 static cg_status check_block(struct cg_cpu_ctx *c, struct cg_ptr p, int64_t rows,
                              int64_t cols, const char *what)
@@ -33,6 +30,46 @@ static cg_status check_sizes(struct cg_cpu_ctx *c, const char *what, int64_t bat
         return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "%s: bad size (B=%lld, H=%lld)",
                              what, (long long)batch, (long long)hidden);
     return CG_OK;
+}
+
+/* One batch row of the cell: G (4H) = [i | f | g | o] pre-activations,
+ * cp (H) = c_prev; writes sv (5H) = [i | f | g | o | tanh c], co, ho (H). */
+CG_CPU_KERNEL static void lstm_cell_row(int64_t H, const float *restrict G,
+                                        const float *restrict cp, float *restrict sv,
+                                        float *restrict co, float *restrict ho)
+{
+    for (int64_t j = 0; j < H; j++) {
+        float i = cg_vsigmoidf(G[j]), f = cg_vsigmoidf(G[H + j]);
+        float g = cg_vtanhf(G[2 * H + j]), o = cg_vsigmoidf(G[3 * H + j]);
+        float cn = f * cp[j] + i * g, t = cg_vtanhf(cn);
+        sv[j] = i;
+        sv[H + j] = f;
+        sv[2 * H + j] = g;
+        sv[3 * H + j] = o;
+        sv[4 * H + j] = t;
+        co[j] = cn;
+        ho[j] = o * t;
+    }
+}
+
+/* Its adjoint for one batch row (backend.h's formulas): sv (5H) and cp (H)
+ * from the forward, dh, dcn (H) upstream; writes dG (4H) and dcp (H). */
+CG_CPU_KERNEL static void lstm_cell_backward_row(int64_t H, const float *restrict sv,
+                                                 const float *restrict cp,
+                                                 const float *restrict dh,
+                                                 const float *restrict dcn, float *restrict dG,
+                                                 float *restrict dcp)
+{
+    for (int64_t j = 0; j < H; j++) {
+        float i = sv[j], f = sv[H + j], g = sv[2 * H + j], o = sv[3 * H + j];
+        float t = sv[4 * H + j];
+        float dc = dcn[j] + dh[j] * o * (1.0f - t * t);
+        dG[j] = dc * g * i * (1.0f - i);
+        dG[H + j] = dc * cp[j] * f * (1.0f - f);
+        dG[2 * H + j] = dc * i * (1.0f - g * g);
+        dG[3 * H + j] = dh[j] * t * o * (1.0f - o);
+        dcp[j] = dc * f;
+    }
 }
 
 cg_status cg__cpu_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
@@ -52,23 +89,9 @@ cg_status cg__cpu_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct 
     cx->stats.launches++;
     if (B == 0 || H == 0) return CG_OK;
 
-    for (int64_t b = 0; b < B; b++) {
-        const float *G = cg__cpu_at(gates) + b * 4 * H, *cp = cg__cpu_at(c_prev) + b * H;
-        float *sv = cg__cpu_at(save) + b * 5 * H;
-        float *co = cg__cpu_at(c) + b * H, *ho = cg__cpu_at(h) + b * H;
-        for (int64_t j = 0; j < H; j++) {
-            double i = sigmoid(G[j]), f = sigmoid(G[H + j]);
-            double g = tanh(G[2 * H + j]), o = sigmoid(G[3 * H + j]);
-            double cn = f * cp[j] + i * g, t = tanh(cn);
-            sv[j] = (float)i;
-            sv[H + j] = (float)f;
-            sv[2 * H + j] = (float)g;
-            sv[3 * H + j] = (float)o;
-            sv[4 * H + j] = (float)t;
-            co[j] = (float)cn;
-            ho[j] = (float)(o * t);
-        }
-    }
+    for (int64_t b = 0; b < B; b++)
+        lstm_cell_row(H, cg__cpu_at(gates) + b * 4 * H, cg__cpu_at(c_prev) + b * H,
+                      cg__cpu_at(save) + b * 5 * H, cg__cpu_at(c) + b * H, cg__cpu_at(h) + b * H);
     return CG_OK;
 }
 
@@ -90,22 +113,27 @@ cg_status cg__cpu_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg
     cx->stats.launches++;
     if (B == 0 || H == 0) return CG_OK;
 
-    for (int64_t b = 0; b < B; b++) {
-        const float *sv = cg__cpu_at(save) + b * 5 * H, *cp = cg__cpu_at(c_prev) + b * H;
-        const float *dh = cg__cpu_at(gh) + b * H, *dcn = cg__cpu_at(gc) + b * H;
-        float *dG = cg__cpu_at(g_gates) + b * 4 * H, *dcp = cg__cpu_at(g_c_prev) + b * H;
-        for (int64_t j = 0; j < H; j++) {
-            double i = sv[j], f = sv[H + j], g = sv[2 * H + j], o = sv[3 * H + j];
-            double t = sv[4 * H + j];
-            double dc = dcn[j] + (double)dh[j] * o * (1.0 - t * t);
-            dG[j] = (float)(dc * g * i * (1.0 - i));
-            dG[H + j] = (float)(dc * cp[j] * f * (1.0 - f));
-            dG[2 * H + j] = (float)(dc * i * (1.0 - g * g));
-            dG[3 * H + j] = (float)((double)dh[j] * t * o * (1.0 - o));
-            dcp[j] = (float)(dc * f);
-        }
-    }
+    for (int64_t b = 0; b < B; b++)
+        lstm_cell_backward_row(H, cg__cpu_at(save) + b * 5 * H, cg__cpu_at(c_prev) + b * H,
+                               cg__cpu_at(gh) + b * H, cg__cpu_at(gc) + b * H,
+                               cg__cpu_at(g_gates) + b * 4 * H, cg__cpu_at(g_c_prev) + b * H);
     return CG_OK;
+}
+
+/* One row: softmax of x[0, n) into y[0, n), zeros in y[n, cols). The sum
+ * accumulates in double (a plain loop: float reassociation would change
+ * the result with the vector width). */
+CG_CPU_KERNEL static void softmax_causal_row(float *restrict y, const float *restrict x,
+                                             int64_t n, int64_t cols)
+{
+    float max = -INFINITY;
+    for (int64_t j = 0; j < n; j++) max = x[j] > max ? x[j] : max;
+    for (int64_t j = 0; j < n; j++) y[j] = cg_vexpf(x[j] - max);
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; j++) sum += y[j];
+    float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < n; j++) y[j] *= inv;
+    for (int64_t j = n; j < cols; j++) y[j] = 0.0f;
 }
 
 cg_status cg__cpu_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
@@ -123,15 +151,8 @@ cg_status cg__cpu_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in,
     c->stats.launches++;
 
     for (int64_t r = 0; r < rows && cols > 0; r++) {
-        const float *x = cg__cpu_at(in) + r * cols;
-        float *y = cg__cpu_at(out) + r * cols;
         int64_t q = r % period, n = q < cols ? q + 1 : cols; /* columns seen */
-        double max = -INFINITY, sum = 0.0;
-        for (int64_t j = 0; j < n; j++)
-            if (x[j] > max) max = x[j];
-        for (int64_t j = 0; j < n; j++) sum += exp(x[j] - max);
-        for (int64_t j = 0; j < n; j++) y[j] = (float)(exp(x[j] - max) / sum);
-        for (int64_t j = n; j < cols; j++) y[j] = 0.0f;
+        softmax_causal_row(cg__cpu_at(out) + r * cols, cg__cpu_at(in) + r * cols, n, cols);
     }
     return CG_OK;
 }

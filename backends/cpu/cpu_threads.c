@@ -1,6 +1,13 @@
 /*
- * backends/cpu/cpu_threads.c — a small persistent thread pool that splits
- * the large elementwise, reduction and optimizer loops across cores.
+ * backends/cpu/cpu_threads.c — the cpu backend's one thread pool: it splits
+ * large GEMMs (cpu_gemm.c: over the batch, or into row / column tiles of C,
+ * each tile one single-threaded sgemm), convolution and pooling (cpu_conv.c,
+ * over images and planes), and the large elementwise, reduction and
+ * optimizer loops across cores. OpenBLAS is kept on one thread
+ * (cpu_gemm.c), so there is never a second pool competing for the cores:
+ * two pools that each spin while the other works cost more than a second
+ * core gains (on the 2-core machine the CNN trained 25% slower on two
+ * cores than on one before this was so).
  *
  * Sizing: CLGRAD_CPU_THREADS (1 disables the pool) or else the number of
  * online cores, read when the backend opens. The workers start on the first
@@ -13,7 +20,9 @@
  * computes does not depend on where the ranges begin (elementwise outputs,
  * whole reduction outputs, reduction partials over fixed blocks combined in
  * block order, see cpu_reduce.c). Results are therefore bit-identical for
- * any thread count, 1 included.
+ * any thread count, 1 included — except OpenBLAS GEMM tiles, whose edge
+ * kernels round differently from one whole call (cpu_gemm.c): those are
+ * deterministic for a given thread count.
  *
  * Dispatch: the caller publishes a job under the mutex, bumps a generation
  * counter and broadcasts. Every thread, the caller included, then claims
@@ -21,26 +30,52 @@
  * slow to wake (a futex wake-up in a VM costs tens of microseconds) costs
  * parallelism, never a wait; the caller waits only for parts already
  * running (spinning on an atomic count, then sleeping).
- * Workers spin briefly on the generation before sleeping on the condition
- * variable, since a training step issues its large ops back to back and a
- * futex wake-up costs as much as a 64k-element add; on an oversubscribed
- * machine the spin gives up after a few microseconds.
+ * Idle workers sleep on a condition variable after a short spin on the
+ * generation (CG_CPU_SPIN_NS): a training step issues its large ops back to
+ * back with a little serial work between them (an LSTM step's cell between
+ * two GEMMs), and a worker still spinning starts the next one at once
+ * instead of after a futex wake-up. The spin pauses the core between polls
+ * (no syscalls, no sched_yield) and is bounded in time, so a machine busy
+ * with other work loses at most a few tens of microseconds per large op.
+ *
+ * Nesting: a range function that itself calls cg__cpu_parallel_for (a
+ * GEMM tile calling the blocked SGEMM, say) runs that loop on its own
+ * thread; the pool runs one job at a time.
  */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cpu.h"
 
-/* Polls of the generation counter before a worker sleeps (~10-20 µs). */
-#define CG_CPU_SPIN 20000
+/* How long an idle worker (and a caller waiting for its workers) polls
+ * before sleeping. Measured on the 2-core EPYC, clgrad-bench --quick
+ * training on 2 threads, best of 3, spin 0 / 20 / 50 / 200 µs: LSTM 31.4k /
+ * 31.3k / 33.6k / 36.7k tokens/s, Transformer 31.5k / 31.6k / 34.7k /
+ * 34.0k, CNN 1,944 / 2,077 / 2,192 / 2,316 samples/s: most of the gain by
+ * 50 µs. Env CLGRAD_CPU_SPIN_US overrides it (0: sleep at once). */
+#define CG_CPU_SPIN_NS 50000
+
+/* A pause between polls: tells the core this is a spin-wait (saves power,
+ * frees the sibling hyperthread), no syscall. */
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 struct cg_cpu_pool {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
     int nthreads;                   /* workers + the caller              */
     pthread_t *workers;
+    void **scratch;                 /* per worker (index 0 unused)       */
+    size_t *scratch_len;            /* bytes in scratch[t]               */
+    int64_t spin_ns;
     atomic_uint gen;                /* bumped once per job               */
     /* Parts are claimed through one word, (job generation << 32) | next
      * part, so a worker still holding an old job's fields can never claim
@@ -55,6 +90,16 @@ struct cg_cpu_pool {
     int parts;
 };
 
+/* The calling thread's index in the pool it belongs to (0: not a worker,
+ * i.e. a caller), and whether it is running a part of a job right now. */
+static _Thread_local int tl_worker;
+static _Thread_local bool tl_in_job;
+
+struct worker_start {
+    struct cg_cpu_pool *pool;
+    int index;
+};
+
 int cg__cpu_threads_from_env(void)
 {
     const char *v = getenv("CLGRAD_CPU_THREADS");
@@ -66,6 +111,41 @@ int cg__cpu_threads_from_env(void)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1) return 1;
     return n > CG_CPU_MAX_THREADS ? CG_CPU_MAX_THREADS : (int)n;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Polls until done(p) or spin_ns have passed; returns done(p). The clock is
+ * read every 64 polls (a vDSO call, no syscall). */
+static bool spin_until(int64_t spin_ns, bool (*done)(struct cg_cpu_pool *, unsigned),
+                       struct cg_cpu_pool *pool, unsigned v)
+{
+    if (spin_ns <= 0) return done(pool, v);
+    int64_t end = 0;
+    for (unsigned i = 0;; i++) {
+        if (done(pool, v)) return true;
+        if ((i & 63) == 0) {
+            int64_t t = now_ns();
+            if (!end) end = t + spin_ns;
+            else if (t >= end) return false;
+        }
+        cpu_relax();
+    }
+}
+
+static bool gen_moved(struct cg_cpu_pool *pool, unsigned seen)
+{
+    return atomic_load_explicit(&pool->gen, memory_order_acquire) != seen;
+}
+
+static bool parts_done(struct cg_cpu_pool *pool, unsigned parts)
+{
+    return atomic_load_explicit(&pool->finished, memory_order_acquire) == (int)parts;
 }
 
 /* Range p of `parts` equal contiguous ranges of [0, n). */
@@ -82,10 +162,11 @@ static void part_range(int64_t n, int parts, int p, int64_t *lo, int64_t *hi)
 static void run_parts(struct cg_cpu_pool *pool, unsigned g, cg_cpu_range_fn fn, void *arg,
                       int64_t n, int parts)
 {
+    tl_in_job = true;
     for (;;) {
         unsigned long long w = atomic_load_explicit(&pool->claim, memory_order_acquire);
         unsigned p = (unsigned)(w & 0xffffffffu);
-        if ((unsigned)(w >> 32) != g || p >= (unsigned)parts) return;
+        if ((unsigned)(w >> 32) != g || p >= (unsigned)parts) break;
         if (!atomic_compare_exchange_weak_explicit(&pool->claim, &w, w + 1,
                                                    memory_order_acq_rel, memory_order_relaxed))
             continue;
@@ -99,16 +180,18 @@ static void run_parts(struct cg_cpu_pool *pool, unsigned g, cg_cpu_range_fn fn, 
             pthread_mutex_unlock(&pool->mu);
         }
     }
+    tl_in_job = false;
 }
 
 static void *worker_main(void *arg_)
 {
-    struct cg_cpu_pool *pool = arg_;
+    struct worker_start *ws = arg_;
+    struct cg_cpu_pool *pool = ws->pool;
+    tl_worker = ws->index;
+    free(ws);
     unsigned seen = 0;
     for (;;) {
-        unsigned g = atomic_load_explicit(&pool->gen, memory_order_acquire);
-        for (int spin = 0; g == seen && spin < CG_CPU_SPIN; spin++)
-            g = atomic_load_explicit(&pool->gen, memory_order_acquire);
+        spin_until(pool->spin_ns, gen_moved, pool, seen);
         pthread_mutex_lock(&pool->mu);
         while (atomic_load_explicit(&pool->gen, memory_order_relaxed) == seen && !pool->stop)
             pthread_cond_wait(&pool->wake, &pool->mu);
@@ -126,15 +209,32 @@ static void *worker_main(void *arg_)
     }
 }
 
+static int64_t spin_from_env(void)
+{
+    const char *v = getenv("CLGRAD_CPU_SPIN_US");
+    if (v && *v) {
+        char *end;
+        long us = strtol(v, &end, 10);
+        if (*end == '\0' && us >= 0 && us <= 1000000) return (int64_t)us * 1000;
+    }
+    return CG_CPU_SPIN_NS;
+}
+
 /* Starts the workers; false (and no pool: loops stay serial) on failure. */
 static bool pool_start(struct cg_cpu_ctx *c)
 {
     struct cg_cpu_pool *pool = calloc(1, sizeof *pool);
     if (!pool) return false;
     pool->nthreads = c->nthreads;
+    pool->spin_ns = spin_from_env();
     pool->workers = calloc((size_t)c->nthreads, sizeof *pool->workers);
-    if (!pool->workers || pthread_mutex_init(&pool->mu, NULL) != 0) {
+    pool->scratch = calloc((size_t)c->nthreads, sizeof *pool->scratch);
+    pool->scratch_len = calloc((size_t)c->nthreads, sizeof *pool->scratch_len);
+    if (!pool->workers || !pool->scratch || !pool->scratch_len ||
+        pthread_mutex_init(&pool->mu, NULL) != 0) {
         free(pool->workers);
+        free(pool->scratch);
+        free(pool->scratch_len);
         free(pool);
         return false;
     }
@@ -144,8 +244,15 @@ static bool pool_start(struct cg_cpu_ctx *c)
     atomic_init(&pool->claim, 0);
     atomic_init(&pool->finished, 0);
     int started = 1;  /* the caller is thread 0 */
-    for (; started < c->nthreads; started++)
-        if (pthread_create(&pool->workers[started], NULL, worker_main, pool) != 0) break;
+    for (; started < c->nthreads; started++) {
+        struct worker_start *ws = malloc(sizeof *ws);
+        if (!ws) break;
+        *ws = (struct worker_start){.pool = pool, .index = started};
+        if (pthread_create(&pool->workers[started], NULL, worker_main, ws) != 0) {
+            free(ws);
+            break;
+        }
+    }
     pool->nthreads = started;
     c->pool_threads = pool;
     if (started == 1) {
@@ -167,17 +274,46 @@ void cg__cpu_pool_stop(struct cg_cpu_ctx *c)
     pthread_cond_destroy(&pool->wake);
     pthread_cond_destroy(&pool->done);
     pthread_mutex_destroy(&pool->mu);
+    for (int t = 0; t < pool->nthreads; t++) free(pool->scratch[t]);
+    free(pool->scratch);
+    free(pool->scratch_len);
     free(pool->workers);
     free(pool);
     c->pool_threads = NULL;
 }
 
+int cg__cpu_parallel_threads(const struct cg_cpu_ctx *c)
+{
+    return tl_in_job ? 1 : c->nthreads;
+}
+
+void *cg__cpu_scratch(struct cg_cpu_ctx *c, size_t bytes)
+{
+    void **slot = &c->scratch;
+    size_t *len = &c->scratch_len;
+    if (tl_worker > 0 && c->pool_threads && tl_worker < c->pool_threads->nthreads) {
+        slot = &c->pool_threads->scratch[tl_worker];
+        len = &c->pool_threads->scratch_len[tl_worker];
+    }
+    if (*len < bytes) {
+        size_t cap = (bytes + CG_CPU_ALIGN - 1) / CG_CPU_ALIGN * CG_CPU_ALIGN;
+        void *p = aligned_alloc(CG_CPU_ALIGN, cap);
+        if (!p) return NULL;
+        free(*slot);
+        *slot = p;
+        *len = cap;
+    }
+    return *slot;
+}
+
 void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu_range_fn fn,
                           void *arg)
 {
-    /* parts: as many threads as have `grain` items each, at most nthreads */
+    /* parts: as many threads as have `grain` items each, at most nthreads;
+     * one inside a part of a running job (the pool is busy with it) */
     int64_t want = grain > 0 ? n / grain : n;
-    int parts = want < c->nthreads ? (int)want : c->nthreads;
+    int threads = cg__cpu_parallel_threads(c);
+    int parts = want < threads ? (int)want : threads;
     if (parts >= 2 && !c->pool_threads && !c->pool_failed && !pool_start(c))
         c->pool_failed = true;
     struct cg_cpu_pool *pool = c->pool_threads;
@@ -199,8 +335,7 @@ void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu
     pthread_mutex_unlock(&pool->mu);
 
     run_parts(pool, g, fn, arg, n, parts);
-    for (int spin = 0; spin < CG_CPU_SPIN; spin++)
-        if (atomic_load_explicit(&pool->finished, memory_order_acquire) == parts) return;
+    if (spin_until(pool->spin_ns, parts_done, pool, (unsigned)parts)) return;
     pthread_mutex_lock(&pool->mu);
     while (atomic_load_explicit(&pool->finished, memory_order_acquire) < parts)
         pthread_cond_wait(&pool->done, &pool->mu);

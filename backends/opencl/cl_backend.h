@@ -10,8 +10,9 @@
  *   ew.c       fill and elementwise ops
  *   reduce.c   reductions and softmax
  *   index.c    row gather/scatter-add and pick
- *   optim.c    fused optimizer updates
- *   gemm.c     CLBlast GEMM
+ *   fuse.c     elementwise chains deferred and fused into one kernel
+ *   optim.c    fused optimizer updates, consecutive ones batched
+ *   gemm.c     GEMM: own kernels (cl/gemm.cl) on CPU devices, else CLBlast
  *   tune.c     CLBlast GEMM parameters searched, stored, applied at open
  *   conv.c     im2col / col2im, pooling forward and backward
  *   rnn.c      fused LSTM cell step and backward, causal softmax
@@ -38,6 +39,7 @@ enum cg_cl_prog {
     CG_CL_PROG_OPTIM,
     CG_CL_PROG_CONV,
     CG_CL_PROG_RNN,
+    CG_CL_PROG_GEMM,
     CG_CL_PROG_COUNT
 };
 
@@ -95,6 +97,9 @@ enum cg_cl_kern {
     CG_CL_K_OPTIM_SGD,
     CG_CL_K_OPTIM_ADAM,
     CG_CL_K_OPTIM_RMSPROP,
+    CG_CL_K_OPTIM_SGD_MULTI,
+    CG_CL_K_OPTIM_ADAM_MULTI,
+    CG_CL_K_OPTIM_RMSPROP_MULTI,
     CG_CL_K_IM2COL,
     CG_CL_K_COL2IM,
     CG_CL_K_POOL2D,
@@ -102,6 +107,9 @@ enum cg_cl_kern {
     CG_CL_K_LSTM_CELL_FWD,
     CG_CL_K_LSTM_CELL_BWD,
     CG_CL_K_SOFTMAX_CAUSAL,
+    CG_CL_K_GEMM_OUTER,
+    CG_CL_K_GEMM_DOT,
+    CG_CL_K_GEMM_PACK,
     CG_CL_K_COUNT
 };
 
@@ -124,6 +132,37 @@ struct cg_cl_pool {
     struct cg_buffer *all;
 };
 
+/* ---- deferred work (fuse.c, optim.c) --------------------------------- */
+
+/* Elementwise ops and optimizer updates are not enqueued at once: they wait
+ * in a pending chain (fuse.c) or batch (optim.c), at most one kind at a
+ * time, and go out as one kernel when anything else is enqueued (every
+ * launch through cg_cl_launch, transfers, finish, stats). cg_cl_flush
+ * enqueues what is pending; an error there is reported by the call that
+ * caused the flush. */
+
+#define CG_CL_FUSE_FILL (-1)            /* a fill as a chain op          */
+enum cg_cl_fuse_mode {                  /* how an input is read at i      */
+    CG_CL_FUSE_CONTIG,                  /* off + i                        */
+    CG_CL_FUSE_SCALAR,                  /* off                            */
+    CG_CL_FUSE_ROW,                     /* off + i % div (a row broadcast)   */
+    CG_CL_FUSE_COL,                     /* off + i / div (a column broadcast) */
+};
+struct cg_cl_fuse_src {
+    struct cg_buffer *buf;
+    cl_long off;
+    enum cg_cl_fuse_mode mode;
+    cl_long div;
+};
+struct cg_cl_fuse;
+
+/* The most tensors one batched optimizer launch updates (cl/optim.cl). */
+#define CG_CL_OPTIM_BATCH 8
+struct cg_cl_optim_item {
+    struct cg_ptr param, grad, state[3];
+    int64_t n;
+};
+
 /* ---- the instance ---------------------------------------------------- */
 
 struct cg_cl {
@@ -138,9 +177,24 @@ struct cg_cl {
 
     struct cg_cl_pool pool;
     struct cg_backend_stats stats;
+    uint64_t kernel_launches[CG_CL_K_COUNT];  /* per kernel (CLGRAD_VERBOSE) */
+
+    size_t max_param;                   /* CL_DEVICE_MAX_PARAMETER_SIZE   */
+
+    struct cg_cl_fuse *fuse;            /* pending chain, kernels (fuse.c) */
+    int defer_off;                      /* > 0: enqueue ew ops at once     */
+    int opt_batch_n;                    /* pending optimizer updates       */
+    struct cg_optim_hparams opt_h;      /* ... all with these hparams      */
+    struct cg_cl_optim_item opt_batch[CG_CL_OPTIM_BATCH];
+
+    struct cg_cl_stage *stage, *stage_tail;  /* in-flight upload copies, */
+    size_t stage_bytes;                 /* oldest first (pool.c)          */
+    uint64_t device_launches;           /* kernels enqueued (stats.launches */
+    uint64_t fused_launches, fused_ops; /* counts primitive calls)         */
 
     cl_mem gemm_tmp;                    /* CLBlast's GEMM scratch         */
     size_t gemm_tmp_bytes;
+    int gemm_path;                      /* gemm.c: 0 until the first GEMM */
 
     char err[CG_CL_ERR_LEN];
 };
@@ -159,6 +213,9 @@ cg_status cg_ocl_download(void *ctx, void *dst, struct cg_buffer *src,
 cg_status cg_ocl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,
                      struct cg_buffer *src, size_t src_off_bytes, size_t bytes);
 void cg_cl_pool_free_all(struct cg_cl *cl);
+/* Frees the host copies of uploads the device has finished with (all of
+ * them when `all`: after a finish). */
+void cg_cl_stage_reap(struct cg_cl *cl, int all);
 /* Size class of a request and its capacity in bytes (tests, pool). */
 int cg_cl_size_class(size_t bytes, size_t *cap);
 
@@ -173,7 +230,7 @@ struct cg_cl_arg {
 /* The kernel, building its program on first use. */
 cg_status cg_cl_kernel(struct cg_cl *cl, enum cg_cl_kern k, cl_kernel *out);
 /* Sets args and enqueues a 1-d launch of `groups` work-groups of `local`
- * work-items; counts it in stats.launches. */
+ * work-items, after flushing pending work; counts it in stats.launches. */
 cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k,
                        const struct cg_cl_arg *args, int nargs,
                        size_t groups, size_t local);
@@ -186,6 +243,36 @@ size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local);
 cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k,
                          const struct cg_cl_arg *args, int nargs, int64_t n);
 void cg_cl_kernels_release(struct cg_cl *cl);
+/* CLGRAD_VERBOSE: prints launches per kernel (at close). */
+void cg_cl_kernels_report(struct cg_cl *cl);
+/* cg_cl_launch for a kernel object of its own. */
+cg_status cg_cl_launch_kernel(struct cg_cl *cl, cl_kernel kern, const char *name,
+                              const struct cg_cl_arg *args, int nargs, size_t groups,
+                              size_t local);
+/* The enqueue alone, for flushes: no flush, and not counted in
+ * stats.launches (which counts primitive calls; deferred ones were counted
+ * when they joined a chain or batch). */
+cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
+                        const struct cg_cl_arg *args, int nargs, size_t groups, size_t local);
+/* cg_cl_enqueue of a table kernel over n items (grid stride). */
+cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                          int nargs, int64_t n);
+/* Enqueues pending chains and batches (see "deferred work"). */
+cg_status cg_cl_flush(struct cg_cl *cl);
+
+/* fuse.c */
+cg_status cg_cl_fuse_init(struct cg_cl *cl);
+void cg_cl_fuse_release(struct cg_cl *cl);
+/* Whether ew/fill may defer now (CLGRAD_FUSE not 0, not inside gemm). */
+int cg_cl_fuse_enabled(struct cg_cl *cl);
+int cg_cl_fuse_pending(const struct cg_cl *cl);
+/* Appends out[i] = op(a, b) (b NULL: unary; a and b NULL: a fill with p0)
+ * over n contiguous elements at out, flushing first when the chain cannot
+ * take it. The views were checked by the caller. */
+cg_status cg_cl_fuse_ew(struct cg_cl *cl, int op, float p0, float p1, struct cg_ptr out,
+                        int64_t n, const struct cg_cl_fuse_src *a,
+                        const struct cg_cl_fuse_src *b);
+cg_status cg_cl_fuse_flush(struct cg_cl *cl);
 
 /* ew.c */
 cg_status cg_ocl_fill(void *ctx, const struct cg_view *out, float value);
@@ -219,6 +306,8 @@ cg_status cg_ocl_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
 cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
                              struct cg_ptr param, struct cg_ptr grad,
                              struct cg_ptr state[3], int64_t n);
+/* Enqueues the pending batch of updates. */
+cg_status cg_cl_optim_flush(struct cg_cl *cl);
 
 /* conv.c */
 cg_status cg_ocl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,

@@ -6,6 +6,12 @@
  * input is either laid out like out or a broadcast scalar (the common case:
  * activations, bias-free arithmetic, scaling by a scalar tensor), and a
  * general strided one (ndim <= 6, shapes and strides passed as long8).
+ *
+ * Ops over a contiguous out whose inputs are flat, or a row or column
+ * broadcast of a (rows, cols) out (a bias), are not launched here but
+ * appended to the pending chain of fuse.c, which launches a run of them as
+ * one kernel; the rest (and everything with CLGRAD_FUSE=0, or inside a
+ * GEMM) launch at once.
  */
 #include "cl_backend.h"
 
@@ -101,6 +107,8 @@ cg_status cg_ocl_fill(void *ctx, const struct cg_view *out, float value)
         return CG_OK;
     if (cg_view_contiguous(out)) {
         struct cg_ptr p = {out->buf, out->off};
+        if (cg_cl_fuse_enabled(cl))
+            return cg_cl_fuse_ew(cl, CG_CL_FUSE_FILL, value, 0.0f, p, n, NULL, NULL);
         return cg_cl_fill_range(cl, p, n, value);
     }
     cl_long off = out->off, cn = n;
@@ -120,6 +128,33 @@ static int cg_flat_step(const struct cg_view *v)
     if (cg_view_scalar(v))
         return 0;
     return cg_view_contiguous(v) ? 1 : -1;
+}
+
+/* How a fused chain reads input v of a contiguous out: the flat cases, and
+ * a (rows, cols) view broadcast along rows (a bias: strides (0, 1)) or
+ * along columns (strides (1, 0)). 0 when none applies. */
+static int cg_fuse_src_of(const struct cg_view *v, struct cg_cl_fuse_src *s)
+{
+    s->buf = v->buf;
+    s->off = v->off;
+    s->div = 1;
+    int step = cg_flat_step(v);
+    if (step >= 0) {
+        s->mode = step ? CG_CL_FUSE_CONTIG : CG_CL_FUSE_SCALAR;
+        return 1;
+    }
+    if (v->ndim != 2)
+        return 0;
+    s->div = v->shape[1];
+    if (v->strides[0] == 0 && v->strides[1] == 1) {
+        s->mode = CG_CL_FUSE_ROW;
+        return 1;
+    }
+    if (v->strides[0] == 1 && v->strides[1] == 0) {
+        s->mode = CG_CL_FUSE_COL;
+        return 1;
+    }
+    return 0;
 }
 
 cg_status cg_ocl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
@@ -143,6 +178,12 @@ cg_status cg_ocl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
     if (n == 0)
         return CG_OK;
 
+    struct cg_cl_fuse_src fa, fb;
+    if (cg_cl_fuse_enabled(cl) && cg_view_contiguous(out) && cg_fuse_src_of(a, &fa) &&
+        (!binary || cg_fuse_src_of(b, &fb))) {
+        struct cg_ptr po = {out->buf, out->off};
+        return cg_cl_fuse_ew(cl, (int)op, p0, p1, po, n, &fa, binary ? &fb : NULL);
+    }
     cl_int cop = (cl_int)op;
     cl_long cn = n, oo = out->off, ao = a->off, bo = bb->off;
     int sa = cg_flat_step(a), sb = binary ? cg_flat_step(b) : 0;

@@ -12,6 +12,8 @@
 #include "cl_backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static const struct {
     enum cg_cl_prog prog;
@@ -32,6 +34,9 @@ static const struct {
     [CG_CL_K_OPTIM_SGD] = {CG_CL_PROG_OPTIM, "optim_sgd"},
     [CG_CL_K_OPTIM_ADAM] = {CG_CL_PROG_OPTIM, "optim_adam"},
     [CG_CL_K_OPTIM_RMSPROP] = {CG_CL_PROG_OPTIM, "optim_rmsprop"},
+    [CG_CL_K_OPTIM_SGD_MULTI] = {CG_CL_PROG_OPTIM, "optim_sgd_multi"},
+    [CG_CL_K_OPTIM_ADAM_MULTI] = {CG_CL_PROG_OPTIM, "optim_adam_multi"},
+    [CG_CL_K_OPTIM_RMSPROP_MULTI] = {CG_CL_PROG_OPTIM, "optim_rmsprop_multi"},
     [CG_CL_K_IM2COL] = {CG_CL_PROG_CONV, "im2col"},
     [CG_CL_K_COL2IM] = {CG_CL_PROG_CONV, "col2im"},
     [CG_CL_K_POOL2D] = {CG_CL_PROG_CONV, "pool2d"},
@@ -39,6 +44,9 @@ static const struct {
     [CG_CL_K_LSTM_CELL_FWD] = {CG_CL_PROG_RNN, "lstm_cell_fwd"},
     [CG_CL_K_LSTM_CELL_BWD] = {CG_CL_PROG_RNN, "lstm_cell_bwd"},
     [CG_CL_K_SOFTMAX_CAUSAL] = {CG_CL_PROG_RNN, "softmax_causal"},
+    [CG_CL_K_GEMM_OUTER] = {CG_CL_PROG_GEMM, "gemm_outer"},
+    [CG_CL_K_GEMM_DOT] = {CG_CL_PROG_GEMM, "gemm_dot"},
+    [CG_CL_K_GEMM_PACK] = {CG_CL_PROG_GEMM, "gemm_pack"},
 };
 _Static_assert(sizeof(cg_cl_kernel_table) / sizeof(cg_cl_kernel_table[0]) == CG_CL_K_COUNT,
                "one entry per kernel");
@@ -112,14 +120,16 @@ size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local)
     return (size_t)(need < cap ? need : cap);
 }
 
-cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                       int nargs, size_t groups, size_t local)
+cg_status cg_cl_flush(struct cg_cl *cl)
 {
-    cl_kernel kern;
-    cg_status st = cg_cl_kernel(cl, k, &kern);
-    if (st != CG_OK)
-        return st;
-    const char *name = cg_cl_kernel_table[k].name;
+    cg_status st = cg_cl_fuse_flush(cl);
+    cg_status st2 = cg_cl_optim_flush(cl);
+    return st != CG_OK ? st : st2;
+}
+
+cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
+                        const struct cg_cl_arg *args, int nargs, size_t groups, size_t local)
+{
     for (int i = 0; i < nargs; ++i) {
         cl_int rc = clSetKernelArg(kern, (cl_uint)i, args[i].size, args[i].ptr);
         if (rc != CL_SUCCESS) {
@@ -136,8 +146,69 @@ cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_a
         snprintf(what, sizeof what, "clEnqueueNDRangeKernel(%s)", name);
         return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
     }
-    cl->stats.launches++;
+    cl->device_launches++;
     return CG_OK;
+}
+
+cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                          int nargs, int64_t n)
+{
+    cl_kernel kern;
+    cg_status st = cg_cl_kernel(cl, k, &kern);
+    if (st != CG_OK)
+        return st;
+    size_t local = cg_cl_local_size(cl, k);
+    st = cg_cl_enqueue(cl, kern, cg_cl_kernel_table[k].name, args, nargs,
+                       cg_cl_groups_for(cl, n, local), local);
+    if (st == CG_OK)
+        cl->kernel_launches[k]++;
+    return st;
+}
+
+cg_status cg_cl_launch_kernel(struct cg_cl *cl, cl_kernel kern, const char *name,
+                              const struct cg_cl_arg *args, int nargs, size_t groups,
+                              size_t local)
+{
+    /* Whatever waits in a chain or batch was issued before this launch. */
+    if (cl->opt_batch_n || cg_cl_fuse_pending(cl)) {
+        cg_status st = cg_cl_flush(cl);
+        if (st != CG_OK)
+            return st;
+    }
+    cg_status st = cg_cl_enqueue(cl, kern, name, args, nargs, groups, local);
+    if (st == CG_OK)
+        cl->stats.launches++;
+    return st;
+}
+
+cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                       int nargs, size_t groups, size_t local)
+{
+    cl_kernel kern;
+    cg_status st = cg_cl_kernel(cl, k, &kern);
+    if (st == CG_OK)
+        st = cg_cl_launch_kernel(cl, kern, cg_cl_kernel_table[k].name, args, nargs, groups,
+                                 local);
+    if (st == CG_OK)
+        cl->kernel_launches[k]++;
+    return st;
+}
+
+/* CLGRAD_VERBOSE: kernels enqueued since open (CLBlast's not included),
+ * at close. */
+void cg_cl_kernels_report(struct cg_cl *cl)
+{
+    const char *v = getenv("CLGRAD_VERBOSE");
+    if (!v || !*v || strcmp(v, "0") == 0)
+        return;
+    fprintf(stderr, "clgrad opencl: %llu kernels enqueued:",
+            (unsigned long long)cl->device_launches);
+    for (int k = 0; k < CG_CL_K_COUNT; ++k)
+        if (cl->kernel_launches[k])
+            fprintf(stderr, " %s %llu,", cg_cl_kernel_table[k].name,
+                    (unsigned long long)cl->kernel_launches[k]);
+    fprintf(stderr, " ew_fused %llu (%llu ops)\n", (unsigned long long)cl->fused_launches,
+            (unsigned long long)cl->fused_ops);
 }
 
 cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,

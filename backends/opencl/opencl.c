@@ -5,7 +5,10 @@
  * Devices are numbered over all platforms in order (platform 0's devices,
  * then platform 1's, ...). An instance owns one context and one in-order
  * queue on its device; primitives only enqueue, and download()/finish() are
- * the only waits. Programs build on first use (program.c) and their
+ * the only waits (uploads copy small sources aside and do not wait either,
+ * pool.c). Elementwise ops and optimizer updates are deferred and fused
+ * (fuse.c, optim.c): every entry point here that enqueues anything else
+ * flushes them first. Programs build on first use (program.c) and their
  * binaries are cached on disk, so a second run starts without compiling.
  */
 #include "cl_backend.h"
@@ -190,11 +193,15 @@ static cg_status cg_cl_init(struct cg_cl *cl, cl_platform_id plat, cl_device_id 
                                        sizeof cl->compute_units, &cl->compute_units, NULL));
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof cl->max_wg,
                                        &cl->max_wg, NULL));
+    CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_PARAMETER_SIZE, sizeof cl->max_param,
+                                       &cl->max_param, NULL));
     if (cl->compute_units == 0)
         cl->compute_units = 1;
     if (cl->max_wg == 0)
         cl->max_wg = 1;
     cg_status st = cg_cl_probe(cl);
+    if (st == CG_OK)
+        st = cg_cl_fuse_init(cl);
     if (st != CG_OK)
         return st;
 
@@ -246,8 +253,13 @@ static void cg_cl_close(void *ctx)
     struct cg_cl *cl = ctx;
     if (!cl)
         return;
-    if (cl->queue)
+    if (cl->queue) {
+        cg_cl_flush(cl);   /* the user's last ops still run, as before fusion */
         clFinish(cl->queue);
+        cg_cl_stage_reap(cl, 1);
+        cg_cl_kernels_report(cl);
+    }
+    cg_cl_fuse_release(cl);
     cg_cl_pool_free_all(cl);
     cg_cl_gemm_release(cl);
     cg_cl_kernels_release(cl);
@@ -268,13 +280,34 @@ static const char *cg_cl_last_error(void *ctx)
 static cg_status cg_cl_finish(void *ctx)
 {
     struct cg_cl *cl = ctx;
+    cg_status st = cg_cl_flush(cl);
     CG_CL_TRY(cl->err, clFinish(cl->queue));
-    return CG_OK;
+    cg_cl_stage_reap(cl, 1);
+    return st;
 }
 
+/* The counters include what is pending: it is flushed first (a flush
+ * enqueues; it does not wait). An error there stays for the next call. */
 static void cg_cl_get_stats(void *ctx, struct cg_backend_stats *out)
 {
-    *out = ((struct cg_cl *)ctx)->stats;
+    struct cg_cl *cl = ctx;
+    cg_cl_flush(cl);
+    *out = cl->stats;
+}
+
+/* CLBlast enqueues behind cg_cl_launch's back: flush first, and let the
+ * GEMM's own fill or scaling of C go out at once, before CLBlast's kernel. */
+static cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
+                            struct cg_ptr b, struct cg_ptr c)
+{
+    struct cg_cl *cl = ctx;
+    cg_status st = cg_cl_flush(cl);
+    if (st != CG_OK)
+        return st;
+    cl->defer_off++;
+    st = cg_ocl_gemm(ctx, d, a, b, c);
+    cl->defer_off--;
+    return st;
 }
 
 static void cg_cl_reset_stats(void *ctx)
@@ -305,7 +338,7 @@ static const struct cg_backend_i cg_cl_backend = {
     .fill = cg_ocl_fill,
     .ew = cg_ocl_ew,
     .reduce = cg_ocl_reduce,
-    .gemm = cg_ocl_gemm,
+    .gemm = cg_cl_gemm,
     .softmax = cg_ocl_softmax,
     .softmax_backward = cg_ocl_softmax_backward,
     .index_rows = cg_ocl_index_rows,

@@ -1,21 +1,38 @@
 /*
- * backends/opencl/optim.c — one fused kernel launch per optimizer update
- * (cl/optim.cl cites the torch.optim formulas). Host side: validate, pick
- * the kernel, and turn Adam's bias corrections into the two scalars the
- * kernel needs, in double precision as PyTorch computes them in Python.
+ * backends/opencl/optim.c — fused optimizer updates (cl/optim.cl cites the
+ * torch.optim formulas). Host side: validate, pick the kernel, and turn
+ * Adam's bias corrections into the two scalars the kernel needs, in double
+ * precision as PyTorch computes them in Python.
+ *
+ * An optimizer step calls optim_update once per parameter, back to back,
+ * with the same hyper-parameters. Launches cost more than a small tensor's
+ * arithmetic on a CPU device, so the updates wait in a batch (cl->opt_batch)
+ * and go out as one *_multi launch of up to CG_CL_OPTIM_BATCH tensors when
+ * the batch is full, the hyper-parameters change, two updates touch the same
+ * memory, or anything else is enqueued (cg_cl_flush). A batch of one uses
+ * the one-tensor kernel. Both kernels call the same per-element function,
+ * so batching never changes a result.
  */
 #include "cl_backend.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
+
+/* Buffers and element offsets of one update, unused state entries
+ * pointing at param (any valid buffer keeps the kernel args legal). */
+struct cg_optim_args {
+    cl_mem p, g, s[3];
+    cl_long po, go, so[3], n;
+};
 
 static cg_status cg_state(struct cg_cl *cl, const char *what, struct cg_ptr *state,
                           int i, int needed, int64_t n, struct cg_ptr param,
-                          cl_mem *mem, cl_long *off)
+                          struct cg_ptr *out)
 {
     if (!needed) {   /* unused: any valid buffer keeps the kernel args legal */
-        *mem = param.buf->mem;
-        *off = 0;
+        out->buf = param.buf;
+        out->off = 0;
         return CG_OK;
     }
     if (!state || !state[i].buf)
@@ -23,10 +40,229 @@ static cg_status cg_state(struct cg_cl *cl, const char *what, struct cg_ptr *sta
                             i);
     char arg[16];
     snprintf(arg, sizeof arg, "state[%d]", i);
-    cg_status st = cg_cl_check_range(cl, what, arg, state[i], n);
-    *mem = state[i].buf->mem;
-    *off = state[i].off;
+    *out = state[i];
+    return cg_cl_check_range(cl, what, arg, state[i], n);
+}
+
+/* Validates one update and fills it in as a batch item. */
+static cg_status cg_optim_prepare(struct cg_cl *cl, const struct cg_optim_hparams *h,
+                                  struct cg_ptr param, struct cg_ptr grad,
+                                  struct cg_ptr state[3], int64_t n,
+                                  struct cg_cl_optim_item *it)
+{
+    cg_status st = cg_cl_check_range(cl, "optim_update", "param", param, n);
+    if (st == CG_OK)
+        st = cg_cl_check_range(cl, "optim_update", "grad", grad, n);
+    if (st != CG_OK)
+        return st;
+    it->param = param;
+    it->grad = grad;
+    it->n = n;
+    const char *w;
+    int need[3];
+    switch (h->kind) {
+    case CG_OPTIM_SGD:
+        w = "optim_update(sgd)";
+        need[0] = h->momentum != 0.0f, need[1] = need[2] = 0;
+        break;
+    case CG_OPTIM_ADAM:
+        w = "optim_update(adam)";
+        need[0] = need[1] = 1, need[2] = 0;
+        break;
+    case CG_OPTIM_RMSPROP:
+        w = "optim_update(rmsprop)";
+        need[0] = 1, need[1] = h->momentum > 0.0f, need[2] = h->centered != 0;
+        break;
+    default:
+        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
+                            "optim_update: unknown optimizer kind %d", (int)h->kind);
+    }
+    for (int i = 0; i < 3 && st == CG_OK; ++i)
+        st = cg_state(cl, w, state, i, need[i], n, param, &it->state[i]);
+    if (st == CG_OK && h->kind == CG_OPTIM_ADAM &&
+        (!(h->bias_correction1 > 0.0f) || !(h->bias_correction2 > 0.0f)))
+        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
+                            "optim_update(adam): bias corrections must be > 0 "
+                            "(got %g, %g; step %lld)",
+                            (double)h->bias_correction1, (double)h->bias_correction2,
+                            (long long)h->step);
     return st;
+}
+
+static void cg_optim_unpack(const struct cg_cl_optim_item *it, struct cg_optim_args *a)
+{
+    a->p = it->param.buf->mem;
+    a->po = it->param.off;
+    a->g = it->grad.buf->mem;
+    a->go = it->grad.off;
+    for (int i = 0; i < 3; ++i) {
+        a->s[i] = it->state[i].buf->mem;
+        a->so[i] = it->state[i].off;
+    }
+    a->n = it->n;
+}
+
+/* The scalar arguments shared by every tensor of a launch. */
+struct cg_optim_scalars {
+    cl_int nesterov, first, decoupled, centered;
+    cl_float step_size, bc2_sqrt;
+};
+
+static void cg_optim_scalars_of(const struct cg_optim_hparams *h, struct cg_optim_scalars *s)
+{
+    s->nesterov = h->nesterov != 0;
+    s->first = h->step <= 1;
+    s->decoupled = h->decoupled_weight_decay != 0;
+    s->centered = h->centered != 0;
+    /* torch.optim.Adam: step_size = lr / bias_correction1,
+     * bias_correction2_sqrt = sqrt(bias_correction2). */
+    s->step_size = (cl_float)((double)h->lr / (double)h->bias_correction1);
+    s->bc2_sqrt = (cl_float)sqrt((double)h->bias_correction2);
+}
+
+/* The hyper-parameter arguments, appended at args[n]; returns the count. */
+static int cg_optim_hp_args(const struct cg_optim_hparams *h, const struct cg_optim_scalars *s,
+                            struct cg_cl_arg *args, int n)
+{
+    switch (h->kind) {
+    case CG_OPTIM_SGD:
+        args[n++] = CG_ARG(h->lr);
+        args[n++] = CG_ARG(h->weight_decay);
+        args[n++] = CG_ARG(h->momentum);
+        args[n++] = CG_ARG(h->dampening);
+        args[n++] = CG_ARG(s->nesterov);
+        args[n++] = CG_ARG(s->first);
+        break;
+    case CG_OPTIM_ADAM:
+        args[n++] = CG_ARG(h->lr);
+        args[n++] = CG_ARG(h->weight_decay);
+        args[n++] = CG_ARG(h->beta1);
+        args[n++] = CG_ARG(h->beta2);
+        args[n++] = CG_ARG(h->eps);
+        args[n++] = CG_ARG(s->decoupled);
+        args[n++] = CG_ARG(s->step_size);
+        args[n++] = CG_ARG(s->bc2_sqrt);
+        break;
+    default:   /* RMSProp */
+        args[n++] = CG_ARG(h->lr);
+        args[n++] = CG_ARG(h->weight_decay);
+        args[n++] = CG_ARG(h->alpha);
+        args[n++] = CG_ARG(h->eps);
+        args[n++] = CG_ARG(h->momentum);
+        args[n++] = CG_ARG(s->centered);
+        break;
+    }
+    return n;
+}
+
+/* States per slot: SGD {buf}, Adam {m, v}, RMSProp {v, buf, grad_avg}. */
+static int cg_optim_nstates(enum cg_optim_kind k)
+{
+    return k == CG_OPTIM_SGD ? 1 : k == CG_OPTIM_ADAM ? 2 : 3;
+}
+
+/* Tensor arguments of one slot (the kernels' *_SLOT order); returns the
+ * new count. */
+static int cg_optim_slot_args(const struct cg_optim_args *a, int nstates,
+                              struct cg_cl_arg *args, int n)
+{
+    args[n++] = CG_ARG(a->p);
+    args[n++] = CG_ARG(a->po);
+    args[n++] = CG_ARG(a->g);
+    args[n++] = CG_ARG(a->go);
+    for (int i = 0; i < nstates; ++i) {
+        args[n++] = CG_ARG(a->s[i]);
+        args[n++] = CG_ARG(a->so[i]);
+    }
+    return n;
+}
+
+static const enum cg_cl_kern cg_optim_one[] = {CG_CL_K_OPTIM_SGD, CG_CL_K_OPTIM_ADAM,
+                                               CG_CL_K_OPTIM_RMSPROP};
+static const enum cg_cl_kern cg_optim_multi[] = {
+    CG_CL_K_OPTIM_SGD_MULTI, CG_CL_K_OPTIM_ADAM_MULTI, CG_CL_K_OPTIM_RMSPROP_MULTI};
+
+/* One launch for items[0..count); `flush`: enqueue only (the calls were
+ * counted when they joined the batch). */
+static cg_status cg_optim_launch(struct cg_cl *cl, const struct cg_optim_hparams *h,
+                                 const struct cg_cl_optim_item *items, int count, int flush)
+{
+    struct cg_optim_scalars s;
+    struct cg_optim_args a[CG_CL_OPTIM_BATCH];
+    struct cg_cl_arg args[CG_CL_OPTIM_BATCH * 11 + 8];
+    cg_optim_scalars_of(h, &s);
+    int ns = cg_optim_nstates(h->kind), n = 0;
+    int64_t most = 0;
+    if (count == 1) {   /* the one-tensor kernel: n before the hparams */
+        cg_optim_unpack(&items[0], &a[0]);
+        n = cg_optim_slot_args(&a[0], ns, args, 0);
+        args[n++] = CG_ARG(a[0].n);
+        n = cg_optim_hp_args(h, &s, args, n);
+        return flush ? cg_cl_enqueue_n(cl, cg_optim_one[h->kind], args, n, a[0].n)
+                     : cg_cl_launch_n(cl, cg_optim_one[h->kind], args, n, a[0].n);
+    }
+    for (int k = 0; k < CG_CL_OPTIM_BATCH; ++k) {
+        /* Unused slots repeat item 0's buffers with n = 0. */
+        cg_optim_unpack(&items[k < count ? k : 0], &a[k]);
+        if (k >= count)
+            a[k].n = 0;
+        n = cg_optim_slot_args(&a[k], ns, args, n);
+        args[n++] = CG_ARG(a[k].n);
+        if (a[k].n > most)
+            most = a[k].n;
+    }
+    n = cg_optim_hp_args(h, &s, args, n);
+    return cg_cl_enqueue_n(cl, cg_optim_multi[h->kind], args, n, most);
+}
+
+/* Bytes of a *_multi launch's arguments (the device must take them). */
+static size_t cg_optim_multi_bytes(enum cg_optim_kind k)
+{
+    return CG_CL_OPTIM_BATCH * (size_t)(2 + cg_optim_nstates(k)) * 16 +
+           CG_CL_OPTIM_BATCH * 8 + 8 * 4;
+}
+
+static int cg_optim_same_hparams(const struct cg_optim_hparams *a,
+                                 const struct cg_optim_hparams *b)
+{
+    return a->kind == b->kind && a->lr == b->lr && a->weight_decay == b->weight_decay &&
+           a->momentum == b->momentum && a->dampening == b->dampening &&
+           a->nesterov == b->nesterov && a->beta1 == b->beta1 && a->beta2 == b->beta2 &&
+           a->eps == b->eps && a->decoupled_weight_decay == b->decoupled_weight_decay &&
+           a->alpha == b->alpha && a->centered == b->centered && a->step == b->step &&
+           a->bias_correction1 == b->bias_correction1 &&
+           a->bias_correction2 == b->bias_correction2;
+}
+
+static int cg_ranges_meet(struct cg_ptr a, struct cg_ptr b, int64_t n, int64_t m)
+{
+    return a.buf == b.buf && a.off < b.off + m && b.off < a.off + n;
+}
+
+/* Whether it touches memory a batched item writes, or writes what one
+ * reads: the updates of a batch run in no particular order. */
+static int cg_optim_conflict(const struct cg_cl *cl, const struct cg_cl_optim_item *it, int ns)
+{
+    for (int j = 0; j < cl->opt_batch_n; ++j) {
+        const struct cg_cl_optim_item *o = &cl->opt_batch[j];
+        struct cg_ptr mine[5] = {it->param, it->grad, it->state[0], it->state[1], it->state[2]};
+        struct cg_ptr theirs[5] = {o->param, o->grad, o->state[0], o->state[1], o->state[2]};
+        for (int x = 0; x < 2 + ns; ++x)
+            for (int y = 0; y < 2 + ns; ++y)
+                if ((x != 1 || y != 1) &&   /* two reads of one grad are fine */
+                    cg_ranges_meet(mine[x], theirs[y], it->n, o->n))
+                    return 1;
+    }
+    return 0;
+}
+
+cg_status cg_cl_optim_flush(struct cg_cl *cl)
+{
+    int count = cl->opt_batch_n;
+    if (count == 0)
+        return CG_OK;
+    cl->opt_batch_n = 0;   /* the launch below must not flush it again */
+    return cg_optim_launch(cl, &cl->opt_h, cl->opt_batch, count, 1);
 }
 
 cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
@@ -41,74 +277,25 @@ cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
                             (long long)n);
     if (n == 0)
         return CG_OK;
-    cg_status st = cg_cl_check_range(cl, "optim_update", "param", param, n);
-    if (st == CG_OK)
-        st = cg_cl_check_range(cl, "optim_update", "grad", grad, n);
+    struct cg_cl_optim_item it;
+    cg_status st = cg_optim_prepare(cl, h, param, grad, state, n, &it);
     if (st != CG_OK)
         return st;
-    cl_long po = param.off, go = grad.off, cn = n;
-    cl_mem s0, s1, s2;
-    cl_long o0, o1, o2;
-
-    switch (h->kind) {
-    case CG_OPTIM_SGD: {
-        st = cg_state(cl, "optim_update(sgd)", state, 0, h->momentum != 0.0f, n, param, &s0,
-                      &o0);
+    if (!cg_cl_fuse_enabled(cl) || cg_optim_multi_bytes(h->kind) > cl->max_param) {
+        st = cg_cl_flush(cl);
+        return st == CG_OK ? cg_optim_launch(cl, h, &it, 1, 0) : st;
+    }
+    if (cg_cl_fuse_pending(cl) || (cl->opt_batch_n > 0 &&
+                                   (cl->opt_batch_n == CG_CL_OPTIM_BATCH ||
+                                    !cg_optim_same_hparams(&cl->opt_h, h) ||
+                                    cg_optim_conflict(cl, &it, cg_optim_nstates(h->kind))))) {
+        st = cg_cl_flush(cl);
         if (st != CG_OK)
             return st;
-        cl_int nesterov = h->nesterov != 0, first = h->step <= 1;
-        struct cg_cl_arg args[] = {CG_ARG(param.buf->mem), CG_ARG(po), CG_ARG(grad.buf->mem),
-                                   CG_ARG(go), CG_ARG(s0), CG_ARG(o0), CG_ARG(cn),
-                                   CG_ARG(h->lr), CG_ARG(h->weight_decay),
-                                   CG_ARG(h->momentum), CG_ARG(h->dampening),
-                                   CG_ARG(nesterov), CG_ARG(first)};
-        return cg_cl_launch_n(cl, CG_CL_K_OPTIM_SGD, args, 13, n);
     }
-    case CG_OPTIM_ADAM: {
-        st = cg_state(cl, "optim_update(adam)", state, 0, 1, n, param, &s0, &o0);
-        if (st == CG_OK)
-            st = cg_state(cl, "optim_update(adam)", state, 1, 1, n, param, &s1, &o1);
-        if (st != CG_OK)
-            return st;
-        if (!(h->bias_correction1 > 0.0f) || !(h->bias_correction2 > 0.0f))
-            return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
-                                "optim_update(adam): bias corrections must be > 0 "
-                                "(got %g, %g; step %lld)",
-                                (double)h->bias_correction1, (double)h->bias_correction2,
-                                (long long)h->step);
-        /* torch.optim.Adam: step_size = lr / bias_correction1,
-         * bias_correction2_sqrt = sqrt(bias_correction2). */
-        cl_float step_size = (cl_float)((double)h->lr / (double)h->bias_correction1);
-        cl_float bc2_sqrt = (cl_float)sqrt((double)h->bias_correction2);
-        cl_int decoupled = h->decoupled_weight_decay != 0;
-        struct cg_cl_arg args[] = {CG_ARG(param.buf->mem), CG_ARG(po), CG_ARG(grad.buf->mem),
-                                   CG_ARG(go), CG_ARG(s0), CG_ARG(o0), CG_ARG(s1),
-                                   CG_ARG(o1), CG_ARG(cn), CG_ARG(h->lr),
-                                   CG_ARG(h->weight_decay), CG_ARG(h->beta1),
-                                   CG_ARG(h->beta2), CG_ARG(h->eps), CG_ARG(decoupled),
-                                   CG_ARG(step_size), CG_ARG(bc2_sqrt)};
-        return cg_cl_launch_n(cl, CG_CL_K_OPTIM_ADAM, args, 17, n);
-    }
-    case CG_OPTIM_RMSPROP: {
-        const char *w = "optim_update(rmsprop)";
-        st = cg_state(cl, w, state, 0, 1, n, param, &s0, &o0);
-        if (st == CG_OK)
-            st = cg_state(cl, w, state, 1, h->momentum > 0.0f, n, param, &s1, &o1);
-        if (st == CG_OK)
-            st = cg_state(cl, w, state, 2, h->centered != 0, n, param, &s2, &o2);
-        if (st != CG_OK)
-            return st;
-        cl_int centered = h->centered != 0;
-        struct cg_cl_arg args[] = {CG_ARG(param.buf->mem), CG_ARG(po), CG_ARG(grad.buf->mem),
-                                   CG_ARG(go), CG_ARG(s0), CG_ARG(o0), CG_ARG(s1),
-                                   CG_ARG(o1), CG_ARG(s2), CG_ARG(o2), CG_ARG(cn),
-                                   CG_ARG(h->lr), CG_ARG(h->weight_decay),
-                                   CG_ARG(h->alpha), CG_ARG(h->eps), CG_ARG(h->momentum),
-                                   CG_ARG(centered)};
-        return cg_cl_launch_n(cl, CG_CL_K_OPTIM_RMSPROP, args, 17, n);
-    }
-    default:
-        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
-                            "optim_update: unknown optimizer kind %d", (int)h->kind);
-    }
+    if (cl->opt_batch_n == 0)
+        cl->opt_h = *h;
+    cl->opt_batch[cl->opt_batch_n++] = it;
+    cl->stats.launches++;   /* a primitive call, dispatched to the batch */
+    return CG_OK;
 }

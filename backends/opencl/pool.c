@@ -10,13 +10,32 @@
  * allocations (stats.device_allocs stops growing). A zero-byte request gets a
  * 256-byte buffer, so every handle is real.
  * When the device runs out, alloc() frees every cached buffer and retries.
+ *
+ * Uploads do not wait: a blocking clEnqueueWriteBuffer waits for every
+ * command queued before it, so a training loop that uploads its batch each
+ * step would stall the host at every step. An upload of up to
+ * CG_CL_STAGE_MAX bytes copies the source aside (backend.h: the caller may
+ * reuse it at once), enqueues a non-blocking write with an event, and the
+ * copy is freed once the event completes (checked at the next upload, and
+ * at finish/close). Larger uploads stay blocking: the copy would cost as
+ * much as the wait.
  */
 #include "cl_backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CG_CL_MIN_BYTES 256u
+#define CG_CL_STAGE_MAX ((size_t)1 << 20)      /* per upload              */
+#define CG_CL_STAGE_LIMIT ((size_t)64 << 20)   /* in flight, all together */
+
+struct cg_cl_stage {
+    void *host;
+    size_t bytes;
+    cl_event done;
+    struct cg_cl_stage *next;
+};
 
 int cg_cl_size_class(size_t bytes, size_t *cap)
 {
@@ -100,7 +119,11 @@ cg_status cg_ocl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
     cl_mem mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
     if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES ||
         rc == CL_OUT_OF_HOST_MEMORY || rc == CL_INVALID_BUFFER_SIZE) {
-        cg_cl_pool_trim(cl);     /* give the cached memory back and retry */
+        /* Give the cached memory back and retry; pending fused work may
+         * still name a cached buffer, so it goes out first (the driver
+         * keeps a released cl_mem alive until its commands are done). */
+        cg_cl_flush(cl);
+        cg_cl_pool_trim(cl);
         mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
     }
     if (rc != CL_SUCCESS) {
@@ -166,18 +189,77 @@ cg_status cg_cl_check_range(struct cg_cl *cl, const char *what, const char *arg,
     return CG_OK;
 }
 
-/* Blocking write: src need not outlive the call, as backend.h promises.
- * (It also waits for earlier queued work, which the in-order queue would
- * order anyway.) */
+void cg_cl_stage_reap(struct cg_cl *cl, int all)
+{
+    while (cl->stage) {
+        struct cg_cl_stage *s = cl->stage;
+        cl_int state = CL_COMPLETE;
+        if (!all) {
+            /* Past the limit: wait for the oldest copy rather than grow. */
+            if (cl->stage_bytes > CG_CL_STAGE_LIMIT)
+                clWaitForEvents(1, &s->done);
+            if (clGetEventInfo(s->done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof state,
+                               &state, NULL) != CL_SUCCESS)
+                state = CL_COMPLETE;   /* an event we cannot query: the write failed */
+            if (state > CL_COMPLETE)   /* queued, submitted or running; < 0: failed */
+                return;
+        }
+        cl->stage = s->next;
+        if (!cl->stage)
+            cl->stage_tail = NULL;
+        cl->stage_bytes -= s->bytes;
+        clReleaseEvent(s->done);
+        free(s);
+    }
+}
+
+/* Non-blocking write of a private copy of src (one allocation: the record,
+ * then the bytes). */
+static cg_status cg_cl_upload_staged(struct cg_cl *cl, struct cg_buffer *dst, size_t off,
+                                     const void *src, size_t bytes)
+{
+    cg_cl_stage_reap(cl, 0);
+    struct cg_cl_stage *s = malloc(sizeof *s + bytes);
+    if (!s)
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY, "upload: out of host memory");
+    s->host = s + 1;
+    s->bytes = bytes;
+    s->next = NULL;
+    memcpy(s->host, src, bytes);
+    cl_int rc = clEnqueueWriteBuffer(cl->queue, dst->mem, CL_FALSE, off, bytes, s->host, 0,
+                                     NULL, &s->done);
+    if (rc != CL_SUCCESS) {
+        free(s);
+        return cg_cl_fail(cl->err, sizeof cl->err, "clEnqueueWriteBuffer", rc);
+    }
+    if (cl->stage_tail)
+        cl->stage_tail->next = s;
+    else
+        cl->stage = s;
+    cl->stage_tail = s;
+    cl->stage_bytes += bytes;
+    return CG_OK;
+}
+
+/* src need not outlive the call, as backend.h promises: small sources are
+ * copied aside (above), large ones written with a blocking write. */
 cg_status cg_ocl_upload(void *ctx, struct cg_buffer *dst, size_t off, const void *src,
                         size_t bytes)
 {
     struct cg_cl *cl = ctx;
     cg_status st = cg_cl_check_bytes(cl, "upload", dst, off, bytes);
+    if (st == CG_OK && bytes > 0)
+        st = cg_cl_flush(cl);   /* pending ops may read dst's old contents */
     if (st != CG_OK || bytes == 0)
         return st;
-    CG_CL_TRY(cl->err, clEnqueueWriteBuffer(cl->queue, dst->mem, CL_TRUE, off, bytes, src,
-                                            0, NULL, NULL));
+    if (bytes <= CG_CL_STAGE_MAX) {
+        st = cg_cl_upload_staged(cl, dst, off, src, bytes);
+        if (st != CG_OK)
+            return st;
+    } else {
+        CG_CL_TRY(cl->err, clEnqueueWriteBuffer(cl->queue, dst->mem, CL_TRUE, off, bytes,
+                                                src, 0, NULL, NULL));
+    }
     cl->stats.uploads++;
     cl->stats.upload_bytes += bytes;
     return CG_OK;
@@ -188,6 +270,8 @@ cg_status cg_ocl_download(void *ctx, void *dst, struct cg_buffer *src, size_t of
 {
     struct cg_cl *cl = ctx;
     cg_status st = cg_cl_check_bytes(cl, "download", src, off, bytes);
+    if (st == CG_OK)
+        st = cg_cl_flush(cl);
     if (st != CG_OK)
         return st;
     if (bytes == 0)   /* still waits, as download() promises */
@@ -195,6 +279,7 @@ cg_status cg_ocl_download(void *ctx, void *dst, struct cg_buffer *src, size_t of
     else
         CG_CL_TRY(cl->err, clEnqueueReadBuffer(cl->queue, src->mem, CL_TRUE, off, bytes,
                                                dst, 0, NULL, NULL));
+    cg_cl_stage_reap(cl, 1);   /* the in-order queue ran everything before */
     cl->stats.downloads++;
     cl->stats.download_bytes += bytes;
     return CG_OK;
@@ -212,6 +297,9 @@ cg_status cg_ocl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off,
     if (src == dst && src_off < dst_off + bytes && dst_off < src_off + bytes)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
                             "copy: overlapping ranges in one buffer");
+    st = cg_cl_flush(cl);
+    if (st != CG_OK)
+        return st;
     CG_CL_TRY(cl->err, clEnqueueCopyBuffer(cl->queue, src->mem, dst->mem, src_off,
                                            dst_off, bytes, 0, NULL, NULL));
     cl->stats.launches++;

@@ -404,6 +404,20 @@ struct cg_backend_i {
      * log = 0: out is exactly 0 where masked, so gx is 0 there. */
     cg_status (*softmax_causal)(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
                                 int64_t cols, int64_t period);
+
+    /* ---- the Transformer feed-forward's bias + GELU in one kernel.
+     * Optional: NULL makes the frontend add the bias and apply CG_EW_GELU
+     * as two ops. in, out, gx, gy are contiguous (rows, cols); bias (cols),
+     * or a NULL buf for none (b = 0). With z = in[r, j] + bias[j] and Phi,
+     * phi the standard normal CDF and density (GELU as CG_EW_GELU):
+     *   out[r, j] = z * Phi(z)                                           */
+    cg_status (*bias_gelu)(void *ctx, struct cg_ptr out, struct cg_ptr in, struct cg_ptr bias,
+                           int64_t rows, int64_t cols);
+    /* Its adjoint wrt z (which is also in's; the bias's is its column
+     * sum): gx[r, j] = gy[r, j] * (Phi(z) + z * phi(z)). Writes gx. */
+    cg_status (*bias_gelu_backward)(void *ctx, struct cg_ptr gx, struct cg_ptr in,
+                                    struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
+                                    int64_t cols);
 };
 
 /* The members every backend must have: all up to and including reset_stats. */

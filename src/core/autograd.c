@@ -32,12 +32,13 @@
 
 /* ---- nodes ----------------------------------------------------------- */
 
-struct cg_node *cg__node_new(const char *name, cg_backward_fn backward, int n_inputs,
-                             cg_tensor *const *inputs)
+struct cg_node *cg__node_new(cg_ctx *ctx, const char *name, cg_backward_fn backward,
+                             int n_inputs, cg_tensor *const *inputs)
 {
     CG_ASSERT(n_inputs >= 0 && n_inputs <= CG_NODE_MAX_INPUTS);
-    struct cg_node *node = calloc(1, sizeof *node);
+    struct cg_node *node = cg__cache_get(ctx, CG_CACHE_NODE);
     if (!node) return NULL;
+    node->ctx = ctx;
     node->name = name;
     node->backward = backward;
     node->n_inputs = n_inputs;
@@ -53,13 +54,9 @@ bool cg__needs_grad(cg_ctx *ctx, int n, cg_tensor *const *inputs)
     return false;
 }
 
-void cg__node_attach(cg_tensor *out, struct cg_node *node)
+/* Makes out record node: takes a reference to each input and saved tensor. */
+static void attach(cg_tensor *out, struct cg_node *node)
 {
-    if (!node) return;
-    if (!cg__needs_grad(out->st->ctx, node->n_inputs, node->inputs)) {
-        free(node); /* no references were taken yet */
-        return;
-    }
     for (int i = 0; i < node->n_inputs; i++)
         if (node->inputs[i]) cg__tensor_ref(node->inputs[i]);
     for (int i = 0; i < CG_NODE_MAX_SAVED; i++)
@@ -69,12 +66,22 @@ void cg__node_attach(cg_tensor *out, struct cg_node *node)
     out->requires_grad = true;
 }
 
+void cg__node_attach(cg_tensor *out, struct cg_node *node)
+{
+    if (!node) return;
+    if (!cg__needs_grad(out->st->ctx, node->n_inputs, node->inputs)) {
+        cg__cache_put(node->ctx, CG_CACHE_NODE, node); /* no references were taken yet */
+        return;
+    }
+    attach(out, node);
+}
+
 void cg__node_free(struct cg_node *node)
 {
     if (!node) return;
     for (int i = 0; i < node->n_inputs; i++) cg__tensor_unref(node->inputs[i]);
     for (int i = 0; i < CG_NODE_MAX_SAVED; i++) cg__tensor_unref(node->saved[i]);
-    free(node);
+    cg__cache_put(node->ctx, CG_CACHE_NODE, node);
 }
 
 struct cg_node *cg__record(cg_tensor *out, const char *name, cg_backward_fn backward, int n_inputs,
@@ -84,7 +91,7 @@ struct cg_node *cg__record(cg_tensor *out, const char *name, cg_backward_fn back
     *failed = false;
     cg_ctx *ctx = out->st->ctx;
     if (!cg__needs_grad(ctx, n_inputs, inputs)) return NULL;
-    struct cg_node *node = cg__node_new(name, backward, n_inputs, inputs);
+    struct cg_node *node = cg__node_new(ctx, name, backward, n_inputs, inputs);
     if (!node) {
         cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "%s: out of host memory for the autograd node",
                   name);
@@ -93,7 +100,7 @@ struct cg_node *cg__record(cg_tensor *out, const char *name, cg_backward_fn back
     }
     CG_ASSERT(n_saved <= CG_NODE_MAX_SAVED);
     for (int i = 0; i < n_saved; i++) node->saved[i] = saved[i];
-    cg__node_attach(out, node);
+    attach(out, node); /* needs_grad was checked above */
     return node;
 }
 
@@ -130,6 +137,16 @@ cg_tensor *cg__compose_end(cg_ctx *ctx, int token, cg_tensor *r)
 
 /* ---- gradient accumulation ------------------------------------------- */
 
+/* Whether g is a plain temporary that only the caller holds: one reference,
+ * a storage no view shares, contiguous from its start, no history and no
+ * gradient. Such a tensor may become a gradient as it is, or be updated in
+ * place, without anyone else seeing the change. */
+static bool private_temp(const cg_tensor *g)
+{
+    return g->refs == 1 && g->st->refs == 1 && g->offset == 0 && !g->node && !g->grad &&
+           cg_tensor_is_contiguous(g);
+}
+
 cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g)
 {
     if (!t || !t->requires_grad) return CG_OK;
@@ -139,7 +156,12 @@ cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g)
     if (!gs) return ctx->status;
     cg_status st = CG_OK;
     if (!t->node) {
-        /* A leaf: persistent grad, owned by t alone (no scope, no list). */
+        /* A leaf: persistent grad, owned by t alone (no scope, no list). A
+         * private temporary (a summed gradient, say) becomes it as it is. */
+        if (!t->grad && private_temp(gs)) {
+            t->grad = gs; /* our reference moves into t->grad */
+            return CG_OK;
+        }
         if (!t->grad) {
             cg_tensor *ng = cg__tensor_new_unowned(ctx, t->ndim, t->shape);
             if (!ng) {
@@ -156,11 +178,18 @@ cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g)
         cg__tensor_unref(gs);
         return st;
     }
-    /* A non-leaf during backward: park the gradient; never written in place,
-     * since one tensor may be handed to several inputs (add's backward). */
+    /* A non-leaf during backward: park the gradient. A parked tensor that
+     * others may also hold (add's backward hands one g to both inputs) is
+     * never written in place: the sum goes into a new tensor, unless the
+     * parked one is a private temporary. */
     if (!t->grad) {
         t->grad = gs; /* our reference moves into t->grad */
         return CG_OK;
+    }
+    if (private_temp(t->grad)) {
+        st = cg__ew(ctx, "accumulating a gradient", CG_EW_ADD, 0, 0, t->grad, t->grad, gs);
+        cg__tensor_unref(gs);
+        return st;
     }
     cg_tensor *sum = cg__tensor_new_unowned(ctx, t->ndim, t->shape);
     if (!sum) {
@@ -180,104 +209,80 @@ cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g)
 
 /* ---- the backward pass ----------------------------------------------- */
 
-/* An open-addressing set of tensor pointers (visited marks). */
-struct ptr_set {
-    const void **slots;
-    size_t cap, count; /* cap is a power of two */
-};
-
-static size_t ptr_hash(const void *p)
-{
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull; /* murmur3 finaliser */
-    x ^= x >> 33;
-    return (size_t)x;
-}
-
-static bool ptr_set_grow(struct ptr_set *s)
-{
-    size_t ncap = s->cap ? s->cap * 2 : 256;
-    const void **ns = calloc(ncap, sizeof *ns);
-    if (!ns) return false;
-    for (size_t i = 0; i < s->cap; i++) {
-        if (!s->slots[i]) continue;
-        size_t h = ptr_hash(s->slots[i]) & (ncap - 1);
-        while (ns[h]) h = (h + 1) & (ncap - 1);
-        ns[h] = s->slots[i];
-    }
-    free(s->slots);
-    s->slots = ns;
-    s->cap = ncap;
-    return true;
-}
-
-/* Inserts p; returns 1 if added, 0 if present, -1 when out of memory. */
-static int ptr_set_add(struct ptr_set *s, const void *p)
-{
-    if ((s->count + 1) * 2 > s->cap && !ptr_set_grow(s)) return -1;
-    size_t h = ptr_hash(p) & (s->cap - 1);
-    while (s->slots[h]) {
-        if (s->slots[h] == p) return 0;
-        h = (h + 1) & (s->cap - 1);
-    }
-    s->slots[h] = p;
-    s->count++;
-    return 1;
-}
-
 struct frame {
     cg_tensor *t;
     int next; /* next input to visit */
 };
 
-/* Post-order of the tensors that require grad and lead to out. */
-static cg_status topo_order(cg_ctx *ctx, cg_tensor *out, cg_tensor ***order, int64_t *n_order)
+/* The walk's stack and post-order: arrays kept in ctx between calls (no
+ * allocation per backward in steady state). A cg_backward takes them out
+ * of ctx while it runs, so a nested one starts with its own. */
+struct walk {
+    struct frame *stack;
+    cg_tensor **order;
+    int64_t n_stack, cap_stack, n_order, cap_order;
+};
+
+static struct walk walk_take(cg_ctx *ctx)
 {
-    struct ptr_set seen = {0};
-    struct frame *stack = NULL;
-    cg_tensor **ord = NULL;
-    int64_t n_stack = 0, cap_stack = 0, n_ord = 0, cap_ord = 0;
-    cg_status st = CG_OK;
+    struct walk w = {.stack = ctx->bw_stack, .order = ctx->bw_order,
+                     .cap_stack = ctx->cap_bw_stack, .cap_order = ctx->cap_bw_order};
+    ctx->bw_stack = ctx->bw_order = NULL;
+    ctx->cap_bw_stack = ctx->cap_bw_order = 0;
+    return w;
+}
 
-#define PUSH(arr, n, cap, val)                                                \
-    do {                                                                      \
-        if ((n) == (cap)) {                                                   \
-            int64_t nc_ = (cap) ? (cap) * 2 : 64;                             \
-            void *p_ = realloc((arr), (size_t)nc_ * sizeof *(arr));           \
-            if (!p_) goto oom;                                                \
-            (arr) = p_;                                                       \
-            (cap) = nc_;                                                      \
-        }                                                                     \
-        (arr)[(n)++] = (val);                                                 \
-    } while (0)
+static void walk_give_back(cg_ctx *ctx, struct walk *w)
+{
+    free(ctx->bw_stack); /* a nested call's, if any: keep the outer ones */
+    free(ctx->bw_order);
+    ctx->bw_stack = w->stack;
+    ctx->bw_order = w->order;
+    ctx->cap_bw_stack = w->cap_stack;
+    ctx->cap_bw_order = w->cap_order;
+}
 
-    if (ptr_set_add(&seen, out) < 0) goto oom;
-    PUSH(stack, n_stack, cap_stack, ((struct frame){out, 0}));
-    while (n_stack > 0) {
-        struct frame *f = &stack[n_stack - 1];
+/* Room for one more element in arr (n used of cap). */
+static bool walk_reserve(void **arr, int64_t n, int64_t *cap, size_t elem)
+{
+    if (n < *cap) return true;
+    int64_t nc = *cap ? *cap * 2 : 64;
+    void *p = realloc(*arr, (size_t)nc * elem);
+    if (!p) return false;
+    *arr = p;
+    *cap = nc;
+    return true;
+}
+
+/* Post-order of the tensors that require grad and lead to out, into
+ * w->order. A tensor is marked seen by setting its visit field to this
+ * walk's epoch, so there is no visited set to allocate or clear. */
+static cg_status topo_order(cg_ctx *ctx, cg_tensor *out, struct walk *w)
+{
+    uint64_t epoch = ++ctx->visit_epoch;
+    w->n_stack = w->n_order = 0;
+    if (!walk_reserve((void **)&w->stack, 0, &w->cap_stack, sizeof *w->stack)) goto oom;
+    out->visit = epoch;
+    w->stack[w->n_stack++] = (struct frame){out, 0};
+    while (w->n_stack > 0) {
+        struct frame *f = &w->stack[w->n_stack - 1];
         struct cg_node *node = f->t->node;
         if (node && f->next < node->n_inputs) {
             cg_tensor *in = node->inputs[f->next++];
-            if (!in || !in->requires_grad) continue;
-            int added = ptr_set_add(&seen, in);
-            if (added < 0) goto oom;
-            if (added) PUSH(stack, n_stack, cap_stack, ((struct frame){in, 0}));
+            if (!in || !in->requires_grad || in->visit == epoch) continue;
+            in->visit = epoch;
+            if (!walk_reserve((void **)&w->stack, w->n_stack, &w->cap_stack, sizeof *w->stack))
+                goto oom;
+            w->stack[w->n_stack++] = (struct frame){in, 0};
             continue;
         }
-        PUSH(ord, n_ord, cap_ord, f->t);
-        n_stack--;
+        if (!walk_reserve((void **)&w->order, w->n_order, &w->cap_order, sizeof *w->order))
+            goto oom;
+        w->order[w->n_order++] = f->t;
+        w->n_stack--;
     }
-#undef PUSH
-    free(seen.slots);
-    free(stack);
-    *order = ord;
-    *n_order = n_ord;
-    return st;
+    return CG_OK;
 oom:
-    free(seen.slots);
-    free(stack);
-    free(ord);
     return cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_backward: out of host memory for the graph");
 }
 
@@ -321,18 +326,18 @@ CG_API cg_status cg_backward_with(cg_tensor *out, cg_tensor *grad_out)
         return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
                          "cg_backward: the tensor does not require grad (no leaf of its graph "
                          "has requires_grad, or it was computed with grad recording off)");
-    cg_tensor **order = NULL;
-    int64_t n_order = 0;
-    cg_status st = topo_order(ctx, out, &order, &n_order);
-    if (st != CG_OK) return st;
-    /* Gradients are computed by the same ops, unrecorded, in a private
-     * scope: whatever the backward functions create is freed on return. */
-    bool was = cg_set_grad_enabled(ctx, false);
-    int token = cg__compose_begin(ctx);
-    st = run_backward(ctx, out, grad_out, order, n_order);
-    cg__compose_end(ctx, token, NULL);
-    cg_set_grad_enabled(ctx, was);
-    free(order);
+    struct walk w = walk_take(ctx);
+    cg_status st = topo_order(ctx, out, &w);
+    if (st == CG_OK) {
+        /* Gradients are computed by the same ops, unrecorded, in a private
+         * scope: whatever the backward functions create is freed on return. */
+        bool was = cg_set_grad_enabled(ctx, false);
+        int token = cg__compose_begin(ctx);
+        st = run_backward(ctx, out, grad_out, w.order, w.n_order);
+        cg__compose_end(ctx, token, NULL);
+        cg_set_grad_enabled(ctx, was);
+    }
+    walk_give_back(ctx, &w);
     return st;
 }
 

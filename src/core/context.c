@@ -12,6 +12,24 @@
 #include "core/internal.h"
 #include "core/registry.h"
 
+/* Under AddressSanitizer a cached struct is poisoned, so a use after its
+ * cg__cache_put is still reported as one. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CG_HAVE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CG_HAVE_ASAN 1
+#endif
+#endif
+#ifdef CG_HAVE_ASAN
+#include <sanitizer/asan_interface.h>
+#define CG_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define CG_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define CG_POISON(p, n) ((void)(p), (void)(n))
+#define CG_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 /* ---- device choice -------------------------------------------------- */
 
 static void describe_devices(const struct cg_device_info *devs, int n, char *buf, size_t len)
@@ -118,6 +136,62 @@ CG_API cg_status cg_ctx_create(cg_ctx **out, const struct cg_ctx_options *opts)
     return CG_OK;
 }
 
+/* ---- struct caches -------------------------------------------------- *
+ * Every op makes a tensor, a storage and usually an autograd node, and a
+ * scope's end drops them: a stack of dropped structs per kind turns each
+ * calloc/free pair into a few pointer moves. A stack never holds more than
+ * the most structs of its kind alive at once. The pointers live in the
+ * stack, not in the cached structs, so a cached struct can be poisoned
+ * whole under ASan and LeakSanitizer still sees it held. */
+
+static const size_t cache_size[CG_CACHE_COUNT] = {
+    [CG_CACHE_TENSOR] = sizeof(cg_tensor),
+    [CG_CACHE_STORAGE] = sizeof(struct cg_storage),
+    [CG_CACHE_NODE] = sizeof(struct cg_node),
+};
+_Static_assert(CG_CACHE_COUNT == 3, "cache_size must list every cache kind");
+
+void *cg__cache_get(cg_ctx *ctx, enum cg_cache_kind kind)
+{
+    struct cg_cache *c = &ctx->cache[kind];
+    if (c->n == 0) return calloc(1, cache_size[kind]);
+    void *p = c->items[--c->n];
+    CG_UNPOISON(p, cache_size[kind]);
+    memset(p, 0, cache_size[kind]);
+    return p;
+}
+
+void cg__cache_put(cg_ctx *ctx, enum cg_cache_kind kind, void *p)
+{
+    if (!p) return;
+    struct cg_cache *c = &ctx->cache[kind];
+    if (c->n == c->cap) {
+        int64_t ncap = c->cap ? c->cap * 2 : 256;
+        void **items = realloc(c->items, (size_t)ncap * sizeof *items);
+        if (!items) {
+            free(p); /* no room to cache it: nothing is lost but speed */
+            return;
+        }
+        c->items = items;
+        c->cap = ncap;
+    }
+    c->items[c->n++] = p;
+    CG_POISON(p, cache_size[kind]);
+}
+
+static void cache_drain(cg_ctx *ctx, enum cg_cache_kind kind)
+{
+    struct cg_cache *c = &ctx->cache[kind];
+    while (c->n > 0) {
+        void *p = c->items[--c->n];
+        CG_UNPOISON(p, cache_size[kind]);
+        free(p);
+    }
+    free(c->items);
+    c->items = NULL;
+    c->cap = 0;
+}
+
 CG_API void cg_ctx_free(cg_ctx *ctx)
 {
     if (!ctx) return;
@@ -133,6 +207,9 @@ CG_API void cg_ctx_free(cg_ctx *ctx)
     free(ctx->kept);
     free(ctx->scoped);
     free(ctx->marks);
+    free(ctx->bw_stack);
+    free(ctx->bw_order);
+    for (int k = 0; k < CG_CACHE_COUNT; k++) cache_drain(ctx, (enum cg_cache_kind)k);
     if (ctx->be) ctx->be->close(ctx->bctx);
     free(ctx);
 }

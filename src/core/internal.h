@@ -53,6 +53,7 @@ typedef cg_status (*cg_backward_fn)(struct cg_node *node, cg_tensor *out,
 /* The autograd record of the op that produced a tensor. Holds a reference
  * to each input and saved tensor. */
 struct cg_node {
+    cg_ctx *ctx;                            /* whose node cache it returns to */
     const char *name;                       /* op name, for messages     */
     cg_backward_fn backward;
     int n_inputs;
@@ -75,7 +76,11 @@ struct cg_tensor {
     bool requires_grad;
     cg_tensor *grad;                   /* owned; same shape, contiguous   */
     struct cg_node *node;              /* NULL for leaves                 */
+    uint64_t visit;                    /* cg_backward's mark (ctx->visit_epoch) */
 };
+
+/* Free lists of the small structs every op makes and drops (context.c). */
+enum cg_cache_kind { CG_CACHE_TENSOR, CG_CACHE_STORAGE, CG_CACHE_NODE, CG_CACHE_COUNT };
 
 struct cg_ctx {
     const struct cg_backend_i *be;
@@ -100,6 +105,21 @@ struct cg_ctx {
     /* Persistent tensors, freed by cg_ctx_free if the user did not. */
     cg_tensor **kept;
     int64_t n_kept, cap_kept;
+
+    /* Dropped tensor, storage and node structs, kept for reuse so that a
+     * training loop in steady state makes no host allocation per op
+     * (issue 8); released by cg_ctx_free. */
+    struct cg_cache {
+        void **items;
+        int64_t n, cap;
+    } cache[CG_CACHE_COUNT];
+
+    /* cg_backward's scratch, kept between calls for the same reason: the
+     * walk's stack and post-order, and the epoch whose mark in
+     * cg_tensor.visit means "seen by this walk". */
+    void *bw_stack, *bw_order;
+    int64_t cap_bw_stack, cap_bw_order;
+    uint64_t visit_epoch;
 };
 
 /* Errors: record a message in ctx (and in the thread's last error), return
@@ -146,7 +166,7 @@ static inline struct cg_ptr cg__ptr(const cg_tensor *t)
 /* Autograd glue. cg__node_attach makes out record node (taking a reference
  * to each input and saved tensor); it does nothing when grad recording is
  * off or no input requires grad, and frees node then. */
-struct cg_node *cg__node_new(const char *name, cg_backward_fn backward,
+struct cg_node *cg__node_new(cg_ctx *ctx, const char *name, cg_backward_fn backward,
                              int n_inputs, cg_tensor *const *inputs);
 void cg__node_attach(cg_tensor *out, struct cg_node *node);
 void cg__node_free(struct cg_node *node);
@@ -161,6 +181,10 @@ cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g);
 bool cg__ctx_own(cg_ctx *ctx, cg_tensor *t);
 void cg__ctx_disown(cg_ctx *ctx, cg_tensor *t);
 bool cg__ctx_make_persistent(cg_ctx *ctx, cg_tensor *t);
+/* A zeroed struct of the given kind from ctx's cache, or calloc'd when
+ * the cache is empty (NULL when out of memory); cg__cache_put returns one. */
+void *cg__cache_get(cg_ctx *ctx, enum cg_cache_kind kind);
+void cg__cache_put(cg_ctx *ctx, enum cg_cache_kind kind, void *p);
 
 /* The built-in reference backend (backends/cpu). */
 const struct cg_backend_i *cg__cpu_backend(void);

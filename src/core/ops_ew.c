@@ -59,15 +59,45 @@ struct cg_view cg__view_bcast(const cg_tensor *t, int ndim, const int64_t *shape
     return v;
 }
 
+/* v = t as a 1-d view of n elements (t contiguous), padded as coalescing
+ * pads. Filled in place: views are large structs to copy around. */
+static void view_flat(struct cg_view *v, const cg_tensor *t, int64_t n)
+{
+    v->buf = t->st->buf;
+    v->off = t->offset;
+    v->ndim = 1;
+    v->shape[0] = n;
+    v->strides[0] = 1;
+    for (int i = 1; i < CG_MAX_DIMS; i++) {
+        v->shape[i] = 1;
+        v->strides[i] = 0;
+    }
+}
+
+/* Whether t has out's shape and is contiguous: no broadcasting to undo. */
+static bool dense_like(const cg_tensor *t, const cg_tensor *out)
+{
+    return cg__shape_eq(t, out) && cg_tensor_is_contiguous(t);
+}
+
 cg_status cg__ew(cg_ctx *ctx, const char *what, enum cg_ew_op op, float p0, float p1,
                  cg_tensor *out, const cg_tensor *a, const cg_tensor *b)
 {
-    if (cg__tnumel(out) == 0) return CG_OK;
-    struct cg_view vo = cg_tensor_view(out);
-    struct cg_view va = cg__view_bcast(a, out->ndim, out->shape);
-    struct cg_view vb;
-    if (b) vb = cg__view_bcast(b, out->ndim, out->shape);
-    cg__views_coalesce(&vo, &va, b ? &vb : NULL);
+    int64_t n = cg__tnumel(out);
+    if (n == 0) return CG_OK;
+    struct cg_view vo, va, vb;
+    if (cg_tensor_is_contiguous(out) && dense_like(a, out) && (!b || dense_like(b, out))) {
+        /* The common case, one shape and every tensor contiguous: flat
+         * views, which is what coalescing would give, without its work. */
+        view_flat(&vo, out, n);
+        view_flat(&va, a, n);
+        if (b) view_flat(&vb, b, n);
+    } else {
+        vo = cg_tensor_view(out);
+        va = cg__view_bcast(a, out->ndim, out->shape);
+        if (b) vb = cg__view_bcast(b, out->ndim, out->shape);
+        cg__views_coalesce(&vo, &va, b ? &vb : NULL);
+    }
     if (ctx->be->ew(ctx->bctx, op, p0, p1, &vo, &va, b ? &vb : NULL) != CG_OK)
         return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, what);
     return CG_OK;

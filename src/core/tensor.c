@@ -71,9 +71,9 @@ static cg_status check_shape(cg_ctx *ctx, const char *what, int ndim, const int6
 
 /* ---- lifetime -------------------------------------------------------- */
 
-static cg_tensor *tensor_alloc_struct(void)
+static cg_tensor *tensor_alloc_struct(cg_ctx *ctx)
 {
-    cg_tensor *t = calloc(1, sizeof *t);
+    cg_tensor *t = cg__cache_get(ctx, CG_CACHE_TENSOR);
     if (!t) return NULL;
     t->refs = 1;
     t->scope_slot = -1;
@@ -85,11 +85,11 @@ static cg_tensor *tensor_alloc_struct(void)
 cg_tensor *cg__tensor_new_unowned(cg_ctx *ctx, int ndim, const int64_t *shape)
 {
     if (check_shape(ctx, "cg_tensor", ndim, shape) != CG_OK) return NULL;
-    cg_tensor *t = tensor_alloc_struct();
-    struct cg_storage *st = calloc(1, sizeof *st);
+    cg_tensor *t = tensor_alloc_struct(ctx);
+    struct cg_storage *st = cg__cache_get(ctx, CG_CACHE_STORAGE);
     if (!t || !st) {
-        free(t);
-        free(st);
+        cg__cache_put(ctx, CG_CACHE_TENSOR, t);
+        cg__cache_put(ctx, CG_CACHE_STORAGE, st);
         cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_tensor: out of host memory");
         return NULL;
     }
@@ -105,8 +105,8 @@ cg_tensor *cg__tensor_new_unowned(cg_ctx *ctx, int ndim, const int64_t *shape)
         char what[256];
         snprintf(what, sizeof what, "allocating a %s tensor (%zu bytes)", sh, st->bytes);
         cg__backend_error(ctx, CG_STATUS_OUT_OF_MEMORY, what);
-        free(t);
-        free(st);
+        cg__cache_put(ctx, CG_CACHE_TENSOR, t);
+        cg__cache_put(ctx, CG_CACHE_STORAGE, st);
         return NULL;
     }
     t->st = st;
@@ -128,7 +128,7 @@ cg_tensor *cg__tensor_view(cg_tensor *base, int ndim, const int64_t *shape,
                            const int64_t *strides, int64_t offset)
 {
     cg_ctx *ctx = base->st->ctx;
-    cg_tensor *t = tensor_alloc_struct();
+    cg_tensor *t = tensor_alloc_struct(ctx);
     if (!t) {
         cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_tensor view: out of host memory");
         return NULL;
@@ -154,8 +154,9 @@ void cg__tensor_ref(cg_tensor *t) { t->refs++; }
 static void storage_unref(struct cg_storage *st)
 {
     if (--st->refs > 0) return;
-    st->ctx->be->release(st->ctx->bctx, st->buf);
-    free(st);
+    cg_ctx *ctx = st->ctx;
+    ctx->be->release(ctx->bctx, st->buf);
+    cg__cache_put(ctx, CG_CACHE_STORAGE, st);
 }
 
 void cg__tensor_unref(cg_tensor *t)
@@ -167,8 +168,9 @@ void cg__tensor_unref(cg_tensor *t)
         cg__node_free(node);
     }
     if (t->grad) cg__tensor_unref(t->grad);
+    cg_ctx *ctx = t->st->ctx;
     storage_unref(t->st);
-    free(t);
+    cg__cache_put(ctx, CG_CACHE_TENSOR, t);
 }
 
 CG_API void cg_tensor_free(cg_tensor *t)

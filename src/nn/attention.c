@@ -23,6 +23,10 @@
  * are the probabilities softmax(S + M) gives (exp(-1e30 - max) is 0 in
  * float32), and no (T, T) mask is built or added. Its backward is the
  * plain softmax backward (zeros stay zeros).
+ *
+ * Bias + GELU in one kernel. When the backend has bias_gelu (backend.h),
+ * the block's gelu(linear1(x)) adds linear1's bias inside the GELU kernel,
+ * forward and backward, instead of a bias add and a GELU op.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -226,6 +230,77 @@ struct block {
     cg_module *attn, *linear1, *linear2, *norm1, *norm2; /* children */
 };
 
+/* ---- bias + GELU in one kernel ------------------------------------------ */
+
+/* inputs: z0 (.., F) the pre-bias activations, bias (F) or none; g: the
+ * output's gradient. gz is both inputs' gradient (the bias's summed over
+ * rows by cg__accumulate_grad). */
+static cg_status bias_gelu_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
+{
+    (void)y;
+    cg_tensor *x = n->inputs[0], *bias = n->n_inputs > 1 ? n->inputs[1] : NULL;
+    cg_ctx *ctx = cg__ctx_of(x);
+    const int64_t cols = x->shape[x->ndim - 1], rows = cg__tnumel(x) / cols;
+    cg_tensor *xc = cg__contig_ref(x), *gc = xc ? cg__contig_ref(g) : NULL;
+    cg_tensor *bc = gc && bias ? cg__contig_ref(bias) : NULL;
+    cg_tensor *gx = gc && (bc || !bias) ? cg__tensor_new(ctx, x->ndim, x->shape) : NULL;
+    cg_status st = gx ? CG_OK : ctx->status;
+    struct cg_ptr bp = bc ? cg__ptr(bc) : (struct cg_ptr){NULL, 0};
+    if (st == CG_OK && ctx->be->bias_gelu_backward(ctx->bctx, cg__ptr(gx), cg__ptr(xc), bp,
+                                                   cg__ptr(gc), rows, cols) != CG_OK)
+        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "bias + GELU backward");
+    if (bc) cg__tensor_unref(bc);
+    if (gc) cg__tensor_unref(gc);
+    if (xc) cg__tensor_unref(xc);
+    if (st == CG_OK) st = cg__accumulate_grad(x, gx);
+    if (st == CG_OK && bias) st = cg__accumulate_grad(bias, gx);
+    return st;
+}
+
+/* gelu(x + bias) over the last axis of x (bias (F) or NULL) in the
+ * backend's bias_gelu kernel, recorded as one op. */
+static cg_tensor *bias_gelu(cg_tensor *x, cg_tensor *bias)
+{
+    if (!x) return NULL;
+    cg_ctx *ctx = cg__ctx_of(x);
+    const int64_t cols = x->shape[x->ndim - 1], rows = cg__tnumel(x) / cols;
+    CG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == cols));
+    cg_tensor *xc = cg__contig_ref(x), *bc = xc && bias ? cg__contig_ref(bias) : NULL;
+    cg_tensor *out = xc && (bc || !bias) ? cg__tensor_new(ctx, x->ndim, x->shape) : NULL;
+    bool ok = out != NULL;
+    struct cg_ptr bp = bc ? cg__ptr(bc) : (struct cg_ptr){NULL, 0};
+    if (ok && ctx->be->bias_gelu(ctx->bctx, cg__ptr(out), cg__ptr(xc), bp, rows, cols) != CG_OK) {
+        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "bias + GELU");
+        ok = false;
+    }
+    if (bc) cg__tensor_unref(bc);
+    if (xc) cg__tensor_unref(xc);
+    if (ok) {
+        bool failed;
+        cg_tensor *in[2] = {x, bias};
+        cg__record(out, "bias + GELU", bias_gelu_backward, bias ? 2 : 1, in, 0, NULL, &failed);
+        ok = !failed;
+    }
+    if (!ok) {
+        cg_tensor_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* gelu(linear1(x)): the bias add and the GELU in one kernel when the
+ * backend has bias_gelu, else Linear then cg_gelu (the same values). */
+static cg_tensor *ffn_gelu(cg_module *linear1, cg_tensor *x)
+{
+    if (!x) return NULL;
+    cg_ctx *ctx = cg__ctx_of(x);
+    cg_tensor *w = cg_module_parameter(linear1, "weight"); /* (F, E) */
+    if (!CG_BACKEND_HAS(ctx->be, bias_gelu) || !CG_BACKEND_HAS(ctx->be, bias_gelu_backward) ||
+        x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1]) /* Linear reports it */
+        return cg_gelu(cg_module_forward(linear1, x));
+    return bias_gelu(cg_matmul(x, cg_transpose(w, 0, 1)), cg_module_parameter(linear1, "bias"));
+}
+
 /* torch.nn.TransformerEncoderLayer.forward with norm_first=True
  * (torch/nn/modules/transformer.py):
  *   x = x + self._sa_block(self.norm1(x))   (dropout1 after self_attn)
@@ -238,7 +313,7 @@ static cg_tensor *block_forward(cg_module *m, cg_tensor *x)
     bool tr = cg_module_is_training(m);
     cg_tensor *a = cg_self_attention(b->attn, cg_module_forward(b->norm1, x), b->causal);
     x = cg_add(x, cg_dropout(a, b->dropout, tr));
-    cg_tensor *f = cg_gelu(cg_module_forward(b->linear1, cg_module_forward(b->norm2, x)));
+    cg_tensor *f = ffn_gelu(b->linear1, cg_module_forward(b->norm2, x));
     f = cg_module_forward(b->linear2, cg_dropout(f, b->dropout, tr));
     return cg_add(x, cg_dropout(f, b->dropout, tr));
 }

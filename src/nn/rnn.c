@@ -27,14 +27,12 @@
  * for the hidden projection and a few elementwise ops on the gates. Backward
  * is autograd's, through the same ops.
  *
- * Fused LSTM cell. When the backend has lstm_cell and lstm_cell_backward
- * (backend.h), an LSTM step's gate math (4 activations, c_t and h_t: ten
- * elementwise kernels forward, about twenty backward) is one recorded op,
- * `lstm_cell`, with one kernel each way. It writes c_t and h_t into one
- * private (2, B, H) tensor that the step reads through two windows, so
- * both gradients meet in that tensor's gradient buffer before the op's
- * backward runs. Without them the composed ops above run instead; both
- * give the same values (tests/test_fused.c).
+ * Fused LSTM. When the backend has lstm_cell and lstm_cell_backward
+ * (backend.h), an LSTM layer's T steps are instead one recorded op,
+ * `LSTM sequence` (below, where its cost is explained), with one GEMM and
+ * one cell kernel per step each way and the W_hh gradient as one GEMM over
+ * all steps. Without them the composed ops above run; both give the same
+ * values (tests/test_fused.c).
  *
  * Windows. Steps read their rows and gate chunks out of the projection
  * tensors through `window`, a view op whose backward adds its gradient into
@@ -91,15 +89,14 @@ static cg_status window_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
     return cg__ew(ctx, "rnn window backward", CG_EW_ADD, 0, 0, win, win, g);
 }
 
-/* A (rows, cols) window of the contiguous, private tensor base: element
- * (i, j) at base element off + i * row_stride + j. */
-static cg_tensor *window(cg_tensor *base, int64_t rows, int64_t cols, int64_t row_stride,
-                         int64_t off)
+/* A window of the contiguous, private tensor base: element (i, j, ..) at
+ * base element off + i * strides[0] + j * strides[1] + .. */
+static cg_tensor *window_nd(cg_tensor *base, int ndim, const int64_t *shape,
+                            const int64_t *strides, int64_t off)
 {
     if (!base) return NULL;
     CG_ASSERT(cg_tensor_is_contiguous(base));
-    int64_t shape[2] = {rows, cols}, strides[2] = {row_stride, 1};
-    cg_tensor *v = cg__tensor_view(base, 2, shape, strides, base->offset + off);
+    cg_tensor *v = cg__tensor_view(base, ndim, shape, strides, base->offset + off);
     if (!v) return NULL;
     bool failed;
     cg__record(v, "rnn window", window_backward, 1, &base, 0, NULL, &failed);
@@ -108,6 +105,13 @@ static cg_tensor *window(cg_tensor *base, int64_t rows, int64_t cols, int64_t ro
         return NULL;
     }
     return v;
+}
+
+/* A (rows, cols) window: element (i, j) at base element off + i * row_stride + j. */
+static cg_tensor *window(cg_tensor *base, int64_t rows, int64_t cols, int64_t row_stride,
+                         int64_t off)
+{
+    return window_nd(base, 2, (int64_t[]){rows, cols}, (int64_t[]){row_stride, 1}, off);
 }
 
 /* A (B, G*H) block of gate pre-activations inside a private base: row b at
@@ -123,71 +127,186 @@ static cg_tensor *chunk(struct rows r, int64_t B, int64_t H, int k, int width)
     return window(r.base, B, width * H, r.row_stride, r.off + k * H);
 }
 
-/* ---- the fused LSTM cell ---------------------------------------------------- */
+/* ---- the whole fused LSTM recurrence as one op ------------------------------ */
 
-/* inputs: gates G (B, 4H), c_prev (B, H); saved[0]: the forward's save
- * (B, 5H); g: the gradient of the op's (2, B, H) output [c_t; h_t]. */
-static cg_status lstm_cell_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
+/* With the fused cell the layer's T steps are one recorded op, `LSTM
+ * sequence`, whose backward is written here from backend primitives
+ * instead of autograd's step-by-step graph. Per step it costs one GEMM and
+ * one cell kernel each way, with no per-step tensor, window or gradient
+ * add: the step's hidden projection is accumulated by the GEMM (beta = 1)
+ * into the gate buffer that already holds the input projection, and in
+ * the backward dh_{t-1} likewise into a buffer that already holds the
+ * output's gradient. The weight gradient of W_hh, sum_t dG_t^T h_{t-1},
+ * is then ONE (4H, T*B) x (T*B, H) GEMM over the gate gradients of all
+ * steps, the way cuDNN and PyTorch's CPU LSTM batch it.
+ *
+ * Output: a private (2, T+1, B, H) tensor S, S[0, t] = h_t and
+ * S[1, t] = c_t, t = 0 (the initial state) .. T. The layer reads y, h_n and
+ * c_n through windows of S, so their gradients meet in S's gradient; the
+ * only window on the c half is c_n = S[1, T], which the backward relies on.
+ * Inputs: xw (T, B, 4H), the input projection with both biases, contiguous
+ * and time-major; W_hh (4H, H); h0, c0 (B, H). */
+
+static cg_status seq_gemm(cg_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                          float beta, struct cg_ptr a, int64_t lda, struct cg_ptr b, int64_t ldb,
+                          struct cg_ptr c, int64_t ldc)
 {
-    (void)y;
-    cg_tensor *G = n->inputs[0], *c_prev = n->inputs[1], *save = n->saved[0];
-    cg_ctx *ctx = cg__ctx_of(G);
-    const int64_t B = n->i[0], H = n->i[1];
-    cg_tensor *gg = cg__contig_ref(g), *cp = gg ? cg__contig_ref(c_prev) : NULL;
-    cg_tensor *gG = cp ? cg__tensor_new(ctx, 2, (int64_t[]){B, 4 * H}) : NULL;
-    cg_tensor *gcp = gG ? cg__tensor_new(ctx, 2, (int64_t[]){B, H}) : NULL;
-    cg_status st = gcp ? CG_OK : ctx->status;
-    if (st == CG_OK) {
-        struct cg_ptr gc = cg__ptr(gg), gh = {gc.buf, gc.off + B * H};
-        if (ctx->be->lstm_cell_backward(ctx->bctx, cg__ptr(gG), cg__ptr(gcp), gh, gc,
-                                        cg__ptr(save), cg__ptr(cp), B, H) != CG_OK)
-            st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "LSTM cell backward");
+    struct cg_gemm_desc d = {.trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k,
+                             .alpha = 1.0f, .beta = beta, .lda = lda, .ldb = ldb, .ldc = ldc,
+                             .batch = 1};
+    if (ctx->be->gemm(ctx->bctx, &d, a, b, c) != CG_OK)
+        return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "LSTM sequence GEMM");
+    return CG_OK;
+}
+
+static struct cg_ptr at(const cg_tensor *t, int64_t off)
+{
+    struct cg_ptr p = cg__ptr(t);
+    p.off += off;
+    return p;
+}
+
+static cg_status seq_copy(cg_ctx *ctx, struct cg_ptr dst, struct cg_ptr src, int64_t n)
+{
+    if (ctx->be->copy(ctx->bctx, dst.buf, (size_t)dst.off * sizeof(float), src.buf,
+                      (size_t)src.off * sizeof(float), (size_t)n * sizeof(float)) != CG_OK)
+        return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "LSTM sequence copy");
+    return CG_OK;
+}
+
+/* The (B, H) gradient wrt h0 or c0, accumulated when that input wants one. */
+static cg_status seq_state_grad(struct cg_node *n, int i, cg_tensor *src, int64_t off)
+{
+    if (!cg__input_needs_grad(n, i)) return CG_OK;
+    cg_tensor *s = n->inputs[i];
+    cg_tensor *v = cg__tensor_view(src, s->ndim, s->shape, (int64_t[]){s->shape[1], 1},
+                                   src->offset + off);
+    return v ? cg__accumulate_grad(s, v) : cg__ctx_of(src)->status;
+}
+
+static cg_status lstm_seq_backward(struct cg_node *n, cg_tensor *S, cg_tensor *g)
+{
+    cg_tensor *xw = n->inputs[0], *save = n->saved[0];
+    cg_ctx *ctx = cg__ctx_of(xw);
+    const int64_t T = n->i[0], B = n->i[1], H = n->i[2], N = B * H, TS = T + 1;
+    const bool want_h0 = cg__input_needs_grad(n, 2);
+    cg_tensor *gs = cg__contig_ref(g), *w = gs ? cg__contig_ref(n->inputs[1]) : NULL;
+    cg_tensor *dh = w ? cg__tensor_new_unowned(ctx, 3, (int64_t[]){TS, B, H}) : NULL;
+    cg_tensor *dc = dh ? cg__tensor_new_unowned(ctx, 3, (int64_t[]){2, B, H}) : NULL;
+    cg_tensor *dG = dc ? cg__tensor_new(ctx, 3, (int64_t[]){T, B, 4 * H}) : NULL;
+    cg_status st = dG ? CG_OK : ctx->status;
+    /* dh[t] starts as the gradient reaching h_t from outside (y, h_n); dc
+     * ping-pongs between dc[0] and dc[1] and starts as c_n's gradient. */
+    if (st == CG_OK) st = seq_copy(ctx, cg__ptr(dh), cg__ptr(gs), TS * N);
+    if (st == CG_OK) st = seq_copy(ctx, cg__ptr(dc), at(gs, (TS + T) * N), N);
+    int cur = 0;
+    for (int64_t t = T - 1; t >= 0 && st == CG_OK; t--) {
+        if (ctx->be->lstm_cell_backward(ctx->bctx, at(dG, t * 4 * N), at(dc, (1 - cur) * N),
+                                        at(dh, (t + 1) * N), at(dc, cur * N),
+                                        at(save, t * 5 * N), at(S, (TS + t) * N), B,
+                                        H) != CG_OK)
+            st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "LSTM sequence cell backward");
+        cur = 1 - cur;
+        /* dh_{t-1} += dG_t W_hh */
+        if (st == CG_OK && (t > 0 || want_h0))
+            st = seq_gemm(ctx, 0, 0, B, H, 4 * H, 1.0f, at(dG, t * 4 * N), 4 * H, cg__ptr(w), H,
+                          at(dh, t * N), H);
     }
-    if (cp) cg__tensor_unref(cp);
-    if (gg) cg__tensor_unref(gg);
-    if (st == CG_OK) st = cg__accumulate_grad(G, gG);
-    if (st == CG_OK) st = cg__accumulate_grad(c_prev, gcp);
+    if (st == CG_OK) st = cg__accumulate_grad(xw, dG);
+    if (st == CG_OK && cg__input_needs_grad(n, 1)) {
+        /* dW_hh = sum_t dG_t^T h_{t-1}: h_0 .. h_{T-1} are S's first T*B rows */
+        cg_tensor *dw = cg__tensor_new(ctx, 2, (int64_t[]){4 * H, H});
+        st = dw ? seq_gemm(ctx, 1, 0, 4 * H, H, T * B, 0.0f, cg__ptr(dG), 4 * H, cg__ptr(S), H,
+                           cg__ptr(dw), H)
+                : ctx->status;
+        if (st == CG_OK) st = cg__accumulate_grad(n->inputs[1], dw);
+    }
+    if (st == CG_OK) st = seq_state_grad(n, 2, dh, 0);
+    if (st == CG_OK) st = seq_state_grad(n, 3, dc, cur * N);
+    if (dc) cg__tensor_unref(dc);
+    if (dh) cg__tensor_unref(dh);
+    if (w) cg__tensor_unref(w);
+    if (gs) cg__tensor_unref(gs);
     return st;
 }
 
-/* One LSTM step from its gate pre-activations G (B, 4H) and c_prev (B, H)
- * in the backend's lstm_cell kernel. Returns the private (2, B, H) tensor
- * [c_t; h_t], recorded as one op. */
-static cg_tensor *lstm_cell_fused(cg_tensor *G, cg_tensor *c_prev, int64_t B, int64_t H)
+/* Copies the (B, H) state s into S at element off. */
+static cg_status seq_state_in(cg_tensor *S, int64_t off, cg_tensor *s)
 {
-    if (!G || !c_prev) return NULL;
-    cg_ctx *ctx = cg__ctx_of(G);
-    cg_tensor *gc = cg__contig_ref(G), *cp = gc ? cg__contig_ref(c_prev) : NULL;
-    cg_tensor *out = cp ? cg__tensor_new(ctx, 3, (int64_t[]){2, B, H}) : NULL;
-    cg_tensor *save = out ? cg__tensor_new_unowned(ctx, 2, (int64_t[]){B, 5 * H}) : NULL;
-    bool ok = save != NULL;
-    if (ok) {
-        struct cg_ptr c = cg__ptr(out), h = {c.buf, c.off + B * H};
-        if (ctx->be->lstm_cell(ctx->bctx, c, h, cg__ptr(save), cg__ptr(gc), cg__ptr(cp), B, H) !=
-            CG_OK) {
-            cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "LSTM cell");
-            ok = false;
-        }
+    cg_tensor *v = cg__tensor_view(S, 2, s->shape, (int64_t[]){s->shape[1], 1}, S->offset + off);
+    return v ? cg__ew(cg__ctx_of(S), "LSTM initial state", CG_EW_COPY, 0, 0, v, s, NULL)
+             : cg__ctx_of(S)->status;
+}
+
+static cg_tensor *lstm_seq(cg_tensor *xw, cg_tensor *w_hh, cg_tensor *h0, cg_tensor *c0,
+                           int64_t T, int64_t B, int64_t H)
+{
+    if (!xw || !w_hh || !h0 || !c0) return NULL;
+    cg_ctx *ctx = cg__ctx_of(xw);
+    const int64_t N = B * H, TS = T + 1;
+    CG_ASSERT(cg_tensor_is_contiguous(xw) && h0->ndim == 2 && c0->ndim == 2);
+    cg_tensor *w = cg__contig_ref(w_hh);
+    cg_tensor *S = w ? cg__tensor_new(ctx, 4, (int64_t[]){2, TS, B, H}) : NULL;
+    cg_tensor *save = S ? cg__tensor_new_unowned(ctx, 3, (int64_t[]){T, B, 5 * H}) : NULL;
+    cg_tensor *G = save ? cg__tensor_new_unowned(ctx, 3, (int64_t[]){T, B, 4 * H}) : NULL;
+    cg_status st = G ? CG_OK : ctx->status;
+    if (st == CG_OK) st = seq_state_in(S, 0, h0);
+    if (st == CG_OK) st = seq_state_in(S, TS * N, c0);
+    if (st == CG_OK) st = seq_copy(ctx, cg__ptr(G), cg__ptr(xw), T * 4 * N);
+    for (int64_t t = 0; t < T && st == CG_OK; t++) {
+        /* G_t += h_{t-1} W_hh^T, then the cell: c_t, h_t into S */
+        st = seq_gemm(ctx, 0, 1, B, 4 * H, H, 1.0f, at(S, t * N), H, cg__ptr(w), H,
+                      at(G, t * 4 * N), 4 * H);
+        if (st == CG_OK &&
+            ctx->be->lstm_cell(ctx->bctx, at(S, (TS + t + 1) * N), at(S, (t + 1) * N),
+                               at(save, t * 5 * N), at(G, t * 4 * N), at(S, (TS + t) * N), B,
+                               H) != CG_OK)
+            st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "LSTM sequence cell");
     }
-    if (ok) {
+    if (st == CG_OK) {
         bool failed;
-        cg_tensor *in[2] = {G, c_prev};
-        struct cg_node *n = cg__record(out, "LSTM cell", lstm_cell_backward, 2, in, 1, &save,
+        cg_tensor *in[4] = {xw, w_hh, h0, c0};
+        struct cg_node *n = cg__record(S, "LSTM sequence", lstm_seq_backward, 4, in, 1, &save,
                                        &failed);
-        ok = !failed;
+        if (failed) st = ctx->status;
         if (n) {
-            n->i[0] = B;
-            n->i[1] = H;
+            n->i[0] = T;
+            n->i[1] = B;
+            n->i[2] = H;
         }
     }
+    if (G) cg__tensor_unref(G);
     if (save) cg__tensor_unref(save);
-    if (cp) cg__tensor_unref(cp);
-    if (gc) cg__tensor_unref(gc);
-    if (!ok) {
-        cg_tensor_free(out);
+    if (w) cg__tensor_unref(w);
+    if (st != CG_OK) {
+        if (S) cg_tensor_free(S);
         return NULL;
     }
-    return out;
+    return S;
+}
+
+/* One fused LSTM layer: x (T, B, in) [tdim 0] or (B, T, in) [tdim 1]. */
+static cg_tensor *layer_forward_seq(struct rnn *r, int k, cg_tensor *x, int tdim, cg_tensor *h,
+                                    cg_tensor *c, cg_tensor **h_last, cg_tensor **c_last)
+{
+    const int64_t H = r->hidden, T = cg_tensor_dim(x, tdim), B = cg_tensor_dim(x, 1 - tdim);
+    const int64_t N = B * H, TS = T + 1;
+    /* time-major input projection: transposing x (in wide) is cheaper than
+     * transposing xw (4H wide) */
+    cg_tensor *xw = cg_matmul(tdim ? cg_transpose(x, 0, 1) : x, cg_transpose(r->w_ih[k], 0, 1));
+    if (r->bias) xw = cg_add(xw, cg_add(r->b_ih[k], r->b_hh[k]));
+    cg_tensor *S = lstm_seq(cg_contiguous(xw), r->w_hh[k], h, c, T, B, H);
+    /* y = h_1 .. h_T in x's layout */
+    int64_t shape[3] = {T, B, H}, strides[3] = {N, H, 1};
+    if (tdim) {
+        shape[0] = B;
+        shape[1] = T;
+        strides[0] = H;
+        strides[1] = N;
+    }
+    *h_last = window(S, B, H, H, T * N);
+    *c_last = window(S, B, H, H, (TS + T) * N);
+    return window_nd(S, 3, shape, strides, N);
 }
 
 /* ---- one layer over all steps ------------------------------------------- */
@@ -200,6 +319,9 @@ static cg_tensor *layer_forward(struct rnn *r, int k, cg_tensor *x, int tdim, cg
                                 cg_tensor *c, cg_tensor **h_last, cg_tensor **c_last)
 {
     cg_ctx *ctx = cg_tensor_ctx(x);
+    if (r->mode == CG_RNN_LSTM && CG_BACKEND_HAS(ctx->be, lstm_cell) &&
+        CG_BACKEND_HAS(ctx->be, lstm_cell_backward))
+        return layer_forward_seq(r, k, x, tdim, h, c, h_last, c_last);
     const int64_t H = r->hidden, GH = r->gates * r->hidden;
     const int64_t T = cg_tensor_dim(x, tdim), B = cg_tensor_dim(x, 1 - tdim);
 
@@ -214,8 +336,6 @@ static cg_tensor *layer_forward(struct rnn *r, int k, cg_tensor *x, int tdim, cg
     /* step t's rows: (T, B, GH) -> t*B*GH + b*GH; (B, T, GH) -> t*GH + b*T*GH */
     const int64_t t_stride = tdim == 0 ? B * GH : GH, b_stride = tdim == 0 ? GH : T * GH;
     cg_tensor *whh_t = cg_transpose(r->w_hh[k], 0, 1); /* (H, G*H) */
-    const bool fused = r->mode == CG_RNN_LSTM && CG_BACKEND_HAS(ctx->be, lstm_cell) &&
-                       CG_BACKEND_HAS(ctx->be, lstm_cell_backward);
 
     cg_tensor **hs = malloc((size_t)(T > 0 ? T : 1) * sizeof *hs);
     if (!hs) {
@@ -230,12 +350,6 @@ static cg_tensor *layer_forward(struct rnn *r, int k, cg_tensor *x, int tdim, cg
             h = cg_tanh(cg_add(chunk(xr, B, H, 0, 1), hw));
             break;
         case CG_RNN_LSTM: {
-            if (fused) { /* ch = [c_t; h_t] (2, B, H) */
-                cg_tensor *ch = lstm_cell_fused(cg_add(chunk(xr, B, H, 0, 4), hw), c, B, H);
-                c = window(ch, B, H, H, 0);
-                h = window(ch, B, H, H, B * H);
-                break;
-            }
             struct rows pre = {cg_add(chunk(xr, B, H, 0, 4), hw), 0, GH};
             cg_tensor *i = cg_sigmoid(chunk(pre, B, H, 0, 1));
             cg_tensor *f = cg_sigmoid(chunk(pre, B, H, 1, 1));
