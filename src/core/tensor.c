@@ -318,25 +318,28 @@ CG_API cg_status cg_tensor_to_host(const cg_tensor *t, float *dst, int64_t n)
     return st;
 }
 
-/* Records the range of a whole-storage upload (see struct cg_storage). */
+/* Records the range of a whole-storage upload (see struct cg_storage), for
+ * index checks without a read-back. Only integral data can be valid
+ * indices, so the scan stops at the first value that is not an integer and
+ * leaves the range unknown: an image or a feature batch costs a few
+ * elements, not a pass over the upload (an index op on such a tensor reads
+ * it back and names the bad value). v == floorf(v) without a libm call:
+ * below 2^23, adding and subtracting 2^23 rounds |v| to an integer; from
+ * 2^23 up (infinity too) every float is one, as floorf says. NaN fails
+ * both tests. */
 static void note_range(struct cg_storage *st, const float *src, int64_t n)
 {
     float lo = INFINITY, hi = -INFINITY;
-    bool integral = true;
+    st->host_range_known = false;
     for (int64_t i = 0; i < n; i++) {
-        float v = src[i];
+        float v = src[i], av = fabsf(v);
+        if (!(av >= 0x1p23f || (av + 0x1p23f) - 0x1p23f == av)) return;
         if (v < lo) lo = v;
         if (v > hi) hi = v;
-        /* v == floorf(v) without a libm call per element (every upload
-         * passes here): below 2^23, adding and subtracting 2^23 rounds |v|
-         * to an integer; from 2^23 up (infinity too) every float is one,
-         * as floorf says. NaN fails both tests. */
-        float av = fabsf(v);
-        integral &= av >= 0x1p23f || (av + 0x1p23f) - 0x1p23f == av;
     }
     st->host_min = lo;
     st->host_max = hi;
-    st->host_all_integral = integral;
+    st->host_all_integral = true;
     st->host_range_known = true;
 }
 
