@@ -203,7 +203,9 @@ static int pair_setup(void **state)
     struct pair *pr = calloc(1, sizeof *pr);
     if (!pr)
         return -1;
+    setenv("CLGRAD_OPTIM_BATCH", "1", 1);   /* batched even on a CPU device */
     pr->fused = th_ctx_create(7);
+    unsetenv("CLGRAD_OPTIM_BATCH");
     setenv("CLGRAD_FUSE", "0", 1);
     pr->plain = th_ctx_create(7);
     unsetenv("CLGRAD_FUSE");

@@ -169,6 +169,9 @@ struct cg_cl {
     struct cg_cl_device dev;
     cl_command_queue queue;
     cl_uint compute_units;
+    int cpu_device;                     /* CL_DEVICE_TYPE_CPU (PoCL): one
+                                           element per work-item, see
+                                           cg_cl_groups_for             */
     size_t max_wg;                      /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
 
     cl_program programs[CG_CL_PROG_COUNT];
@@ -264,6 +267,8 @@ cg_status cg_cl_flush(struct cg_cl *cl);
 cg_status cg_cl_fuse_init(struct cg_cl *cl);
 void cg_cl_fuse_release(struct cg_cl *cl);
 /* Whether ew/fill may defer now (CLGRAD_FUSE not 0, not inside gemm). */
+/* Whether optimizer updates are batched into *_multi launches. */
+int cg_cl_optim_batching(struct cg_cl *cl);
 int cg_cl_fuse_enabled(struct cg_cl *cl);
 int cg_cl_fuse_pending(const struct cg_cl *cl);
 /* Appends out[i] = op(a, b) (b NULL: unary; a and b NULL: a fill with p0)

@@ -195,6 +195,9 @@ static cg_status cg_cl_init(struct cg_cl *cl, cl_platform_id plat, cl_device_id 
                                        &cl->max_wg, NULL));
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_PARAMETER_SIZE, sizeof cl->max_param,
                                        &cl->max_param, NULL));
+    cl_device_type type = 0;
+    CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL));
+    cl->cpu_device = (type & CL_DEVICE_TYPE_CPU) != 0;
     if (cl->compute_units == 0)
         cl->compute_units = 1;
     if (cl->max_wg == 0)

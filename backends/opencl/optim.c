@@ -281,7 +281,7 @@ cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
     cg_status st = cg_optim_prepare(cl, h, param, grad, state, n, &it);
     if (st != CG_OK)
         return st;
-    if (!cg_cl_fuse_enabled(cl) || cg_optim_multi_bytes(h->kind) > cl->max_param) {
+    if (!cg_cl_optim_batching(cl) || cg_optim_multi_bytes(h->kind) > cl->max_param) {
         st = cg_cl_flush(cl);
         return st == CG_OK ? cg_optim_launch(cl, h, &it, 1, 0) : st;
     }
