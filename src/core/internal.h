@@ -186,6 +186,17 @@ bool cg__ctx_make_persistent(cg_ctx *ctx, cg_tensor *t);
 void *cg__cache_get(cg_ctx *ctx, enum cg_cache_kind kind);
 void cg__cache_put(cg_ctx *ctx, enum cg_cache_kind kind, void *p);
 
+/* A growable NUL-terminated string; oom is sticky. */
+struct cg__sb {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+void cg__sb_putn(struct cg__sb *b, const char *s, size_t n);
+void cg__sb_puts(struct cg__sb *b, const char *s);
+void cg__sb_printf(struct cg__sb *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* The built-in reference backend (backends/cpu). */
 const struct cg_backend_i *cg__cpu_backend(void);
 #endif

@@ -182,38 +182,15 @@ CG_API cg_status cg_table_conform(struct cg_table *t, const struct cg_table *lik
 
 /* ----------------------------------------------------------------- format -- */
 
-/* A growing string. */
-struct layout_buf {
-    char *s;
-    size_t n, cap;
-    bool oom;
-};
-
-static void buf_put(struct layout_buf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) { b->oom = true; return; }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = '\0';
-}
-
 /* A field with '\\', tab, newline and CR escaped, so fields split on tabs
  * and records on newlines. */
-static void buf_field(struct layout_buf *b, const char *s)
+static void sb_field(struct cg__sb *b, const char *s)
 {
     for (; *s; s++) {
         const char *e = *s == '\\' ? "\\\\" : *s == '\t' ? "\\t" : *s == '\n' ? "\\n"
                       : *s == '\r' ? "\\r" : NULL;
-        if (e) buf_put(b, e, 2);
-        else buf_put(b, s, 1);
+        if (e) cg__sb_putn(b, e, 2);
+        else cg__sb_putn(b, s, 1);
     }
 }
 
@@ -221,25 +198,23 @@ CG_API cg_status cg_table_layout_format(const struct cg_table *t, char **out)
 {
     if (!t || !out)
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_table_layout_format: NULL argument");
-    struct layout_buf b = {0};
-    char head[64];
-    snprintf(head, sizeof head, LAYOUT_MAGIC " %d %d\n", t->target, (int)t->task);
-    buf_put(&b, head, strlen(head));
+    struct cg__sb b = {0};
+    cg__sb_printf(&b, LAYOUT_MAGIC " %d %d\n", t->target, (int)t->task);
     for (int j = 0; j < t->n_cols; j++) {
         const struct cg_column *c = &t->cols[j];
-        buf_put(&b, c->kind == CG_COLUMN_CATEGORICAL ? "c\t" : "n\t", 2);
-        buf_field(&b, c->name);
+        cg__sb_putn(&b, c->kind == CG_COLUMN_CATEGORICAL ? "c\t" : "n\t", 2);
+        sb_field(&b, c->name);
         for (int k = 0; c->kind == CG_COLUMN_CATEGORICAL && k < c->n_categories; k++) {
-            buf_put(&b, "\t", 1);
-            buf_field(&b, c->categories[k]);
+            cg__sb_putn(&b, "\t", 1);
+            sb_field(&b, c->categories[k]);
         }
-        buf_put(&b, "\n", 1);
+        cg__sb_putn(&b, "\n", 1);
     }
     if (b.oom) {
-        free(b.s);
+        free(b.p);
         return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_table_layout_format: out of memory");
     }
-    *out = b.s;
+    *out = b.p;
     return CG_OK;
 }
 
@@ -247,22 +222,22 @@ CG_API cg_status cg_table_layout_format(const struct cg_table *t, char **out)
  * *s moves past it. NULL on a bad escape or no memory (*bad says which). */
 static char *layout_field(const char **s, bool *bad)
 {
-    struct layout_buf b = {0};
-    buf_put(&b, "", 0);
+    struct cg__sb b = {0};
+    cg__sb_putn(&b, "", 0);
     const char *p = *s;
     for (; *p && *p != '\t' && *p != '\n'; p++) {
         char c = *p;
         if (c == '\\') {
             c = p[1] == '\\' ? '\\' : p[1] == 't' ? '\t' : p[1] == 'n' ? '\n'
               : p[1] == 'r' ? '\r' : 0;
-            if (!c) { free(b.s); *bad = true; return NULL; }
+            if (!c) { free(b.p); *bad = true; return NULL; }
             p++;
         }
-        buf_put(&b, &c, 1);
+        cg__sb_putn(&b, &c, 1);
     }
     *s = p;
-    if (b.oom) { free(b.s); return NULL; }
-    return b.s;
+    if (b.oom) { free(b.p); return NULL; }
+    return b.p;
 }
 
 static cg_status layout_bad(int line, const char *what)

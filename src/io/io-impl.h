@@ -1,7 +1,7 @@
 /*
- * src/io/io-impl.h — what checkpoint.c shares with safetensors.c: the
- * growable string used to build JSON, and the strict JSON string-array
- * parser (class names in the metadata).
+ * src/io/io-impl.h — what checkpoint.c shares with safetensors.c: JSON
+ * strings appended to a growable string (core's struct cg__sb), and the
+ * strict JSON string-array parser (class names in the metadata).
  */
 #ifndef CLGRAD_IO_IMPL_H
 #define CLGRAD_IO_IMPL_H
@@ -10,17 +10,8 @@
 #include <stddef.h>
 
 #include "clgrad/io.h"
+#include "core/internal.h"   /* struct cg__sb */
 
-/* A growable NUL-terminated string; oom is sticky. */
-struct cg__sb {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-void cg__sb_putn(struct cg__sb *b, const char *s, size_t n);
-void cg__sb_puts(struct cg__sb *b, const char *s);
-void cg__sb_printf(struct cg__sb *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string literal ("..." with escapes). */
 void cg__sb_json_string(struct cg__sb *b, const char *s);
 
