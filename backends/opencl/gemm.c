@@ -146,9 +146,7 @@ static int cg_gemm_path(struct cg_cl *cl)
     if (cl->gemm_path)
         return cl->gemm_path & 3;
     const char *env = getenv("CLGRAD_GEMM");
-    cl_device_type type = 0;
     const char *why;
-    clGetDeviceInfo(cl->dev.device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     if (env && strcmp(env, "own") == 0) {
         cl->gemm_path = CG_GEMM_OWN;
         why = "CLGRAD_GEMM=own";
@@ -162,12 +160,12 @@ static int cg_gemm_path(struct cg_cl *cl)
         cl->gemm_path = CG_GEMM_CLBLAST;
         why = "CLGRAD_GEMM=clblast";
     } else {
-        cl->gemm_path = (type & CL_DEVICE_TYPE_CPU) ? CG_GEMM_OWN : CG_GEMM_CLBLAST;
-        why = (type & CL_DEVICE_TYPE_CPU) ? "a CPU device" : "not a CPU device";
+        cl->gemm_path = cl->cpu_device ? CG_GEMM_OWN : CG_GEMM_CLBLAST;
+        why = cl->cpu_device ? "a CPU device" : "not a CPU device";
     }
     if (cg_gemm_verbose())
         fprintf(stderr, "clgrad opencl: GEMM on %s: %s (%s)\n", cl->dev.name,
-                cl->gemm_path == CG_GEMM_OWN ? "own kernels (cl/gemm.cl)" : "CLBlast", why);
+                (cl->gemm_path & 3) == CG_GEMM_OWN ? "own kernels (cl/gemm.cl)" : "CLBlast", why);
     return cl->gemm_path;
 }
 
