@@ -395,6 +395,8 @@ static const struct cg_backend_i cpu_backend = {
     .softmax_causal = cg__cpu_softmax_causal,
     .bias_gelu = cg__cpu_bias_gelu,
     .bias_gelu_backward = cg__cpu_bias_gelu_backward,
+    .layernorm = cg__cpu_layernorm,
+    .layernorm_backward = cg__cpu_layernorm_backward,
 };
 
 const struct cg_backend_i *cg__cpu_backend(void)

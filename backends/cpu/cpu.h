@@ -205,5 +205,13 @@ cg_status cg__cpu_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, stru
 cg_status cg__cpu_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
                                      struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
                                      int64_t cols);
+/* cpu_layernorm.c */
+cg_status cg__cpu_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
+                            struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
+                            int64_t cols, float eps);
+cg_status cg__cpu_layernorm_backward(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
+                                     struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
+                                     struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
+                                     int64_t rows, int64_t cols);
 
 #endif

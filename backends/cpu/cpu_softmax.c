@@ -9,11 +9,16 @@
  * Backward (backend.h):
  *   softmax:     gx = y * (gy - sum(gy * y))
  *   log-softmax: gx = gy - exp(y) * sum(gy)
- * Sums accumulate in double.
+ * Sums accumulate in double, in 4 lanes added in a fixed order (so GCC
+ * vectorises them without reassociating anything: the result does not
+ * depend on the vector width); exp is cpu_vmath.h's float exp (~1 ulp),
+ * vectorised, where libm's double exp per element was most of a
+ * log-softmax over a vocabulary. Rows split across the thread pool.
  */
 #include <math.h>
 
 #include "cpu.h"
+#include "cpu_vmath.h"
 
 static cg_status check_block(struct cg_cpu_ctx *c, struct cg_ptr p, int64_t rows,
                              int64_t cols, const char *what)
@@ -24,20 +29,75 @@ static cg_status check_block(struct cg_cpu_ctx *c, struct cg_ptr p, int64_t rows
     return cg__cpu_check_range(c, p, rows * cols, what);
 }
 
-static void softmax_row(float *y, const float *x, int64_t cols, int use_log)
+/* Adds the 4 lanes in a fixed order. */
+static double lanes_sum(const double l[4]) { return (l[0] + l[1]) + (l[2] + l[3]); }
+
+/* max of x[0, cols) (-inf for none; NaN is passed over as in a compare). */
+CG_CPU_KERNEL static float row_max(const float *restrict x, int64_t cols)
+{
+    float max = -INFINITY;
+    for (int64_t j = 0; j < cols; j++) max = x[j] > max ? x[j] : max;
+    return max;
+}
+
+/* sum_j exp(x[j] - max), in double; with e: also e[j] = exp(x[j] - max).
+ * No restrict: out == in (an in-place softmax) reads each x[j] before
+ * writing e[j]. */
+CG_CPU_KERNEL static double exp_shifted(float *e, const float *x, float max, int64_t cols)
+{
+    double lane[4] = {0};
+    int64_t j = 0;
+    for (; j + 4 <= cols; j += 4)
+        for (int l = 0; l < 4; l++) {
+            float v = cg_vexpf(x[j + l] - max);
+            if (e) e[j + l] = v;
+            lane[l] += v;
+        }
+    for (int l = 0; j < cols; j++, l++) {
+        float v = cg_vexpf(x[j] - max);
+        if (e) e[j] = v;
+        lane[l] += v;
+    }
+    return lanes_sum(lane);
+}
+
+CG_CPU_KERNEL static void softmax_row(float *y, const float *x, int64_t cols, int use_log)
 {
     /* y, x: (cols) */
-    double max = -INFINITY;
-    for (int64_t j = 0; j < cols; j++)
-        if (x[j] > max) max = x[j];
-    double sum = 0.0;
-    for (int64_t j = 0; j < cols; j++) sum += exp(x[j] - max);
+    float max = row_max(x, cols);
     if (use_log) {
-        double lse = log(sum);
-        for (int64_t j = 0; j < cols; j++) y[j] = (float)((x[j] - max) - lse);
+        double lse = log(exp_shifted(NULL, x, max, cols));
+        for (int64_t j = 0; j < cols; j++) y[j] = (float)(((double)x[j] - max) - lse);
     } else {
-        for (int64_t j = 0; j < cols; j++) y[j] = (float)(exp(x[j] - max) / sum);
+        float inv = (float)(1.0 / exp_shifted(y, x, max, cols));
+        for (int64_t j = 0; j < cols; j++) y[j] *= inv;
     }
+}
+
+/* Rows [lo, hi) of a softmax (gy NULL) or of its backward (out = gx). */
+struct softmax_job {
+    float *out;
+    const float *y, *gy;
+    int64_t cols;
+    int use_log;
+};
+
+static void softmax_backward_row(float *gx, const float *y, const float *gy, int64_t cols,
+                                 int use_log);
+
+static void softmax_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const struct softmax_job *j = arg;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t o = r * j->cols;
+        if (j->gy) softmax_backward_row(j->out + o, j->y + o, j->gy + o, j->cols, j->use_log);
+        else softmax_row(j->out + o, j->y + o, j->cols, j->use_log);
+    }
+}
+
+static void run_rows(struct cg_cpu_ctx *c, struct softmax_job *j, int64_t rows)
+{
+    cg__cpu_parallel_for(c, rows, CG_CPU_PAR_MIN / 4 / j->cols + 1, softmax_rows, j);
 }
 
 cg_status cg__cpu_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
@@ -51,22 +111,30 @@ cg_status cg__cpu_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_
     c->stats.launches++;
     if (rows == 0 || cols == 0) return CG_OK;
 
-    for (int64_t r = 0; r < rows; r++)
-        softmax_row(cg__cpu_at(out) + r * cols, cg__cpu_at(in) + r * cols, cols, use_log);
+    struct softmax_job j = {.out = cg__cpu_at(out), .y = cg__cpu_at(in), .cols = cols,
+                            .use_log = use_log};
+    run_rows(c, &j, rows);
     return CG_OK;
 }
 
-static void softmax_backward_row(float *gx, const float *y, const float *gy, int64_t cols,
-                                 int use_log)
+CG_CPU_KERNEL static void softmax_backward_row(float *gx, const float *y, const float *gy,
+                                               int64_t cols, int use_log)
 {
-    /* gx, y, gy: (cols) */
-    double dot = 0.0;
+    /* gx, y, gy: (cols); dot = sum(gy) (log) or sum(gy * y) */
+    double lane[4] = {0};
+    int64_t j = 0;
     if (use_log) {
-        for (int64_t j = 0; j < cols; j++) dot += gy[j];
-        for (int64_t j = 0; j < cols; j++) gx[j] = (float)(gy[j] - exp((double)y[j]) * dot);
+        for (; j + 4 <= cols; j += 4)
+            for (int l = 0; l < 4; l++) lane[l] += gy[j + l];
+        for (int l = 0; j < cols; j++, l++) lane[l] += gy[j];
+        float dot = (float)lanes_sum(lane);
+        for (j = 0; j < cols; j++) gx[j] = gy[j] - cg_vexpf(y[j]) * dot;
     } else {
-        for (int64_t j = 0; j < cols; j++) dot += (double)gy[j] * y[j];
-        for (int64_t j = 0; j < cols; j++) gx[j] = (float)(y[j] * (gy[j] - dot));
+        for (; j + 4 <= cols; j += 4)
+            for (int l = 0; l < 4; l++) lane[l] += (double)gy[j + l] * y[j + l];
+        for (int l = 0; j < cols; j++, l++) lane[l] += (double)gy[j] * y[j];
+        float dot = (float)lanes_sum(lane);
+        for (j = 0; j < cols; j++) gx[j] = y[j] * (gy[j] - dot);
     }
 }
 
@@ -82,8 +150,8 @@ cg_status cg__cpu_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
     c->stats.launches++;
     if (rows == 0 || cols == 0) return CG_OK;
 
-    for (int64_t r = 0; r < rows; r++)
-        softmax_backward_row(cg__cpu_at(gx) + r * cols, cg__cpu_at(y) + r * cols,
-                             cg__cpu_at(gy) + r * cols, cols, use_log);
+    struct softmax_job j = {.out = cg__cpu_at(gx), .y = cg__cpu_at(y), .gy = cg__cpu_at(gy),
+                            .cols = cols, .use_log = use_log};
+    run_rows(c, &j, rows);
     return CG_OK;
 }

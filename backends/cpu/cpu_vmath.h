@@ -78,33 +78,25 @@ static inline float cg_vtanhf(float x)
     return cg_vselectf(a < 0.625f, small, big);
 }
 
-/* erfc(z) for z >= 0 (Numerical Recipes, 2nd ed., sec. 6.2, erfcc: a
- * Chebyshev fit with fractional error below 1.2e-7 everywhere), with
- * e = exp(-z^2) passed in so callers that need it too compute it once:
- *   t = 1 / (1 + z / 2),  erfc(z) = t exp(-z^2 - 1.26551223 + t P(t)). */
-static inline float cg_verfcf_pos(float z, float e)
-{
-    float t = 1.0f / (1.0f + 0.5f * z);
-    float p = 0.17087277f;
-    p = p * t - 0.82215223f;
-    p = p * t + 1.48851587f;
-    p = p * t - 1.13520398f;
-    p = p * t + 0.27886807f;
-    p = p * t - 0.18628806f;
-    p = p * t + 0.09678418f;
-    p = p * t + 0.37409196f;
-    p = p * t + 1.00002368f;
-    p = p * t - 1.26551223f;
-    return t * e * cg_vexpf(p);
-}
-
-/* The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2, from erfc of
- * |x| / sqrt 2 so that both tails keep their relative accuracy.
- * e2 = exp(-x^2 / 2) is what the caller passes (GELU's backward reuses it
- * for the density). */
+/* The standard normal CDF Phi(x) = (1 + erf(x / sqrt 2)) / 2 with erf from
+ * Abramowitz & Stegun 7.1.26 (Hastings; |error| <= 1.5e-7), the form
+ * PyTorch's vectorised erf uses (ATen vec256_float.h):
+ *   erf(a) = 1 - t P(t) exp(-a^2),  t = 1 / (1 + p a),  a = |x| / sqrt 2.
+ * exp(-a^2) = exp(-x^2 / 2) = e2 is what the caller passes (GELU's backward
+ * reuses it for the density), so this costs no exp of its own: against
+ * Numerical Recipes' erfcc, which needs a second exp, bias + GELU ran twice
+ * as fast (1.6 vs 3.4 ns an element, AVX2, 2-core EPYC) at the same
+ * absolute error (~4e-7 of GELU for |x| <= 6; the relative accuracy of the
+ * far negative tail is lost, where GELU is below 1e-4 in magnitude). */
 static inline float cg_vnormcdff(float x, float e2)
 {
-    float half_erfc = 0.5f * cg_verfcf_pos(fabsf(x) * 0.70710678118654752f, e2);
+    float t = 1.0f / (1.0f + (0.3275911f * 0.70710678118654752f) * fabsf(x));
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    float half_erfc = 0.5f * p * t * e2;   /* (1 - erf(|x| / sqrt 2)) / 2 */
     return cg_vselectf(x < 0.0f, half_erfc, 1.0f - half_erfc);
 }
 

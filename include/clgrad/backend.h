@@ -418,6 +418,28 @@ struct cg_backend_i {
     cg_status (*bias_gelu_backward)(void *ctx, struct cg_ptr gx, struct cg_ptr in,
                                     struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
                                     int64_t cols);
+
+    /* ---- LayerNorm over the last axis in one kernel (torch.nn.LayerNorm,
+     * biased variance). Optional: NULL makes the frontend compose it from
+     * mean, sub, mul and pow ops. x, y, gx, gy are contiguous (rows, cols);
+     * w, b are (cols), or NULL bufs for none (1 and 0); mean and rstd are
+     * (rows), written by the forward for the backward to read:
+     *   mean[r] = sum_j x[r, j] / cols
+     *   rstd[r] = 1 / sqrt(sum_j (x[r, j] - mean[r])^2 / cols + eps)
+     *   y[r, j] = (x[r, j] - mean[r]) * rstd[r] * w[j] + b[j]            */
+    cg_status (*layernorm)(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
+                           struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
+                           int64_t cols, float eps);
+    /* Its adjoint. With xhat = (x - mean) * rstd and g = gy * w (per row):
+     *   gx[r, j] = rstd[r] * (g[r, j] - mean(g[r, :])
+     *                         - xhat[r, j] * mean(g[r, :] * xhat[r, :]))
+     *   gw[j] = sum_r gy[r, j] * xhat[r, j]        gb[j] = sum_r gy[r, j]
+     * Writes (does not accumulate) gx, and gw and gb where their bufs are
+     * not NULL. */
+    cg_status (*layernorm_backward)(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
+                                    struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
+                                    struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
+                                    int64_t rows, int64_t cols);
 };
 
 /* The members every backend must have: all up to and including reset_stats. */
