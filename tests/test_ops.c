@@ -372,6 +372,31 @@ static void test_matmul(void **state)
             ref_mm(want + (p * 3 + q) * 8, ha + p * 12, hb + q * 6, 1, 4, 3, 2,
                    (int64_t[]){0, 3, 1}, (int64_t[]){0, 2, 1});
     th_assert_close(ho, want, 48, 1e-5, 1e-5, "broadcast batch");
+    /* batch dims that do not collapse into one stride: the heads of a
+     * (B, T, 2, h, d) projection as (B, h, T, d) q and k (split into a few
+     * batched GEMMs); then (5, 5, 5) batches, too many calls: copied */
+    cg_tensor *qk = rnd(ctx, &rng, S(3, 5, 2, 2, 4), -1, 1, ha);  /* B=3 T=5 h=2 d=4 */
+    cg_tensor *p = cg_permute(qk, S(2, 0, 3, 1, 4));              /* (2, B, h, T, d) */
+    cg_tensor *q = cg_squeeze(cg_slice(p, 0, 0, 1, 1), 0), *kk = cg_squeeze(cg_slice(p, 0, 1, 2, 1), 0);
+    o = cg_matmul(q, cg_transpose(kk, -2, -1));
+    expect_shape(o, S(3, 2, 5, 5));
+    get(o, ho);
+    for (int bi = 0; bi < 3; bi++)
+        for (int hi = 0; hi < 2; hi++)
+            ref_mm(want + (bi * 2 + hi) * 25, ha + bi * 80 + hi * 4, ha + bi * 80 + 8 + hi * 4, 1,
+                   5, 4, 5, (int64_t[]){0, 16, 1}, (int64_t[]){0, 1, 16});
+    th_assert_close(ho, want, 150, 1e-5, 1e-5, "heads (split batch)");
+    cg_tensor *a6 = rnd(ctx, &rng, S(5, 5, 5, 2, 3), -1, 1, ha);
+    cg_tensor *b6 = rnd(ctx, &rng, S(3, 2), -1, 1, hb);
+    o = cg_matmul(cg_permute(a6, S(1, 2, 0, 3, 4)), b6);   /* batch strides (30, 6, 150) */
+    expect_shape(o, S(5, 5, 5, 2, 2));
+    get(o, ho);
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 5; j++)
+            for (int l = 0; l < 5; l++)
+                ref_mm(want + ((i * 5 + j) * 5 + l) * 4, ha + i * 30 + j * 6 + l * 150, hb, 1, 2,
+                       3, 2, (int64_t[]){0, 3, 1}, (int64_t[]){0, 2, 1});
+    th_assert_close(ho, want, 500, 1e-5, 1e-5, "125 strided batches (copied)");
     /* 1-d operands */
     cg_tensor *v = rnd(ctx, &rng, S(5), -1, 1, hb);
     o = cg_matmul(a2, v);

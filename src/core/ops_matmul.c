@@ -5,7 +5,8 @@
  * Each operand is handed to GEMM as it lies in memory when its matrices are
  * row-major with a row pitch (untransposed) or column-major (transposed
  * flag: a cg_transpose view), and its batch dims collapse into one batch
- * stride (0 for a broadcast operand). Anything else is copied to a
+ * stride (0 for a broadcast operand). Batch dims that do not collapse
+ * loop over a few batched GEMMs (mm_split). Anything else is copied to a
  * contiguous temporary first. When b is shared by the whole batch and a's
  * batch and row dims collapse, the batch folds into GEMM's m (one large
  * product instead of many small ones: the common (B, T, C) x (C, N) case).
@@ -94,6 +95,61 @@ static cg_status operand(cg_ctx *ctx, cg_tensor *t, int nb, const int64_t *bshap
     return CG_OK;
 }
 
+/* The stride of batch dim i of (nb, bshape) in t: 0 where t broadcasts. */
+static int64_t dim_stride(const cg_tensor *t, int nb, const int64_t *bshape, int i)
+{
+    int it = i - (nb - (t->ndim - 2));
+    return it >= 0 && bshape[i] > 1 && t->shape[it] == bshape[i] ? t->strides[it] : 0;
+}
+
+/* At most this many GEMM calls in place of copying an operand. */
+#define MM_MAX_CALLS 16
+
+/* Batch dims that do not collapse into one stride, with matrices GEMM can
+ * read as they lie: the heads of a (B, T, 3, h, d) projection seen as
+ * (B, h, T, d), say. One batched GEMM over the largest batch dim per index
+ * of the others, when that is at most MM_MAX_CALLS GEMMs, instead of a
+ * contiguous copy of the operand (forward and backward of attention copied
+ * Q, K, V and their gradients: ~6% of a small Transformer's step on cpu).
+ * False (nothing done) when this does not apply. */
+static bool mm_split(cg_ctx *ctx, cg_tensor *out, cg_tensor *a, cg_tensor *b, int nb,
+                     const int64_t *bshape, cg_status *st)
+{
+    int64_t m = a->shape[a->ndim - 2], k = a->shape[a->ndim - 1], n = b->shape[b->ndim - 1];
+    int ta, tb;
+    int64_t lda, ldb;
+    if (nb < 2 || !mat_layout(m, k, a->strides[a->ndim - 2], a->strides[a->ndim - 1], &ta, &lda) ||
+        !mat_layout(k, n, b->strides[b->ndim - 2], b->strides[b->ndim - 1], &tb, &ldb))
+        return false;
+    int inner = 0;
+    for (int i = 1; i < nb; i++)
+        if (bshape[i] > bshape[inner]) inner = i;
+    int64_t calls = cg__numel(nb, bshape) / bshape[inner];
+    if (calls > MM_MAX_CALLS) return false;
+    struct cg_gemm_desc d = {
+        .trans_a = ta, .trans_b = tb, .m = m, .n = n, .k = k, .alpha = 1.0f, .beta = 0.0f,
+        .lda = lda, .ldb = ldb, .ldc = n, .batch = bshape[inner],
+        .stride_a = dim_stride(a, nb, bshape, inner), .stride_b = dim_stride(b, nb, bshape, inner),
+        .stride_c = out->strides[inner],
+    };
+    *st = CG_OK;
+    for (int64_t call = 0; call < calls && *st == CG_OK; call++) {
+        struct cg_ptr pa = cg__ptr(a), pb = cg__ptr(b), pc = cg__ptr(out);
+        int64_t rest = call;    /* the call's index over the other dims, row-major */
+        for (int i = nb - 1; i >= 0; i--) {
+            if (i == inner) continue;
+            int64_t idx = rest % bshape[i];
+            rest /= bshape[i];
+            pa.off += idx * dim_stride(a, nb, bshape, i);
+            pb.off += idx * dim_stride(b, nb, bshape, i);
+            pc.off += idx * out->strides[i];
+        }
+        if (ctx->be->gemm(ctx->bctx, &d, pa, pb, pc) != CG_OK)
+            *st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_matmul");
+    }
+    return true;
+}
+
 /* out (bshape..., M, N), contiguous  =  a (..., M, K) · b (..., K, N). */
 static cg_status mm_into(cg_ctx *ctx, cg_tensor *out, cg_tensor *a, cg_tensor *b, int nb,
                          const int64_t *bshape)
@@ -102,8 +158,13 @@ static cg_status mm_into(cg_ctx *ctx, cg_tensor *out, cg_tensor *a, cg_tensor *b
     int64_t batch = cg__numel(nb, bshape);
     if (batch * m * n == 0) return CG_OK;
     if (k == 0) return cg_tensor_fill(out, 0.0f);
+    int64_t sa, sb;
+    cg_status st;
+    if (!(batch_stride(a, nb, bshape, &sa) && batch_stride(b, nb, bshape, &sb)) &&
+        mm_split(ctx, out, a, b, nb, bshape, &st))
+        return st;
     struct mm_operand oa = {0}, ob = {0};
-    cg_status st = operand(ctx, a, nb, bshape, &oa);
+    st = operand(ctx, a, nb, bshape, &oa);
     if (st == CG_OK) st = operand(ctx, b, nb, bshape, &ob);
     if (st == CG_OK) {
         struct cg_gemm_desc d = {
