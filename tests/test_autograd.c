@@ -61,6 +61,15 @@ F1(f_reshape_nc, cg_reshape(cg_transpose(a, 0, 1), S(-1)))
 F1(f_permute, cg_mul(cg_permute(a, S(2, 0, 1)), cg_permute(a, S(2, 0, 1))))
 F1(f_slice, cg_slice(a, 1, 1, -1, 2))
 F1(f_slice2, cg_add(cg_slice(a, 0, 0, 2, 1), cg_slice(a, 0, -2, 100, 1)))
+/* three slices of one non-leaf (attention's Q, K, V): the gradient parked
+ * on e takes the later slices' gradients in place */
+static cg_tensor *f_slice3(cg_tensor **in, void *u)
+{
+    (void)u;
+    cg_tensor *e = cg_exp(in[0]);
+    return cg_mul(cg_add(cg_slice(e, 1, 0, 2, 1), cg_slice(e, 1, 1, 3, 1)),
+                  cg_slice(e, 1, 2, 4, 1));
+}
 F1(f_flatten, cg_flatten(cg_permute(a, S(1, 0, 2)), 1, 2))
 F1(f_unsq, cg_squeeze(cg_mul(cg_unsqueeze(a, 1), cg_unsqueeze(a, 1)), 1))
 F1(f_expand, cg_tanh(cg_expand(a, S(2, 3, 4))))
@@ -302,6 +311,7 @@ static void test_grad_views(void **state)
     check1(ctx, "permute (used twice)", f_permute, NULL, S(2, 3, 4), -1, 1);
     check1(ctx, "slice step 2", f_slice, NULL, S(3, 7), -1, 1);
     check1(ctx, "overlapping slices", f_slice2, NULL, S(3, 4), -1, 1);
+    check1(ctx, "slices of a non-leaf", f_slice3, NULL, S(3, 4), -1, 1);
     check1(ctx, "flatten", f_flatten, NULL, S(2, 3, 4), -1, 1);
     check1(ctx, "unsqueeze/squeeze", f_unsq, NULL, S(3, 4), -1, 1);
     check1(ctx, "expand", f_expand, NULL, S(3, 1), -1, 1);

@@ -207,6 +207,35 @@ cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g)
     return CG_OK;
 }
 
+cg_status cg__accumulate_grad_window(cg_tensor *t, int ndim, const int64_t *shape,
+                                     const int64_t *strides, int64_t offset, cg_tensor *g)
+{
+    if (!t || !t->requires_grad) return CG_OK;
+    cg_ctx *ctx = t->st->ctx;
+    if (!g) return ctx->status ? ctx->status : CG_STATUS_INVALID_ARGUMENT;
+    /* A leaf's grad is its own; a non-leaf's parked one when private. Both
+     * are contiguous from their start. The slices of one tensor (attention's
+     * Q, K and V) then cost one zero fill and a third each, instead of a
+     * full-size fill, copy and add per slice. */
+    if (t->grad && (!t->node || private_temp(t->grad))) {
+        cg_tensor *win = cg__tensor_view_unowned(t->grad, ndim, shape, strides, offset);
+        if (!win) return ctx->status;
+        cg_status st = cg__ew(ctx, "accumulating a gradient", CG_EW_ADD, 0, 0, win, win, g);
+        cg__tensor_unref(win);
+        return st;
+    }
+    cg_tensor *gx = cg__tensor_new_unowned(ctx, t->ndim, t->shape);
+    if (!gx) return ctx->status;
+    cg_status st = cg_tensor_fill(gx, 0.0f);
+    cg_tensor *win = st == CG_OK ? cg__tensor_view_unowned(gx, ndim, shape, strides, offset) : NULL;
+    if (st == CG_OK && !win) st = ctx->status;
+    if (st == CG_OK) st = cg__ew(ctx, "accumulating a gradient", CG_EW_COPY, 0, 0, win, g, NULL);
+    if (win) cg__tensor_unref(win);   /* before: gx must be private to be adopted */
+    if (st == CG_OK) st = cg__accumulate_grad(t, gx);
+    cg__tensor_unref(gx);
+    return st;
+}
+
 /* ---- the backward pass ----------------------------------------------- */
 
 struct frame {

@@ -140,6 +140,9 @@ cg_tensor *cg__tensor_new_unowned(cg_ctx *ctx, int ndim, const int64_t *shape);
 /* A view of t's storage with another shape, strides and offset. */
 cg_tensor *cg__tensor_view(cg_tensor *t, int ndim, const int64_t *shape,
                            const int64_t *strides, int64_t offset);
+/* The same, owned by nobody: drop with cg__tensor_unref. */
+cg_tensor *cg__tensor_view_unowned(cg_tensor *t, int ndim, const int64_t *shape,
+                                   const int64_t *strides, int64_t offset);
 void cg__tensor_ref(cg_tensor *t);
 /* Drops one reference; at zero frees the node, grad and storage. */
 void cg__tensor_unref(cg_tensor *t);
@@ -173,6 +176,11 @@ void cg__node_free(struct cg_node *node);
 /* grad(t) += g (g may broadcast-reduce to t's shape: sums over dims that
  * t had as 1 or lacked). */
 cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g);
+/* grad(t)[window] += g, the window a view (ndim, shape, strides, offset)
+ * of a contiguous tensor of t's shape (a slice's backward): added in place
+ * where t's gradient is t's alone, else scattered into zeros first. */
+cg_status cg__accumulate_grad_window(cg_tensor *t, int ndim, const int64_t *shape,
+                                     const int64_t *strides, int64_t offset, cg_tensor *g);
 
 
 

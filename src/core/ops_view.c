@@ -310,20 +310,15 @@ CG_API cg_tensor *cg_transpose(cg_tensor *t, int dim0, int dim1)
 
 static cg_status slice_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
 {
-    /* Scatter g into zeros of x's shape at the sliced positions. */
+    /* Add g into x's gradient at the sliced positions. */
     cg_tensor *x = n->inputs[0];
-    cg_ctx *ctx = cg__ctx_of(x);
     int dim = (int)n->i[0];
     int64_t start = n->i[1], step = n->i[2];
-    cg_tensor *gx = cg_tensor_zeros(ctx, x->ndim, x->shape);
-    if (!gx) return ctx->status;
     int64_t strides[CG_MAX_DIMS];
-    memcpy(strides, gx->strides, sizeof strides);
+    cg__contiguous_strides(x->ndim, x->shape, strides);
+    int64_t offset = start * strides[dim];
     strides[dim] *= step;
-    cg_tensor *win = cg__tensor_view(gx, g->ndim, g->shape, strides, start * gx->strides[dim]);
-    if (!win) return ctx->status;
-    cg_status st = cg__ew(ctx, "cg_slice backward", CG_EW_COPY, 0, 0, win, g, NULL);
-    return st ? st : cg__accumulate_grad(x, gx);
+    return cg__accumulate_grad_window(x, g->ndim, g->shape, strides, offset, g);
 }
 
 CG_API cg_tensor *cg_slice(cg_tensor *t, int dim, int64_t start, int64_t end, int64_t step)

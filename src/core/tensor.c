@@ -124,8 +124,8 @@ cg_tensor *cg__tensor_new(cg_ctx *ctx, int ndim, const int64_t *shape)
     return t;
 }
 
-cg_tensor *cg__tensor_view(cg_tensor *base, int ndim, const int64_t *shape,
-                           const int64_t *strides, int64_t offset)
+cg_tensor *cg__tensor_view_unowned(cg_tensor *base, int ndim, const int64_t *shape,
+                                   const int64_t *strides, int64_t offset)
 {
     cg_ctx *ctx = base->st->ctx;
     cg_tensor *t = tensor_alloc_struct(ctx);
@@ -141,7 +141,15 @@ cg_tensor *cg__tensor_view(cg_tensor *base, int ndim, const int64_t *shape,
     t->offset = offset;
     t->st = base->st;
     t->st->refs++;
-    if (!cg__ctx_own(ctx, t)) {
+    return t;
+}
+
+cg_tensor *cg__tensor_view(cg_tensor *base, int ndim, const int64_t *shape,
+                           const int64_t *strides, int64_t offset)
+{
+    cg_ctx *ctx = base->st->ctx;
+    cg_tensor *t = cg__tensor_view_unowned(base, ndim, shape, strides, offset);
+    if (t && !cg__ctx_own(ctx, t)) {
         cg__tensor_unref(t);
         cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_tensor view: out of host memory");
         return NULL;
