@@ -16,6 +16,7 @@
  * log-softmax over a vocabulary. Rows split across the thread pool.
  */
 #include <math.h>
+#include <string.h>
 
 #include "cpu.h"
 #include "cpu_vmath.h"
@@ -32,31 +33,37 @@ static cg_status check_block(struct cg_cpu_ctx *c, struct cg_ptr p, int64_t rows
 /* Adds the 4 lanes in a fixed order. */
 static double lanes_sum(const double l[4]) { return (l[0] + l[1]) + (l[2] + l[3]); }
 
-/* max of x[0, cols) (-inf for none; NaN is passed over as in a compare). */
+/* max of x[0, cols) (-inf for none; NaN is passed over as in a compare),
+ * in 8 lanes so that it vectorises. */
 CG_CPU_KERNEL static float row_max(const float *restrict x, int64_t cols)
 {
+    float lane[8];
+    for (int l = 0; l < 8; l++) lane[l] = -INFINITY;
+    int64_t j = 0;
+    for (; j + 8 <= cols; j += 8)
+        for (int l = 0; l < 8; l++) lane[l] = x[j + l] > lane[l] ? x[j + l] : lane[l];
     float max = -INFINITY;
-    for (int64_t j = 0; j < cols; j++) max = x[j] > max ? x[j] : max;
+    for (int l = 0; l < 8; l++) max = lane[l] > max ? lane[l] : max;
+    for (; j < cols; j++) max = x[j] > max ? x[j] : max;
     return max;
 }
 
+#define EXP_CHUNK 256
+
 /* sum_j exp(x[j] - max), in double; with e: also e[j] = exp(x[j] - max).
- * No restrict: out == in (an in-place softmax) reads each x[j] before
- * writing e[j]. */
+ * Chunks of EXP_CHUNK go through a stack buffer so the exp loop has no
+ * branch (it vectorises) and e may be x (an in-place softmax). */
 CG_CPU_KERNEL static double exp_shifted(float *e, const float *x, float max, int64_t cols)
 {
+    float buf[EXP_CHUNK];
     double lane[4] = {0};
-    int64_t j = 0;
-    for (; j + 4 <= cols; j += 4)
-        for (int l = 0; l < 4; l++) {
-            float v = cg_vexpf(x[j + l] - max);
-            if (e) e[j + l] = v;
-            lane[l] += v;
-        }
-    for (int l = 0; j < cols; j++, l++) {
-        float v = cg_vexpf(x[j] - max);
-        if (e) e[j] = v;
-        lane[l] += v;
+    for (int64_t j0 = 0; j0 < cols; j0 += EXP_CHUNK) {
+        int64_t n = cols - j0 < EXP_CHUNK ? cols - j0 : EXP_CHUNK, j = 0;
+        for (int64_t i = 0; i < n; i++) buf[i] = cg_vexpf(x[j0 + i] - max);
+        for (; j + 4 <= n; j += 4)
+            for (int l = 0; l < 4; l++) lane[l] += buf[j + l];
+        for (int l = 0; j < n; j++, l++) lane[l] += buf[j];
+        if (e) memcpy(e + j0, buf, sizeof(float) * (size_t)n);
     }
     return lanes_sum(lane);
 }
