@@ -1,6 +1,7 @@
 /*
  * cl/rnn.cl - fused kernels for sequence models (OpenCL C 1.2), backend.h
- * lstm_cell / lstm_cell_backward / softmax_causal:
+ * lstm_cell / lstm_cell_backward (the causal softmax of attention is in
+ * cl/softmax.cl, beside the softmax whose row reduction it shares):
  *
  *   lstm_cell      i, f, o = sigma(G_i, G_f, G_o), g = tanh(G_g) (PyTorch's
  *                  gate order, torch.nn.LSTM docs), c = f*c_prev + i*g,
@@ -8,7 +9,6 @@
  *   lstm_cell_backward
  *                  dc = gc + gh*o*(1 - t^2); gG = (dc*g*i(1-i), dc*c_prev*f(1-f),
  *                  dc*i*(1-g^2), gh*t*o(1-o)); gc_prev = dc*f
- *   softmax_causal row r normalises columns j <= r mod period, writes 0 past
  *
  * One work-item per (b, j) element of the (B, H) state in the LSTM kernels,
  * grid-stride: a step that the composed graph runs as ~11 kernels (4
@@ -66,46 +66,5 @@ __kernel void lstm_cell_bwd(__global float *dG, long dgo, __global float *dcp, l
         d[2 * H] = dc * i * (1.0f - g * g);
         d[3 * H] = dh * th * o * (1.0f - o);
         dcp[dcpo + t] = dc * f;
-    }
-}
-
-/* Tree reduction of lv[0..ls) (ls a power of two), max or sum, as
- * cl/softmax.cl's; every work-item gets the result. */
-static float cg_group_reduce(__local float *lv, float v, int is_max)
-{
-    const int lid = get_local_id(0), ls = get_local_size(0);
-    lv[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = ls / 2; s > 0; s /= 2) {
-        if (lid < s)
-            lv[lid] = is_max ? fmax(lv[lid], lv[lid + s]) : lv[lid] + lv[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float r = lv[0];
-    barrier(CLK_LOCAL_MEM_FENCE);  /* lv is reused by the caller's next step */
-    return r;
-}
-
-/* out, in: (rows, cols). One work-group per row (grid-stride over rows);
- * row r reads only its first min(r % period + 1, cols) inputs. */
-__kernel void softmax_causal(__global float *out, long oo, __global const float *in, long io,
-                             long rows, long cols, long period, __local float *lv)
-{
-    const int lid = get_local_id(0), ls = get_local_size(0);
-    for (long row = get_group_id(0); row < rows; row += get_num_groups(0)) {
-        __global const float *x = in + io + row * cols;
-        __global float *y = out + oo + row * cols;
-        long q = row % period, n = q < cols ? q + 1 : cols;
-        float m = -INFINITY;
-        for (long j = lid; j < n; j += ls)
-            m = fmax(m, x[j]);
-        m = cg_group_reduce(lv, m, 1);
-        float s = 0.0f;
-        for (long j = lid; j < n; j += ls)
-            s += exp(x[j] - m);
-        s = cg_group_reduce(lv, s, 0);
-        float inv = 1.0f / s;
-        for (long j = lid; j < cols; j += ls)
-            y[j] = j < n ? exp(x[j] - m) * inv : 0.0f;
     }
 }

@@ -1,6 +1,8 @@
 /*
  * cl/softmax.cl - softmax and log-softmax over the last axis of a contiguous
- * (rows, cols) block, forward and backward (backend.h, softmax()).
+ * (rows, cols) block, forward and backward (backend.h, softmax()), and the
+ * causal softmax of attention (backend.h softmax_causal: row r normalises
+ * its columns j <= r mod period and writes 0 past them).
  *
  * One work-group per row (grid-stride over rows), local size a power of two.
  * Numerically stable: subtract the row maximum before exp, so no exp
@@ -24,6 +26,23 @@ static float cg_group_reduce(__local float *lv, float v, int is_max)
     return r;
 }
 
+/* The row's maximum m and sum of exp(x[j] - m) over its first n entries,
+ * in every work-item of the group (n >= 1). */
+static void cg_row_max_sum(__local float *lv, __global const float *x, long n, float *m,
+                           float *s)
+{
+    const int lid = get_local_id(0), ls = get_local_size(0);
+    float mx = -INFINITY;
+    for (long j = lid; j < n; j += ls)
+        mx = fmax(mx, x[j]);
+    mx = cg_group_reduce(lv, mx, 1);
+    float sum = 0.0f;
+    for (long j = lid; j < n; j += ls)
+        sum += exp(x[j] - mx);
+    *m = mx;
+    *s = cg_group_reduce(lv, sum, 0);
+}
+
 /* out, in: (rows, cols) at oo, io. */
 __kernel void softmax_fwd(__global float *out, long oo,
                           __global const float *in, long io,
@@ -33,14 +52,8 @@ __kernel void softmax_fwd(__global float *out, long oo,
     for (long row = get_group_id(0); row < rows; row += get_num_groups(0)) {
         __global const float *x = in + io + row * cols;
         __global float *y = out + oo + row * cols;
-        float m = -INFINITY;
-        for (long j = lid; j < cols; j += ls)
-            m = fmax(m, x[j]);
-        m = cg_group_reduce(lv, m, 1);
-        float s = 0.0f;
-        for (long j = lid; j < cols; j += ls)
-            s += exp(x[j] - m);
-        s = cg_group_reduce(lv, s, 0);
+        float m, s;
+        cg_row_max_sum(lv, x, cols, &m, &s);
         if (log_mode) {
             float ls_ = log(s);
             for (long j = lid; j < cols; j += ls)
@@ -72,5 +85,23 @@ __kernel void softmax_bwd(__global float *gx, long gxo,
         s = cg_group_reduce(lv, s, 0);
         for (long j = lid; j < cols; j += ls)
             out[j] = log_mode ? gr[j] - exp(yr[j]) * s : yr[j] * (gr[j] - s);
+    }
+}
+
+/* out, in: (rows, cols). One work-group per row (grid-stride over rows);
+ * row r reads only its first min(r % period + 1, cols) inputs. */
+__kernel void softmax_causal(__global float *out, long oo, __global const float *in, long io,
+                             long rows, long cols, long period, __local float *lv)
+{
+    const int lid = get_local_id(0), ls = get_local_size(0);
+    for (long row = get_group_id(0); row < rows; row += get_num_groups(0)) {
+        __global const float *x = in + io + row * cols;
+        __global float *y = out + oo + row * cols;
+        long q = row % period, n = q < cols ? q + 1 : cols;
+        float m, s;
+        cg_row_max_sum(lv, x, n, &m, &s);
+        float inv = 1.0f / s;
+        for (long j = lid; j < cols; j += ls)
+            y[j] = j < n ? exp(x[j] - m) * inv : 0.0f;
     }
 }

@@ -23,13 +23,13 @@ static cg_status check_block(struct cg_cpu_ctx *c, struct cg_ptr p, int64_t rows
     return cg__cpu_check_range(c, p, rows * cols, what);
 }
 
+/* backend.h's shared check, with the function's name. */
 static cg_status check_sizes(struct cg_cpu_ctx *c, const char *what, int64_t batch,
                              int64_t hidden)
 {
-    if (batch < 0 || hidden < 0 || (hidden > 0 && batch > INT64_MAX / (5 * hidden)))
-        return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT, "%s: bad size (B=%lld, H=%lld)",
-                             what, (long long)batch, (long long)hidden);
-    return CG_OK;
+    char msg[96];
+    cg_status s = cg_lstm_sizes_check(batch, hidden, msg, sizeof msg);
+    return s == CG_OK ? CG_OK : cg__cpu_error(c, s, "%s: %s", what, msg);
 }
 
 /* One batch row of the cell: G (4H) = [i | f | g | o] pre-activations,
@@ -141,11 +141,10 @@ cg_status cg__cpu_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in,
 {
     /* out, in: (rows, cols) */
     struct cg_cpu_ctx *c = ctx;
-    if (rows < 0 || cols < 0 || period < 1 || (cols > 0 && rows > INT64_MAX / cols))
-        return cg__cpu_error(c, CG_STATUS_INVALID_ARGUMENT,
-                             "softmax_causal: bad shape (%lld, %lld) or period %lld",
-                             (long long)rows, (long long)cols, (long long)period);
-    cg_status s = check_block(c, out, rows, cols, "softmax_causal out");
+    char msg[96];
+    cg_status s = cg_softmax_causal_check(rows, cols, period, msg, sizeof msg);
+    if (s != CG_OK) return cg__cpu_error(c, s, "softmax_causal: %s", msg);
+    s = check_block(c, out, rows, cols, "softmax_causal out");
     if (s == CG_OK) s = check_block(c, in, rows, cols, "softmax_causal in");
     if (s != CG_OK) return s;
     c->stats.launches++;

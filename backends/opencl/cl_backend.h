@@ -16,6 +16,7 @@
  *   tune.c     CLBlast GEMM parameters searched, stored, applied at open
  *   conv.c     im2col / col2im, pooling forward and backward
  *   rnn.c      fused LSTM cell step and backward, causal softmax
+ *   seq.c      the Transformer feed-forward's bias + GELU and its backward
  *
  * Threads: one instance per thread (clgrad's contract); the instance is not
  * locked. Process-wide state (CLBlast's cache refcount) is under a mutex.
@@ -39,6 +40,7 @@ enum cg_cl_prog {
     CG_CL_PROG_OPTIM,
     CG_CL_PROG_CONV,
     CG_CL_PROG_RNN,
+    CG_CL_PROG_SEQ,
     CG_CL_PROG_GEMM,
     CG_CL_PROG_COUNT
 };
@@ -107,6 +109,8 @@ enum cg_cl_kern {
     CG_CL_K_LSTM_CELL_FWD,
     CG_CL_K_LSTM_CELL_BWD,
     CG_CL_K_SOFTMAX_CAUSAL,
+    CG_CL_K_BIAS_GELU_FWD,
+    CG_CL_K_BIAS_GELU_BWD,
     CG_CL_K_GEMM_OUTER,
     CG_CL_K_GEMM_DOT,
     CG_CL_K_GEMM_PACK,
@@ -137,7 +141,7 @@ struct cg_cl_pool {
 /* Elementwise ops and optimizer updates are not enqueued at once: they wait
  * in a pending chain (fuse.c) or batch (optim.c), at most one kind at a
  * time, and go out as one kernel when anything else is enqueued (every
- * launch through cg_cl_launch, transfers, finish, stats). cg_cl_flush
+ * launch through cg_cl_launch, transfers, finish; not get_stats). cg_cl_flush
  * enqueues what is pending; an error there is reported by the call that
  * caused the flush. */
 
@@ -242,6 +246,12 @@ size_t cg_cl_local_size(struct cg_cl *cl, enum cg_cl_kern k);
 /* Number of groups for a grid-stride loop over n items with local size
  * `local`: enough to fill the device, never more than needed. */
 size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local);
+/* A 2-d launch of g0 x g1 work-items (both > 0), one per item, with the
+ * work-group shape left to the driver (it picks divisors of the global
+ * sizes, so kernels need no bounds check and no grid stride), after
+ * flushing pending work; counted as cg_cl_launch counts. */
+cg_status cg_cl_launch_2d(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                          int nargs, size_t g0, size_t g1);
 /* 1-d grid-stride launch over n items. */
 cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k,
                          const struct cg_cl_arg *args, int nargs, int64_t n);
@@ -334,6 +344,13 @@ cg_status cg_ocl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_
                                     struct cg_ptr c_prev, int64_t batch, int64_t hidden);
 cg_status cg_ocl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
                                 int64_t cols, int64_t period);
+
+/* seq.c */
+cg_status cg_ocl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struct cg_ptr bias,
+                           int64_t rows, int64_t cols);
+cg_status cg_ocl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
+                                    struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
+                                    int64_t cols);
 
 /* gemm.c */
 cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,

@@ -43,7 +43,9 @@ static const struct {
     [CG_CL_K_POOL2D_BACKWARD] = {CG_CL_PROG_CONV, "pool2d_backward"},
     [CG_CL_K_LSTM_CELL_FWD] = {CG_CL_PROG_RNN, "lstm_cell_fwd"},
     [CG_CL_K_LSTM_CELL_BWD] = {CG_CL_PROG_RNN, "lstm_cell_bwd"},
-    [CG_CL_K_SOFTMAX_CAUSAL] = {CG_CL_PROG_RNN, "softmax_causal"},
+    [CG_CL_K_SOFTMAX_CAUSAL] = {CG_CL_PROG_SOFTMAX, "softmax_causal"},
+    [CG_CL_K_BIAS_GELU_FWD] = {CG_CL_PROG_SEQ, "bias_gelu_fwd"},
+    [CG_CL_K_BIAS_GELU_BWD] = {CG_CL_PROG_SEQ, "bias_gelu_bwd"},
     [CG_CL_K_GEMM_OUTER] = {CG_CL_PROG_GEMM, "gemm_outer"},
     [CG_CL_K_GEMM_DOT] = {CG_CL_PROG_GEMM, "gemm_dot"},
     [CG_CL_K_GEMM_PACK] = {CG_CL_PROG_GEMM, "gemm_pack"},
@@ -132,8 +134,11 @@ cg_status cg_cl_flush(struct cg_cl *cl)
     return st != CG_OK ? st : st2;
 }
 
-cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
-                        const struct cg_cl_arg *args, int nargs, size_t groups, size_t local)
+/* Sets the args and enqueues a dims-d range (local NULL: the driver's
+ * choice). */
+static cg_status cg_cl_enqueue_nd(struct cg_cl *cl, cl_kernel kern, const char *name,
+                                  const struct cg_cl_arg *args, int nargs, cl_uint dims,
+                                  const size_t *global, const size_t *local)
 {
     for (int i = 0; i < nargs; ++i) {
         cl_int rc = clSetKernelArg(kern, (cl_uint)i, args[i].size, args[i].ptr);
@@ -143,8 +148,7 @@ cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
             return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
         }
     }
-    size_t global = groups * local;
-    cl_int rc = clEnqueueNDRangeKernel(cl->queue, kern, 1, NULL, &global, &local, 0, NULL,
+    cl_int rc = clEnqueueNDRangeKernel(cl->queue, kern, dims, NULL, global, local, 0, NULL,
                                        NULL);
     if (rc != CL_SUCCESS) {
         char what[96];
@@ -153,6 +157,13 @@ cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
     }
     cl->device_launches++;
     return CG_OK;
+}
+
+cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
+                        const struct cg_cl_arg *args, int nargs, size_t groups, size_t local)
+{
+    size_t global = groups * local;
+    return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, &global, &local);
 }
 
 cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
@@ -170,19 +181,40 @@ cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_c
     return st;
 }
 
+/* Whatever waits in a chain or batch was issued before the launch that
+ * follows. */
+static cg_status cg_cl_flush_before_launch(struct cg_cl *cl)
+{
+    return cl->opt_batch_n || cg_cl_fuse_pending(cl) ? cg_cl_flush(cl) : CG_OK;
+}
+
 cg_status cg_cl_launch_kernel(struct cg_cl *cl, cl_kernel kern, const char *name,
                               const struct cg_cl_arg *args, int nargs, size_t groups,
                               size_t local)
 {
-    /* Whatever waits in a chain or batch was issued before this launch. */
-    if (cl->opt_batch_n || cg_cl_fuse_pending(cl)) {
-        cg_status st = cg_cl_flush(cl);
-        if (st != CG_OK)
-            return st;
-    }
-    cg_status st = cg_cl_enqueue(cl, kern, name, args, nargs, groups, local);
+    cg_status st = cg_cl_flush_before_launch(cl);
+    if (st == CG_OK)
+        st = cg_cl_enqueue(cl, kern, name, args, nargs, groups, local);
     if (st == CG_OK)
         cl->stats.launches++;
+    return st;
+}
+
+cg_status cg_cl_launch_2d(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                          int nargs, size_t g0, size_t g1)
+{
+    cl_kernel kern;
+    const size_t global[2] = {g0, g1};
+    cg_status st = cg_cl_kernel(cl, k, &kern);
+    if (st == CG_OK)
+        st = cg_cl_flush_before_launch(cl);
+    if (st == CG_OK)
+        st = cg_cl_enqueue_nd(cl, kern, cg_cl_kernel_table[k].name, args, nargs, 2, global,
+                              NULL);
+    if (st == CG_OK) {
+        cl->stats.launches++;
+        cl->kernel_launches[k]++;
+    }
     return st;
 }
 

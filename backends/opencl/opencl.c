@@ -289,12 +289,14 @@ static cg_status cg_cl_finish(void *ctx)
     return st;
 }
 
-/* The counters include what is pending: it is flushed first (a flush
- * enqueues; it does not wait). An error there stays for the next call. */
+/* Only reads the counters. Pending chains and batches were counted when
+ * their calls joined them, and flushing them changes no counter, so there
+ * is no flush here: one would fail where no status can be returned, and
+ * its ops would be lost (tests/test_cl_errors.c). The next call that
+ * enqueues anything flushes them and reports any error. */
 static void cg_cl_get_stats(void *ctx, struct cg_backend_stats *out)
 {
     struct cg_cl *cl = ctx;
-    cg_cl_flush(cl);
     *out = cl->stats;
 }
 
@@ -359,6 +361,8 @@ static const struct cg_backend_i cg_cl_backend = {
     .lstm_cell = cg_ocl_lstm_cell,
     .lstm_cell_backward = cg_ocl_lstm_cell_backward,
     .softmax_causal = cg_ocl_softmax_causal,
+    .bias_gelu = cg_ocl_bias_gelu,
+    .bias_gelu_backward = cg_ocl_bias_gelu_backward,
 };
 
 /* The plugin's only exported symbol. */

@@ -121,8 +121,15 @@ cg_status cg_ocl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
         rc == CL_OUT_OF_HOST_MEMORY || rc == CL_INVALID_BUFFER_SIZE) {
         /* Give the cached memory back and retry; pending fused work may
          * still name a cached buffer, so it goes out first (the driver
-         * keeps a released cl_mem alive until its commands are done). */
-        cg_cl_flush(cl);
+         * keeps a released cl_mem alive until its commands are done).
+         * If that fails, its ops are lost: the caller must hear of it. */
+        cg_status st = cg_cl_flush(cl);
+        if (st != CG_OK) {
+            char why[CG_CL_ERR_LEN];
+            memcpy(why, cl->err, sizeof why);
+            return cg_cl_errorf(cl, st, "alloc(%zu bytes): flushing pending work: %.1900s",
+                                bytes, why);
+        }
         cg_cl_pool_trim(cl);
         mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
     }

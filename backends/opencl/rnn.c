@@ -1,18 +1,19 @@
 /*
- * backends/opencl/rnn.c — the fused sequence-model primitives (cl/rnn.cl):
- * an LSTM cell step forward and backward in one kernel each, and the causal
- * softmax in one kernel. Formulas in include/clgrad/backend.h; queued
+ * backends/opencl/rnn.c — the fused sequence-model primitives: an LSTM
+ * cell step forward and backward in one kernel each (cl/rnn.cl), and the
+ * causal softmax in one kernel (cl/softmax.cl, sharing softmax's row
+ * reduction). Formulas in include/clgrad/backend.h; queued
  * without waiting, like every primitive.
  */
 #include "cl_backend.h"
 
+/* backend.h's shared check, with the function's name. */
 static cg_status cg_lstm_sizes(struct cg_cl *cl, const char *what, int64_t batch,
                                int64_t hidden)
 {
-    if (batch < 0 || hidden < 0 || (hidden > 0 && batch > INT64_MAX / (5 * hidden)))
-        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: bad size (B=%lld, H=%lld)",
-                            what, (long long)batch, (long long)hidden);
-    return CG_OK;
+    char msg[96];
+    cg_status st = cg_lstm_sizes_check(batch, hidden, msg, sizeof msg);
+    return st == CG_OK ? CG_OK : cg_cl_errorf(cl, st, "%s: %s", what, msg);
 }
 
 cg_status cg_ocl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
@@ -82,11 +83,11 @@ cg_status cg_ocl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, 
 {
     /* out, in: (rows, cols) */
     struct cg_cl *cl = ctx;
-    if (rows < 0 || cols < 0 || period < 1 || (cols > 0 && rows > INT64_MAX / cols))
-        return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
-                            "softmax_causal: bad shape (%lld, %lld) or period %lld",
-                            (long long)rows, (long long)cols, (long long)period);
-    cg_status st = cg_cl_check_range(cl, "softmax_causal", "out", out, rows * cols);
+    char msg[96];
+    cg_status st = cg_softmax_causal_check(rows, cols, period, msg, sizeof msg);
+    if (st != CG_OK)
+        return cg_cl_errorf(cl, st, "softmax_causal: %s", msg);
+    st = cg_cl_check_range(cl, "softmax_causal", "out", out, rows * cols);
     if (st == CG_OK)
         st = cg_cl_check_range(cl, "softmax_causal", "in", in, rows * cols);
     if (st != CG_OK || rows * cols == 0)

@@ -241,6 +241,34 @@ static inline cg_status cg_conv2d_desc_check(const struct cg_conv2d_desc *d, cha
     return CG_OK;
 }
 
+/* The size checks every backend makes before lstm_cell and
+ * lstm_cell_backward (below): batch, hidden >= 0 and the largest block,
+ * save (batch, 5 * hidden), countable in int64. On failure msg says why;
+ * the caller adds the function's name and checks its buffers' ranges. */
+static inline cg_status cg_lstm_sizes_check(int64_t batch, int64_t hidden, char *msg,
+                                            size_t len)
+{
+    if (batch < 0 || hidden < 0 || hidden > INT64_MAX / 5 ||
+        (hidden > 0 && batch > INT64_MAX / (5 * hidden))) {
+        snprintf(msg, len, "bad size (B=%lld, H=%lld)", (long long)batch, (long long)hidden);
+        return CG_STATUS_INVALID_ARGUMENT;
+    }
+    return CG_OK;
+}
+
+/* The same for softmax_causal: rows, cols >= 0 with rows * cols countable
+ * in int64, and period >= 1. */
+static inline cg_status cg_softmax_causal_check(int64_t rows, int64_t cols, int64_t period,
+                                                char *msg, size_t len)
+{
+    if (rows < 0 || cols < 0 || period < 1 || (cols > 0 && rows > INT64_MAX / cols)) {
+        snprintf(msg, len, "bad shape (%lld, %lld) or period %lld", (long long)rows,
+                 (long long)cols, (long long)period);
+        return CG_STATUS_INVALID_ARGUMENT;
+    }
+    return CG_OK;
+}
+
 /* Counters a backend keeps for tests and benchmarks. */
 struct cg_backend_stats {
     uint64_t uploads, downloads;        /* host<->device transfers        */

@@ -1,0 +1,130 @@
+/*
+ * tests/test_cl_errors.c — errors inside the opencl backend's deferred work
+ * (backends/opencl/fuse.c chains, flushed by the next call) reach a caller
+ * instead of vanishing.
+ *
+ * White-box: the test reaches into the plugin's instance (cl_backend.h) and
+ * swaps its queue for one on a second context of the same device, so that
+ * enqueueing any of the instance's kernels fails deterministically with
+ * CL_INVALID_CONTEXT (OpenCL 1.2, clEnqueueNDRangeKernel: the queue's and
+ * the kernel's contexts differ). Then:
+ *   - alloc of more than CL_DEVICE_MAX_MEM_ALLOC_SIZE takes the retry path,
+ *     which flushes the pending chain: the flush's failure is returned, with
+ *     the OpenCL error name, not ignored;
+ *   - get_stats does not flush (it cannot return a status), so the pending
+ *     op survives it and runs once the real queue is back.
+ */
+#include "harness.h"
+
+#include <string.h>
+
+#include "cl_backend.h"
+
+struct sabotage {
+    struct cg_cl *cl;
+    cl_context ctx2;
+    cl_command_queue q2, saved;
+};
+
+/* Points cl's queue at a queue of a second context on the same device. */
+static void sabotage_begin(struct sabotage *s, void *bctx)
+{
+    cl_int rc;
+    s->cl = bctx;
+    s->ctx2 = clCreateContext(NULL, 1, &s->cl->dev.device, NULL, NULL, &rc);
+    assert_int_equal(rc, CL_SUCCESS);
+    s->q2 = clCreateCommandQueue(s->ctx2, s->cl->dev.device, 0, &rc);
+    assert_int_equal(rc, CL_SUCCESS);
+    s->saved = s->cl->queue;
+    s->cl->queue = s->q2;
+}
+
+static void sabotage_end(struct sabotage *s)
+{
+    s->cl->queue = s->saved;
+    clReleaseCommandQueue(s->q2);
+    clReleaseContext(s->ctx2);
+}
+
+struct env {
+    cg_ctx *ctx;
+    const struct cg_backend_i *be;
+    void *bctx;
+    struct cg_buffer *buf;
+    uint64_t launched;   /* the instance's device_launches after the ew */
+};
+
+/* A 7-element buffer holding 1..7 and a pending (deferred) out = 2 * x + 1
+ * over it, in place. */
+static struct env setup_pending(void **state)
+{
+    struct env e = {.ctx = *state};
+    e.be = cg_ctx_backend(e.ctx, &e.bctx);
+    if (strcmp(e.be->name, "opencl") != 0) {
+        print_message("backend %s: white-box opencl test skipped\n", e.be->name);
+        skip();
+    }
+    float h[7] = {1, 2, 3, 4, 5, 6, 7};
+    assert_int_equal(e.be->alloc(e.bctx, sizeof h, &e.buf), CG_OK);
+    assert_int_equal(e.be->upload(e.bctx, e.buf, 0, h, sizeof h), CG_OK);
+    assert_int_equal(e.be->finish(e.bctx), CG_OK);
+    struct cg_view v = {.buf = e.buf, .off = 0, .ndim = 1, .shape = {7}, .strides = {1}};
+    uint64_t before = ((struct cg_cl *)e.bctx)->device_launches;
+    assert_int_equal(e.be->ew(e.bctx, CG_EW_AFFINE, 2.0f, 1.0f, &v, &v, NULL), CG_OK);
+    e.launched = ((struct cg_cl *)e.bctx)->device_launches;
+    if (e.launched != before) {
+        print_message("fusion is off (CLGRAD_FUSE=0): nothing is deferred, skipped\n");
+        e.be->release(e.bctx, e.buf);
+        skip();
+    }
+    return e;
+}
+
+static void test_alloc_returns_flush_error(void **state)
+{
+    struct env e = setup_pending(state);
+    struct sabotage s;
+    sabotage_begin(&s, e.bctx);
+    cl_ulong max_alloc = 0;
+    assert_int_equal(clGetDeviceInfo(s.cl->dev.device, CL_DEVICE_MAX_MEM_ALLOC_SIZE,
+                                     sizeof max_alloc, &max_alloc, NULL),
+                     CL_SUCCESS);
+    struct cg_buffer *big = NULL;
+    cg_status st = e.be->alloc(e.bctx, (size_t)max_alloc + 1, &big);
+    sabotage_end(&s);
+    const char *msg = e.be->last_error(e.bctx);
+    print_message("alloc -> %s: %s\n", cg_status_str(st), msg);
+    assert_int_equal(st, CG_STATUS_BACKEND_ERROR);
+    assert_null(big);
+    assert_non_null(strstr(msg, "alloc("));
+    assert_non_null(strstr(msg, "flushing pending work"));
+    assert_non_null(strstr(msg, "CL_INVALID_CONTEXT"));
+    assert_int_equal(e.be->finish(e.bctx), CG_OK);   /* the instance still works */
+    e.be->release(e.bctx, e.buf);
+}
+
+static void test_get_stats_keeps_pending_work(void **state)
+{
+    struct env e = setup_pending(state);
+    struct sabotage s;
+    struct cg_backend_stats stats;
+    sabotage_begin(&s, e.bctx);
+    e.be->get_stats(e.bctx, &stats);   /* a flush here would fail and drop the op */
+    sabotage_end(&s);
+    assert_true(s.cl->device_launches == e.launched);   /* still pending */
+    float h[7];
+    assert_int_equal(e.be->download(e.bctx, h, e.buf, 0, sizeof h), CG_OK);
+    for (int i = 0; i < 7; i++)
+        assert_float_equal(h[i], 2.0f * (float)(i + 1) + 1.0f, 0.0f);
+    e.be->release(e.bctx, e.buf);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_alloc_returns_flush_error, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_get_stats_keeps_pending_work, th_setup,
+                                        th_teardown),
+    };
+    return TH_RUN(tests);
+}
