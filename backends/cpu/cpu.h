@@ -12,11 +12,13 @@
  *   cpu_reduce.c   sum/max/min/argmax along the middle axis
  *   cpu_gemm.c     batched GEMM through OpenBLAS cblas_sgemm, or else
  *   cpu_gemm_blocked.c  a cache-blocked C SGEMM (builds without OpenBLAS)
- *   cpu_softmax.c  softmax / log-softmax forward and backward
+ *   cpu_softmax.c  softmax / log-softmax forward and backward, causal softmax
  *   cpu_index.c    row gather/scatter-add, pick/pick-add
  *   cpu_optim.c    fused SGD / Adam(W) / RMSProp updates
  *   cpu_conv.c     im2col / col2im, max / average pooling and backward
- *   cpu_rnn.c      fused LSTM cell step and backward, causal softmax
+ *   cpu_rnn.c      fused LSTM cell step and backward
+ *   cpu_seq.c      the Transformer feed-forward's bias + GELU
+ *   cpu_layernorm.c  LayerNorm forward and backward
  *   cpu_threads.c  the thread pool that splits large loops across cores
  *
  * Every primitive checks that what it touches lies inside its buffers and
@@ -197,6 +199,7 @@ cg_status cg__cpu_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct 
 cg_status cg__cpu_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
                                      struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
                                      struct cg_ptr c_prev, int64_t batch, int64_t hidden);
+/* cpu_softmax.c (with softmax and softmax_backward above) */
 cg_status cg__cpu_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
                                  int64_t cols, int64_t period);
 /* cpu_seq.c */

@@ -1,7 +1,7 @@
 /*
  * backends/cpu/cpu_rnn.c — the fused sequence-model kernels: an LSTM cell
- * step forward and backward, and the causal softmax (backend.h states the
- * formulas; the LSTM's are torch.nn.LSTM's documented equations).
+ * step forward and backward (backend.h states the formulas: torch.nn.LSTM's
+ * documented equations). The causal softmax is in cpu_softmax.c.
  *
  * Unlike the elementwise ops these kernels compute in float, through the
  * vectorisable exp/tanh/logistic of cpu_vmath.h, one row of the batch per
@@ -117,41 +117,5 @@ cg_status cg__cpu_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg
         lstm_cell_backward_row(H, cg__cpu_at(save) + b * 5 * H, cg__cpu_at(c_prev) + b * H,
                                cg__cpu_at(gh) + b * H, cg__cpu_at(gc) + b * H,
                                cg__cpu_at(g_gates) + b * 4 * H, cg__cpu_at(g_c_prev) + b * H);
-    return CG_OK;
-}
-
-/* One row: softmax of x[0, n) into y[0, n), zeros in y[n, cols). The sum
- * accumulates in double (a plain loop: float reassociation would change
- * the result with the vector width). */
-CG_CPU_KERNEL static void softmax_causal_row(float *restrict y, const float *restrict x,
-                                             int64_t n, int64_t cols)
-{
-    float max = -INFINITY;
-    for (int64_t j = 0; j < n; j++) max = x[j] > max ? x[j] : max;
-    for (int64_t j = 0; j < n; j++) y[j] = cg_vexpf(x[j] - max);
-    double sum = 0.0;
-    for (int64_t j = 0; j < n; j++) sum += y[j];
-    float inv = (float)(1.0 / sum);
-    for (int64_t j = 0; j < n; j++) y[j] *= inv;
-    for (int64_t j = n; j < cols; j++) y[j] = 0.0f;
-}
-
-cg_status cg__cpu_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
-                                 int64_t cols, int64_t period)
-{
-    /* out, in: (rows, cols) */
-    struct cg_cpu_ctx *c = ctx;
-    char msg[96];
-    cg_status s = cg_softmax_causal_check(rows, cols, period, msg, sizeof msg);
-    if (s != CG_OK) return cg__cpu_error(c, s, "softmax_causal: %s", msg);
-    s = check_block(c, out, rows, cols, "softmax_causal out");
-    if (s == CG_OK) s = check_block(c, in, rows, cols, "softmax_causal in");
-    if (s != CG_OK) return s;
-    c->stats.launches++;
-
-    for (int64_t r = 0; r < rows && cols > 0; r++) {
-        int64_t q = r % period, n = q < cols ? q + 1 : cols; /* columns seen */
-        softmax_causal_row(cg__cpu_at(out) + r * cols, cg__cpu_at(in) + r * cols, n, cols);
-    }
     return CG_OK;
 }

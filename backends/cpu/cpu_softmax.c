@@ -6,6 +6,8 @@
  * finite results (the usual "safe softmax"):
  *   softmax:     y_j = exp(x_j - max) / sum_k exp(x_k - max)
  *   log-softmax: y_j = (x_j - max) - log(sum_k exp(x_k - max))
+ * The causal softmax (attention's softmax(S + M), backend.h) is the plain
+ * one over each row's first r mod period + 1 columns, zeros after.
  * Backward (backend.h):
  *   softmax:     gx = y * (gy - sum(gy * y))
  *   log-softmax: gx = gy - exp(y) * sum(gy)
@@ -81,11 +83,12 @@ CG_CPU_KERNEL static void softmax_row(float *y, const float *x, int64_t cols, in
     }
 }
 
-/* Rows [lo, hi) of a softmax (gy NULL) or of its backward (out = gx). */
+/* Rows [lo, hi) of a softmax (gy NULL) or of its backward (out = gx); a
+ * causal softmax when period > 0. */
 struct softmax_job {
     float *out;
     const float *y, *gy;
-    int64_t cols;
+    int64_t cols, period;
     int use_log;
 };
 
@@ -97,8 +100,16 @@ static void softmax_rows(void *arg, int64_t lo, int64_t hi)
     const struct softmax_job *j = arg;
     for (int64_t r = lo; r < hi; r++) {
         int64_t o = r * j->cols;
-        if (j->gy) softmax_backward_row(j->out + o, j->y + o, j->gy + o, j->cols, j->use_log);
-        else softmax_row(j->out + o, j->y + o, j->cols, j->use_log);
+        if (j->gy) {
+            softmax_backward_row(j->out + o, j->y + o, j->gy + o, j->cols, j->use_log);
+        } else if (j->period > 0) {
+            /* row r sees columns [0, r mod period]; the rest are 0 */
+            int64_t q = r % j->period, n = q < j->cols ? q + 1 : j->cols;
+            softmax_row(j->out + o, j->y + o, n, 0);
+            for (int64_t c = n; c < j->cols; c++) j->out[o + c] = 0.0f;
+        } else {
+            softmax_row(j->out + o, j->y + o, j->cols, j->use_log);
+        }
     }
 }
 
@@ -159,6 +170,25 @@ cg_status cg__cpu_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
 
     struct softmax_job j = {.out = cg__cpu_at(gx), .y = cg__cpu_at(y), .gy = cg__cpu_at(gy),
                             .cols = cols, .use_log = use_log};
+    run_rows(c, &j, rows);
+    return CG_OK;
+}
+
+cg_status cg__cpu_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
+                                 int64_t cols, int64_t period)
+{
+    /* out, in: (rows, cols); backend.h gives the formula */
+    struct cg_cpu_ctx *c = ctx;
+    char msg[96];
+    cg_status s = cg_softmax_causal_check(rows, cols, period, msg, sizeof msg);
+    if (s != CG_OK) return cg__cpu_error(c, s, "softmax_causal: %s", msg);
+    s = check_block(c, out, rows, cols, "softmax_causal out");
+    if (s == CG_OK) s = check_block(c, in, rows, cols, "softmax_causal in");
+    if (s != CG_OK) return s;
+    c->stats.launches++;
+    if (rows == 0 || cols == 0) return CG_OK;
+    struct softmax_job j = {.out = cg__cpu_at(out), .y = cg__cpu_at(in), .cols = cols,
+                            .period = period};
     run_rows(c, &j, rows);
     return CG_OK;
 }
