@@ -20,16 +20,27 @@
  * Each measurement repeats (--reps) and reports min, median and max; there
  * is no pass/fail. With --compare-torch, tools/bench_torch.py runs the same
  * configurations in PyTorch in the same run (when python3 can import torch)
- * and the table adds the ratios.
+ * and the table adds the ratios. With --threads 1,2 the cpu backend (and
+ * torch) is measured once per thread count, each its own column ("cpu 1t",
+ * "cpu 2t"), and a second table gives the 2-thread / 1-thread ratios.
  *
  *   clgrad-bench                       all backends, full sizes, 5 reps
  *   clgrad-bench --quick --reps 1      a smoke run (well under 2 minutes)
  *   clgrad-bench --backends cpu --threads 1 --compare-torch --json out.json
+ *   clgrad-bench --backends cpu --threads 1,2 --compare-torch --rounds 3
  *
- * How: each (backend, group of measurements) runs in a fresh child process
- * (this program re-executed with --child), so one group's peak RSS, its
- * device pool and its OpenCL runtime never leak into another's figures, and
- * a crash in one backend leaves the others' results. A child prints lines
+ * How: each (set, group of measurements) runs in a fresh child process
+ * (this program re-executed with --child, or bench_torch.py), so one group's
+ * peak RSS, its device pool and its OpenCL runtime never leak into another's
+ * figures, and a crash in one backend leaves the others' results. A set is a
+ * backend at one thread count, or torch at one. The children run group-major
+ * -- gemm of every set, then op of every set, ... -- and --rounds repeats
+ * that whole pass (odd rounds with the sets in reverse order), each round's
+ * values added to the same statistics: this machine's speed drifts by tens
+ * of percent over minutes, so sets compared must run seconds apart, not
+ * minutes. The scaling table's per-round ratios (each round's N-thread
+ * median over its 1-thread median) are the figures that drift cancels
+ * from. A child prints lines
  *   stat NAME UNIT V1 V2 ...       one value per repetition
  *   info KEY VALUE                 free text (device name, first-call time)
  * on stdout; bench_torch.py speaks the same protocol.
@@ -72,7 +83,11 @@ double bench_fma_avx2(int64_t iters, float *sink);
 #define MAX_BACKENDS 8
 #define MAX_STATS 64
 #define MAX_INFOS 32
-#define MAX_REPS 100
+#define MAX_REPS 100         /* a child's repetitions                     */
+#define MAX_ROUNDS 20
+#define MAX_VALUES 200       /* of one stat over all rounds: reps x rounds */
+#define MAX_THREAD_COUNTS 4  /* values of --threads                       */
+#define MAX_SETS (MAX_BACKENDS + 2 * MAX_THREAD_COUNTS)
 
 static const int gemm_sizes[] = {256, 512, 1024, 2048};
 #define N_GEMM_SIZES ((int)(sizeof gemm_sizes / sizeof gemm_sizes[0]))
@@ -83,7 +98,9 @@ struct options {
     char backends[256];     /* comma-separated; "" = every backend found   */
     bool quick;
     int reps;
-    int threads;            /* 0 = leave OpenBLAS / torch at their defaults */
+    int rounds;             /* group-major passes over every set            */
+    int threads[MAX_THREAD_COUNTS];     /* --threads LIST                   */
+    int n_threads;          /* 0 = leave OpenBLAS / torch at their defaults */
     const char *json;
     bool compare_torch;
 };
@@ -96,18 +113,31 @@ static void usage(FILE *f)
         "Measures GEMM GFLOP/s (and the fraction of this machine's measured FMA\n"
         "peak), the cost of a small op, training throughput and peak memory, for\n"
         "each backend side by side. Reports min/median/max over repetitions.\n"
+        "Every set (a backend or torch at one thread count) runs one group of\n"
+        "measurements before any set runs the next, so slow drift hits all alike.\n"
         "\n"
         "  --backends LIST    comma-separated backends (default: every one found,\n"
         "                     e.g. cpu,opencl)\n"
         "  --quick            smaller, shorter runs (a smoke test: under ~2 minutes)\n"
         "  --reps N           repetitions per measurement (default 5, --quick 3)\n"
-        "  --threads N        threads for the cpu backend and for torch: sets\n"
-        "                     CLGRAD_CPU_THREADS and OPENBLAS_NUM_THREADS in the\n"
-        "                     children, so 1 means one core (default: the\n"
-        "                     libraries' own defaults, i.e. every core)\n"
+        "  --rounds K         repeat the whole interleaved pass K times (default 1;\n"
+        "                     odd rounds take the sets in reverse order), every\n"
+        "                     round's values in the same min/median/max; with\n"
+        "                     several --threads, also per-round scaling ratios\n"
+        "  --threads LIST     thread counts for the cpu backend and for torch,\n"
+        "                     comma-separated (e.g. 1,2): sets CLGRAD_CPU_THREADS\n"
+        "                     and OPENBLAS_NUM_THREADS in the children, so 1 means\n"
+        "                     one core (default: the libraries' own defaults, i.e.\n"
+        "                     every core). Several counts: one column per count\n"
+        "                     (\"cpu 1t\", \"cpu 2t\"; torch likewise, each clgrad\n"
+        "                     column's ratios against torch at its count) and a\n"
+        "                     table of each count's rates over the first count's;\n"
+        "                     other backends run once, with the first count\n"
         "  --json FILE        also write every value to FILE as JSON\n"
         "  --compare-torch    run the same configurations in PyTorch (python3 +\n"
-        "                     torch, via bench_torch.py) and print the ratios\n"
+        "                     torch, via bench_torch.py) and print the ratios;\n"
+        "                     the python is $CLGRAD_PYTHON, else the first of\n"
+        "                     python3 and /usr/bin/python3 that imports torch\n"
         "  -h, --help         this text\n");
 }
 
@@ -138,7 +168,7 @@ static int cmp_double(const void *a, const void *b)
 
 static void min_median_max(const double *v, int n, double *mn, double *med, double *mx)
 {
-    double s[MAX_REPS];
+    double s[MAX_VALUES];
     memcpy(s, v, sizeof(double) * (size_t)n);
     qsort(s, (size_t)n, sizeof(double), cmp_double);
     *mn = s[0];
@@ -538,20 +568,40 @@ static int child_main(const char *backend, const char *group, bool quick, int re
  *  Parent side: machine peak, children, table, JSON.                       *
  * ======================================================================== */
 
+static const char *groups[] = {"gemm", "op", "ffn", "mlp", "cnn", "lstm", "transformer"};
+#define N_GROUPS ((int)(sizeof groups / sizeof groups[0]))
+
+/* The variables --threads sets: the cpu backend's pool and OpenBLAS (which
+ * also caps the cpu backend's GEMM threads, and torch's BLAS). */
+static const char *const thread_vars[] = {"CLGRAD_CPU_THREADS", "OPENBLAS_NUM_THREADS"};
+#define N_THREAD_VARS ((int)(sizeof thread_vars / sizeof thread_vars[0]))
+
 struct stat_rec {
     char name[64], unit[16];
     int n;
-    double v[MAX_REPS];
+    double v[MAX_VALUES];           /* every repetition of every round     */
+    double round_med[MAX_ROUNDS];   /* each round's median; NAN: not run    */
 };
 
 struct info_rec {
     char key[64], value[256];
 };
 
-/* The results of one backend (or of torch). */
+/* The results of one set: a backend (at one thread count) or torch (at one
+ * thread count); one column of the table. */
 struct result_set {
-    char name[64];
+    char name[64];              /* "cpu", "cpu 2t", "opencl", "torch 1t"   */
+    char backend[64];           /* the children's backend; "" for torch    */
+    bool torch;
+    int threads;                /* the count it is measured at; 0: none    */
+    int torch_ref;              /* the torch set of its xN ratios; -1 none */
+    int base;                   /* its 1-thread (first count) set for the
+                                   scaling table; -1 none                  */
+    char **env;                 /* its children's environment              */
+    char env_slots[N_THREAD_VARS][64];
     bool ok;                    /* at least one group ran                  */
+    bool gone;                  /* cannot run at all: no later group runs  */
+    bool failed[N_GROUPS];      /* a group failed: it does not run again   */
     char error[512];            /* why a group failed or the set is absent  */
     struct stat_rec stats[MAX_STATS];
     int n_stats;
@@ -573,33 +623,55 @@ static const char *find_info(const struct result_set *r, const char *key)
     return NULL;
 }
 
-/* Parses the child protocol from buf into r. */
-static void parse_lines(struct result_set *r, char *buf)
+/* Appends one stat line's values (of round `round`) to r's record of it. */
+static void add_stat(struct result_set *r, const char *name, const char *unit,
+                     const double *v, int n, int round)
+{
+    struct stat_rec *s = NULL;
+    for (int i = 0; i < r->n_stats && !s; i++)
+        if (strcmp(r->stats[i].name, name) == 0) s = &r->stats[i];
+    if (!s) {
+        if (r->n_stats == MAX_STATS) return;
+        s = &r->stats[r->n_stats++];
+        snprintf(s->name, sizeof s->name, "%s", name);
+        snprintf(s->unit, sizeof s->unit, "%s", unit);
+        for (int k = 0; k < MAX_ROUNDS; k++) s->round_med[k] = NAN;
+    }
+    for (int i = 0; i < n && s->n < MAX_VALUES; i++) s->v[s->n++] = v[i];
+    double mn, mx;
+    min_median_max(v, n, &mn, &s->round_med[round], &mx);
+}
+
+/* Parses the child protocol from buf into r. Stats accumulate over rounds;
+ * an info keeps its first round's value. */
+static void parse_lines(struct result_set *r, char *buf, int round)
 {
     for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-        if (strncmp(line, "stat ", 5) == 0 && r->n_stats < MAX_STATS) {
-            struct stat_rec *s = &r->stats[r->n_stats];
-            int used = 0;
-            if (sscanf(line + 5, "%63s %15s%n", s->name, s->unit, &used) != 2) continue;
+        if (strncmp(line, "stat ", 5) == 0) {
+            char name[64], unit[16];
+            int used = 0, n = 0;
+            double v[MAX_REPS];
+            if (sscanf(line + 5, "%63s %15s%n", name, unit, &used) != 2) continue;
             char *p = line + 5 + used;
-            s->n = 0;
-            while (s->n < MAX_REPS) {
+            while (n < MAX_REPS) {
                 char *end;
-                double v = strtod(p, &end);
+                v[n] = strtod(p, &end);
                 if (end == p) break;
-                s->v[s->n++] = v;
+                n++;
                 p = end;
             }
-            if (s->n > 0) r->n_stats++;
+            if (n > 0) add_stat(r, name, unit, v, n, round);
         } else if (strncmp(line, "info ", 5) == 0 && r->n_infos < MAX_INFOS) {
             struct info_rec *in = &r->infos[r->n_infos];
             char *sp = strchr(line + 5, ' ');
             if (!sp) continue;
             snprintf(in->key, sizeof in->key, "%.*s", (int)(sp - line - 5), line + 5);
+            if (find_info(r, in->key)) continue;
             snprintf(in->value, sizeof in->value, "%s", sp + 1);
             r->n_infos++;
         } else if (strncmp(line, "unavailable ", 12) == 0) {
             snprintf(r->error, sizeof r->error, "%s", line + 12);
+            r->gone = true;
         }
     }
 }
@@ -653,11 +725,6 @@ static int run_capture(char *const argv[], char *const envp[], char **out)
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-/* The variables --threads sets: the cpu backend's pool and OpenBLAS (which
- * also caps the cpu backend's GEMM threads, and torch's BLAS). */
-static const char *const thread_vars[] = {"CLGRAD_CPU_THREADS", "OPENBLAS_NUM_THREADS"};
-#define N_THREAD_VARS ((int)(sizeof thread_vars / sizeof thread_vars[0]))
-
 /* Whether the environment entry e sets one of thread_vars. */
 static bool is_thread_var(const char *e)
 {
@@ -697,75 +764,75 @@ static const char *self_exe(const char *argv0)
     return argv0;
 }
 
-static const char *groups[] = {"gemm", "op", "ffn", "mlp", "cnn", "lstm", "transformer"};
-#define N_GROUPS ((int)(sizeof groups / sizeof groups[0]))
-
-static void run_backend(struct result_set *r, const char *exe, const struct options *o)
-{
-    char reps[16], thr[N_THREAD_VARS][64];
-    snprintf(reps, sizeof reps, "%d", o->reps);
-    char **env = child_env(o->threads, thr);
-    for (int g = 0; g < N_GROUPS; g++) {
-        fprintf(stderr, "clgrad-bench: %s: %s ...\n", r->name, groups[g]);
-        char *argv[] = {(char *)exe, "--child", r->name, (char *)groups[g], "--reps", reps,
-                        o->quick ? "--quick" : NULL, NULL};
-        char *out;
-        int rc = run_capture(argv, env ? env : environ, &out);
-        if (out) parse_lines(r, out);
-        free(out);
-        if (rc == 0) {
-            r->ok = true;
-        } else {
-            size_t l = strlen(r->error);
-            snprintf(r->error + l, sizeof r->error - l, "%s%s failed (exit %d)",
-                     l ? "; " : "", groups[g], rc);
-        }
-    }
-    free(env);
-}
-
 static bool file_exists(const char *p)
 {
     struct stat st;
     return p && *p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static void run_torch(struct result_set *r, const struct options *o)
+/* The python that runs bench_torch.py: $CLGRAD_PYTHON when set, else the
+ * first of "python3" (PATH) and /usr/bin/python3 that imports torch. The
+ * second matters where PATH's python3 is a private one (pyenv, a venv) and
+ * torch came from Debian's python3-torch. NULL when none does. */
+static const char *torch_python(char **env)
 {
-    snprintf(r->name, sizeof r->name, "torch");
-    const char *script = getenv("CLGRAD_BENCH_TORCH");
-    if (!file_exists(script)) script = BENCH_TORCH_SCRIPT;
-    if (!file_exists(script)) script = BENCH_TORCH_SCRIPT_INSTALLED;
-    if (!file_exists(script)) {
-        snprintf(r->error, sizeof r->error, "bench_torch.py not found (set CLGRAD_BENCH_TORCH)");
-        return;
-    }
-    char reps[16], thr[16], thr_env[N_THREAD_VARS][64];
-    snprintf(reps, sizeof reps, "%d", o->reps);
-    snprintf(thr, sizeof thr, "%d", o->threads);
-    char **env = child_env(o->threads, thr_env);
-    /* One process per group, as for the backends: per-group peak RSS. */
-    for (int g = 0; g < N_GROUPS; g++) {
-        fprintf(stderr, "clgrad-bench: torch: %s ...\n", groups[g]);
-        char *argv[] = {"python3", (char *)script, "--groups", (char *)groups[g], "--reps", reps,
-                        "--threads", thr, o->quick ? "--quick" : NULL, NULL};
-        char *out;
+    const char *forced = getenv("CLGRAD_PYTHON");
+    if (forced && *forced) return forced;
+    static const char *const candidates[] = {"python3", "/usr/bin/python3"};
+    for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++) {
+        char *argv[] = {(char *)candidates[i], "-c",
+                        "try:\n import torch\nexcept Exception:\n raise SystemExit(1)", NULL};
+        char *out = NULL;
         int rc = run_capture(argv, env ? env : environ, &out);
-        if (out) parse_lines(r, out);
         free(out);
-        if (rc < 0) {
-            snprintf(r->error, sizeof r->error, "cannot run python3: %s", strerror(errno));
-            break;
-        }
-        if (r->error[0]) break;     /* "unavailable": torch is not installed */
-        if (rc != 0) {
-            snprintf(r->error, sizeof r->error, "bench_torch.py %s failed (exit %d)",
-                     groups[g], rc);
-            break;
-        }
+        if (rc == 0) return candidates[i];
     }
-    free(env);
-    r->ok = r->n_stats > 0;
+    return NULL;
+}
+
+/* What every child of a run shares. */
+struct runner {
+    const char *exe;            /* this program, for --child               */
+    const char *python;         /* runs bench_torch.py                     */
+    const char *script;         /* bench_torch.py                          */
+    const struct options *o;
+};
+
+/* Runs group g of set r in a fresh process (this program with --child, or
+ * bench_torch.py), adding its values to r as round `round`. */
+static void run_group(struct result_set *r, int g, int round, const struct runner *x)
+{
+    if (r->gone || r->failed[g]) return;
+    if (x->o->rounds > 1)
+        fprintf(stderr, "clgrad-bench: round %d/%d: %s: %s ...\n", round + 1, x->o->rounds,
+                r->name, groups[g]);
+    else
+        fprintf(stderr, "clgrad-bench: %s: %s ...\n", r->name, groups[g]);
+    char reps[16], thr[16];
+    snprintf(reps, sizeof reps, "%d", x->o->reps);
+    snprintf(thr, sizeof thr, "%d", r->threads);
+    const char *quick = x->o->quick ? "--quick" : NULL;
+    char *child[] = {(char *)x->exe, "--child", r->backend, (char *)groups[g], "--reps", reps,
+                     (char *)quick, NULL};
+    char *torch[] = {(char *)x->python, (char *)x->script, "--groups", (char *)groups[g],
+                     "--reps", reps, "--threads", thr, (char *)quick, NULL};
+    char **argv = r->torch ? torch : child;
+    char *out;
+    int rc = run_capture(argv, r->env ? r->env : environ, &out);
+    if (out) parse_lines(r, out, round);
+    free(out);
+    size_t l = strlen(r->error);
+    if (rc < 0) {
+        snprintf(r->error + l, sizeof r->error - l, "%scannot run %s: %s", l ? "; " : "",
+                 argv[0], strerror(errno));
+        r->gone = true;
+    } else if (rc != 0) {
+        snprintf(r->error + l, sizeof r->error - l, "%s%s%s failed (exit %d)", l ? "; " : "",
+                 r->torch ? "bench_torch.py " : "", groups[g], rc);
+        r->failed[g] = true;
+    } else if (!r->gone) {      /* not "unavailable" (torch not importable) */
+        r->ok = true;
+    }
 }
 
 /* ---- machine peak ------------------------------------------------------- */
@@ -896,7 +963,7 @@ static const char *describe(const char *name, char *buf, size_t len)
 }
 
 /* Every stat name in the order of first appearance across the sets. */
-static int union_names(struct result_set *const *sets, int n_sets, const char **names, int max,
+static int union_names(const struct result_set *const *sets, int n_sets, const char **names, int max,
                        const char **units)
 {
     int n = 0;
@@ -913,48 +980,115 @@ static int union_names(struct result_set *const *sets, int n_sets, const char **
     return n;
 }
 
-static void print_table(struct result_set *sets, int n_sets, const struct result_set *torch,
-                        const struct machine *m, const struct options *o)
+/* Set s's figure over base's for a stat: the ratio of their medians over
+ * every value, and each round's ratio (the two ran seconds apart within a
+ * round, so the machine's slow drift cancels) in per_round[*n_rounds].
+ * False when either set lacks the stat. */
+static bool scaling(const struct result_set *s, const struct result_set *base, const char *name,
+                    int rounds, double *ratio, double *per_round, int *n_rounds)
 {
-    struct result_set *all[MAX_BACKENDS + 1];
+    const struct stat_rec *a = find_stat(s, name), *b = find_stat(base, name);
+    *n_rounds = 0;
+    if (!a || !b) return false;
+    double mn, mx, ma, mb;
+    min_median_max(a->v, a->n, &mn, &ma, &mx);
+    min_median_max(b->v, b->n, &mn, &mb, &mx);
+    if (!(ma > 0 && mb > 0)) return false;
+    *ratio = ma / mb;
+    for (int r = 0; r < rounds; r++)
+        if (a->round_med[r] > 0 && b->round_med[r] > 0)
+            per_round[(*n_rounds)++] = a->round_med[r] / b->round_med[r];
+    return true;
+}
+
+/* The thread-scaling table: each set measured at a further thread count
+ * against its first count's set, for the rates (GEMM, training). */
+static void print_scaling(const struct result_set *sets, int n_sets, const char **names,
+                          const char **units, int n_names, const struct options *o)
+{
+    printf("\nthreads: median of N threads / median of %d thread%s (rates)%s\n", o->threads[0],
+           o->threads[0] == 1 ? "" : "s",
+           o->rounds > 1 ? "; \"rounds\": median [min - max] of the per-round ratios "
+                           "(each round's sets ran seconds apart: the drift-robust figure)"
+                         : "");
+    printf("%-30s %-10s", "measure", "unit");
+    for (int s = 0; s < n_sets; s++) {
+        if (sets[s].base < 0 || sets[s].base == s) continue;
+        char head[160];
+        snprintf(head, sizeof head, "%.63s / %.63s", sets[s].name, sets[sets[s].base].name);
+        printf(" | %-36s", head);
+    }
+    printf("\n");
+    for (int k = 0; k < n_names; k++) {
+        if (!higher_is_better(units[k])) continue;
+        char desc[96];
+        printf("%-30s %-10s", describe(names[k], desc, sizeof desc), units[k]);
+        for (int s = 0; s < n_sets; s++) {
+            if (sets[s].base < 0 || sets[s].base == s) continue;
+            char cell[128] = "-";
+            double ratio, per[MAX_ROUNDS], mn, med, mx;
+            int nr;
+            if (scaling(&sets[s], &sets[sets[s].base], names[k], o->rounds, &ratio, per, &nr)) {
+                int l = snprintf(cell, sizeof cell, "x%.2f", ratio);
+                if (o->rounds > 1 && nr > 0) {
+                    min_median_max(per, nr, &mn, &med, &mx);
+                    snprintf(cell + l, sizeof cell - (size_t)l, "  rounds x%.2f [%.2f - %.2f]",
+                             med, mn, mx);
+                }
+            }
+            printf(" | %-36s", cell);
+        }
+        printf("\n");
+    }
+}
+
+static void print_table(const struct result_set *sets, int n_sets, const struct machine *m,
+                        const struct options *o)
+{
+    const struct result_set *all[MAX_SETS];
     for (int i = 0; i < n_sets; i++) all[i] = &sets[i];
     const char *names[MAX_STATS * 2], *units[MAX_STATS * 2];
     int n_names = union_names(all, n_sets, names, MAX_STATS * 2, units);
+    bool any_torch = false;
+    for (int s = 0; s < n_sets; s++) any_torch |= sets[s].torch && sets[s].ok;
 
     printf("\nFMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads\n", m->isa,
            m->peak1_med, m->peak_all_med, m->cores);
     for (int s = 0; s < n_sets; s++) {
-        const char *dev = find_info(&sets[s], "device");
-        printf("%-8s %s%s%s\n", sets[s].name, dev ? dev : "(no device)",
-               sets[s].error[0] ? "  -- " : "", sets[s].error);
+        const char *dev = find_info(&sets[s], sets[s].torch ? "version" : "device");
+        if (!dev) dev = sets[s].torch ? "" : "(no device)";
+        printf("%-9s %s%s%s%s\n", sets[s].name, dev, !sets[s].error[0] ? "" : *dev ? "  -- " : "",
+               sets[s].ok ? "" : "not run: ", sets[s].error);
     }
-    if (torch) {
-        const char *v = find_info(torch, "version");
-        printf("%-8s %s%s%s\n", "torch", v ? v : "", torch->error[0] ? "not run: " : "",
-               torch->error);
-    }
-    printf("each cell: median [min - max] over %d rep%s; GEMM also as %% of the %d-thread "
-           "FMA peak%s\n\n", o->reps, o->reps == 1 ? "" : "s", m->cores,
-           torch && torch->ok ? "; xN = clgrad / torch (>1: clgrad faster or smaller)" : "");
+    int values = o->reps * o->rounds;
+    printf("each cell: median [min - max] over %d value%s (%d rep%s x %d round%s, the sets "
+           "interleaved group by group); GEMM also as %% of the %d-thread FMA peak%s\n\n",
+           values, values == 1 ? "" : "s", o->reps, o->reps == 1 ? "" : "s", o->rounds,
+           o->rounds == 1 ? "" : "s", m->cores,
+           any_torch ? "; xN = clgrad / torch at the same thread count (>1: clgrad faster or "
+                       "smaller)" : "");
 
     printf("%-30s %-10s", "measure", "unit");
-    for (int s = 0; s < n_sets; s++) printf(" | %-30s", sets[s].name);
-    if (torch && torch->ok) printf(" | %-12s", "torch");
+    /* A column per set that ran (the list above says why one did not). */
+    for (int s = 0; s < n_sets; s++)
+        if (sets[s].ok) printf(" | %-*s", sets[s].torch ? 12 : 32, sets[s].name);
     printf("\n");
     for (int k = 0; k < n_names; k++) {
         char desc[96];
         printf("%-30s %-10s", describe(names[k], desc, sizeof desc), units[k]);
         int gemm_n = 0;
         bool is_gemm = sscanf(names[k], "gemm_%d", &gemm_n) == 1;
-        const struct stat_rec *ts = torch && torch->ok ? find_stat(torch, names[k]) : NULL;
-        double tmed = 0, mn, mx;
-        if (ts) min_median_max(ts->v, ts->n, &mn, &tmed, &mx);
         for (int s = 0; s < n_sets; s++) {
+            if (!sets[s].ok) continue;
             const struct stat_rec *st = find_stat(&sets[s], names[k]);
             char cell[128] = "-", a[32], b[32], c[32];
+            double mn, med = 0, mx;
+            if (st) min_median_max(st->v, st->n, &mn, &med, &mx);
+            if (sets[s].torch) {
+                printf(" | %-12s", st ? fmt_num(a, sizeof a, med) : "-");
+                continue;
+            }
             if (st) {
-                double med;
-                min_median_max(st->v, st->n, &mn, &med, &mx);
                 int l;
                 if (st->n > 1)
                     l = snprintf(cell, sizeof cell, "%s [%s - %s]", fmt_num(a, 32, med),
@@ -964,28 +1098,31 @@ static void print_table(struct result_set *sets, int n_sets, const struct result
                 if (is_gemm && m->peak_all_med > 0)
                     l += snprintf(cell + l, sizeof cell - (size_t)l, " %.0f%%",
                                   100.0 * med / m->peak_all_med);
-                if (ts && tmed > 0 && med > 0)
+                const struct result_set *t = sets[s].torch_ref >= 0 ? &sets[sets[s].torch_ref]
+                                                                    : NULL;
+                const struct stat_rec *ts = t && t->ok ? find_stat(t, names[k]) : NULL;
+                double tmed = 0;
+                if (ts) min_median_max(ts->v, ts->n, &mn, &tmed, &mx);
+                if (tmed > 0 && med > 0)
                     snprintf(cell + l, sizeof cell - (size_t)l, " x%.2f",
                              higher_is_better(st->unit) ? med / tmed : tmed / med);
             }
-            printf(" | %-30s", cell);
-        }
-        if (torch && torch->ok) {
-            char a[32];
-            printf(" | %-12s", ts ? fmt_num(a, sizeof a, tmed) : "-");
+            printf(" | %-32s", cell);
         }
         printf("\n");
     }
     /* Start-up costs: first GEMM call (kernel compilation) and the time from
-     * process start to the end of the first training step. */
+     * process start to the end of the first training step (first round). */
     printf("\nfirst calls (s):");
     for (int s = 0; s < n_sets; s++) {
+        if (sets[s].torch || !sets[s].ok) continue;
         const char *g = find_info(&sets[s], "gemm_1024_first_call_s");
         const char *f = find_info(&sets[s], "mlp_first_step_s");
         printf("  %s: GEMM N=1024 %s, MLP first step %s;", sets[s].name, g ? g : "-",
                f ? f : "-");
     }
     printf("\n");
+    if (o->n_threads > 1) print_scaling(sets, n_sets, names, units, n_names, o);
 }
 
 static void json_str(FILE *f, const char *s)
@@ -1006,10 +1143,29 @@ static void json_num(FILE *f, double v)
     else fprintf(f, "null");
 }
 
-static void json_set(FILE *f, const struct result_set *r, const struct machine *m)
+static void json_list(FILE *f, const double *v, int n)
 {
+    fprintf(f, "[");
+    for (int k = 0; k < n; k++) {
+        fprintf(f, "%s", k ? ", " : "");
+        json_num(f, v[k]);
+    }
+    fprintf(f, "]");
+}
+
+static void json_set(FILE *f, const struct result_set *sets, int s, const struct machine *m,
+                     const struct options *o)
+{
+    const struct result_set *r = &sets[s];
     fprintf(f, "{\"ok\": %s, \"error\": ", r->ok ? "true" : "false");
     json_str(f, r->error);
+    fprintf(f, ", \"threads\": ");
+    if (r->threads > 0) fprintf(f, "%d", r->threads);
+    else fprintf(f, "null");
+    if (!r->torch && r->torch_ref >= 0) {
+        fprintf(f, ", \"torch_ratios_against\": ");
+        json_str(f, sets[r->torch_ref].name);
+    }
     fprintf(f, ", \"info\": {");
     for (int i = 0; i < r->n_infos; i++) {
         fprintf(f, "%s", i ? ", " : "");
@@ -1019,27 +1175,27 @@ static void json_set(FILE *f, const struct result_set *r, const struct machine *
     }
     fprintf(f, "}, \"results\": {");
     for (int i = 0; i < r->n_stats; i++) {
-        const struct stat_rec *s = &r->stats[i];
+        const struct stat_rec *st = &r->stats[i];
         double mn, med, mx;
-        min_median_max(s->v, s->n, &mn, &med, &mx);
+        min_median_max(st->v, st->n, &mn, &med, &mx);
         fprintf(f, "%s\n      ", i ? "," : "");
-        json_str(f, s->name);
+        json_str(f, st->name);
         fprintf(f, ": {\"unit\": ");
-        json_str(f, s->unit);
+        json_str(f, st->unit);
         fprintf(f, ", \"min\": ");
         json_num(f, mn);
         fprintf(f, ", \"median\": ");
         json_num(f, med);
         fprintf(f, ", \"max\": ");
         json_num(f, mx);
-        fprintf(f, ", \"values\": [");
-        for (int k = 0; k < s->n; k++) {
-            fprintf(f, "%s", k ? ", " : "");
-            json_num(f, s->v[k]);
+        fprintf(f, ", \"values\": ");
+        json_list(f, st->v, st->n);
+        if (o->rounds > 1) {
+            fprintf(f, ", \"round_medians\": ");
+            json_list(f, st->round_med, o->rounds);
         }
-        fprintf(f, "]");
         int n;
-        if (m && sscanf(s->name, "gemm_%d", &n) == 1 && m->peak_all_med > 0) {
+        if (sscanf(st->name, "gemm_%d", &n) == 1 && m->peak_all_med > 0) {
             fprintf(f, ", \"fraction_of_peak_1_thread\": ");
             json_num(f, med / m->peak1_med);
             fprintf(f, ", \"fraction_of_peak_all_threads\": ");
@@ -1050,9 +1206,52 @@ static void json_set(FILE *f, const struct result_set *r, const struct machine *
     fprintf(f, "}}");
 }
 
-static int write_json(const char *path, struct result_set *sets, int n_sets,
-                      const struct result_set *torch, const struct machine *m,
-                      const struct options *o, const char *date)
+/* "thread_scaling": for each set at a further thread count, its rates over
+ * its first count's set's. */
+static void json_scaling(FILE *f, const struct result_set *sets, int n_sets,
+                         const struct options *o)
+{
+    fprintf(f, "{");
+    bool first = true;
+    for (int s = 0; s < n_sets; s++) {
+        if (sets[s].base < 0 || sets[s].base == s) continue;
+        fprintf(f, "%s\n    ", first ? "" : ",");
+        first = false;
+        json_str(f, sets[s].name);
+        fprintf(f, ": {\"base\": ");
+        json_str(f, sets[sets[s].base].name);
+        fprintf(f, ", \"results\": {");
+        bool first_stat = true;
+        for (int i = 0; i < sets[s].n_stats; i++) {
+            const struct stat_rec *st = &sets[s].stats[i];
+            double ratio, per[MAX_ROUNDS], mn, med, mx;
+            int nr;
+            if (!higher_is_better(st->unit) ||
+                !scaling(&sets[s], &sets[sets[s].base], st->name, o->rounds, &ratio, per, &nr))
+                continue;
+            fprintf(f, "%s\n      ", first_stat ? "" : ",");
+            first_stat = false;
+            json_str(f, st->name);
+            fprintf(f, ": {\"ratio_of_medians\": ");
+            json_num(f, ratio);
+            fprintf(f, ", \"round_ratios\": ");
+            json_list(f, per, nr);
+            fprintf(f, ", \"median_of_round_ratios\": ");
+            if (nr > 0) {
+                min_median_max(per, nr, &mn, &med, &mx);
+                json_num(f, med);
+            } else {
+                fprintf(f, "null");
+            }
+            fprintf(f, "}");
+        }
+        fprintf(f, "}}");
+    }
+    fprintf(f, "%s}", first ? "" : "\n  ");
+}
+
+static int write_json(const char *path, const struct result_set *sets, int n_sets,
+                      const struct machine *m, const struct options *o, const char *date)
 {
     FILE *f = fopen(path, "w");
     if (!f) {
@@ -1063,9 +1262,10 @@ static int write_json(const char *path, struct result_set *sets, int n_sets,
     json_str(f, BENCH_VERSION);
     fprintf(f, ",\n  \"date\": ");
     json_str(f, date);
-    fprintf(f, ",\n  \"quick\": %s,\n  \"reps\": %d,\n  \"threads\": %d,\n",
-            o->quick ? "true" : "false", o->reps, o->threads);
-    fprintf(f, "  \"data\": \"synthetic, same shapes as the datasets\",\n");
+    fprintf(f, ",\n  \"quick\": %s,\n  \"reps\": %d,\n  \"rounds\": %d,\n  \"threads\": [",
+            o->quick ? "true" : "false", o->reps, o->rounds);
+    for (int i = 0; i < o->n_threads; i++) fprintf(f, "%s%d", i ? ", " : "", o->threads[i]);
+    fprintf(f, "],\n  \"data\": \"synthetic, same shapes as the datasets\",\n");
     fprintf(f, "  \"machine\": {\"cpu\": ");
     json_str(f, m->cpu);
     fprintf(f, ", \"cores\": %d, \"fma_isa\": ", m->cores);
@@ -1074,26 +1274,32 @@ static int write_json(const char *path, struct result_set *sets, int n_sets,
     json_num(f, m->peak1_med);
     fprintf(f, ", \"fma_peak_gflops_all_threads\": ");
     json_num(f, m->peak_all_med);
-    fprintf(f, ", \"fma_peak_values_1_thread\": [");
-    for (int r = 0; r < o->reps; r++) {
-        fprintf(f, "%s", r ? ", " : "");
-        json_num(f, m->peak1[r]);
+    fprintf(f, ", \"fma_peak_values_1_thread\": ");
+    json_list(f, m->peak1, o->reps);
+    fprintf(f, ", \"fma_peak_values_all_threads\": ");
+    json_list(f, m->peak_all, o->reps);
+    /* clgrad's sets under "backends", torch's under "torch" (null when not
+     * requested), both keyed by set name. */
+    for (int torch = 0; torch < 2; torch++) {
+        fprintf(f, torch ? ",\n  \"torch\": " : "},\n  \"backends\": ");
+        if (torch && !o->compare_torch) {
+            fprintf(f, "null");
+            continue;
+        }
+        fprintf(f, "{");
+        bool first = true;
+        for (int s = 0; s < n_sets; s++) {
+            if (sets[s].torch != (torch == 1)) continue;
+            fprintf(f, "%s\n    ", first ? "" : ",");
+            first = false;
+            json_str(f, sets[s].name);
+            fprintf(f, ": ");
+            json_set(f, sets, s, m, o);
+        }
+        fprintf(f, "\n  }");
     }
-    fprintf(f, "], \"fma_peak_values_all_threads\": [");
-    for (int r = 0; r < o->reps; r++) {
-        fprintf(f, "%s", r ? ", " : "");
-        json_num(f, m->peak_all[r]);
-    }
-    fprintf(f, "]},\n  \"backends\": {");
-    for (int s = 0; s < n_sets; s++) {
-        fprintf(f, "%s\n    ", s ? "," : "");
-        json_str(f, sets[s].name);
-        fprintf(f, ": ");
-        json_set(f, &sets[s], m);
-    }
-    fprintf(f, "\n  },\n  \"torch\": ");
-    if (torch) json_set(f, torch, m);
-    else fprintf(f, "null");
+    fprintf(f, ",\n  \"thread_scaling\": ");
+    json_scaling(f, sets, n_sets, o);
     fprintf(f, "\n}\n");
     bool bad = ferror(f);
     if (fclose(f) != 0 || bad) {
@@ -1106,14 +1312,14 @@ static int write_json(const char *path, struct result_set *sets, int n_sets,
 /* ---- main ------------------------------------------------------------------ */
 
 /* The backends to measure: the list given, else every loadable one. */
-static int pick_backends(const struct options *o, struct result_set *sets)
+static int pick_backends(const struct options *o, char names[][64])
 {
     int n = 0;
     if (o->backends[0]) {
         char list[256];
         snprintf(list, sizeof list, "%s", o->backends);
         for (char *tok = strtok(list, ","); tok && n < MAX_BACKENDS; tok = strtok(NULL, ","))
-            if (*tok) snprintf(sets[n++].name, sizeof sets[0].name, "%s", tok);
+            if (*tok) snprintf(names[n++], 64, "%s", tok);
         return n;
     }
     struct cg_backend_entry_info info[CG_MAX_BACKENDS];
@@ -1126,14 +1332,82 @@ static int pick_backends(const struct options *o, struct result_set *sets)
             fprintf(stderr, "clgrad-bench: skipping %s: no device\n", info[i].name);
             continue;
         }
-        snprintf(sets[n++].name, sizeof sets[0].name, "%.63s", info[i].name);
+        snprintf(names[n++], 64, "%.63s", info[i].name);
     }
     return n;
 }
 
+/* Appends a set; threads is its count (0: none), env_threads its children's
+ * thread variables (0: left as they are). */
+static struct result_set *add_set(struct result_set *sets, int *n, const char *backend,
+                                  bool torch, int threads, int env_threads, bool suffix)
+{
+    struct result_set *r = &sets[(*n)++];
+    const char *base = torch ? "torch" : backend;
+    if (suffix) snprintf(r->name, sizeof r->name, "%.50s %dt", base, threads);
+    else snprintf(r->name, sizeof r->name, "%.63s", base);
+    snprintf(r->backend, sizeof r->backend, "%.63s", torch ? "" : backend);
+    r->torch = torch;
+    r->threads = threads;
+    r->torch_ref = r->base = -1;
+    r->env = child_env(env_threads, r->env_slots);
+    return r;
+}
+
+/* The sets, in table order: each backend (the cpu backend once per thread
+ * count), then torch once per thread count; each one's torch set and
+ * scaling base. */
+static int make_sets(const struct options *o, struct result_set *sets)
+{
+    char backends[MAX_BACKENDS][64];
+    int nb = pick_backends(o, backends), n = 0;
+    int first = o->n_threads ? o->threads[0] : 0;
+    bool several = o->n_threads > 1;
+    for (int b = 0; b < nb; b++) {
+        if (strcmp(backends[b], "cpu") != 0) {
+            add_set(sets, &n, backends[b], false, 0, first, false);
+            continue;
+        }
+        int base = n;
+        for (int t = 0; t < (several ? o->n_threads : 1); t++)
+            add_set(sets, &n, "cpu", false, several ? o->threads[t] : first,
+                    several ? o->threads[t] : first, several)->base = several ? base : -1;
+    }
+    int n_backend = n;
+    if (nb > 0 && o->compare_torch) {
+        int base = n;
+        for (int t = 0; t < (several ? o->n_threads : 1); t++)
+            add_set(sets, &n, NULL, true, several ? o->threads[t] : first,
+                    several ? o->threads[t] : first, several)->base = several ? base : -1;
+        for (int s = 0; s < n_backend; s++) {
+            sets[s].torch_ref = n_backend;      /* no thread count: the first */
+            for (int t = n_backend; t < n; t++)
+                if (sets[s].threads > 0 && sets[t].threads == sets[s].threads)
+                    sets[s].torch_ref = t;
+        }
+    }
+    return n;
+}
+
+/* --threads LIST: distinct counts in [1, 1024]. */
+static bool parse_threads(const char *s, struct options *o)
+{
+    char list[256];
+    snprintf(list, sizeof list, "%s", s);
+    o->n_threads = 0;
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        int v;
+        if (o->n_threads == MAX_THREAD_COUNTS || !parse_int(tok, 1, 1024, &v)) return false;
+        for (int i = 0; i < o->n_threads; i++)
+            if (o->threads[i] == v) return false;
+        o->threads[o->n_threads++] = v;
+    }
+    return o->n_threads > 0;
+}
+
 int main(int argc, char **argv)
 {
-    struct options o = {.reps = 0};
+    struct options o = {.reps = 0, .rounds = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
@@ -1159,10 +1433,16 @@ int main(int argc, char **argv)
                         MAX_REPS, argv[i]);
                 return 2;
             }
+        } else if (strcmp(a, "--rounds") == 0 && has_val) {
+            if (!parse_int(argv[++i], 1, MAX_ROUNDS, &o.rounds)) {
+                fprintf(stderr, "clgrad-bench: --rounds wants an integer in [1, %d], not '%s'\n",
+                        MAX_ROUNDS, argv[i]);
+                return 2;
+            }
         } else if (strcmp(a, "--threads") == 0 && has_val) {
-            if (!parse_int(argv[++i], 1, 1024, &o.threads)) {
-                fprintf(stderr, "clgrad-bench: --threads wants an integer >= 1, not '%s'\n",
-                        argv[i]);
+            if (!parse_threads(argv[++i], &o)) {
+                fprintf(stderr, "clgrad-bench: --threads wants up to %d distinct integers in "
+                        "[1, 1024], comma-separated, not '%s'\n", MAX_THREAD_COUNTS, argv[i]);
                 return 2;
             }
         } else if (strcmp(a, "--json") == 0 && has_val) {
@@ -1179,40 +1459,68 @@ int main(int argc, char **argv)
         }
     }
     if (o.reps == 0) o.reps = o.quick ? 3 : 5;
+    if (o.reps * o.rounds > MAX_VALUES) {
+        fprintf(stderr, "clgrad-bench: --reps times --rounds is at most %d, not %d\n",
+                MAX_VALUES, o.reps * o.rounds);
+        return 2;
+    }
 
     char date[64];
     time_t t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S %z", localtime(&t));
 
-    static struct result_set sets[MAX_BACKENDS];
-    int n_sets = pick_backends(&o, sets);
+    static struct result_set sets[MAX_SETS];
+    int n_sets = make_sets(&o, sets);
     if (n_sets == 0) {
         fprintf(stderr, "clgrad-bench: no backend to measure\n");
         return 1;
     }
-    printf("clgrad-bench %s  %s  %s, %d reps\n", BENCH_VERSION, date,
-           o.quick ? "quick" : "full", o.reps);
-    if (o.threads)
-        printf("threads: CLGRAD_CPU_THREADS=%d OPENBLAS_NUM_THREADS=%d for the cpu backend "
-               "(and torch)\n", o.threads, o.threads);
+    printf("clgrad-bench %s  %s  %s, %d reps x %d round%s\n", BENCH_VERSION, date,
+           o.quick ? "quick" : "full", o.reps, o.rounds, o.rounds == 1 ? "" : "s");
+    if (o.n_threads) {
+        printf("threads: CLGRAD_CPU_THREADS and OPENBLAS_NUM_THREADS =");
+        for (int i = 0; i < o.n_threads; i++) printf("%s%d", i ? "," : " ", o.threads[i]);
+        printf(" for the cpu backend (and torch); other backends get %d\n", o.threads[0]);
+    }
     fflush(stdout);
 
     static struct machine m;
     fprintf(stderr, "clgrad-bench: FMA peak ...\n");
     measure_machine(&m, &o);
 
-    const char *exe = self_exe(argv[0]);
-    for (int s = 0; s < n_sets; s++) run_backend(&sets[s], exe, &o);
+    struct runner x = {.exe = self_exe(argv[0]), .o = &o};
+    if (o.compare_torch) {
+        x.script = getenv("CLGRAD_BENCH_TORCH");
+        if (!file_exists(x.script)) x.script = BENCH_TORCH_SCRIPT;
+        if (!file_exists(x.script)) x.script = BENCH_TORCH_SCRIPT_INSTALLED;
+        for (int s = 0; s < n_sets; s++) {
+            if (!sets[s].torch) continue;
+            if (!file_exists(x.script)) {
+                snprintf(sets[s].error, sizeof sets[s].error,
+                         "bench_torch.py not found (set CLGRAD_BENCH_TORCH)");
+                sets[s].gone = true;
+            } else if (!x.python) {
+                x.python = torch_python(sets[s].env);
+                if (!x.python) x.python = "python3";    /* bench_torch.py: "unavailable" */
+            }
+        }
+    }
+    /* Group-major: every set runs a group before any runs the next, and the
+     * rounds repeat that pass, so the machine's drift over minutes hits every
+     * set alike. Odd rounds take the sets in reverse order, so that a drift
+     * within a group does not always favour the same set. */
+    for (int round = 0; round < o.rounds; round++)
+        for (int g = 0; g < N_GROUPS; g++)
+            for (int i = 0; i < n_sets; i++)
+                run_group(&sets[round % 2 ? n_sets - 1 - i : i], g, round, &x);
+    for (int s = 0; s < n_sets; s++)
+        if (sets[s].torch && !sets[s].ok)
+            fprintf(stderr, "clgrad-bench: PyTorch comparison (%s) skipped: %s\n", sets[s].name,
+                    sets[s].error);
 
-    static struct result_set torch;
-    if (o.compare_torch) run_torch(&torch, &o);
-    else snprintf(torch.error, sizeof torch.error, "not requested (--compare-torch)");
-    if (o.compare_torch && !torch.ok)
-        fprintf(stderr, "clgrad-bench: PyTorch comparison skipped: %s\n", torch.error);
-
-    print_table(sets, n_sets, o.compare_torch ? &torch : NULL, &m, &o);
+    print_table(sets, n_sets, &m, &o);
     int rc = 0;
-    if (o.json)
-        rc = write_json(o.json, sets, n_sets, o.compare_torch ? &torch : NULL, &m, &o, date);
+    if (o.json) rc = write_json(o.json, sets, n_sets, &m, &o, date);
+    for (int s = 0; s < n_sets; s++) free(sets[s].env);
     return rc;
 }
