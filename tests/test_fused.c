@@ -18,6 +18,12 @@
  *     kernels;
  *   - bias_gelu and its backward against float64 (erfc from libm), both
  *     tails and z near 0, with and without a bias;
+ *   - layernorm and its backward against float64 (torch.nn.LayerNorm's
+ *     formulas, backend.h): one column, narrow and wide rows, rows wider
+ *     than a work-group, no rows, inputs far from 0 (the variance must not
+ *     cancel), with and without weight / bias and gw / gb; the parameter
+ *     gradients bitwise the same on a second run; a LayerNorm module fused
+ *     vs composed;
  *   - finite-difference gradient checks (gradcheck.h) through the fused
  *     LSTM op (several steps, two layers, initial states, saturating
  *     gates) and through a Transformer block's fused bias + GELU.
@@ -29,10 +35,19 @@
  *        1 - i for a saturated gate is then off by up to 6e-8 absolute)
  *   softmax_causal                        rtol 1e-5, atol 1e-7; masked == 0
  *   bias_gelu, bias_gelu_backward         rtol 1e-5, atol 1e-6
+ *   layernorm y, mean, rstd               rtol 1e-5, atol 1e-5
+ *   layernorm_backward gx                 rtol 1e-4, atol 1e-5
+ *       (gx subtracts two row means from g: a float row sum's rounding
+ *        relative to the largest term, times rstd)
+ *   layernorm_backward gw, gb             rtol 1e-5, atol 1e-6 * rows
+ *       (float column sums of `rows` terms of magnitude <= ~2)
  *   fused vs composed (module level)      rtol 1e-5, atol 1e-6
+ *       (a Transformer block: atol 1e-5; a LayerNorm: rtol 1e-4, atol
+ *        1e-5, the float mean rounding as in layernorm's checks)
  */
 #include "harness.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -378,6 +393,288 @@ static void test_bias_gelu_primitive(void **state)
     cg_scope_end(e.ctx);
 }
 
+/* ---- layernorm / layernorm_backward against float64 ------------------------ */
+
+/* Both in-tree backends have the fused LayerNorm: as for bias + GELU. */
+static void require_layernorm(const struct cg_backend_i *be)
+{
+    if (CG_BACKEND_HAS(be, layernorm) && CG_BACKEND_HAS(be, layernorm_backward)) return;
+    if (strcmp(be->name, "cpu") == 0 || strcmp(be->name, "opencl") == 0)
+        fail_msg("backend %s lacks layernorm / layernorm_backward", be->name);
+    print_message("backend %s has no fused LayerNorm: skipped\n", be->name);
+    skip();
+}
+
+#define LN_EPS 1e-5f
+
+struct ln_case {
+    int64_t rows, cols;
+    float shift, span; /* x uniform in [shift - span, shift + span) */
+    bool affine;       /* w, b given (else NULL bufs: 1 and 0)        */
+    bool param_grads;  /* gw, gb asked for (else NULL bufs)           */
+};
+
+/* float64 references from the float inputs (backend.h's formulas), and
+ * per element the error a float kernel cannot avoid on top of the stated
+ * tolerances: its mean carries ~log2(cols) roundings of the row's values,
+ * and xhat = (x - mean) rstd then an absolute error of about
+ *   e_r = 2 (log2(cols) + 2) FLT_EPSILON mean_j |x[r, j]| rstd[r],
+ * large for a row far from 0 with a small spread (300 rows of 3 values
+ * around 2 hold some), and taken into y (times |w|), gx (through xhat and
+ * the row mean of g xhat) and gw (summed over rows). */
+struct ln_ref {
+    double *y, *mean, *rstd, *gx, *gw, *gb;
+    double *ty, *tgx, *tgw;   /* the unavoidable errors */
+};
+
+static struct ln_ref ln_reference(const struct ln_case *k, const float *x, const float *w,
+                                  const float *b, const float *gy)
+{
+    const int64_t R = k->rows, C = k->cols, n = R * C;
+    struct ln_ref f = {malloc((size_t)(n + 1) * sizeof(double)),
+                       malloc((size_t)(R + 1) * sizeof(double)),
+                       malloc((size_t)(R + 1) * sizeof(double)),
+                       malloc((size_t)(n + 1) * sizeof(double)),
+                       calloc((size_t)C, sizeof(double)), calloc((size_t)C, sizeof(double)),
+                       malloc((size_t)(n + 1) * sizeof(double)),
+                       malloc((size_t)(n + 1) * sizeof(double)),
+                       calloc((size_t)C, sizeof(double))};
+    assert_true(f.y && f.mean && f.rstd && f.gx && f.gw && f.gb && f.ty && f.tgx && f.tgw);
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = x + r * C, *gr = gy + r * C;
+        double mu = 0, var = 0, mg = 0, mgx = 0, mabs = 0, gmax = 0;
+        for (int64_t j = 0; j < C; j++) mu += xr[j], mabs += fabs(xr[j]) / (double)C;
+        mu /= (double)C;
+        for (int64_t j = 0; j < C; j++) var += (xr[j] - mu) * (xr[j] - mu);
+        double rs = 1.0 / sqrt(var / (double)C + (double)LN_EPS);
+        double ex = 2.0 * (log2((double)C) + 2.0) * FLT_EPSILON * mabs * rs;
+        for (int64_t j = 0; j < C; j++)
+            gmax = fmax(gmax, fabs(gr[j] * (k->affine ? w[j] : 1.0)));
+        f.mean[r] = mu;
+        f.rstd[r] = rs;
+        for (int64_t j = 0; j < C; j++) {
+            double xh = (xr[j] - mu) * rs, g = (double)gr[j] * (k->affine ? w[j] : 1.0);
+            f.y[r * C + j] = xh * (k->affine ? w[j] : 1.0) + (k->affine ? b[j] : 0.0);
+            mg += g / (double)C;
+            mgx += g * xh / (double)C;
+            f.gw[j] += (double)gr[j] * xh;
+            f.gb[j] += gr[j];
+        }
+        for (int64_t j = 0; j < C; j++) {
+            double xh = (xr[j] - mu) * rs, g = (double)gr[j] * (k->affine ? w[j] : 1.0);
+            f.gx[r * C + j] = rs * (g - mg - xh * mgx);
+            f.ty[r * C + j] = ex * (k->affine ? fabs(w[j]) : 1.0);
+            f.tgx[r * C + j] = 2.0 * rs * ex * gmax * (1.0 + fabs(xh));
+            f.tgw[j] += fabs(gr[j]) * ex;
+        }
+    }
+    return f;
+}
+
+static void ln_ref_free(struct ln_ref *f)
+{
+    free(f->y), free(f->mean), free(f->rstd), free(f->gx), free(f->gw), free(f->gb);
+    free(f->ty), free(f->tgx), free(f->tgw);
+}
+
+/* |got - want| <= atol + rtol |want| + extra[i]. */
+static void ln_assert_close(const float *got, const double *want, const double *extra,
+                            int64_t n, double rtol, double atol, const char *what)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= atol + rtol * fabs(want[i]) + extra[i]))
+            fail_msg("%s: element %lld of %lld: got %.9g, want %.9g (rtol %g, atol %g, "
+                     "+ %g for the float mean)",
+                     what, (long long)i, (long long)n, (double)got[i], want[i], rtol, atol,
+                     extra[i]);
+    }
+}
+
+static void check_layernorm(struct env *e, uint64_t seed, const struct ln_case *k)
+{
+    uint64_t rng = seed;
+    const int64_t R = k->rows, C = k->cols, n = R * C;
+    float *x = malloc((size_t)(n + 1) * sizeof *x), *gy = malloc((size_t)(n + 1) * sizeof *gy);
+    float *w = malloc((size_t)C * sizeof *w), *b = malloc((size_t)C * sizeof *b);
+    assert_true(x && gy && w && b);
+    th_fill_uniform(&rng, x, n, k->shift - k->span, k->shift + k->span);
+    th_fill_uniform(&rng, gy, n, -1, 1);
+    th_fill_uniform(&rng, w, C, -1.5f, 1.5f);
+    th_fill_uniform(&rng, b, C, -1, 1);
+    struct ln_ref f = ln_reference(k, x, w, b, gy);
+
+    char what[160];
+    snprintf(what, sizeof what, "(%lld, %lld) x in %g +- %g, affine %d, gw/gb %d",
+             (long long)R, (long long)C, (double)k->shift, (double)k->span, k->affine,
+             k->param_grads);
+    const struct cg_ptr none = {NULL, 0};
+    cg_scope_begin(e->ctx);
+    struct darr dx = darr_new(e->ctx, x, n), dy = darr_new(e->ctx, NULL, n);
+    struct darr dm = darr_new(e->ctx, NULL, R), drs = darr_new(e->ctx, NULL, R);
+    struct darr dw = darr_new(e->ctx, w, C), db = darr_new(e->ctx, b, C);
+    CHECK_OK(e, e->be->layernorm(e->bctx, dy.at, dm.at, drs.at, dx.at,
+                                 k->affine ? dw.at : none, k->affine ? db.at : none, R, C,
+                                 LN_EPS));
+    char msg[256];
+    float *y = darr_read(dy, "layernorm y"), *mean = darr_read(dm, "layernorm mean");
+    float *rstd = darr_read(drs, "layernorm rstd");
+    snprintf(msg, sizeof msg, "layernorm y %s", what);
+    ln_assert_close(y, f.y, f.ty, n, 1e-5, 1e-5, msg);
+    snprintf(msg, sizeof msg, "layernorm mean %s", what);
+    th_assert_close(mean, f.mean, R, 1e-5, 1e-5, msg);
+    snprintf(msg, sizeof msg, "layernorm rstd %s", what);
+    th_assert_close(rstd, f.rstd, R, 1e-5, 1e-5, msg);
+
+    /* the backward reads the forward's own mean and rstd, as the layer does */
+    struct darr dgy = darr_new(e->ctx, gy, n), dgx = darr_new(e->ctx, NULL, n);
+    struct darr dgw = darr_new(e->ctx, NULL, C), dgb = darr_new(e->ctx, NULL, C);
+    struct cg_ptr pgw = k->param_grads ? dgw.at : none, pgb = k->param_grads ? dgb.at : none;
+    CHECK_OK(e, e->be->layernorm_backward(e->bctx, dgx.at, pgw, pgb, dgy.at, dx.at, dm.at,
+                                          drs.at, k->affine ? dw.at : none, R, C));
+    float *gx = darr_read(dgx, "layernorm_backward gx");
+    float *gw = darr_read(dgw, "layernorm_backward gw");
+    float *gb = darr_read(dgb, "layernorm_backward gb");
+    snprintf(msg, sizeof msg, "layernorm_backward gx %s", what);
+    ln_assert_close(gx, f.gx, f.tgx, n, 1e-4, 1e-5, msg);
+    if (k->param_grads) {
+        double atol = 1e-6 * (double)(R > 1 ? R : 1);
+        snprintf(msg, sizeof msg, "layernorm_backward gw %s", what);
+        ln_assert_close(gw, f.gw, f.tgw, C, 1e-5, atol, msg);
+        snprintf(msg, sizeof msg, "layernorm_backward gb %s", what);
+        th_assert_close(gb, f.gb, C, 1e-5, atol, msg);
+        /* the same sums, bit for bit, on a second run */
+        CHECK_OK(e, e->be->layernorm_backward(e->bctx, dgx.at, pgw, pgb, dgy.at, dx.at, dm.at,
+                                              drs.at, k->affine ? dw.at : none, R, C));
+        float *gw2 = darr_read(dgw, "layernorm_backward gw"), *gb2 = darr_read(dgb, "gb");
+        if (memcmp(gw, gw2, (size_t)C * sizeof *gw) || memcmp(gb, gb2, (size_t)C * sizeof *gb))
+            fail_msg("layernorm_backward %s: gw / gb differ between two runs", what);
+        free(gw2), free(gb2);
+    } else {
+        for (int64_t j = 0; j < C; j++) /* NULL bufs: nothing written */
+            if (gw[j] != GARBAGE || gb[j] != GARBAGE)
+                fail_msg("layernorm_backward %s: wrote gw / gb without bufs", what);
+    }
+    cg_scope_end(e->ctx);
+    ln_ref_free(&f);
+    free(y), free(mean), free(rstd), free(gx), free(gw), free(gb);
+    free(x), free(gy), free(w), free(b);
+}
+
+static void layernorm_cases(struct env *e)
+{
+    const struct {
+        int64_t rows, cols;
+        float shift, span;
+    } shapes[] = {
+        {1, 1, 0.5f, 2},    {7, 13, 0, 2},    {33, 64, 10, 2}, /* mean far from 0 */
+        {5, 1000, -1, 3},   {300, 3, 0, 1.5f}, {0, 5, 0, 1},
+        {3, 4099, 0, 2},    /* rows wider than any work-group, odd width */
+        {9001, 3, 2, 1},    /* more column blocks than the opencl cap */
+        {129, 257, 0, 0.01f},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int v = 0; v < 4; v++) {
+            struct ln_case k = {shapes[i].rows, shapes[i].cols, shapes[i].shift,
+                                shapes[i].span, v & 1, (v & 2) != 0};
+            check_layernorm(e, 700 + 4 * i + (uint64_t)v, &k);
+        }
+}
+
+static void test_layernorm_primitive(void **state)
+{
+    struct env e = env_of(state);
+    require_layernorm(e.be);
+    layernorm_cases(&e);
+}
+
+/* The opencl backend has two row layouts (backends/opencl/norm.c): a
+ * work-item per row on CPU devices, a work-group per row elsewhere;
+ * CLGRAD_LN_ROW_ITEMS=1 or 0 picks one at open, so both run here. */
+static void test_layernorm_opencl_layouts(void **state)
+{
+    struct env e0 = env_of(state);
+    if (strcmp(e0.be->name, "opencl") != 0) skip();
+    for (int items = 0; items < 2; items++) {
+        assert_int_equal(setenv("CLGRAD_LN_ROW_ITEMS", items ? "1" : "0", 1), 0);
+        cg_ctx *ctx = th_ctx_create(4321);
+        unsetenv("CLGRAD_LN_ROW_ITEMS");
+        assert_non_null(ctx);
+        print_message("opencl layernorm, %s per row\n", items ? "a work-item" : "a work-group");
+        struct env e = env_of((void **)&ctx);
+        layernorm_cases(&e);
+        cg_ctx_free(ctx);
+    }
+}
+
+/* The last k elements of d's buffer (its trailing guard included). */
+static struct cg_ptr end_of(struct darr d, int64_t k)
+{
+    return (struct cg_ptr){d.at.buf, d.at.off + d.n + GUARD - k};
+}
+
+static void test_layernorm_errors(void **state)
+{
+    struct env e = env_of(state);
+    require_layernorm(e.be);
+    const struct cg_ptr none = {NULL, 0};
+    cg_scope_begin(e.ctx);
+    /* a (3, 4) block: blocks from a, rows from r, columns from c */
+    struct darr ad = darr_new(e.ctx, NULL, 12), rd = darr_new(e.ctx, NULL, 3);
+    struct darr cd = darr_new(e.ctx, NULL, 4);
+    struct cg_ptr a = ad.at, r = rd.at, c = cd.at;
+    /* one element short: */
+    struct cg_ptr sa = end_of(ad, 11), sr = end_of(rd, 2), sc = end_of(cd, 3);
+    const char *fwd = "layernorm", *bwd = "layernorm_backward";
+#define LN_FWD(...) e.be->layernorm(e.bctx, __VA_ARGS__)
+#define LN_BWD(...) e.be->layernorm_backward(e.bctx, __VA_ARGS__)
+#define EXPECT_BAD(call, name)                                                              \
+    do {                                                                                    \
+        assert_int_equal((call), CG_STATUS_INVALID_ARGUMENT);                               \
+        assert_non_null(strstr(e.be->last_error(e.bctx), (name)));                          \
+    } while (0)
+    /* the valid calls these vary */
+    CHECK_OK(&e, LN_FWD(a, r, r, a, c, c, 3, 4, LN_EPS));
+    CHECK_OK(&e, LN_BWD(a, c, c, a, a, r, r, c, 3, 4));
+    /* sizes */
+    const int64_t bad[][2] = {{-1, 4}, {3, 0}, {3, -2}, {INT64_MAX / 2, 4}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        EXPECT_BAD(LN_FWD(a, r, r, a, none, none, bad[i][0], bad[i][1], LN_EPS), fwd);
+        EXPECT_BAD(LN_BWD(a, none, none, a, a, r, r, none, bad[i][0], bad[i][1]), bwd);
+    }
+    /* eps negative or NaN */
+    EXPECT_BAD(LN_FWD(a, r, r, a, c, c, 3, 4, -1.0f), fwd);
+    EXPECT_BAD(LN_FWD(a, r, r, a, c, c, 3, 4, NAN), fwd);
+    /* each argument too short, or a required one missing */
+    EXPECT_BAD(LN_FWD(sa, r, r, a, c, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(a, sr, r, a, c, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(a, r, sr, a, c, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(a, r, r, sa, c, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(a, r, r, a, sc, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(a, r, r, a, c, sc, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(none, r, r, a, c, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(a, none, r, a, c, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(a, r, none, a, c, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_FWD(a, r, r, none, c, c, 3, 4, LN_EPS), fwd);
+    EXPECT_BAD(LN_BWD(sa, c, c, a, a, r, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, sc, c, a, a, r, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, sc, a, a, r, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, sa, a, r, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, a, sa, r, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, a, a, sr, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, a, a, r, sr, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, a, a, r, r, sc, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(none, c, c, a, a, r, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, none, a, r, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, a, none, r, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, a, a, none, r, c, 3, 4), bwd);
+    EXPECT_BAD(LN_BWD(a, c, c, a, a, r, none, c, 3, 4), bwd);
+#undef LN_FWD
+#undef LN_BWD
+#undef EXPECT_BAD
+    cg_scope_end(e.ctx);
+}
+
 /* ---- fused vs composed ------------------------------------------------------ */
 
 /* The context's vtable with the fused members cleared: the layers then take
@@ -395,6 +692,8 @@ static void composed_begin(cg_ctx *ctx)
     composed_vtable.softmax_causal = NULL;
     composed_vtable.bias_gelu = NULL;
     composed_vtable.bias_gelu_backward = NULL;
+    composed_vtable.layernorm = NULL;
+    composed_vtable.layernorm_backward = NULL;
     ctx->be = &composed_vtable;
 }
 
@@ -585,10 +884,61 @@ static void test_causal_attention_fused_vs_composed(void **state)
         assert_int_equal(fused.n, comp.n);
         const char *what = kind ? "causal block fused vs composed"
                                 : "causal attention fused vs composed";
-        th_assert_close_f(fused.v, comp.v, fused.n, 1e-5, 1e-6, what);
+        /* the block's two LayerNorms round differently fused (a row sum
+         * in one kernel) and composed (mean, sub, mul ops); the parameter
+         * gradients after them are sums over B T rows of terms ~1 that
+         * cancel to ~0.1, so they differ by ~1e-6 absolute */
+        th_assert_close_f(fused.v, comp.v, fused.n, 1e-5, kind ? 1e-5 : 1e-6, what);
         if (fused.launches >= comp.launches)
             fail_msg("%s: fused path launched %llu kernels, composed %llu", what,
                      (unsigned long long)fused.launches, (unsigned long long)comp.launches);
+        free(fused.v);
+        free(comp.v);
+        gc_free_inputs(1, &x);
+        cg_module_free(m);
+    }
+}
+
+/* A LayerNorm module: the fused kernels vs the composed ops, forward and
+ * backward (input, weight and bias gradients), one and two normalised dims. */
+static void test_layernorm_fused_vs_composed(void **state)
+{
+    cg_ctx *ctx = *state;
+    require_layernorm(ctx->be);
+    const struct {
+        int nd;
+        int64_t norm[2], x[3];
+        float shift;
+    } cases[] = {{1, {7}, {3, 5, 7}, 0.0f}, {2, {4, 6}, {2, 4, 6}, 5.0f}, {1, {64}, {2, 9, 64}, -3.0f},
+                 {1, {1}, {4, 3, 1}, 0.0f}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        uint64_t rng = 450 + c;
+        cg_module *m = cg_layernorm(ctx, cases[c].nd, cases[c].norm);
+        assert_non_null(m);
+        struct cg_named_tensor ps[2];
+        assert_int_equal(cg_module_parameters(m, ps, 2), 2);
+        for (int i = 0; i < 2; i++) {
+            int64_t n = cg_tensor_numel(ps[i].tensor);
+            float *v = malloc((size_t)n * sizeof *v);
+            th_fill_uniform(&rng, v, n, -1.5f, 1.5f);
+            assert_int_equal(cg_tensor_set_data(ps[i].tensor, v, n), CG_OK);
+            free(v);
+        }
+        cg_tensor *x = gc_input(ctx, &rng, 3, cases[c].x, cases[c].shift - 2,
+                                cases[c].shift + 2);
+        struct run fused = run_module(ctx, m, x, false);
+        composed_begin(ctx);
+        struct run comp = run_module(ctx, m, x, false);
+        composed_end(ctx);
+        assert_int_equal(fused.n, comp.n);
+        char what[96];
+        snprintf(what, sizeof what, "LayerNorm fused vs composed (case %zu)", c);
+        th_assert_close_f(fused.v, comp.v, fused.n, 1e-4, 1e-5, what);
+        if (fused.launches >= comp.launches)
+            fail_msg("%s: fused path launched %llu kernels, composed %llu", what,
+                     (unsigned long long)fused.launches, (unsigned long long)comp.launches);
+        print_message("%s: %llu launches fused, %llu composed\n", what,
+                      (unsigned long long)fused.launches, (unsigned long long)comp.launches);
         free(fused.v);
         free(comp.v);
         gc_free_inputs(1, &x);
@@ -693,6 +1043,11 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_lstm_fused_gradcheck, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_bias_gelu_primitive, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_block_gradcheck, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_layernorm_primitive, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_layernorm_errors, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_layernorm_opencl_layouts, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_layernorm_fused_vs_composed, th_setup,
+                                        th_teardown),
     };
     return TH_RUN(tests);
 }

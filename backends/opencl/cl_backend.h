@@ -17,6 +17,7 @@
  *   conv.c     im2col / col2im, pooling forward and backward
  *   rnn.c      fused LSTM cell step and backward, causal softmax
  *   seq.c      the Transformer feed-forward's bias + GELU and its backward
+ *   norm.c     LayerNorm forward and backward
  *
  * Threads: one instance per thread (clgrad's contract); the instance is not
  * locked. Process-wide state (CLBlast's cache refcount) is under a mutex.
@@ -41,6 +42,7 @@ enum cg_cl_prog {
     CG_CL_PROG_CONV,
     CG_CL_PROG_RNN,
     CG_CL_PROG_SEQ,
+    CG_CL_PROG_NORM,
     CG_CL_PROG_GEMM,
     CG_CL_PROG_COUNT
 };
@@ -111,6 +113,15 @@ enum cg_cl_kern {
     CG_CL_K_SOFTMAX_CAUSAL,
     CG_CL_K_BIAS_GELU_FWD,
     CG_CL_K_BIAS_GELU_BWD,
+    CG_CL_K_LAYERNORM_FWD,
+    CG_CL_K_LAYERNORM_FWD_1,
+    CG_CL_K_LAYERNORM_BWD,
+    CG_CL_K_LAYERNORM_BWD_1,
+    CG_CL_K_LAYERNORM_FWD_ROW,
+    CG_CL_K_LAYERNORM_BWD_ROW,
+    CG_CL_K_LAYERNORM_BWD_COLS_ROW,
+    CG_CL_K_LAYERNORM_BWD_COLS,
+    CG_CL_K_LAYERNORM_BWD_COMBINE,
     CG_CL_K_GEMM_OUTER,
     CG_CL_K_GEMM_DOT,
     CG_CL_K_GEMM_PACK,
@@ -177,6 +188,9 @@ struct cg_cl {
                                            element per work-item, see
                                            cg_cl_groups_for             */
     size_t max_wg;                      /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+    int ln_row_items;                   /* norm.c: a work-item per row (CPU
+                                           devices; CLGRAD_LN_ROW_ITEMS=1
+                                           or 0 overrides, for the tests) */
 
     cl_program programs[CG_CL_PROG_COUNT];
     cl_kernel kernels[CG_CL_K_COUNT];
@@ -267,6 +281,11 @@ cg_status cg_cl_launch_kernel(struct cg_cl *cl, cl_kernel kern, const char *name
  * when they joined a chain or batch). */
 cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
                         const struct cg_cl_arg *args, int nargs, size_t groups, size_t local);
+/* The same for a dims-d range (offset NULL: none; local NULL: the
+ * driver's choice). */
+cg_status cg_cl_enqueue_nd(struct cg_cl *cl, cl_kernel kern, const char *name,
+                           const struct cg_cl_arg *args, int nargs, cl_uint dims,
+                           const size_t *offset, const size_t *global, const size_t *local);
 /* cg_cl_enqueue of a table kernel over n items (grid stride). */
 cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
                           int nargs, int64_t n);
@@ -351,6 +370,15 @@ cg_status cg_ocl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struc
 cg_status cg_ocl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
                                     struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
                                     int64_t cols);
+
+/* norm.c */
+cg_status cg_ocl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
+                           struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
+                           int64_t cols, float eps);
+cg_status cg_ocl_layernorm_backward(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
+                                    struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
+                                    struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
+                                    int64_t rows, int64_t cols);
 
 /* gemm.c */
 cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,

@@ -46,6 +46,15 @@ static const struct {
     [CG_CL_K_SOFTMAX_CAUSAL] = {CG_CL_PROG_SOFTMAX, "softmax_causal"},
     [CG_CL_K_BIAS_GELU_FWD] = {CG_CL_PROG_SEQ, "bias_gelu_fwd"},
     [CG_CL_K_BIAS_GELU_BWD] = {CG_CL_PROG_SEQ, "bias_gelu_bwd"},
+    [CG_CL_K_LAYERNORM_FWD] = {CG_CL_PROG_NORM, "layernorm_fwd"},
+    [CG_CL_K_LAYERNORM_FWD_1] = {CG_CL_PROG_NORM, "layernorm_fwd_1"},
+    [CG_CL_K_LAYERNORM_BWD] = {CG_CL_PROG_NORM, "layernorm_bwd"},
+    [CG_CL_K_LAYERNORM_BWD_1] = {CG_CL_PROG_NORM, "layernorm_bwd_1"},
+    [CG_CL_K_LAYERNORM_FWD_ROW] = {CG_CL_PROG_NORM, "layernorm_fwd_row"},
+    [CG_CL_K_LAYERNORM_BWD_ROW] = {CG_CL_PROG_NORM, "layernorm_bwd_row"},
+    [CG_CL_K_LAYERNORM_BWD_COLS_ROW] = {CG_CL_PROG_NORM, "layernorm_bwd_cols_row"},
+    [CG_CL_K_LAYERNORM_BWD_COLS] = {CG_CL_PROG_NORM, "layernorm_bwd_cols"},
+    [CG_CL_K_LAYERNORM_BWD_COMBINE] = {CG_CL_PROG_NORM, "layernorm_bwd_combine"},
     [CG_CL_K_GEMM_OUTER] = {CG_CL_PROG_GEMM, "gemm_outer"},
     [CG_CL_K_GEMM_DOT] = {CG_CL_PROG_GEMM, "gemm_dot"},
     [CG_CL_K_GEMM_PACK] = {CG_CL_PROG_GEMM, "gemm_pack"},
@@ -134,11 +143,11 @@ cg_status cg_cl_flush(struct cg_cl *cl)
     return st != CG_OK ? st : st2;
 }
 
-/* Sets the args and enqueues a dims-d range (local NULL: the driver's
- * choice). */
-static cg_status cg_cl_enqueue_nd(struct cg_cl *cl, cl_kernel kern, const char *name,
-                                  const struct cg_cl_arg *args, int nargs, cl_uint dims,
-                                  const size_t *global, const size_t *local)
+/* Sets the args and enqueues a dims-d range (offset NULL: none; local
+ * NULL: the driver's choice). */
+cg_status cg_cl_enqueue_nd(struct cg_cl *cl, cl_kernel kern, const char *name,
+                           const struct cg_cl_arg *args, int nargs, cl_uint dims,
+                           const size_t *offset, const size_t *global, const size_t *local)
 {
     for (int i = 0; i < nargs; ++i) {
         cl_int rc = clSetKernelArg(kern, (cl_uint)i, args[i].size, args[i].ptr);
@@ -148,7 +157,7 @@ static cg_status cg_cl_enqueue_nd(struct cg_cl *cl, cl_kernel kern, const char *
             return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
         }
     }
-    cl_int rc = clEnqueueNDRangeKernel(cl->queue, kern, dims, NULL, global, local, 0, NULL,
+    cl_int rc = clEnqueueNDRangeKernel(cl->queue, kern, dims, offset, global, local, 0, NULL,
                                        NULL);
     if (rc != CL_SUCCESS) {
         char what[96];
@@ -163,7 +172,7 @@ cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
                         const struct cg_cl_arg *args, int nargs, size_t groups, size_t local)
 {
     size_t global = groups * local;
-    return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, &global, &local);
+    return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &global, &local);
 }
 
 cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
@@ -209,8 +218,8 @@ cg_status cg_cl_launch_2d(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_c
     if (st == CG_OK)
         st = cg_cl_flush_before_launch(cl);
     if (st == CG_OK)
-        st = cg_cl_enqueue_nd(cl, kern, cg_cl_kernel_table[k].name, args, nargs, 2, global,
-                              NULL);
+        st = cg_cl_enqueue_nd(cl, kern, cg_cl_kernel_table[k].name, args, nargs, 2, NULL,
+                              global, NULL);
     if (st == CG_OK) {
         cl->stats.launches++;
         cl->kernel_launches[k]++;

@@ -198,6 +198,8 @@ static cg_status cg_cl_init(struct cg_cl *cl, cl_platform_id plat, cl_device_id 
     cl_device_type type = 0;
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL));
     cl->cpu_device = (type & CL_DEVICE_TYPE_CPU) != 0;
+    const char *ln = getenv("CLGRAD_LN_ROW_ITEMS");
+    cl->ln_row_items = ln ? strcmp(ln, "0") != 0 : cl->cpu_device;
     if (cl->compute_units == 0)
         cl->compute_units = 1;
     if (cl->max_wg == 0)
@@ -363,6 +365,8 @@ static const struct cg_backend_i cg_cl_backend = {
     .softmax_causal = cg_ocl_softmax_causal,
     .bias_gelu = cg_ocl_bias_gelu,
     .bias_gelu_backward = cg_ocl_bias_gelu_backward,
+    .layernorm = cg_ocl_layernorm,
+    .layernorm_backward = cg_ocl_layernorm_backward,
 };
 
 /* The plugin's only exported symbol. */

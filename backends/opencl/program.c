@@ -36,6 +36,7 @@
 #include "cg_cl_reduce.h"
 #include "cg_cl_rnn.h"
 #include "cg_cl_seq.h"
+#include "cg_cl_norm.h"
 #include "cg_cl_softmax.h"
 
 const struct cg_cl_program_desc cg_cl_programs[CG_CL_PROG_COUNT] = {
@@ -47,6 +48,7 @@ const struct cg_cl_program_desc cg_cl_programs[CG_CL_PROG_COUNT] = {
     [CG_CL_PROG_CONV] = {"conv", cg_cl_conv},
     [CG_CL_PROG_RNN] = {"rnn", cg_cl_rnn},
     [CG_CL_PROG_SEQ] = {"seq", cg_cl_seq},
+    [CG_CL_PROG_NORM] = {"norm", cg_cl_norm},
     [CG_CL_PROG_GEMM] = {"gemm", cg_cl_gemm},
 };
 _Static_assert(sizeof(cg_cl_programs) / sizeof(cg_cl_programs[0]) == CG_CL_PROG_COUNT,
