@@ -11,8 +11,8 @@
  * bias_gelu does (backends/cpu/cpu_vmath.h, cg_vnormcdff): erf from
  * Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7; the form of PyTorch's
  * vectorised erf, ATen vec256_float.h), whose exp(-x^2 / 2) is also the
- * density's. CG_EW_GELU (cl/ew.cl) keeps the built-in erf, whose relative
- * accuracy in the far negative tail the elementwise op promises.
+ * density's. CG_EW_GELU (cl/ew.cl) uses the same erf, as 1 + erf (PyTorch's
+ * form), so its far negative tail cancels to 0 where this Phi stays > 0.
  *
  * Both kernels run on a 2-d range of (cols, rows) work-items, one per
  * element, with straight-line bodies, so PoCL vectorises across

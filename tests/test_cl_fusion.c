@@ -6,9 +6,17 @@
  * Programs of elementwise ops (every op kind; contiguous, broadcast-scalar,
  * row- and column-broadcast inputs; in-place updates; odd sizes; outputs
  * overlapping earlier inputs at other offsets) run through the backend's
- * vtable twice: in a context with fusion (the default) and in one opened
- * with CLGRAD_FUSE=0. Every buffer must come out bitwise equal, and close
- * to a float64 reference where the ops are continuous. Further tests check
+ * vtable three times: in two contexts with fusion, one per form of the
+ * generated kernel (CLGRAD_FUSE_LOOP=0: one element per work-item, on a
+ * (cols, rows) range for broadcasts, the CPU-device form; =1: grid-stride
+ * loops, the GPU form), and in one opened with CLGRAD_FUSE=0. Every buffer
+ * must come out bitwise equal, and close to a float64 reference where the
+ * ops are continuous (GELU and its backward, whose erf is Abramowitz &
+ * Stegun 7.1.26 on opencl, within rtol 1e-5 and atol 1e-6: its |erf error|
+ * <= 1.5e-7 gives |GELU error| <= 2.2e-7 + float rounding for |x| <= 6).
+ * Broadcast chains taller than one 2-d launch (32768 rows), with a chain
+ * size that is no multiple of the row length, or with two row lengths take
+ * the other launch shapes. Further tests check
  * that pending work is flushed in order when a chain's output is
  * downloaded, released to the pool and reused, or read by GEMM; that
  * batched Adam/SGD/RMSProp updates equal one-at-a-time ones; and (opencl)
@@ -26,7 +34,7 @@
 #include <unistd.h>
 
 #define NSLOT 6
-#define SLOT_N 4200          /* elements per slot buffer */
+#define SLOT_N 4200          /* elements per slot buffer (default) */
 #define MAXOPS 16
 
 #define CHECK_OK(be, bctx, call)                                                \
@@ -51,7 +59,10 @@ struct fop {
 struct prog {
     int n;
     struct fop ops[MAXOPS];
+    int64_t slot;            /* elements per slot; 0: SLOT_N   */
 };
+
+static int64_t slot_of(const struct prog *p) { return p->slot ? p->slot : SLOT_N; }
 
 static bool is_binary(int op) { return op >= CG_EW_FIRST_BINARY; }
 
@@ -75,16 +86,18 @@ static struct cg_view view_of(struct cg_buffer *buf, int64_t off, enum mode m, i
     return v;
 }
 
-/* Runs p on ctx from init (NSLOT x SLOT_N floats); returns the slots. */
+/* Runs p on ctx from init (NSLOT slots of slot_of(p) floats); returns the
+ * slots. */
 static float *run_prog(cg_ctx *ctx, const struct prog *p, const float *init)
 {
     void *bctx;
     const struct cg_backend_i *be = cg_ctx_backend(ctx, &bctx);
+    const int64_t sn = slot_of(p);
     struct cg_buffer *bufs[NSLOT];
     for (int s = 0; s < NSLOT; s++) {
-        CHECK_OK(be, bctx, be->alloc(bctx, SLOT_N * sizeof(float), &bufs[s]));
-        CHECK_OK(be, bctx, be->upload(bctx, bufs[s], 0, init + s * SLOT_N,
-                                      SLOT_N * sizeof(float)));
+        CHECK_OK(be, bctx, be->alloc(bctx, (size_t)sn * sizeof(float), &bufs[s]));
+        CHECK_OK(be, bctx, be->upload(bctx, bufs[s], 0, init + s * sn,
+                                      (size_t)sn * sizeof(float)));
     }
     for (int i = 0; i < p->n; i++) {
         const struct fop *o = &p->ops[i];
@@ -109,10 +122,10 @@ static float *run_prog(cg_ctx *ctx, const struct prog *p, const float *init)
         CHECK_OK(be, bctx, be->ew(bctx, (enum cg_ew_op)o->op, o->p0, o->p1, &vo, &va,
                                   is_binary(o->op) ? &vb : NULL));
     }
-    float *out = TH_TALLOC(float, NSLOT * SLOT_N);
+    float *out = TH_TALLOC(float, NSLOT * sn);
     for (int s = 0; s < NSLOT; s++) {
-        CHECK_OK(be, bctx, be->download(bctx, out + s * SLOT_N, bufs[s], 0,
-                                        SLOT_N * sizeof(float)));
+        CHECK_OK(be, bctx, be->download(bctx, out + s * sn, bufs[s], 0,
+                                        (size_t)sn * sizeof(float)));
         be->release(bctx, bufs[s]);
     }
     return out;
@@ -169,8 +182,9 @@ static int64_t src_index(enum mode m, int64_t off, int64_t i, int64_t cols)
 
 static double *ref_prog(const struct prog *p, const float *init)
 {
-    double *m = TH_TALLOC(double, NSLOT * SLOT_N);
-    for (int64_t i = 0; i < NSLOT * SLOT_N; i++) m[i] = init[i];
+    const int64_t sn = slot_of(p);
+    double *m = TH_TALLOC(double, NSLOT * sn);
+    for (int64_t i = 0; i < NSLOT * sn; i++) m[i] = init[i];
     for (int k = 0; k < p->n; k++) {
         const struct fop *o = &p->ops[k];
         int64_t n = o->rows * o->cols;
@@ -180,12 +194,12 @@ static double *ref_prog(const struct prog *p, const float *init)
                 tmp[i] = o->p0;
                 continue;
             }
-            double x = m[o->a * SLOT_N + src_index(o->am, o->ao, i, o->cols)];
-            double g = is_binary(o->op) ? m[o->b * SLOT_N + src_index(o->bm, o->bo, i, o->cols)]
+            double x = m[o->a * sn + src_index(o->am, o->ao, i, o->cols)];
+            double g = is_binary(o->op) ? m[o->b * sn + src_index(o->bm, o->bo, i, o->cols)]
                                         : x;
             tmp[i] = (float)ref_op(o->op, x, g, o->p0, o->p1);
         }
-        for (int64_t i = 0; i < n; i++) m[o->out * SLOT_N + o->oo + i] = tmp[i];
+        for (int64_t i = 0; i < n; i++) m[o->out * sn + o->oo + i] = tmp[i];
     }
     return m;
 }
@@ -193,10 +207,11 @@ static double *ref_prog(const struct prog *p, const float *init)
 /* ---- fixtures ---- */
 
 struct pair {
-    cg_ctx *fused, *plain;
+    cg_ctx *fused, *fused_loop, *plain;
 };
 
-/* A context with fusion and one without (CLGRAD_FUSE=0 at open). */
+/* Two contexts with fusion (one element per work-item; grid-stride
+ * loops) and one without (CLGRAD_FUSE=0 at open). */
 static int pair_setup(void **state)
 {
     th_arena_release(0);
@@ -204,7 +219,11 @@ static int pair_setup(void **state)
     if (!pr)
         return -1;
     setenv("CLGRAD_OPTIM_BATCH", "1", 1);   /* batched even on a CPU device */
+    setenv("CLGRAD_FUSE_LOOP", "0", 1);
     pr->fused = th_ctx_create(7);
+    setenv("CLGRAD_FUSE_LOOP", "1", 1);
+    pr->fused_loop = th_ctx_create(7);
+    unsetenv("CLGRAD_FUSE_LOOP");
     unsetenv("CLGRAD_OPTIM_BATCH");
     setenv("CLGRAD_FUSE", "0", 1);
     pr->plain = th_ctx_create(7);
@@ -217,39 +236,64 @@ static int pair_teardown(void **state)
 {
     struct pair *pr = *state;
     cg_ctx_free(pr->fused);
+    cg_ctx_free(pr->fused_loop);
     cg_ctx_free(pr->plain);
     free(pr);
     th_arena_release(0);
     return 0;
 }
 
-static float *rand_init(uint64_t *rng, float lo, float hi)
+static float *rand_init_n(uint64_t *rng, int64_t slot, float lo, float hi)
 {
-    float *x = TH_TALLOC(float, NSLOT * SLOT_N);
-    th_fill_uniform(rng, x, NSLOT * SLOT_N, lo, hi);
+    float *x = TH_TALLOC(float, NSLOT * slot);
+    th_fill_uniform(rng, x, NSLOT * slot, lo, hi);
     return x;
 }
 
+static float *rand_init(uint64_t *rng, float lo, float hi)
+{
+    return rand_init_n(rng, SLOT_N, lo, hi);
+}
+
+/* Fused (both forms) and unfused results of p bitwise equal. */
+static float *check_bitwise(struct pair *pr, const struct prog *p, const float *init,
+                            const char *what)
+{
+    const int64_t sn = slot_of(p);
+    float *b = run_prog(pr->plain, p, init);
+    float *a = NULL;
+    for (int form = 0; form < 2; form++) {
+        a = run_prog(form ? pr->fused_loop : pr->fused, p, init);
+        for (int64_t i = 0; i < NSLOT * sn; i++) {
+            if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+                fail_msg("%s: fused (%s) and unfused differ at slot %d element %lld: "
+                         "%.9g vs %.9g",
+                         what, form ? "loop" : "per item", (int)(i / sn),
+                         (long long)(i % sn), (double)a[i], (double)b[i]);
+            }
+        }
+    }
+    return a;
+}
+
 /* Runs p fused and unfused: bitwise equal; close to the reference when
- * ref_rtol > 0. */
+ * rtol > 0. */
+static void check_prog_tol(struct pair *pr, const struct prog *p, const float *init,
+                           double rtol, double atol, const char *what)
+{
+    int mark = th_arena_mark();
+    float *a = check_bitwise(pr, p, init, what);
+    if (rtol > 0) {
+        double *r = ref_prog(p, init);
+        th_assert_close(a, r, NSLOT * slot_of(p), rtol, atol, what);
+    }
+    th_arena_release(mark);
+}
+
 static void check_prog(struct pair *pr, const struct prog *p, const float *init,
                        double ref_rtol, const char *what)
 {
-    int mark = th_arena_mark();
-    float *a = run_prog(pr->fused, p, init);
-    float *b = run_prog(pr->plain, p, init);
-    for (int64_t i = 0; i < NSLOT * SLOT_N; i++) {
-        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-            fail_msg("%s: fused and unfused differ at slot %d element %lld: %.9g vs %.9g",
-                     what, (int)(i / SLOT_N), (long long)(i % SLOT_N), (double)a[i],
-                     (double)b[i]);
-        }
-    }
-    if (ref_rtol > 0) {
-        double *r = ref_prog(p, init);
-        th_assert_close(a, r, NSLOT * SLOT_N, ref_rtol, ref_rtol, what);
-    }
-    th_arena_release(mark);
+    check_prog_tol(pr, p, init, ref_rtol, ref_rtol, what);
 }
 
 static struct fop mk(int op, int out, int64_t oo, int a, int64_t ao, enum mode am, int b,
@@ -414,6 +458,87 @@ static void test_random_chains(void **state)
         snprintf(what, sizeof what, "random chain %d (%d ops%s)", t, p.n,
                  continuous ? ", continuous" : "");
         check_prog(pr, &p, init, continuous ? 1e-4 : 0, what);
+        th_arena_release(mark);
+    }
+}
+
+/* GELU and its backward in chains (a row-broadcast bias before, an
+ * unrelated op between) over x in about [-6, 6], against float64: rtol 1e-5,
+ * atol 1e-6 as test_primitives, which the Abramowitz & Stegun erf of
+ * cl/ew.cl meets (header). */
+static void test_gelu_chain_reference(void **state)
+{
+    struct pair *pr = *state;
+    uint64_t rng = 18;
+    static const int64_t shapes[][2] = {{1, 1}, {3, 7}, {37, 101}, {5, 829}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t rows = shapes[s][0], cols = shapes[s][1];
+        int mark = th_arena_mark();
+        float *init = rand_init(&rng, -3.0f, 3.0f);
+        struct prog p = {0};
+        p.ops[p.n++] = mk(CG_EW_ADD, 1, 0, 0, 0, M_CONTIG, 2, 11, M_ROW, rows, cols);
+        p.ops[p.n++] = mk(CG_EW_GELU, 3, 0, 1, 0, M_CONTIG, 0, 0, M_CONTIG, rows, cols);
+        p.ops[p.n++] = mk(CG_EW_TANH, 4, 0, 0, 0, M_CONTIG, 0, 0, M_CONTIG, rows, cols);
+        p.ops[p.n++] = mk(CG_EW_GELU_BACKWARD, 5, 0, 1, 0, M_CONTIG, 4, 0, M_CONTIG, rows,
+                          cols);
+        p.ops[p.n++] = mk(CG_EW_GELU, 0, 0, 2, 0, M_CONTIG, 0, 0, M_CONTIG, rows, cols);
+        char what[96];
+        snprintf(what, sizeof what, "gelu chain %lld x %lld", (long long)rows,
+                 (long long)cols);
+        check_prog_tol(pr, &p, init, 1e-5, 1e-6, what);
+        th_arena_release(mark);
+    }
+}
+
+/* Broadcast chains of more rows than one 2-d launch takes (32768), with a
+ * column broadcast, a shorter op (bounds check) and a one-element op; the
+ * same with a flat op one element longer than the block (no 2-d range: a
+ * 1-d one whose size has no power-of-two factor, so full work-groups and a
+ * rest); and one with two row lengths. */
+static void test_tall_broadcasts(void **state)
+{
+    struct pair *pr = *state;
+    uint64_t rng = 19;
+    const int64_t rows = 32768 + 37, cols = 3, n = rows * cols;
+    for (int variant = 0; variant < 3; variant++) {
+        int mark = th_arena_mark();
+        struct prog p = {.slot = n + 64};
+        float *init = rand_init_n(&rng, p.slot, -2.0f, 2.0f);
+        if (variant == 1)   /* 98416 = 2^4 x 6151: groups of 16, full + rest below */
+            p.ops[p.n++] = mk(CG_EW_NEG, 5, 0, 4, 0, M_CONTIG, 0, 0, M_CONTIG, 1, n + 1);
+        p.ops[p.n++] = mk(CG_EW_ADD, 1, 0, 0, 0, M_CONTIG, 2, 5, M_ROW, rows, cols);
+        p.ops[p.n++] = mk(CG_EW_MUL, 3, 0, 1, 0, M_CONTIG, 2, 9, M_COL, rows, cols);
+        p.ops[p.n++] = mk(CG_EW_GELU, 4, 0, 3, 0, M_CONTIG, 0, 0, M_CONTIG, rows, cols);
+        if (variant == 2)   /* the same elements as (rows * 3 / 5, 5) rows */
+            p.ops[p.n++] = mk(CG_EW_SUB, 1, 0, 4, 0, M_CONTIG, 0, 17, M_ROW, n / 5, 5);
+        else
+            p.ops[p.n++] = mk(CG_EW_SUB, 1, 0, 4, 0, M_CONTIG, 0, 17, M_ROW, rows, cols);
+        struct fop f = mk(-1, 5, 0, 0, 0, M_CONTIG, 0, 0, M_CONTIG, 1, 1001);
+        f.p0 = 0.25f;
+        p.ops[p.n++] = f;
+        f = mk(CG_EW_AFFINE, 5, 2000, 2, 3, M_SCALAR, 0, 0, M_CONTIG, 1, 1);
+        f.p0 = 1.5f, f.p1 = -0.5f;
+        p.ops[p.n++] = f;
+        p.ops[p.n++] = mk(CG_EW_MAXIMUM, 3, 0, 1, 0, M_CONTIG, 5, 2000, M_SCALAR, rows, cols);
+        char what[64];
+        snprintf(what, sizeof what, "tall broadcast chain, variant %d", variant);
+        check_prog_tol(pr, &p, init, 1e-5, 1e-6, what);
+        th_arena_release(mark);
+    }
+    /* 1-d sizes around the work-group rules: powers of two, odd sizes up to
+     * and past one group, an odd size of many groups */
+    static const int64_t sizes[] = {2, 31, 32, 33, 255, 256, 257, 1023, 1024, 1025, 4096,
+                                    65537};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int mark = th_arena_mark();
+        struct prog p = {.slot = sizes[k] + 8};
+        float *init = rand_init_n(&rng, p.slot, -2.0f, 2.0f);
+        p.ops[p.n++] = mk(CG_EW_SIGMOID, 1, 0, 0, 0, M_CONTIG, 0, 0, M_CONTIG, 1, sizes[k]);
+        p.ops[p.n++] = mk(CG_EW_MUL, 2, 3, 1, 0, M_CONTIG, 0, 5, M_CONTIG, 1, sizes[k]);
+        p.ops[p.n++] = mk(CG_EW_RELU, 4, 1, 4, 1, M_CONTIG, 0, 0, M_CONTIG, 1, sizes[k]);
+        char what[64];
+        snprintf(what, sizeof what, "flat chain of %lld", (long long)sizes[k]);
+        check_prog_tol(pr, &p, init, 1e-5, 1e-6, what);
         th_arena_release(mark);
     }
 }
@@ -658,6 +783,8 @@ int main(int argc, char **argv)
         T(test_modes_and_uniform_ops),
         T(test_hazards),
         T(test_random_chains),
+        T(test_gelu_chain_reference),
+        T(test_tall_broadcasts),
         T(test_flush_ordering),
         T(test_optim_batches),
         T(test_disk_cache_hit),

@@ -20,11 +20,25 @@
  * A later op that reads an earlier op's output at the same index takes it
  * from the register. Ops of one element (a loss's scale, a fill of ones)
  * are "uniform": every work-item computes them before the loop (their
- * inputs are never written by the kernel) and work-item 0 stores them; a
- * later op reading one as a broadcast scalar takes the register.
+ * inputs are never written by the kernel) and the work-item of element 0
+ * stores them; a later op reading one as a broadcast scalar takes the
+ * register.
+ *
+ * The kernel comes in four forms (cg_fuse_head). GPUs get the loop above;
+ * a CPU device (PoCL) one element per work-item with no loop and no bounds
+ * check, launched over exactly the elements (cg_fuse_launch_item), since
+ * PoCL vectorises across work-items only over straight-line code (a bias
+ * add + ReLU over (2048, 256): ~0.14 ms so, ~0.85 ms as the loop). When
+ * every row / column broadcast of the chain has the same row length, the
+ * broadcasts index by row and column instead of i % cols and i / cols (a
+ * 64-bit division an element): a (cols, rows) range on a CPU device, in
+ * launches of at most 32768 rows; counters stepped along the loop on GPUs.
+ * On a CPU device a chain of one op gets a generated kernel too (the stock
+ * ew_flat switches over the op per element and does not vectorise).
  *
  * Correctness rests on one rule: within the kernel, work-item w handles
- * indices i = w, w + gsize, ...; an access is safe when every element it
+ * indices i = w, w + gsize, ... (one index in the per-item forms, whatever
+ * launches it takes); an access is safe when every element it
  * touches is written, if at all, only by the same work-item before (or, for
  * aligned in-place updates, at) the same index. append() checks each new
  * op's reads against the chain's writes and its write against the chain's
@@ -36,13 +50,15 @@
  * program's prefix), with the same float inputs, so a fused chain gives
  * bitwise the results of the unfused kernels (tests/test_cl_fusion.c). The
  * generated source depends only on the chain's shape (ops, which buffer
- * each access uses, input modes), never on sizes, offsets or scalars, which
- * travel as arguments: a training loop settles on a handful of kernels,
+ * each access uses, input modes) and the form, never on sizes, offsets or
+ * scalars, which travel as arguments: a training loop settles on a handful
+ * of kernels,
  * built once per process (hash map below) and loaded from the on-disk
  * binary cache (program.c) in the next one.
  *
  * CLGRAD_FUSE=0 turns fusion off, and optim.c's batching with it (every
- * op launches at once, as before).
+ * op launches at once, as before). CLGRAD_FUSE_LOOP=1 / 0 picks the loop /
+ * per-item forms on any device (the tests run both).
  */
 #include "cl_backend.h"
 
@@ -54,8 +70,12 @@
 #define CG_FUSE_MAX_OPS 16
 #define CG_FUSE_MAX_BUFS 12
 #define CG_FUSE_MAX_ACC (CG_FUSE_MAX_OPS * 3)
-#define CG_FUSE_MAX_ARGS (CG_FUSE_MAX_BUFS + CG_FUSE_MAX_OPS * 8 + 1)
-#define CG_FUSE_KEY_LEN (CG_FUSE_MAX_OPS * 8 + 1)
+#define CG_FUSE_MAX_ARGS (CG_FUSE_MAX_BUFS + CG_FUSE_MAX_OPS * 8 + 2)
+#define CG_FUSE_KEY_LEN (CG_FUSE_MAX_OPS * 8 + 2)
+#define CG_FUSE_MAX_ROWS 32768   /* rows per launch of a 2-d range (seq.c) */
+
+/* How the generated kernel walks the elements (cg_fuse_head). */
+enum cg_fuse_form { CG_FF_LOOP, CG_FF_LOOP_2D, CG_FF_ITEM, CG_FF_ITEM_2D };
 
 /* How an input is read; REG: an earlier op's value. */
 enum cg_fuse_mode { CG_FM_CONTIG, CG_FM_SCALAR, CG_FM_ROW, CG_FM_COL, CG_FM_REG };
@@ -103,7 +123,8 @@ struct cg_fuse_entry {
     uint64_t hash;
     cl_program prog;
     cl_kernel kern;
-    size_t local;
+    size_t local;              /* power of two, <= 256 and wg          */
+    size_t wg;                 /* the kernel's work-group size limit   */
 };
 
 struct cg_cl_fuse {
@@ -112,6 +133,7 @@ struct cg_cl_fuse {
     size_t cap, used;
     int disabled;               /* CLGRAD_FUSE=0                        */
     int optim_batch;            /* batch optimizer updates (optim.c)    */
+    int per_item;               /* ITEM forms: one element a work-item  */
 };
 
 static int cg_fuse_has_params(int op)
@@ -134,6 +156,12 @@ cg_status cg_cl_fuse_init(struct cg_cl *cl)
      * samples/s); CLGRAD_OPTIM_BATCH=1 or 0 overrides (the tests force it). */
     const char *b = getenv("CLGRAD_OPTIM_BATCH");
     cl->fuse->optim_batch = b ? strcmp(b, "0") != 0 : !cl->cpu_device;
+    /* The kernel's form (cg_fuse_head): a grid-stride loop on GPUs, one
+     * element per work-item on a CPU device, as every flat kernel there
+     * (cg_cl_groups_for); CLGRAD_FUSE_LOOP=1 or 0 overrides (the tests run
+     * both forms). */
+    const char *l = getenv("CLGRAD_FUSE_LOOP");
+    cl->fuse->per_item = l ? strcmp(l, "0") == 0 : cl->cpu_device;
     return CG_OK;
 }
 
@@ -373,15 +401,67 @@ too_big:
 
 /* ---- the generated kernel ----------------------------------------------- */
 
+/* What a flush launches: the kernel's form and sizes. */
+struct cg_fuse_plan {
+    enum cg_fuse_form form;
+    cl_long nmax;              /* the most elements of an op (0: all uniform) */
+    cl_long cols;              /* 2-d forms: the broadcasts' row length       */
+    int guard[CG_FUSE_MAX_OPS];   /* op has fewer elements than nmax          */
+};
+
+/* The row length every row and column broadcast of the chain shares: 0
+ * when there is none, -1 when they differ. */
+static cl_long cg_fuse_cols(const struct cg_fuse_chain *c)
+{
+    cl_long cols = 0;
+    for (int i = 0; i < c->nops; ++i)
+        for (int k = 0; k < c->ops[i].nin; ++k) {
+            const struct cg_fuse_in *in = &c->ops[i].in[k];
+            if (in->mode != CG_FM_ROW && in->mode != CG_FM_COL)
+                continue;
+            if (cols && cols != in->div)
+                return -1;
+            cols = in->div;
+        }
+    return cols;
+}
+
+static void cg_fuse_plan_of(const struct cg_cl_fuse *f, const struct cg_fuse_chain *c,
+                            struct cg_fuse_plan *p)
+{
+    p->nmax = 0;
+    for (int i = 0; i < c->nops; ++i)
+        if (!c->ops[i].uniform && c->ops[i].n > p->nmax)
+            p->nmax = c->ops[i].n;
+    for (int i = 0; i < c->nops; ++i)
+        p->guard[i] = !c->ops[i].uniform && c->ops[i].n < p->nmax;
+    /* Every broadcast op has n = rows * cols; a longer flat op may not. */
+    p->cols = cg_fuse_cols(c);
+    int two_d = p->cols > 0 && p->nmax > 0 && p->nmax % p->cols == 0;
+    if (!two_d)
+        p->cols = 0;
+    if (f->per_item)
+        p->form = two_d ? CG_FF_ITEM_2D : CG_FF_ITEM;
+    else
+        p->form = two_d ? CG_FF_LOOP_2D : CG_FF_LOOP;
+}
+
+static int cg_fuse_2d(enum cg_fuse_form form)
+{
+    return form == CG_FF_LOOP_2D || form == CG_FF_ITEM_2D;
+}
+
 /* The key: everything the source depends on, a few bytes per op. */
-static size_t cg_fuse_key(const struct cg_fuse_chain *c, const int *guard, unsigned char *key)
+static size_t cg_fuse_key(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p,
+                          unsigned char *key)
 {
     size_t k = 0;
+    key[k++] = (unsigned char)p->form;
     key[k++] = (unsigned char)c->nbufs;
     for (int i = 0; i < c->nops; ++i) {
         const struct cg_fuse_op *o = &c->ops[i];
         key[k++] = (unsigned char)(o->op + 1);
-        key[k++] = (unsigned char)(o->uniform | guard[i] << 1 | o->nin << 2);
+        key[k++] = (unsigned char)(o->uniform | p->guard[i] << 1 | o->nin << 2);
         key[k++] = (unsigned char)o->out_buf;
         for (int j = 0; j < 2; ++j) {
             const struct cg_fuse_in *in = &o->in[j];
@@ -436,38 +516,54 @@ __attribute__((format(printf, 2, 3))) static void cg_sb(struct cg_sbuf *b, const
     }
 }
 
-/* The expression an input reads. */
+/* The expression an input reads. In the 2-d forms r and c are the
+ * element's row and column (i = r * cols + c), so a broadcast needs no
+ * division. */
 static void cg_fuse_in_expr(struct cg_sbuf *b, const struct cg_fuse_op *o, int op_idx, int k,
-                            const struct cg_fuse_chain *c)
+                            const struct cg_fuse_chain *c, enum cg_fuse_form form)
 {
     const struct cg_fuse_in *in = &o->in[k];
+    int two_d = cg_fuse_2d(form);
     switch (in->mode) {
     case CG_FM_REG:
         cg_sb(b, "%c%d", c->ops[in->reg].uniform ? 'u' : 'v', in->reg);
         break;
     case CG_FM_CONTIG: cg_sb(b, "b%d[o%d_%d + i]", in->buf, op_idx, k); break;
     case CG_FM_SCALAR: cg_sb(b, "b%d[o%d_%d]", in->buf, op_idx, k); break;
-    case CG_FM_ROW:    cg_sb(b, "b%d[o%d_%d + i %% d%d_%d]", in->buf, op_idx, k, op_idx, k); break;
-    case CG_FM_COL:    cg_sb(b, "b%d[o%d_%d + i / d%d_%d]", in->buf, op_idx, k, op_idx, k); break;
+    case CG_FM_ROW:
+        if (two_d)
+            cg_sb(b, "b%d[o%d_%d + c]", in->buf, op_idx, k);
+        else
+            cg_sb(b, "b%d[o%d_%d + i %% d%d_%d]", in->buf, op_idx, k, op_idx, k);
+        break;
+    case CG_FM_COL:
+        if (two_d)
+            cg_sb(b, "b%d[o%d_%d + r]", in->buf, op_idx, k);
+        else
+            cg_sb(b, "b%d[o%d_%d + i / d%d_%d]", in->buf, op_idx, k, op_idx, k);
+        break;
     }
 }
 
-/* One op's statement: value into u<i>/v<i>, then the store. */
-static void cg_fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i, int guard)
+/* One op's statement: value into u<i>/v<i>, then the store (a uniform
+ * op's by the work-item of element 0 alone). */
+static void cg_fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i, int guard,
+                         enum cg_fuse_form form)
 {
     const struct cg_fuse_op *o = &c->ops[i];
     char var = o->uniform ? 'u' : 'v';
-    const char *ind = o->uniform ? "    " : "        ";
+    const char *ind = o->uniform || form == CG_FF_ITEM || form == CG_FF_ITEM_2D ? "    "
+                                                                               : "        ";
     if (guard)
         cg_sb(b, "%sif (i < n%d) {\n", ind, i);
     if (o->op == CG_CL_FUSE_FILL) {
         cg_sb(b, "%s    %c%d = pa%d;\n", ind, var, i, i);
     } else {
         cg_sb(b, "%s    { float x = ", ind);
-        cg_fuse_in_expr(b, o, i, 0, c);
+        cg_fuse_in_expr(b, o, i, 0, c, form);
         cg_sb(b, "; float g = ");
         if (o->nin > 1)
-            cg_fuse_in_expr(b, o, i, 1, c);
+            cg_fuse_in_expr(b, o, i, 1, c, form);
         else
             cg_sb(b, "x");   /* as ew_flat: unary ops get a as b too */
         if (cg_fuse_has_params(o->op))
@@ -476,7 +572,8 @@ static void cg_fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i
             cg_sb(b, "; %c%d = cg_ew_apply(%d, x, g, 0.0f, 0.0f); }\n", var, i, o->op);
     }
     if (o->uniform)
-        cg_sb(b, "%s    if (gid == 0) b%d[o%d] = u%d;\n", ind, o->out_buf, i, i);
+        cg_sb(b, "%s    if (%s == 0) b%d[o%d] = u%d;\n", ind,
+              form == CG_FF_LOOP || form == CG_FF_LOOP_2D ? "gid" : "i", o->out_buf, i, i);
     else
         cg_sb(b, "%s    b%d[o%d + i] = v%d;\n", ind, o->out_buf, i, i);
     if (guard)
@@ -484,8 +581,10 @@ static void cg_fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i
 }
 
 /* The kernel's parameter list, in the order cg_fuse_args passes them. */
-static void cg_fuse_params(struct cg_sbuf *b, const struct cg_fuse_chain *c, const int *guard)
+static void cg_fuse_params(struct cg_sbuf *b, const struct cg_fuse_chain *c,
+                           const struct cg_fuse_plan *p)
 {
+    int two_d = cg_fuse_2d(p->form);
     for (int j = 0; j < c->nbufs; ++j)
         cg_sb(b, "%s__global float *b%d", j ? ", " : "", j);
     for (int i = 0; i < c->nops; ++i) {
@@ -494,16 +593,18 @@ static void cg_fuse_params(struct cg_sbuf *b, const struct cg_fuse_chain *c, con
             if (o->in[k].mode == CG_FM_REG)
                 continue;
             cg_sb(b, ", long o%d_%d", i, k);
-            if (o->in[k].mode == CG_FM_ROW || o->in[k].mode == CG_FM_COL)
+            if (!two_d && (o->in[k].mode == CG_FM_ROW || o->in[k].mode == CG_FM_COL))
                 cg_sb(b, ", long d%d_%d", i, k);
         }
         cg_sb(b, ", long o%d", i);
-        if (guard[i])
+        if (p->guard[i])
             cg_sb(b, ", long n%d", i);
         if (cg_fuse_has_params(o->op))
             cg_sb(b, ", float pa%d, float pb%d", i, i);
     }
     cg_sb(b, ", long nmax");
+    if (two_d)
+        cg_sb(b, ", long cols");
 }
 
 /* cl/ew.cl up to its kernels: the helpers, cg_ew_apply among them. */
@@ -514,26 +615,66 @@ static int cg_fuse_prefix_len(void)
     return k ? (int)(k - s) : (int)strlen(s);
 }
 
-static char *cg_fuse_source(const struct cg_fuse_chain *c, const int *guard)
+/* The kernel's head: which elements a work-item computes.
+ *   LOOP     i = gid, gid + gsize, ... < nmax (a grid-stride loop)
+ *   LOOP_2D  the same, with row and column stepped along, not divided
+ *   ITEM     i = get_global_id(0), one element, no loop: the host launches
+ *            exactly nmax work-items (cg_fuse_launch_item)
+ *   ITEM_2D  (c, r) = (get_global_id(0), get_global_id(1)) on a (cols,
+ *            rows) range */
+static void cg_fuse_head(struct cg_sbuf *b, enum cg_fuse_form form)
+{
+    switch (form) {
+    case CG_FF_LOOP:
+    case CG_FF_LOOP_2D:
+        cg_sb(b, "    const long gid = get_global_id(0), gsize = get_global_size(0);\n");
+        break;
+    case CG_FF_ITEM:
+        cg_sb(b, "    const long i = get_global_id(0);\n");
+        break;
+    case CG_FF_ITEM_2D:
+        cg_sb(b, "    const long c = get_global_id(0), r = get_global_id(1), "
+                 "i = r * cols + c;\n");
+        break;
+    }
+}
+
+static char *cg_fuse_source(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p)
 {
     struct cg_sbuf b = {0};
+    int loop = p->form == CG_FF_LOOP || p->form == CG_FF_LOOP_2D;
     cg_sb(&b, "%.*s/* generated by backends/opencl/fuse.c */\n__kernel void ew_fused(",
           cg_fuse_prefix_len(), cg_cl_programs[CG_CL_PROG_EW].source);
-    cg_fuse_params(&b, c, guard);
-    cg_sb(&b, ")\n{\n    const long gid = get_global_id(0), gsize = get_global_size(0);\n");
+    cg_fuse_params(&b, c, p);
+    cg_sb(&b, ")\n{\n");
+    cg_fuse_head(&b, p->form);
     for (int i = 0; i < c->nops; ++i)
         if (c->ops[i].uniform) {
             cg_sb(&b, "    float u%d = 0.0f;\n", i);
-            cg_fuse_stmt(&b, c, i, 0);
+            cg_fuse_stmt(&b, c, i, 0, p->form);
         }
-    cg_sb(&b, "    for (long i = gid; i < nmax; i += gsize) {\n");
+    if (p->form == CG_FF_LOOP_2D) {
+        /* i = r * cols + c, 0 <= c < cols; i += gsize adds sr rows and sc
+         * columns, and at most one carry. */
+        cg_sb(&b, "    const long sr = gsize / cols, sc = gsize - sr * cols;\n"
+                  "    long r = gid / cols, c = gid - r * cols;\n");
+    }
+    if (loop)
+        cg_sb(&b, "    for (long i = gid; i < nmax; i += gsize) {\n");
+    const char *ind = loop ? "        " : "    ";
     for (int i = 0; i < c->nops; ++i)
         if (!c->ops[i].uniform)
-            cg_sb(&b, "        float v%d = 0.0f;\n", i);
+            cg_sb(&b, "%sfloat v%d = 0.0f;\n", ind, i);
     for (int i = 0; i < c->nops; ++i)
         if (!c->ops[i].uniform)
-            cg_fuse_stmt(&b, c, i, guard[i]);
-    cg_sb(&b, "    }\n}\n");
+            cg_fuse_stmt(&b, c, i, p->guard[i], p->form);
+    if (p->form == CG_FF_LOOP_2D)
+        cg_sb(&b, "        r += sr;\n        c += sc;\n"
+                  "        if (c >= cols) {\n            c -= cols;\n            ++r;\n"
+                  "        }\n");
+    if (loop)
+        cg_sb(&b, "    }\n");
+    cg_sb(&b, "}\n");
     if (b.oom) {
         free(b.s);
         return NULL;
@@ -542,10 +683,10 @@ static char *cg_fuse_source(const struct cg_fuse_chain *c, const int *guard)
 }
 
 /* The arguments, in cg_fuse_params' order. */
-static int cg_fuse_args(const struct cg_fuse_chain *c, const int *guard, cl_long *nmax,
+static int cg_fuse_args(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p,
                         struct cg_cl_arg *args)
 {
-    int n = 0;
+    int n = 0, two_d = cg_fuse_2d(p->form);
     for (int j = 0; j < c->nbufs; ++j)
         args[n++] = CG_ARG(c->bufs[j]->mem);
     for (int i = 0; i < c->nops; ++i) {
@@ -554,18 +695,20 @@ static int cg_fuse_args(const struct cg_fuse_chain *c, const int *guard, cl_long
             if (o->in[k].mode == CG_FM_REG)
                 continue;
             args[n++] = CG_ARG(o->in[k].off);
-            if (o->in[k].mode == CG_FM_ROW || o->in[k].mode == CG_FM_COL)
+            if (!two_d && (o->in[k].mode == CG_FM_ROW || o->in[k].mode == CG_FM_COL))
                 args[n++] = CG_ARG(o->in[k].div);
         }
         args[n++] = CG_ARG(o->out_off);
-        if (guard[i])
+        if (p->guard[i])
             args[n++] = CG_ARG(o->n);
         if (cg_fuse_has_params(o->op)) {
             args[n++] = CG_ARG(o->p0);
             args[n++] = CG_ARG(o->p1);
         }
     }
-    args[n++] = CG_ARG(*nmax);
+    args[n++] = CG_ARG(p->nmax);
+    if (two_d)
+        args[n++] = CG_ARG(p->cols);
     return n;
 }
 
@@ -591,11 +734,11 @@ static cg_status cg_fuse_grow(struct cg_cl *cl, struct cg_cl_fuse *f)
 
 /* The kernel for the chain's key, generated and built on first use. */
 static cg_status cg_fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
-                                const int *guard, struct cg_fuse_entry **out)
+                                const struct cg_fuse_plan *p, struct cg_fuse_entry **out)
 {
     struct cg_cl_fuse *f = cl->fuse;
     unsigned char key[CG_FUSE_KEY_LEN];
-    size_t len = cg_fuse_key(c, guard, key);
+    size_t len = cg_fuse_key(c, p, key);
     uint64_t h = cg_fuse_hash(key, len);
     if (f->cap) {
         for (size_t j = h & (f->cap - 1); f->map[j].kern; j = (j + 1) & (f->cap - 1)) {
@@ -611,7 +754,7 @@ static cg_status cg_fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
         if (st != CG_OK)
             return st;
     }
-    char *src = cg_fuse_source(c, guard);
+    char *src = cg_fuse_source(c, p);
     if (!src)
         return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY, "opencl: out of host memory");
     char options[256];
@@ -633,7 +776,9 @@ static cg_status cg_fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
     if (clGetKernelWorkGroupInfo(kern, cl->dev.device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg,
                                  &wg, NULL) != CL_SUCCESS || wg == 0)
         wg = 1;
-    while (local > wg || local > cl->max_wg)
+    if (wg > cl->max_wg)
+        wg = cl->max_wg ? cl->max_wg : 1;
+    while (local > wg)
         local /= 2;
     size_t j = h & (f->cap - 1);
     while (f->map[j].kern)
@@ -645,9 +790,86 @@ static cg_status cg_fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
     e->prog = prog;
     e->kern = kern;
     e->local = local ? local : 1;
+    e->wg = wg;
     f->used++;
     *out = e;
     return CG_OK;
+}
+
+/* ---- launching it --------------------------------------------------------
+ * The ITEM forms have no loop and no bounds check (PoCL vectorises a
+ * work-group across its work-items only over straight-line code: a bias add
+ * + ReLU over (2048, 256) takes ~0.14 ms so, ~1.0 ms as a grid-stride loop
+ * with i % cols, ~0.7 ms with a bounds check; PoCL 3.1, 2-core EPYC), so
+ * the range holds exactly the elements, in work-groups that divide it. */
+
+/* The largest power of two <= cap dividing n (n > 0). */
+static size_t cg_fuse_pow2_divisor(size_t n, size_t cap)
+{
+    size_t d = 1;
+    while (d * 2 <= cap && n % (d * 2) == 0)
+        d *= 2;
+    return d;
+}
+
+/* ITEM: n work-items, in groups of a power of two dividing n; when only a
+ * small one does (many tiny groups), a small n as one group, a larger one
+ * as full groups and then the rest as one group at a global offset. (PoCL
+ * compiles a kernel once per group size, so the sizes come from a short
+ * list where they can.) */
+static cg_status cg_fuse_launch_item(struct cg_cl *cl, const struct cg_fuse_entry *e,
+                                     const struct cg_cl_arg *args, int nargs, size_t n)
+{
+    size_t local = cg_fuse_pow2_divisor(n, e->local);
+    if (local >= 32 || local == e->local)
+        return cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 1, NULL, &n, &local);
+    if (n <= (e->wg < 1024 ? e->wg : 1024))
+        return cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 1, NULL, &n, &n);
+    local = e->local;
+    size_t full = n - n % local, rest = n % local;
+    cg_status st = cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 1, NULL, &full,
+                                    &local);
+    if (st == CG_OK)
+        st = cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 1, &full, &rest, &rest);
+    return st;
+}
+
+/* ITEM_2D: a (cols, rows) range, at most CG_FUSE_MAX_ROWS rows a launch
+ * (CUDA-based drivers cap the second size at 65535 groups; the row offset
+ * travels as the global offset, so the kernel is the same). Work-groups of
+ * whole rows, several short rows together. */
+static cg_status cg_fuse_launch_2d(struct cg_cl *cl, const struct cg_fuse_entry *e,
+                                   const struct cg_cl_arg *args, int nargs, size_t cols,
+                                   size_t rows)
+{
+    cg_status st = CG_OK;
+    for (size_t r0 = 0; r0 < rows && st == CG_OK; r0 += CG_FUSE_MAX_ROWS) {
+        size_t nr = rows - r0 < CG_FUSE_MAX_ROWS ? rows - r0 : CG_FUSE_MAX_ROWS;
+        const size_t offset[2] = {0, r0}, global[2] = {cols, nr};
+        size_t local[2] = {cols, 1};
+        if (cols < e->local)
+            local[1] = cg_fuse_pow2_divisor(nr, e->local / cols);
+        st = cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 2, offset, global,
+                              cols <= e->wg ? local : NULL);
+    }
+    return st;
+}
+
+static cg_status cg_fuse_launch(struct cg_cl *cl, const struct cg_fuse_entry *e,
+                                const struct cg_fuse_plan *p, const struct cg_cl_arg *args,
+                                int nargs)
+{
+    size_t n = p->nmax > 0 ? (size_t)p->nmax : 1;   /* all uniform: one work-item */
+    switch (p->form) {
+    case CG_FF_ITEM:
+        return cg_fuse_launch_item(cl, e, args, nargs, n);
+    case CG_FF_ITEM_2D:
+        return cg_fuse_launch_2d(cl, e, args, nargs, (size_t)p->cols,
+                                 (size_t)(p->nmax / p->cols));
+    default:
+        return cg_cl_enqueue(cl, e->kern, "ew_fused", args, nargs,
+                             cg_cl_groups_for(cl, (int64_t)n, e->local), e->local);
+    }
 }
 
 /* A one-op chain whose inputs the stock ew_flat / fill_flat kernels take. */
@@ -670,9 +892,15 @@ static cg_status cg_fuse_flush_single(struct cg_cl *cl, const struct cg_fuse_cha
     return cg_cl_enqueue_n(cl, CG_CL_K_EW_FLAT, args, 12, o->n);
 }
 
-static int cg_fuse_stock(const struct cg_fuse_chain *c)
+/* Whether the stock kernels take the chain: one op with flat inputs, and a
+ * device that runs them well. On a CPU device they do not: their per
+ * element switch over the op and grid-stride loop keep PoCL from
+ * vectorising (a ReLU over 2^19 elements ~1.3 ms, ~0.1 ms generated), so
+ * one op gets a generated kernel too (built once per op and input modes,
+ * then from the disk cache). */
+static int cg_fuse_stock(const struct cg_cl_fuse *f, const struct cg_fuse_chain *c)
 {
-    if (c->nops != 1)
+    if (c->nops != 1 || f->per_item)
         return 0;
     const struct cg_fuse_op *o = &c->ops[0];
     for (int k = 0; k < o->nin; ++k)
@@ -695,24 +923,18 @@ cg_status cg_cl_fuse_flush(struct cg_cl *cl)
     c->nbufs = 0;
     c->nacc = 0;
     c->arg_bytes = 0;
-    if (cg_fuse_stock(&taken))
+    if (cg_fuse_stock(f, &taken))
         return cg_fuse_flush_single(cl, &taken);
 
-    cl_long nmax = 0;
-    for (int i = 0; i < nops; ++i)
-        if (!taken.ops[i].uniform && taken.ops[i].n > nmax)
-            nmax = taken.ops[i].n;
-    int guard[CG_FUSE_MAX_OPS];
-    for (int i = 0; i < nops; ++i)
-        guard[i] = !taken.ops[i].uniform && taken.ops[i].n < nmax;
+    struct cg_fuse_plan plan;
+    cg_fuse_plan_of(f, &taken, &plan);
     struct cg_fuse_entry *e = NULL;
-    cg_status st = cg_fuse_kernel(cl, &taken, guard, &e);
+    cg_status st = cg_fuse_kernel(cl, &taken, &plan, &e);
     if (st != CG_OK)
         return st;
     struct cg_cl_arg args[CG_FUSE_MAX_ARGS];
-    int nargs = cg_fuse_args(&taken, guard, &nmax, args);
-    size_t groups = cg_cl_groups_for(cl, nmax > 0 ? nmax : 1, e->local);
-    st = cg_cl_enqueue(cl, e->kern, "ew_fused", args, nargs, groups, e->local);
+    int nargs = cg_fuse_args(&taken, &plan, args);
+    st = cg_fuse_launch(cl, e, &plan, args, nargs);
     if (st == CG_OK) {
         cl->fused_launches++;
         cl->fused_ops += (uint64_t)nops;
