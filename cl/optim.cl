@@ -139,6 +139,39 @@ __kernel void optim_rmsprop(__global float *p, long po, __global const float *gr
         cg_rmsprop_at(p + po, gr + go, v + vo, buf + bo, ga + gao, i, RMSPROP_HP);
 }
 
+/* ---- one element per work-item -----------------------------------------
+ * CPU devices: the launch holds exactly n work-items (kernels.c
+ * cg_cl_run_exact), so these have no loop and no bounds check. PoCL
+ * vectorises a work-group across its work-items only over straight-line
+ * code: with the grid-stride loop of the kernels above, Adam was a quarter
+ * of a PoCL MLP step. n is taken (and unused) so the arguments match. */
+
+__kernel void optim_sgd_item(__global float *p, long po, __global const float *gr, long go,
+                             __global float *buf, long bo, long n, float lr,
+                             float weight_decay, float momentum, float dampening,
+                             int nesterov, int first_step)
+{
+    cg_sgd_at(p + po, gr + go, buf + bo, get_global_id(0), SGD_HP);
+}
+
+__kernel void optim_adam_item(__global float *p, long po, __global const float *gr, long go,
+                              __global float *m, long mo, __global float *v, long vo,
+                              long n, float lr, float weight_decay, float beta1,
+                              float beta2, float eps, int decoupled, float step_size,
+                              float bc2_sqrt)
+{
+    cg_adam_at(p + po, gr + go, m + mo, v + vo, get_global_id(0), ADAM_HP);
+}
+
+__kernel void optim_rmsprop_item(__global float *p, long po, __global const float *gr,
+                                 long go, __global float *v, long vo, __global float *buf,
+                                 long bo, __global float *ga, long gao, long n, float lr,
+                                 float weight_decay, float alpha, float eps,
+                                 float momentum, int centered)
+{
+    cg_rmsprop_at(p + po, gr + go, v + vo, buf + bo, ga + gao, get_global_id(0), RMSPROP_HP);
+}
+
 /* ---- several tensors per launch ----------------------------------------
  * Slot k: param, grad and the optimizer's state buffers, each as (buffer,
  * element offset), and its length nk (0: unused). Every work-item takes its

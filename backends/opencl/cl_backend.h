@@ -104,6 +104,9 @@ enum cg_cl_kern {
     CG_CL_K_OPTIM_SGD_MULTI,
     CG_CL_K_OPTIM_ADAM_MULTI,
     CG_CL_K_OPTIM_RMSPROP_MULTI,
+    CG_CL_K_OPTIM_SGD_ITEM,
+    CG_CL_K_OPTIM_ADAM_ITEM,
+    CG_CL_K_OPTIM_RMSPROP_ITEM,
     CG_CL_K_IM2COL,
     CG_CL_K_COL2IM,
     CG_CL_K_POOL2D,
@@ -286,6 +289,20 @@ cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
 cg_status cg_cl_enqueue_nd(struct cg_cl *cl, cl_kernel kern, const char *name,
                            const struct cg_cl_arg *args, int nargs, cl_uint dims,
                            const size_t *offset, const size_t *global, const size_t *local);
+/* The largest power of two <= cap dividing n (n > 0). */
+size_t cg_cl_pow2_divisor(size_t n, size_t cap);
+/* Enqueues kern over exactly n > 0 work-items, for kernels with no loop and
+ * no bounds check: groups of a power of two <= local dividing n; when only
+ * a small one does, n <= min(wg, 1024) as one group, else full groups and
+ * then the rest as one group at a global offset. */
+cg_status cg_cl_enqueue_exact(struct cg_cl *cl, cl_kernel kern, const char *name,
+                              const struct cg_cl_arg *args, int nargs, size_t n, size_t local,
+                              size_t wg);
+/* A table kernel over exactly n >= 0 items (nothing for 0); launch != 0:
+ * flush pending work first and count the launch, as cg_cl_launch_n, else
+ * enqueue only, as cg_cl_enqueue_n. */
+cg_status cg_cl_run_exact(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                          int nargs, int64_t n, int launch);
 /* cg_cl_enqueue of a table kernel over n items (grid stride). */
 cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
                           int nargs, int64_t n);

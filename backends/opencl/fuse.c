@@ -803,35 +803,11 @@ static cg_status cg_fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
  * with i % cols, ~0.7 ms with a bounds check; PoCL 3.1, 2-core EPYC), so
  * the range holds exactly the elements, in work-groups that divide it. */
 
-/* The largest power of two <= cap dividing n (n > 0). */
-static size_t cg_fuse_pow2_divisor(size_t n, size_t cap)
-{
-    size_t d = 1;
-    while (d * 2 <= cap && n % (d * 2) == 0)
-        d *= 2;
-    return d;
-}
-
-/* ITEM: n work-items, in groups of a power of two dividing n; when only a
- * small one does (many tiny groups), a small n as one group, a larger one
- * as full groups and then the rest as one group at a global offset. (PoCL
- * compiles a kernel once per group size, so the sizes come from a short
- * list where they can.) */
+/* ITEM: n work-items exactly (kernels.c cg_cl_enqueue_exact). */
 static cg_status cg_fuse_launch_item(struct cg_cl *cl, const struct cg_fuse_entry *e,
                                      const struct cg_cl_arg *args, int nargs, size_t n)
 {
-    size_t local = cg_fuse_pow2_divisor(n, e->local);
-    if (local >= 32 || local == e->local)
-        return cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 1, NULL, &n, &local);
-    if (n <= (e->wg < 1024 ? e->wg : 1024))
-        return cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 1, NULL, &n, &n);
-    local = e->local;
-    size_t full = n - n % local, rest = n % local;
-    cg_status st = cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 1, NULL, &full,
-                                    &local);
-    if (st == CG_OK)
-        st = cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 1, &full, &rest, &rest);
-    return st;
+    return cg_cl_enqueue_exact(cl, e->kern, "ew_fused", args, nargs, n, e->local, e->wg);
 }
 
 /* ITEM_2D: a (cols, rows) range, at most CG_FUSE_MAX_ROWS rows a launch
@@ -848,7 +824,7 @@ static cg_status cg_fuse_launch_2d(struct cg_cl *cl, const struct cg_fuse_entry 
         const size_t offset[2] = {0, r0}, global[2] = {cols, nr};
         size_t local[2] = {cols, 1};
         if (cols < e->local)
-            local[1] = cg_fuse_pow2_divisor(nr, e->local / cols);
+            local[1] = cg_cl_pow2_divisor(nr, e->local / cols);
         st = cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 2, offset, global,
                               cols <= e->wg ? local : NULL);
     }

@@ -37,6 +37,9 @@ static const struct {
     [CG_CL_K_OPTIM_SGD_MULTI] = {CG_CL_PROG_OPTIM, "optim_sgd_multi"},
     [CG_CL_K_OPTIM_ADAM_MULTI] = {CG_CL_PROG_OPTIM, "optim_adam_multi"},
     [CG_CL_K_OPTIM_RMSPROP_MULTI] = {CG_CL_PROG_OPTIM, "optim_rmsprop_multi"},
+    [CG_CL_K_OPTIM_SGD_ITEM] = {CG_CL_PROG_OPTIM, "optim_sgd_item"},
+    [CG_CL_K_OPTIM_ADAM_ITEM] = {CG_CL_PROG_OPTIM, "optim_adam_item"},
+    [CG_CL_K_OPTIM_RMSPROP_ITEM] = {CG_CL_PROG_OPTIM, "optim_rmsprop_item"},
     [CG_CL_K_IM2COL] = {CG_CL_PROG_CONV, "im2col"},
     [CG_CL_K_COL2IM] = {CG_CL_PROG_CONV, "col2im"},
     [CG_CL_K_POOL2D] = {CG_CL_PROG_CONV, "pool2d"},
@@ -173,6 +176,52 @@ cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
 {
     size_t global = groups * local;
     return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &global, &local);
+}
+
+static cg_status cg_cl_flush_before_launch(struct cg_cl *cl);
+
+size_t cg_cl_pow2_divisor(size_t n, size_t cap)
+{
+    size_t d = 1;
+    while (d * 2 <= cap && n % (d * 2) == 0)
+        d *= 2;
+    return d;
+}
+
+/* (PoCL compiles a kernel once per work-group size, so the sizes come from
+ * a short list where they can.) */
+cg_status cg_cl_enqueue_exact(struct cg_cl *cl, cl_kernel kern, const char *name,
+                              const struct cg_cl_arg *args, int nargs, size_t n, size_t local,
+                              size_t wg)
+{
+    size_t l = cg_cl_pow2_divisor(n, local);
+    if (l >= 32 || l == local)
+        return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &n, &l);
+    if (n <= (wg < 1024 ? wg : 1024))
+        return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &n, &n);
+    size_t full = n - n % local, rest = n % local;
+    cg_status st = cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &full, &local);
+    if (st == CG_OK)
+        st = cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, &full, &rest, &rest);
+    return st;
+}
+
+cg_status cg_cl_run_exact(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                          int nargs, int64_t n, int launch)
+{
+    cl_kernel kern;
+    cg_status st = cg_cl_kernel(cl, k, &kern);
+    if (st == CG_OK && launch)
+        st = cg_cl_flush_before_launch(cl);
+    if (st == CG_OK && n > 0)
+        st = cg_cl_enqueue_exact(cl, kern, cg_cl_kernel_table[k].name, args, nargs, (size_t)n,
+                                 cg_cl_local_size(cl, k), cl->kernel_wg[k]);
+    if (st == CG_OK) {
+        if (launch)
+            cl->stats.launches++;
+        cl->kernel_launches[k]++;
+    }
+    return st;
 }
 
 cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,

@@ -177,6 +177,8 @@ static int cg_optim_slot_args(const struct cg_optim_args *a, int nstates,
     return n;
 }
 
+static const enum cg_cl_kern cg_optim_item[] = {
+    CG_CL_K_OPTIM_SGD_ITEM, CG_CL_K_OPTIM_ADAM_ITEM, CG_CL_K_OPTIM_RMSPROP_ITEM};
 static const enum cg_cl_kern cg_optim_one[] = {CG_CL_K_OPTIM_SGD, CG_CL_K_OPTIM_ADAM,
                                                CG_CL_K_OPTIM_RMSPROP};
 static const enum cg_cl_kern cg_optim_multi[] = {
@@ -198,6 +200,8 @@ static cg_status cg_optim_launch(struct cg_cl *cl, const struct cg_optim_hparams
         n = cg_optim_slot_args(&a[0], ns, args, 0);
         args[n++] = CG_ARG(a[0].n);
         n = cg_optim_hp_args(h, &s, args, n);
+        if (cl->cpu_device)   /* one element per work-item: see cl/optim.cl */
+            return cg_cl_run_exact(cl, cg_optim_item[h->kind], args, n, a[0].n, !flush);
         return flush ? cg_cl_enqueue_n(cl, cg_optim_one[h->kind], args, n, a[0].n)
                      : cg_cl_launch_n(cl, cg_optim_one[h->kind], args, n, a[0].n);
     }
