@@ -263,10 +263,16 @@ size_t cg_cl_local_size(struct cg_cl *cl, enum cg_cl_kern k);
 /* Number of groups for a grid-stride loop over n items with local size
  * `local`: enough to fill the device, never more than needed. */
 size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local);
+/* Rows per launch of a 2-d (cols, rows) range: CUDA-based drivers cap a
+ * range's second size at 65535 work-groups; a power of two, so the
+ * driver's work-group shape divides it. */
+#define CG_CL_MAX_ROWS 32768
 /* A 2-d launch of g0 x g1 work-items (both > 0), one per item, with the
  * work-group shape left to the driver (it picks divisors of the global
  * sizes, so kernels need no bounds check and no grid stride), after
- * flushing pending work; counted as cg_cl_launch counts. */
+ * flushing pending work; counted as cg_cl_launch counts. A g1 above
+ * CG_CL_MAX_ROWS goes out as several launches whose global offsets carry
+ * the row (get_global_id(1) is the row itself), each counted. */
 cg_status cg_cl_launch_2d(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
                           int nargs, size_t g0, size_t g1);
 /* 1-d grid-stride launch over n items. */

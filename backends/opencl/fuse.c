@@ -72,7 +72,6 @@
 #define CG_FUSE_MAX_ACC (CG_FUSE_MAX_OPS * 3)
 #define CG_FUSE_MAX_ARGS (CG_FUSE_MAX_BUFS + CG_FUSE_MAX_OPS * 8 + 2)
 #define CG_FUSE_KEY_LEN (CG_FUSE_MAX_OPS * 8 + 2)
-#define CG_FUSE_MAX_ROWS 32768   /* rows per launch of a 2-d range (seq.c) */
 
 /* How the generated kernel walks the elements (cg_fuse_head). */
 enum cg_fuse_form { CG_FF_LOOP, CG_FF_LOOP_2D, CG_FF_ITEM, CG_FF_ITEM_2D };
@@ -810,7 +809,7 @@ static cg_status cg_fuse_launch_item(struct cg_cl *cl, const struct cg_fuse_entr
     return cg_cl_enqueue_exact(cl, e->kern, "ew_fused", args, nargs, n, e->local, e->wg);
 }
 
-/* ITEM_2D: a (cols, rows) range, at most CG_FUSE_MAX_ROWS rows a launch
+/* ITEM_2D: a (cols, rows) range, at most CG_CL_MAX_ROWS rows a launch
  * (CUDA-based drivers cap the second size at 65535 groups; the row offset
  * travels as the global offset, so the kernel is the same). Work-groups of
  * whole rows, several short rows together. */
@@ -819,8 +818,8 @@ static cg_status cg_fuse_launch_2d(struct cg_cl *cl, const struct cg_fuse_entry 
                                    size_t rows)
 {
     cg_status st = CG_OK;
-    for (size_t r0 = 0; r0 < rows && st == CG_OK; r0 += CG_FUSE_MAX_ROWS) {
-        size_t nr = rows - r0 < CG_FUSE_MAX_ROWS ? rows - r0 : CG_FUSE_MAX_ROWS;
+    for (size_t r0 = 0; r0 < rows && st == CG_OK; r0 += CG_CL_MAX_ROWS) {
+        size_t nr = rows - r0 < CG_CL_MAX_ROWS ? rows - r0 : CG_CL_MAX_ROWS;
         const size_t offset[2] = {0, r0}, global[2] = {cols, nr};
         size_t local[2] = {cols, 1};
         if (cols < e->local)

@@ -262,16 +262,18 @@ cg_status cg_cl_launch_2d(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_c
                           int nargs, size_t g0, size_t g1)
 {
     cl_kernel kern;
-    const size_t global[2] = {g0, g1};
     cg_status st = cg_cl_kernel(cl, k, &kern);
     if (st == CG_OK)
         st = cg_cl_flush_before_launch(cl);
-    if (st == CG_OK)
-        st = cg_cl_enqueue_nd(cl, kern, cg_cl_kernel_table[k].name, args, nargs, 2, NULL,
-                              global, NULL);
-    if (st == CG_OK) {
-        cl->stats.launches++;
-        cl->kernel_launches[k]++;
+    for (size_t r0 = 0; r0 < g1 && st == CG_OK; r0 += CG_CL_MAX_ROWS) {
+        const size_t offset[2] = {0, r0};
+        const size_t global[2] = {g0, g1 - r0 < CG_CL_MAX_ROWS ? g1 - r0 : CG_CL_MAX_ROWS};
+        st = cg_cl_enqueue_nd(cl, kern, cg_cl_kernel_table[k].name, args, nargs, 2,
+                              r0 ? offset : NULL, global, NULL);
+        if (st == CG_OK) {
+            cl->stats.launches++;
+            cl->kernel_launches[k]++;
+        }
     }
     return st;
 }

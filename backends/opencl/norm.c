@@ -61,6 +61,21 @@ struct cg_ln_shape {
     int64_t group_rows;
 };
 
+/* The work-group kernels over nr rows; args end with `per` and the local
+ * buffer, and the _1 variant (one_k: every column in a work-item of its
+ * own) takes no `per`. */
+static cg_status cg_ln_launch_groups(struct cg_cl *cl, const struct cg_ln_shape *s,
+                                     enum cg_cl_kern one_k, struct cg_cl_arg *args, int nargs,
+                                     int64_t nr)
+{
+    size_t groups = (size_t)((nr + s->group_rows - 1) / s->group_rows);
+    if (s->k == one_k) {
+        args[nargs - 2] = args[nargs - 1];
+        nargs--;
+    }
+    return cg_cl_launch(cl, s->k, args, nargs, groups, s->local);
+}
+
 /* The row-per-work-item kernels (CPU devices): a 1-d launch over rows,
  * work-groups small enough that every compute unit gets a few. */
 static cg_status cg_ln_launch_rows(struct cg_cl *cl, enum cg_cl_kern k,
@@ -145,13 +160,7 @@ cg_status cg_ocl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struc
             CG_ARG(bo),            CG_ARG(hb), CG_ARG(nr),            CG_ARG(cc),
             CG_ARG(eps),           CG_ARG(s.lc_log2), CG_ARG(s.per),
             CG_ARG_LOCAL(s.local * sizeof(cl_float))};
-        size_t groups = (size_t)((nr + s.group_rows - 1) / s.group_rows);
-        if (s.k == CG_CL_K_LAYERNORM_FWD_1) {   /* no `per` argument */
-            args[18] = args[19];
-            st = cg_cl_launch(cl, s.k, args, 19, groups, s.local);
-        } else {
-            st = cg_cl_launch(cl, s.k, args, 20, groups, s.local);
-        }
+        st = cg_ln_launch_groups(cl, &s, CG_CL_K_LAYERNORM_FWD_1, args, 20, nr);
     }
     return st;
 }
@@ -187,13 +196,7 @@ static cg_status cg_ln_bwd_rows(struct cg_cl *cl, struct cg_ptr gx, struct cg_pt
             CG_ARG(rstd.buf->mem), CG_ARG(ro), CG_ARG(wm),            CG_ARG(wo),
             CG_ARG(hw),            CG_ARG(nr), CG_ARG(cc),            CG_ARG(s.lc_log2),
             CG_ARG(s.per),         CG_ARG_LOCAL(2 * s.local * sizeof(cl_float))};
-        size_t groups = (size_t)((nr + s.group_rows - 1) / s.group_rows);
-        if (s.k == CG_CL_K_LAYERNORM_BWD_1) {
-            args[16] = args[17];
-            st = cg_cl_launch(cl, s.k, args, 17, groups, s.local);
-        } else {
-            st = cg_cl_launch(cl, s.k, args, 18, groups, s.local);
-        }
+        st = cg_ln_launch_groups(cl, &s, CG_CL_K_LAYERNORM_BWD_1, args, 18, nr);
     }
     return st;
 }

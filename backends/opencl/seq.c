@@ -11,12 +11,9 @@
  */
 #include "cl_backend.h"
 
-/* Rows per launch: the kernels take one work-item per element on a 2-d
- * range (cols, rows) with no loop (PoCL vectorises only straight-line
- * bodies), and CUDA-based drivers cap a range's second size at 65535
- * work-groups; a power of two, so the driver's work-group shape divides
- * it. Taller blocks take several launches. */
-#define CG_SEQ_MAX_ROWS 32768
+/* The kernels take one work-item per element on a 2-d range (cols, rows)
+ * with no loop (PoCL vectorises only straight-line bodies); cg_cl_launch_2d
+ * splits very tall blocks. */
 
 static cg_status cg_bias_gelu_check(struct cg_cl *cl, const char *what, int64_t rows,
                                     int64_t cols, struct cg_ptr bias)
@@ -54,15 +51,11 @@ cg_status cg_ocl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struc
     if (st != CG_OK || n == 0)
         return st;
     cg_bias_arg(bias, in, &bm, &bo, &hb);
-    for (int64_t r = 0; r < rows && st == CG_OK; r += CG_SEQ_MAX_ROWS) {
-        int64_t nr = rows - r < CG_SEQ_MAX_ROWS ? rows - r : CG_SEQ_MAX_ROWS;
-        cl_long oo = out.off + r * cols, io = in.off + r * cols;
-        struct cg_cl_arg args[] = {CG_ARG(out.buf->mem), CG_ARG(oo), CG_ARG(in.buf->mem),
-                                   CG_ARG(io),           CG_ARG(bm), CG_ARG(bo),
-                                   CG_ARG(hb),           CG_ARG(cc)};
-        st = cg_cl_launch_2d(cl, CG_CL_K_BIAS_GELU_FWD, args, 8, (size_t)cols, (size_t)nr);
-    }
-    return st;
+    cl_long oo = out.off, io = in.off;
+    struct cg_cl_arg args[] = {CG_ARG(out.buf->mem), CG_ARG(oo), CG_ARG(in.buf->mem),
+                               CG_ARG(io),           CG_ARG(bm), CG_ARG(bo),
+                               CG_ARG(hb),           CG_ARG(cc)};
+    return cg_cl_launch_2d(cl, CG_CL_K_BIAS_GELU_FWD, args, 8, (size_t)cols, (size_t)rows);
 }
 
 cg_status cg_ocl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
@@ -86,14 +79,10 @@ cg_status cg_ocl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr i
     if (st != CG_OK || n == 0)
         return st;
     cg_bias_arg(bias, in, &bm, &bo, &hb);
-    for (int64_t r = 0; r < rows && st == CG_OK; r += CG_SEQ_MAX_ROWS) {
-        int64_t nr = rows - r < CG_SEQ_MAX_ROWS ? rows - r : CG_SEQ_MAX_ROWS;
-        cl_long go = gx.off + r * cols, io = in.off + r * cols, yo = gy.off + r * cols;
-        struct cg_cl_arg args[] = {CG_ARG(gx.buf->mem), CG_ARG(go), CG_ARG(in.buf->mem),
-                                   CG_ARG(io),          CG_ARG(bm), CG_ARG(bo),
-                                   CG_ARG(hb),          CG_ARG(gy.buf->mem), CG_ARG(yo),
-                                   CG_ARG(cc)};
-        st = cg_cl_launch_2d(cl, CG_CL_K_BIAS_GELU_BWD, args, 10, (size_t)cols, (size_t)nr);
-    }
-    return st;
+    cl_long go = gx.off, io = in.off, yo = gy.off;
+    struct cg_cl_arg args[] = {CG_ARG(gx.buf->mem), CG_ARG(go), CG_ARG(in.buf->mem),
+                               CG_ARG(io),          CG_ARG(bm), CG_ARG(bo),
+                               CG_ARG(hb),          CG_ARG(gy.buf->mem), CG_ARG(yo),
+                               CG_ARG(cc)};
+    return cg_cl_launch_2d(cl, CG_CL_K_BIAS_GELU_BWD, args, 10, (size_t)cols, (size_t)rows);
 }
