@@ -253,9 +253,9 @@ static void test_error_names(void **state)
     for (int c = 0; c >= -72; --c)
         if (c > -20 || c < -29)
             assert_string_not_equal(cg_cl_error_name(c), "CL_UNKNOWN_ERROR");
-    assert_string_equal(cg_clblast_status_name(-2050), "CLBlastInsufficientMemoryTemp");
-    assert_string_equal(cg_clblast_status_name(-1016), "CLBlastInvalidLeadDimA");
-    assert_string_equal(cg_clblast_status_name(-54), "CL_INVALID_WORK_GROUP_SIZE");
+    assert_string_equal(cg_cl_clblast_status_name(-2050), "CLBlastInsufficientMemoryTemp");
+    assert_string_equal(cg_cl_clblast_status_name(-1016), "CLBlastInvalidLeadDimA");
+    assert_string_equal(cg_cl_clblast_status_name(-54), "CL_INVALID_WORK_GROUP_SIZE");
     char err[128];
     assert_int_equal(cg_cl_fail(err, sizeof err, "clFinish(q)", -5), CG_STATUS_BACKEND_ERROR);
     assert_string_equal(err, "clFinish(q): CL_OUT_OF_RESOURCES (-5)");

@@ -1,0 +1,43 @@
+/*
+ * backends/opencl/env.c — the opencl plugin's switches from the
+ * environment. A value that is not accepted is never ignored silently: it
+ * is named on stderr, with what is accepted, and the default stays (a
+ * switch only tunes speed or logging, so the run goes on).
+ */
+#include "cl_backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cg_cl_env_bool(const char *name, int dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    if (strcmp(v, "0") == 0 || strcmp(v, "1") == 0)
+        return v[0] == '1';
+    fprintf(stderr, "clgrad opencl: %s=\"%s\" is not accepted (0 or 1); using %d\n", name, v,
+            dflt);
+    return dflt;
+}
+
+int cg_cl_env_choice(const char *name, const char *const *choices, int dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char accepted[256] = "";
+    size_t len = 0;
+    for (int i = 0; choices[i]; ++i) {
+        if (strcmp(v, choices[i]) == 0)
+            return i;
+        int w = snprintf(accepted + len, sizeof accepted - len, "%s%s", i ? ", " : "",
+                         choices[i]);
+        if (w > 0 && (size_t)w < sizeof accepted - len)
+            len += (size_t)w;
+    }
+    fprintf(stderr, "clgrad opencl: %s=\"%s\" is not accepted (%s); using %s\n", name, v,
+            accepted, dflt >= 0 ? choices[dflt] : "the default");
+    return dflt;
+}
