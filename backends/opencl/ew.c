@@ -17,7 +17,7 @@
 
 #include <string.h>
 
-_Static_assert(CG_EW_COUNT == 29, "cl/ew.cl's enum must list every cg_ew_op");
+/* cl/ew.cl numbers the ops from this enum (tools/embed_cl.py copies it). */
 _Static_assert(CG_MAX_DIMS <= 8, "shapes travel as long8");
 
 static int64_t view_numel(const struct cg_view *v)
