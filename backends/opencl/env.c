@@ -6,6 +6,7 @@
  */
 #include "cl_backend.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,22 @@ int cg_cl_env_bool(const char *name, int dflt)
         return v[0] == '1';
     fprintf(stderr, "clgrad opencl: %s=\"%s\" is not accepted (0 or 1); using %d\n", name, v,
             dflt);
+    return dflt;
+}
+
+long long cg_cl_env_int(const char *name, long long lo, long long hi, long long dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno == 0 && *end == '\0' && x >= lo && x <= hi)
+        return x;
+    fprintf(stderr,
+            "clgrad opencl: %s=\"%s\" is not accepted (a whole number from %lld to %lld); "
+            "using %lld\n", name, v, lo, hi, dflt);
     return dflt;
 }
 

@@ -214,6 +214,18 @@ static cg_status instance_init(struct cg_cl *cl, cl_platform_id plat, cl_device_
                                        &cl->max_wg, NULL));
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_PARAMETER_SIZE, sizeof cl->max_param,
                                        &cl->max_param, NULL));
+    CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof cl->max_alloc,
+                                       &cl->max_alloc, NULL));
+    CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof cl->mem_limit,
+                                       &cl->mem_limit, NULL));
+    /* A lower ceiling for the pool, in MiB (tests; sharing a device). */
+    long long mb = cg_cl_env_int("CLGRAD_CL_MEM_MB", 1, (long long)(cl->mem_limit >> 20),
+                                 (long long)(cl->mem_limit >> 20));
+    cl->mem_limit_what = "CL_DEVICE_GLOBAL_MEM_SIZE";
+    if ((cl_ulong)mb < cl->mem_limit >> 20) {
+        cl->mem_limit = (cl_ulong)mb << 20;
+        cl->mem_limit_what = "CLGRAD_CL_MEM_MB";
+    }
     cl_device_type type = 0;
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL));
     cl->cpu_device = (type & CL_DEVICE_TYPE_CPU) != 0;

@@ -10,6 +10,10 @@
  * allocations (stats.device_allocs stops growing). A zero-byte request gets a
  * 256-byte buffer, so every handle is real.
  * When the device runs out, alloc() frees every cached buffer and retries.
+ * The pool counts what it holds against the device's memory
+ * (CL_DEVICE_GLOBAL_MEM_SIZE, or CLGRAD_CL_MEM_MB) and one buffer against
+ * CL_DEVICE_MAX_MEM_ALLOC_SIZE, so a model too large fails at alloc() with
+ * a message, and allocation is real at creation (pool_clcreate).
  *
  * Uploads do not wait: a blocking clEnqueueWriteBuffer waits for every
  * command queued before it, so a training loop that uploads its batch each
@@ -98,6 +102,71 @@ static void mark_in_use(struct cg_cl *cl, struct cg_buffer *b, size_t bytes)
         cl->stats.bytes_peak = cl->stats.bytes_in_use;
 }
 
+/* Whether a buffer of cap bytes fits the device: in one buffer, and with
+ * what the pool holds, under its ceiling. */
+static int pool_fits(const struct cg_cl *cl, size_t cap)
+{
+    return cap <= cl->max_alloc && cl->stats.bytes_reserved <= cl->mem_limit &&
+           cap <= cl->mem_limit - cl->stats.bytes_reserved;
+}
+
+/* A real allocation: on a CPU device (PoCL) CL_MEM_ALLOC_HOST_PTR makes
+ * the driver allocate at clCreateBuffer, so running out is an error here;
+ * without it PoCL allocates at the buffer's first use, and fails there by
+ * aborting the process (issue 17). On a CPU device host memory is the
+ * device's, so nothing is copied. */
+static cl_mem pool_clcreate(struct cg_cl *cl, size_t cap, cl_int *rc)
+{
+    cl_mem_flags flags = CL_MEM_READ_WRITE | (cl->cpu_device ? CL_MEM_ALLOC_HOST_PTR : 0);
+    if (!pool_fits(cl, cap)) {
+        *rc = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+        return NULL;
+    }
+    return clCreateBuffer(cl->dev.context, flags, cap, NULL, rc);
+}
+
+static cg_status pool_create(struct cg_cl *cl, size_t bytes, size_t cap, cl_mem *out)
+{
+    cl_int rc;
+    cl_mem mem = pool_clcreate(cl, cap, &rc);
+    if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES ||
+        rc == CL_OUT_OF_HOST_MEMORY || rc == CL_INVALID_BUFFER_SIZE) {
+        /* Give the cached memory back and retry; pending fused work may
+         * still name a cached buffer, so it goes out first (the driver
+         * keeps a released cl_mem alive until its commands are done).
+         * If that fails, its ops are lost: the caller must hear of it. */
+        cg_status st = cg_cl_sync(cl);
+        if (st != CG_OK) {
+            char why[CG_CL_ERR_LEN];
+            memcpy(why, cl->err, sizeof why);
+            return cg_cl_errorf(cl, st, "alloc(%zu bytes): flushing pending work: %.1900s",
+                                bytes, why);
+        }
+        pool_trim(cl);
+        mem = pool_clcreate(cl, cap, &rc);
+    }
+    if (cap > cl->max_alloc)
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY,
+                            "alloc(%zu bytes): device \"%s\" takes at most %llu bytes in one "
+                            "buffer (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
+                            bytes, cl->dev.name, (unsigned long long)cl->max_alloc);
+    if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE && !mem && !pool_fits(cl, cap))
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY,
+                            "alloc(%zu bytes): out of memory on device \"%s\": clgrad holds "
+                            "%llu of its %llu bytes (%s)",
+                            bytes, cl->dev.name, (unsigned long long)cl->stats.bytes_reserved,
+                            (unsigned long long)cl->mem_limit, cl->mem_limit_what);
+    if (rc != CL_SUCCESS) {
+        char what[160];
+        snprintf(what, sizeof what, "alloc(%zu bytes) on device \"%.60s\": clCreateBuffer",
+                 bytes, cl->dev.name);
+        cg_status st = cg_cl_fail(cl->err, sizeof cl->err, what, rc);
+        return rc == CL_INVALID_BUFFER_SIZE ? CG_STATUS_OUT_OF_MEMORY : st;
+    }
+    *out = mem;
+    return CG_OK;
+}
+
 cg_status cg_cl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
 {
     struct cg_cl *cl = ctx;
@@ -115,30 +184,10 @@ cg_status cg_cl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
         return CG_OK;
     }
 
-    cl_int rc;
-    cl_mem mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
-    if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES ||
-        rc == CL_OUT_OF_HOST_MEMORY || rc == CL_INVALID_BUFFER_SIZE) {
-        /* Give the cached memory back and retry; pending fused work may
-         * still name a cached buffer, so it goes out first (the driver
-         * keeps a released cl_mem alive until its commands are done).
-         * If that fails, its ops are lost: the caller must hear of it. */
-        cg_status st = cg_cl_sync(cl);
-        if (st != CG_OK) {
-            char why[CG_CL_ERR_LEN];
-            memcpy(why, cl->err, sizeof why);
-            return cg_cl_errorf(cl, st, "alloc(%zu bytes): flushing pending work: %.1900s",
-                                bytes, why);
-        }
-        pool_trim(cl);
-        mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
-    }
-    if (rc != CL_SUCCESS) {
-        char what[96];
-        snprintf(what, sizeof what, "clCreateBuffer(%zu bytes)", cap);
-        cg_cl_fail(cl->err, sizeof cl->err, what, rc);
-        return rc == CL_INVALID_BUFFER_SIZE ? CG_STATUS_OUT_OF_MEMORY : cg_cl_status_of(rc);
-    }
+    cl_mem mem = NULL;
+    cg_status st = pool_create(cl, bytes, cap, &mem);
+    if (st != CG_OK)
+        return st;
     b = calloc(1, sizeof *b);
     if (!b) {
         clReleaseMemObject(mem);
