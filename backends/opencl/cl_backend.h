@@ -72,6 +72,14 @@ cg_status cg_cl_program_build(const struct cg_cl_device *dev, const char *name,
 /* The cache folder: $CLGRAD_CACHE_DIR, else $XDG_CACHE_HOME/clgrad, else
  * $HOME/.cache/clgrad; empty when none can be formed (caching is off). */
 void cg_cl_cache_dir(char *out, size_t len);
+/* The cache folder's cap on *.clbin bytes: CLGRAD_CACHE_MAX_MB, else this. */
+#define CG_CL_CACHE_MAX_MB 256
+uint64_t cg_cl_cache_max_bytes(void);
+/* Removes the least recently used *.clbin files of dir (by modification
+ * time; a load refreshes it) until they total at most max_bytes, never the
+ * file named keep (NULL: none), and temporary files of dead writers.
+ * Returns how many binaries went. */
+int cg_cl_cache_trim(const char *dir, uint64_t max_bytes, const char *keep);
 /* mkdir -p; returns 0 on success. */
 int cg_cl_mkdirs(const char *path);
 

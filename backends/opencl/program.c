@@ -18,8 +18,10 @@
  */
 #include "cl_backend.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +72,7 @@ void cg_cl_build_options(const struct cg_cl_device *dev, enum cg_cl_prog p,
 
 static int verbose_on(void)
 {
-    const char *v = getenv("CLGRAD_VERBOSE");
-    return v && *v && strcmp(v, "0") != 0;
+    return cg_cl_env_bool("CLGRAD_VERBOSE", 0);
 }
 
 static double now_ms(void)
@@ -167,24 +168,23 @@ fail:
 
 /* Writes a cache file atomically (private temporary + rename). Failure only
  * means the next run compiles again, so it is not an error. */
-static void cache_write(const char *dir, const char *path,
-                              const uint64_t key[2], const unsigned char *bin,
-                              size_t size)
+static int cache_write(const char *dir, const char *path, const uint64_t key[2],
+                       const unsigned char *bin, size_t size)
 {
     static atomic_uint counter;
     char tmp[4200];
     if (cg_cl_mkdirs(dir) != 0)
-        return;
+        return 0;
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
              atomic_fetch_add(&counter, 1u));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
     if (fd < 0)
-        return;
+        return 0;
     FILE *f = fdopen(fd, "wb");
     if (!f) {
         close(fd);
         unlink(tmp);
-        return;
+        return 0;
     }
     uint64_t hdr[3] = {key[0], key[1], size};
     uint64_t sum = fnv1a(0xcbf29ce484222325ull, bin, size);
@@ -192,8 +192,115 @@ static void cache_write(const char *dir, const char *path,
              fwrite(hdr, sizeof hdr, 1, f) == 1 && fwrite(bin, 1, size, f) == size &&
              fwrite(&sum, sizeof sum, 1, f) == 1;
     ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0)
+    if (!ok || rename(tmp, path) != 0) {
         unlink(tmp);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- the cache's size cap -----------------------------------------------
+ * The folder would grow without bound (every fused chain shape, every
+ * driver update adds binaries), so CLGRAD_CACHE_MAX_MB (default
+ * CG_CL_CACHE_MAX_MB) caps its *.clbin files: after a new binary is
+ * written, the least recently used go until the total fits, never the one
+ * just written. A load refreshes its file's modification time, so that
+ * time orders the files by last use. Temporary files of writers that died
+ * (NAME.clbin.tmp.PID.N) go too. Tuning results (*.tune) are never
+ * evicted: tiny, and minutes to redo. */
+
+struct cache_entry {
+    char name[256];
+    struct timespec used;
+    off_t bytes;
+};
+
+static int cache_entry_older(const void *a, const void *b)
+{
+    const struct cache_entry *x = a, *y = b;
+    if (x->used.tv_sec != y->used.tv_sec)
+        return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+    return x->used.tv_nsec < y->used.tv_nsec ? -1 : x->used.tv_nsec > y->used.tv_nsec;
+}
+
+/* A temporary file whose writer is gone: NAME.clbin.tmp.PID.N, no PID. */
+static int cache_tmp_stale(const char *name)
+{
+    const char *t = strstr(name, ".clbin.tmp.");
+    if (!t)
+        return 0;
+    char *end;
+    long pid = strtol(t + strlen(".clbin.tmp."), &end, 10);
+    return pid > 0 && *end == '.' && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Reads the folder's binaries into *out (malloc'd); returns their count,
+ * -1 when the folder cannot be read. Removes stale temporary files. */
+static int cache_list(const char *dir, struct cache_entry **out, uint64_t *total)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0, cap = 0;
+    struct cache_entry *v = NULL;
+    struct dirent *e;
+    char path[4400];
+    *total = 0;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (cache_tmp_stale(e->d_name)) {
+            unlink(path);
+            continue;
+        }
+        struct stat st;
+        if (len < 7 || len >= sizeof v->name || strcmp(e->d_name + len - 6, ".clbin") != 0 ||
+            stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct cache_entry *g = realloc(v, (size_t)cap * sizeof *v);
+            if (!g)
+                break;
+            v = g;
+        }
+        memcpy(v[n].name, e->d_name, len + 1);
+        v[n].used = st.st_mtim;
+        v[n].bytes = st.st_size;
+        *total += (uint64_t)st.st_size;
+        ++n;
+    }
+    closedir(d);
+    *out = v;
+    return n;
+}
+
+int cg_cl_cache_trim(const char *dir, uint64_t max_bytes, const char *keep)
+{
+    struct cache_entry *v = NULL;
+    uint64_t total = 0;
+    int n = cache_list(dir, &v, &total), removed = 0;
+    if (n > 0 && total > max_bytes) {
+        qsort(v, (size_t)n, sizeof *v, cache_entry_older);
+        char path[4400];
+        for (int i = 0; i < n && total > max_bytes; ++i) {
+            if (keep && strcmp(v[i].name, keep) == 0)
+                continue;
+            snprintf(path, sizeof path, "%s/%s", dir, v[i].name);
+            if (unlink(path) == 0 || errno == ENOENT) {   /* another process's trim */
+                total -= (uint64_t)v[i].bytes;
+                ++removed;
+            }
+        }
+    }
+    free(v);
+    return removed;
+}
+
+uint64_t cg_cl_cache_max_bytes(void)
+{
+    return (uint64_t)cg_cl_env_int("CLGRAD_CACHE_MAX_MB", 1, (long long)1 << 30,
+                                   CG_CL_CACHE_MAX_MB) << 20;
 }
 
 /* Appends the build log of prog to err. */
@@ -273,6 +380,7 @@ cg_status cg_cl_program_build(const struct cg_cl_device *dev, const char *name,
         cl_program prog = bin ? try_binary(dev, options, bin, size) : NULL;
         free(bin);
         if (prog) {
+            utimensat(AT_FDCWD, path, NULL, 0);   /* used now (the size cap) */
             if (verbose_on())
                 fprintf(stderr, "clgrad opencl: program %s: loaded from cache %s (%.1f ms)\n",
                         name, path, now_ms() - t0);
@@ -302,8 +410,8 @@ cg_status cg_cl_program_build(const struct cg_cl_device *dev, const char *name,
     if (dir[0]) {
         size_t size = 0;
         unsigned char *bin = program_binary(prog, &size);
-        if (bin)
-            cache_write(dir, path, key, bin, size);
+        if (bin && cache_write(dir, path, key, bin, size))
+            cg_cl_cache_trim(dir, cg_cl_cache_max_bytes(), strrchr(path, '/') + 1);
         free(bin);
     }
     if (verbose_on())
