@@ -136,8 +136,7 @@ enum {
 
 static int gemm_verbose(void)
 {
-    const char *v = getenv("CLGRAD_VERBOSE");
-    return v && *v && strcmp(v, "0") != 0;
+    return cg_cl_env_bool("CLGRAD_VERBOSE", 0);
 }
 
 /* Own kernels on CPU devices, CLBlast elsewhere; CLGRAD_GEMM overrides. */
@@ -145,20 +144,17 @@ static int gemm_path(struct cg_cl *cl)
 {
     if (cl->gemm_path)
         return cl->gemm_path & 3;
-    const char *env = getenv("CLGRAD_GEMM");
+    static const char *const modes[] = {"own", "own-inplace", "own-packed", "clblast", NULL};
+    static const int paths[] = {CG_GEMM_OWN, CG_GEMM_OWN | CG_GEMM_NO_PACK,
+                                CG_GEMM_OWN | CG_GEMM_ALL_PACK, CG_GEMM_CLBLAST};
+    static const char *const whys[] = {"CLGRAD_GEMM=own", "CLGRAD_GEMM=own-inplace: never packed",
+                                       "CLGRAD_GEMM=own-packed: always packed",
+                                       "CLGRAD_GEMM=clblast"};
+    int m = cg_cl_env_choice("CLGRAD_GEMM", modes, -1);
     const char *why;
-    if (env && strcmp(env, "own") == 0) {
-        cl->gemm_path = CG_GEMM_OWN;
-        why = "CLGRAD_GEMM=own";
-    } else if (env && strcmp(env, "own-inplace") == 0) {
-        cl->gemm_path = CG_GEMM_OWN | CG_GEMM_NO_PACK;
-        why = "CLGRAD_GEMM=own-inplace: never packed";
-    } else if (env && strcmp(env, "own-packed") == 0) {
-        cl->gemm_path = CG_GEMM_OWN | CG_GEMM_ALL_PACK;
-        why = "CLGRAD_GEMM=own-packed: always packed";
-    } else if (env && strcmp(env, "clblast") == 0) {
-        cl->gemm_path = CG_GEMM_CLBLAST;
-        why = "CLGRAD_GEMM=clblast";
+    if (m >= 0) {
+        cl->gemm_path = paths[m];
+        why = whys[m];
     } else {
         cl->gemm_path = cl->cpu_device ? CG_GEMM_OWN : CG_GEMM_CLBLAST;
         why = cl->cpu_device ? "a CPU device" : "not a CPU device";

@@ -87,8 +87,7 @@ static double tune_now(void)
 
 static int tune_verbose(void)
 {
-    const char *v = getenv("CLGRAD_VERBOSE");
-    return v && *v && strcmp(v, "0") != 0;
+    return cg_cl_env_bool("CLGRAD_VERBOSE", 0);
 }
 
 /* ---- parameters ------------------------------------------------------ */
@@ -416,11 +415,10 @@ cg_status cg_cl_gemm_threshold_override(const struct cg_cl_device *dev, size_t m
 
 int cg_cl_tune_apply(const struct cg_cl_device *dev)
 {
-    const char *env = getenv("CLGRAD_CLBLAST_TUNE");
     char err[1400];
     struct cg_cl_gemm_params p;
     size_t t = 0;
-    if (env && strcmp(env, "0") == 0)
+    if (!cg_cl_env_bool("CLGRAD_CLBLAST_TUNE", 1))
         return 0;
     if (cg_cl_tune_load(dev, &p, &t, err, sizeof err) != CG_OK ||
         cg_cl_gemm_params_override(dev, &p, err, sizeof err) != CG_OK ||
