@@ -1009,10 +1009,10 @@ static cg_status shape_apply(struct parser *p, struct cg_table *t, const int *ac
     int n_new = 0;
     for (int k = 0; k < t->n_cols; k++)
         n_new += action[k] == SHAPE_KEEP ? 1 : action[k] == SHAPE_DATE ? n_feat[k] : 0;
-    if (n_new == 0)
+    if (n_new == (t->target >= 0))
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
-                         "%s: no columns left after dropping ID-like text columns (--keep "
-                         "keeps one)", p->name);
+                         "%s: no feature columns left after dropping ID-like text columns "
+                         "(--keep keeps one)", p->name);
     struct cg_column *cols = calloc((size_t)n_new, sizeof *cols);
     float *vals = malloc(((size_t)t->n_rows * (size_t)n_new + 1) * sizeof *vals);
     if (!cols || !vals) {
@@ -1042,7 +1042,11 @@ static cg_status shape_apply(struct parser *p, struct cg_table *t, const int *ac
                 st = csv_oom(p);
                 break;
             }
-            if (cg_table_column(t, name.p) >= 0) {
+            bool taken = false;                  /* moved columns have NULL names */
+            for (int i = 0; i < t->n_cols; i++)
+                taken |= t->cols[i].name && strcmp(t->cols[i].name, name.p) == 0;
+            for (int i = 0; i < to; i++) taken |= strcmp(cols[i].name, name.p) == 0;
+            if (taken) {
                 st = cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
                                "%s: the date column \"%s\" would become \"%s\", which is "
                                "already a column (--keep %s keeps it as text)",
