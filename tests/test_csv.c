@@ -588,6 +588,11 @@ static void test_counts_line(void **state)
     assert_int_equal(t->task, CG_TASK_REGRESSION);
     assert_null(t->notes);
     cg_table_free(t);
+    o.skip_rows = 0;                    /* forgotten: the error hints at it */
+    expect_error("3,2,,\n\"CRIM\",\"MEDV\"\n0.1,24\n", &o, CG_STATUS_INVALID_ARGUMENT,
+                 "no target column named \"MEDV\"; the header has \"3\", \"2\", \"column3\", "
+                 "\"column4\" (line 1 looks like data, not a header: --skip-rows 1, and "
+                 "--no-header if no header follows)");
     o.skip_rows = 9;
     expect_error("a\n1\n", &o, CG_STATUS_PARSE_ERROR, "ends before the 9 lines");
 }

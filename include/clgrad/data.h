@@ -4,7 +4,8 @@
  *
  * The flow, host side first, device last:
  *
- *   file --cg_csv_read--> cg_table --cg_dataset_from_table--> cg_dataset
+ *   file --cg_csv_read--> cg_table --cg_table_split--> rest, test (held out)
+ *   cg_table --cg_dataset_from_table--> cg_dataset
  *   file --cg_idx_load_pair-----------------------------------> cg_dataset
  *   cg_dataset --cg_dataset_split / cg_scaler_fit+apply--> cg_dataset
  *   cg_dataset --cg_loader_next--> (x, y) tensors on the context's device
@@ -42,6 +43,20 @@
  *     }
  *     cg_loader_free(ld);                       // before cg_ctx_free
  *     cg_dataset_free(train); cg_dataset_free(val); cg_scaler_free(sc);
+ *
+ * Tables as they come (scikit-learn's wine_data.csv opens with a line of
+ * counts and class names, then rows without a header), with 10% of the
+ * rows held out for a final test, reproducible from the seed:
+ *
+ *     co = cg_csv_options_default();
+ *     co.skip_rows = 1;
+ *     co.no_header = true;                      // columns column1..column14
+ *     co.target = "last";                       // or "14", or a name
+ *     cg_csv_read("wine_data.csv", &co, &tab);
+ *     if (tab->notes) fputs(tab->notes, stderr);   // dates, dropped columns
+ *     puts(tab->task_reason);   // classification: integer target ... 3 ...
+ *     struct cg_table *rest, *test;
+ *     cg_table_split(tab, 0.1, seed, &rest, &test);
  *
  * Fashion-MNIST (Debian's package path shown):
  *

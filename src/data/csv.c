@@ -79,6 +79,7 @@ struct parser {
     int n_out;                /* columns read into the table        */
     int target;               /* the file column, -1: none          */
     int64_t header_line;      /* 0: no header                       */
+    bool numeric_header;      /* some header names read as numbers  */
     char **first;             /* no_header: the first row's fields  */
     int64_t first_line;
     struct cg__sb notes;
@@ -603,10 +604,16 @@ static cg_status csv_plan_target(struct parser *p)
     if (j < 0) {
         char names[512];
         csv_name_list(p, names, sizeof names);
+        char hint[160] = "";
+        if (p->numeric_header)
+            snprintf(hint, sizeof hint,
+                     " (line %lld looks like data, not a header: --skip-rows %lld, and "
+                     "--no-header if no header follows)",
+                     (long long)p->header_line, (long long)p->header_line);
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
-                         "%s:%lld: no target column named \"%s\"; the %s has %s", p->name,
+                         "%s:%lld: no target column named \"%s\"; the %s has %s%s", p->name,
                          (long long)(p->header_line ? p->header_line : p->first_line), spec,
-                         p->header_line ? "header" : "file (no header)", names);
+                         p->header_line ? "header" : "file (no header)", names, hint);
     }
     p->target = j;
     return CG_OK;
@@ -679,6 +686,7 @@ static void csv_header_warning(struct parser *p)
             n += (size_t)snprintf(list + n, sizeof list - n, "%s\"%s\"", found > 1 ? ", " : "",
                                   s);
     }
+    p->numeric_header = found > 0;
     if (found)
         cg__sb_printf(&p->notes,
                       "warning: the header (line %lld) has numeric column names (%s%s): if "
