@@ -45,7 +45,7 @@ struct options {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: clgrad-eval --checkpoint FILE --data SOURCE [options]\n"
+        "usage: clgrad-eval --checkpoint FILE --data SOURCE [OPTION]...\n"
         "\n"
         "Loads a checkpoint, evaluates it on a data set and prints loss and accuracy,\n"
         "a per-class precision/recall table and the confusion matrix (classification)\n"
@@ -64,42 +64,60 @@ static void usage(FILE *f)
         "                       (e.g. a file written by PyTorch)\n"
         "  --predictions FILE   write one CSV row per sample: index, target, prediction\n"
         "                       (and the predicted class's probability)\n"
-        "  --batch N            evaluation batch size (default 256)\n"
-        "  --backend NAME       cpu, opencl or auto (default: $CLGRAD_BACKEND or auto)\n"
-        "  --device D           device index or name substring\n"
-        "  -h, --help           this text\n");
+        "  -b, --batch N        evaluation batch size (default 256)\n"
+        CLI_HELP_DEVICE
+        CLI_HELP_COMMON);
 }
+
+enum {
+    OPT_CHECKPOINT = CLI_OPT_TOOL, OPT_DATA, OPT_TARGET, OPT_MODEL, OPT_PREDICTIONS,
+    OPT_MISSING, OPT_DELIMITER, OPT_TASK
+};
+
+static const struct option long_options[] = {
+    CLI_OPTIONS_COMMON,
+    CLI_OPTIONS_DEVICE,
+    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"target", required_argument, NULL, OPT_TARGET},
+    {"task", required_argument, NULL, OPT_TASK},
+    {"delimiter", required_argument, NULL, OPT_DELIMITER},
+    {"missing", required_argument, NULL, OPT_MISSING},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"predictions", required_argument, NULL, OPT_PREDICTIONS},
+    {"batch", required_argument, NULL, 'b'},
+    {NULL, 0, NULL, 0},
+};
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
     *o = (struct options){.missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
                           .batch = 256, .max_matrix = 30};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        if (strncmp(a, "--", 2) != 0) cli_usage_error("unexpected argument '%s'", a);
-        if (i + 1 >= argc) cli_usage_error("%s needs a value", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--checkpoint") == 0) o->checkpoint = v;
-        else if (strcmp(a, "--data") == 0) o->data = v;
-        else if (strcmp(a, "--target") == 0) o->target = v;
-        else if (strcmp(a, "--model") == 0) o->model = v;
-        else if (strcmp(a, "--predictions") == 0) o->predictions = v;
-        else if (strcmp(a, "--backend") == 0) o->backend = v;
-        else if (strcmp(a, "--device") == 0) o->device = v;
-        else if (strcmp(a, "--missing") == 0) o->missing = v;
-        else if (strcmp(a, "--batch") == 0) o->batch = cli_int(a, v, 1, 1 << 24);
-        else if (strcmp(a, "--delimiter") == 0) o->delimiter = cli_delimiter(v);
-        else if (strcmp(a, "--task") == 0) {
+    int c;
+    while ((c = cli_getopt(argc, argv, "hb:t:", long_options)) != -1) {
+        const char *v = optarg;
+        switch (c) {
+        case 'h': usage(stdout); exit(0);
+        case CLI_OPT_VERSION: cli_version(cg_version());
+        case CLI_OPT_BACKEND: o->backend = v; break;
+        case CLI_OPT_DEVICE: o->device = v; break;
+        case 't': cli_threads(v); break;
+        case OPT_CHECKPOINT: o->checkpoint = v; break;
+        case OPT_DATA: o->data = v; break;
+        case OPT_TARGET: o->target = v; break;
+        case OPT_MODEL: o->model = v; break;
+        case OPT_PREDICTIONS: o->predictions = v; break;
+        case OPT_MISSING: o->missing = v; break;
+        case 'b': o->batch = cli_int(cli_optname(), v, 1, 1 << 24); break;
+        case OPT_DELIMITER: o->delimiter = cli_delimiter(v); break;
+        case OPT_TASK:
             o->task_given = true;
             o->task = cli_task(v);
-        } else cli_usage_error("unknown option '%s'", a);
+            break;
+        }
     }
-    if (!o->checkpoint) cli_usage_error("--checkpoint is required");
-    if (!o->data) cli_usage_error("--data is required");
+    if (!o->checkpoint) cli_usage_error("option '--checkpoint' is required");
+    if (!o->data) cli_usage_error("option '--data' is required");
 }
 
 /* ---- data ------------------------------------------------------------ */

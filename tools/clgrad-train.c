@@ -48,7 +48,7 @@ struct options {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: clgrad-train --data SOURCE [options]\n"
+        "usage: clgrad-train --data SOURCE [OPTION]...\n"
         "\n"
         "Trains a model and prints, per epoch, train loss, validation loss and\n"
         "accuracy (classification) or RMSE (regression), samples/s and the device.\n"
@@ -94,12 +94,12 @@ static void usage(FILE *f)
         "                       one output)\n"
         "  --label-smoothing F  cross-entropy label smoothing (default 0)\n"
         "  --optim NAME         adam (default), adamw, sgd, rmsprop\n"
-        "  --lr F               learning rate (default 1e-3)\n"
+        "  -l, --lr F           learning rate (default 1e-3)\n"
         "  --momentum F         sgd / rmsprop momentum (default 0)\n"
         "  --weight-decay F     weight decay (default 0; adamw 1e-2)\n"
-        "  --batch N            mini-batch size (default 64)\n"
-        "  --epochs N           epochs (default 10)\n"
-        "  --seed N             seed for initialisation, split and shuffling (default 0)\n"
+        "  -b, --batch N        mini-batch size (default 64)\n"
+        "  -e, --epochs N       epochs (default 10)\n"
+        "  -s, --seed N         seed for initialisation, split and shuffling (default 0)\n"
         "\n"
         "schedules and regularisation:\n"
         "  --schedule NAME      constant (default), cosine (to 0 over all steps, as\n"
@@ -111,7 +111,7 @@ static void usage(FILE *f)
         "  --early-stop N       stop when validation loss has not improved for N epochs\n"
         "\n"
         "checkpoints and records (safetensors, PyTorch's parameter names):\n"
-        "  --save FILE          checkpoint after every --save-every epochs, at the end\n"
+        "  -o, --save FILE      checkpoint after every --save-every epochs, at the end\n"
         "                       and on Ctrl-C; weights, optimizer, RNG, epoch, scaler;\n"
         "                       \"{epoch}\" in FILE keeps one file per save\n"
         "  --save-every N       epochs between checkpoints (default 1)\n"
@@ -122,13 +122,61 @@ static void usage(FILE *f)
         "  --plot FILE.svg      training and validation curves, for a browser\n"
         "\n"
         "device and output:\n"
-        "  --backend NAME       cpu, opencl or auto (default: $CLGRAD_BACKEND or auto)\n"
-        "  --device D           device index or name substring (default: $CLGRAD_DEVICE)\n"
+        CLI_HELP_DEVICE
         "  --progress / --no-progress   force the progress bar on or off (default:\n"
         "                       on when stderr is a terminal)\n"
         "  --quiet              only the final result\n"
-        "  -h, --help           this text\n");
+        CLI_HELP_COMMON
+        "\n"
+        "Options take their value as \"--epochs 3\" or \"--epochs=3\" (short: \"-e 3\").\n");
 }
+
+enum {
+    OPT_DATA = CLI_OPT_TOOL, OPT_TARGET, OPT_MODEL, OPT_LOSS, OPT_OPTIM, OPT_SCALE,
+    OPT_SCALE_TARGET, OPT_MISSING, OPT_SAVE_BEST, OPT_RESUME, OPT_LOG, OPT_PLOT,
+    OPT_SCHEDULE, OPT_SAVE_EVERY, OPT_STEP_SIZE, OPT_EARLY_STOP, OPT_WARMUP, OPT_GAMMA,
+    OPT_CLIP, OPT_MOMENTUM, OPT_WEIGHT_DECAY, OPT_LABEL_SMOOTHING, OPT_VAL_SPLIT,
+    OPT_DELIMITER, OPT_TASK, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_QUIET
+};
+
+static const struct option long_options[] = {
+    CLI_OPTIONS_COMMON,
+    CLI_OPTIONS_DEVICE,
+    {"data", required_argument, NULL, OPT_DATA},
+    {"target", required_argument, NULL, OPT_TARGET},
+    {"task", required_argument, NULL, OPT_TASK},
+    {"delimiter", required_argument, NULL, OPT_DELIMITER},
+    {"missing", required_argument, NULL, OPT_MISSING},
+    {"scale", required_argument, NULL, OPT_SCALE},
+    {"scale-target", required_argument, NULL, OPT_SCALE_TARGET},
+    {"val-split", required_argument, NULL, OPT_VAL_SPLIT},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"loss", required_argument, NULL, OPT_LOSS},
+    {"label-smoothing", required_argument, NULL, OPT_LABEL_SMOOTHING},
+    {"optim", required_argument, NULL, OPT_OPTIM},
+    {"lr", required_argument, NULL, 'l'},
+    {"momentum", required_argument, NULL, OPT_MOMENTUM},
+    {"weight-decay", required_argument, NULL, OPT_WEIGHT_DECAY},
+    {"batch", required_argument, NULL, 'b'},
+    {"epochs", required_argument, NULL, 'e'},
+    {"seed", required_argument, NULL, 's'},
+    {"schedule", required_argument, NULL, OPT_SCHEDULE},
+    {"step-size", required_argument, NULL, OPT_STEP_SIZE},
+    {"gamma", required_argument, NULL, OPT_GAMMA},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"clip-grad", required_argument, NULL, OPT_CLIP},
+    {"early-stop", required_argument, NULL, OPT_EARLY_STOP},
+    {"save", required_argument, NULL, 'o'},
+    {"save-every", required_argument, NULL, OPT_SAVE_EVERY},
+    {"save-best", required_argument, NULL, OPT_SAVE_BEST},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"log", required_argument, NULL, OPT_LOG},
+    {"plot", required_argument, NULL, OPT_PLOT},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {NULL, 0, NULL, 0},
+};
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
@@ -138,56 +186,54 @@ static void parse_args(int argc, char **argv, struct options *o)
                           .lr = 1e-3f, .weight_decay = -1, .batch = 64, .epochs = 10,
                           .val_split = 0.1, .progress = -1, .schedule = "constant",
                           .save_every = 1, .step_size = 5, .gamma = 0.1f};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            exit(0);
+    int c;
+    while ((c = cli_getopt(argc, argv, "hl:b:e:s:o:t:", long_options)) != -1) {
+        const char *a = cli_optname(), *v = optarg;
+        switch (c) {
+        case 'h': usage(stdout); exit(0);
+        case CLI_OPT_VERSION: cli_version(cg_version());
+        case CLI_OPT_BACKEND: o->backend = v; break;
+        case CLI_OPT_DEVICE: o->device = v; break;
+        case 't': cli_threads(v); break;
+        case OPT_PROGRESS: o->progress = 1; break;
+        case OPT_NO_PROGRESS: o->progress = 0; break;
+        case OPT_QUIET: o->quiet = true; break;
+        case OPT_DATA: o->data = v; break;
+        case OPT_TARGET: o->target = v; break;
+        case OPT_MODEL: o->model = v; break;
+        case OPT_LOSS: o->loss = v; break;
+        case OPT_OPTIM: o->optim = v; break;
+        case OPT_SCALE: o->scale = v; break;
+        case OPT_SCALE_TARGET: o->scale_target = v; break;
+        case OPT_MISSING: o->missing = v; break;
+        case 'o': o->save = v; break;
+        case OPT_SAVE_BEST: o->save_best = v; break;
+        case OPT_RESUME: o->resume = v; break;
+        case OPT_LOG: o->log = v; break;
+        case OPT_PLOT: o->plot = v; break;
+        case OPT_SCHEDULE: o->schedule = v; break;
+        case OPT_SAVE_EVERY: o->save_every = (int)cli_int(a, v, 1, 1000000); break;
+        case OPT_STEP_SIZE: o->step_size = (int)cli_int(a, v, 1, 1000000); break;
+        case OPT_EARLY_STOP: o->early_stop = (int)cli_int(a, v, 1, 1000000); break;
+        case OPT_WARMUP: o->warmup = cli_int(a, v, 0, INT64_MAX); break;
+        case OPT_GAMMA: o->gamma = (float)cli_double(a, v, 0, 1); break;
+        case OPT_CLIP: o->clip = (float)cli_double(a, v, 1e-12, 1e12); break;
+        case 'l': o->lr = (float)cli_double(a, v, 0, 1e3); break;
+        case OPT_MOMENTUM: o->momentum = (float)cli_double(a, v, 0, 1); break;
+        case OPT_WEIGHT_DECAY: o->weight_decay = (float)cli_double(a, v, 0, 1e3); break;
+        case OPT_LABEL_SMOOTHING: o->label_smoothing = (float)cli_double(a, v, 0, 1); break;
+        case 'b': o->batch = cli_int(a, v, 1, 1 << 24); break;
+        case 'e': o->epochs = (int)cli_int(a, v, 1, 1000000); break;
+        case 's': o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX); break;
+        case OPT_VAL_SPLIT: o->val_split = cli_double(a, v, 0, 0.9); break;
+        case OPT_DELIMITER: o->delimiter = cli_delimiter(v); break;
+        case OPT_TASK: o->task = cli_task(v); break;
         }
-        if (strcmp(a, "--progress") == 0) { o->progress = 1; continue; }
-        if (strcmp(a, "--no-progress") == 0) { o->progress = 0; continue; }
-        if (strcmp(a, "--quiet") == 0) { o->quiet = true; continue; }
-        if (strncmp(a, "--", 2) != 0) cli_usage_error("unexpected argument '%s'", a);
-        if (i + 1 >= argc) cli_usage_error("%s needs a value", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--data") == 0) o->data = v;
-        else if (strcmp(a, "--target") == 0) o->target = v;
-        else if (strcmp(a, "--model") == 0) o->model = v;
-        else if (strcmp(a, "--loss") == 0) o->loss = v;
-        else if (strcmp(a, "--optim") == 0) o->optim = v;
-        else if (strcmp(a, "--backend") == 0) o->backend = v;
-        else if (strcmp(a, "--device") == 0) o->device = v;
-        else if (strcmp(a, "--scale") == 0) o->scale = v;
-        else if (strcmp(a, "--scale-target") == 0) o->scale_target = v;
-        else if (strcmp(a, "--missing") == 0) o->missing = v;
-        else if (strcmp(a, "--save") == 0) o->save = v;
-        else if (strcmp(a, "--save-best") == 0) o->save_best = v;
-        else if (strcmp(a, "--resume") == 0) o->resume = v;
-        else if (strcmp(a, "--log") == 0) o->log = v;
-        else if (strcmp(a, "--plot") == 0) o->plot = v;
-        else if (strcmp(a, "--schedule") == 0) o->schedule = v;
-        else if (strcmp(a, "--save-every") == 0) o->save_every = (int)cli_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--step-size") == 0) o->step_size = (int)cli_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--early-stop") == 0) o->early_stop = (int)cli_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--warmup") == 0) o->warmup = cli_int(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--gamma") == 0) o->gamma = (float)cli_double(a, v, 0, 1);
-        else if (strcmp(a, "--clip-grad") == 0) o->clip = (float)cli_double(a, v, 1e-12, 1e12);
-        else if (strcmp(a, "--lr") == 0) o->lr = (float)cli_double(a, v, 0, 1e3);
-        else if (strcmp(a, "--momentum") == 0) o->momentum = (float)cli_double(a, v, 0, 1);
-        else if (strcmp(a, "--weight-decay") == 0) o->weight_decay = (float)cli_double(a, v, 0, 1e3);
-        else if (strcmp(a, "--label-smoothing") == 0) o->label_smoothing = (float)cli_double(a, v, 0, 1);
-        else if (strcmp(a, "--batch") == 0) o->batch = cli_int(a, v, 1, 1 << 24);
-        else if (strcmp(a, "--epochs") == 0) o->epochs = (int)cli_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--seed") == 0) o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--val-split") == 0) o->val_split = cli_double(a, v, 0, 0.9);
-        else if (strcmp(a, "--delimiter") == 0) o->delimiter = cli_delimiter(v);
-        else if (strcmp(a, "--task") == 0) o->task = cli_task(v);
-        else cli_usage_error("unknown option '%s'", a);
     }
-    if (!o->data) cli_usage_error("--data is required");
+    if (!o->data) cli_usage_error("option '--data' is required");
     if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0 &&
         strcmp(o->schedule, "step") != 0)
-        cli_usage_error("--schedule: '%s' is not constant, cosine or step", o->schedule);
+        cli_usage_error("option '--schedule': '%s' is not constant, cosine or step", o->schedule);
 }
 
 /* ---- data ------------------------------------------------------------ */
@@ -237,7 +283,7 @@ static void load_csv(const struct options *o, struct data *d)
         enum cg_scaler_kind kind;
         if (strcmp(o->scale, "standard") == 0) kind = CG_SCALER_STANDARD;
         else if (strcmp(o->scale, "minmax") == 0) kind = CG_SCALER_MINMAX;
-        else cli_usage_error("--scale: '%s' is not standard, minmax or none", o->scale);
+        else cli_usage_error("option '--scale': '%s' is not standard, minmax or none", o->scale);
         if (cg_scaler_fit(d->train, kind, true, &d->scaler) != CG_OK ||
             cg_scaler_apply(d->scaler, d->train) != CG_OK ||
             (d->val && cg_scaler_apply(d->scaler, d->val) != CG_OK))
@@ -245,7 +291,7 @@ static void load_csv(const struct options *o, struct data *d)
     }
     if (!d->classification && strcmp(o->scale_target, "none") != 0) {
         if (strcmp(o->scale_target, "standard") != 0)
-            cli_usage_error("--scale-target: '%s' is not standard or none", o->scale_target);
+            cli_usage_error("option '--scale-target': '%s' is not standard or none", o->scale_target);
         /* Standardized targets keep the loss near 1 whatever the target's
          * units, so the default learning rate suits every data set. */
         int64_t k = d->train->y_dim;
@@ -399,7 +445,7 @@ static cg_optim *make_optim(const struct options *o, cg_module *model)
     else if (strcmp(o->optim, "adamw") == 0) { kind = CG_OPTIM_ADAM; decoupled = true; }
     else if (strcmp(o->optim, "sgd") == 0) kind = CG_OPTIM_SGD;
     else if (strcmp(o->optim, "rmsprop") == 0) kind = CG_OPTIM_RMSPROP;
-    else cli_usage_error("--optim: '%s' is not adam, adamw, sgd or rmsprop", o->optim);
+    else cli_usage_error("option '--optim': '%s' is not adam, adamw, sgd or rmsprop", o->optim);
     struct cg_optim_options oo = cg_optim_defaults(kind);
     oo.lr = o->lr;
     oo.decoupled_weight_decay = decoupled;
@@ -425,7 +471,7 @@ static void pick_loss(struct trainer *t)
             cli_die("--loss bce needs exactly two classes (it has %lld)", (long long)d->outputs);
         t->loss = LOSS_BCE;
     } else {
-        cli_usage_error("--loss: '%s' is not auto, cross-entropy, mse or bce", l);
+        cli_usage_error("option '--loss': '%s' is not auto, cross-entropy, mse or bce", l);
     }
 }
 
