@@ -122,20 +122,22 @@ static void parse_args(int argc, char **argv, struct options *o)
 
 /* ---- data ------------------------------------------------------------ */
 
-static struct cg_dataset *load_idx_dir(const char *dir, char *what, size_t len)
+/* The folder's t10k-* files if present, else train-*; *what names them
+ * (malloc'ed). */
+static struct cg_dataset *load_idx_dir(const char *dir, char **what)
 {
-    char img[1024], lab[1024];
-    const char *set = "t10k";
-    cli_idx_path(img, sizeof img, dir, "t10k-images-idx3-ubyte");
-    if (access(img, R_OK) != 0) set = "train";
-    snprintf(img, sizeof img, "%s-images-idx3-ubyte", set);
-    snprintf(lab, sizeof lab, "%s-labels-idx1-ubyte", set);
-    char ip[1024], lp[1024];
-    cli_idx_path(ip, sizeof ip, dir, img);
-    cli_idx_path(lp, sizeof lp, dir, lab);
+    char *probe = cli_idx_path(dir, "t10k-images-idx3-ubyte");
+    const char *set = access(probe, R_OK) == 0 ? "t10k" : "train";
+    free(probe);
+    char *img = cli_strf("%s-images-idx3-ubyte", set), *lab = cli_strf("%s-labels-idx1-ubyte", set);
+    char *ip = cli_idx_path(dir, img), *lp = cli_idx_path(dir, lab);
     struct cg_dataset *ds;
     if (cg_idx_load_pair(ip, lp, true, &ds) != CG_OK) cli_die("%s", cg_last_error(NULL));
-    snprintf(what, len, "%s (%s set)", dir, set);
+    free(img);
+    free(lab);
+    free(ip);
+    free(lp);
+    *what = cli_strf("%s (%s set)", dir, set);
     return ds;
 }
 
@@ -268,10 +270,11 @@ static void accumulate(struct results *r, const float *pred, const float *y, int
     }
 }
 
-static void class_label(char *buf, size_t len, int c, const struct cg_checkpoint_extra *ex)
+/* "3 name" or "3" (malloc'ed). */
+static char *class_label(int c, const struct cg_checkpoint_extra *ex)
 {
-    if (ex->class_names && c < ex->n_classes) snprintf(buf, len, "%d %s", c, ex->class_names[c]);
-    else snprintf(buf, len, "%d", c);
+    if (ex->class_names && c < ex->n_classes) return cli_strf("%d %s", c, ex->class_names[c]);
+    return cli_strf("%d", c);
 }
 
 static void print_classification(const struct results *r, const struct cg_checkpoint_extra *ex,
@@ -283,7 +286,14 @@ static void print_classification(const struct results *r, const struct cg_checkp
     printf("loss %.4f (%s)  accuracy %.2f%% (%lld/%lld)\n\n", r->loss_sum / (double)r->n,
            r->bce ? "binary cross-entropy" : "cross-entropy",
            100.0 * (double)correct / (double)r->n, (long long)correct, (long long)r->n);
-    printf("%-24s %9s %9s %9s %9s\n", "class", "precision", "recall", "f1", "support");
+    /* the class column is as wide as the longest label: names are never cut */
+    int w = 9;
+    for (int c = 0; c < k; c++) {
+        char *name = class_label(c, ex);
+        if ((int)strlen(name) > w) w = (int)strlen(name);
+        free(name);
+    }
+    printf("%-*s %9s %9s %9s %9s\n", w, "class", "precision", "recall", "f1", "support");
     double mp = 0, mr = 0, mf = 0;
     for (int c = 0; c < k; c++) {
         int64_t tp = r->confusion[(int64_t)c * k + c], row = 0, col = 0;
@@ -295,11 +305,11 @@ static void print_classification(const struct results *r, const struct cg_checkp
         double p = col ? (double)tp / (double)col : 0, rc = row ? (double)tp / (double)row : 0;
         double f1 = p + rc > 0 ? 2 * p * rc / (p + rc) : 0;
         mp += p, mr += rc, mf += f1;
-        char name[64];
-        class_label(name, sizeof name, c, ex);
-        printf("%-24.24s %9.4f %9.4f %9.4f %9lld\n", name, p, rc, f1, (long long)row);
+        char *name = class_label(c, ex);
+        printf("%-*s %9.4f %9.4f %9.4f %9lld\n", w, name, p, rc, f1, (long long)row);
+        free(name);
     }
-    printf("%-24s %9.4f %9.4f %9.4f %9lld\n\n", "macro avg", mp / k, mr / k, mf / k,
+    printf("%-*s %9.4f %9.4f %9.4f %9lld\n\n", w, "macro avg", mp / k, mr / k, mf / k,
            (long long)r->n);
     if (k > max_matrix) {
         printf("(confusion matrix of %d classes not shown; use --predictions)\n", k);
@@ -348,16 +358,16 @@ int main(int argc, char **argv)
     if (!spec)
         cli_die("%s stores no model spec (clgrad.model_spec); give one with --model", o.checkpoint);
 
-    char source[1200];
+    char *source;
     struct cg_dataset *ds;
     if (strcmp(o.data, "fashion-mnist") == 0 || cli_is_dir(o.data)) {
         const char *dir = strcmp(o.data, "fashion-mnist") == 0 ? FASHION_DIR : o.data;
         if (!cli_is_dir(dir)) cli_die("%s not found: install Debian's dataset-fashion-mnist package", dir);
-        ds = load_idx_dir(dir, source, sizeof source);
+        ds = load_idx_dir(dir, &source);
     } else {
         enum cg_task task = o.task_given ? o.task : ex.task;
         ds = load_csv(&o, task, &ex);
-        snprintf(source, sizeof source, "%s", o.data);
+        source = cli_strf("%s", o.data);
     }
     if (!ds->y) cli_die("%s has no targets to evaluate against", source);
     bool classification = ds->n_classes > 0 && ds->y_dim == 0;
@@ -473,6 +483,7 @@ int main(int argc, char **argv)
     cg_module_free(model);
     cg_ctx_free(ctx);
     cg_dataset_free(ds);
+    free(source);
     cg_checkpoint_extra_clear(&ex);
     return 0;
 }

@@ -246,27 +246,30 @@ struct data {
     int64_t outputs;          /* classes, or regression targets per sample */
     char *layout;             /* CSV: the columns and categories trained on,
                                  saved in checkpoints for clgrad-eval      */
-    char source[512];
+    const char *source;       /* the data's name in messages (borrowed) */
 };
 
 static void load_idx_dir(const struct options *o, const char *dir, struct data *d)
 {
-    char img[1024], lab[1024];
     struct cg_dataset *all;
-    cli_idx_path(img, sizeof img, dir, "train-images-idx3-ubyte");
-    cli_idx_path(lab, sizeof lab, dir, "train-labels-idx1-ubyte");
+    char *img = cli_idx_path(dir, "train-images-idx3-ubyte");
+    char *lab = cli_idx_path(dir, "train-labels-idx1-ubyte");
     if (cg_idx_load_pair(img, lab, true, &all) != CG_OK) cli_die("%s", cg_last_error(NULL));
-    cli_idx_path(img, sizeof img, dir, "t10k-images-idx3-ubyte");
-    cli_idx_path(lab, sizeof lab, dir, "t10k-labels-idx1-ubyte");
+    free(img);
+    free(lab);
+    img = cli_idx_path(dir, "t10k-images-idx3-ubyte");
+    lab = cli_idx_path(dir, "t10k-labels-idx1-ubyte");
     if (access(img, R_OK) == 0 && cg_idx_load_pair(img, lab, true, &d->test) != CG_OK)
         cli_die("%s", cg_last_error(NULL));
+    free(img);
+    free(lab);
     if (cg_dataset_split(all, o->val_split, o->seed, &d->train, &d->val) != CG_OK)
         cli_die("%s", cg_last_error(NULL));
     cg_dataset_free(all);
     d->classification = true;
     d->outputs = d->train->n_classes;
     if (d->test && d->test->n_classes > d->outputs) d->outputs = d->test->n_classes;
-    snprintf(d->source, sizeof d->source, "%s", dir);
+    d->source = dir;
 }
 
 static void load_csv(const struct options *o, struct data *d)
@@ -301,7 +304,7 @@ static void load_csv(const struct options *o, struct data *d)
             (d->val && cg_scaler_apply_data(d->target_scaler, d->val->y, d->val->n, k) != CG_OK))
             cli_die("%s", cg_last_error(NULL));
     }
-    snprintf(d->source, sizeof d->source, "%s", o->data);
+    d->source = o->data;
 }
 
 static void load_data(const struct options *o, struct data *d)
@@ -341,7 +344,7 @@ struct trainer {
     cg_optim *opt;
     struct data *d;
     enum { LOSS_CE, LOSS_MSE, LOSS_BCE } loss;
-    char spec[512];                 /* the model spec, saved in checkpoints */
+    char *spec;                     /* the model spec, saved in checkpoints */
     int64_t steps;                  /* optimizer steps so far (all epochs)  */
     int64_t total_steps;            /* for the cosine schedule              */
     int epochs_done;                /* completed epochs                     */
@@ -480,11 +483,9 @@ static cg_module *make_model(struct trainer *t)
     const struct options *o = t->o;
     struct data *d = t->d;
     int64_t want = t->loss == LOSS_BCE ? 1 : d->outputs;
-    char *spec = t->spec;
-    size_t spec_len = sizeof t->spec;
-    if (o->model) snprintf(spec, spec_len, "%s", o->model);
-    else snprintf(spec, spec_len, "linear %d relu, linear %d relu, linear %lld",
-                  d->test ? 256 : 64, d->test ? 128 : 64, (long long)want);
+    char *spec = t->spec = o->model ? cli_strf("%s", o->model)
+                       : cli_strf("linear %d relu, linear %d relu, linear %lld",
+                                  d->test ? 256 : 64, d->test ? 128 : 64, (long long)want);
     /* A model that starts with a linear layer sees flat samples; image
      * layers (conv, pools, ...) see IDX images as (C, H, W). */
     const char *first = spec + strspn(spec, " ");
@@ -540,13 +541,10 @@ static float lr_at(const struct trainer *t, int64_t step, int epoch)
 /* Saves after epochs_done epochs; "{epoch}" in path becomes that number. */
 static void save_checkpoint(struct trainer *t, const char *path_pattern, int epochs_done)
 {
-    char path[4096];
     const char *at = strstr(path_pattern, "{epoch}");
-    if (at)
-        snprintf(path, sizeof path, "%.*s%d%s", (int)(at - path_pattern), path_pattern,
-                 epochs_done, at + 7);
-    else
-        snprintf(path, sizeof path, "%s", path_pattern);
+    char *path = at ? cli_strf("%.*s%d%s", (int)(at - path_pattern), path_pattern, epochs_done,
+                               at + 7)
+                    : cli_strf("%s", path_pattern);
     struct cg_checkpoint_extra ex = cg_checkpoint_extra_init();
     const struct cg_dataset *ds = t->d->train;
     ex.epoch = epochs_done;
@@ -566,6 +564,7 @@ static void save_checkpoint(struct trainer *t, const char *path_pattern, int epo
     }
     if (cg_checkpoint_save(path, t->model, t->opt, &ex) != CG_OK)
         cli_die("saving %s: %s", path, cg_last_error(t->ctx));
+    free(path);
 }
 
 static void write_log(const struct trainer *t, const struct epoch_record *r, bool first)
@@ -653,8 +652,7 @@ static void write_plot(const struct trainer *t)
         vl[i] = t->hist[i].has_val ? t->hist[i].val_loss : NAN;
         vm[i] = t->hist[i].has_val ? t->hist[i].val_metric : NAN;
     }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", t->o->plot);
+    char *tmp = cli_strf("%s.tmp", t->o->plot);
     FILE *f = fopen(tmp, "w");
     if (!f) cli_die("--plot %s: %s", tmp, strerror(errno));
     bool cls = t->d->classification;
@@ -670,6 +668,7 @@ static void write_plot(const struct trainer *t)
     free(vm);
     if (fclose(f) != 0 || rename(tmp, t->o->plot) != 0)
         cli_die("--plot %s: %s", t->o->plot, strerror(errno));
+    free(tmp);
 }
 
 /* Ctrl-C: the first one asks the loop to save and stop after the current
@@ -851,6 +850,7 @@ int main(int argc, char **argv)
         printf("  (after %d epoch%s, %.1f s)\n", o.epochs, o.epochs == 1 ? "" : "s", secs);
     }
     free(t.hist);
+    free(t.spec);
     cg_scaler_free(d.scaler);
     cg_scaler_free(d.target_scaler);
     free(d.layout);

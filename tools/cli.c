@@ -29,10 +29,12 @@ bool cli_is_dir(const char *path)
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-void cli_idx_path(char *buf, size_t len, const char *dir, const char *name)
+char *cli_idx_path(const char *dir, const char *name)
 {
-    snprintf(buf, len, "%s/%s.gz", dir, name);
-    if (access(buf, R_OK) != 0) snprintf(buf, len, "%s/%s", dir, name);
+    char *gz = cli_strf("%s/%s.gz", dir, name);
+    if (access(gz, R_OK) == 0) return gz;
+    free(gz);
+    return cli_strf("%s/%s", dir, name);
 }
 
 struct cg_dataset *cli_load_csv(const char *path, const char *target, char delimiter,

@@ -21,6 +21,10 @@
 extern const char *cli_prog;
 
 void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* A formatted string of any length (malloc'ed; exits when out of memory).
+ * The tools keep user input (paths, model specs, names) in these, never in
+ * fixed-size buffers that would cut it silently. */
+char *cli_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A usage error: the message plus "(see --help)", exit status 2. */
 void cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -88,8 +92,8 @@ char cli_delimiter(const char *v);                 /* one character, or "tab" */
 enum cg_task cli_task(const char *v);              /* auto|regression|classification */
 
 bool cli_is_dir(const char *path);
-/* dir/name.gz if it exists, else dir/name. */
-void cli_idx_path(char *buf, size_t len, const char *dir, const char *name);
+/* dir/name.gz if it exists, else dir/name (malloc'ed). */
+char *cli_idx_path(const char *dir, const char *name);
 
 /* Reads a CSV file into a dataset with features from every column but
  * target. missing: error, drop, mean or zero. layout_in (a checkpoint's

@@ -23,6 +23,21 @@ void cli_die(const char *fmt, ...)
     exit(1);
 }
 
+char *cli_strf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) cli_die("cannot format a message");
+    char *s = malloc((size_t)n + 1);
+    if (!s) cli_die("out of memory");
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
 void cli_usage_error(const char *fmt, ...)
 {
     va_list ap;
@@ -46,12 +61,7 @@ static void set_last_opt(const struct option *longopts, int val, const char *fal
             break;
         }
     free(last_opt);
-    last_opt = NULL;
-    size_t len = name ? strlen(name) + 3 : strlen(fallback) + 1;
-    last_opt = malloc(len);
-    if (!last_opt) cli_die("out of memory");
-    if (name) snprintf(last_opt, len, "--%s", name);
-    else memcpy(last_opt, fallback, len);
+    last_opt = name ? cli_strf("--%s", name) : cli_strf("%s", fallback);
 }
 
 const char *cli_optname(void)
