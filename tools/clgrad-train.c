@@ -23,6 +23,7 @@
 #include <clgrad/clgrad.h>
 
 #include "cli.h"
+#include "plot.h"
 
 #define FASHION_DIR CLI_FASHION_DIR
 
@@ -42,7 +43,8 @@ struct options {
     const char *save, *save_best, *resume, *log, *plot, *schedule;
     int save_every, step_size, early_stop;
     int64_t warmup;
-    float gamma, clip;
+    double gamma;
+    float clip;
 };
 
 static void usage(FILE *f)
@@ -185,7 +187,7 @@ static void parse_args(int argc, char **argv, struct options *o)
                           .missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
                           .lr = 1e-3f, .weight_decay = -1, .batch = 64, .epochs = 10,
                           .val_split = 0.1, .progress = -1, .schedule = "constant",
-                          .save_every = 1, .step_size = 5, .gamma = 0.1f};
+                          .save_every = 1, .step_size = 5, .gamma = 0.1};
     int c;
     while ((c = cli_getopt(argc, argv, "hl:b:e:s:o:t:", long_options)) != -1) {
         const char *a = cli_optname(), *v = optarg;
@@ -216,7 +218,7 @@ static void parse_args(int argc, char **argv, struct options *o)
         case OPT_STEP_SIZE: o->step_size = (int)cli_int(a, v, 1, 1000000); break;
         case OPT_EARLY_STOP: o->early_stop = (int)cli_int(a, v, 1, 1000000); break;
         case OPT_WARMUP: o->warmup = cli_int(a, v, 0, INT64_MAX); break;
-        case OPT_GAMMA: o->gamma = (float)cli_double(a, v, 0, 1); break;
+        case OPT_GAMMA: o->gamma = cli_double(a, v, 0, 1); break;
         case OPT_CLIP: o->clip = (float)cli_double(a, v, 1e-12, 1e12); break;
         case 'l': o->lr = (float)cli_double(a, v, 0, 1e3); break;
         case OPT_MOMENTUM: o->momentum = (float)cli_double(a, v, 0, 1); break;
@@ -330,13 +332,6 @@ struct metrics {
     double rmse;       /* regression        */
 };
 
-/* One row of the training record (--log, --plot). */
-struct epoch_record {
-    int epoch;
-    double train_loss, val_loss, val_metric, lr, samples_per_s, seconds;
-    bool has_val;
-};
-
 struct trainer {
     const struct options *o;
     cg_ctx *ctx;
@@ -346,7 +341,9 @@ struct trainer {
     enum { LOSS_CE, LOSS_MSE, LOSS_BCE } loss;
     char *spec;                     /* the model spec, saved in checkpoints */
     int64_t steps;                  /* optimizer steps so far (all epochs)  */
-    int64_t total_steps;            /* for the cosine schedule              */
+    struct cg_lr_schedule decay;    /* --schedule (cosine: per step, step:  */
+                                    /* per epoch)                           */
+    struct cg_lr_schedule warmup;   /* --warmup, per step                   */
     int epochs_done;                /* completed epochs                     */
     struct epoch_record *hist;      /* (o->epochs)                          */
     int n_hist;
@@ -523,18 +520,16 @@ static void print_metrics(const struct trainer *t, const char *what, struct metr
 /* ---- schedules, checkpoints, records ------------------------------------ */
 
 /* The learning rate for optimizer step `step` (0-based) in `epoch` (1-based):
- * torch.optim.lr_scheduler's CosineAnnealingLR (eta_min 0, T_max = all
- * steps, stepped per batch) or StepLR (stepped per epoch), times a linear
- * warm-up factor min(1, (step + 1) / warmup). */
+ * the decay (CosineAnnealingLR over all steps, stepped per batch, or StepLR
+ * stepped per epoch) with a linear warm-up over the first --warmup steps
+ * chained on it (src/optim/schedule.c has the formulas). */
 static float lr_at(const struct trainer *t, int64_t step, int epoch)
 {
-    const struct options *o = t->o;
-    double lr = o->lr;
-    if (strcmp(o->schedule, "cosine") == 0)
-        lr *= 0.5 * (1.0 + cos(M_PI * (double)step / (double)t->total_steps));
-    else if (strcmp(o->schedule, "step") == 0)
-        lr *= pow(o->gamma, (double)((epoch - 1) / o->step_size));
-    if (o->warmup > 0 && step < o->warmup) lr *= (double)(step + 1) / (double)o->warmup;
+    double lr;
+    int64_t at = t->decay.kind == CG_LR_STEP ? epoch - 1 : step;
+    if (cg_lr_schedule_at(&t->decay, t->o->lr, at, &lr) != CG_OK ||
+        cg_lr_schedule_at(&t->warmup, lr, step, &lr) != CG_OK)
+        cli_die("%s", cg_last_error(NULL));
     return (float)lr;
 }
 
@@ -569,106 +564,16 @@ static void save_checkpoint(struct trainer *t, const char *path_pattern, int epo
 
 static void write_log(const struct trainer *t, const struct epoch_record *r, bool first)
 {
-    FILE *f = fopen(t->o->log, first && !t->o->resume ? "w" : "a");
-    if (!f) cli_die("--log %s: %s", t->o->log, strerror(errno));
-    if (first && (!t->o->resume || ftell(f) == 0))
-        fprintf(f, "epoch,train_loss,val_loss,%s,lr,samples_per_s,seconds\n",
-                t->d->classification ? "val_accuracy" : "val_rmse");
-    if (r->has_val)
-        fprintf(f, "%d,%.6f,%.6f,%.6f,%.6g,%.1f,%.3f\n", r->epoch, r->train_loss, r->val_loss,
-                r->val_metric, r->lr, r->samples_per_s, r->seconds);
-    else
-        fprintf(f, "%d,%.6f,,,%.6g,%.1f,%.3f\n", r->epoch, r->train_loss, r->lr,
-                r->samples_per_s, r->seconds);
-    if (fclose(f) != 0) cli_die("--log %s: %s", t->o->log, strerror(errno));
+    /* a resumed run appends to the log it wrote before */
+    if (!record_log(t->o->log, r, first, t->o->resume != NULL, t->d->classification))
+        cli_die("--log %s: %s", t->o->log, strerror(errno));
 }
 
-/* One panel of the SVG chart: up to two series over epochs. */
-static void svg_panel(FILE *f, double x0, double y0, double w, double h, const char *title,
-                      const struct epoch_record *r, int n, const double *a, const double *b,
-                      const char *a_name, const char *b_name, bool percent)
-{
-    double lo = INFINITY, hi = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        if (a && isfinite(a[i])) { lo = fmin(lo, a[i]); hi = fmax(hi, a[i]); }
-        if (b && isfinite(b[i])) { lo = fmin(lo, b[i]); hi = fmax(hi, b[i]); }
-    }
-    if (!isfinite(lo)) { lo = 0; hi = 1; }
-    if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
-    double pad = 0.05 * (hi - lo);
-    lo -= pad;
-    hi += pad;
-    double e0 = r[0].epoch, e1 = r[n - 1].epoch > e0 ? r[n - 1].epoch : e0 + 1;
-#define SX(e) (x0 + 50 + (w - 70) * ((e) - e0) / (e1 - e0))
-#define SY(v) (y0 + h - 40 - (h - 70) * ((v) - lo) / (hi - lo))
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' font-weight='bold'>%s</text>\n",
-            x0 + 50, y0 + 20, title);
-    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#999'/>\n",
-            x0 + 50, y0 + 30, w - 70, h - 70);
-    for (int k = 0; k <= 4; k++) {
-        double v = lo + (hi - lo) * k / 4;
-        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#eee'/>\n", x0 + 50,
-                x0 + w - 20, SY(v), SY(v));
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.*f%s</text>\n",
-                x0 + 46, SY(v) + 4, percent ? 1 : 3, percent ? 100 * v : v, percent ? "%" : "");
-    }
-    int step = n > 10 ? (n + 9) / 10 : 1;
-    for (int i = 0; i < n; i += step)
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n",
-                SX(r[i].epoch), y0 + h - 24, r[i].epoch);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n",
-            x0 + 50 + (w - 70) / 2, y0 + h - 6);
-    const double *series[2] = {a, b};
-    const char *names[2] = {a_name, b_name}, *colors[2] = {"#1f77b4", "#d62728"};
-    for (int s = 0; s < 2; s++) {
-        if (!series[s]) continue;
-        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[s]);
-        for (int i = 0; i < n; i++)
-            if (isfinite(series[s][i])) fprintf(f, "%.1f,%.1f ", SX(r[i].epoch), SY(series[s][i]));
-        fprintf(f, "'/>\n");
-        for (int i = 0; i < n; i++)
-            if (isfinite(series[s][i]))
-                fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", SX(r[i].epoch),
-                        SY(series[s][i]), colors[s]);
-        /* the legend sits in the title row, clear of the curves */
-        fprintf(f, "<rect x='%.1f' y='%.1f' width='12' height='4' fill='%s'/>"
-                   "<text x='%.1f' y='%.1f' font-size='12'>%s</text>\n",
-                x0 + w - 200 + 95 * s, y0 + 13, colors[s], x0 + w - 184 + 95 * s, y0 + 19, names[s]);
-    }
-#undef SX
-#undef SY
-}
-
-/* The training curves as a self-contained SVG, written atomically. */
 static void write_plot(const struct trainer *t)
 {
-    int n = t->n_hist;
-    if (n == 0) return;
-    double *tl = malloc(sizeof(double) * (size_t)n), *vl = malloc(sizeof(double) * (size_t)n),
-           *vm = malloc(sizeof(double) * (size_t)n);
-    if (!tl || !vl || !vm) cli_die("--plot: out of memory");
-    for (int i = 0; i < n; i++) {
-        tl[i] = t->hist[i].train_loss;
-        vl[i] = t->hist[i].has_val ? t->hist[i].val_loss : NAN;
-        vm[i] = t->hist[i].has_val ? t->hist[i].val_metric : NAN;
-    }
-    char *tmp = cli_strf("%s.tmp", t->o->plot);
-    FILE *f = fopen(tmp, "w");
-    if (!f) cli_die("--plot %s: %s", tmp, strerror(errno));
-    bool cls = t->d->classification;
-    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='960' height='380' "
-               "font-family='sans-serif'>\n<rect width='960' height='380' fill='white'/>\n");
-    svg_panel(f, 0, 0, 480, 380, "loss", t->hist, n, tl, t->d->val ? vl : NULL, "train",
-              "validation", false);
-    svg_panel(f, 480, 0, 480, 380, cls ? "validation accuracy" : "validation RMSE", t->hist, n,
-              t->d->val ? vm : NULL, NULL, cls ? "accuracy" : "RMSE", NULL, cls);
-    fprintf(f, "</svg>\n");
-    free(tl);
-    free(vl);
-    free(vm);
-    if (fclose(f) != 0 || rename(tmp, t->o->plot) != 0)
+    if (t->n_hist > 0 && !record_plot(t->o->plot, t->hist, t->n_hist, t->d->val != NULL,
+                                      t->d->classification))
         cli_die("--plot %s: %s", t->o->plot, strerror(errno));
-    free(tmp);
 }
 
 /* Ctrl-C: the first one asks the loop to save and stop after the current
@@ -825,7 +730,11 @@ int main(int argc, char **argv)
     t.hist = calloc((size_t)o.epochs, sizeof *t.hist);
     if (!t.hist) cli_die("out of memory");
     int64_t per_epoch = (d.train->n + o.batch - 1) / o.batch;
-    t.total_steps = per_epoch * o.epochs;
+    /* T_max: every step of the run; StepLR counts epochs */
+    if (strcmp(o.schedule, "cosine") == 0) t.decay = cg_lr_cosine(per_epoch * o.epochs, 0.0);
+    else if (strcmp(o.schedule, "step") == 0) t.decay = cg_lr_step(o.step_size, o.gamma);
+    else t.decay = cg_lr_constant();
+    t.warmup = cg_lr_warmup(o.warmup);
     int first_epoch = 1;
     if (o.resume) {
         struct cg_checkpoint_extra got;
