@@ -54,23 +54,22 @@ struct cg_dataset *cli_load_csv(const char *path, const char *target, char delim
         co.fill_value = 0;
     } else cli_usage_error("option '--missing': '%s' is not error, drop, mean or zero", missing);
     struct cg_table *tab;
-    if (cg_csv_read(path, &co, &tab) != CG_OK) {
-        const char *e = cg_last_error(NULL);
-        if (strstr(e, "missing value")) cli_die("%s; --missing drop, mean or zero handles them", e);
-        cli_die("%s", e);
-    }
+    cg_status st = cg_csv_read(path, &co, &tab);
+    if (st == CG_STATUS_MISSING_VALUE)
+        cli_die("%s; --missing drop, mean or zero handles them", cg_last_error(NULL));
+    if (st != CG_OK) cli_die("%s", cg_last_error(NULL));
     if (layout_in) {               /* the training file's columns and categories */
         struct cg_table *like;
         if (cg_table_layout_parse(layout_in, &like) != CG_OK)
             cli_die("the checkpoint's column layout: %s", cg_last_error(NULL));
-        cg_status st = cg_table_conform(tab, like);
+        st = cg_table_conform(tab, like);
         cg_table_free(like);
         if (st != CG_OK) cli_die("%s: %s", path, cg_last_error(NULL));
     }
     if (layout_out && cg_table_layout_format(tab, layout_out) != CG_OK)
         cli_die("%s", cg_last_error(NULL));
     struct cg_dataset *ds;
-    cg_status st = cg_dataset_from_table(tab, &ds);
+    st = cg_dataset_from_table(tab, &ds);
     cg_table_free(tab);
     if (st != CG_OK) cli_die("%s", cg_last_error(NULL));
     if (ds->n < 1) cli_die("%s: no usable rows", path);

@@ -106,7 +106,8 @@ usage_error("clgrad-charlm", ["--arch", "rnn"], "option '--arch': 'rnn' is not l
 with tempfile.TemporaryDirectory() as tmp:
     csv = os.path.join(tmp, "d.csv")
     with open(csv, "w") as f:
-        f.write("a,b,y\n" + "".join(f"{i % 7},{i % 5},{(i % 7) - (i % 5)}\n" for i in range(60)))
+        f.write("a,b,y\n" + "".join(f"{i % 7},{i % 5},{(i % 7) - (i % 5) + 0.1 * (i % 3):.1f}\n"
+                                     for i in range(60)))
     base = ["--data", csv, "--target", "y", "--quiet"]
     a = run("clgrad-train", *base, "--epochs", "2", "--batch", "8", "--seed", "3", "--lr", "0.01")
     b = run("clgrad-train", *base, "-e2", "-b", "8", "--seed=3", "-l", "0.01", "-t", "1")
