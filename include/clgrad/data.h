@@ -106,7 +106,8 @@ enum cg_task { CG_TASK_AUTO, CG_TASK_REGRESSION, CG_TASK_CLASSIFICATION };
 /* What to do with a missing cell: an empty field (quoted or not), "NA" or
  * "N/A". NaN and Inf are never "missing": they are always an error. */
 enum cg_missing {
-    CG_MISSING_ERROR,          /* default: fail, naming line and column    */
+    CG_MISSING_ERROR,          /* default: fail (CG_STATUS_MISSING_VALUE),
+                                  naming line and column                   */
     CG_MISSING_DROP,           /* drop the whole row                       */
     CG_MISSING_FILL_MEAN,      /* numeric: the column's mean over present
                                   cells; categorical: its most frequent

@@ -411,7 +411,7 @@ static cg_status csv_cell(struct parser *p, const char *s, float *row)
     char ex[64];
     if (csv_is_missing(s)) {
         if (p->o.missing == CG_MISSING_ERROR)
-            return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+            return cg__error(NULL, CG_STATUS_MISSING_VALUE,
                              "%s:%lld:%d: missing value in column \"%s\" (an option can "
                              "drop or fill missing values)",
                              p->name, (long long)p->fline, col + 1, c->name);
