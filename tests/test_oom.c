@@ -7,7 +7,7 @@
  *
  *   - under an address-space limit (setrlimit, as `ulimit -v`) that holds
  *     a Linear layer's host-side initial values but not also its device
- *     copy, cg_linear returns NULL with CG_STATUS_OUT_OF_MEMORY, in a child
+ *     copy, cg_linear_module returns NULL with CG_STATUS_OUT_OF_MEMORY, in a child
  *     process so that an abort fails this test instead of ending it;
  *   - opencl: the pool's ceiling (CLGRAD_CL_MEM_MB) refuses a tensor above
  *     it, naming the ceiling, and the context still works afterwards.
@@ -57,9 +57,9 @@ static int oom_child(void)
     struct rlimit rl = {vm + ((size_t)2 << 30), vm + ((size_t)2 << 30)};
     if (setrlimit(RLIMIT_AS, &rl) != 0)
         return 3;
-    cg_module *m = cg_linear(ctx, 784, 400000, true);
+    cg_module *m = cg_linear_module(ctx, 784, 400000, true);
     cg_status st = cg_ctx_status(ctx);
-    printf("cg_linear(784, 400000) under a %zu MiB limit: %s, %s: %s\n", (size_t)rl.rlim_cur >> 20,
+    printf("cg_linear_module(784, 400000) under a %zu MiB limit: %s, %s: %s\n", (size_t)rl.rlim_cur >> 20,
            m ? "built" : "NULL", cg_status_str(st), cg_last_error(ctx));
     fflush(stdout);
     int rc = !m && st == CG_STATUS_OUT_OF_MEMORY && strstr(cg_last_error(ctx), "bytes") ? 0 : 1;
