@@ -4,8 +4,9 @@
  * include/clgrad/backend.h).
  *
  *   opencl.c   vtable, entry point, device listing, open/close, finish, stats
- *   pool.c     buffers: size-bucketed pool, upload/download/copy
- *   program.c  program table, build with an on-disk binary cache
+ *   pool.c     buffers: size-bucketed pool against the device's memory,
+ *              upload/download/copy
+ *   program.c  program table, build with an on-disk binary cache (LRU cap)
  *   queue.c    the submission path: launches, transfers, pending queues
  *   kernels.c  kernel objects and launch sizes
  *   env.c      switches from the environment
@@ -16,6 +17,7 @@
  *   optim.c    fused optimizer updates, consecutive ones batched
  *   gemm.c     GEMM: own kernels (cl/gemm.cl) on CPU devices, else CLBlast
  *   tune.c     CLBlast GEMM parameters searched, stored, applied at open
+ *              (its interface: cl_tune.h, all tools/clgrad-tune sees)
  *   conv.c     im2col / col2im, pooling forward and backward
  *   rnn.c      fused LSTM cell step and backward, causal softmax
  *   seq.c      the Transformer feed-forward's bias + GELU and its backward
