@@ -549,6 +549,20 @@ static void test_invalid_utf8(void **state)
     th_assert_error_contains(NULL, "data.csv:1:1: the column name is not valid UTF-8 text (byte 0x00 at byte 2");
 }
 
+/* Found by fuzz_csv: a categorical column whose only category is in a
+ * dropped row left its filled cells at category 0 of 0 (an index out of
+ * range for one-hot). Now an error naming the column. */
+static void test_fill_without_categories(void **state)
+{
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    for (int k = 0; k < 2; k++) {
+        o.missing = k ? CG_MISSING_FILL_CONSTANT : CG_MISSING_FILL_MEAN;
+        expect_error("a,c,y\n1,,0\n,red,\n5,3,\n", &o, CG_STATUS_PARSE_ERROR,
+                     "data.csv: column 2 (\"c\") has no values in the rows kept");
+    }
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -567,6 +581,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_missing_target_column),
         cmocka_unit_test(test_non_finite_cells),
         cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_fill_without_categories),
         cmocka_unit_test(test_wide_row),
         cmocka_unit_test(test_unterminated_quote),
         cmocka_unit_test(test_other_malformed),

@@ -665,6 +665,12 @@ static cg_status csv_finish_categorical(struct parser *p, int col, struct cg_col
         if (!csv_number(m->keys[i], &cs[n].v) || isnan(cs[n].v)) numeric = false;
         n++;
     }
+    if (n == 0) {   /* every kept cell missing: nothing to fill them with (fuzz_csv) */
+        free(count); free(cs); free(remap);
+        return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                         "%s: column %d (\"%s\") has no values in the rows kept, so its "
+                         "missing cells cannot be filled", p->name, col + 1, out->name);
+    }
     qsort(cs, (size_t)n, sizeof *cs, numeric ? cmp_cat_num : cmp_cat_str);
     out->categories = calloc((size_t)n + 1, sizeof *out->categories);
     if (!out->categories) {
