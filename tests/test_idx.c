@@ -231,6 +231,10 @@ static void test_overflow_dims(void **state)
     size_t o = idx_header(buf, 0x08, 3, (uint32_t[]){0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu});
     expect_read_error(buf, o, false, CG_STATUS_PARSE_ERROR, "the product of the dims overflows");
     expect_read_error(buf, o, true, CG_STATUS_PARSE_ERROR, "the product of the dims overflows");
+    /* 2^60 float64 elements: 2^63 bytes in the file overflow (found by
+     * fuzz_idx: a signed overflow before the check) */
+    o = idx_header(buf, 0x0E, 2, (uint32_t[]){0x40000000u, 0x40000000u});
+    expect_read_error(buf, o, false, CG_STATUS_PARSE_ERROR, "the product of the dims overflows");
     /* 2^62 elements fit int64 but not as bytes of float */
     o = idx_header(buf, 0x08, 2, (uint32_t[]){0x80000000u, 0x80000000u});
     expect_read_error(buf, o, false, CG_STATUS_PARSE_ERROR, "overflows");

@@ -118,7 +118,10 @@ static cg_status idx_header(gzFile g, const char *path, struct cg_idx *idx,
                              "%s: the product of the dims overflows (dim %d = %lld)", path, i,
                              (long long)idx->dims[i]);
     }
-    if (!cg__mul_ok(numel, (int64_t)sizeof(float), &bytes) || (uint64_t)bytes > SIZE_MAX)
+    /* Both the file's bytes (8 per float64 element) and ours (4) must fit
+     * (fuzz_idx found numel * 8 overflowing for a float64 file). */
+    int64_t esize = idx_type_size(idx->type) > 4 ? idx_type_size(idx->type) : 4;
+    if (!cg__mul_ok(numel, esize, &bytes) || (uint64_t)bytes > SIZE_MAX)
         return cg__error(NULL, CG_STATUS_PARSE_ERROR,
                          "%s: the product of the dims overflows (%lld elements)", path,
                          (long long)numel);
