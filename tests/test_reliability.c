@@ -119,7 +119,7 @@ static void test_save_invalid_utf8(void **state)
     cg_ctx *ctx = f->ctx;
     char p[128];
     snprintf(p, sizeof p, "%s/ck.safetensors", f->dir);
-    cg_module *m = cg_sequential(ctx, 1, cg_linear(ctx, 3, 2, true));
+    cg_module *m = cg_sequential_module(ctx, 1, cg_linear_module(ctx, 3, 2, true));
     assert_non_null(m);
     static const char *const good[2] = {"caf\xc3\xa9", "tea"};
     static const char *const bad[2] = {"caf\xe9", "tea"};   /* Latin-1 */
@@ -234,7 +234,7 @@ static void test_header_first(void **state)
     cg_ctx *ctx = f->ctx;
     char p[128];
     snprintf(p, sizeof p, "%s/ck.safetensors", f->dir);
-    cg_module *m = cg_sequential(ctx, 1, cg_linear(ctx, 3, 2, true));
+    cg_module *m = cg_sequential_module(ctx, 1, cg_linear_module(ctx, 3, 2, true));
     assert_int_equal(cg_checkpoint_save(p, m, NULL, NULL), CG_OK);
     /* A 1 TiB tensor the model does not have: the old loader allocated and
      * read it before matching names (failing "out of host memory"); now
@@ -262,7 +262,7 @@ static void test_nonfinite_weights(void **state)
     cg_ctx *ctx = f->ctx;
     char p[128];
     snprintf(p, sizeof p, "%s/ck.safetensors", f->dir);
-    cg_module *m = cg_sequential(ctx, 1, cg_linear(ctx, 3, 2, true));
+    cg_module *m = cg_sequential_module(ctx, 1, cg_linear_module(ctx, 3, 2, true));
     cg_optim *opt = cg_adam(m, 1e-3f);
     assert_non_null(opt);
     cg_tensor *w = cg_module_parameter(m, "0.weight");
@@ -338,7 +338,7 @@ static void test_stale_temps(void **state)
     touch(live, 120);
     touch(other, 120);
     touch(odd, 120);
-    cg_module *m = cg_sequential(ctx, 1, cg_linear(ctx, 3, 2, true));
+    cg_module *m = cg_sequential_module(ctx, 1, cg_linear_module(ctx, 3, 2, true));
     assert_int_equal(cg_checkpoint_save(p, m, NULL, NULL), CG_OK);
     struct stat sb;
     assert_int_equal(stat(stale, &sb), -1);     /* removed */
@@ -356,9 +356,9 @@ static void test_messages(void **state)
     struct fx *f = *state;
     cg_ctx *ctx = f->ctx;
     /* 2^19 x 2^20 floats: 2 TiB, more than any test machine has */
-    cg_module *m = cg_linear(ctx, (int64_t)1 << 20, (int64_t)1 << 19, true);
+    cg_module *m = cg_linear_module(ctx, (int64_t)1 << 20, (int64_t)1 << 19, true);
     assert_null(m);
-    th_assert_error_contains(ctx, "cg_linear(in 1048576, out 524288): out of host memory for "
+    th_assert_error_contains(ctx, "cg_linear_module(in 1048576, out 524288): out of host memory for "
                                   "the weight (2199023255552 bytes)");
     cg_ctx_clear_error(ctx);
 

@@ -233,9 +233,9 @@ static int build_model(cg_ctx *ctx, const struct options *o, int vocab, struct m
 {
     m->lstm = !strcmp(o->arch, "lstm");
     if (m->lstm) {
-        m->all = cg_sequential(ctx, 3, cg_embedding(ctx, vocab, o->embed),
-                               cg_lstm(ctx, o->embed, o->hidden, (int)o->layers, true),
-                               cg_linear(ctx, o->hidden, vocab, true));
+        m->all = cg_sequential_module(ctx, 3, cg_embedding_module(ctx, vocab, o->embed),
+                               cg_lstm_module(ctx, o->embed, o->hidden, (int)o->layers, true),
+                               cg_linear_module(ctx, o->hidden, vocab, true));
         if (m->all) {
             m->emb = cg_module_child(m->all, 0);
             m->rnn = cg_module_child(m->all, 1);
@@ -246,14 +246,14 @@ static int build_model(cg_ctx *ctx, const struct options *o, int vocab, struct m
         cg_module **mods = calloc((size_t)n, sizeof *mods);
         if (!mods) return 1;
         int k = 0;
-        mods[k++] = cg_embedding(ctx, vocab, o->d_model);
-        mods[k++] = cg_positional_embedding(ctx, o->seq, o->d_model);
+        mods[k++] = cg_embedding_module(ctx, vocab, o->d_model);
+        mods[k++] = cg_positional_embedding_module(ctx, o->seq, o->d_model);
         for (int64_t b = 0; b < o->blocks; b++)
-            mods[k++] = cg_transformer_block(ctx, o->d_model, o->heads, 4 * o->d_model,
+            mods[k++] = cg_transformer_block_module(ctx, o->d_model, o->heads, 4 * o->d_model,
                                              o->dropout, true);
-        mods[k++] = cg_layernorm(ctx, 1, (int64_t[]){o->d_model});
-        mods[k++] = cg_linear(ctx, o->d_model, vocab, true);
-        m->all = cg_sequential_array(ctx, n, mods);
+        mods[k++] = cg_layernorm_module(ctx, 1, (int64_t[]){o->d_model});
+        mods[k++] = cg_linear_module(ctx, o->d_model, vocab, true);
+        m->all = cg_sequential_module_array(ctx, n, mods);
         free(mods);
         m->context = o->seq;
     }
@@ -325,8 +325,9 @@ static int sample(cg_ctx *ctx, const struct options *o, const struct corpus *c,
         if (m->lstm) {
             /* feed the characters not yet seen, carrying (h, c) */
             cg_tensor *x = cg_tensor_from_host(ctx, CG_SHAPE(1, n - fed), ids + fed);
-            cg_tensor *hn = NULL, *cn = NULL;
-            cg_tensor *y = cg_rnn_forward(m->rnn, cg_module_forward(m->emb, x), h, cs, &hn, &cn);
+            struct cg_forward_args st = {.state = {h, cs}};
+            cg_tensor *y = cg_module_forward_ex(m->rnn, cg_module_forward(m->emb, x), &st);
+            cg_tensor *hn = st.state_out[0], *cn = st.state_out[1];
             ok = last_logits(cg_module_forward(m->head, y), V, logits) && hn && cn;
             if (ok) {
                 cg_tensor_free(h);

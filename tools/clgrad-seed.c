@@ -171,10 +171,10 @@ int main(int argc, char **argv)
             cg_ctx_device(ctx)->name);
 
     /* 1. model, loss, optimizer: as the PyTorch original */
-    cg_module *model = cg_sequential(ctx, 5,
-        cg_linear(ctx, IN_DIM, HIDDEN, true), cg_relu_module(ctx),
-        cg_linear(ctx, HIDDEN, HIDDEN, true), cg_relu_module(ctx),
-        cg_linear(ctx, HIDDEN, 1, true));
+    cg_module *model = cg_sequential_module(ctx, 5,
+        cg_linear_module(ctx, IN_DIM, HIDDEN, true), cg_relu_module(ctx),
+        cg_linear_module(ctx, HIDDEN, HIDDEN, true), cg_relu_module(ctx),
+        cg_linear_module(ctx, HIDDEN, 1, true));
     cg_optim *opt = model ? cg_adam(model, o.lr) : NULL;
     /* the running sum of the epoch's batch losses stays on the device */
     cg_tensor *loss_sum = cg_tensor_zeros(ctx, CG_SHAPE(1));
