@@ -22,7 +22,7 @@ fi
 command -v clang > /dev/null || { echo "$0: needs clang (tools/setup.sh installs it)" >&2; exit 2; }
 
 b=build-fuzz
-[ -d $b ] || CC=clang meson setup $b -Dfuzz=enabled -Db_sanitize=address,undefined \
+[ -f $b/build.ninja ] || CC=clang meson setup $b -Dfuzz=enabled -Db_sanitize=address,undefined \
     -Db_lundef=false -Dbuildtype=debugoptimized -Dopencl=disabled > /dev/null
 ninja -C $b "tests/fuzz/fuzz_$target" > /dev/null
 mkdir -p "$b/corpus/$target" "$b/findings/$target"
