@@ -144,7 +144,10 @@ struct cg_table {
  * non-numeric value in a numeric column is an error. opts NULL: defaults.
  * Errors: empty file, header only, ragged rows, non-numeric or non-finite
  * cells in numeric columns, a target column that is not in the header,
- * duplicate column names, unterminated quotes; each names file:line:col. */
+ * duplicate column names, unterminated quotes, column names or categories
+ * that are not valid UTF-8 or hold a NUL byte (they go into checkpoints,
+ * whose header is JSON), a categorical column left with no value to fill
+ * missing cells from; each names file:line:col (or the column). */
 CG_API cg_status cg_csv_read(const char *path, const struct cg_csv_options *opts,
                              struct cg_table **out);
 /* The same from an open stream; name is used in messages. f stays open. */
