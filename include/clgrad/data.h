@@ -224,8 +224,11 @@ struct cg_table {
  * header with another number of fields than the first row (the message
  * suggests skip_rows / no_header), non-numeric or non-finite cells in
  * numeric columns, a target, drop, features or keep column that is not in
- * the file, duplicate column names, unterminated quotes, a single class;
- * each names file:line:col where there is one. */
+ * the file, duplicate column names, unterminated quotes, a single class,
+ * column names or categories that are not valid UTF-8 or hold a NUL byte
+ * (they go into checkpoints, whose header is JSON), a categorical column
+ * left with no value to fill missing cells from; each names file:line:col
+ * (or the column) where there is one. */
 #define CG_TEXT_DISTINCT_MAX 20
 CG_API cg_status cg_csv_read(const char *path, const struct cg_csv_options *opts,
                              struct cg_table **out);
@@ -299,7 +302,10 @@ struct cg_idx {
  * header is validated first: magic, type, dims (zero and overflowing
  * products are errors); a plain file's length must match the header before
  * anything is allocated, and a compressed one is read into memory that
- * grows only as data really arrives. Errors name the file and the sizes,
+ * grows only as data really arrives. Float values (types 0x0D, 0x0E) must
+ * be finite in float32: NaN, Inf and float64 values out of float32's range
+ * are errors naming the file, the item (index along the first dim) and the
+ * element. Errors name the file and the sizes,
  * e.g. "x.gz: truncated: expected 47040000 bytes of data, got 1000". */
 CG_API cg_status cg_idx_read(const char *path, struct cg_idx **out);
 CG_API void cg_idx_free(struct cg_idx *idx);
@@ -335,8 +341,12 @@ CG_API cg_status cg_dataset_from_table(const struct cg_table *t, struct cg_datas
 /* Loads images and labels IDX files as one dataset: images (n, H, W)
  * become samples (1, H, W) (other ranks keep their shape), uint8 pixels
  * scaled to [0, 1] when scale is true; labels must be a 1-D integer file
- * with non-negative values and as many entries as there are images;
- * n_classes is the largest label + 1. */
+ * with values in [0, CG_IDX_MAX_CLASSES) and as many entries as there are
+ * images; n_classes is the largest label + 1. A label at or over the cap
+ * is an error naming the file, the item and the label: such a file is
+ * almost surely not a labels file, and would build a model with one
+ * output per class. */
+#define CG_IDX_MAX_CLASSES 65536
 CG_API cg_status cg_idx_load_pair(const char *images_path, const char *labels_path,
                                   bool scale, struct cg_dataset **out);
 /* Changes the sample shape (same numel), e.g. (1, 28, 28) -> (784). */
