@@ -129,8 +129,7 @@ struct cg_ctx {
 cg_status cg__error(cg_ctx *ctx, cg_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 cg_status cg__verror(cg_ctx *ctx, cg_status status, const char *fmt, va_list ap);
-/* Wraps a failed backend call: message "<what>: <backend's last_error>". */
-cg_status cg__backend_error(cg_ctx *ctx, cg_status status, const char *what);
+/* A failed backend call is reported by the dispatch layer (dispatch.h). */
 void cg__set_thread_error(const char *msg);
 
 /* Tensor ownership (lifetime.c, whose header comment has the rules as a

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 cg_tensor *cg__contig_ref(cg_tensor *t)
 {
@@ -99,8 +100,7 @@ static cg_tensor *reshape_raw(cg_tensor *t, int ndim, const int64_t *shape, bool
     vo.off = out->offset;
     cg__contiguous_strides(t->ndim, t->shape, vo.strides);
     cg__views_coalesce(&vo, &vi, NULL);
-    if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &vo, &vi, NULL) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_reshape (copy)");
+    if (cg__be_ew(ctx, "cg_reshape (copy)", CG_EW_COPY, 0, 0, &vo, &vi, NULL) != CG_OK) {
         cg_tensor_free(out);
         return NULL;
     }
@@ -457,8 +457,7 @@ static cg_tensor *cat_small(int n, cg_tensor *const *ts, int dim)
             vo.shape[dim] = ts[k]->shape[dim];
             vo.off = out->offset + off * out->strides[dim];
             cg__views_coalesce(&vo, &vi, NULL);
-            if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &vo, &vi, NULL) != CG_OK) {
-                cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_cat");
+            if (cg__be_ew(ctx, "cg_cat", CG_EW_COPY, 0, 0, &vo, &vi, NULL) != CG_OK) {
                 cg_tensor_free(out);
                 return NULL;
             }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/dispatch.h"
 
 /* ---- shapes ---------------------------------------------------------- */
 
@@ -83,8 +84,8 @@ CG_API cg_tensor *cg_tensor_full(cg_ctx *ctx, int ndim, const int64_t *shape, fl
     cg_tensor *t = cg__tensor_new(ctx, ndim, shape);
     if (!t) return NULL;
     struct cg_view v = cg__view_of(t);
-    if (cg__numel(t->ndim, t->shape) > 0 && ctx->be->fill(ctx->bctx, &v, value) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_full");
+    if (cg__numel(t->ndim, t->shape) > 0 &&
+        cg__be_fill(ctx, "cg_tensor_full", &v, value) != CG_OK) {
         cg_tensor_free(t);
         return NULL;
     }
@@ -161,8 +162,7 @@ static cg_tensor *contiguous_ref(cg_tensor *t)
     if (!c) return NULL;
     struct cg_view out = cg_tensor_view(c), in = cg_tensor_view(t);
     cg__views_coalesce(&out, &in, NULL);
-    if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &out, &in, NULL) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "copying a strided tensor");
+    if (cg__be_ew(ctx, "copying a strided tensor", CG_EW_COPY, 0, 0, &out, &in, NULL) != CG_OK) {
         cg__tensor_unref(c);
         return NULL;
     }
@@ -187,9 +187,7 @@ CG_API cg_status cg_tensor_to_host(const cg_tensor *t, float *dst, int64_t n)
     if (!dst) return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_tensor_to_host: dst is NULL");
     cg_tensor *c = contiguous_ref((cg_tensor *)t);
     if (!c) return ctx->status ? ctx->status : CG_STATUS_BACKEND_ERROR;
-    if (ctx->be->download(ctx->bctx, dst, c->st->buf, (size_t)c->offset * sizeof(float),
-                          (size_t)n * sizeof(float)) != CG_OK)
-        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_to_host");
+    st = cg__be_download(ctx, "cg_tensor_to_host", dst, cg__ptr(c), n);
     cg__tensor_unref(c);
     return st;
 }
@@ -228,21 +226,18 @@ CG_API cg_status cg_tensor_set_data(cg_tensor *t, const float *src, int64_t n)
     if (!src) return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_tensor_set_data: src is NULL");
     cg__storage_written(t->st);
     if (cg_tensor_is_contiguous(t)) {
-        if (ctx->be->upload(ctx->bctx, t->st->buf, (size_t)t->offset * sizeof(float), src,
-                            (size_t)n * sizeof(float)) != CG_OK)
-            return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data");
+        if ((st = cg__be_upload(ctx, "cg_tensor_set_data", cg__ptr(t), src, n)) != CG_OK)
+            return st;
         if (t->offset == 0 && (size_t)n * sizeof(float) == t->st->bytes) note_range(t->st, src, n);
         return CG_OK;
     }
     cg_tensor *tmp = cg__tensor_new_unowned(ctx, t->ndim, t->shape);
     if (!tmp) return ctx->status;
-    if (ctx->be->upload(ctx->bctx, tmp->st->buf, 0, src, (size_t)n * sizeof(float)) != CG_OK) {
-        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data");
-    } else {
+    st = cg__be_upload(ctx, "cg_tensor_set_data", cg__ptr(tmp), src, n);
+    if (st == CG_OK) {
         struct cg_view out = cg_tensor_view(t), in = cg_tensor_view(tmp);
         cg__views_coalesce(&out, &in, NULL);
-        if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &out, &in, NULL) != CG_OK)
-            st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data (strided)");
+        st = cg__be_ew(ctx, "cg_tensor_set_data (strided)", CG_EW_COPY, 0, 0, &out, &in, NULL);
     }
     cg__tensor_unref(tmp);
     return st;
