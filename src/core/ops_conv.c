@@ -258,8 +258,13 @@ static cg_status conv_check(cg_ctx *ctx, const cg_tensor *x, const cg_tensor *w,
         .kh = w->shape[2], .kw = w->shape[3], .sh = s[0], .sw = s[1],
         .ph = p[0], .pw = p[1], .dh = dl[0], .dw = dl[1]};
     /* torch.nn.Conv2d docs, "Shape": H_out = floor((H + 2p - d (k - 1) - 1) / s) + 1 */
-    int64_t eh = g->d.h + 2 * p[0] - dl[0] * (g->d.kh - 1) - 1;
-    int64_t ew = g->d.w + 2 * p[1] - dl[1] * (g->d.kw - 1) - 1;
+    int64_t eh, ew;
+    if (!cg__window_span(g->d.h, g->d.kh, p[0], dl[0], &eh) ||
+        !cg__window_span(g->d.w, g->d.kw, p[1], dl[1], &ew))
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_conv2d: input %s with weight %s, padding (%" PRId64 ", %" PRId64
+                         ") and dilation (%" PRId64 ", %" PRId64 "): sizes overflow 64 bits",
+                         sx, sw, p[0], p[1], dl[0], dl[1]);
     if (eh < 0 || ew < 0)
         return cg__error(ctx, CG_STATUS_SHAPE_MISMATCH,
                          "cg_conv2d: input %s padded by (%" PRId64 ", %" PRId64 ") is smaller than "
@@ -269,6 +274,17 @@ static cg_status conv_check(cg_ctx *ctx, const cg_tensor *x, const cg_tensor *w,
     g->d.ow = ew / s[1] + 1;
     g->out_c = oc;
     g->groups = groups;
+    /* Every size the kernels use below must be countable: the output
+     * (N, O, OH * OW) and the columns (N, C * KH * KW, OH * OW). */
+    int64_t l, ck, col, out;
+    if (!cg__numel_ok(2, (int64_t[]){g->d.oh, g->d.ow}, &l) ||
+        !cg__numel_ok(3, (int64_t[]){c, g->d.kh, g->d.kw}, &ck) ||
+        !cg__numel_ok(3, (int64_t[]){g->d.n, ck, l}, &col) ||
+        !cg__numel_ok(3, (int64_t[]){g->d.n, oc, l}, &out))
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_conv2d: input %s with weight %s gives an output of (%" PRId64
+                         ", %" PRId64 ") pixels per channel: too large to count in 64 bits",
+                         sx, sw, g->d.oh, g->d.ow);
     geom_finish(g);
     return CG_OK;
 }

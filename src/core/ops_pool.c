@@ -79,7 +79,13 @@ static cg_tensor *pool_op(const char *name, enum cg_pool_kind kind, cg_tensor *x
     struct cg_conv2d_desc d = {
         .n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
         .kh = k, .kw = k, .sh = s, .sw = s, .ph = p, .pw = p, .dh = dl, .dw = dl};
-    int64_t eh = d.h + 2 * p - dl * (k - 1) - 1, ew = d.w + 2 * p - dl * (k - 1) - 1;
+    int64_t eh, ew;
+    if (!cg__window_span(d.h, k, p, dl, &eh) || !cg__window_span(d.w, k, p, dl, &ew)) {
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                  "%s: input %s with kernel %" PRId64 ", padding %" PRId64 " and dilation %" PRId64
+                  ": sizes overflow 64 bits", name, sx, k, p, dl);
+        return NULL;
+    }
     if (eh < 0 || ew < 0) {
         cg__error(ctx, CG_STATUS_SHAPE_MISMATCH,
                   "%s: input %s padded by %" PRId64 " is smaller than the %s window "

@@ -129,8 +129,9 @@ static cg_status resolve_shape(cg_ctx *ctx, const char *what, const cg_tensor *t
         } else if (shape[i] < 0) {
             return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: bad size %" PRId64 " in %s", what,
                              shape[i], cg__shape_str(ndim, shape, sb, sizeof sb));
-        } else {
-            known *= shape[i];
+        } else if (!cg__mul_ok(known, shape[i], &known)) {
+            return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: shape %s too large", what,
+                             cg__shape_str(ndim, shape, sb, sizeof sb));
         }
     }
     int64_t numel = cg__tnumel(t);
@@ -391,6 +392,12 @@ CG_API cg_tensor *cg_expand(cg_tensor *t, int ndim, const int64_t *shape)
         } else {
             goto bad;
         }
+    }
+    int64_t n;
+    if (!cg__numel_ok(ndim, s, &n)) {
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_expand: %s expanded to %s is too large",
+                  CG_SHAPE_STR(t, sa), cg__shape_str(ndim, shape, sb, sizeof sb));
+        return NULL;
     }
     return record1(cg__tensor_view(t, ndim, s, strides, t->offset), t, "cg_expand",
                    identity_backward, NULL);

@@ -13,11 +13,26 @@
 
 /* ---- shapes ---------------------------------------------------------- */
 
-int64_t cg__numel(int ndim, const int64_t *shape)
+bool cg__numel_ok(int ndim, const int64_t *shape, int64_t *out)
 {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    return n;
+    for (int i = 0; i < ndim; i++)
+        if (!cg__mul_ok(n, shape[i], &n)) return false;
+    *out = n;
+    return true;
+}
+
+int64_t cg__numel(int ndim, const int64_t *shape)
+{
+    int64_t n;
+    return cg__numel_ok(ndim, shape, &n) ? n : INT64_MAX;
+}
+
+bool cg__window_span(int64_t in, int64_t k, int64_t pad, int64_t dil, int64_t *span)
+{
+    int64_t pad2, reach, s; /* k, dil >= 1 (callers check): -reach - 1 cannot overflow */
+    return cg__mul_ok(pad, 2, &pad2) && cg__mul_ok(dil, k - 1, &reach) &&
+           cg__add_ok(in, pad2, &s) && cg__add_ok(s, -reach - 1, span);
 }
 
 void cg__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
@@ -59,14 +74,16 @@ cg_status cg__check_shape(cg_ctx *ctx, const char *what, int ndim, const int64_t
                          CG_MAX_DIMS);
     if (ndim > 0 && !shape)
         return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: shape is NULL", what);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
+    int64_t n = 1, bytes;
+    for (int i = 0; i < ndim; i++)
         if (shape[i] < 0)
             return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: dim %d is negative (%" PRId64 ")",
                              what, i, shape[i]);
-        if (shape[i] > 0 && n > INT64_MAX / 4 / shape[i])
-            return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: shape too large", what);
-        n *= shape[i];
+    if (!cg__numel_ok(ndim, shape, &n) || !cg__mul_ok(n, (int64_t)sizeof(float), &bytes)) {
+        char sh[128];
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: shape %s too large (its size in bytes overflows 64 bits)", what,
+                         cg__shape_str(ndim, shape, sh, sizeof sh));
     }
     *numel = n;
     return CG_OK;

@@ -43,10 +43,20 @@ static const struct cg_module_i conv_module_i = {
  * from the context's RNG (torch.nn.init.uniform_: lo + (hi - lo) u). */
 static cg_tensor *uniform_param(cg_ctx *ctx, int ndim, const int64_t *shape, double bound)
 {
-    int64_t n = cg__numel(ndim, shape);
-    float *v = malloc((size_t)n * sizeof *v);
+    int64_t n = 0, bytes = 0;
+    bool fits = cg__numel_ok(ndim, shape, &n) && cg__mul_ok(n, (int64_t)sizeof(float), &bytes);
+    float *v = fits ? malloc((size_t)bytes) : NULL;
     if (!v) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_conv2d_module: out of host memory");
+        char sh[128];
+        cg__shape_str(ndim, shape, sh, sizeof sh);
+        if (!fits)
+            cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                      "cg_conv2d_module: a %s parameter is too large (its size overflows 64 bits)",
+                      sh);
+        else
+            cg__error(ctx, CG_STATUS_OUT_OF_MEMORY,
+                      "cg_conv2d_module: out of host memory for a %s parameter (%" PRId64
+                      " bytes)", sh, bytes);
         return NULL;
     }
     for (int64_t i = 0; i < n; i++) v[i] = (float)(-bound + 2.0 * bound * cg_rand_uniform(ctx));
