@@ -16,10 +16,12 @@
  * <sizes> are the primitive's shape arguments, so a message names both.
  *
  * The calls are inline (the small-op path stays one indirect call); the
- * messages are built out of line, in dispatch.c, only on failure. Nothing
- * outside src/core/dispatch.* touches ctx->be's members. The fused-or-
- * composed choices (LayerNorm, causal softmax, bias + GELU, the LSTM
- * cell) use the cg__be_has_* queries below, in core's ops.
+ * messages are built out of line, in dispatch.c, only on failure. No op,
+ * layer or optimizer touches ctx->be's members; only context.c (open,
+ * close, statistics) and the registry do, besides this file. The
+ * fused-or-composed choices (LayerNorm, causal softmax, bias + GELU, the
+ * LSTM cell) use the cg__be_has_* queries below, in core's ops
+ * (ops_fused.c, ops_rnn.c).
  */
 #ifndef CLGRAD_CORE_DISPATCH_H
 #define CLGRAD_CORE_DISPATCH_H
