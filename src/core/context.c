@@ -95,6 +95,13 @@ CG_API cg_status cg_ctx_create(cg_ctx **out, const struct cg_ctx_options *opts)
     }
     const struct cg_backend_i *be;
     cg_status st = cg__registry_find(name, &be);
+    if (st != CG_OK && !(opts && opts->backend)) {
+        /* Say where the name came from (issue 17 item 6). */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", cg_last_error(NULL));
+        return cg__error(NULL, st, "CLGRAD_BACKEND=%s: %s (accepted: auto or one of those)",
+                         want_be, msg);
+    }
     if (st != CG_OK) return st;
     if (preferred < 0 && be->preferred_device) preferred = be->preferred_device();
 

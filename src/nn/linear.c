@@ -53,14 +53,16 @@ static cg_tensor *uniform_param(cg_ctx *ctx, int64_t rows, int64_t cols, double 
                 cg__mul_ok(n, (int64_t)sizeof(float), &bytes);
     float *v = fits ? malloc((size_t)bytes) : NULL;
     if (!v) {
+        /* weight (out, in), bias (out): name the layer and the size */
         if (!fits)
             cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                      "cg_linear_module: a (%" PRId64 ", %" PRId64 ") parameter is too large "
-                      "(its size overflows 64 bits)", rows, cols);
+                      "cg_linear_module(in %" PRId64 ", out %" PRId64 "): the %s is too large "
+                      "(its size overflows 64 bits)", cols, rows, cols ? "weight" : "bias");
         else
             cg__error(ctx, CG_STATUS_OUT_OF_MEMORY,
-                      "cg_linear_module: out of host memory for a (%" PRId64 ", %" PRId64
-                      ") parameter (%" PRId64 " bytes)", rows, cols, bytes);
+                      "cg_linear_module(in %" PRId64 ", out %" PRId64 "): out of host memory "
+                      "for the %s (%" PRId64 " bytes)", cols, rows, cols ? "weight" : "bias",
+                      bytes);
         return NULL;
     }
     for (int64_t i = 0; i < n; i++)

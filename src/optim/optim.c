@@ -81,7 +81,7 @@ static cg_status check_params(cg_optim *opt, cg_tensor *const *params, int n)
         if (cg_tensor_ctx(p) != opt->ctx)
             return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "%s: parameter %d %s belongs to another context", fn, i, s);
-        if (p->scope_slot >= 0)
+        if (cg__tensor_is_scoped(p))
             return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "%s: parameter %d %s belongs to a scope; parameters "
                              "must be persistent", fn, i, s);
