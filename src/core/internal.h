@@ -177,7 +177,7 @@ cg_status cg__check_shape(cg_ctx *ctx, const char *what, int ndim, const int64_t
  * an error naming the layer, op or file. */
 static inline bool cg__mul_ok(int64_t a, int64_t b, int64_t *out)
 {
-    return a >= 0 && b >= 0 && !__builtin_mul_overflow(a, b, out);
+    return (a | b) >= 0 && !__builtin_mul_overflow(a, b, out); /* a | b < 0: one is */
 }
 static inline bool cg__add_ok(int64_t a, int64_t b, int64_t *out)
 {

@@ -74,19 +74,24 @@ cg_status cg__check_shape(cg_ctx *ctx, const char *what, int ndim, const int64_t
                          CG_MAX_DIMS);
     if (ndim > 0 && !shape)
         return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: shape is NULL", what);
-    int64_t n = 1, bytes;
-    for (int i = 0; i < ndim; i++)
+    /* The product counted in bytes from the start, so one pass checks both
+     * the byte size and the element count; cg__mul_ok fails on a negative
+     * size too, and only then does a second pass say which. */
+    int64_t bytes = (int64_t)sizeof(float);
+    int i = 0;
+    while (i < ndim && cg__mul_ok(bytes, shape[i], &bytes)) i++;
+    if (i == ndim) {
+        *numel = bytes / (int64_t)sizeof(float);
+        return CG_OK;
+    }
+    for (i = 0; i < ndim; i++)
         if (shape[i] < 0)
             return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: dim %d is negative (%" PRId64 ")",
                              what, i, shape[i]);
-    if (!cg__numel_ok(ndim, shape, &n) || !cg__mul_ok(n, (int64_t)sizeof(float), &bytes)) {
-        char sh[128];
-        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                         "%s: shape %s too large (its size in bytes overflows 64 bits)", what,
-                         cg__shape_str(ndim, shape, sh, sizeof sh));
-    }
-    *numel = n;
-    return CG_OK;
+    char sh[128];
+    return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                     "%s: shape %s too large (its size in bytes overflows 64 bits)", what,
+                     cg__shape_str(ndim, shape, sh, sizeof sh));
 }
 
 /* ---- creation -------------------------------------------------------- */
