@@ -99,6 +99,13 @@ static void check_pair(bool gz)
     assert_int_equal(ds->sample_numel, h * w);
     assert_int_equal(ds->n_classes, k);
     assert_int_equal(ds->y_dim, 0);
+    /* uint8 images stay bytes; cg_dataset_to_float gives pixel / 255. */
+    assert_null(ds->x);
+    assert_non_null(ds->x_u8);
+    assert_memory_equal(ds->x_u8, pix, (size_t)(n * h * w));
+    assert_true(ds->x_div == 255.0f);
+    assert_int_equal(cg_dataset_to_float(ds), CG_OK);
+    assert_null(ds->x_u8);
     double ref[37 * 5 * 3], rl[37];
     for (int i = 0; i < n * h * w; i++) ref[i] = pix[i] / 255.0;
     for (int i = 0; i < n; i++) rl[i] = lab[i];
@@ -107,6 +114,8 @@ static void check_pair(bool gz)
     cg_dataset_free(ds);
 
     assert_int_equal(cg_idx_load_pair(ip, lp, false, &ds), CG_OK);
+    assert_true(ds->x_div == 1.0f);
+    assert_int_equal(cg_dataset_to_float(ds), CG_OK);
     for (int i = 0; i < n * h * w; i++) ref[i] = pix[i];
     th_assert_close(ds->x, ref, n * h * w, 0, 0, "raw pixels");
     assert_int_equal(cg_dataset_reshape(ds, CG_SHAPE(15)), CG_OK);

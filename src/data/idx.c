@@ -152,8 +152,10 @@ static cg_status idx_check_finite(const char *path, const struct cg_idx *idx, in
     return CG_OK;
 }
 
-/* Reads idx->numel elements; grows idx->data only as they arrive. */
-static cg_status idx_data(gzFile g, const char *path, struct cg_idx *idx, int64_t cap)
+/* Reads idx->numel elements; grows idx->data only as they arrive. With
+ * raw (uint8 files only) the bytes go as they are into *raw instead. */
+static cg_status idx_data(gzFile g, const char *path, struct cg_idx *idx, int64_t cap,
+                          unsigned char **raw)
 {
     int esize = idx_type_size(idx->type);
     int64_t want = idx->numel * esize, got = 0, n = 0;
@@ -174,17 +176,23 @@ static cg_status idx_data(gzFile g, const char *path, struct cg_idx *idx, int64_
         int64_t k = r / esize;
         if (n + k > cap) {
             int64_t nc = cap * 2 < idx->numel ? cap * 2 : idx->numel;
-            float *d = realloc(idx->data, (size_t)nc * sizeof(float));
+            void *d = realloc(raw ? (void *)*raw : (void *)idx->data,
+                              (size_t)nc * (raw ? 1 : sizeof(float)));
             if (!d) {
                 st = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY,
                                "%s: out of memory for %lld elements", path, (long long)nc);
                 goto out;
             }
-            idx->data = d;
+            if (raw) *raw = d;
+            else idx->data = d;
             cap = nc;
         }
-        idx_convert(idx->type, chunk, k, idx->data + n);
-        if ((st = idx_check_finite(path, idx, n, k)) != CG_OK) goto out;
+        if (raw) {
+            memcpy(*raw + n, chunk, (size_t)k);
+        } else {
+            idx_convert(idx->type, chunk, k, idx->data + n);
+            if ((st = idx_check_finite(path, idx, n, k)) != CG_OK) goto out;
+        }
         n += k;
     }
     int64_t extra = idx_gzread(g, path, chunk, IDX_CHUNK);
@@ -198,9 +206,12 @@ out:
     return st;
 }
 
-CG_API cg_status cg_idx_read(const char *path, struct cg_idx **out)
+/* cg_idx_read; with raw, a uint8 file's elements stay bytes, in *raw
+ * (malloc'd, the caller's), and (*out)->data is NULL. */
+static cg_status idx_read(const char *path, struct cg_idx **out, unsigned char **raw)
 {
     if (out) *out = NULL;
+    if (raw) *raw = NULL;
     if (!path || !out)
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_idx_read: NULL argument");
     gzFile g = gzopen(path, "rb");
@@ -240,20 +251,32 @@ CG_API cg_status cg_idx_read(const char *path, struct cg_idx **out)
     } else {
         cap = idx->numel < IDX_FIRST_ALLOC ? idx->numel : IDX_FIRST_ALLOC;
     }
-    idx->data = malloc((size_t)cap * sizeof(float));
-    if (!idx->data) {
+    if (idx->type != 0x08) raw = NULL;
+    void *data = malloc((size_t)cap * (raw ? 1 : sizeof(float)));
+    if (raw) *raw = data;
+    else idx->data = data;
+    if (!data) {
         st = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "%s: out of memory for %lld elements",
                        path, (long long)cap);
         goto fail;
     }
-    if ((st = idx_data(g, path, idx, cap)) != CG_OK) goto fail;
+    if ((st = idx_data(g, path, idx, cap, raw)) != CG_OK) goto fail;
     gzclose(g);
     *out = idx;
     return CG_OK;
 fail:
     gzclose(g);
     cg_idx_free(idx);
+    if (raw) {
+        free(*raw);
+        *raw = NULL;
+    }
     return st;
+}
+
+CG_API cg_status cg_idx_read(const char *path, struct cg_idx **out)
+{
+    return idx_read(path, out, NULL);
 }
 
 CG_API void cg_idx_free(struct cg_idx *idx)
@@ -276,8 +299,9 @@ CG_API cg_status cg_idx_load_pair(const char *images_path, const char *labels_pa
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_idx_load_pair: NULL argument");
     struct cg_idx *img = NULL, *lab = NULL;
     struct cg_dataset *ds = NULL;
+    unsigned char *pix = NULL;      /* uint8 images stay bytes: 1/4 the memory */
     cg_status st;
-    if ((st = cg_idx_read(images_path, &img)) != CG_OK) return st;
+    if ((st = idx_read(images_path, &img, &pix)) != CG_OK) return st;
     if ((st = cg_idx_read(labels_path, &lab)) != CG_OK) goto done;
     if (img->ndim < 2 || img->ndim > CG_MAX_DIMS) {
         st = cg__error(NULL, CG_STATUS_SHAPE_MISMATCH,
@@ -327,16 +351,23 @@ CG_API cg_status cg_idx_load_pair(const char *images_path, const char *labels_pa
         for (int i = 1; i < img->ndim; i++) ds->sample_shape[i - 1] = img->dims[i];
     }
     ds->sample_numel = img->numel / img->dims[0];
-    if (scale && img->type == 0x08)
-        for (int64_t i = 0; i < img->numel; i++) img->data[i] /= 255.0f;     /* torchvision ToTensor */
-    ds->x = img->data;
-    img->data = NULL;
+    if (pix) {
+        /* Bytes; the loader divides by 255 per batch (torchvision ToTensor),
+         * the same float division as float storage did here. */
+        ds->x_u8 = pix;
+        pix = NULL;
+        ds->x_div = scale ? 255.0f : 1.0f;
+    } else {
+        ds->x = img->data;
+        img->data = NULL;
+    }
     ds->y = lab->data;
     lab->data = NULL;
     ds->y_dim = 0;
     ds->n_classes = (int)max + 1;
     *out = ds;
 done:
+    free(pix);
     cg_idx_free(img);
     cg_idx_free(lab);
     return st;

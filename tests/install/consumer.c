@@ -8,6 +8,11 @@
 
 int main(void)
 {
+    /* the installed headers and library are one release */
+    if (strcmp(cg_version(), CLGRAD_VERSION_STRING) != 0 || CLGRAD_VERSION_NUMBER < 100) {
+        fprintf(stderr, "consumer: library %s, headers %s\n", cg_version(), CLGRAD_VERSION_STRING);
+        return 1;
+    }
     /* The installed library loads no plugin from the build tree (issue 17
      * item 7): check.sh names that tree in CONSUMER_BUILD_DIR. */
     const char *build = getenv("CONSUMER_BUILD_DIR");
