@@ -1142,6 +1142,8 @@ static void test_locale(void **state)
     snprintf(rm, sizeof rm, "rm -rf %s/de_DE.UTF-8", tmpdir);
     if (system(rm) != 0) fail_msg("cannot remove %s/de_DE.UTF-8", tmpdir);
     if (st != CG_OK) fail_msg("under de_DE: %s", cg_last_error(NULL));
+}
+
 /* Issue 17 item 1: names and categories that are not UTF-8 (Latin-1
  * "caf\xe9") are rejected at load with line and column; they used to train
  * and save a checkpoint no reader opens. Valid UTF-8 passes. */
