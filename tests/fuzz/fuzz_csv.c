@@ -77,6 +77,7 @@ static void check_dataset(const struct cg_table *t, const struct cg_dataset *ds)
                (long long)t->n_rows);
     FUZZ_CHECK(ds->sample_ndim == 1 && ds->sample_numel == ds->sample_shape[0] &&
                    ds->sample_numel >= 1, "sample shape");
+    FUZZ_CHECK(ds->x, "a CSV dataset without float features");
     for (int64_t i = 0; i < ds->n * ds->sample_numel; i++)
         FUZZ_CHECK(isfinite(ds->x[i]), "feature %lld is %g", (long long)i, (double)ds->x[i]);
     if (t->target < 0) {

@@ -53,8 +53,11 @@ static void check_pair(const struct cg_dataset *ds, int scale)
                (long long)ds->sample_numel, (long long)m);
     FUZZ_CHECK(ds->n_classes >= 1 && ds->n_classes <= CG_IDX_MAX_CLASSES && ds->y_dim == 0,
                "%d classes", ds->n_classes);
+    /* float storage, or bytes (uint8 images) divided by x_div */
+    FUZZ_CHECK(ds->x || (ds->x_u8 && ds->x_div > 0), "no samples (x_div %g)", (double)ds->x_div);
     for (int64_t i = 0; i < ds->n * ds->sample_numel; i++) {
-        FUZZ_CHECK(isfinite(ds->x[i]), "pixel %lld is %g", (long long)i, (double)ds->x[i]);
+        float v = ds->x ? ds->x[i] : (float)ds->x_u8[i] / ds->x_div;
+        FUZZ_CHECK(isfinite(v), "pixel %lld is %g", (long long)i, (double)v);
     }
     for (int64_t i = 0; i < ds->n; i++)
         FUZZ_CHECK(ds->y[i] >= 0 && ds->y[i] < ds->n_classes && ds->y[i] == floorf(ds->y[i]),
@@ -87,9 +90,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* Scaled uint8 pixels are in [0, 1]: check through a plain read. */
         struct cg_idx *x = NULL;
         if (scale && cg_idx_read(img, &x) == CG_OK && x->type == 0x08)
-            for (int64_t i = 0; i < ds->n * ds->sample_numel; i++)
-                FUZZ_CHECK(ds->x[i] >= 0 && ds->x[i] <= 1, "scaled pixel %lld is %g",
-                           (long long)i, (double)ds->x[i]);
+            for (int64_t i = 0; i < ds->n * ds->sample_numel; i++) {
+                float v = ds->x ? ds->x[i] : (float)ds->x_u8[i] / ds->x_div;
+                FUZZ_CHECK(v >= 0 && v <= 1, "scaled pixel %lld is %g", (long long)i, (double)v);
+            }
         cg_idx_free(x);
     } else {
         FUZZ_CHECK(!ds && cg_last_error(NULL)[0], "a failure with a result or no message");
