@@ -616,7 +616,7 @@ static void test_no_header(void **state)
     expect_error("1,2\n3,4,5\n", &o, CG_STATUS_PARSE_ERROR,
                  "data.csv:2:3: too many fields: the first row has 2 columns");
     /* a missing cell in the first row is found like any other */
-    expect_error("1,\n3,4\n", &o, CG_STATUS_PARSE_ERROR,
+    expect_error("1,\n3,4\n", &o, CG_STATUS_MISSING_VALUE,
                  "data.csv:1:2: missing value in column \"column2\"");
     o.target = "y";
     expect_error("1,2\n3,4\n", &o, CG_STATUS_INVALID_ARGUMENT,
