@@ -67,8 +67,8 @@ static void assert_thread_error(const char *needle)
 
 static cg_module *make_mlp(cg_ctx *ctx)
 {
-    return cg_sequential(ctx, 3, cg_linear(ctx, 7, 13, true), cg_tanh_module(ctx),
-                         cg_linear(ctx, 13, 3, true));
+    return cg_sequential_module(ctx, 3, cg_linear_module(ctx, 7, 13, true), cg_tanh_module(ctx),
+                         cg_linear_module(ctx, 13, 3, true));
 }
 
 /* All parameters of m, concatenated, in a new array of *n floats. */
@@ -404,11 +404,11 @@ static void test_model_mismatch(void **state)
     cg_ctx *ctx = f->ctx;
     char p[256];
     path_in(f, "mm.safetensors", p, sizeof p);
-    cg_module *saved = cg_sequential(ctx, 4, cg_linear(ctx, 10, 64, true), cg_relu_module(ctx),
-                                     cg_relu_module(ctx), cg_linear(ctx, 64, 3, true));
+    cg_module *saved = cg_sequential_module(ctx, 4, cg_linear_module(ctx, 10, 64, true), cg_relu_module(ctx),
+                                     cg_relu_module(ctx), cg_linear_module(ctx, 64, 3, true));
     assert_int_equal(cg_checkpoint_save(p, saved, NULL, NULL), CG_OK);
-    cg_module *other = cg_sequential(ctx, 3, cg_linear(ctx, 10, 32, true), cg_relu_module(ctx),
-                                     cg_linear(ctx, 32, 3, true));
+    cg_module *other = cg_sequential_module(ctx, 3, cg_linear_module(ctx, 10, 32, true), cg_relu_module(ctx),
+                                     cg_linear_module(ctx, 32, 3, true));
     int64_t n0, n1;
     float *before = weights(other, &n0);
     assert_int_equal(cg_checkpoint_load(p, other, NULL, NULL), CG_STATUS_SHAPE_MISMATCH);
@@ -434,7 +434,7 @@ static void test_buffers_roundtrip(void **state)
     cg_ctx *ctx = f->ctx;
     char p[256];
     path_in(f, "bn.safetensors", p, sizeof p);
-    cg_module *a = cg_sequential(ctx, 1, cg_batch_norm2d_module(ctx, 3, 1e-5f, 0.1f));
+    cg_module *a = cg_sequential_module(ctx, 1, cg_batch_norm2d_module(ctx, 3, 1e-5f, 0.1f));
     assert_non_null(a);
     for (int k = 0; k < 3; k++) { /* training steps move the running statistics */
         cg_scope_begin(ctx);
@@ -451,7 +451,7 @@ static void test_buffers_roundtrip(void **state)
     }
     assert_true(want[0][0] != 0.0f && want[1][0] != 1.0f); /* really moved */
     assert_int_equal(cg_checkpoint_save(p, a, NULL, NULL), CG_OK);
-    cg_module *b = cg_sequential(ctx, 1, cg_batch_norm2d_module(ctx, 3, 1e-5f, 0.1f));
+    cg_module *b = cg_sequential_module(ctx, 1, cg_batch_norm2d_module(ctx, 3, 1e-5f, 0.1f));
     assert_int_equal(cg_checkpoint_load(p, b, NULL, NULL), CG_OK);
     for (int i = 0; i < 3; i++) {
         cg_tensor *t = cg_module_buffer(b, names[i]);
@@ -459,7 +459,7 @@ static void test_buffers_roundtrip(void **state)
         assert_memory_equal(got[i], want[i], (size_t)cg_tensor_numel(t) * sizeof(float));
     }
     /* A model without those buffers says which names it did not expect. */
-    cg_module *c = cg_sequential(ctx, 1, cg_relu_module(ctx));
+    cg_module *c = cg_sequential_module(ctx, 1, cg_relu_module(ctx));
     assert_int_equal(cg_checkpoint_load(p, c, NULL, NULL), CG_STATUS_SHAPE_MISMATCH);
     th_assert_error_contains(ctx, "unexpected: 0.weight, 0.bias, 0.running_mean");
     cg_ctx_clear_error(ctx);
@@ -551,7 +551,7 @@ static void test_handmade_file(void **state)
         "\"data_offsets\":[0,8]},\"0.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],"
         "\"data_offsets\":[8,32]}}";
     write_file(p, json2, data, 32);
-    cg_module *m = cg_sequential(ctx, 2, cg_linear(ctx, 3, 2, true), cg_relu_module(ctx));
+    cg_module *m = cg_sequential_module(ctx, 2, cg_linear_module(ctx, 3, 2, true), cg_relu_module(ctx));
     assert_int_equal(cg_checkpoint_load(p, m, NULL, NULL), CG_OK);
     float got[6];
     assert_int_equal(cg_tensor_to_host(cg_module_parameter(m, "0.weight"), got, 6), CG_OK);
@@ -695,7 +695,7 @@ static void test_malformed(void **state)
     path_in(f, "bad.safetensors", p, sizeof p);
     write_file(p, "{\"0.weight\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
                   "\"0.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]}}", zeros, 24);
-    cg_module *m = cg_sequential(ctx, 1, cg_linear(ctx, 3, 2, true));
+    cg_module *m = cg_sequential_module(ctx, 1, cg_linear_module(ctx, 3, 2, true));
     int64_t n;
     float *before = weights(m, &n);
     assert_int_equal(cg_checkpoint_load(p, m, NULL, NULL), CG_STATUS_PARSE_ERROR);
@@ -728,9 +728,9 @@ static void test_failed_save_keeps_old(void **state)
     char p[256];
     path_in(f, "keep.safetensors", p, sizeof p);
     cg_seed(ctx, 3);
-    cg_module *good = cg_sequential(ctx, 1, cg_linear(ctx, 40, 30, true));
+    cg_module *good = cg_sequential_module(ctx, 1, cg_linear_module(ctx, 40, 30, true));
     assert_int_equal(cg_checkpoint_save(p, good, NULL, NULL), CG_OK);
-    cg_module *other = cg_sequential(ctx, 1, cg_linear(ctx, 40, 30, true));
+    cg_module *other = cg_sequential_module(ctx, 1, cg_linear_module(ctx, 40, 30, true));
     int64_t n;
     float *wgood = weights(good, &n);
 
@@ -748,7 +748,7 @@ static void test_failed_save_keeps_old(void **state)
     th_assert_error_contains(ctx, "unchanged");
     cg_ctx_clear_error(ctx);
     assert_int_equal(count_tmp_files(f->dir), 0);   /* cleaned up */
-    cg_module *check = cg_sequential(ctx, 1, cg_linear(ctx, 40, 30, true));
+    cg_module *check = cg_sequential_module(ctx, 1, cg_linear_module(ctx, 40, 30, true));
     assert_int_equal(cg_checkpoint_load(p, check, NULL, NULL), CG_OK);
     float *w = weights(check, &n);
     assert_bits_equal(w, wgood, n, "old checkpoint after a failed save");
@@ -888,8 +888,8 @@ static void test_python_writes_we_read(void **state)
     assert_string_equal(cg_safetensors_meta(r, "format"), "pt");
     cg_safetensors_free(r);
 
-    cg_module *m = cg_sequential(ctx, 3, cg_linear(ctx, 3, 2, true), cg_relu_module(ctx),
-                                 cg_linear(ctx, 2, 1, true));
+    cg_module *m = cg_sequential_module(ctx, 3, cg_linear_module(ctx, 3, 2, true), cg_relu_module(ctx),
+                                 cg_linear_module(ctx, 2, 1, true));
     assert_int_equal(cg_checkpoint_load(p, m, NULL, NULL), CG_STATUS_SHAPE_MISMATCH);
     th_assert_error_contains(ctx, "unexpected: extra.half, extra.bf16, extra.f64");
     cg_ctx_clear_error(ctx);

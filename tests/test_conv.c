@@ -568,7 +568,7 @@ static void test_batchnorm_module(void **state)
     cg_ctx *ctx = *state;
     const int64_t n = 3, c = 4, h = 5, w = 3, hw = h * w, nx = n * c * hw;
     uint64_t rng = 505;
-    cg_module *net = cg_sequential(ctx, 2, cg_relu_module(ctx), cg_batch_norm2d_module(ctx, c, 0, 0));
+    cg_module *net = cg_sequential_module(ctx, 2, cg_relu_module(ctx), cg_batch_norm2d_module(ctx, c, 0, 0));
     assert_non_null(net);
     cg_module *bn = cg_module_child(net, 1);
     assert_string_equal(cg_module_type(bn), "BatchNorm2d");

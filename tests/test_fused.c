@@ -54,6 +54,24 @@
 #include "core/internal.h"
 #include "gradcheck.h"
 
+/* The recurrence with explicit states, through cg_module_forward_ex. */
+static cg_tensor *rnn_run(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
+                          cg_tensor **hn, cg_tensor **cn)
+{
+    struct cg_forward_args a = {.state = {h0, c0}};
+    cg_tensor *y = cg_module_forward_ex(m, x, &a);
+    if (hn) *hn = a.state_out[0];
+    if (cn) *cn = a.state_out[1];
+    return y;
+}
+
+/* Self-attention, causal or not, through cg_module_forward_ex. */
+static cg_tensor *self_attention(cg_module *m, cg_tensor *x, bool causal)
+{
+    struct cg_forward_args a = {.causal = causal};
+    return cg_module_forward_ex(m, x, &a);
+}
+
 #define GUARD 4
 #define GUARD_VALUE 4321.0f
 #define GARBAGE 777.0f
@@ -752,7 +770,7 @@ static struct run run_lstm(cg_ctx *ctx, cg_module *m, const struct lstm_case *k,
     cg_ctx_stats(ctx, &s0);
     cg_scope_begin(ctx);
     cg_tensor *hn = NULL, *cn = NULL;
-    cg_tensor *y = cg_rnn_forward(m, x, h0, c0, &hn, &cn);
+    cg_tensor *y = rnn_run(m, x, h0, c0, &hn, &cn);
     if (!y) fail_msg("LSTM forward: %s", cg_last_error(ctx));
     uint64_t wr = 77;
     cg_tensor *loss = weighted(ctx, &wr, y);
@@ -774,7 +792,7 @@ static struct run run_lstm(cg_ctx *ctx, cg_module *m, const struct lstm_case *k,
 static void check_lstm_fused_vs_composed(cg_ctx *ctx, uint64_t seed, const struct lstm_case *k)
 {
     uint64_t rng = seed;
-    cg_module *m = cg_rnn_create(ctx, CG_RNN_LSTM, k->IN, k->H, k->L, true, k->batch_first);
+    cg_module *m = cg_recurrent_module(ctx, CG_RNN_LSTM, k->IN, k->H, k->L, true, k->batch_first);
     assert_non_null(m);
     struct cg_named_tensor ps[16];
     int np = cg_module_parameters(m, ps, 16);
@@ -841,7 +859,7 @@ static struct run run_module(cg_ctx *ctx, cg_module *m, cg_tensor *x, bool attn)
     struct cg_backend_stats s0, s1;
     cg_ctx_stats(ctx, &s0);
     cg_scope_begin(ctx);
-    cg_tensor *y = attn ? cg_self_attention(m, x, true) : cg_module_forward(m, x);
+    cg_tensor *y = attn ? self_attention(m, x, true) : cg_module_forward(m, x);
     if (!y) fail_msg("forward: %s", cg_last_error(ctx));
     uint64_t wr = 78;
     if (cg_backward(weighted(ctx, &wr, y)) != CG_OK) fail_msg("backward: %s", cg_last_error(ctx));
@@ -864,8 +882,8 @@ static void test_causal_attention_fused_vs_composed(void **state)
     for (int kind = 0; kind < 2; kind++) {
         uint64_t rng = 400 + (uint64_t)kind;
         const int64_t B = 3, T = kind ? 9 : 5, E = 6;
-        cg_module *m = kind ? cg_transformer_block(ctx, E, 2, 10, 0.0f, true)
-                            : cg_multihead_attention(ctx, E, 3, 0.0f, true);
+        cg_module *m = kind ? cg_transformer_block_module(ctx, E, 2, 10, 0.0f, true)
+                            : cg_multihead_attention_module(ctx, E, 3, 0.0f, true);
         assert_non_null(m);
         struct cg_named_tensor ps[32];
         int np = cg_module_parameters(m, ps, 32);
@@ -913,7 +931,7 @@ static void test_layernorm_fused_vs_composed(void **state)
                  {1, {1}, {4, 3, 1}, 0.0f}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         uint64_t rng = 450 + c;
-        cg_module *m = cg_layernorm(ctx, cases[c].nd, cases[c].norm);
+        cg_module *m = cg_layernorm_module(ctx, cases[c].nd, cases[c].norm);
         assert_non_null(m);
         struct cg_named_tensor ps[2];
         assert_int_equal(cg_module_parameters(m, ps, 2), 2);
@@ -952,7 +970,7 @@ static cg_tensor *f_lstm(cg_tensor **in, void *user)
 {
     cg_module *m = user;
     cg_tensor *hn = NULL, *cn = NULL;
-    cg_tensor *y = cg_rnn_forward(m, in[0], in[1], in[2], &hn, &cn);
+    cg_tensor *y = rnn_run(m, in[0], in[1], in[2], &hn, &cn);
     cg_tensor *parts[3] = {cg_reshape(y, CG_SHAPE(-1)), cg_reshape(hn, CG_SHAPE(-1)),
                            cg_reshape(cn, CG_SHAPE(-1))};
     return cg_cat(3, parts, 0);
@@ -963,7 +981,7 @@ static void check_lstm_grad(cg_ctx *ctx, uint64_t seed, int64_t B, int64_t T, in
 {
     const int64_t IN = 3;
     uint64_t rng = seed;
-    cg_module *m = cg_rnn_create(ctx, CG_RNN_LSTM, IN, H, L, true, batch_first);
+    cg_module *m = cg_recurrent_module(ctx, CG_RNN_LSTM, IN, H, L, true, batch_first);
     assert_non_null(m);
     cg_tensor *in[3 + 4 * 3];
     int n = 0;
@@ -1011,7 +1029,7 @@ static void test_block_gradcheck(void **state)
     cg_ctx *ctx = *state;
     require_bias_gelu(ctx->be);
     uint64_t rng = 600;
-    cg_module *m = cg_transformer_block(ctx, 4, 2, 5, 0.0f, true);
+    cg_module *m = cg_transformer_block_module(ctx, 4, 2, 5, 0.0f, true);
     assert_non_null(m);
     cg_tensor *in[16];
     int n = 0;

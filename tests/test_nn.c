@@ -79,7 +79,7 @@ static void test_linear_init_exact(void **state)
     const int64_t in = 13, out = 7;
     uint64_t rng[4];
     cg_rand_state(ctx, rng);
-    cg_module *lin = cg_linear(ctx, in, out, true);
+    cg_module *lin = cg_linear_module(ctx, in, out, true);
     assert_non_null(lin);
 
     cg_rand_set_state(ctx, rng);
@@ -110,7 +110,7 @@ static void test_linear_init_stats(void **state)
 {
     cg_ctx *ctx = *state;
     const int64_t in = 64, out = 64, n = in * out;
-    cg_module *lin = cg_linear(ctx, in, out, true);
+    cg_module *lin = cg_linear_module(ctx, in, out, true);
     static float w[64 * 64];
     fetch(cg_module_parameter(lin, "weight"), w, n);
     double bound = 1.0 / sqrt((double)in), s = 0, s2 = 0, lo = 1, hi = -1;
@@ -136,9 +136,9 @@ static void test_linear_init_stats(void **state)
 static void test_sequential_names(void **state)
 {
     cg_ctx *ctx = *state;
-    cg_module *model = cg_sequential(ctx, 5, cg_linear(ctx, 10, 64, true), cg_relu_module(ctx),
-                                     cg_linear(ctx, 64, 64, true), cg_relu_module(ctx),
-                                     cg_linear(ctx, 64, 1, true));
+    cg_module *model = cg_sequential_module(ctx, 5, cg_linear_module(ctx, 10, 64, true), cg_relu_module(ctx),
+                                     cg_linear_module(ctx, 64, 64, true), cg_relu_module(ctx),
+                                     cg_linear_module(ctx, 64, 1, true));
     assert_non_null(model);
     const char *want[] = {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"};
     const int64_t numel[] = {640, 64, 4096, 64, 64, 1};
@@ -163,8 +163,8 @@ static void test_sequential_names(void **state)
     assert_string_equal(cg_module_type(model), "Sequential");
 
     /* nesting: names get every prefix */
-    cg_module *outer = cg_sequential(ctx, 2, cg_sequential(ctx, 1, cg_linear(ctx, 3, 2, false)),
-                                     cg_linear(ctx, 2, 2, true));
+    cg_module *outer = cg_sequential_module(ctx, 2, cg_sequential_module(ctx, 1, cg_linear_module(ctx, 3, 2, false)),
+                                     cg_linear_module(ctx, 2, 2, true));
     assert_int_equal(cg_module_parameters(outer, ps, 8), 3);
     assert_string_equal(ps[0].name, "0.0.weight");
     assert_string_equal(ps[1].name, "1.weight");
@@ -211,7 +211,7 @@ static void check_linear(cg_ctx *ctx, int nd, const int64_t *xshape, int64_t in,
     th_fill_uniform(&s, x, n * in, -2, 2);
     th_fill_uniform(&s, R, n * out, -1, 1);
 
-    cg_module *lin = cg_linear(ctx, in, out, true);
+    cg_module *lin = cg_linear_module(ctx, in, out, true);
     cg_tensor *W = cg_module_parameter(lin, "weight"), *B = cg_module_parameter(lin, "bias");
     fetch(W, w, out * in);
     fetch(B, b, out);
@@ -266,7 +266,7 @@ static void test_linear_grad(void **state)
 static void test_linear_no_bias_and_errors(void **state)
 {
     cg_ctx *ctx = *state;
-    cg_module *lin = cg_linear(ctx, 4, 3, false);
+    cg_module *lin = cg_linear_module(ctx, 4, 3, false);
     struct cg_named_tensor ps[2];
     assert_int_equal(cg_module_parameters(lin, ps, 2), 1);
     assert_string_equal(ps[0].name, "weight");
@@ -295,7 +295,7 @@ static void test_linear_no_bias_and_errors(void **state)
     cg_scope_end(ctx);
     cg_module_free(lin);
 
-    assert_null(cg_linear(ctx, 0, 3, true));
+    assert_null(cg_linear_module(ctx, 0, 3, true));
     th_assert_error_contains(ctx, "in (0)");
     cg_ctx_clear_error(ctx);
 }
@@ -436,9 +436,9 @@ static void test_custom_module_and_errors(void **state)
     cg_scope_end(ctx);
 
     /* a failed child constructor: Sequential frees the rest, returns NULL */
-    assert_null(cg_sequential(ctx, 3, cg_linear(ctx, 2, 2, true), cg_linear(ctx, 0, 2, true),
+    assert_null(cg_sequential_module(ctx, 3, cg_linear_module(ctx, 2, 2, true), cg_linear_module(ctx, 0, 2, true),
                               cg_relu_module(ctx)));
-    th_assert_error_contains(ctx, "cg_linear");
+    th_assert_error_contains(ctx, "cg_linear_module");
     cg_ctx_clear_error(ctx);
     assert_int_equal(cg_sequential_append(m, cg_relu_module(ctx)), CG_STATUS_INVALID_ARGUMENT);
     th_assert_error_contains(ctx, "not a Sequential");
@@ -694,8 +694,8 @@ static void test_gradcheck(void **state)
     uint64_t rng = 4242;
     struct gc_user u = {0};
 
-    u.m = cg_sequential(ctx, 3, cg_linear(ctx, 7, 6, true), cg_tanh_module(ctx),
-                        cg_linear(ctx, 6, 3, true));
+    u.m = cg_sequential_module(ctx, 3, cg_linear_module(ctx, 7, 6, true), cg_tanh_module(ctx),
+                        cg_linear_module(ctx, 6, 3, true));
     cg_tensor *in[6];
     in[0] = gc_input(ctx, &rng, CG_SHAPE(5, 7), -1, 1);
     struct cg_named_tensor ps[4];
@@ -705,7 +705,7 @@ static void test_gradcheck(void **state)
     cg_tensor_free(in[0]);
     cg_module_free(u.m);
 
-    u.m = cg_linear(ctx, 4, 2, true);
+    u.m = cg_linear_module(ctx, 4, 2, true);
     in[0] = gc_input(ctx, &rng, CG_SHAPE(2, 3, 4), -1, 1);
     in[1] = cg_module_parameter(u.m, "weight");
     in[2] = cg_module_parameter(u.m, "bias");

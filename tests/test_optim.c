@@ -295,8 +295,8 @@ static void test_one_launch_per_param(void **state)
 static void test_module_shorthands(void **state)
 {
     cg_ctx *ctx = *state;
-    cg_module *m = cg_sequential(ctx, 3, cg_linear(ctx, 3, 4, true), cg_tanh_module(ctx),
-                                 cg_linear(ctx, 4, 2, false));
+    cg_module *m = cg_sequential_module(ctx, 3, cg_linear_module(ctx, 3, 4, true), cg_tanh_module(ctx),
+                                 cg_linear_module(ctx, 4, 2, false));
     cg_optim *opts[4] = {cg_sgd(m, 0.1f), cg_adam(m, 1e-3f), cg_adamw(m, 2e-3f), cg_rmsprop(m, 0.01f)};
     for (int i = 0; i < 4; i++) {
         assert_non_null(opts[i]);

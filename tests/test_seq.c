@@ -21,6 +21,24 @@
 #include "gradcheck.h"
 #include "harness.h"
 
+/* The recurrence with explicit states, through cg_module_forward_ex. */
+static cg_tensor *rnn_run(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
+                          cg_tensor **hn, cg_tensor **cn)
+{
+    struct cg_forward_args a = {.state = {h0, c0}};
+    cg_tensor *y = cg_module_forward_ex(m, x, &a);
+    if (hn) *hn = a.state_out[0];
+    if (cn) *cn = a.state_out[1];
+    return y;
+}
+
+/* Self-attention, causal or not, through cg_module_forward_ex. */
+static cg_tensor *self_attention(cg_module *m, cg_tensor *x, bool causal)
+{
+    struct cg_forward_args a = {.causal = causal};
+    return cg_module_forward_ex(m, x, &a);
+}
+
 /* ---- helpers ---------------------------------------------------------------- */
 
 static float *fetch(const cg_tensor *t)
@@ -178,7 +196,7 @@ static cg_tensor *f_module(cg_tensor **in, void *user) { return cg_module_forwar
 static void test_embedding(void **state)
 {
     cg_ctx *ctx = *state;
-    cg_module *e = cg_embedding(ctx, 7, 5);
+    cg_module *e = cg_embedding_module(ctx, 7, 5);
     assert_non_null(e);
     struct cg_named_tensor ps[2];
     assert_int_equal(cg_module_parameters(e, ps, 2), 1);
@@ -215,7 +233,7 @@ static void test_positional_embedding(void **state)
 {
     cg_ctx *ctx = *state;
     uint64_t rng = 11;
-    cg_module *p = cg_positional_embedding(ctx, 6, 3);
+    cg_module *p = cg_positional_embedding_module(ctx, 6, 3);
     assert_non_null(p);
     cg_tensor *x = gc_input(ctx, &rng, CG_SHAPE(2, 4, 3), -1, 1);
     cg_scope_begin(ctx);
@@ -247,7 +265,7 @@ static void test_rnn_params(void **state)
     const enum cg_rnn_mode modes[3] = {CG_RNN_TANH, CG_RNN_LSTM, CG_RNN_GRU};
     const int gates[3] = {1, 4, 3};
     for (int mi = 0; mi < 3; mi++) {
-        cg_module *m = cg_rnn_create(ctx, modes[mi], 5, 9, 2, true, false);
+        cg_module *m = cg_recurrent_module(ctx, modes[mi], 5, 9, 2, true, false);
         assert_non_null(m);
         struct cg_named_tensor ps[16];
         assert_int_equal(cg_module_parameters(m, ps, 16), 8);
@@ -273,10 +291,10 @@ static void test_rnn_params(void **state)
         }
         cg_module_free(m);
     }
-    cg_module *nb = cg_rnn_create(ctx, CG_RNN_GRU, 3, 4, 1, false, true);
+    cg_module *nb = cg_recurrent_module(ctx, CG_RNN_GRU, 3, 4, 1, false, true);
     assert_int_equal(cg_module_parameters(nb, NULL, 0), 2);
     cg_module_free(nb);
-    assert_null(cg_rnn_create(ctx, CG_RNN_LSTM, 3, 0, 1, true, false));
+    assert_null(cg_recurrent_module(ctx, CG_RNN_LSTM, 3, 0, 1, true, false));
     th_assert_error_contains(ctx, "hidden_size");
     cg_ctx_clear_error(ctx);
 }
@@ -288,7 +306,7 @@ static void check_rnn_forward(cg_ctx *ctx, enum cg_rnn_mode mode, bool batch_fir
     const int L = 2;
     const int64_t IN = 3, H = 5, T = 6, B = 2;
     uint64_t rng = 77 + (uint64_t)mode * 10 + batch_first * 2 + states;
-    cg_module *m = cg_rnn_create(ctx, mode, IN, H, L, true, batch_first);
+    cg_module *m = cg_recurrent_module(ctx, mode, IN, H, L, true, batch_first);
     assert_non_null(m);
     randomize(m, &rng, -0.7f, 0.7f);
     float xf[6 * 2 * 3], hf[2 * 2 * 5], cf[2 * 2 * 5];
@@ -319,7 +337,7 @@ static void check_rnn_forward(cg_ctx *ctx, enum cg_rnn_mode mode, bool batch_fir
     cg_tensor *h0t = states ? cg_tensor_from_host(ctx, CG_SHAPE(L, B, H), hf) : NULL;
     cg_tensor *c0t = states && mode == CG_RNN_LSTM ? cg_tensor_from_host(ctx, CG_SHAPE(L, B, H), cf) : NULL;
     cg_tensor *hnt = NULL, *cnt = NULL;
-    cg_tensor *y = cg_rnn_forward(m, x, h0t, c0t, &hnt, mode == CG_RNN_LSTM ? &cnt : NULL);
+    cg_tensor *y = rnn_run(m, x, h0t, c0t, &hnt, mode == CG_RNN_LSTM ? &cnt : NULL);
     if (!y) fail_msg("rnn forward: %s", cg_last_error(ctx));
     assert_int_equal(cg_tensor_ndim(y), 3);
     assert_int_equal(cg_tensor_dim(y, batch_first ? 0 : 1), B);
@@ -363,17 +381,17 @@ static void test_rnn_unbatched_and_errors(void **state)
 {
     cg_ctx *ctx = *state;
     uint64_t rng = 5;
-    cg_module *m = cg_lstm(ctx, 3, 4, 2, true);
+    cg_module *m = cg_lstm_module(ctx, 3, 4, 2, true);
     float xf[5 * 3], hf[2 * 4], cf[2 * 4];
     th_fill_uniform(&rng, xf, 15, -1, 1);
     th_fill_uniform(&rng, hf, 8, -1, 1);
     th_fill_uniform(&rng, cf, 8, -1, 1);
     cg_scope_begin(ctx);
     cg_tensor *hn1, *cn1, *hn2, *cn2;
-    cg_tensor *y1 = cg_rnn_forward(m, cg_tensor_from_host(ctx, CG_SHAPE(5, 3), xf),
+    cg_tensor *y1 = rnn_run(m, cg_tensor_from_host(ctx, CG_SHAPE(5, 3), xf),
                                    cg_tensor_from_host(ctx, CG_SHAPE(2, 4), hf),
                                    cg_tensor_from_host(ctx, CG_SHAPE(2, 4), cf), &hn1, &cn1);
-    cg_tensor *y2 = cg_rnn_forward(m, cg_tensor_from_host(ctx, CG_SHAPE(1, 5, 3), xf),
+    cg_tensor *y2 = rnn_run(m, cg_tensor_from_host(ctx, CG_SHAPE(1, 5, 3), xf),
                                    cg_tensor_from_host(ctx, CG_SHAPE(2, 1, 4), hf),
                                    cg_tensor_from_host(ctx, CG_SHAPE(2, 1, 4), cf), &hn2, &cn2);
     assert_non_null(y1);
@@ -392,19 +410,19 @@ static void test_rnn_unbatched_and_errors(void **state)
     free(b);
 
     cg_tensor *x = cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 3));
-    assert_null(cg_rnn_forward(m, cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 4)), NULL, NULL, NULL, NULL));
+    assert_null(rnn_run(m, cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 4)), NULL, NULL, NULL, NULL));
     th_assert_error_contains(ctx, "with 3 features");
     cg_ctx_clear_error(ctx);
-    assert_null(cg_rnn_forward(m, x, cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 4)), NULL, NULL, NULL));
+    assert_null(rnn_run(m, x, cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 4)), NULL, NULL, NULL));
     th_assert_error_contains(ctx, "h0");
     cg_ctx_clear_error(ctx);
-    cg_module *g = cg_gru(ctx, 3, 4, 1, true);
-    assert_null(cg_rnn_forward(g, x, NULL, cg_tensor_zeros(ctx, CG_SHAPE(1, 2, 4)), NULL, NULL));
+    cg_module *g = cg_gru_module(ctx, 3, 4, 1, true);
+    assert_null(rnn_run(g, x, NULL, cg_tensor_zeros(ctx, CG_SHAPE(1, 2, 4)), NULL, NULL));
     th_assert_error_contains(ctx, "c0 is only for an LSTM");
     cg_ctx_clear_error(ctx);
-    cg_module *lin = cg_linear(ctx, 3, 3, true);
-    assert_null(cg_rnn_forward(lin, x, NULL, NULL, NULL, NULL));
-    th_assert_error_contains(ctx, "not an RNN");
+    cg_module *lin = cg_linear_module(ctx, 3, 3, true);
+    assert_null(rnn_run(lin, x, cg_tensor_zeros(ctx, CG_SHAPE(1, 2, 3)), NULL, NULL, NULL));
+    th_assert_error_contains(ctx, "a Linear takes no state");
     cg_ctx_clear_error(ctx);
     cg_scope_end(ctx);
     cg_module_free(lin);
@@ -424,7 +442,7 @@ static cg_tensor *f_rnn(cg_tensor **in, void *user)
 {
     struct rnn_gc *u = user;
     cg_tensor *hn = NULL, *cn = NULL;
-    cg_tensor *y = cg_rnn_forward(u->m, in[0], in[1], u->lstm ? in[2] : NULL, &hn,
+    cg_tensor *y = rnn_run(u->m, in[0], in[1], u->lstm ? in[2] : NULL, &hn,
                                   u->lstm ? &cn : NULL);
     cg_tensor *parts[3] = {cg_reshape(y, CG_SHAPE(-1)), cg_reshape(hn, CG_SHAPE(-1)),
                            u->lstm ? cg_reshape(cn, CG_SHAPE(-1)) : NULL};
@@ -436,7 +454,7 @@ static void check_rnn_grad(cg_ctx *ctx, enum cg_rnn_mode mode, bool batch_first,
 {
     const int64_t IN = 3, H = 3, B = 2;
     uint64_t rng = 1000 + (uint64_t)mode;
-    cg_module *m = cg_rnn_create(ctx, mode, IN, H, L, true, batch_first);
+    cg_module *m = cg_recurrent_module(ctx, mode, IN, H, L, true, batch_first);
     assert_non_null(m);
     randomize(m, &rng, -0.8f, 0.8f);
     struct rnn_gc u = {m, mode == CG_RNN_LSTM};
@@ -485,7 +503,7 @@ static void test_layernorm(void **state)
 {
     cg_ctx *ctx = *state;
     uint64_t rng = 31;
-    cg_module *ln = cg_layernorm(ctx, CG_SHAPE(3, 4));
+    cg_module *ln = cg_layernorm_module(ctx, CG_SHAPE(3, 4));
     assert_non_null(ln);
     struct cg_named_tensor ps[2];
     assert_int_equal(cg_module_parameters(ln, ps, 2), 2);
@@ -576,7 +594,7 @@ static void ref_mha(const double *x, const double *in_w, const double *in_b,
 static void test_attention_params(void **state)
 {
     cg_ctx *ctx = *state;
-    cg_module *a = cg_multihead_attention(ctx, 8, 2, 0.0f, true);
+    cg_module *a = cg_multihead_attention_module(ctx, 8, 2, 0.0f, true);
     assert_non_null(a);
     struct cg_named_tensor ps[4];
     assert_int_equal(cg_module_parameters(a, ps, 4), 4);
@@ -595,11 +613,11 @@ static void test_attention_params(void **state)
     free(b);
     free(ob);
     cg_module_free(a);
-    assert_null(cg_multihead_attention(ctx, 10, 3, 0.0f, true));
+    assert_null(cg_multihead_attention_module(ctx, 10, 3, 0.0f, true));
     th_assert_error_contains(ctx, "multiple of num_heads");
     cg_ctx_clear_error(ctx);
 
-    cg_module *blk = cg_transformer_block(ctx, 8, 2, 16, 0.1f, true);
+    cg_module *blk = cg_transformer_block_module(ctx, 8, 2, 16, 0.1f, true);
     assert_non_null(blk);
     struct cg_named_tensor bp[16];
     assert_int_equal(cg_module_parameters(blk, bp, 16), 12);
@@ -617,7 +635,7 @@ static void test_attention_forward_reference(void **state)
     const int64_t B = 2, T = 5, E = 6, NH = 3;
     for (int causal = 0; causal < 2; causal++) {
         uint64_t rng = 300 + (uint64_t)causal;
-        cg_module *a = cg_multihead_attention(ctx, E, NH, 0.0f, true);
+        cg_module *a = cg_multihead_attention_module(ctx, E, NH, 0.0f, true);
         randomize(a, &rng, -0.6f, 0.6f);
         float xf[2 * 5 * 6];
         th_fill_uniform(&rng, xf, B * T * E, -1.5f, 1.5f);
@@ -631,7 +649,7 @@ static void test_attention_forward_reference(void **state)
         free(ow);
         free(ob);
         cg_scope_begin(ctx);
-        cg_tensor *y = cg_self_attention(a, cg_tensor_from_host(ctx, CG_SHAPE(B, T, E), xf), causal);
+        cg_tensor *y = self_attention(a, cg_tensor_from_host(ctx, CG_SHAPE(B, T, E), xf), causal);
         if (!y) fail_msg("attention: %s", cg_last_error(ctx));
         float *yh = fetch(y);
         th_assert_close(yh, want, B * T * E, 1e-4, 1e-5, causal ? "causal attention" : "attention");
@@ -649,7 +667,7 @@ static void test_causal_mask_never_sees_future(void **state)
     cg_ctx *ctx = *state;
     const int64_t B = 2, T = 6, E = 8;
     uint64_t rng = 404;
-    cg_module *blk = cg_transformer_block(ctx, E, 2, 16, 0.0f, true);
+    cg_module *blk = cg_transformer_block_module(ctx, E, 2, 16, 0.0f, true);
     cg_module *a = cg_module_child(blk, 0);
     randomize(blk, &rng, -0.5f, 0.5f);
     float x[2 * 6 * 8], xp[2 * 6 * 8];
@@ -663,10 +681,10 @@ static void test_causal_mask_never_sees_future(void **state)
             cg_scope_begin(ctx);
             cg_tensor *x0 = cg_tensor_from_host(ctx, CG_SHAPE(B, T, E), x);
             cg_tensor *x1 = cg_tensor_from_host(ctx, CG_SHAPE(B, T, E), xp);
-            cg_tensor *y0 = which == 0 ? cg_self_attention(a, x0, true)
-                          : which == 1 ? cg_module_forward(blk, x0) : cg_self_attention(a, x0, false);
-            cg_tensor *y1 = which == 0 ? cg_self_attention(a, x1, true)
-                          : which == 1 ? cg_module_forward(blk, x1) : cg_self_attention(a, x1, false);
+            cg_tensor *y0 = which == 0 ? self_attention(a, x0, true)
+                          : which == 1 ? cg_module_forward(blk, x0) : self_attention(a, x0, false);
+            cg_tensor *y1 = which == 0 ? self_attention(a, x1, true)
+                          : which == 1 ? cg_module_forward(blk, x1) : self_attention(a, x1, false);
             float *h0 = fetch(y0), *h1 = fetch(y1);
             for (int64_t b = 0; b < B; b++)
                 for (int64_t t = 0; t < T; t++) {
@@ -697,7 +715,7 @@ struct attn_gc {
 static cg_tensor *f_attn(cg_tensor **in, void *user)
 {
     struct attn_gc *u = user;
-    return cg_self_attention(u->m, in[0], u->causal);
+    return self_attention(u->m, in[0], u->causal);
 }
 
 static void test_attention_grad(void **state)
@@ -705,7 +723,7 @@ static void test_attention_grad(void **state)
     cg_ctx *ctx = *state;
     for (int causal = 0; causal < 2; causal++) {
         uint64_t rng = 500 + (uint64_t)causal;
-        cg_module *a = cg_multihead_attention(ctx, 4, 2, 0.0f, true);
+        cg_module *a = cg_multihead_attention_module(ctx, 4, 2, 0.0f, true);
         randomize(a, &rng, -0.8f, 0.8f);
         struct attn_gc u = {a, causal};
         cg_tensor *in[5];
@@ -724,7 +742,7 @@ static void test_transformer_block_grad(void **state)
     cg_ctx *ctx = *state;
     for (int causal = 0; causal < 2; causal++) {
         uint64_t rng = 600 + (uint64_t)causal;
-        cg_module *blk = cg_transformer_block(ctx, 4, 2, 6, 0.0f, causal);
+        cg_module *blk = cg_transformer_block_module(ctx, 4, 2, 6, 0.0f, causal);
         randomize(blk, &rng, -0.7f, 0.7f);
         cg_tensor *in[13];
         in[0] = gc_input(ctx, &rng, CG_SHAPE(2, 3, 4), -1, 1);
@@ -743,7 +761,7 @@ static void test_transformer_block_dropout(void **state)
 {
     cg_ctx *ctx = *state;
     uint64_t rng = 700;
-    cg_module *blk = cg_transformer_block(ctx, 8, 2, 16, 0.5f, false);
+    cg_module *blk = cg_transformer_block_module(ctx, 8, 2, 16, 0.5f, false);
     float x[3 * 4 * 8];
     th_fill_uniform(&rng, x, 96, -1, 1);
     cg_scope_begin(ctx);
@@ -813,10 +831,10 @@ static void test_parity_with_cpu(void **state)
         cg_module *m[2];
         cg_ctx *cs[2] = {ctx, ref};
         for (int c = 0; c < 2; c++) {
-            m[c] = kind == 0 ? cg_lstm(cs[c], IN, 10, 2, true)
-                 : kind == 1 ? cg_gru(cs[c], IN, 10, 2, true)
-                 : kind == 2 ? cg_rnn(cs[c], IN, 10, 1, true)
-                             : cg_transformer_block(cs[c], IN, 2, 12, 0.0f, true);
+            m[c] = kind == 0 ? cg_lstm_module(cs[c], IN, 10, 2, true)
+                 : kind == 1 ? cg_gru_module(cs[c], IN, 10, 2, true)
+                 : kind == 2 ? cg_rnn_module(cs[c], IN, 10, 1, true)
+                             : cg_transformer_block_module(cs[c], IN, 2, 12, 0.0f, true);
             assert_non_null(m[c]);
         }
         copy_params(m[1], m[0]);
@@ -926,9 +944,9 @@ static void learn_copy(cg_ctx *ctx, enum cg_rnn_mode mode, int steps, double wan
 {
     const int64_t V = CP_K + 1;
     cg_seed(ctx, 42);
-    cg_module *model[3] = {cg_embedding(ctx, V, 8), cg_rnn_create(ctx, mode, 8, 32, 1, true, true),
-                           cg_linear(ctx, 32, V, true)};
-    cg_module *all = cg_sequential_array(ctx, 3, model);
+    cg_module *model[3] = {cg_embedding_module(ctx, V, 8), cg_recurrent_module(ctx, mode, 8, 32, 1, true, true),
+                           cg_linear_module(ctx, 32, V, true)};
+    cg_module *all = cg_sequential_module_array(ctx, 3, model);
     assert_non_null(all);
     cg_optim *opt = cg_adam(all, 1e-2f);
     char what[64];
@@ -963,10 +981,10 @@ static void test_learn_reverse_transformer(void **state)
     const double want = 0.98;
     const int64_t D = 32;
     cg_seed(ctx, 7);
-    cg_module *all = cg_sequential(ctx, 5, cg_embedding(ctx, RV_K, D),
-                                   cg_positional_embedding(ctx, RV_T, D),
-                                   cg_transformer_block(ctx, D, 2, 64, 0.0f, false),
-                                   cg_layernorm(ctx, CG_SHAPE(D)), cg_linear(ctx, D, RV_K, true));
+    cg_module *all = cg_sequential_module(ctx, 5, cg_embedding_module(ctx, RV_K, D),
+                                   cg_positional_embedding_module(ctx, RV_T, D),
+                                   cg_transformer_block_module(ctx, D, 2, 64, 0.0f, false),
+                                   cg_layernorm_module(ctx, CG_SHAPE(D)), cg_linear_module(ctx, D, RV_K, true));
     assert_non_null(all);
     cg_optim *opt = cg_adam(all, 3e-3f);
     learn_task(ctx, "Transformer reverse", all, opt, reverse_batch, 777, RV_B, RV_T, RV_K, steps,

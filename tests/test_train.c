@@ -15,8 +15,8 @@ static void test_xor_bce(void **state)
 {
     cg_ctx *ctx = *state;
     const float x[8] = {0, 0, 0, 1, 1, 0, 1, 1}, y[4] = {0, 1, 1, 0};
-    cg_module *model = cg_sequential(ctx, 3, cg_linear(ctx, 2, 8, true), cg_tanh_module(ctx),
-                                     cg_linear(ctx, 8, 1, true));
+    cg_module *model = cg_sequential_module(ctx, 3, cg_linear_module(ctx, 2, 8, true), cg_tanh_module(ctx),
+                                     cg_linear_module(ctx, 8, 1, true));
     assert_non_null(model);
     cg_optim *opt = cg_adam(model, 0.05f);
     assert_non_null(opt);
@@ -68,7 +68,7 @@ static void test_linear_regression(void **state)
         for (int j = 0; j < D; j++) v += w[j] * x[i * D + j];
         y[i] = (float)v;
     }
-    cg_module *lin = cg_linear(ctx, D, 1, true);
+    cg_module *lin = cg_linear_module(ctx, D, 1, true);
     struct cg_optim_options o = cg_optim_defaults(CG_OPTIM_SGD);
     o.lr = 0.3f;
     o.momentum = 0.5f;
@@ -104,9 +104,9 @@ struct seed_run {
 /* The seed network and a synthetic regression, all from ctx's RNG. */
 static void seed_setup(cg_ctx *ctx, struct seed_run *r)
 {
-    r->model = cg_sequential(ctx, 5, cg_linear(ctx, 10, 64, true), cg_relu_module(ctx),
-                             cg_linear(ctx, 64, 64, true), cg_relu_module(ctx),
-                             cg_linear(ctx, 64, 1, true));
+    r->model = cg_sequential_module(ctx, 5, cg_linear_module(ctx, 10, 64, true), cg_relu_module(ctx),
+                             cg_linear_module(ctx, 64, 64, true), cg_relu_module(ctx),
+                             cg_linear_module(ctx, 64, 1, true));
     assert_non_null(r->model);
     r->opt = cg_adam(r->model, 1e-3f);
     assert_non_null(r->opt);
@@ -211,8 +211,8 @@ static void test_classifier_step_transfers(void **state)
     cg_loader *ld;
     struct cg_loader_options lo = {.batch_size = 32, .shuffle = true};
     assert_int_equal(cg_loader_create(ctx, ds, &lo, &ld), CG_OK);
-    cg_module *model = cg_sequential(ctx, 3, cg_linear(ctx, d, 16, true), cg_relu_module(ctx),
-                                     cg_linear(ctx, 16, classes, true));
+    cg_module *model = cg_sequential_module(ctx, 3, cg_linear_module(ctx, d, 16, true), cg_relu_module(ctx),
+                                     cg_linear_module(ctx, 16, classes, true));
     cg_optim *opt = cg_adam(model, 1e-2f);
     assert_non_null(opt);
     for (int k = 0; k < 3; k++) {

@@ -400,27 +400,27 @@ static const struct train_cfg train_cfgs[] = {
 static cg_module *build_model(cg_ctx *ctx, const struct train_cfg *cfg)
 {
     if (strcmp(cfg->name, "ffn") == 0)       /* the seed program's model */
-        return cg_sequential(ctx, 5, cg_linear(ctx, 10, 64, true), cg_relu_module(ctx),
-                             cg_linear(ctx, 64, 64, true), cg_relu_module(ctx),
-                             cg_linear(ctx, 64, 1, true));
+        return cg_sequential_module(ctx, 5, cg_linear_module(ctx, 10, 64, true), cg_relu_module(ctx),
+                             cg_linear_module(ctx, 64, 64, true), cg_relu_module(ctx),
+                             cg_linear_module(ctx, 64, 1, true));
     if (strcmp(cfg->name, "mlp") == 0)       /* clgrad-train's Fashion-MNIST MLP */
-        return cg_sequential(ctx, 5, cg_linear(ctx, 784, 256, true), cg_relu_module(ctx),
-                             cg_linear(ctx, 256, 128, true), cg_relu_module(ctx),
-                             cg_linear(ctx, 128, 10, true));
+        return cg_sequential_module(ctx, 5, cg_linear_module(ctx, 784, 256, true), cg_relu_module(ctx),
+                             cg_linear_module(ctx, 256, 128, true), cg_relu_module(ctx),
+                             cg_linear_module(ctx, 128, 10, true));
     if (strcmp(cfg->name, "cnn") == 0)       /* clgrad-train --help's CNN */
         return cg_model_from_spec(ctx,
                                   "conv 32 3 pad 1 relu, maxpool 2, conv 64 3 pad 1 relu, "
                                   "maxpool 2, flatten, linear 128 relu, linear 10",
                                   cfg->x_ndim, cfg->x_shape, NULL, NULL);
     if (strcmp(cfg->name, "lstm") == 0)      /* char-level: embed 64, LSTM 128 */
-        return cg_sequential(ctx, 3, cg_embedding(ctx, VOCAB, 64),
-                             cg_lstm(ctx, 64, 128, 1, true), cg_linear(ctx, 128, VOCAB, true));
+        return cg_sequential_module(ctx, 3, cg_embedding_module(ctx, VOCAB, 64),
+                             cg_lstm_module(ctx, 64, 128, 1, true), cg_linear_module(ctx, 128, VOCAB, true));
     /* transformer: d = 64, 4 heads, feed-forward 256, 2 causal pre-norm blocks */
-    return cg_sequential(ctx, 5, cg_embedding(ctx, VOCAB, 64),
-                         cg_positional_embedding(ctx, SEQ, 64),
-                         cg_transformer_block(ctx, 64, 4, 256, 0.0f, true),
-                         cg_transformer_block(ctx, 64, 4, 256, 0.0f, true),
-                         cg_linear(ctx, 64, VOCAB, true));
+    return cg_sequential_module(ctx, 5, cg_embedding_module(ctx, VOCAB, 64),
+                         cg_positional_embedding_module(ctx, SEQ, 64),
+                         cg_transformer_block_module(ctx, 64, 4, 256, 0.0f, true),
+                         cg_transformer_block_module(ctx, 64, 4, 256, 0.0f, true),
+                         cg_linear_module(ctx, 64, VOCAB, true));
 }
 
 #define TRAIN_BATCHES 16    /* distinct synthetic batches, reused in turn */

@@ -11,10 +11,10 @@
  *
  * The PyTorch seed program, in C:
  *
- *     cg_module *model = cg_sequential(ctx, 5,
- *         cg_linear(ctx, 10, 64, true), cg_relu_module(ctx),
- *         cg_linear(ctx, 64, 64, true), cg_relu_module(ctx),
- *         cg_linear(ctx, 64, 1, true));
+ *     cg_module *model = cg_sequential_module(ctx, 5,
+ *         cg_linear_module(ctx, 10, 64, true), cg_relu_module(ctx),
+ *         cg_linear_module(ctx, 64, 64, true), cg_relu_module(ctx),
+ *         cg_linear_module(ctx, 64, 1, true));
  *     cg_optim *opt = cg_adam(model, 1e-3f);                  // optim.h
  *     for (int epoch = 0; epoch < 10; epoch++) {
  *         cg_scope_begin(ctx);                                // owns the step
@@ -32,8 +32,16 @@
  *     cg_optim_free(opt);
  *     cg_module_free(model);
  *
+ * Names. A bare name is an op on tensors (cg_conv2d, cg_dropout, cg_relu in
+ * ops.h); every function that constructs a layer returns a cg_module and
+ * ends in _module (cg_linear_module, cg_conv2d_module, cg_sequential_module);
+ * functions on a module start with cg_module_. Every module runs through
+ * cg_module_forward(m, x), or cg_module_forward_ex(m, x, &args) for the
+ * keyword arguments some take (an RNN's initial and final states,
+ * attention's causal mask).
+ *
  * Ownership. A constructor returns a module the caller owns (free it with
- * cg_module_free); cg_sequential and cg_module_add_child take ownership of
+ * cg_module_free); cg_sequential_module and cg_module_add_child take ownership of
  * their children, cg_module_add_parameter of its tensor. Every constructor
  * returns NULL on failure, with the message in cg_last_error(ctx), and a
  * constructor given a NULL child frees the others and returns NULL, so
@@ -68,6 +76,22 @@ extern "C" {
 
 typedef struct cg_module cg_module;
 
+/* The extra arguments some modules take, as keyword arguments of their
+ * PyTorch forward: one struct, so every module runs through
+ * cg_module_forward_ex (and cg_module_forward, which passes none). Zero
+ * (or NULL args) means the default. */
+struct cg_forward_args {
+    /* Recurrent layers: the initial states, h0 = state[0] and, for LSTM,
+     * c0 = state[1]: (L, B, H), unbatched (L, H); NULL = zeros. */
+    cg_tensor *state[2];
+    /* Recurrent layers, out: the final states of every layer, h0's shape
+     * (state_out[1]: LSTM's c). Left NULL for modules without state. */
+    cg_tensor *state_out[2];
+    /* MultiheadAttention: position t attends to positions <= t only
+     * (torch's is_causal / generate_square_subsequent_mask). */
+    bool causal;
+};
+
 /* The longest dotted parameter name, e.g. "encoder.layers.11.0.weight". */
 #define CG_NAME_MAX 128
 
@@ -76,6 +100,9 @@ struct cg_module_i {
     const char *type;                                   /* "Linear", ...   */
     /* x: the module's input; returns a tensor in the current scope or NULL. */
     cg_tensor *(*forward)(cg_module *m, cg_tensor *x);
+    /* optional: the forward with extra arguments (struct cg_forward_args);
+     * a module that has one may leave forward NULL (it gets args = NULL). */
+    cg_tensor *(*forward_ex)(cg_module *m, cg_tensor *x, struct cg_forward_args *args);
     /* optional: frees priv (parameters and children are freed by the core). */
     void (*free_priv)(cg_module *m);
 };
@@ -112,6 +139,10 @@ CG_API cg_tensor *cg_module_buffer(const cg_module *m, const char *name);
 
 /* Runs the module: y = m(x). x NULL gives NULL (no new message). */
 CG_API cg_tensor *cg_module_forward(cg_module *m, cg_tensor *x);
+/* y = m(x, **args): the same with extra arguments (args NULL: none). A
+ * module that takes none fails with CG_STATUS_INVALID_ARGUMENT when args
+ * asks for anything; args->state_out is filled on success. */
+CG_API cg_tensor *cg_module_forward_ex(cg_module *m, cg_tensor *x, struct cg_forward_args *args);
 
 /* All parameters of m and its descendants, depth-first in registration
  * order with dotted names, as torch.nn.Module.named_parameters(): fills up
@@ -143,7 +174,7 @@ CG_API const char *cg_module_child_name(const cg_module *m, int i);
  * 1/sqrt(in)) (kaiming_uniform_ with a = sqrt(5)), then b ~ the same, drawn
  * in row-major order from the context's host RNG, so every backend starts
  * from the same weights. */
-CG_API cg_module *cg_linear(cg_ctx *ctx, int64_t in, int64_t out, bool bias);
+CG_API cg_module *cg_linear_module(cg_ctx *ctx, int64_t in, int64_t out, bool bias);
 
 /* Activations (no parameters), any input shape. */
 CG_API cg_module *cg_relu_module(cg_ctx *ctx);
@@ -155,8 +186,8 @@ CG_API cg_module *cg_softmax_module(cg_ctx *ctx, int axis);
 
 /* torch.nn.Sequential of n modules (cg_module *), named "0", "1", ... Takes
  * ownership of them all, even on failure. */
-CG_API cg_module *cg_sequential(cg_ctx *ctx, int n, ...);
-CG_API cg_module *cg_sequential_array(cg_ctx *ctx, int n, cg_module *const *mods);
+CG_API cg_module *cg_sequential_module(cg_ctx *ctx, int n, ...);
+CG_API cg_module *cg_sequential_module_array(cg_ctx *ctx, int n, cg_module *const *mods);
 /* Appends m as the next child ("n"); takes ownership. */
 CG_API cg_status cg_sequential_append(cg_module *seq, cg_module *m);
 
@@ -238,22 +269,23 @@ CG_API cg_module *cg_model_from_spec(cg_ctx *ctx, const char *spec, int in_ndim,
  * MultiheadAttention / TransformerEncoderLayer state_dicts. Index tensors
  * (token ids) are float32 tensors holding exact integers, as in ops.h.
  *
- *     cg_module *emb = cg_embedding(ctx, 65, 32);
- *     cg_module *lstm = cg_lstm(ctx, 32, 128, 2, true);       // batch_first
+ *     cg_module *emb = cg_embedding_module(ctx, 65, 32);
+ *     cg_module *lstm = cg_lstm_module(ctx, 32, 128, 2, true);       // batch_first
  *     cg_tensor *x = cg_module_forward(emb, ids);              // (B, T, 32)
- *     cg_tensor *hn, *cn;
- *     cg_tensor *y = cg_rnn_forward(lstm, x, NULL, NULL, &hn, &cn); // (B, T, 128)
+ *     struct cg_forward_args st = {0};                        // h0 = c0 = 0
+ *     cg_tensor *y = cg_module_forward_ex(lstm, x, &st);      // (B, T, 128)
+ *     // st.state_out[0], st.state_out[1]: hn, cn (L, B, 128)
  */
 
 /* torch.nn.Embedding(num, dim): weight (num, dim) ~ N(0, 1) (drawn from the
  * context's RNG, row-major). idx: any shape (...) of integers in [0, num)
  * -> (..., dim). */
-CG_API cg_module *cg_embedding(cg_ctx *ctx, int64_t num_embeddings, int64_t dim);
+CG_API cg_module *cg_embedding_module(cg_ctx *ctx, int64_t num_embeddings, int64_t dim);
 
 /* Learned positional embeddings: weight (max_len, dim) ~ N(0, 1), as an
  * nn.Embedding over positions. x: (B, T, dim) or (T, dim), T <= max_len
  * -> x + weight[0:T] (broadcast over B). */
-CG_API cg_module *cg_positional_embedding(cg_ctx *ctx, int64_t max_len, int64_t dim);
+CG_API cg_module *cg_positional_embedding_module(cg_ctx *ctx, int64_t max_len, int64_t dim);
 
 /* torch.nn.RNN (tanh), LSTM and GRU. Per layer k (0-based):
  *   weight_ih_l{k}: (G*H, in_k)  in_0 = input_size, in_k = H after,
@@ -268,45 +300,42 @@ enum cg_rnn_mode {
     CG_RNN_LSTM,
     CG_RNN_GRU,
 };
-CG_API cg_module *cg_rnn_create(cg_ctx *ctx, enum cg_rnn_mode mode, int64_t input_size,
+CG_API cg_module *cg_recurrent_module(cg_ctx *ctx, enum cg_rnn_mode mode, int64_t input_size,
                                 int64_t hidden_size, int num_layers, bool bias,
                                 bool batch_first);
 /* Shorthands with bias = true. */
-CG_API cg_module *cg_rnn(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
+CG_API cg_module *cg_rnn_module(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
                          int num_layers, bool batch_first);
-CG_API cg_module *cg_lstm(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
+CG_API cg_module *cg_lstm_module(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
                           int num_layers, bool batch_first);
-CG_API cg_module *cg_gru(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
+CG_API cg_module *cg_gru_module(cg_ctx *ctx, int64_t input_size, int64_t hidden_size,
                          int num_layers, bool batch_first);
-/* Runs the recurrence over all time steps (full backpropagation through
- * time when the result is differentiated).
+/* cg_module_forward_ex(m, x, &args) runs the recurrence over all time
+ * steps (full backpropagation through time when the result is
+ * differentiated):
  *   x:  (T, B, in), or (B, T, in) when batch_first, or unbatched (T, in)
- *   h0: (L, B, H) (unbatched: (L, H)), NULL = zeros
- *   c0: the same shape, LSTM only (must be NULL otherwise), NULL = zeros
+ *   args.state[0] = h0: (L, B, H) (unbatched: (L, H)), NULL = zeros
+ *   args.state[1] = c0: the same shape, LSTM only (must be NULL otherwise)
  * Returns the last layer's outputs h_t for every t: (T, B, H) / (B, T, H) /
- * (T, H); *hn (and *cn for LSTM), when not NULL, receive the final states
- * of every layer, h0's shape. cg_module_forward(m, x) = this with zero
- * initial states. */
-CG_API cg_tensor *cg_rnn_forward(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
-                                 cg_tensor **hn, cg_tensor **cn);
+ * (T, H); args.state_out[0] (and [1] for LSTM) receive the final states of
+ * every layer, h0's shape. cg_module_forward(m, x) starts from zeros. */
 
 /* torch.nn.LayerNorm(normalized_shape, eps=1e-5): normalises over the last
  * ndim dims of x (which must equal shape), biased variance, then y * weight +
  * bias; weight = 1, bias = 0 (elementwise_affine = true, both of that
  * shape). x: (..., *shape) -> the same shape. */
-CG_API cg_module *cg_layernorm(cg_ctx *ctx, int ndim, const int64_t *shape);
+CG_API cg_module *cg_layernorm_module(cg_ctx *ctx, int ndim, const int64_t *shape);
 
 /* torch.nn.MultiheadAttention(E, num_heads, dropout, bias, batch_first=True)
  * used as self-attention (query = key = value = x):
  *   in_proj_weight (3E, E) xavier_uniform_, in_proj_bias (3E) zeros,
  *   out_proj.weight (E, E) Linear's init, out_proj.bias (E) zeros.
  * dropout applies to the attention weights in training mode. */
-CG_API cg_module *cg_multihead_attention(cg_ctx *ctx, int64_t embed_dim, int64_t num_heads,
+CG_API cg_module *cg_multihead_attention_module(cg_ctx *ctx, int64_t embed_dim, int64_t num_heads,
                                          float dropout, bool bias);
-/* x: (B, T, E) -> (B, T, E). causal: position t attends to positions <= t
- * only (torch's is_causal / generate_square_subsequent_mask).
- * cg_module_forward(m, x) is the non-causal form. */
-CG_API cg_tensor *cg_self_attention(cg_module *mha, cg_tensor *x, bool causal);
+/* x: (B, T, E) -> (B, T, E); with cg_module_forward_ex, args.causal: position
+ * t attends to positions <= t only (torch's is_causal /
+ * generate_square_subsequent_mask). */
 
 /* torch.nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
  * activation="gelu", batch_first=True, norm_first=True) (pre-norm):
@@ -314,7 +343,7 @@ CG_API cg_tensor *cg_self_attention(cg_module *mha, cg_tensor *x, bool causal);
  *   x = x + dropout2(linear2(dropout(gelu(linear1(norm2(x))))))
  * Children: self_attn, linear1, linear2, norm1, norm2 (PyTorch's names).
  * causal masks the self-attention. x: (B, T, d_model) -> the same shape. */
-CG_API cg_module *cg_transformer_block(cg_ctx *ctx, int64_t d_model, int64_t nhead,
+CG_API cg_module *cg_transformer_block_module(cg_ctx *ctx, int64_t d_model, int64_t nhead,
                                        int64_t dim_feedforward, float dropout, bool causal);
 
 /* ---- Convolutional networks (src/nn/conv.c, pool.c, norm.c, dropout.c) ------
@@ -324,12 +353,12 @@ CG_API cg_module *cg_transformer_block(cg_ctx *ctx, int64_t d_model, int64_t nhe
  * Convolution and pooling run on the backend's im2col / col2im / pool2d
  * primitives (backend.h); a backend without them gives CG_STATUS_UNSUPPORTED.
  *
- *     cg_module *net = cg_sequential(ctx, 6,
+ *     cg_module *net = cg_sequential_module(ctx, 6,
  *         cg_conv2d_module(ctx, 1, 32, 3, 3, &(struct cg_conv2d_opts){
  *                          .padding = {1, 1}}),
  *         cg_relu_module(ctx), cg_max_pool2d_module(ctx, 2, 0, 0, 1),
  *         cg_flatten_module(ctx), cg_dropout_module(ctx, 0.25f),
- *         cg_linear(ctx, 32 * 14 * 14, 10, true));
+ *         cg_linear_module(ctx, 32 * 14 * 14, 10, true));
  *     cg_tensor *logits = cg_module_forward(net, x);     // x: (N, 1, 28, 28)
  */
 

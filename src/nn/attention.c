@@ -121,14 +121,14 @@ static cg_tensor *causal_softmax(cg_tensor *s)
     return out;
 }
 
-cg_tensor *cg_self_attention(cg_module *m, cg_tensor *x, bool causal)
+/* cg_module_forward_ex of MultiheadAttention (nn.h): self-attention,
+ * args->causal masks the future. */
+static cg_tensor *mha_forward(cg_module *m, cg_tensor *x, struct cg_forward_args *args)
 {
-    if (!m || !x) return NULL;
     cg_ctx *ctx = cg_module_ctx(m);
-    if (strcmp(cg_module_type(m), "MultiheadAttention")) {
-        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                  "cg_self_attention: module is a %s, not a MultiheadAttention",
-                  cg_module_type(m));
+    bool causal = args && args->causal;
+    if (args && (args->state[0] || args->state[1])) {
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "MultiheadAttention: takes no state");
         return NULL;
     }
     struct mha *a = cg_module_priv(m);
@@ -162,29 +162,27 @@ cg_tensor *cg_self_attention(cg_module *m, cg_tensor *x, bool causal)
     return cg_module_forward(a->out_proj, o);
 }
 
-static cg_tensor *mha_forward(cg_module *m, cg_tensor *x) { return cg_self_attention(m, x, false); }
-
 static const struct cg_module_i mha_i = {
     .type = "MultiheadAttention",
-    .forward = mha_forward,
+    .forward_ex = mha_forward,
     .free_priv = mha_free_priv,
 };
 
-cg_module *cg_multihead_attention(cg_ctx *ctx, int64_t embed_dim, int64_t num_heads,
+cg_module *cg_multihead_attention_module(cg_ctx *ctx, int64_t embed_dim, int64_t num_heads,
                                   float dropout_p, bool bias)
 {
     if (!ctx) return NULL;
     if (embed_dim < 1 || num_heads < 1 || embed_dim % num_heads || !(dropout_p >= 0.0f) ||
         dropout_p > 1.0f) {
         cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                  "cg_multihead_attention: embed_dim (%lld) must be a positive multiple of "
+                  "cg_multihead_attention_module: embed_dim (%lld) must be a positive multiple of "
                   "num_heads (%lld), dropout (%g) in [0, 1]", (long long)embed_dim,
                   (long long)num_heads, (double)dropout_p);
         return NULL;
     }
     struct mha *a = calloc(1, sizeof *a);
     if (!a) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_multihead_attention: out of host memory");
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_multihead_attention_module: out of host memory");
         return NULL;
     }
     a->E = embed_dim;
@@ -199,7 +197,7 @@ cg_module *cg_multihead_attention(cg_ctx *ctx, int64_t embed_dim, int64_t num_he
      * init) is built first, then _reset_parameters: xavier_uniform_ of
      * in_proj_weight (bound sqrt(6 / (fan_in + fan_out)) = sqrt(6 / (E + 3E))),
      * in_proj_bias and out_proj.bias set to 0. */
-    cg_module *out_proj = cg_linear(ctx, embed_dim, embed_dim, bias);
+    cg_module *out_proj = cg_linear_module(ctx, embed_dim, embed_dim, bias);
     double bound = sqrt(6.0 / (double)(4 * embed_dim));
     cg_tensor *w = cg_tensor_uniform(ctx, CG_SHAPE(3 * embed_dim, embed_dim), (float)-bound,
                                      (float)bound);
@@ -311,7 +309,8 @@ static cg_tensor *block_forward(cg_module *m, cg_tensor *x)
 {
     struct block *b = cg_module_priv(m);
     bool tr = cg_module_is_training(m);
-    cg_tensor *a = cg_self_attention(b->attn, cg_module_forward(b->norm1, x), b->causal);
+    struct cg_forward_args causal = {.causal = b->causal};
+    cg_tensor *a = cg_module_forward_ex(b->attn, cg_module_forward(b->norm1, x), &causal);
     x = cg_add(x, cg_dropout(a, b->dropout, tr));
     cg_tensor *f = ffn_gelu(b->linear1, cg_module_forward(b->norm2, x));
     f = cg_module_forward(b->linear2, cg_dropout(f, b->dropout, tr));
@@ -326,19 +325,19 @@ static const struct cg_module_i block_i = {
     .free_priv = block_free_priv,
 };
 
-cg_module *cg_transformer_block(cg_ctx *ctx, int64_t d_model, int64_t nhead,
+cg_module *cg_transformer_block_module(cg_ctx *ctx, int64_t d_model, int64_t nhead,
                                 int64_t dim_feedforward, float dropout_p, bool causal)
 {
     if (!ctx) return NULL;
     if (dim_feedforward < 1) {
         cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                  "cg_transformer_block: dim_feedforward (%lld) must be >= 1",
+                  "cg_transformer_block_module: dim_feedforward (%lld) must be >= 1",
                   (long long)dim_feedforward);
         return NULL;
     }
     struct block *b = calloc(1, sizeof *b);
     if (!b) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_transformer_block: out of host memory");
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_transformer_block_module: out of host memory");
         return NULL;
     }
     b->dropout = dropout_p;
@@ -351,15 +350,15 @@ cg_module *cg_transformer_block(cg_ctx *ctx, int64_t d_model, int64_t nhead,
     /* Children in TransformerEncoderLayer.__init__'s order (and so its
      * state_dict names and init draws): self_attn, linear1, linear2, norm1,
      * norm2. Each add takes ownership, even of NULL (reported). */
-    b->attn = cg_multihead_attention(ctx, d_model, nhead, dropout_p, true);
+    b->attn = cg_multihead_attention_module(ctx, d_model, nhead, dropout_p, true);
     if (cg_module_add_child(m, "self_attn", b->attn) != CG_OK) goto fail;
-    b->linear1 = cg_linear(ctx, d_model, dim_feedforward, true);
+    b->linear1 = cg_linear_module(ctx, d_model, dim_feedforward, true);
     if (cg_module_add_child(m, "linear1", b->linear1) != CG_OK) goto fail;
-    b->linear2 = cg_linear(ctx, dim_feedforward, d_model, true);
+    b->linear2 = cg_linear_module(ctx, dim_feedforward, d_model, true);
     if (cg_module_add_child(m, "linear2", b->linear2) != CG_OK) goto fail;
-    b->norm1 = cg_layernorm(ctx, CG_SHAPE(d_model));
+    b->norm1 = cg_layernorm_module(ctx, CG_SHAPE(d_model));
     if (cg_module_add_child(m, "norm1", b->norm1) != CG_OK) goto fail;
-    b->norm2 = cg_layernorm(ctx, CG_SHAPE(d_model));
+    b->norm2 = cg_layernorm_module(ctx, CG_SHAPE(d_model));
     if (cg_module_add_child(m, "norm2", b->norm2) != CG_OK) goto fail;
     return m;
 fail:

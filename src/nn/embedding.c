@@ -74,9 +74,9 @@ static cg_module *table_module(cg_ctx *ctx, const struct cg_module_i *iface, con
     return m;
 }
 
-cg_module *cg_embedding(cg_ctx *ctx, int64_t num_embeddings, int64_t dim)
+cg_module *cg_embedding_module(cg_ctx *ctx, int64_t num_embeddings, int64_t dim)
 {
-    return table_module(ctx, &embedding_i, "cg_embedding", num_embeddings, dim);
+    return table_module(ctx, &embedding_i, "cg_embedding_module", num_embeddings, dim);
 }
 
 /* x: (B, T, dim) or (T, dim) -> x + weight[0:T] */
@@ -101,7 +101,7 @@ static const struct cg_module_i posemb_i = {
     .free_priv = embedding_free_priv,
 };
 
-cg_module *cg_positional_embedding(cg_ctx *ctx, int64_t max_len, int64_t dim)
+cg_module *cg_positional_embedding_module(cg_ctx *ctx, int64_t max_len, int64_t dim)
 {
-    return table_module(ctx, &posemb_i, "cg_positional_embedding", max_len, dim);
+    return table_module(ctx, &posemb_i, "cg_positional_embedding_module", max_len, dim);
 }

@@ -143,7 +143,7 @@ static const struct cg_module_i layernorm_i = {
     .free_priv = layernorm_free_priv,
 };
 
-cg_module *cg_layernorm(cg_ctx *ctx, int ndim, const int64_t *shape)
+cg_module *cg_layernorm_module(cg_ctx *ctx, int ndim, const int64_t *shape)
 {
     if (!ctx) return NULL;
     bool ok = ndim >= 1 && ndim < CG_MAX_DIMS && shape;
@@ -154,13 +154,13 @@ cg_module *cg_layernorm(cg_ctx *ctx, int ndim, const int64_t *shape)
     }
     if (!ok) {
         cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                  "cg_layernorm: normalized_shape needs 1 to %d dims, each >= 1",
+                  "cg_layernorm_module: normalized_shape needs 1 to %d dims, each >= 1",
                   CG_MAX_DIMS - 1);
         return NULL;
     }
     struct layernorm *l = calloc(1, sizeof *l);
     if (!l) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_layernorm: out of host memory");
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_layernorm_module: out of host memory");
         return NULL;
     }
     l->ndim = ndim;

@@ -50,7 +50,11 @@ static cg_tensor *uniform_param(cg_ctx *ctx, int64_t rows, int64_t cols, double 
     int64_t n = rows * (cols ? cols : 1);
     float *v = malloc((size_t)n * sizeof *v);
     if (!v) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_linear: out of host memory");
+        /* weight (out, in), bias (out): name the layer and the size */
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY,
+                  "cg_linear_module(in %lld, out %lld): out of host memory for the %s "
+                  "(%lld bytes)", (long long)(cols ? cols : 0), (long long)rows,
+                  cols ? "weight" : "bias", (long long)n * (long long)sizeof *v);
         return NULL;
     }
     for (int64_t i = 0; i < n; i++)
@@ -61,18 +65,18 @@ static cg_tensor *uniform_param(cg_ctx *ctx, int64_t rows, int64_t cols, double 
     return t ? cg_tensor_keep(t) : NULL;
 }
 
-cg_module *cg_linear(cg_ctx *ctx, int64_t in, int64_t out, bool bias)
+cg_module *cg_linear_module(cg_ctx *ctx, int64_t in, int64_t out, bool bias)
 {
     if (!ctx) return NULL;
     if (in < 1 || out < 1) {
         cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                  "cg_linear: in (%lld) and out (%lld) must be >= 1",
+                  "cg_linear_module: in (%lld) and out (%lld) must be >= 1",
                   (long long)in, (long long)out);
         return NULL;
     }
     struct linear *l = calloc(1, sizeof *l);
     if (!l) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_linear: out of host memory");
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_linear_module: out of host memory");
         return NULL;
     }
     l->in = in;

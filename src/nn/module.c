@@ -36,7 +36,7 @@ struct cg_module {
 cg_module *cg_module_create(cg_ctx *ctx, const struct cg_module_i *iface, void *priv)
 {
     if (!ctx) return NULL;
-    if (!iface || !iface->forward) {
+    if (!iface || (!iface->forward && !iface->forward_ex)) {
         cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
                   "cg_module_create: the interface needs a forward function");
         return NULL;
@@ -124,7 +124,7 @@ cg_status cg_module_add_parameter(cg_module *m, const char *name, cg_tensor *t)
                  : cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "cg_module_add_parameter(%s.%s): tensor is NULL",
                              cg_module_type(m), name);
-    if (st == CG_OK && t->scope_slot >= 0)
+    if (st == CG_OK && cg__tensor_is_scoped(t))
         st = cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                        "cg_module_add_parameter(%s.%s): the tensor belongs to a "
                        "scope; create it with no scope open or cg_tensor_keep it",
@@ -156,7 +156,7 @@ cg_status cg_module_add_buffer(cg_module *m, const char *name, cg_tensor *t)
                  : cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "cg_module_add_buffer(%s.%s): tensor is NULL",
                              cg_module_type(m), name);
-    if (st == CG_OK && t->scope_slot >= 0)
+    if (st == CG_OK && cg__tensor_is_scoped(t))
         st = cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                        "cg_module_add_buffer(%s.%s): the tensor belongs to a "
                        "scope; create it with no scope open or cg_tensor_keep it",
@@ -208,6 +208,25 @@ cg_status cg_module_add_child(cg_module *m, const char *name, cg_module *child)
 cg_tensor *cg_module_forward(cg_module *m, cg_tensor *x)
 {
     if (!m || !x) return NULL;
+    return m->iface->forward ? m->iface->forward(m, x) : m->iface->forward_ex(m, x, NULL);
+}
+
+static bool args_empty(const struct cg_forward_args *a)
+{
+    return !a || (!a->state[0] && !a->state[1] && !a->causal);
+}
+
+cg_tensor *cg_module_forward_ex(cg_module *m, cg_tensor *x, struct cg_forward_args *args)
+{
+    if (!m || !x) return NULL;
+    if (args) args->state_out[0] = args->state_out[1] = NULL;
+    if (m->iface->forward_ex) return m->iface->forward_ex(m, x, args);
+    if (!args_empty(args)) {
+        cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
+                  "cg_module_forward_ex: a %s takes no %s", cg_module_type(m),
+                  args->causal ? "causal flag" : "state");
+        return NULL;
+    }
     return m->iface->forward(m, x);
 }
 
@@ -367,14 +386,14 @@ cg_status cg_sequential_append(cg_module *seq, cg_module *m)
     return cg_module_add_child(seq, name, m);
 }
 
-cg_module *cg_sequential_array(cg_ctx *ctx, int n, cg_module *const *mods)
+cg_module *cg_sequential_module_array(cg_ctx *ctx, int n, cg_module *const *mods)
 {
     cg_module *seq = NULL;
     cg_status st = CG_OK;
     if (n < 0)
-        st = cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_sequential: n = %d < 0", n);
+        st = cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_sequential_module: n = %d < 0", n);
     else if (n > 0 && !mods)
-        st = cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_sequential: modules is NULL");
+        st = cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_sequential_module: modules is NULL");
     if (st == CG_OK) seq = cg_module_create(ctx, &sequential_i, NULL);
     /* Every given module is owned from here on: appended, or freed. */
     for (int i = 0; i < n && mods; i++) {
@@ -388,9 +407,9 @@ cg_module *cg_sequential_array(cg_ctx *ctx, int n, cg_module *const *mods)
     return seq;
 }
 
-cg_module *cg_sequential(cg_ctx *ctx, int n, ...)
+cg_module *cg_sequential_module(cg_ctx *ctx, int n, ...)
 {
-    if (n < 0) return cg_sequential_array(ctx, n, NULL);
+    if (n < 0) return cg_sequential_module_array(ctx, n, NULL);
     cg_module **mods = calloc((size_t)n + 1, sizeof *mods);
     va_list ap;
     va_start(ap, n);
@@ -401,10 +420,10 @@ cg_module *cg_sequential(cg_ctx *ctx, int n, ...)
     }
     va_end(ap);
     if (!mods) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_sequential: out of host memory");
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_sequential_module: out of host memory");
         return NULL;
     }
-    cg_module *seq = cg_sequential_array(ctx, n, mods);
+    cg_module *seq = cg_sequential_module_array(ctx, n, mods);
     free(mods);
     return seq;
 }

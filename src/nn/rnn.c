@@ -402,7 +402,7 @@ static bool state_ok(cg_tensor *t, int nd, const int64_t *s)
     return true;
 }
 
-/* The layers, in cg_rnn_forward's private scope. x: (T, B, in) or
+/* The layers, in rnn_forward's private scope. x: (T, B, in) or
  * (B, T, in) [tdim 1], or unbatched (T, in); h0, c0: checked, or NULL.
  * *hn, *cn: the final states (c only for LSTM). */
 static cg_tensor *run_layers(struct rnn *r, cg_ctx *ctx, cg_tensor *x, cg_tensor *h0,
@@ -440,18 +440,15 @@ static cg_tensor *run_layers(struct rnn *r, cg_ctx *ctx, cg_tensor *x, cg_tensor
     return y;
 }
 
-cg_tensor *cg_rnn_forward(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
-                          cg_tensor **hn, cg_tensor **cn)
+/* cg_module_forward_ex of RNN, LSTM and GRU (nn.h): args->state = {h0, c0},
+ * args->state_out = {h_n, c_n}. */
+static cg_tensor *rnn_forward(cg_module *m, cg_tensor *x, struct cg_forward_args *args)
 {
-    if (hn) *hn = NULL;
-    if (cn) *cn = NULL;
-    if (!m || !x) return NULL;
     cg_ctx *ctx = cg_module_ctx(m);
     struct rnn *r = cg_module_priv(m);
-    const char *type = cg_module_type(m);
-    if (strcmp(type, "RNN") && strcmp(type, "LSTM") && strcmp(type, "GRU")) {
-        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                  "cg_rnn_forward: module is a %s, not an RNN, LSTM or GRU", type);
+    cg_tensor *h0 = args ? args->state[0] : NULL, *c0 = args ? args->state[1] : NULL;
+    if (args && args->causal) {
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: takes no causal flag", mode_name(r->mode));
         return NULL;
     }
     char want[160];
@@ -490,46 +487,27 @@ cg_tensor *cg_rnn_forward(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *
         return NULL;
     }
     int token = cg__compose_begin(ctx);
-    cg_tensor *st[2] = {NULL, NULL}; /* h_n, c_n */
-    cg_tensor *y = run_layers(r, ctx, x, h0, c0, batched, tdim, B, &st[0], &st[1]);
-    /* A private scope frees the temporaries the graph does not hold; y
-     * leaves it through cg__compose_end, h_n and c_n the same way here. */
-    bool inner[2] = {false, false};
-    for (int i = 0; i < 2; i++) {
-        if (!st[i]) continue;
-        inner[i] = token >= 0 && st[i]->scope_slot >= ctx->marks[token - 1];
-        cg__tensor_ref(st[i]);
-    }
-    y = cg__compose_end(ctx, token, y);
-    for (int i = 0; i < 2; i++) {
-        if (!st[i]) continue;
-        if (!inner[i] || !y) {
-            cg__tensor_unref(st[i]);
-            if (inner[i]) st[i] = NULL;
-        } else if (!cg__ctx_own(ctx, st[i])) {
-            cg__tensor_unref(st[i]);
-            cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "%s: out of host memory", mode_name(r->mode));
-            st[i] = NULL;
-            y = NULL;
-        }
-    }
+    cg_tensor *res[3] = {NULL, NULL, NULL}; /* y, h_n, c_n */
+    res[0] = run_layers(r, ctx, x, h0, c0, batched, tdim, B, &res[1], &res[2]);
+    /* A private scope frees the temporaries the graph does not hold; y,
+     * h_n and c_n leave it together (the states die with it if y failed). */
+    if (!res[0]) res[1] = res[2] = NULL;
+    cg__compose_end_n(ctx, token, 3, res);
+    cg_tensor *y = res[0], *st[2] = {res[1], res[2]};
     if (!y) return NULL;
-    if (hn) *hn = st[0];
-    if (cn) *cn = st[1];
+    if (args) {
+        args->state_out[0] = st[0];
+        args->state_out[1] = st[1];
+    }
     return y;
-}
-
-static cg_tensor *rnn_module_forward(cg_module *m, cg_tensor *x)
-{
-    return cg_rnn_forward(m, x, NULL, NULL, NULL, NULL);
 }
 
 static void rnn_free_priv(cg_module *m) { free(cg_module_priv(m)); }
 
 static const struct cg_module_i rnn_i[3] = {
-    [CG_RNN_TANH] = {.type = "RNN", .forward = rnn_module_forward, .free_priv = rnn_free_priv},
-    [CG_RNN_LSTM] = {.type = "LSTM", .forward = rnn_module_forward, .free_priv = rnn_free_priv},
-    [CG_RNN_GRU] = {.type = "GRU", .forward = rnn_module_forward, .free_priv = rnn_free_priv},
+    [CG_RNN_TANH] = {.type = "RNN", .forward_ex = rnn_forward, .free_priv = rnn_free_priv},
+    [CG_RNN_LSTM] = {.type = "LSTM", .forward_ex = rnn_forward, .free_priv = rnn_free_priv},
+    [CG_RNN_GRU] = {.type = "GRU", .forward_ex = rnn_forward, .free_priv = rnn_free_priv},
 };
 
 /* A persistent (rows, cols) or (rows) [cols == 0] tensor of U(-b, b) values,
@@ -541,24 +519,24 @@ static cg_tensor *uniform_param(cg_ctx *ctx, int64_t rows, int64_t cols, double 
     return t ? cg_tensor_keep(t) : NULL;
 }
 
-cg_module *cg_rnn_create(cg_ctx *ctx, enum cg_rnn_mode mode, int64_t input_size,
+cg_module *cg_recurrent_module(cg_ctx *ctx, enum cg_rnn_mode mode, int64_t input_size,
                          int64_t hidden_size, int num_layers, bool bias, bool batch_first)
 {
     if (!ctx) return NULL;
     if (mode != CG_RNN_TANH && mode != CG_RNN_LSTM && mode != CG_RNN_GRU) {
-        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_rnn_create: unknown mode %d", (int)mode);
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_recurrent_module: unknown mode %d", (int)mode);
         return NULL;
     }
     if (input_size < 1 || hidden_size < 1 || num_layers < 1 || num_layers > MAX_LAYERS) {
         cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
-                  "cg_rnn_create(%s): input_size (%lld) and hidden_size (%lld) must be >= 1, "
+                  "cg_recurrent_module(%s): input_size (%lld) and hidden_size (%lld) must be >= 1, "
                   "num_layers (%d) in [1, %d]", mode_name(mode), (long long)input_size,
                   (long long)hidden_size, num_layers, MAX_LAYERS);
         return NULL;
     }
     struct rnn *r = calloc(1, sizeof *r);
     if (!r) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_rnn_create: out of host memory");
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_recurrent_module: out of host memory");
         return NULL;
     }
     r->mode = mode;
@@ -601,20 +579,20 @@ fail:
     return NULL;
 }
 
-cg_module *cg_rnn(cg_ctx *ctx, int64_t input_size, int64_t hidden_size, int num_layers,
+cg_module *cg_rnn_module(cg_ctx *ctx, int64_t input_size, int64_t hidden_size, int num_layers,
                   bool batch_first)
 {
-    return cg_rnn_create(ctx, CG_RNN_TANH, input_size, hidden_size, num_layers, true, batch_first);
+    return cg_recurrent_module(ctx, CG_RNN_TANH, input_size, hidden_size, num_layers, true, batch_first);
 }
 
-cg_module *cg_lstm(cg_ctx *ctx, int64_t input_size, int64_t hidden_size, int num_layers,
+cg_module *cg_lstm_module(cg_ctx *ctx, int64_t input_size, int64_t hidden_size, int num_layers,
                    bool batch_first)
 {
-    return cg_rnn_create(ctx, CG_RNN_LSTM, input_size, hidden_size, num_layers, true, batch_first);
+    return cg_recurrent_module(ctx, CG_RNN_LSTM, input_size, hidden_size, num_layers, true, batch_first);
 }
 
-cg_module *cg_gru(cg_ctx *ctx, int64_t input_size, int64_t hidden_size, int num_layers,
+cg_module *cg_gru_module(cg_ctx *ctx, int64_t input_size, int64_t hidden_size, int num_layers,
                   bool batch_first)
 {
-    return cg_rnn_create(ctx, CG_RNN_GRU, input_size, hidden_size, num_layers, true, batch_first);
+    return cg_recurrent_module(ctx, CG_RNN_GRU, input_size, hidden_size, num_layers, true, batch_first);
 }

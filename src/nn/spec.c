@@ -136,7 +136,7 @@ static cg_status build_linear(cg_ctx *ctx, const struct spec_layer *l, int *word
                           "'flatten' before it", cg__shape_str(shape->ndim, shape->dims, sh, sizeof sh));
     }
     *word += 2;
-    cg_status st = add(ctx, seq, cg_linear(ctx, shape->dims[0], out, true));
+    cg_status st = add(ctx, seq, cg_linear_module(ctx, shape->dims[0], out, true));
     shape->dims[0] = out;
     return st;
 }
@@ -399,7 +399,7 @@ CG_API cg_module *cg_model_from_spec(cg_ctx *ctx, const char *spec, int in_ndim,
     }
     struct spec_shape shape = {.ndim = in_ndim};
     for (int i = 0; i < in_ndim; i++) shape.dims[i] = in_shape[i];
-    cg_module *seq = cg_sequential(ctx, 0);
+    cg_module *seq = cg_sequential_module(ctx, 0);
     if (!seq) return NULL;
     const char *p = spec;
     cg_status st = CG_OK;
