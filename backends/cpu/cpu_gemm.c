@@ -53,6 +53,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,6 +102,9 @@ static bool onednn_on;
 static void onednn_init(void)
 {
     const char *v = getenv("CLGRAD_CPU_AVX512");
+    /* A bad value: one line naming it (README: never ignored silently). */
+    if (v && *v && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        fprintf(stderr, "clgrad: warning: CLGRAD_CPU_AVX512=%s is not 0 or 1; using 1\n", v);
     __builtin_cpu_init();
     onednn_on = !(v && strcmp(v, "0") == 0) && __builtin_cpu_supports("avx512f");
 }
