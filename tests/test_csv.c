@@ -619,6 +619,11 @@ static void test_no_header(void **state)
      * is the missing-value one, whichever that is) */
     assert_int_not_equal(parse("1,\n3,4\n", &o, &t), CG_OK);
     th_assert_error_contains(NULL, "data.csv:1:2: missing value in column \"column2\"");
+    /* text checks reach the first row too */
+    expect_error("1,caf\xe9\n3,4\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:1:2: the text is not valid UTF-8");
+    expect_error("1,a\n3,caf\xe9\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:2:2: the class name is not valid UTF-8");
     o.target = "y";
     expect_error("1,2\n3,4\n", &o, CG_STATUS_INVALID_ARGUMENT,
                  "no target column named \"y\"; the file (no header) has \"column1\", "
@@ -1143,6 +1148,8 @@ static void test_locale(void **state)
     snprintf(rm, sizeof rm, "rm -rf %s/de_DE.UTF-8", tmpdir);
     if (system(rm) != 0) fail_msg("cannot remove %s/de_DE.UTF-8", tmpdir);
     if (st != CG_OK) fail_msg("under de_DE: %s", cg_last_error(NULL));
+}
+
 /* Issue 17 item 1: names and categories that are not UTF-8 (Latin-1
  * "caf\xe9") are rejected at load with line and column; they used to train
  * and save a checkpoint no reader opens. Valid UTF-8 passes. */
