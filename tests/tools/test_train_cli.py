@@ -63,8 +63,9 @@ with tempfile.TemporaryDirectory() as tmp:
                        "--batch", "32", "--backend", "cpu")
     check("regression trains", rc == 0 and "val RMSE" in out, out + err)
     if rc == 0:
-        last = [l for l in out.splitlines() if l.startswith("val loss")][-1]
-        rmse = float(last.split("val RMSE")[1].split()[0])
+        # the last line reports the held-out test rows (--test-split 0.1)
+        last = [l for l in out.splitlines() if l.startswith("test loss")][-1]
+        rmse = float(last.split("test RMSE")[1].split()[0])
         check("regression learns (RMSE < 0.3)", rmse < 0.3, last)
     check("epoch line names backend and speed", "samples/s  [cpu:" in out, out)
 
@@ -80,7 +81,7 @@ with tempfile.TemporaryDirectory() as tmp:
                        "--model", "linear 32 tanh, linear 2", "--backend", "cpu")
     check("classification trains", rc == 0 and "val acc" in out, out + err)
     if rc == 0:
-        acc = float(out.strip().splitlines()[-1].split("val acc")[1].split("%")[0])
+        acc = float(out.strip().splitlines()[-1].split("test acc")[1].split("%")[0])
         check("classification learns (acc > 85%)", acc > 85, out)
 
     # A tiny IDX data set in a folder, as Fashion-MNIST is laid out.
@@ -158,7 +159,7 @@ with tempfile.TemporaryDirectory() as tmp:
                        "--backend", "cpu")
     ok = rc == 0 and "val RMSE" in out
     if ok:
-        rmse = float(out.strip().splitlines()[-1].split("val RMSE")[1].split()[0])
+        rmse = float(out.strip().splitlines()[-1].split("test RMSE")[1].split()[0])
         ok = 5000 < rmse < 40000   # the noise is 10000; the targets' spread ~170000
     check("standardized regression targets: RMSE in the target's units", ok, out + err)
 
