@@ -41,6 +41,7 @@ struct options {
     bool quiet;
     /* checkpoints, logs, schedules (issue 7) */
     const char *save, *save_best, *resume, *log, *plot, *schedule;
+    const char *init, *save_weights;   /* fine-tuning and export (issue 19) */
     int save_every, step_size, early_stop;
     int64_t warmup;
     double gamma;
@@ -119,6 +120,14 @@ static void usage(FILE *f)
         "  --save-every N       epochs between checkpoints (default 1)\n"
         "  --save-best FILE     checkpoint whenever validation loss improves\n"
         "  --resume FILE        continue from a checkpoint (same data options and seed)\n"
+        "  --init FILE          start from the weights in FILE (fine-tuning): a clgrad\n"
+        "                       checkpoint or any safetensors file with the model's\n"
+        "                       names and shapes, as PyTorch's\n"
+        "                       save_file(model.state_dict(), FILE) writes; optimizer,\n"
+        "                       epoch and RNG start afresh\n"
+        "  --save-weights FILE  at the end, the weights alone as safetensors under\n"
+        "                       PyTorch's state_dict names: torch's\n"
+        "                       model.load_state_dict(load_file(FILE)) takes it as is\n"
         "  --log FILE.csv       one row per epoch: losses, accuracy or RMSE, lr,\n"
         "                       samples/s, seconds\n"
         "  --plot FILE.svg      training and validation curves, for a browser\n"
@@ -135,7 +144,7 @@ static void usage(FILE *f)
 
 enum {
     OPT_DATA = CLI_OPT_TOOL, OPT_MODEL, OPT_LOSS, OPT_OPTIM, OPT_SCALE,
-    OPT_SCALE_TARGET, OPT_TEST_SPLIT, OPT_SAVE_BEST, OPT_RESUME, OPT_LOG, OPT_PLOT,
+    OPT_SCALE_TARGET, OPT_TEST_SPLIT, OPT_INIT, OPT_SAVE_WEIGHTS, OPT_SAVE_BEST, OPT_RESUME, OPT_LOG, OPT_PLOT,
     OPT_SCHEDULE, OPT_SAVE_EVERY, OPT_STEP_SIZE, OPT_EARLY_STOP, OPT_WARMUP, OPT_GAMMA,
     OPT_CLIP, OPT_MOMENTUM, OPT_WEIGHT_DECAY, OPT_LABEL_SMOOTHING, OPT_VAL_SPLIT,
     OPT_PROGRESS, OPT_NO_PROGRESS, OPT_QUIET
@@ -170,6 +179,8 @@ static const struct option long_options[] = {
     {"save-every", required_argument, NULL, OPT_SAVE_EVERY},
     {"save-best", required_argument, NULL, OPT_SAVE_BEST},
     {"resume", required_argument, NULL, OPT_RESUME},
+    {"init", required_argument, NULL, OPT_INIT},
+    {"save-weights", required_argument, NULL, OPT_SAVE_WEIGHTS},
     {"log", required_argument, NULL, OPT_LOG},
     {"plot", required_argument, NULL, OPT_PLOT},
     {"progress", no_argument, NULL, OPT_PROGRESS},
@@ -207,6 +218,8 @@ static void parse_args(int argc, char **argv, struct options *o)
         case 'o': o->save = v; break;
         case OPT_SAVE_BEST: o->save_best = v; break;
         case OPT_RESUME: o->resume = v; break;
+        case OPT_INIT: o->init = v; break;
+        case OPT_SAVE_WEIGHTS: o->save_weights = v; break;
         case OPT_LOG: o->log = v; break;
         case OPT_PLOT: o->plot = v; break;
         case OPT_SCHEDULE: o->schedule = v; break;
@@ -229,6 +242,9 @@ static void parse_args(int argc, char **argv, struct options *o)
         }
     }
     if (!o->data) cli_usage_error("option '--data' is required");
+    if (o->init && o->resume)
+        cli_usage_error("options '--init' and '--resume' exclude each other (--resume restores "
+                        "the whole training state, --init only the weights)");
     if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0 &&
         strcmp(o->schedule, "step") != 0)
         cli_usage_error("option '--schedule': '%s' is not constant, cosine or step", o->schedule);
@@ -778,9 +794,25 @@ int main(int argc, char **argv)
             printf("resumed from %s after epoch %d (step %lld)\n", o.resume, first_epoch - 1,
                    (long long)t.steps);
     }
+    if (o.init) {
+        /* weights only: the library's loader (names, shapes, every mismatch
+         * listed; a clgrad checkpoint's optimizer, scaler and metadata
+         * entries are not weights), without the RNG state it restores, so
+         * --seed still decides shuffling and dropout */
+        uint64_t rng[4];
+        cg_rand_state(t.ctx, rng);
+        if (cg_checkpoint_load(o.init, t.model, NULL, NULL) != CG_OK)
+            cli_die("--init: %s", cg_last_error(t.ctx));
+        cg_rand_set_state(t.ctx, rng);
+        if (!o.quiet) printf("initialised the weights from %s\n", o.init);
+    }
     double t0 = now();
     train(&t, first_epoch);
     double secs = now() - t0;
+    /* weights only (no optimizer, scaler or model metadata): PyTorch's
+     * load_state_dict(load_file(FILE), strict=True) takes it as it is */
+    if (o.save_weights && cg_checkpoint_save(o.save_weights, t.model, NULL, NULL) != CG_OK)
+        cli_die("--save-weights: %s", cg_last_error(t.ctx));
 
     const struct cg_dataset *final = d.test ? d.test : d.val;
     if (final) {

@@ -367,13 +367,88 @@ with tempfile.TemporaryDirectory() as tmp:
     check("clgrad-eval loads the same long IDX path", p.returncode == 0 and deep in p.stdout,
           p.stdout + p.stderr)
 
+    # Fine-tuning and export (issue 19): --init takes the weights of a file
+    # as PyTorch's save_file(model.state_dict()) writes it (written here by
+    # the independent writer); an epoch at lr 0 leaves them as they were,
+    # and --save-weights writes exactly the state_dict (names, shapes, F32,
+    # nothing else), which load_state_dict(strict=True) accepts.
+    here = os.path.dirname(os.path.abspath(__file__))
+    torch_file = os.path.join(tmp, "torch_sd.safetensors")
+    subprocess.run([sys.executable, os.path.join(here, "safetensors_check.py"), "write",
+                    torch_file, "--weights-only"], check=True)
+    exported = os.path.join(tmp, "exported.safetensors")
+    mlp = ["--data", reg, "--target", "y", "--model", "linear 2 relu, linear 1",
+           "--backend", "cpu", "--epochs", "1"]
+    rc, out, err = run(*mlp, "--init", torch_file, "--lr", "0", "--save-weights", exported)
+    check("--init from a PyTorch state_dict file", rc == 0 and "initialised the weights from"
+          in out, out + err)
+    if rc == 0:
+        check("--init then an lr 0 epoch: --save-weights gives the same weights back",
+              tensors(exported) == tensors(torch_file), err)
+        with open(exported, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            hdr = json.loads(f.read(n))
+        weights = {k: (v["dtype"], v["shape"]) for k, v in hdr.items() if k != "__metadata__"}
+        check("--save-weights holds exactly the state_dict",
+              weights == {"0.weight": ("F32", [2, 3]), "0.bias": ("F32", [2]),
+                          "2.weight": ("F32", [1, 2]), "2.bias": ("F32", [1])}, weights)
+    rc, out, err = run(*mlp, "--lr", "0.01", "--save", os.path.join(tmp, "ft.safetensors"))
+    rc2, out2, err2 = run(*mlp, "--init", os.path.join(tmp, "ft.safetensors"))
+    check("--init from a full clgrad checkpoint (optimizer and scaler inside)", rc == 0
+          and rc2 == 0, out + err + out2 + err2)
+    expect_error("--init into another shape lists the mismatch",
+                 ["--data", reg, "--target", "y", "--model", "linear 5 relu, linear 1",
+                  "--init", torch_file], "0.weight is (2, 3) in the file, (5, 3) in the model")
+    expect_error("--init and --resume exclude each other",
+                 ["--data", reg, "--target", "y", "--init", torch_file, "--resume", torch_file],
+                 "exclude each other", code=2)
+    # BatchNorm: running statistics and num_batches_tracked are exported, and
+    # PyTorch's int64 counter is read back.
+    bn = ["--data", d, "--epochs", "1", "--batch", "16", "--backend", "cpu", "--model",
+          "conv 4 3 pad 1, batchnorm, relu, flatten, linear 3"]
+    rc, out, err = run(*bn, "--save-weights", exported)
+    if rc == 0:
+        with open(exported, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            hdr = json.loads(f.read(n))
+        keys = sorted(k for k in hdr if k != "__metadata__")
+        check("--save-weights of a BatchNorm model: torch's state_dict keys",
+              keys == sorted(["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                              "1.running_var", "1.num_batches_tracked", "4.weight", "4.bias"])
+              and hdr["1.num_batches_tracked"]["shape"] == [], keys)
+        # the same file with the counter as I64, as torch writes it
+        raw = open(exported, "rb").read()
+        base = 8 + n
+        body = {k: raw[base + v["data_offsets"][0]:base + v["data_offsets"][1]]
+                for k, v in hdr.items() if k != "__metadata__"}
+        count = struct.unpack("<f", body["1.num_batches_tracked"])[0]
+        body["1.num_batches_tracked"] = struct.pack("<q", int(count))
+        h2, blob, off = {}, b"", 0
+        for k in keys:
+            dt = "I64" if k.endswith("num_batches_tracked") else "F32"
+            h2[k] = {"dtype": dt, "shape": hdr[k]["shape"],
+                     "data_offsets": [off, off + len(body[k])]}
+            blob += body[k]
+            off += len(body[k])
+        js = json.dumps(h2).encode()
+        js += b" " * (-len(js) % 8)
+        i64 = os.path.join(tmp, "i64.safetensors")
+        with open(i64, "wb") as f:
+            f.write(struct.pack("<Q", len(js)) + js + blob)
+        rc, out, err = run(*bn, "--init", i64)
+        check("--init reads PyTorch's int64 num_batches_tracked", rc == 0, out + err)
+    else:
+        check("BatchNorm model trains", False, out + err)
+
     rc, out, err = run("--help")
     opts = ["--data", "--target", "--task", "--delimiter", "--missing", "--scale",
             "--val-split", "--model", "--loss", "--label-smoothing", "--optim", "--lr",
             "--momentum", "--weight-decay", "--batch", "--epochs", "--seed", "--backend",
             "--device", "--progress", "--quiet", "--schedule", "--step-size", "--gamma",
             "--warmup", "--clip-grad", "--early-stop", "--save", "--save-every", "--save-best",
-            "--resume", "--log", "--plot", "--scale-target"]
+            "--resume", "--log", "--plot", "--scale-target", "--init", "--save-weights",
+            "--test-split", "--skip-rows", "--no-header", "--drop", "--features", "--keep",
+            "--threads", "--version"]
     check("--help documents every option", rc == 0 and all(o in out for o in opts),
           [o for o in opts if o not in out])
 
