@@ -253,6 +253,59 @@ with tempfile.TemporaryDirectory() as tmp:
         rc2, o2, e2 = run(*args, "--resume", ck3, "--save", resumed)
         check("resumed run equals the uninterrupted one, bit for bit",
               rc2 == 0 and "resumed from" in o2 and tensors(resumed) == tensors(ck6), o2 + e2)
+    # Plots (issue 19): round ticks (1-2-5 steps), one panel without a
+    # validation set, a point for a single epoch.
+    import math
+
+    def ticks(root, cls):
+        """the labels of class cls, a list per panel"""
+        panels = []
+        for t in root.iter():
+            if t.get("class") == "frame":
+                panels.append([])
+            elif t.get("class") == cls:
+                panels[-1].append(t.text)
+        return panels
+
+    def round_steps(labels):
+        vals = [float(v.rstrip("%")) for v in labels]
+        if len(vals) < 2:
+            return False
+        step = vals[1] - vals[0]
+        mant = step / 10 ** math.floor(math.log10(step))
+        return (any(abs(mant - m) < 1e-6 for m in (1, 2, 5)) and
+                all(abs(b - a - step) < 1e-6 * max(1, step) for a, b in zip(vals, vals[1:])) and
+                all(abs(v / step - round(v / step)) < 1e-6 for v in vals))
+
+    for epochs, extra in (("6", []), ("1", []), ("4", ["--val-split", "0"])):
+        svg2 = os.path.join(tmp, f"plot{epochs}{len(extra)}.svg")
+        rc, out, err = run(*common, "--epochs", epochs, "--plot", svg2, "--quiet", *extra)
+        root = ET.parse(svg2).getroot() if rc == 0 else None
+        what = f"--plot after {epochs} epoch(s){' without validation' if extra else ''}"
+        check(what + ": round y ticks", root is not None
+              and all(round_steps(p) for p in ticks(root, "ytick")),
+              ticks(root, "ytick") if root is not None else err)
+        if root is None:
+            continue
+        frames = [r for r in root.iter() if r.get("class") == "frame"]
+        xt = ticks(root, "xtick")
+        if extra:
+            check(what + ": one panel, no validation", len(frames) == 1
+                  and root.get("width") == "480" and b"validation" not in open(svg2, "rb").read(),
+                  open(svg2).read())
+        else:
+            check(what + ": two panels", len(frames) == 2, len(frames))
+        if epochs == "1":
+            fr = frames[0]
+            mid = float(fr.get("x")) + float(fr.get("width")) / 2
+            cx = [float(c.get("cx")) for c in root.findall(".//{*}circle")]
+            check(what + ": one epoch tick and a point per series, mid-panel",
+                  xt == [["1"], ["1"]] and len(cx) == 3 and all(abs(x - mid) < 1 for x in cx[:2]),
+                  (xt, open(svg2).read()))
+        else:
+            check(what + ": integer epoch ticks",
+                  xt and all(p and all(t.isdigit() for t in p) for p in xt), xt)
+
     # The step schedule.
     step_log = os.path.join(tmp, "step.csv")
     rc, out, err = run(*common, "--epochs", "4", "--schedule", "step", "--step-size", "2",
