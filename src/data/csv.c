@@ -79,6 +79,7 @@ struct parser {
     int n_out;                /* columns read into the table        */
     int target;               /* the file column, -1: none          */
     int64_t header_line;      /* 0: no header                       */
+    bool numeric_header;      /* some header names read as numbers  */
     char **first;             /* no_header: the first row's fields  */
     int64_t first_line;
     struct cg__sb notes;
@@ -153,6 +154,35 @@ static const char *csv_excerpt(const char *s, char *buf, size_t len)
     if (n < 41 || len < 45) return s;
     snprintf(buf, len, "%.40s...", s);
     return buf;
+}
+
+/* Names and categories end up in checkpoints, whose JSON header must be
+ * UTF-8 (and C strings hold no NUL): a Latin-1 "caf\xe9" would train and
+ * save a checkpoint that no reader opens. So text fields must be valid
+ * UTF-8 (RFC 3629: no overlongs, surrogates or code points past U+10FFFF)
+ * without NUL bytes; the error names line, column and byte. */
+static cg_status csv_check_text(const struct parser *p, const char *what)
+{
+    const unsigned char *s = (const unsigned char *)p->fld;
+    for (size_t i = 0; i < p->flen;) {
+        unsigned c = s[i], len = 1, cp = c, min = 0;
+        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
+        else if (c >= 0x80 || c == 0) len = 0;
+        for (unsigned k = 1; len && k < len; k++) {
+            if (i + k >= p->flen || (s[i + k] & 0xC0) != 0x80) len = 0;
+            else cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        if (len > 1 && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) len = 0;
+        if (!len)
+            return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                             "%s:%lld:%d: %s is not valid UTF-8 text (byte 0x%02x at byte %zu "
+                             "of the field); convert the file to UTF-8, e.g. iconv -f latin1 "
+                             "-t utf-8", p->name, (long long)p->fline, p->fcol + 1, what, c, i + 1);
+        i += len;
+    }
+    return CG_OK;
 }
 
 /* Appends n bytes to the field (keeping room for its NUL). */
@@ -438,6 +468,8 @@ static cg_status csv_cell(struct parser *p, const char *s, float *row)
                              "%s:%lld:%d: column \"%s\" has more than %d categories",
                              p->name, (long long)p->fline, col + 1, c->name,
                              CSV_MAX_CATEGORIES);
+        cg_status ts = csv_check_text(p, col == p->target ? "the class name" : "the category");
+        if (ts != CG_OK) return ts;
         int idx = cat_map_intern(&c->cats, s);
         if (idx < 0) return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "%s: out of memory", p->name);
         row[c->out] = (float)idx;
@@ -490,6 +522,8 @@ static cg_status csv_header_field(struct parser *p, int *cap)
     struct col_state *c = &p->cols[p->n_cols];
     memset(c, 0, sizeof *c);
     c->kind = KIND_UNDECIDED;
+    cg_status ts = csv_check_text(p, "the column name");
+    if (ts != CG_OK) return ts;
     char gen[32];
     if (p->flen == 0) snprintf(gen, sizeof gen, "column%d", p->n_cols + 1);
     c->name = cg__strdup(p->flen ? p->fld : gen);
@@ -603,10 +637,16 @@ static cg_status csv_plan_target(struct parser *p)
     if (j < 0) {
         char names[512];
         csv_name_list(p, names, sizeof names);
+        char hint[160] = "";
+        if (p->numeric_header)
+            snprintf(hint, sizeof hint,
+                     " (line %lld looks like data, not a header: --skip-rows %lld, and "
+                     "--no-header if no header follows)",
+                     (long long)p->header_line, (long long)p->header_line);
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
-                         "%s:%lld: no target column named \"%s\"; the %s has %s", p->name,
+                         "%s:%lld: no target column named \"%s\"; the %s has %s%s", p->name,
                          (long long)(p->header_line ? p->header_line : p->first_line), spec,
-                         p->header_line ? "header" : "file (no header)", names);
+                         p->header_line ? "header" : "file (no header)", names, hint);
     }
     p->target = j;
     return CG_OK;
@@ -679,6 +719,7 @@ static void csv_header_warning(struct parser *p)
             n += (size_t)snprintf(list + n, sizeof list - n, "%s\"%s\"", found > 1 ? ", " : "",
                                   s);
     }
+    p->numeric_header = found > 0;
     if (found)
         cg__sb_printf(&p->notes,
                       "warning: the header (line %lld) has numeric column names (%s%s): if "
@@ -911,6 +952,12 @@ static cg_status csv_finish_categorical(struct parser *p, struct cat_map *m, int
         if (!csv_number(m->keys[i], &cs[n].v) || isnan(cs[n].v)) numeric = false;
         n++;
     }
+    if (n == 0) {   /* every kept cell missing: nothing to fill them with (fuzz_csv) */
+        free(count); free(cs); free(remap);
+        return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                         "%s: column %d (\"%s\") has no values in the rows kept, so its "
+                         "missing cells cannot be filled", p->name, col + 1, out->name);
+    }
     qsort(cs, (size_t)n, sizeof *cs, numeric ? cmp_cat_num : cmp_cat_str);
     out->categories = calloc((size_t)n + 1, sizeof *out->categories);
     if (!out->categories) {
@@ -1009,10 +1056,10 @@ static cg_status shape_apply(struct parser *p, struct cg_table *t, const int *ac
     int n_new = 0;
     for (int k = 0; k < t->n_cols; k++)
         n_new += action[k] == SHAPE_KEEP ? 1 : action[k] == SHAPE_DATE ? n_feat[k] : 0;
-    if (n_new == 0)
+    if (n_new == (t->target >= 0))
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
-                         "%s: no columns left after dropping ID-like text columns (--keep "
-                         "keeps one)", p->name);
+                         "%s: no feature columns left after dropping ID-like text columns "
+                         "(--keep keeps one)", p->name);
     struct cg_column *cols = calloc((size_t)n_new, sizeof *cols);
     float *vals = malloc(((size_t)t->n_rows * (size_t)n_new + 1) * sizeof *vals);
     if (!cols || !vals) {
@@ -1042,7 +1089,11 @@ static cg_status shape_apply(struct parser *p, struct cg_table *t, const int *ac
                 st = csv_oom(p);
                 break;
             }
-            if (cg_table_column(t, name.p) >= 0) {
+            bool taken = false;                  /* moved columns have NULL names */
+            for (int i = 0; i < t->n_cols; i++)
+                taken |= t->cols[i].name && strcmp(t->cols[i].name, name.p) == 0;
+            for (int i = 0; i < to; i++) taken |= strcmp(cols[i].name, name.p) == 0;
+            if (taken) {
                 st = cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
                                "%s: the date column \"%s\" would become \"%s\", which is "
                                "already a column (--keep %s keeps it as text)",
