@@ -30,11 +30,11 @@
 static cg_module *make_cnn(cg_ctx *ctx)
 {
     struct cg_conv2d_opts pad1 = {.padding = {1, 1}};
-    return cg_sequential(ctx, 9, cg_conv2d_module(ctx, 1, 32, 3, 3, &pad1),
+    return cg_sequential_module(ctx, 9, cg_conv2d_module(ctx, 1, 32, 3, 3, &pad1),
                          cg_relu_module(ctx), cg_max_pool2d_module(ctx, 2, 0, 0, 1),
                          cg_conv2d_module(ctx, 32, 64, 3, 3, &pad1), cg_relu_module(ctx),
                          cg_max_pool2d_module(ctx, 2, 0, 0, 1), cg_flatten_module(ctx),
-                         cg_linear(ctx, 64 * 7 * 7, 10, true), cg_relu_module(ctx));
+                         cg_linear_module(ctx, 64 * 7 * 7, 10, true), cg_relu_module(ctx));
 }
 
 static long minor_faults(void)

@@ -616,7 +616,7 @@ static void test_no_header(void **state)
     expect_error("1,2\n3,4,5\n", &o, CG_STATUS_PARSE_ERROR,
                  "data.csv:2:3: too many fields: the first row has 2 columns");
     /* a missing cell in the first row is found like any other */
-    expect_error("1,\n3,4\n", &o, CG_STATUS_PARSE_ERROR,
+    expect_error("1,\n3,4\n", &o, CG_STATUS_MISSING_VALUE,
                  "data.csv:1:2: missing value in column \"column2\"");
     o.target = "y";
     expect_error("1,2\n3,4\n", &o, CG_STATUS_INVALID_ARGUMENT,
@@ -1142,6 +1142,8 @@ static void test_locale(void **state)
     snprintf(rm, sizeof rm, "rm -rf %s/de_DE.UTF-8", tmpdir);
     if (system(rm) != 0) fail_msg("cannot remove %s/de_DE.UTF-8", tmpdir);
     if (st != CG_OK) fail_msg("under de_DE: %s", cg_last_error(NULL));
+}
+
 /* Issue 17 item 1: names and categories that are not UTF-8 (Latin-1
  * "caf\xe9") are rejected at load with line and column; they used to train
  * and save a checkpoint no reader opens. Valid UTF-8 passes. */

@@ -43,6 +43,12 @@ static void check_idx(const struct cg_idx *x)
     }
 }
 
+/* Sample value k, from byte storage (x_u8 / x_div) or float storage. */
+static float sample_value(const struct cg_dataset *ds, int64_t k)
+{
+    return ds->x_u8 ? (float)ds->x_u8[k] / ds->x_div : ds->x[k];
+}
+
 static void check_pair(const struct cg_dataset *ds, int scale)
 {
     FUZZ_CHECK(ds->n >= 1 && ds->sample_ndim >= 1 && ds->sample_ndim < CG_MAX_DIMS,
@@ -54,7 +60,8 @@ static void check_pair(const struct cg_dataset *ds, int scale)
     FUZZ_CHECK(ds->n_classes >= 1 && ds->n_classes <= CG_IDX_MAX_CLASSES && ds->y_dim == 0,
                "%d classes", ds->n_classes);
     for (int64_t i = 0; i < ds->n * ds->sample_numel; i++) {
-        FUZZ_CHECK(isfinite(ds->x[i]), "pixel %lld is %g", (long long)i, (double)ds->x[i]);
+        float v = sample_value(ds, i);
+        FUZZ_CHECK(isfinite(v), "pixel %lld is %g", (long long)i, (double)v);
     }
     for (int64_t i = 0; i < ds->n; i++)
         FUZZ_CHECK(ds->y[i] >= 0 && ds->y[i] < ds->n_classes && ds->y[i] == floorf(ds->y[i]),
@@ -88,8 +95,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct cg_idx *x = NULL;
         if (scale && cg_idx_read(img, &x) == CG_OK && x->type == 0x08)
             for (int64_t i = 0; i < ds->n * ds->sample_numel; i++)
-                FUZZ_CHECK(ds->x[i] >= 0 && ds->x[i] <= 1, "scaled pixel %lld is %g",
-                           (long long)i, (double)ds->x[i]);
+                FUZZ_CHECK(sample_value(ds, i) >= 0 && sample_value(ds, i) <= 1,
+                           "scaled pixel %lld is %g", (long long)i, (double)sample_value(ds, i));
         cg_idx_free(x);
     } else {
         FUZZ_CHECK(!ds && cg_last_error(NULL)[0], "a failure with a result or no message");
