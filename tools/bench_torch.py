@@ -61,7 +61,7 @@ def time_reps(fn, count, reps):
 
 
 def bench_gemm(torch, args, rep_s):
-    for n in (256, 512, 1024, 2048):
+    for n in (int(v) for v in args.gemm_sizes.split(",")):
         a = torch.rand(n, n) * 2 - 1
         b = torch.rand(n, n) * 2 - 1
         c = torch.empty(n, n)
@@ -197,6 +197,7 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="0: torch's default")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--groups", default="gemm,op,ffn,mlp,cnn,lstm,transformer")
+    p.add_argument("--gemm-sizes", default="256,512,1024,2048")
     p.add_argument("--config", default="", help="the environment's name, reported only")
     args = p.parse_args()
     try:

@@ -111,8 +111,8 @@ double bench_fma_avx512(int64_t iters, float *sink);
 #define MAX_SETS (MAX_BACKENDS + MAX_THREAD_COUNTS + N_TORCH_CFGS * (MAX_THREAD_COUNTS + 1))
 #define MAX_PEAKS (MAX_THREAD_COUNTS + 2)   /* 1, each --threads count, every core */
 
-static const int gemm_sizes[] = {256, 512, 1024, 2048};
-#define N_GEMM_SIZES ((int)(sizeof gemm_sizes / sizeof gemm_sizes[0]))
+#define DEFAULT_GEMM_SIZES "256,512,1024,2048"
+#define MAX_GEMM_SIZES 8
 
 /* ---- options ----------------------------------------------------------- */
 
@@ -123,6 +123,7 @@ struct options {
     int rounds;             /* group-major passes over every set            */
     int threads[MAX_THREAD_COUNTS];     /* --threads LIST                   */
     int n_threads;          /* 0 = leave OpenBLAS / torch at their defaults */
+    char gemm_sizes[128];   /* --gemm-sizes, as given to the children       */
     const char *json;
     bool compare_torch;
 };
@@ -156,6 +157,8 @@ static void usage(FILE *f)
         "                     column's ratios against torch at its count) and a\n"
         "                     table of each count's rates over the first count's;\n"
         "                     other backends run once, with the first count\n"
+        "  --gemm-sizes LIST  GEMM sizes N (N x N x N), comma-separated (default\n"
+        "                     " DEFAULT_GEMM_SIZES "; a GPU wants 4096 too)\n"
         "  --json FILE        also write every value to FILE as JSON\n"
         "  --compare-torch    run the same configurations in PyTorch (python3 +\n"
         "                     torch, via bench_torch.py) and print the ratios;\n"
@@ -176,6 +179,22 @@ static bool parse_int(const char *s, int lo, int hi, int *out)
     if (errno || end == s || *end || v < lo || v > hi) return false;
     *out = (int)v;
     return true;
+}
+
+/* A comma-separated list of up to max distinct integers in [lo, hi]. */
+static bool parse_list(const char *s, int lo, int hi, int *v, int max, int *n)
+{
+    char list[256];
+    snprintf(list, sizeof list, "%s", s);
+    *n = 0;
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        int x;
+        if (*n == max || !parse_int(tok, lo, hi, &x)) return false;
+        for (int i = 0; i < *n; i++)
+            if (v[i] == x) return false;
+        v[(*n)++] = x;
+    }
+    return *n > 0;
 }
 
 /* ---- time and statistics ---------------------------------------------- */
@@ -212,6 +231,8 @@ struct child {
     const char *backend;
     bool quick;
     int reps;
+    int gemm_sizes[MAX_GEMM_SIZES];
+    int n_gemm_sizes;
 };
 
 static void emit_stat(const char *name, const char *unit, const double *v, int n)
@@ -315,8 +336,8 @@ static struct cg_ptr ptr_of(const cg_tensor *t)
 
 static int child_gemm(struct child *c)
 {
-    for (int si = 0; si < N_GEMM_SIZES; si++) {
-        int64_t n = gemm_sizes[si];
+    for (int si = 0; si < c->n_gemm_sizes; si++) {
+        int64_t n = c->gemm_sizes[si];
         cg_tensor *a = cg_tensor_uniform(c->ctx, CG_SHAPE(n, n), -1.0f, 1.0f);
         cg_tensor *b = cg_tensor_uniform(c->ctx, CG_SHAPE(n, n), -1.0f, 1.0f);
         cg_tensor *out = cg_tensor_zeros(c->ctx, CG_SHAPE(n, n));
@@ -665,10 +686,12 @@ static const char *device_type_name(enum cg_device_type t)
     }
 }
 
-static int child_main(const char *backend, const char *group, bool quick, int reps)
+static int child_main(const char *backend, const char *group, bool quick, int reps,
+                      const char *gemm_sizes)
 {
     double t_start = now_s();
     struct child c = {.backend = backend, .quick = quick, .reps = reps};
+    if (!parse_list(gemm_sizes, 1, 65536, c.gemm_sizes, MAX_GEMM_SIZES, &c.n_gemm_sizes)) return 2;
     struct cg_ctx_options o = {.backend = backend, .seed = 1234};
     if (cg_ctx_create(&c.ctx, &o) != CG_OK) {
         fprintf(stderr, "clgrad-bench: backend %s: %s\n", backend, cg_last_error(NULL));
@@ -1052,10 +1075,11 @@ static void run_group(struct result_set *r, int g, int round, const struct runne
     snprintf(thr, sizeof thr, "%d", r->threads);
     const char *quick = x->o->quick ? "--quick" : NULL;
     char *child[] = {(char *)x->exe, "--child", r->backend, (char *)groups[g], "--reps", reps,
-                     (char *)quick, NULL};
+                     "--gemm-sizes", (char *)x->o->gemm_sizes, (char *)quick, NULL};
     char *torch[] = {(char *)x->python, (char *)x->script, "--groups", (char *)groups[g],
-                     "--reps", reps, "--threads", thr, "--config",
-                     r->torch ? (char *)torch_cfgs[r->torch_cfg].name : "", (char *)quick, NULL};
+                     "--reps", reps, "--threads", thr, "--gemm-sizes", (char *)x->o->gemm_sizes,
+                     "--config", r->torch ? (char *)torch_cfgs[r->torch_cfg].name : "",
+                     (char *)quick, NULL};
     run_child(r, g, round, r->torch ? torch : child, r->env ? r->env : environ);
 }
 
@@ -1828,7 +1852,7 @@ static bool parse_threads(const char *s, struct options *o)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.reps = 0, .rounds = 1};
+    struct options o = {.reps = 0, .rounds = 1, .gemm_sizes = DEFAULT_GEMM_SIZES};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
@@ -1838,12 +1862,14 @@ int main(int argc, char **argv)
             const char *be = argv[i + 1], *group = argv[i + 2];
             int reps = 3;
             bool quick = false;
+            const char *sizes = DEFAULT_GEMM_SIZES;
             for (int k = i + 3; k < argc; k++) {
                 if (strcmp(argv[k], "--quick") == 0) quick = true;
                 else if (strcmp(argv[k], "--reps") == 0 && k + 1 < argc &&
                          parse_int(argv[k + 1], 1, MAX_REPS, &reps)) k++;
+                else if (strcmp(argv[k], "--gemm-sizes") == 0 && k + 1 < argc) sizes = argv[++k];
             }
-            return child_main(be, group, quick, reps);
+            return child_main(be, group, quick, reps, sizes);
         } else if (strcmp(a, "--backends") == 0 && has_val) {
             snprintf(o.backends, sizeof o.backends, "%s", argv[++i]);
         } else if (strcmp(a, "--quick") == 0) {
@@ -1866,6 +1892,14 @@ int main(int argc, char **argv)
                         "[1, 1024], comma-separated, not '%s'\n", MAX_THREAD_COUNTS, argv[i]);
                 return 2;
             }
+        } else if (strcmp(a, "--gemm-sizes") == 0 && has_val) {
+            int v[MAX_GEMM_SIZES], n;
+            if (!parse_list(argv[++i], 1, 65536, v, MAX_GEMM_SIZES, &n)) {
+                fprintf(stderr, "clgrad-bench: --gemm-sizes wants up to %d distinct integers in "
+                        "[1, 65536], comma-separated, not '%s'\n", MAX_GEMM_SIZES, argv[i]);
+                return 2;
+            }
+            snprintf(o.gemm_sizes, sizeof o.gemm_sizes, "%s", argv[i]);
         } else if (strcmp(a, "--json") == 0 && has_val) {
             o.json = argv[++i];
         } else if (strcmp(a, "--compare-torch") == 0) {
