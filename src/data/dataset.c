@@ -165,9 +165,17 @@ CG_API cg_status cg_dataset_from_table(const struct cg_table *t, struct cg_datas
         if (j == t->target) continue;
         d += t->cols[j].kind == CG_COLUMN_CATEGORICAL ? t->cols[j].n_categories : 1;
     }
-    if (d == 0)
+    if (d == 0) {
+        /* Name the columns: the target alone, or columns with nothing in them. */
+        if (t->n_cols == 1 && t->target == 0)
+            return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                             "cg_dataset_from_table: the table has no feature columns: its only "
+                             "column, \"%.200s\", is the target", t->cols[0].name);
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
-                         "cg_dataset_from_table: the table has no feature columns");
+                         "cg_dataset_from_table: the table has no feature columns: its %d "
+                         "columns are the target or categorical with no categories (first: "
+                         "\"%.200s\")", t->n_cols, t->n_cols ? t->cols[0].name : "");
+    }
     bool cls = t->target >= 0 && t->task == CG_TASK_CLASSIFICATION;
     int n_classes = cls ? t->cols[t->target].n_categories : 0;
     cg_status st = dataset_check("cg_dataset_from_table", t->n_rows, 1, &d, cls ? 0 : 1, n_classes);

@@ -12,6 +12,7 @@
  * most 16 MiB and grows geometrically only as data really arrives.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,12 +118,37 @@ static cg_status idx_header(gzFile g, const char *path, struct cg_idx *idx,
                              "%s: the product of the dims overflows (dim %d = %lld)", path, i,
                              (long long)idx->dims[i]);
     }
-    if (!cg__mul_ok(numel, (int64_t)sizeof(float), &bytes) || (uint64_t)bytes > SIZE_MAX)
+    /* Both the file's bytes (8 per float64 element) and ours (4) must fit
+     * (fuzz_idx found numel * 8 overflowing for a float64 file). */
+    int64_t esize = idx_type_size(idx->type) > 4 ? idx_type_size(idx->type) : 4;
+    if (!cg__mul_ok(numel, esize, &bytes) || (uint64_t)bytes > SIZE_MAX)
         return cg__error(NULL, CG_STATUS_PARSE_ERROR,
                          "%s: the product of the dims overflows (%lld elements)", path,
                          (long long)numel);
     idx->numel = numel;
     *header_bytes = 4 + 4 * (int64_t)idx->ndim;
+    return CG_OK;
+}
+
+/* Float files: elements [first, first + n) must be finite in float32 (NaN
+ * and Inf would reach training as a NaN loss; a float64 beyond float32's
+ * range became Inf in the conversion). The message names the item (index
+ * along the first dim) and the element within it. */
+static cg_status idx_check_finite(const char *path, const struct cg_idx *idx, int64_t first,
+                                  int64_t n)
+{
+    if (idx->type != 0x0D && idx->type != 0x0E) return CG_OK;
+    const float *v = idx->data + first;
+    for (int64_t i = 0; i < n; i++) {
+        if (isfinite(v[i])) continue;
+        int64_t per_item = idx->numel / idx->dims[0], e = first + i;
+        return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                         "%s: item %lld, element %lld: %s value%s (float values must be "
+                         "finite)", path, (long long)(e / per_item), (long long)(e % per_item),
+                         isnan(v[i]) ? "NaN" : "infinite",
+                         idx->type == 0x0E && !isnan(v[i]) ? " or one beyond float32's range"
+                                                          : "");
+    }
     return CG_OK;
 }
 
@@ -161,8 +187,12 @@ static cg_status idx_data(gzFile g, const char *path, struct cg_idx *idx, int64_
             else idx->data = d;
             cap = nc;
         }
-        if (raw) memcpy(*raw + n, chunk, (size_t)k);
-        else idx_convert(idx->type, chunk, k, idx->data + n);
+        if (raw) {
+            memcpy(*raw + n, chunk, (size_t)k);
+        } else {
+            idx_convert(idx->type, chunk, k, idx->data + n);
+            if ((st = idx_check_finite(path, idx, n, k)) != CG_OK) goto out;
+        }
         n += k;
     }
     int64_t extra = idx_gzread(g, path, chunk, IDX_CHUNK);
@@ -294,10 +324,14 @@ CG_API cg_status cg_idx_load_pair(const char *images_path, const char *labels_pa
     int64_t max = 0;
     for (int64_t i = 0; i < lab->numel; i++) {
         float v = lab->data[i];
-        if (v < 0 || v >= (float)(1 << 24)) {
+        if (v < 0 || v >= (float)CG_IDX_MAX_CLASSES) {
+            /* A huge label would build a model with that many outputs
+             * (16M classes: minutes before failing); no real labels file
+             * has one, so stop here. */
             st = cg__error(NULL, CG_STATUS_PARSE_ERROR,
-                           "%s: label %lld is %.0f: labels must be in [0, 2^24)", labels_path,
-                           (long long)i, (double)v);
+                           "%s: item %lld: label %.0f is out of range: labels must be class "
+                           "indices in [0, %d)", labels_path, (long long)i, (double)v,
+                           CG_IDX_MAX_CLASSES);
             goto done;
         }
         if (v > max) max = (int64_t)v;

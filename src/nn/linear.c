@@ -50,7 +50,11 @@ static cg_tensor *uniform_param(cg_ctx *ctx, int64_t rows, int64_t cols, double 
     int64_t n = rows * (cols ? cols : 1);
     float *v = malloc((size_t)n * sizeof *v);
     if (!v) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_linear_module: out of host memory");
+        /* weight (out, in), bias (out): name the layer and the size */
+        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY,
+                  "cg_linear_module(in %lld, out %lld): out of host memory for the %s "
+                  "(%lld bytes)", (long long)(cols ? cols : 0), (long long)rows,
+                  cols ? "weight" : "bias", (long long)n * (long long)sizeof *v);
         return NULL;
     }
     for (int64_t i = 0; i < n; i++)
