@@ -52,6 +52,9 @@ static inline float cg_vexpf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
+    /* NaN stays NaN through p; n must not (a NaN-to-int conversion is
+     * undefined behaviour, UBSan's report of issue 17 item 2). */
+    n = cg_vselectf(n == n, n, 0.0f);
     uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
