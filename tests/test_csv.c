@@ -618,6 +618,11 @@ static void test_no_header(void **state)
     /* a missing cell in the first row is found like any other */
     expect_error("1,\n3,4\n", &o, CG_STATUS_MISSING_VALUE,
                  "data.csv:1:2: missing value in column \"column2\"");
+    /* text checks reach the first row too */
+    expect_error("1,caf\xe9\n3,4\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:1:2: the text is not valid UTF-8");
+    expect_error("1,a\n3,caf\xe9\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:2:2: the class name is not valid UTF-8");
     o.target = "y";
     expect_error("1,2\n3,4\n", &o, CG_STATUS_INVALID_ARGUMENT,
                  "no target column named \"y\"; the file (no header) has \"column1\", "

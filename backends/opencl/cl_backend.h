@@ -398,40 +398,40 @@ cg_status cg_cl_optim_update(void *ctx, const struct cg_optim_hparams *h,
 
 /* conv.c */
 cg_status cg_cl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
-                        struct cg_ptr img);
+                       struct cg_ptr img);
 cg_status cg_cl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
-                        struct cg_ptr col);
+                       struct cg_ptr col);
 cg_status cg_cl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
-                        struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
+                       struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
 cg_status cg_cl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
-                                 const struct cg_conv2d_desc *d, struct cg_ptr gin,
-                                 struct cg_ptr gout, struct cg_ptr argmax);
+                                const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                struct cg_ptr gout, struct cg_ptr argmax);
 
 /* rnn.c */
 cg_status cg_cl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
-                           struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
-                           int64_t hidden);
+                          struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
+                          int64_t hidden);
 cg_status cg_cl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
-                                    struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
-                                    struct cg_ptr c_prev, int64_t batch, int64_t hidden);
+                                   struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
+                                   struct cg_ptr c_prev, int64_t batch, int64_t hidden);
 cg_status cg_cl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
-                                int64_t cols, int64_t period);
+                               int64_t cols, int64_t period);
 
 /* seq.c */
 cg_status cg_cl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struct cg_ptr bias,
-                           int64_t rows, int64_t cols);
+                          int64_t rows, int64_t cols);
 cg_status cg_cl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
-                                    struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
-                                    int64_t cols);
+                                   struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
+                                   int64_t cols);
 
 /* norm.c */
 cg_status cg_cl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
-                           struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
-                           int64_t cols, float eps);
+                          struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
+                          int64_t cols, float eps);
 cg_status cg_cl_layernorm_backward(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
-                                    struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
-                                    struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
-                                    int64_t rows, int64_t cols);
+                                   struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
+                                   struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
+                                   int64_t rows, int64_t cols);
 
 /* gemm.c */
 cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,

@@ -220,7 +220,7 @@ void cg_cl_release(void *ctx, struct cg_buffer *b)
 
 /* Checks [off, off + bytes) lies in buf as requested. */
 static cg_status check_bytes(struct cg_cl *cl, const char *what,
-                                   const struct cg_buffer *b, size_t off, size_t bytes)
+                             const struct cg_buffer *b, size_t off, size_t bytes)
 {
     if (!b)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: NULL buffer", what);
@@ -272,7 +272,7 @@ void cg_cl_stage_reap(struct cg_cl *cl, int all)
 /* Non-blocking write of a private copy of src (one allocation: the record,
  * then the bytes). */
 static cg_status upload_staged(struct cg_cl *cl, struct cg_buffer *dst, size_t off,
-                                     const void *src, size_t bytes)
+                               const void *src, size_t bytes)
 {
     cg_cl_stage_reap(cl, 0);
     struct cg_cl_stage *s = malloc(sizeof *s + bytes);
@@ -299,7 +299,7 @@ static cg_status upload_staged(struct cg_cl *cl, struct cg_buffer *dst, size_t o
 /* src need not outlive the call, as backend.h promises: small sources are
  * copied aside (above), large ones written with a blocking write. */
 cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off, const void *src,
-                        size_t bytes)
+                       size_t bytes)
 {
     struct cg_cl *cl = ctx;
     cg_status st = check_bytes(cl, "upload", dst, off, bytes);
@@ -317,7 +317,7 @@ cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off, const void 
 }
 
 cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src, size_t off,
-                          size_t bytes)
+                         size_t bytes)
 {
     struct cg_cl *cl = ctx;
     cg_status st = check_bytes(cl, "download", src, off, bytes);
@@ -332,7 +332,7 @@ cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src, size_t off
 }
 
 cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off,
-                      struct cg_buffer *src, size_t src_off, size_t bytes)
+                     struct cg_buffer *src, size_t src_off, size_t bytes)
 {
     struct cg_cl *cl = ctx;
     cg_status st = check_bytes(cl, "copy (dst)", dst, dst_off, bytes);

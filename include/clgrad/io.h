@@ -83,9 +83,11 @@
  *    3.weight; shape mismatch: 0.weight is (64, 10) in the file, (32, 10)
  *    in the model"
  *
- * Dtypes. clgrad writes F32. It reads F32, and converts F16, BF16 (exactly)
- * and F64 (rounded to nearest) to float32; every other dtype (integers,
- * BOOL, F8_*) is rejected as "unsupported dtype".
+ * Dtypes. clgrad writes F32. It reads F32, and converts F16, BF16 (exactly),
+ * F64 (rounded to nearest) and I64 (PyTorch's counters, e.g. BatchNorm's
+ * num_batches_tracked; an error unless every value is within +-2^24, so
+ * exact) to float32; every other dtype (other integers, BOOL, F8_*) is
+ * rejected as "unsupported dtype".
  *
  * Errors of the host-only functions (cg_safetensors_*, and
  * cg_checkpoint_read_extra) are in cg_last_error(NULL); those of

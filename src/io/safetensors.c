@@ -392,7 +392,7 @@ bool cg__json_string_array(const char *s, char ***out, int *n, char *err, size_t
 
 /* ---- dtypes --------------------------------------------------------------- */
 
-enum st_dtype { DT_F32, DT_F64, DT_F16, DT_BF16, DT_OTHER };
+enum st_dtype { DT_F32, DT_F64, DT_F16, DT_BF16, DT_I64, DT_OTHER };
 
 static const struct {
     const char *name;
@@ -404,7 +404,10 @@ static const struct {
     {"BOOL", 1, DT_OTHER}, {"U8", 1, DT_OTHER}, {"I8", 1, DT_OTHER},
     {"F8_E5M2", 1, DT_OTHER}, {"F8_E4M3", 1, DT_OTHER}, {"F8_E8M0", 1, DT_OTHER},
     {"I16", 2, DT_OTHER}, {"U16", 2, DT_OTHER}, {"I32", 4, DT_OTHER}, {"U32", 4, DT_OTHER},
-    {"I64", 8, DT_OTHER}, {"U64", 8, DT_OTHER}, {"C64", 8, DT_OTHER},
+    {"U64", 8, DT_OTHER}, {"C64", 8, DT_OTHER},
+    /* PyTorch's state_dict holds I64 counters (BatchNorm's num_batches_tracked):
+     * read when every value is exact in float32 (|v| <= 2^24) */
+    {"I64", 8, DT_I64},
 };
 
 static float f16_to_f32(uint16_t h)
@@ -711,7 +714,7 @@ static bool parse_tensor(struct jp *p, struct entry *e)
                 jp_fail(p, "tensor \"%.64s\": unknown dtype \"%.32s\"", e->name, dt);
             } else if (dtypes[e->dtype].dt == DT_OTHER) {
                 jp_fail(p, "tensor \"%.64s\": unsupported dtype %s (clgrad reads F32, F16, "
-                        "BF16 and F64)", e->name, dt);
+                        "BF16, F64 and I64)", e->name, dt);
             }
             free(dt);
             if (p->err[0]) return false;
@@ -940,6 +943,19 @@ static cg_status read_tensor(int fd, const char *path, off_t base, const struct 
                 bits = (uint32_t)h16 << 16;
                 memcpy(&t->data[i0 + i], &bits, 4);
                 break;
+            case DT_I64: {
+                int64_t v;
+                memcpy(&v, b, 8);
+                if (v > (1 << 24) || v < -(1 << 24)) {
+                    free(buf);
+                    return cg__error(NULL, CG_STATUS_UNSUPPORTED,
+                                     "%s: tensor \"%.200s\": I64 value %lld at %lld is not "
+                                     "exact as float32", path, e->name, (long long)v,
+                                     (long long)(i0 + i));
+                }
+                t->data[i0 + i] = (float)v;
+                break;
+            }
             default:
                 break;
             }
