@@ -706,6 +706,13 @@ static cg_status csv_plan(struct parser *p)
         }
         c->out = read ? p->n_out++ : -1;
     }
+    if (p->target >= 0 && like) {
+        /* The target is read as in training: a class column whose first
+         * value looks like a number ("10", then "z") must not turn numeric
+         * (found by fuzz_csv: "non-numeric value" on re-reading). */
+        int lt = cg_table_column(like, p->cols[p->target].name);
+        if (lt >= 0) p->cols[p->target].kind = like->cols[lt].kind;
+    }
     if (p->target >= 0 && !like) {
         if (p->o.task == CG_TASK_REGRESSION) p->cols[p->target].kind = CG_COLUMN_NUMERIC;
         if (p->o.task == CG_TASK_CLASSIFICATION)
