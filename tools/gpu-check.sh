@@ -14,7 +14,7 @@
 #
 #   tools/gpu-check.sh run [--debs DIR] [--build DIR] [--out DIR]
 #                          [--icd-lib LIB] [--peak-tflops X] [--budget S]
-#                          [--tune-budget S] [--no-tests]
+#                          [--tune-budget S (60)] [--no-tests]
 #       1. dpkg -x every .deb into OUT/root (ar + tar where dpkg-deb is
 #          missing) and puts each folder of shared objects there on
 #          LD_LIBRARY_PATH;
@@ -53,7 +53,7 @@ out=gpu-results/$(date -u +%Y%m%d-%H%M%S)
 icd_lib=libnvidia-opencl.so.1
 peak_tflops=
 budget=600
-tune_budget=120
+tune_budget=60
 tests=1
 while [ $# -gt 0 ]; do
     case $1 in
