@@ -87,7 +87,7 @@ extern "C" {
 typedef struct cg_dist cg_dist;
 
 struct cg_dist_options {
-    size_t bucket_bytes;   /* gradient bucket size; 0: 4 MiB             */
+    size_t bucket_bytes;   /* gradient bucket size; 0: 1 MiB             */
     bool no_overlap;       /* launch the all-reduces only after backward's
                               walk (to measure what overlap hides)       */
 };

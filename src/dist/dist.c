@@ -36,13 +36,14 @@
 #include <mpi.h>
 #endif
 
-#define DIST_DEFAULT_BUCKET_BYTES ((size_t)4 << 20)
+#define DIST_DEFAULT_BUCKET_BYTES ((size_t)1 << 20)
 
 struct bucket {
     int first, count;       /* d->params[first .. first + count)          */
     int64_t numel;
     int ready;              /* parameters finished in this backward        */
     bool launched;
+    bool done;              /* its request completed (MPI_Test)            */
     float *host;            /* numel floats (NULL: in place, cpu)          */
     double t_launch;
 #if CG_HAVE_MPI
@@ -182,7 +183,8 @@ static void detach(cg_dist *d)
         d->ctx->grad_ready_data = NULL;
     }
     for (int b = 0; b < d->n_buckets; b++) {
-        if (d->buckets[b].launched) MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
+        if (d->buckets[b].launched && !d->buckets[b].done)
+            MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
         free(d->buckets[b].host);
     }
     free(d->buckets);
@@ -425,8 +427,8 @@ static cg_status bucket_launch(cg_dist *d, struct bucket *b)
 /* Waits for b and writes the mean back into the gradients. */
 static cg_status bucket_finish(cg_dist *d, struct bucket *b)
 {
-    MPI_TRY(d, MPI_Wait(&b->req, MPI_STATUS_IGNORE));
-    b->launched = false;
+    if (!b->done) MPI_TRY(d, MPI_Wait(&b->req, MPI_STATUS_IGNORE));
+    b->launched = b->done = false;
     d->stats.total_s += now_s() - b->t_launch;
     float inv = 1.0f / (float)d->world;
     cg_status st = CG_OK;
@@ -467,6 +469,15 @@ static cg_status grad_hook(void *data, cg_tensor *leaf)
         int i = find_param(d, leaf);
         if (i < 0 || d->ready[i]) return CG_OK;
         d->ready[i] = true;
+        /* Open MPI moves a non-blocking collective on only inside MPI
+         * calls: poke the ones in flight, so they progress during backward. */
+        for (int k = 0; k < d->n_buckets; k++) {
+            int done;
+            if (d->buckets[k].launched && !d->buckets[k].done) {
+                MPI_Test(&d->buckets[k].req, &done, MPI_STATUS_IGNORE);
+                d->buckets[k].done = done;
+            }
+        }
         struct bucket *b = &d->buckets[d->bucket_of[i]];
         if (++b->ready == b->count && !d->no_overlap) return bucket_launch(d, b);
         return CG_OK;
