@@ -2,13 +2,18 @@
  * tests/test_csv.c — the CSV reader: the grammar (quotes, delimiters, CRLF,
  * BOM, blank lines), column kinds and target handling, missing-value
  * policies, streaming across buffer boundaries, and every malformed input
- * of issue 4 with the file:line:column its message must name.
+ * of issue 4 with the file:line:column its message must name; issue 19's
+ * tables as they come (counts lines, no header, column choice, dates, IDs,
+ * task inference, held-out split, reading like a layout, gzip, locale).
  */
 #include "harness.h"
 
+#include <locale.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 static char tmpdir[256];
 
@@ -182,7 +187,7 @@ static void test_delimiters(void **state)
     cg_table_free(t);
 
     o.delimiter = '\t';
-    assert_int_equal(parse("a\tb b\n1.5\t2\n\t\t\n", &o, &t), CG_STATUS_PARSE_ERROR);
+    assert_int_equal(parse("a\tb b\n1.5\t2\n\t\t\n", &o, &t), CG_STATUS_MISSING_VALUE);
     th_assert_error_contains(NULL, "data.csv:3:1: missing value in column \"a\"");
     assert_int_equal(parse("a\tb b\n1.5\t2\n-1\t 7 \n", &o, &t), CG_OK);
     assert_string_equal(t->cols[1].name, "b b");
@@ -260,7 +265,7 @@ static void test_missing_policies(void **state)
     struct cg_csv_options o = cg_csv_options_default();
     o.target = "y";
     const char *text = "a,b,y\n1,x,1\n,y,2\n3,NA,3\n5,x,\n7,\"\",5\n";
-    expect_error(text, &o, CG_STATUS_PARSE_ERROR,
+    expect_error(text, &o, CG_STATUS_MISSING_VALUE,
                  "data.csv:3:1: missing value in column \"a\"");
 
     struct cg_table *t;
@@ -520,6 +525,625 @@ static void test_layout_text(void **state)
     }
 }
 
+/* ------------------------------------------------- issue 19: real tables -- */
+
+/* Reads text written to a file (so the path API and gzip detection run). */
+static cg_status read_text(const char *text, const struct cg_csv_options *o, struct cg_table **t)
+{
+    const char *path = write_file("t.csv", text, strlen(text));
+    cg_status st = cg_csv_read(path, o, t);
+    unlink(path);
+    if (st != CG_OK) assert_null(*t);
+    return st;
+}
+
+/* scikit-learn's bundled CSVs (iris.csv, wine_data.csv) open with a line of
+ * counts and class names, then rows without a header. */
+static void test_counts_line(void **state)
+{
+    /* more fields in the rows than in the first line: an error naming both
+     * counts and the options that fix it */
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "last";
+    struct cg_table *t = NULL;
+    /* fewer fields in line 1 than in the rows */
+    const char *fewer = "4,3,a,b\n1,2,3,4,0\n5,6,7,8,1\n1,2,3,4,0\n5,6,7,8,1\n";
+    expect_error(fewer, &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:2: the first row has 5 fields but the header (line 1) has 4: if "
+                 "line 1 is not a header row, use --skip-rows 1 (and --no-header");
+    const char *more = "4,3,a,b,c,d\n1,2,3,4,0\n5,6,7,8,1\n";
+    expect_error(more, &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:2: the first row has 5 fields but the header (line 1) has 6");
+    /* the fix */
+    o.skip_rows = 1;
+    o.no_header = true;
+    assert_int_equal(read_text(fewer, &o, &t), CG_OK);
+    assert_int_equal(t->n_rows, 4);
+    assert_int_equal(t->n_cols, 5);
+    assert_string_equal(t->cols[0].name, "column1");
+    assert_string_equal(t->cols[4].name, "column5");
+    assert_int_equal(t->target, 4);
+    assert_null(t->notes);
+    const float want[] = {1, 2, 3, 4, 0, 5, 6, 7, 8, 1};
+    th_assert_close_f(t->values, want, 10, 0, 0, "rows after the counts line");
+    cg_table_free(t);
+    /* the same field count (iris.csv): read, but with a warning */
+    o.skip_rows = 0;
+    o.no_header = false;
+    const char *iris = "4,2,setosa,versicolor\n5.1,3.5,1.4,0\n4.9,3.0,1.4,0\n"
+                       "7.0,3.2,4.7,1\n6.4,3.2,4.5,1\n";
+    assert_int_equal(parse(iris, &o, &t), CG_OK);
+    assert_non_null(t->notes);
+    assert_non_null(strstr(t->notes, "warning: the header (line 1) has numeric column names "
+                                     "(\"4\", \"2\"): if line 1 is not a header, use "
+                                     "--skip-rows 1 --no-header\n"));
+    cg_table_free(t);
+    /* a line of counts, then a real header (boston_house_prices.csv) */
+    o.skip_rows = 1;
+    o.target = "MEDV";
+    assert_int_equal(parse("3,2,,\n\"CRIM\",\"MEDV\"\n0.1,24\n0.2,21.6\n0.3,34.7\n", &o, &t),
+                     CG_OK);
+    assert_string_equal(t->cols[1].name, "MEDV");
+    assert_int_equal(t->n_rows, 3);
+    assert_int_equal(t->task, CG_TASK_REGRESSION);
+    assert_null(t->notes);
+    cg_table_free(t);
+    o.skip_rows = 0;                    /* forgotten: the error hints at it */
+    expect_error("3,2,,\n\"CRIM\",\"MEDV\"\n0.1,24\n", &o, CG_STATUS_INVALID_ARGUMENT,
+                 "no target column named \"MEDV\"; the header has \"3\", \"2\", \"column3\", "
+                 "\"column4\" (line 1 looks like data, not a header: --skip-rows 1, and "
+                 "--no-header if no header follows)");
+    o.skip_rows = 9;
+    expect_error("a\n1\n", &o, CG_STATUS_PARSE_ERROR, "ends before the 9 lines");
+}
+
+static void test_no_header(void **state)
+{
+    struct cg_csv_options o = cg_csv_options_default();
+    o.no_header = true;
+    o.target = "column2";
+    struct cg_table *t;
+    /* blank lines and a quoted, missing-free first row */
+    assert_int_equal(parse("\n\"1.5\",a\n2.5,b\n3.5,a\n4.5,b\n", &o, &t), CG_OK);
+    assert_int_equal(t->n_rows, 4);
+    assert_string_equal(t->cols[0].name, "column1");
+    assert_int_equal(t->task, CG_TASK_CLASSIFICATION);
+    assert_int_equal(t->cols[1].n_categories, 2);
+    const float want[] = {1.5f, 0, 2.5f, 1, 3.5f, 0, 4.5f, 1};
+    th_assert_close_f(t->values, want, 8, 0, 0, "headerless rows");
+    cg_table_free(t);
+    /* the first row counts as a row: a later ragged row names its line */
+    expect_error("1,2\n3,4,5\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:2:3: too many fields: the first row has 2 columns");
+    /* a missing cell in the first row is found like any other */
+    expect_error("1,\n3,4\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:1:2: missing value in column \"column2\"");
+    o.target = "y";
+    expect_error("1,2\n3,4\n", &o, CG_STATUS_INVALID_ARGUMENT,
+                 "no target column named \"y\"; the file (no header) has \"column1\", "
+                 "\"column2\"");
+}
+
+static void test_target_by_number_and_last(void **state)
+{
+    const char *text = "a,b,c\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n";
+    struct cg_csv_options o = cg_csv_options_default();
+    struct cg_table *t;
+    const char *specs[] = {"3", "last", "c"};
+    for (int i = 0; i < 3; i++) {
+        o.target = specs[i];
+        assert_int_equal(parse(text, &o, &t), CG_OK);
+        assert_int_equal(t->target, 2);
+        assert_int_equal(t->task, CG_TASK_CLASSIFICATION);
+        cg_table_free(t);
+    }
+    o.target = "1";
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->target, 0);
+    assert_int_equal(t->task, CG_TASK_REGRESSION);
+    cg_table_free(t);
+    /* a column really named "2" wins over column number 2 */
+    o.target = "2";
+    assert_int_equal(parse("2,b,last\n1,5,7\n3,6,8\n5,7,9\n", &o, &t), CG_OK);
+    assert_int_equal(t->target, 0);
+    cg_table_free(t);
+    o.target = "last";                  /* and a column named "last" */
+    assert_int_equal(parse("2,last,z\n1,5,7\n3,6,8\n5,7,9\n", &o, &t), CG_OK);
+    assert_int_equal(t->target, 1);
+    cg_table_free(t);
+    o.target = "4";
+    expect_error(text, &o, CG_STATUS_INVALID_ARGUMENT,
+                 "data.csv: no target column 4: the file has 3 columns");
+    o.target = "0";
+    expect_error(text, &o, CG_STATUS_INVALID_ARGUMENT, "no target column 0");
+}
+
+static void test_drop_and_features(void **state)
+{
+    const char *text = "id,a,b,c,y\n1,10,20,30,0.5\n2,11,21,31,1.5\n3,12,22,32,2.5\n";
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    o.drop = "id, 3";                   /* by name and by number, spaces ignored */
+    struct cg_table *t;
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 3);
+    assert_string_equal(t->cols[0].name, "a");
+    assert_string_equal(t->cols[1].name, "c");
+    assert_int_equal(t->target, 2);
+    const float want[] = {10, 30, 0.5f, 11, 31, 1.5f, 12, 32, 2.5f};
+    th_assert_close_f(t->values, want, 9, 0, 0, "after drop");
+    cg_table_free(t);
+    /* dropped columns are not read at all: text or gaps there are fine */
+    o.drop = "id";
+    assert_int_equal(parse("id,a,y\n,1,2\nx,3,4\n", &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 2);
+    cg_table_free(t);
+
+    o.drop = NULL;
+    o.features = "c,a";                 /* the file's order is kept */
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 3);
+    assert_string_equal(t->cols[0].name, "a");
+    assert_string_equal(t->cols[1].name, "c");
+    assert_string_equal(t->cols[2].name, "y");
+    struct cg_dataset *ds;
+    assert_int_equal(cg_dataset_from_table(t, &ds), CG_OK);
+    assert_int_equal(ds->sample_numel, 2);
+    cg_dataset_free(ds);
+    cg_table_free(t);
+    o.drop = "a";                       /* both: features minus drop */
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 2);
+    assert_string_equal(t->cols[0].name, "c");
+    cg_table_free(t);
+
+    o.features = "a,nope";
+    o.drop = NULL;
+    expect_error(text, &o, CG_STATUS_INVALID_ARGUMENT,
+                 "data.csv:1: no column \"nope\" (in --features); the header has \"id\", "
+                 "\"a\", \"b\", \"c\", \"y\"");
+    o.features = NULL;
+    o.drop = "9";
+    expect_error(text, &o, CG_STATUS_INVALID_ARGUMENT, "--drop: no column 9: the file has 5");
+    o.drop = "a,,b";
+    expect_error(text, &o, CG_STATUS_INVALID_ARGUMENT, "an empty column name");
+    o.drop = "y";
+    expect_error(text, &o, CG_STATUS_INVALID_ARGUMENT, "--drop names the target column \"y\"");
+}
+
+/* Expected date features: year, month and day of year on circles, weekday
+ * (Monday 0, as Python's date.weekday()), hour on a circle. */
+static void date_want(float *w, int year, int month, int doy, int days, int weekday, double hour)
+{
+    const double tp = 6.283185307179586;
+    w[0] = (float)year;
+    w[1] = (float)sin(tp * (month - 1) / 12);
+    w[2] = (float)cos(tp * (month - 1) / 12);
+    w[3] = (float)sin(tp * (doy - 1) / days);
+    w[4] = (float)cos(tp * (doy - 1) / days);
+    w[5] = (float)weekday;
+    w[6] = (float)sin(tp * hour / 24);
+    w[7] = (float)cos(tp * hour / 24);
+}
+
+static void test_date_column(void **state)
+{
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    struct cg_table *t;
+    /* weekdays and days of year from Python's datetime */
+    const char *text = "when,y\n2012-01-31,1\n2012/03/01,2\n2000-02-29,3\n1999-12-31,4\n";
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 7);
+    const char *names[] = {"when_year", "when_month_sin", "when_month_cos", "when_doy_sin",
+                           "when_doy_cos", "when_weekday", "y"};
+    for (int j = 0; j < 7; j++) {
+        assert_string_equal(t->cols[j].name, names[j]);
+        assert_int_equal(t->cols[j].kind, CG_COLUMN_NUMERIC);
+    }
+    assert_int_equal(t->target, 6);
+    float w[4][8];
+    date_want(w[0], 2012, 1, 31, 366, 1, 0);
+    date_want(w[1], 2012, 3, 61, 366, 3, 0);
+    date_want(w[2], 2000, 2, 60, 366, 1, 0);
+    date_want(w[3], 1999, 12, 365, 365, 4, 0);
+    for (int r = 0; r < 4; r++)
+        th_assert_close_f(t->values + r * 7, w[r], 6, 1e-6, 1e-6, "date features");
+    assert_non_null(t->notes);
+    assert_string_equal(t->notes, "note: column \"when\" holds dates: 6 numeric features "
+                                  "when_year, when_month_sin, when_month_cos, when_doy_sin, "
+                                  "when_doy_cos, when_weekday\n");
+    cg_table_free(t);
+
+    /* date-times: two more features, the hour of the day */
+    text = "t,y\n2024-07-14T06:00:00,1\n2024-07-14 18:30,2\n2012-01-31T00:00:00Z,3\n";
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 9);
+    assert_string_equal(t->cols[6].name, "t_hour_sin");
+    assert_string_equal(t->cols[7].name, "t_hour_cos");
+    date_want(w[0], 2024, 7, 196, 366, 6, 6.0);
+    date_want(w[1], 2024, 7, 196, 366, 6, 18.5);
+    date_want(w[2], 2012, 1, 31, 366, 1, 0);
+    for (int r = 0; r < 3; r++)
+        th_assert_close_f(t->values + r * 9, w[r], 8, 1e-6, 1e-6, "date-time features");
+    cg_table_free(t);
+
+    /* not every value a date: an ordinary text column (few values: one-hot) */
+    assert_int_equal(parse("d,y\n2012-01-31,1\n2012-02-30,2\n2012-01-31,3\n", &o, &t), CG_OK);
+    assert_int_equal(t->cols[0].kind, CG_COLUMN_CATEGORICAL);
+    assert_null(t->notes);
+    cg_table_free(t);
+    /* forms: valid ones expand, near misses stay text */
+    const struct { const char *s; bool date; } forms[] = {
+        {"2012-1-5", true}, {"2012/12/31 23:59:59.5", true}, {"2012-01-31T10:00+05:30", true},
+        {"2012-01-31T10:00:00-0800", true}, {"2012-13-01", false}, {"2013-02-29", false},
+        {"12-01-31", false}, {"2012-01/31", false}, {"2012-01-31T24:00", false},
+        {"2012-01-31T10", false}, {"2012-01-31 10:00 extra", false}, {"31/01/2012", false},
+        {"2012-01-31T10:00:00.", false},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "d,y\n%s,1\n2012-01-01,2\n", forms[i].s);
+        assert_int_equal(parse(buf, &o, &t), CG_OK);
+        if ((t->n_cols > 2) != forms[i].date) fail_msg("\"%s\": date %d", forms[i].s, forms[i].date);
+        cg_table_free(t);
+    }
+    /* keep: stays text */
+    o.keep = "when";
+    assert_int_equal(parse("when,y\n2012-01-31,1\n2012-02-01,2\n", &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 2);
+    assert_int_equal(t->cols[0].kind, CG_COLUMN_CATEGORICAL);
+    cg_table_free(t);
+    o.keep = NULL;
+    /* a derived name that is already a column */
+    expect_error("d,d_year,y\n2012-01-31,1,1\n2012-02-01,2,2\n", &o, CG_STATUS_INVALID_ARGUMENT,
+                 "the date column \"d\" would become \"d_year\", which is already a column");
+}
+
+/* A text column with (nearly) one value per row would one-hot into as many
+ * features: dropped with a warning, unless kept. */
+static void test_id_column(void **state)
+{
+    char text[8192];
+    size_t n = (size_t)snprintf(text, sizeof text, "name,color,x,y\n");
+    for (int r = 0; r < 50; r++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "person %d,%s,%d,%d.5\n", r,
+                              r % 3 ? "red" : "blue", r, r % 7);
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    struct cg_table *t;
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 3);
+    assert_string_equal(t->cols[0].name, "color");       /* few values: one-hot */
+    assert_int_equal(t->cols[0].kind, CG_COLUMN_CATEGORICAL);
+    assert_int_equal(t->target, 2);
+    assert_non_null(t->notes);
+    assert_string_equal(t->notes, "warning: dropped column \"name\": text with 50 distinct "
+                                  "values in 50 rows would one-hot encode into 50 features "
+                                  "(--keep name keeps it)\n");
+    float want[] = {0, 0, 0.5f, 1, 1, 1.5f};            /* blue 0 < red 1 */
+    th_assert_close_f(t->values, want, 6, 0, 0, "the rest");
+    cg_table_free(t);
+    o.keep = "name";
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 4);
+    assert_int_equal(t->cols[0].n_categories, 50);
+    assert_null(t->notes);
+    cg_table_free(t);
+    o.keep = NULL;
+    /* 20 distinct values are never dropped (small files) */
+    n = (size_t)snprintf(text, sizeof text, "name,y\n");
+    for (int r = 0; r < 20; r++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "p%d,%d.5\n", r, r);
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->cols[0].n_categories, 20);
+    cg_table_free(t);
+    /* the only feature dropped: an error that says so */
+    n = (size_t)snprintf(text, sizeof text, "name,y\n");
+    for (int r = 0; r < 30; r++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "p%d,%d.5\n", r, r);
+    expect_error(text, &o, CG_STATUS_INVALID_ARGUMENT, "no feature columns left after dropping");
+}
+
+static void test_integer_labels(void **state)
+{
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    struct cg_table *t;
+    char text[8192];
+    /* 3 distinct integers in 9 rows: classification, classes sorted */
+    const char *cls = "x,y\n0.1,2\n0.2,0\n0.3,10\n0.4,2\n0.5,0\n0.6,10\n0.7,2\n0.8,0\n0.9,10\n";
+    assert_int_equal(parse(cls, &o, &t), CG_OK);
+    assert_int_equal(t->task, CG_TASK_CLASSIFICATION);
+    assert_string_equal(t->task_reason, "classification: integer target \"y\" with 3 distinct "
+                                        "values (--task regression to override)");
+    assert_int_equal(t->cols[1].kind, CG_COLUMN_CATEGORICAL);
+    assert_int_equal(t->cols[1].n_categories, 3);
+    assert_string_equal(t->cols[1].categories[0], "0");
+    assert_string_equal(t->cols[1].categories[1], "2");
+    assert_string_equal(t->cols[1].categories[2], "10");
+    const float want[] = {1, 0, 2, 1, 0, 2, 1, 0, 2};
+    for (int r = 0; r < 9; r++) assert_true(t->values[r * 2 + 1] == want[r]);
+    enum cg_task task;
+    char why[200];
+    assert_int_equal(cg_table_infer_task(t, 1, &task, why, sizeof why), CG_OK);
+    assert_int_equal(task, CG_TASK_CLASSIFICATION);
+    assert_string_equal(why, "classification: text target \"y\" with 3 classes");
+    assert_int_equal(cg_table_infer_task(t, 0, &task, NULL, 0), CG_OK);
+    assert_int_equal(task, CG_TASK_REGRESSION);
+    assert_int_equal(cg_table_infer_task(t, 2, &task, NULL, 0), CG_STATUS_INVALID_ARGUMENT);
+    cg_table_free(t);
+    /* overridden */
+    o.task = CG_TASK_REGRESSION;
+    assert_int_equal(parse(cls, &o, &t), CG_OK);
+    assert_int_equal(t->task, CG_TASK_REGRESSION);
+    assert_string_equal(t->task_reason, "regression: set by --task regression (target \"y\")");
+    cg_table_free(t);
+    o.task = CG_TASK_AUTO;
+    /* non-integers: regression */
+    assert_int_equal(parse("x,y\n1,2\n2,2.5\n3,2\n4,2\n", &o, &t), CG_OK);
+    assert_int_equal(t->task, CG_TASK_REGRESSION);
+    assert_string_equal(t->task_reason, "regression: target \"y\" has non-integer values such "
+                                        "as 2.5 (--task classification to override)");
+    cg_table_free(t);
+    /* 21 distinct integers (each twice): regression; 20: classification */
+    for (int k = 20; k <= 21; k++) {
+        size_t n = (size_t)snprintf(text, sizeof text, "x,y\n");
+        for (int r = 0; r < 2 * k; r++)
+            n += (size_t)snprintf(text + n, sizeof text - n, "%d,%d\n", r, r % k);
+        assert_int_equal(parse(text, &o, &t), CG_OK);
+        assert_int_equal(t->task, k == 20 ? CG_TASK_CLASSIFICATION : CG_TASK_REGRESSION);
+        if (k == 21)
+            assert_string_equal(t->task_reason,
+                                 "regression: integer target \"y\" with more than 20 distinct "
+                                 "values (--task classification to override)");
+        cg_table_free(t);
+    }
+    /* labels that do not repeat: regression */
+    assert_int_equal(parse("x,y\n1,3\n2,4\n3,5\n4,3\n", &o, &t), CG_OK);
+    assert_int_equal(t->task, CG_TASK_REGRESSION);
+    assert_string_equal(t->task_reason, "regression: integer target \"y\" with 3 distinct "
+                                        "values in only 4 rows (--task classification to "
+                                        "override)");
+    cg_table_free(t);
+    /* text: classification, with its reason */
+    assert_int_equal(parse("x,y\n1,cat\n2,dog\n", &o, &t), CG_OK);
+    assert_string_equal(t->task_reason, "classification: text target \"y\" with 2 classes");
+    cg_table_free(t);
+    /* no target: no reason */
+    o.target = NULL;
+    assert_int_equal(parse("x,y\n1,cat\n2,dog\n", &o, &t), CG_OK);
+    assert_null(t->task_reason);
+    cg_table_free(t);
+}
+
+static void test_one_class(void **state)
+{
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    expect_error("x,y\n1,spam\n2,spam\n3,spam\n", &o, CG_STATUS_INVALID_ARGUMENT,
+                 "data.csv: target \"y\" has a single class (\"spam\") in all 3 rows: nothing "
+                 "to classify");
+    /* an integer target with one value is classified, so the same error */
+    expect_error("x,y\n1,1\n2,1\n3,1\n", &o, CG_STATUS_INVALID_ARGUMENT,
+                 "target \"y\" has a single class (\"1\") in all 3 rows");
+    o.task = CG_TASK_CLASSIFICATION;
+    expect_error("x,y\n1,7\n2,7\n", &o, CG_STATUS_INVALID_ARGUMENT, "single class (\"7\")");
+    /* the only other class's rows dropped for missing values */
+    o.missing = CG_MISSING_DROP;
+    expect_error("x,y\n1,a\n,b\n3,a\n", &o, CG_STATUS_INVALID_ARGUMENT,
+                 "single class (\"a\") in all 2 rows");
+    /* a constant regression target is not classification */
+    o.task = CG_TASK_REGRESSION;
+    struct cg_table *t;
+    assert_int_equal(parse("x,y\n1,1\n2,1\n", &o, &t), CG_OK);
+    cg_table_free(t);
+}
+
+static void test_split_deterministic(void **state)
+{
+    char text[16384];
+    size_t n = (size_t)snprintf(text, sizeof text, "x,c,y\n");
+    for (int r = 0; r < 200; r++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "%d,%s,%d\n", r, r % 2 ? "a" : "b",
+                              r % 3);
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    struct cg_table *t, *rest, *test, *rest2, *test2;
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(cg_table_split(t, 0.1, 42, &rest, &test), CG_OK);
+    assert_int_equal(test->n_rows, 20);
+    assert_int_equal(rest->n_rows, 180);
+    assert_int_equal(test->n_cols, 3);
+    assert_int_equal(test->target, 2);
+    assert_int_equal(test->task, CG_TASK_CLASSIFICATION);
+    assert_string_equal(test->cols[1].categories[1], "b");
+    assert_string_equal(test->task_reason, t->task_reason);
+    /* every row in exactly one part, in file order within each */
+    bool seen[200] = {0};
+    float prev = -1;
+    for (int64_t r = 0; r < test->n_rows; r++) {
+        float x = test->values[r * 3];
+        assert_true(x > prev);
+        prev = x;
+        seen[(int)x] = true;
+        assert_memory_equal(test->values + r * 3, t->values + (int)x * 3, 3 * sizeof(float));
+    }
+    prev = -1;
+    for (int64_t r = 0; r < rest->n_rows; r++) {
+        float x = rest->values[r * 3];
+        assert_true(x > prev);
+        prev = x;
+        assert_false(seen[(int)x]);
+        seen[(int)x] = true;
+    }
+    for (int r = 0; r < 200; r++) assert_true(seen[r]);
+    /* the same (seed, rows, fraction): the same rows, from a fresh read */
+    struct cg_table *t2;
+    assert_int_equal(read_text(text, &o, &t2), CG_OK);
+    assert_int_equal(cg_table_split(t2, 0.1, 42, &rest2, &test2), CG_OK);
+    assert_memory_equal(test->values, test2->values, 20 * 3 * sizeof(float));
+    cg_table_free(rest2);
+    cg_table_free(test2);
+    /* another seed: other rows */
+    assert_int_equal(cg_table_split(t2, 0.1, 43, &rest2, &test2), CG_OK);
+    assert_true(memcmp(test->values, test2->values, 20 * 3 * sizeof(float)) != 0);
+    cg_table_free(rest2);
+    cg_table_free(test2);
+    /* the held-out rows pinned: a change of the generator would move them
+     * and break every split recorded with a model */
+    const float pinned[] = {2, 23, 25, 30, 44};
+    for (int i = 0; i < 5; i++) assert_true(test->values[i * 3] == pinned[i]);
+    /* 0: no test set */
+    assert_int_equal(cg_table_split(t, 0, 42, &rest2, &test2), CG_OK);
+    assert_null(test2);
+    assert_int_equal(rest2->n_rows, 200);
+    assert_memory_equal(rest2->values, t->values, 200 * 3 * sizeof(float));
+    cg_table_free(rest2);
+    /* fractions that leave a part empty */
+    assert_int_equal(cg_table_split(t, 1.0, 42, &rest2, &test2), CG_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(cg_table_split(t, 0.001, 42, &rest2, &test2), CG_STATUS_INVALID_ARGUMENT);
+    th_assert_error_contains(NULL, "200 rows cannot hold out a test fraction of 0.001");
+    assert_null(rest2);
+    assert_null(test2);
+    cg_table_free(rest);
+    cg_table_free(test);
+    cg_table_free(t2);
+    cg_table_free(t);
+}
+
+/* Evaluation files are read as the training file was (opts.like): date
+ * columns expanded the same way even with one row, dropped columns skipped,
+ * target and task from the layout. */
+static void test_read_like(void **state)
+{
+    char text[8192];
+    size_t n = (size_t)snprintf(text, sizeof text, "id,day,color,y\n");
+    for (int r = 0; r < 40; r++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "u%d,2020-01-%02d,%s,%d\n", r,
+                              r % 28 + 1, r % 2 ? "red" : "blue", r % 2);
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    struct cg_table *t, *like, *e;
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->n_cols, 8);                 /* 6 date features, color, y */
+    assert_int_equal(t->task, CG_TASK_CLASSIFICATION);
+    char *layout;
+    assert_int_equal(cg_table_layout_format(t, &layout), CG_OK);
+    assert_int_equal(cg_table_layout_parse(layout, &like), CG_OK);
+    free(layout);
+    /* one row, columns in another order, an extra column, no --target */
+    struct cg_csv_options eo = cg_csv_options_default();
+    eo.like = like;
+    assert_int_equal(parse("extra,y,color,day,id\nq,0,blue,2020-01-05,u99\n", &eo, &e), CG_OK);
+    assert_non_null(e->task_reason);
+    assert_null(e->notes);
+    assert_int_equal(cg_table_conform(e, like), CG_OK);
+    assert_int_equal(e->n_cols, t->n_cols);
+    for (int j = 0; j < t->n_cols; j++) assert_string_equal(e->cols[j].name, t->cols[j].name);
+    assert_int_equal(e->target, t->target);
+    assert_int_equal(e->task, CG_TASK_CLASSIFICATION);
+    /* row 4 of the training file: the same day, color and class */
+    th_assert_close_f(e->values, t->values + 4 * 8, 8, 0, 0, "same features as training");
+    cg_table_free(e);
+    /* a prediction file without the target */
+    assert_int_equal(parse("day,color\n2020-01-05,red\n", &eo, &e), CG_OK);
+    assert_int_equal(e->target, -1);
+    assert_int_equal(cg_table_conform(e, like), CG_OK);
+    assert_int_equal(e->n_cols, 7);
+    cg_table_free(e);
+    /* a date column with a non-date */
+    expect_error("day,color,y\nsoon,red,1\n", &eo, CG_STATUS_INVALID_ARGUMENT,
+                 "column \"day\" held dates in training, but \"soon\" is not a date");
+    cg_table_free(like);
+    cg_table_free(t);
+}
+
+/* cg_csv_read decompresses gzip files (scikit-learn ships digits.csv.gz). */
+static void test_gzip(void **state)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/z.csv.gz", tmpdir);
+    gzFile g = gzopen(path, "wb");
+    assert_non_null(g);
+    gzputs(g, "0,1,2,7\n3,4,5,8\n6,7,8,7\n9,1,2,8\n");
+    gzclose(g);
+    struct cg_csv_options o = cg_csv_options_default();
+    o.no_header = true;
+    o.target = "last";
+    struct cg_table *t;
+    assert_int_equal(cg_csv_read(path, &o, &t), CG_OK);
+    assert_int_equal(t->n_rows, 4);
+    assert_int_equal(t->task, CG_TASK_CLASSIFICATION);
+    assert_true(t->values[4] == 3);
+    cg_table_free(t);
+    /* a truncated gzip file is an error, not a short table */
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(ftruncate(fileno(f), 20), 0);
+    fclose(f);
+    assert_int_not_equal(cg_csv_read(path, &o, &t), CG_OK);
+    th_assert_error_contains(NULL, "z.csv.gz");
+    unlink(path);
+}
+
+/* A program that has set a locale with a decimal comma must still read
+ * "1.5" as 1.5. The locale is generated into tmpdir when the system lacks
+ * it (localedef needs Debian's locales package; tools/setup.sh installs it). */
+static void test_locale(void **state)
+{
+    if (!setlocale(LC_ALL, "de_DE.UTF-8")) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "localedef -i de_DE -f UTF-8 %s/de_DE.UTF-8 >/dev/null 2>&1",
+                 tmpdir);
+        int rc = system(cmd);
+        setenv("LOCPATH", tmpdir, 1);
+        if (!setlocale(LC_ALL, "de_DE.UTF-8"))
+            fail_msg("cannot set or generate the de_DE.UTF-8 locale (localedef exit %d): "
+                     "install Debian's locales package", rc);
+    }
+    /* the locale really has a decimal comma: strtod stops at the '.' */
+    assert_string_equal(localeconv()->decimal_point, ",");
+    assert_true(strtod("1.5", NULL) == 1.0);
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    struct cg_table *t, *like;
+    /* short numbers (fast path), long ones (strtof), numeric categories */
+    const char *text = "a,b,c,y\n1.5,0.1234567890123456789,2.5e-3,1.5\n"
+                       "-2.25,3.0000000000000000001,1e5,2.5\n";
+    cg_status st = read_text(text, &o, &t);
+    if (st == CG_OK) {
+        const float want[] = {1.5f, 0.1234567890123456789f, 2.5e-3f, 1.5f,
+                              -2.25f, 3.0f, 1e5f, 2.5f};
+        th_assert_close_f(t->values, want, 8, 0, 0, "values under de_DE");
+        cg_table_free(t);
+        /* categories that are numbers match across files under conform */
+        o.task = CG_TASK_CLASSIFICATION;
+        st = parse("x,y\n1,0.5\n2,1.5\n3,0.5\n", &o, &t);
+    }
+    if (st == CG_OK) {
+        char *layout;
+        assert_int_equal(cg_table_layout_format(t, &layout), CG_OK);
+        assert_int_equal(cg_table_layout_parse(layout, &like), CG_OK);
+        free(layout);
+        cg_table_free(t);
+        struct cg_csv_options eo = cg_csv_options_default();
+        eo.like = like;
+        assert_int_equal(parse("x,y\n4,1.5\n", &eo, &t), CG_OK);
+        st = cg_table_conform(t, like);
+        if (st == CG_OK) assert_true(t->values[1] == 1);
+        cg_table_free(t);
+        cg_table_free(like);
+    }
+    /* the caller's locale is untouched */
+    assert_string_equal(localeconv()->decimal_point, ",");
+    setlocale(LC_ALL, "C");
+    char rm[600];
+    snprintf(rm, sizeof rm, "rm -rf %s/de_DE.UTF-8", tmpdir);
+    if (system(rm) != 0) fail_msg("cannot remove %s/de_DE.UTF-8", tmpdir);
+    if (st != CG_OK) fail_msg("under de_DE: %s", cg_last_error(NULL));
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -542,6 +1166,18 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_other_malformed),
         cmocka_unit_test(test_conform_layout),
         cmocka_unit_test(test_layout_text),
+        cmocka_unit_test(test_counts_line),
+        cmocka_unit_test(test_no_header),
+        cmocka_unit_test(test_target_by_number_and_last),
+        cmocka_unit_test(test_drop_and_features),
+        cmocka_unit_test(test_date_column),
+        cmocka_unit_test(test_id_column),
+        cmocka_unit_test(test_integer_labels),
+        cmocka_unit_test(test_one_class),
+        cmocka_unit_test(test_split_deterministic),
+        cmocka_unit_test(test_read_like),
+        cmocka_unit_test(test_gzip),
+        cmocka_unit_test(test_locale),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests_name("csv", tests, group_setup, group_teardown);

@@ -31,6 +31,8 @@
 
 #include <clgrad/clgrad.h>
 
+#include "cli.h"
+
 #define DEFAULT_TEXT "/usr/share/common-licenses/GPL-3"
 
 struct options {
@@ -44,7 +46,7 @@ struct options {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: clgrad-charlm [options]\n"
+        "usage: clgrad-charlm [OPTION]...\n"
         "\n"
         "Trains a character-level language model on a text file, printing the\n"
         "training loss (mean over the last N steps) and tokens per second, then\n"
@@ -53,9 +55,9 @@ static void usage(FILE *f)
         "  --text FILE          training text (default " DEFAULT_TEXT ")\n"
         "  --arch ARCH          lstm (default) or transformer\n"
         "  --steps N            training steps (default 500)\n"
-        "  --batch B            sequences per batch (default 32)\n"
+        "  -b, --batch B        sequences per batch (default 32)\n"
         "  --seq T              characters per sequence (default 64)\n"
-        "  --lr LR              Adam learning rate (default 3e-3)\n"
+        "  -l, --lr LR          Adam learning rate (default 3e-3)\n"
         "  --clip C             clip the gradients' global 2-norm to C (default 1; 0 off)\n"
         "  --print-every N      steps between loss lines (default 50)\n"
         "lstm:\n"
@@ -72,87 +74,86 @@ static void usage(FILE *f)
         "  --temperature T      softmax temperature (default 0.8; 0 = always the most likely)\n"
         "  --prompt TEXT        text to start from (default: the text's first character)\n"
         "other:\n"
-        "  --seed S             seed of the context's RNG (default 1)\n"
-        "  --backend NAME       cpu, opencl or auto (default $CLGRAD_BACKEND or auto)\n"
-        "  --device DEV         OpenCL device index or name substring\n"
-        "  -h, --help           this text\n");
+        "  -s, --seed S         seed of the context's RNG (default 1)\n"
+        CLI_HELP_DEVICE
+        CLI_HELP_COMMON);
 }
 
-static int bad_usage(const char *fmt, const char *a, const char *b)
-{
-    fprintf(stderr, "clgrad-charlm: ");
-    fprintf(stderr, fmt, a, b);
-    fprintf(stderr, "\n(see clgrad-charlm --help)\n");
-    return 2;
-}
+enum {
+    OPT_TEXT = CLI_OPT_TOOL, OPT_ARCH, OPT_PROMPT, OPT_EMBED, OPT_HIDDEN, OPT_LAYERS,
+    OPT_D_MODEL, OPT_HEADS, OPT_BLOCKS, OPT_SEQ, OPT_STEPS, OPT_PRINT_EVERY, OPT_SAMPLE,
+    OPT_CLIP, OPT_DROPOUT, OPT_TEMPERATURE
+};
 
-static bool parse_i64(const char *s, int64_t lo, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo) return false;
-    *out = v;
-    return true;
-}
+static const struct option long_options[] = {
+    CLI_OPTIONS_COMMON,
+    CLI_OPTIONS_DEVICE,
+    {"text", required_argument, NULL, OPT_TEXT},
+    {"arch", required_argument, NULL, OPT_ARCH},
+    {"steps", required_argument, NULL, OPT_STEPS},
+    {"batch", required_argument, NULL, 'b'},
+    {"seq", required_argument, NULL, OPT_SEQ},
+    {"lr", required_argument, NULL, 'l'},
+    {"clip", required_argument, NULL, OPT_CLIP},
+    {"print-every", required_argument, NULL, OPT_PRINT_EVERY},
+    {"embed", required_argument, NULL, OPT_EMBED},
+    {"hidden", required_argument, NULL, OPT_HIDDEN},
+    {"layers", required_argument, NULL, OPT_LAYERS},
+    {"d-model", required_argument, NULL, OPT_D_MODEL},
+    {"heads", required_argument, NULL, OPT_HEADS},
+    {"blocks", required_argument, NULL, OPT_BLOCKS},
+    {"dropout", required_argument, NULL, OPT_DROPOUT},
+    {"sample", required_argument, NULL, OPT_SAMPLE},
+    {"temperature", required_argument, NULL, OPT_TEMPERATURE},
+    {"prompt", required_argument, NULL, OPT_PROMPT},
+    {"seed", required_argument, NULL, 's'},
+    {NULL, 0, NULL, 0},
+};
 
-static bool parse_f(const char *s, float lo, float *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo) || !isfinite(v)) return false;
-    *out = (float)v;
-    return true;
-}
-
-/* Returns 0 on success, 1 after --help, 2 on a usage error (printed). */
-static int parse_args(int argc, char **argv, struct options *o)
+/* Exits after --help, --version or a usage error (status 2). */
+static void parse_args(int argc, char **argv, struct options *o)
 {
     *o = (struct options){.text = DEFAULT_TEXT, .arch = "lstm", .embed = 64, .hidden = 128,
                           .layers = 1, .d_model = 64, .heads = 4, .blocks = 2, .batch = 32,
                           .seq = 64, .steps = 500, .print_every = 50, .sample = 400,
                           .lr = 3e-3f, .clip = 1.0f, .dropout = 0.0f, .temperature = 0.8f,
                           .seed = 1};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 1;
+    const int64_t big = INT32_MAX;
+    int c;
+    while ((c = cli_getopt(argc, argv, "hb:l:s:t:", long_options)) != -1) {
+        const char *a = cli_optname(), *v = optarg;
+        switch (c) {
+        case 'h': usage(stdout); exit(0);
+        case CLI_OPT_VERSION: cli_version(cg_version());
+        case CLI_OPT_BACKEND: o->backend = v; break;
+        case CLI_OPT_DEVICE: o->device = v; break;
+        case 't': cli_threads(v); break;
+        case OPT_TEXT: o->text = v; break;
+        case OPT_ARCH: o->arch = v; break;
+        case OPT_PROMPT: o->prompt = v; break;
+        case OPT_EMBED: o->embed = cli_int(a, v, 1, big); break;
+        case OPT_HIDDEN: o->hidden = cli_int(a, v, 1, big); break;
+        case OPT_LAYERS: o->layers = cli_int(a, v, 1, 64); break;
+        case OPT_D_MODEL: o->d_model = cli_int(a, v, 1, big); break;
+        case OPT_HEADS: o->heads = cli_int(a, v, 1, big); break;
+        case OPT_BLOCKS: o->blocks = cli_int(a, v, 1, 64); break;
+        case 'b': o->batch = cli_int(a, v, 1, big); break;
+        case OPT_SEQ: o->seq = cli_int(a, v, 1, big); break;
+        case OPT_STEPS: o->steps = (int)cli_int(a, v, 0, 100000000); break;
+        case OPT_PRINT_EVERY: o->print_every = (int)cli_int(a, v, 1, 100000000); break;
+        case OPT_SAMPLE: o->sample = (int)cli_int(a, v, 0, 100000000); break;
+        case 's': o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX); break;
+        case 'l': o->lr = (float)cli_double(a, v, 0, 1e3); break;
+        case OPT_CLIP: o->clip = (float)cli_double(a, v, 0, 1e12); break;
+        case OPT_DROPOUT: o->dropout = (float)cli_double(a, v, 0, 0.999); break;
+        case OPT_TEMPERATURE: o->temperature = (float)cli_double(a, v, 0, 1e3); break;
         }
-        if (i + 1 >= argc) return bad_usage("unknown option or missing value: %s%s", a, "");
-        const char *v = argv[++i];
-        int64_t n;
-        bool ok = true;
-        if (!strcmp(a, "--text")) o->text = v;
-        else if (!strcmp(a, "--arch")) o->arch = v;
-        else if (!strcmp(a, "--backend")) o->backend = v;
-        else if (!strcmp(a, "--device")) o->device = v;
-        else if (!strcmp(a, "--prompt")) o->prompt = v;
-        else if (!strcmp(a, "--embed")) ok = parse_i64(v, 1, &o->embed);
-        else if (!strcmp(a, "--hidden")) ok = parse_i64(v, 1, &o->hidden);
-        else if (!strcmp(a, "--layers")) ok = parse_i64(v, 1, &o->layers) && o->layers <= 64;
-        else if (!strcmp(a, "--d-model")) ok = parse_i64(v, 1, &o->d_model);
-        else if (!strcmp(a, "--heads")) ok = parse_i64(v, 1, &o->heads);
-        else if (!strcmp(a, "--blocks")) ok = parse_i64(v, 1, &o->blocks) && o->blocks <= 64;
-        else if (!strcmp(a, "--batch")) ok = parse_i64(v, 1, &o->batch);
-        else if (!strcmp(a, "--seq")) ok = parse_i64(v, 1, &o->seq);
-        else if (!strcmp(a, "--steps")) ok = parse_i64(v, 0, &n) && n <= 100000000, o->steps = (int)n;
-        else if (!strcmp(a, "--print-every")) ok = parse_i64(v, 1, &n) && n <= 100000000, o->print_every = (int)n;
-        else if (!strcmp(a, "--sample")) ok = parse_i64(v, 0, &n) && n <= 100000000, o->sample = (int)n;
-        else if (!strcmp(a, "--seed")) ok = parse_i64(v, 0, &n), o->seed = (uint64_t)n;
-        else if (!strcmp(a, "--lr")) ok = parse_f(v, 0.0f, &o->lr);
-        else if (!strcmp(a, "--clip")) ok = parse_f(v, 0.0f, &o->clip);
-        else if (!strcmp(a, "--dropout")) ok = parse_f(v, 0.0f, &o->dropout) && o->dropout < 1.0f;
-        else if (!strcmp(a, "--temperature")) ok = parse_f(v, 0.0f, &o->temperature);
-        else return bad_usage("unknown option %s%s", a, "");
-        if (!ok) return bad_usage("bad value for %s: '%s'", a, v);
     }
     if (strcmp(o->arch, "lstm") && strcmp(o->arch, "transformer"))
-        return bad_usage("--arch must be lstm or transformer, not '%s'%s", o->arch, "");
+        cli_usage_error("option '--arch': '%s' is not lstm or transformer", o->arch);
     if (!strcmp(o->arch, "transformer") && o->d_model % o->heads)
-        return bad_usage("--d-model must be a multiple of --heads%s%s", "", "");
-    return 0;
+        cli_usage_error("option '--d-model': %lld is not a multiple of --heads %lld",
+                        (long long)o->d_model, (long long)o->heads);
 }
 
 /* ---- the text ---------------------------------------------------------------- */
@@ -426,9 +427,10 @@ static int train(cg_ctx *ctx, const struct options *o, const struct corpus *c, s
 
 int main(int argc, char **argv)
 {
+    cli_prog = "clgrad-charlm";
     struct options o;
-    int rc = parse_args(argc, argv, &o);
-    if (rc) return rc == 1 ? 0 : rc;
+    parse_args(argc, argv, &o);
+    int rc;
     struct corpus c = {0};
     if (load_text(o.text, &c)) return 1;
     if (c.n < o.seq + 2) {

@@ -45,7 +45,7 @@ struct options {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: clgrad-eval --checkpoint FILE --data SOURCE [options]\n"
+        "usage: clgrad-eval --checkpoint FILE --data SOURCE [OPTION]...\n"
         "\n"
         "Loads a checkpoint, evaluates it on a data set and prints loss and accuracy,\n"
         "a per-class precision/recall table and the confusion matrix (classification)\n"
@@ -64,60 +64,80 @@ static void usage(FILE *f)
         "                       (e.g. a file written by PyTorch)\n"
         "  --predictions FILE   write one CSV row per sample: index, target, prediction\n"
         "                       (and the predicted class's probability)\n"
-        "  --batch N            evaluation batch size (default 256)\n"
-        "  --backend NAME       cpu, opencl or auto (default: $CLGRAD_BACKEND or auto)\n"
-        "  --device D           device index or name substring\n"
-        "  -h, --help           this text\n");
+        "  -b, --batch N        evaluation batch size (default 256)\n"
+        CLI_HELP_DEVICE
+        CLI_HELP_COMMON);
 }
+
+enum {
+    OPT_CHECKPOINT = CLI_OPT_TOOL, OPT_DATA, OPT_TARGET, OPT_MODEL, OPT_PREDICTIONS,
+    OPT_MISSING, OPT_DELIMITER, OPT_TASK
+};
+
+static const struct option long_options[] = {
+    CLI_OPTIONS_COMMON,
+    CLI_OPTIONS_DEVICE,
+    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"target", required_argument, NULL, OPT_TARGET},
+    {"task", required_argument, NULL, OPT_TASK},
+    {"delimiter", required_argument, NULL, OPT_DELIMITER},
+    {"missing", required_argument, NULL, OPT_MISSING},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"predictions", required_argument, NULL, OPT_PREDICTIONS},
+    {"batch", required_argument, NULL, 'b'},
+    {NULL, 0, NULL, 0},
+};
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
     *o = (struct options){.missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
                           .batch = 256, .max_matrix = 30};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        if (strncmp(a, "--", 2) != 0) cli_usage_error("unexpected argument '%s'", a);
-        if (i + 1 >= argc) cli_usage_error("%s needs a value", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--checkpoint") == 0) o->checkpoint = v;
-        else if (strcmp(a, "--data") == 0) o->data = v;
-        else if (strcmp(a, "--target") == 0) o->target = v;
-        else if (strcmp(a, "--model") == 0) o->model = v;
-        else if (strcmp(a, "--predictions") == 0) o->predictions = v;
-        else if (strcmp(a, "--backend") == 0) o->backend = v;
-        else if (strcmp(a, "--device") == 0) o->device = v;
-        else if (strcmp(a, "--missing") == 0) o->missing = v;
-        else if (strcmp(a, "--batch") == 0) o->batch = cli_int(a, v, 1, 1 << 24);
-        else if (strcmp(a, "--delimiter") == 0) o->delimiter = cli_delimiter(v);
-        else if (strcmp(a, "--task") == 0) {
+    int c;
+    while ((c = cli_getopt(argc, argv, "hb:t:", long_options)) != -1) {
+        const char *v = optarg;
+        switch (c) {
+        case 'h': usage(stdout); exit(0);
+        case CLI_OPT_VERSION: cli_version(cg_version());
+        case CLI_OPT_BACKEND: o->backend = v; break;
+        case CLI_OPT_DEVICE: o->device = v; break;
+        case 't': cli_threads(v); break;
+        case OPT_CHECKPOINT: o->checkpoint = v; break;
+        case OPT_DATA: o->data = v; break;
+        case OPT_TARGET: o->target = v; break;
+        case OPT_MODEL: o->model = v; break;
+        case OPT_PREDICTIONS: o->predictions = v; break;
+        case OPT_MISSING: o->missing = v; break;
+        case 'b': o->batch = cli_int(cli_optname(), v, 1, 1 << 24); break;
+        case OPT_DELIMITER: o->delimiter = cli_delimiter(v); break;
+        case OPT_TASK:
             o->task_given = true;
             o->task = cli_task(v);
-        } else cli_usage_error("unknown option '%s'", a);
+            break;
+        }
     }
-    if (!o->checkpoint) cli_usage_error("--checkpoint is required");
-    if (!o->data) cli_usage_error("--data is required");
+    if (!o->checkpoint) cli_usage_error("option '--checkpoint' is required");
+    if (!o->data) cli_usage_error("option '--data' is required");
 }
 
 /* ---- data ------------------------------------------------------------ */
 
-static struct cg_dataset *load_idx_dir(const char *dir, char *what, size_t len)
+/* The folder's t10k-* files if present, else train-*; *what names them
+ * (malloc'ed). */
+static struct cg_dataset *load_idx_dir(const char *dir, char **what)
 {
-    char img[1024], lab[1024];
-    const char *set = "t10k";
-    cli_idx_path(img, sizeof img, dir, "t10k-images-idx3-ubyte");
-    if (access(img, R_OK) != 0) set = "train";
-    snprintf(img, sizeof img, "%s-images-idx3-ubyte", set);
-    snprintf(lab, sizeof lab, "%s-labels-idx1-ubyte", set);
-    char ip[1024], lp[1024];
-    cli_idx_path(ip, sizeof ip, dir, img);
-    cli_idx_path(lp, sizeof lp, dir, lab);
+    char *probe = cli_idx_path(dir, "t10k-images-idx3-ubyte");
+    const char *set = access(probe, R_OK) == 0 ? "t10k" : "train";
+    free(probe);
+    char *img = cli_strf("%s-images-idx3-ubyte", set), *lab = cli_strf("%s-labels-idx1-ubyte", set);
+    char *ip = cli_idx_path(dir, img), *lp = cli_idx_path(dir, lab);
     struct cg_dataset *ds;
     if (cg_idx_load_pair(ip, lp, true, &ds) != CG_OK) cli_die("%s", cg_last_error(NULL));
-    snprintf(what, len, "%s (%s set)", dir, set);
+    free(img);
+    free(lab);
+    free(ip);
+    free(lp);
+    *what = cli_strf("%s (%s set)", dir, set);
     return ds;
 }
 
@@ -250,10 +270,11 @@ static void accumulate(struct results *r, const float *pred, const float *y, int
     }
 }
 
-static void class_label(char *buf, size_t len, int c, const struct cg_checkpoint_extra *ex)
+/* "3 name" or "3" (malloc'ed). */
+static char *class_label(int c, const struct cg_checkpoint_extra *ex)
 {
-    if (ex->class_names && c < ex->n_classes) snprintf(buf, len, "%d %s", c, ex->class_names[c]);
-    else snprintf(buf, len, "%d", c);
+    if (ex->class_names && c < ex->n_classes) return cli_strf("%d %s", c, ex->class_names[c]);
+    return cli_strf("%d", c);
 }
 
 static void print_classification(const struct results *r, const struct cg_checkpoint_extra *ex,
@@ -265,7 +286,14 @@ static void print_classification(const struct results *r, const struct cg_checkp
     printf("loss %.4f (%s)  accuracy %.2f%% (%lld/%lld)\n\n", r->loss_sum / (double)r->n,
            r->bce ? "binary cross-entropy" : "cross-entropy",
            100.0 * (double)correct / (double)r->n, (long long)correct, (long long)r->n);
-    printf("%-24s %9s %9s %9s %9s\n", "class", "precision", "recall", "f1", "support");
+    /* the class column is as wide as the longest label: names are never cut */
+    int w = 9;
+    for (int c = 0; c < k; c++) {
+        char *name = class_label(c, ex);
+        if ((int)strlen(name) > w) w = (int)strlen(name);
+        free(name);
+    }
+    printf("%-*s %9s %9s %9s %9s\n", w, "class", "precision", "recall", "f1", "support");
     double mp = 0, mr = 0, mf = 0;
     for (int c = 0; c < k; c++) {
         int64_t tp = r->confusion[(int64_t)c * k + c], row = 0, col = 0;
@@ -277,11 +305,11 @@ static void print_classification(const struct results *r, const struct cg_checkp
         double p = col ? (double)tp / (double)col : 0, rc = row ? (double)tp / (double)row : 0;
         double f1 = p + rc > 0 ? 2 * p * rc / (p + rc) : 0;
         mp += p, mr += rc, mf += f1;
-        char name[64];
-        class_label(name, sizeof name, c, ex);
-        printf("%-24.24s %9.4f %9.4f %9.4f %9lld\n", name, p, rc, f1, (long long)row);
+        char *name = class_label(c, ex);
+        printf("%-*s %9.4f %9.4f %9.4f %9lld\n", w, name, p, rc, f1, (long long)row);
+        free(name);
     }
-    printf("%-24s %9.4f %9.4f %9.4f %9lld\n\n", "macro avg", mp / k, mr / k, mf / k,
+    printf("%-*s %9.4f %9.4f %9.4f %9lld\n\n", w, "macro avg", mp / k, mr / k, mf / k,
            (long long)r->n);
     if (k > max_matrix) {
         printf("(confusion matrix of %d classes not shown; use --predictions)\n", k);
@@ -330,16 +358,16 @@ int main(int argc, char **argv)
     if (!spec)
         cli_die("%s stores no model spec (clgrad.model_spec); give one with --model", o.checkpoint);
 
-    char source[1200];
+    char *source;
     struct cg_dataset *ds;
     if (strcmp(o.data, "fashion-mnist") == 0 || cli_is_dir(o.data)) {
         const char *dir = strcmp(o.data, "fashion-mnist") == 0 ? FASHION_DIR : o.data;
         if (!cli_is_dir(dir)) cli_die("%s not found: install Debian's dataset-fashion-mnist package", dir);
-        ds = load_idx_dir(dir, source, sizeof source);
+        ds = load_idx_dir(dir, &source);
     } else {
         enum cg_task task = o.task_given ? o.task : ex.task;
         ds = load_csv(&o, task, &ex);
-        snprintf(source, sizeof source, "%s", o.data);
+        source = cli_strf("%s", o.data);
     }
     if (!ds->y) cli_die("%s has no targets to evaluate against", source);
     bool classification = ds->n_classes > 0 && ds->y_dim == 0;
@@ -455,6 +483,7 @@ int main(int argc, char **argv)
     cg_module_free(model);
     cg_ctx_free(ctx);
     cg_dataset_free(ds);
+    free(source);
     cg_checkpoint_extra_clear(&ex);
     return 0;
 }

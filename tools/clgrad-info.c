@@ -1,7 +1,7 @@
 /*
  * clgrad-info — lists the backends clgrad finds, each backend's devices, and
- * what CLGRAD_BACKEND=auto would pick. With CLGRAD_BACKEND or CLGRAD_DEVICE
- * set it also opens that choice, so a bad value shows the same error a
+ * what CLGRAD_BACKEND=auto would pick. With --backend / --device (or
+ * CLGRAD_BACKEND / CLGRAD_DEVICE) it also opens that choice, so a bad value shows the same error a
  * training run would.
  */
 #include <inttypes.h>
@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include <clgrad/clgrad.h>
+
+#include "cli.h"
 
 static const char *type_name(enum cg_device_type t)
 {
@@ -41,13 +43,33 @@ static void list_devices(const char *backend, const char *auto_be, int auto_dev)
     }
 }
 
+static const struct option long_options[] = {
+    CLI_OPTIONS_COMMON,
+    {"backend", required_argument, NULL, CLI_OPT_BACKEND},
+    {"device", required_argument, NULL, CLI_OPT_DEVICE},
+    {NULL, 0, NULL, 0},
+};
+
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: clgrad-info\n"
-               "Lists clgrad's backends and devices and what 'auto' picks.\n"
-               "Honours CLGRAD_BACKEND, CLGRAD_DEVICE and CLGRAD_PLUGIN_PATH.\n");
-        return 0;
+    cli_prog = "clgrad-info";
+    const char *backend = getenv("CLGRAD_BACKEND"), *device = getenv("CLGRAD_DEVICE");
+    int c;
+    while ((c = cli_getopt(argc, argv, "h", long_options)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("usage: clgrad-info [OPTION]...\n"
+                   "Lists clgrad's backends and devices and what 'auto' picks.\n"
+                   "\n"
+                   "  --backend NAME       also show what this backend selects (env: CLGRAD_BACKEND)\n"
+                   "  --device D           ... and this device (env: CLGRAD_DEVICE)\n"
+                   CLI_HELP_COMMON
+                   "Honours CLGRAD_PLUGIN_PATH (more folders to search for backend plugins).\n");
+            return 0;
+        case CLI_OPT_VERSION: cli_version(cg_version());
+        case CLI_OPT_BACKEND: backend = optarg; break;
+        case CLI_OPT_DEVICE: device = optarg; break;
+        }
     }
     struct cg_backend_entry_info bes[CG_MAX_BACKENDS];
     int n = 0;
@@ -67,16 +89,12 @@ int main(int argc, char **argv)
     }
     printf("auto picks: %s device %d\n", auto_be, auto_dev);
 
-    const char *env_be = getenv("CLGRAD_BACKEND"), *env_dev = getenv("CLGRAD_DEVICE");
-    if ((env_be && *env_be) || (env_dev && *env_dev)) {
+    if ((backend && *backend) || (device && *device)) {
         cg_ctx *ctx;
-        if (cg_ctx_create(&ctx, NULL) != CG_OK) {
-            fprintf(stderr, "clgrad-info: %s\n", cg_last_error(NULL));
-            return 1;
-        }
-        printf("selected (CLGRAD_BACKEND=%s CLGRAD_DEVICE=%s): %s on %s\n",
-               env_be ? env_be : "", env_dev ? env_dev : "", cg_ctx_backend_name(ctx),
-               cg_ctx_device(ctx)->name);
+        struct cg_ctx_options co = {.backend = backend, .device = device};
+        if (cg_ctx_create(&ctx, &co) != CG_OK) cli_die("%s", cg_last_error(NULL));
+        printf("selected (backend %s, device %s): %s on %s\n", backend ? backend : "auto",
+               device ? device : "auto", cg_ctx_backend_name(ctx), cg_ctx_device(ctx)->name);
         cg_ctx_free(ctx);
     }
     return 0;

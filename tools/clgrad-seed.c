@@ -8,13 +8,14 @@
  * (4096 samples, a fixed seed), printing the mean training loss of each
  * epoch as the original prints loss.item(): "Epoch 01 | Loss: 0.1234".
  *
- * The backend comes from CLGRAD_BACKEND (cpu, opencl, auto) and CLGRAD_DEVICE;
+ * The backend comes from --backend / CLGRAD_BACKEND (cpu, opencl, auto) and
+ * --device / CLGRAD_DEVICE;
  * the line naming it goes to stderr so stdout holds only the losses. Every
  * random number (weights, data, shuffling) comes from the context's host
  * RNG, so the same --seed gives the same losses on every backend.
  *
  *   clgrad-seed [--epochs N] [--seed S] [--samples N] [--batch-size B]
- *               [--lr LR] [--steps-per-epoch K] [--stats]
+ *               [--lr LR] [--steps-per-epoch K] [--stats] [--backend NAME]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,10 +28,13 @@
 
 #include <clgrad/clgrad.h>
 
+#include "cli.h"
+
 #define IN_DIM 10
 #define HIDDEN 64
 
 struct opts {
+    const char *backend, *device;
     long epochs, samples, batch, steps_per_epoch;
     uint64_t seed;
     float lr;
@@ -40,70 +44,57 @@ struct opts {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: clgrad-seed [options]\n"
-            "  --epochs N           epochs (default 10)\n"
-            "  --seed S             seed of weights, data and shuffling (default 42)\n"
+            "usage: clgrad-seed [OPTION]...\n"
+            "  -e, --epochs N       epochs (default 10)\n"
+            "  -s, --seed S         seed of weights, data and shuffling (default 42)\n"
             "  --samples N          training samples (default 4096)\n"
-            "  --batch-size B       mini-batch size (default 32)\n"
-            "  --lr LR              Adam learning rate (default 1e-3)\n"
+            "  -b, --batch-size B   mini-batch size (default 32)\n"
+            "  -l, --lr LR          Adam learning rate (default 1e-3)\n"
             "  --steps-per-epoch K  batches per epoch (default: one pass over the data;\n"
             "                       more wrap around with a reshuffle)\n"
             "  --stats              per-epoch time and device memory on stderr\n"
-            "The backend: CLGRAD_BACKEND=cpu|opencl|auto, CLGRAD_DEVICE=index|name.\n");
+            CLI_HELP_DEVICE
+            CLI_HELP_COMMON);
 }
 
-static int parse_long(const char *s, long lo, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo) return -1;
-    *out = v;
-    return 0;
-}
+enum { OPT_SAMPLES = CLI_OPT_TOOL, OPT_STEPS_PER_EPOCH, OPT_STATS };
 
-static int parse_args(int argc, char **argv, struct opts *o)
+static const struct option long_options[] = {
+    CLI_OPTIONS_COMMON,
+    CLI_OPTIONS_DEVICE,
+    {"epochs", required_argument, NULL, 'e'},
+    {"seed", required_argument, NULL, 's'},
+    {"samples", required_argument, NULL, OPT_SAMPLES},
+    {"batch-size", required_argument, NULL, 'b'},
+    {"batch", required_argument, NULL, 'b'},
+    {"lr", required_argument, NULL, 'l'},
+    {"steps-per-epoch", required_argument, NULL, OPT_STEPS_PER_EPOCH},
+    {"stats", no_argument, NULL, OPT_STATS},
+    {NULL, 0, NULL, 0},
+};
+
+/* Exits after --help, --version or a usage error (status 2). */
+static void parse_args(int argc, char **argv, struct opts *o)
 {
     *o = (struct opts){.epochs = 10, .samples = 4096, .batch = 32, .seed = 42, .lr = 1e-3f};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int bad = 0;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--stats")) {
-            o->stats = 1;
-            continue;
-        } else if (!v) {
-            bad = 1;
-        } else if (!strcmp(a, "--epochs")) {
-            bad = parse_long(v, 0, &o->epochs);
-        } else if (!strcmp(a, "--samples")) {
-            bad = parse_long(v, 1, &o->samples);
-        } else if (!strcmp(a, "--batch-size")) {
-            bad = parse_long(v, 1, &o->batch);
-        } else if (!strcmp(a, "--steps-per-epoch")) {
-            bad = parse_long(v, 1, &o->steps_per_epoch);
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            o->seed = strtoull(v, &end, 10);
-            bad = errno || *end || end == v;
-        } else if (!strcmp(a, "--lr")) {
-            char *end;
-            o->lr = strtof(v, &end);
-            bad = *end || end == v || !(o->lr >= 0);
-        } else {
-            bad = 1;
+    int c;
+    while ((c = cli_getopt(argc, argv, "he:s:b:l:t:", long_options)) != -1) {
+        const char *a = cli_optname(), *v = optarg;
+        switch (c) {
+        case 'h': usage(stdout); exit(0);
+        case CLI_OPT_VERSION: cli_version(cg_version());
+        case CLI_OPT_BACKEND: o->backend = v; break;
+        case CLI_OPT_DEVICE: o->device = v; break;
+        case 't': cli_threads(v); break;
+        case OPT_STATS: o->stats = 1; break;
+        case 'e': o->epochs = (long)cli_int(a, v, 0, 100000000); break;
+        case OPT_SAMPLES: o->samples = (long)cli_int(a, v, 1, 1L << 30); break;
+        case 'b': o->batch = (long)cli_int(a, v, 1, 1L << 24); break;
+        case OPT_STEPS_PER_EPOCH: o->steps_per_epoch = (long)cli_int(a, v, 1, 1L << 30); break;
+        case 's': o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX); break;
+        case 'l': o->lr = (float)cli_double(a, v, 0, 1e3); break;
         }
-        if (bad) {
-            fprintf(stderr, "clgrad-seed: bad option %s%s%s\n", a, v ? " " : "", v ? v : "");
-            usage(stderr);
-            return -1;
-        }
-        i++;
     }
-    return 0;
 }
 
 /* The synthetic regression, drawn from the context's RNG.
@@ -161,11 +152,12 @@ static int fail(cg_ctx *ctx, const char *what)
 
 int main(int argc, char **argv)
 {
+    cli_prog = "clgrad-seed";
     struct opts o;
-    if (parse_args(argc, argv, &o)) return 2;
+    parse_args(argc, argv, &o);
 
     cg_ctx *ctx;
-    struct cg_ctx_options co = {.backend = NULL, .device = NULL, .seed = o.seed};
+    struct cg_ctx_options co = {.backend = o.backend, .device = o.device, .seed = o.seed};
     if (cg_ctx_create(&ctx, &co) != CG_OK) return fail(NULL, "cannot create a context");
     fprintf(stderr, "clgrad-seed: backend %s, device %s\n", cg_ctx_backend_name(ctx),
             cg_ctx_device(ctx)->name);

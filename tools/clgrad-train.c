@@ -23,6 +23,7 @@
 #include <clgrad/clgrad.h>
 
 #include "cli.h"
+#include "plot.h"
 
 #define FASHION_DIR CLI_FASHION_DIR
 
@@ -42,13 +43,14 @@ struct options {
     const char *save, *save_best, *resume, *log, *plot, *schedule;
     int save_every, step_size, early_stop;
     int64_t warmup;
-    float gamma, clip;
+    double gamma;
+    float clip;
 };
 
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: clgrad-train --data SOURCE [options]\n"
+        "usage: clgrad-train --data SOURCE [OPTION]...\n"
         "\n"
         "Trains a model and prints, per epoch, train loss, validation loss and\n"
         "accuracy (classification) or RMSE (regression), samples/s and the device.\n"
@@ -94,12 +96,12 @@ static void usage(FILE *f)
         "                       one output)\n"
         "  --label-smoothing F  cross-entropy label smoothing (default 0)\n"
         "  --optim NAME         adam (default), adamw, sgd, rmsprop\n"
-        "  --lr F               learning rate (default 1e-3)\n"
+        "  -l, --lr F           learning rate (default 1e-3)\n"
         "  --momentum F         sgd / rmsprop momentum (default 0)\n"
         "  --weight-decay F     weight decay (default 0; adamw 1e-2)\n"
-        "  --batch N            mini-batch size (default 64)\n"
-        "  --epochs N           epochs (default 10)\n"
-        "  --seed N             seed for initialisation, split and shuffling (default 0)\n"
+        "  -b, --batch N        mini-batch size (default 64)\n"
+        "  -e, --epochs N       epochs (default 10)\n"
+        "  -s, --seed N         seed for initialisation, split and shuffling (default 0)\n"
         "\n"
         "schedules and regularisation:\n"
         "  --schedule NAME      constant (default), cosine (to 0 over all steps, as\n"
@@ -111,7 +113,7 @@ static void usage(FILE *f)
         "  --early-stop N       stop when validation loss has not improved for N epochs\n"
         "\n"
         "checkpoints and records (safetensors, PyTorch's parameter names):\n"
-        "  --save FILE          checkpoint after every --save-every epochs, at the end\n"
+        "  -o, --save FILE      checkpoint after every --save-every epochs, at the end\n"
         "                       and on Ctrl-C; weights, optimizer, RNG, epoch, scaler;\n"
         "                       \"{epoch}\" in FILE keeps one file per save\n"
         "  --save-every N       epochs between checkpoints (default 1)\n"
@@ -122,13 +124,61 @@ static void usage(FILE *f)
         "  --plot FILE.svg      training and validation curves, for a browser\n"
         "\n"
         "device and output:\n"
-        "  --backend NAME       cpu, opencl or auto (default: $CLGRAD_BACKEND or auto)\n"
-        "  --device D           device index or name substring (default: $CLGRAD_DEVICE)\n"
+        CLI_HELP_DEVICE
         "  --progress / --no-progress   force the progress bar on or off (default:\n"
         "                       on when stderr is a terminal)\n"
         "  --quiet              only the final result\n"
-        "  -h, --help           this text\n");
+        CLI_HELP_COMMON
+        "\n"
+        "Options take their value as \"--epochs 3\" or \"--epochs=3\" (short: \"-e 3\").\n");
 }
+
+enum {
+    OPT_DATA = CLI_OPT_TOOL, OPT_TARGET, OPT_MODEL, OPT_LOSS, OPT_OPTIM, OPT_SCALE,
+    OPT_SCALE_TARGET, OPT_MISSING, OPT_SAVE_BEST, OPT_RESUME, OPT_LOG, OPT_PLOT,
+    OPT_SCHEDULE, OPT_SAVE_EVERY, OPT_STEP_SIZE, OPT_EARLY_STOP, OPT_WARMUP, OPT_GAMMA,
+    OPT_CLIP, OPT_MOMENTUM, OPT_WEIGHT_DECAY, OPT_LABEL_SMOOTHING, OPT_VAL_SPLIT,
+    OPT_DELIMITER, OPT_TASK, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_QUIET
+};
+
+static const struct option long_options[] = {
+    CLI_OPTIONS_COMMON,
+    CLI_OPTIONS_DEVICE,
+    {"data", required_argument, NULL, OPT_DATA},
+    {"target", required_argument, NULL, OPT_TARGET},
+    {"task", required_argument, NULL, OPT_TASK},
+    {"delimiter", required_argument, NULL, OPT_DELIMITER},
+    {"missing", required_argument, NULL, OPT_MISSING},
+    {"scale", required_argument, NULL, OPT_SCALE},
+    {"scale-target", required_argument, NULL, OPT_SCALE_TARGET},
+    {"val-split", required_argument, NULL, OPT_VAL_SPLIT},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"loss", required_argument, NULL, OPT_LOSS},
+    {"label-smoothing", required_argument, NULL, OPT_LABEL_SMOOTHING},
+    {"optim", required_argument, NULL, OPT_OPTIM},
+    {"lr", required_argument, NULL, 'l'},
+    {"momentum", required_argument, NULL, OPT_MOMENTUM},
+    {"weight-decay", required_argument, NULL, OPT_WEIGHT_DECAY},
+    {"batch", required_argument, NULL, 'b'},
+    {"epochs", required_argument, NULL, 'e'},
+    {"seed", required_argument, NULL, 's'},
+    {"schedule", required_argument, NULL, OPT_SCHEDULE},
+    {"step-size", required_argument, NULL, OPT_STEP_SIZE},
+    {"gamma", required_argument, NULL, OPT_GAMMA},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"clip-grad", required_argument, NULL, OPT_CLIP},
+    {"early-stop", required_argument, NULL, OPT_EARLY_STOP},
+    {"save", required_argument, NULL, 'o'},
+    {"save-every", required_argument, NULL, OPT_SAVE_EVERY},
+    {"save-best", required_argument, NULL, OPT_SAVE_BEST},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"log", required_argument, NULL, OPT_LOG},
+    {"plot", required_argument, NULL, OPT_PLOT},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {NULL, 0, NULL, 0},
+};
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
@@ -137,57 +187,55 @@ static void parse_args(int argc, char **argv, struct options *o)
                           .missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
                           .lr = 1e-3f, .weight_decay = -1, .batch = 64, .epochs = 10,
                           .val_split = 0.1, .progress = -1, .schedule = "constant",
-                          .save_every = 1, .step_size = 5, .gamma = 0.1f};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            exit(0);
+                          .save_every = 1, .step_size = 5, .gamma = 0.1};
+    int c;
+    while ((c = cli_getopt(argc, argv, "hl:b:e:s:o:t:", long_options)) != -1) {
+        const char *a = cli_optname(), *v = optarg;
+        switch (c) {
+        case 'h': usage(stdout); exit(0);
+        case CLI_OPT_VERSION: cli_version(cg_version());
+        case CLI_OPT_BACKEND: o->backend = v; break;
+        case CLI_OPT_DEVICE: o->device = v; break;
+        case 't': cli_threads(v); break;
+        case OPT_PROGRESS: o->progress = 1; break;
+        case OPT_NO_PROGRESS: o->progress = 0; break;
+        case OPT_QUIET: o->quiet = true; break;
+        case OPT_DATA: o->data = v; break;
+        case OPT_TARGET: o->target = v; break;
+        case OPT_MODEL: o->model = v; break;
+        case OPT_LOSS: o->loss = v; break;
+        case OPT_OPTIM: o->optim = v; break;
+        case OPT_SCALE: o->scale = v; break;
+        case OPT_SCALE_TARGET: o->scale_target = v; break;
+        case OPT_MISSING: o->missing = v; break;
+        case 'o': o->save = v; break;
+        case OPT_SAVE_BEST: o->save_best = v; break;
+        case OPT_RESUME: o->resume = v; break;
+        case OPT_LOG: o->log = v; break;
+        case OPT_PLOT: o->plot = v; break;
+        case OPT_SCHEDULE: o->schedule = v; break;
+        case OPT_SAVE_EVERY: o->save_every = (int)cli_int(a, v, 1, 1000000); break;
+        case OPT_STEP_SIZE: o->step_size = (int)cli_int(a, v, 1, 1000000); break;
+        case OPT_EARLY_STOP: o->early_stop = (int)cli_int(a, v, 1, 1000000); break;
+        case OPT_WARMUP: o->warmup = cli_int(a, v, 0, INT64_MAX); break;
+        case OPT_GAMMA: o->gamma = cli_double(a, v, 0, 1); break;
+        case OPT_CLIP: o->clip = (float)cli_double(a, v, 1e-12, 1e12); break;
+        case 'l': o->lr = (float)cli_double(a, v, 0, 1e3); break;
+        case OPT_MOMENTUM: o->momentum = (float)cli_double(a, v, 0, 1); break;
+        case OPT_WEIGHT_DECAY: o->weight_decay = (float)cli_double(a, v, 0, 1e3); break;
+        case OPT_LABEL_SMOOTHING: o->label_smoothing = (float)cli_double(a, v, 0, 1); break;
+        case 'b': o->batch = cli_int(a, v, 1, 1 << 24); break;
+        case 'e': o->epochs = (int)cli_int(a, v, 1, 1000000); break;
+        case 's': o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX); break;
+        case OPT_VAL_SPLIT: o->val_split = cli_double(a, v, 0, 0.9); break;
+        case OPT_DELIMITER: o->delimiter = cli_delimiter(v); break;
+        case OPT_TASK: o->task = cli_task(v); break;
         }
-        if (strcmp(a, "--progress") == 0) { o->progress = 1; continue; }
-        if (strcmp(a, "--no-progress") == 0) { o->progress = 0; continue; }
-        if (strcmp(a, "--quiet") == 0) { o->quiet = true; continue; }
-        if (strncmp(a, "--", 2) != 0) cli_usage_error("unexpected argument '%s'", a);
-        if (i + 1 >= argc) cli_usage_error("%s needs a value", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--data") == 0) o->data = v;
-        else if (strcmp(a, "--target") == 0) o->target = v;
-        else if (strcmp(a, "--model") == 0) o->model = v;
-        else if (strcmp(a, "--loss") == 0) o->loss = v;
-        else if (strcmp(a, "--optim") == 0) o->optim = v;
-        else if (strcmp(a, "--backend") == 0) o->backend = v;
-        else if (strcmp(a, "--device") == 0) o->device = v;
-        else if (strcmp(a, "--scale") == 0) o->scale = v;
-        else if (strcmp(a, "--scale-target") == 0) o->scale_target = v;
-        else if (strcmp(a, "--missing") == 0) o->missing = v;
-        else if (strcmp(a, "--save") == 0) o->save = v;
-        else if (strcmp(a, "--save-best") == 0) o->save_best = v;
-        else if (strcmp(a, "--resume") == 0) o->resume = v;
-        else if (strcmp(a, "--log") == 0) o->log = v;
-        else if (strcmp(a, "--plot") == 0) o->plot = v;
-        else if (strcmp(a, "--schedule") == 0) o->schedule = v;
-        else if (strcmp(a, "--save-every") == 0) o->save_every = (int)cli_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--step-size") == 0) o->step_size = (int)cli_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--early-stop") == 0) o->early_stop = (int)cli_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--warmup") == 0) o->warmup = cli_int(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--gamma") == 0) o->gamma = (float)cli_double(a, v, 0, 1);
-        else if (strcmp(a, "--clip-grad") == 0) o->clip = (float)cli_double(a, v, 1e-12, 1e12);
-        else if (strcmp(a, "--lr") == 0) o->lr = (float)cli_double(a, v, 0, 1e3);
-        else if (strcmp(a, "--momentum") == 0) o->momentum = (float)cli_double(a, v, 0, 1);
-        else if (strcmp(a, "--weight-decay") == 0) o->weight_decay = (float)cli_double(a, v, 0, 1e3);
-        else if (strcmp(a, "--label-smoothing") == 0) o->label_smoothing = (float)cli_double(a, v, 0, 1);
-        else if (strcmp(a, "--batch") == 0) o->batch = cli_int(a, v, 1, 1 << 24);
-        else if (strcmp(a, "--epochs") == 0) o->epochs = (int)cli_int(a, v, 1, 1000000);
-        else if (strcmp(a, "--seed") == 0) o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--val-split") == 0) o->val_split = cli_double(a, v, 0, 0.9);
-        else if (strcmp(a, "--delimiter") == 0) o->delimiter = cli_delimiter(v);
-        else if (strcmp(a, "--task") == 0) o->task = cli_task(v);
-        else cli_usage_error("unknown option '%s'", a);
     }
-    if (!o->data) cli_usage_error("--data is required");
+    if (!o->data) cli_usage_error("option '--data' is required");
     if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0 &&
         strcmp(o->schedule, "step") != 0)
-        cli_usage_error("--schedule: '%s' is not constant, cosine or step", o->schedule);
+        cli_usage_error("option '--schedule': '%s' is not constant, cosine or step", o->schedule);
 }
 
 /* ---- data ------------------------------------------------------------ */
@@ -200,27 +248,30 @@ struct data {
     int64_t outputs;          /* classes, or regression targets per sample */
     char *layout;             /* CSV: the columns and categories trained on,
                                  saved in checkpoints for clgrad-eval      */
-    char source[512];
+    const char *source;       /* the data's name in messages (borrowed) */
 };
 
 static void load_idx_dir(const struct options *o, const char *dir, struct data *d)
 {
-    char img[1024], lab[1024];
     struct cg_dataset *all;
-    cli_idx_path(img, sizeof img, dir, "train-images-idx3-ubyte");
-    cli_idx_path(lab, sizeof lab, dir, "train-labels-idx1-ubyte");
+    char *img = cli_idx_path(dir, "train-images-idx3-ubyte");
+    char *lab = cli_idx_path(dir, "train-labels-idx1-ubyte");
     if (cg_idx_load_pair(img, lab, true, &all) != CG_OK) cli_die("%s", cg_last_error(NULL));
-    cli_idx_path(img, sizeof img, dir, "t10k-images-idx3-ubyte");
-    cli_idx_path(lab, sizeof lab, dir, "t10k-labels-idx1-ubyte");
+    free(img);
+    free(lab);
+    img = cli_idx_path(dir, "t10k-images-idx3-ubyte");
+    lab = cli_idx_path(dir, "t10k-labels-idx1-ubyte");
     if (access(img, R_OK) == 0 && cg_idx_load_pair(img, lab, true, &d->test) != CG_OK)
         cli_die("%s", cg_last_error(NULL));
+    free(img);
+    free(lab);
     if (cg_dataset_split(all, o->val_split, o->seed, &d->train, &d->val) != CG_OK)
         cli_die("%s", cg_last_error(NULL));
     cg_dataset_free(all);
     d->classification = true;
     d->outputs = d->train->n_classes;
     if (d->test && d->test->n_classes > d->outputs) d->outputs = d->test->n_classes;
-    snprintf(d->source, sizeof d->source, "%s", dir);
+    d->source = dir;
 }
 
 static void load_csv(const struct options *o, struct data *d)
@@ -237,7 +288,7 @@ static void load_csv(const struct options *o, struct data *d)
         enum cg_scaler_kind kind;
         if (strcmp(o->scale, "standard") == 0) kind = CG_SCALER_STANDARD;
         else if (strcmp(o->scale, "minmax") == 0) kind = CG_SCALER_MINMAX;
-        else cli_usage_error("--scale: '%s' is not standard, minmax or none", o->scale);
+        else cli_usage_error("option '--scale': '%s' is not standard, minmax or none", o->scale);
         if (cg_scaler_fit(d->train, kind, true, &d->scaler) != CG_OK ||
             cg_scaler_apply(d->scaler, d->train) != CG_OK ||
             (d->val && cg_scaler_apply(d->scaler, d->val) != CG_OK))
@@ -245,7 +296,7 @@ static void load_csv(const struct options *o, struct data *d)
     }
     if (!d->classification && strcmp(o->scale_target, "none") != 0) {
         if (strcmp(o->scale_target, "standard") != 0)
-            cli_usage_error("--scale-target: '%s' is not standard or none", o->scale_target);
+            cli_usage_error("option '--scale-target': '%s' is not standard or none", o->scale_target);
         /* Standardized targets keep the loss near 1 whatever the target's
          * units, so the default learning rate suits every data set. */
         int64_t k = d->train->y_dim;
@@ -255,7 +306,7 @@ static void load_csv(const struct options *o, struct data *d)
             (d->val && cg_scaler_apply_data(d->target_scaler, d->val->y, d->val->n, k) != CG_OK))
             cli_die("%s", cg_last_error(NULL));
     }
-    snprintf(d->source, sizeof d->source, "%s", o->data);
+    d->source = o->data;
 }
 
 static void load_data(const struct options *o, struct data *d)
@@ -281,13 +332,6 @@ struct metrics {
     double rmse;       /* regression        */
 };
 
-/* One row of the training record (--log, --plot). */
-struct epoch_record {
-    int epoch;
-    double train_loss, val_loss, val_metric, lr, samples_per_s, seconds;
-    bool has_val;
-};
-
 struct trainer {
     const struct options *o;
     cg_ctx *ctx;
@@ -295,9 +339,11 @@ struct trainer {
     cg_optim *opt;
     struct data *d;
     enum { LOSS_CE, LOSS_MSE, LOSS_BCE } loss;
-    char spec[512];                 /* the model spec, saved in checkpoints */
+    char *spec;                     /* the model spec, saved in checkpoints */
     int64_t steps;                  /* optimizer steps so far (all epochs)  */
-    int64_t total_steps;            /* for the cosine schedule              */
+    struct cg_lr_schedule decay;    /* --schedule (cosine: per step, step:  */
+                                    /* per epoch)                           */
+    struct cg_lr_schedule warmup;   /* --warmup, per step                   */
     int epochs_done;                /* completed epochs                     */
     struct epoch_record *hist;      /* (o->epochs)                          */
     int n_hist;
@@ -399,7 +445,7 @@ static cg_optim *make_optim(const struct options *o, cg_module *model)
     else if (strcmp(o->optim, "adamw") == 0) { kind = CG_OPTIM_ADAM; decoupled = true; }
     else if (strcmp(o->optim, "sgd") == 0) kind = CG_OPTIM_SGD;
     else if (strcmp(o->optim, "rmsprop") == 0) kind = CG_OPTIM_RMSPROP;
-    else cli_usage_error("--optim: '%s' is not adam, adamw, sgd or rmsprop", o->optim);
+    else cli_usage_error("option '--optim': '%s' is not adam, adamw, sgd or rmsprop", o->optim);
     struct cg_optim_options oo = cg_optim_defaults(kind);
     oo.lr = o->lr;
     oo.decoupled_weight_decay = decoupled;
@@ -425,7 +471,7 @@ static void pick_loss(struct trainer *t)
             cli_die("--loss bce needs exactly two classes (it has %lld)", (long long)d->outputs);
         t->loss = LOSS_BCE;
     } else {
-        cli_usage_error("--loss: '%s' is not auto, cross-entropy, mse or bce", l);
+        cli_usage_error("option '--loss': '%s' is not auto, cross-entropy, mse or bce", l);
     }
 }
 
@@ -434,11 +480,9 @@ static cg_module *make_model(struct trainer *t)
     const struct options *o = t->o;
     struct data *d = t->d;
     int64_t want = t->loss == LOSS_BCE ? 1 : d->outputs;
-    char *spec = t->spec;
-    size_t spec_len = sizeof t->spec;
-    if (o->model) snprintf(spec, spec_len, "%s", o->model);
-    else snprintf(spec, spec_len, "linear %d relu, linear %d relu, linear %lld",
-                  d->test ? 256 : 64, d->test ? 128 : 64, (long long)want);
+    char *spec = t->spec = o->model ? cli_strf("%s", o->model)
+                       : cli_strf("linear %d relu, linear %d relu, linear %lld",
+                                  d->test ? 256 : 64, d->test ? 128 : 64, (long long)want);
     /* A model that starts with a linear layer sees flat samples; image
      * layers (conv, pools, ...) see IDX images as (C, H, W). */
     const char *first = spec + strspn(spec, " ");
@@ -476,31 +520,26 @@ static void print_metrics(const struct trainer *t, const char *what, struct metr
 /* ---- schedules, checkpoints, records ------------------------------------ */
 
 /* The learning rate for optimizer step `step` (0-based) in `epoch` (1-based):
- * torch.optim.lr_scheduler's CosineAnnealingLR (eta_min 0, T_max = all
- * steps, stepped per batch) or StepLR (stepped per epoch), times a linear
- * warm-up factor min(1, (step + 1) / warmup). */
+ * the decay (CosineAnnealingLR over all steps, stepped per batch, or StepLR
+ * stepped per epoch) with a linear warm-up over the first --warmup steps
+ * chained on it (src/optim/schedule.c has the formulas). */
 static float lr_at(const struct trainer *t, int64_t step, int epoch)
 {
-    const struct options *o = t->o;
-    double lr = o->lr;
-    if (strcmp(o->schedule, "cosine") == 0)
-        lr *= 0.5 * (1.0 + cos(M_PI * (double)step / (double)t->total_steps));
-    else if (strcmp(o->schedule, "step") == 0)
-        lr *= pow(o->gamma, (double)((epoch - 1) / o->step_size));
-    if (o->warmup > 0 && step < o->warmup) lr *= (double)(step + 1) / (double)o->warmup;
+    double lr;
+    int64_t at = t->decay.kind == CG_LR_STEP ? epoch - 1 : step;
+    if (cg_lr_schedule_at(&t->decay, t->o->lr, at, &lr) != CG_OK ||
+        cg_lr_schedule_at(&t->warmup, lr, step, &lr) != CG_OK)
+        cli_die("%s", cg_last_error(NULL));
     return (float)lr;
 }
 
 /* Saves after epochs_done epochs; "{epoch}" in path becomes that number. */
 static void save_checkpoint(struct trainer *t, const char *path_pattern, int epochs_done)
 {
-    char path[4096];
     const char *at = strstr(path_pattern, "{epoch}");
-    if (at)
-        snprintf(path, sizeof path, "%.*s%d%s", (int)(at - path_pattern), path_pattern,
-                 epochs_done, at + 7);
-    else
-        snprintf(path, sizeof path, "%s", path_pattern);
+    char *path = at ? cli_strf("%.*s%d%s", (int)(at - path_pattern), path_pattern, epochs_done,
+                               at + 7)
+                    : cli_strf("%s", path_pattern);
     struct cg_checkpoint_extra ex = cg_checkpoint_extra_init();
     const struct cg_dataset *ds = t->d->train;
     ex.epoch = epochs_done;
@@ -520,109 +559,20 @@ static void save_checkpoint(struct trainer *t, const char *path_pattern, int epo
     }
     if (cg_checkpoint_save(path, t->model, t->opt, &ex) != CG_OK)
         cli_die("saving %s: %s", path, cg_last_error(t->ctx));
+    free(path);
 }
 
 static void write_log(const struct trainer *t, const struct epoch_record *r, bool first)
 {
-    FILE *f = fopen(t->o->log, first && !t->o->resume ? "w" : "a");
-    if (!f) cli_die("--log %s: %s", t->o->log, strerror(errno));
-    if (first && (!t->o->resume || ftell(f) == 0))
-        fprintf(f, "epoch,train_loss,val_loss,%s,lr,samples_per_s,seconds\n",
-                t->d->classification ? "val_accuracy" : "val_rmse");
-    if (r->has_val)
-        fprintf(f, "%d,%.6f,%.6f,%.6f,%.6g,%.1f,%.3f\n", r->epoch, r->train_loss, r->val_loss,
-                r->val_metric, r->lr, r->samples_per_s, r->seconds);
-    else
-        fprintf(f, "%d,%.6f,,,%.6g,%.1f,%.3f\n", r->epoch, r->train_loss, r->lr,
-                r->samples_per_s, r->seconds);
-    if (fclose(f) != 0) cli_die("--log %s: %s", t->o->log, strerror(errno));
+    /* a resumed run appends to the log it wrote before */
+    if (!record_log(t->o->log, r, first, t->o->resume != NULL, t->d->classification))
+        cli_die("--log %s: %s", t->o->log, strerror(errno));
 }
 
-/* One panel of the SVG chart: up to two series over epochs. */
-static void svg_panel(FILE *f, double x0, double y0, double w, double h, const char *title,
-                      const struct epoch_record *r, int n, const double *a, const double *b,
-                      const char *a_name, const char *b_name, bool percent)
-{
-    double lo = INFINITY, hi = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        if (a && isfinite(a[i])) { lo = fmin(lo, a[i]); hi = fmax(hi, a[i]); }
-        if (b && isfinite(b[i])) { lo = fmin(lo, b[i]); hi = fmax(hi, b[i]); }
-    }
-    if (!isfinite(lo)) { lo = 0; hi = 1; }
-    if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
-    double pad = 0.05 * (hi - lo);
-    lo -= pad;
-    hi += pad;
-    double e0 = r[0].epoch, e1 = r[n - 1].epoch > e0 ? r[n - 1].epoch : e0 + 1;
-#define SX(e) (x0 + 50 + (w - 70) * ((e) - e0) / (e1 - e0))
-#define SY(v) (y0 + h - 40 - (h - 70) * ((v) - lo) / (hi - lo))
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' font-weight='bold'>%s</text>\n",
-            x0 + 50, y0 + 20, title);
-    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#999'/>\n",
-            x0 + 50, y0 + 30, w - 70, h - 70);
-    for (int k = 0; k <= 4; k++) {
-        double v = lo + (hi - lo) * k / 4;
-        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#eee'/>\n", x0 + 50,
-                x0 + w - 20, SY(v), SY(v));
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.*f%s</text>\n",
-                x0 + 46, SY(v) + 4, percent ? 1 : 3, percent ? 100 * v : v, percent ? "%" : "");
-    }
-    int step = n > 10 ? (n + 9) / 10 : 1;
-    for (int i = 0; i < n; i += step)
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n",
-                SX(r[i].epoch), y0 + h - 24, r[i].epoch);
-    fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n",
-            x0 + 50 + (w - 70) / 2, y0 + h - 6);
-    const double *series[2] = {a, b};
-    const char *names[2] = {a_name, b_name}, *colors[2] = {"#1f77b4", "#d62728"};
-    for (int s = 0; s < 2; s++) {
-        if (!series[s]) continue;
-        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[s]);
-        for (int i = 0; i < n; i++)
-            if (isfinite(series[s][i])) fprintf(f, "%.1f,%.1f ", SX(r[i].epoch), SY(series[s][i]));
-        fprintf(f, "'/>\n");
-        for (int i = 0; i < n; i++)
-            if (isfinite(series[s][i]))
-                fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", SX(r[i].epoch),
-                        SY(series[s][i]), colors[s]);
-        /* the legend sits in the title row, clear of the curves */
-        fprintf(f, "<rect x='%.1f' y='%.1f' width='12' height='4' fill='%s'/>"
-                   "<text x='%.1f' y='%.1f' font-size='12'>%s</text>\n",
-                x0 + w - 200 + 95 * s, y0 + 13, colors[s], x0 + w - 184 + 95 * s, y0 + 19, names[s]);
-    }
-#undef SX
-#undef SY
-}
-
-/* The training curves as a self-contained SVG, written atomically. */
 static void write_plot(const struct trainer *t)
 {
-    int n = t->n_hist;
-    if (n == 0) return;
-    double *tl = malloc(sizeof(double) * (size_t)n), *vl = malloc(sizeof(double) * (size_t)n),
-           *vm = malloc(sizeof(double) * (size_t)n);
-    if (!tl || !vl || !vm) cli_die("--plot: out of memory");
-    for (int i = 0; i < n; i++) {
-        tl[i] = t->hist[i].train_loss;
-        vl[i] = t->hist[i].has_val ? t->hist[i].val_loss : NAN;
-        vm[i] = t->hist[i].has_val ? t->hist[i].val_metric : NAN;
-    }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", t->o->plot);
-    FILE *f = fopen(tmp, "w");
-    if (!f) cli_die("--plot %s: %s", tmp, strerror(errno));
-    bool cls = t->d->classification;
-    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='960' height='380' "
-               "font-family='sans-serif'>\n<rect width='960' height='380' fill='white'/>\n");
-    svg_panel(f, 0, 0, 480, 380, "loss", t->hist, n, tl, t->d->val ? vl : NULL, "train",
-              "validation", false);
-    svg_panel(f, 480, 0, 480, 380, cls ? "validation accuracy" : "validation RMSE", t->hist, n,
-              t->d->val ? vm : NULL, NULL, cls ? "accuracy" : "RMSE", NULL, cls);
-    fprintf(f, "</svg>\n");
-    free(tl);
-    free(vl);
-    free(vm);
-    if (fclose(f) != 0 || rename(tmp, t->o->plot) != 0)
+    if (t->n_hist > 0 && !record_plot(t->o->plot, t->hist, t->n_hist, t->d->val != NULL,
+                                      t->d->classification))
         cli_die("--plot %s: %s", t->o->plot, strerror(errno));
 }
 
@@ -780,7 +730,11 @@ int main(int argc, char **argv)
     t.hist = calloc((size_t)o.epochs, sizeof *t.hist);
     if (!t.hist) cli_die("out of memory");
     int64_t per_epoch = (d.train->n + o.batch - 1) / o.batch;
-    t.total_steps = per_epoch * o.epochs;
+    /* T_max: every step of the run; StepLR counts epochs */
+    if (strcmp(o.schedule, "cosine") == 0) t.decay = cg_lr_cosine(per_epoch * o.epochs, 0.0);
+    else if (strcmp(o.schedule, "step") == 0) t.decay = cg_lr_step(o.step_size, o.gamma);
+    else t.decay = cg_lr_constant();
+    t.warmup = cg_lr_warmup(o.warmup);
     int first_epoch = 1;
     if (o.resume) {
         struct cg_checkpoint_extra got;
@@ -805,6 +759,7 @@ int main(int argc, char **argv)
         printf("  (after %d epoch%s, %.1f s)\n", o.epochs, o.epochs == 1 ? "" : "s", secs);
     }
     free(t.hist);
+    free(t.spec);
     cg_scaler_free(d.scaler);
     cg_scaler_free(d.target_scaler);
     free(d.layout);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cl_backend.h"
+#include "cli.h"
 
 #include <clblast_c.h>
 
@@ -48,7 +49,8 @@ static void usage(FILE *f)
             "(PoCL) the backend runs GEMM on its own kernels instead (cl/gemm.cl, no\n"
             "tuning needed); CLGRAD_GEMM=clblast selects CLBlast there.\n"
             "\n"
-            "  --device N      OpenCL device, numbered as the backend does ($CLGRAD_DEVICE, else 0)\n"
+            "  --device N      OpenCL device, numbered as the backend does (default 0)\n"
+            "                  (env: CLGRAD_DEVICE)\n"
             "  --size N        GEMM size timed while tuning, a power of two (default 1024)\n"
             "  --budget S      start no new configuration after S seconds (default 240;\n"
             "                  each new configuration compiles CLBlast's GEMM program:\n"
@@ -64,7 +66,8 @@ static void usage(FILE *f)
             "  --rounds R      rounds of --compare (default 3): min / median / max\n"
             "  --show          print the stored result for the device\n"
             "  --forget        delete the stored result for the device\n"
-            "  -h, --help      this text\n");
+            "  -h, --help      this text\n"
+            "  --version       the clgrad version\n");
 }
 
 static double now_s(void)
@@ -194,8 +197,29 @@ static int compare(int device, int rounds)
     return 0;
 }
 
+enum {
+    OPT_SIZE = CLI_OPT_TOOL, OPT_BUDGET, OPT_MAX, OPT_ROUNDS, OPT_NO_SWITCH, OPT_QUIET,
+    OPT_COMPARE, OPT_SHOW, OPT_FORGET
+};
+
+static const struct option long_options[] = {
+    CLI_OPTIONS_COMMON,
+    {"device", required_argument, NULL, CLI_OPT_DEVICE},
+    {"size", required_argument, NULL, OPT_SIZE},
+    {"budget", required_argument, NULL, OPT_BUDGET},
+    {"max", required_argument, NULL, OPT_MAX},
+    {"rounds", required_argument, NULL, OPT_ROUNDS},
+    {"no-switch", no_argument, NULL, OPT_NO_SWITCH},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"compare", no_argument, NULL, OPT_COMPARE},
+    {"show", no_argument, NULL, OPT_SHOW},
+    {"forget", no_argument, NULL, OPT_FORGET},
+    {NULL, 0, NULL, 0},
+};
+
 int main(int argc, char **argv)
 {
+    cli_prog = "clgrad-tune";
     int device = 0, size = 1024, max = 0, quiet = 0, rounds = 3;
     int do_compare = 0, do_show = 0, do_forget = 0, budget = 240, no_switch = 0;
     const char *env = getenv("CLGRAD_DEVICE");
@@ -203,49 +227,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "clgrad-tune: CLGRAD_DEVICE=%s is not a device index\n", env);
         return 2;
     }
-    for (int i = 1; i < argc; ++i) {
-        const char *a = argv[i];
-        int *target = NULL, lo = 0, hi = 0;
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--device") == 0) {
-            target = &device, lo = 0, hi = 63;
-        } else if (strcmp(a, "--size") == 0) {
-            target = &size, lo = 64, hi = 8192;
-        } else if (strcmp(a, "--budget") == 0) {
-            target = &budget, lo = 1, hi = 86400;
-        } else if (strcmp(a, "--max") == 0) {
-            target = &max, lo = 1, hi = 1000;
-        } else if (strcmp(a, "--rounds") == 0) {
-            target = &rounds, lo = 1, hi = 16;
-        } else if (strcmp(a, "--no-switch") == 0) {
-            no_switch = 1;
-        } else if (strcmp(a, "--quiet") == 0) {
-            quiet = 1;
-        } else if (strcmp(a, "--compare") == 0) {
-            do_compare = 1;
-        } else if (strcmp(a, "--show") == 0) {
-            do_show = 1;
-        } else if (strcmp(a, "--forget") == 0) {
-            do_forget = 1;
-        } else {
-            fprintf(stderr, "clgrad-tune: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
-        if (target) {
-            if (i + 1 >= argc || !parse_int(argv[i + 1], lo, hi, target)) {
-                fprintf(stderr, "clgrad-tune: %s needs an integer in [%d, %d]\n", a, lo, hi);
-                return 2;
-            }
-            i++;
+    int c;
+    while ((c = cli_getopt(argc, argv, "h", long_options)) != -1) {
+        const char *a = cli_optname(), *v = optarg;
+        switch (c) {
+        case 'h': usage(stdout); return 0;
+        case CLI_OPT_VERSION: cli_version(CLGRAD_VERSION_STRING); /* no libclgrad here */
+        case CLI_OPT_DEVICE: device = (int)cli_int(a, v, 0, 63); break;
+        case OPT_SIZE: size = (int)cli_int(a, v, 64, 8192); break;
+        case OPT_BUDGET: budget = (int)cli_int(a, v, 1, 86400); break;
+        case OPT_MAX: max = (int)cli_int(a, v, 1, 1000); break;
+        case OPT_ROUNDS: rounds = (int)cli_int(a, v, 1, 16); break;
+        case OPT_NO_SWITCH: no_switch = 1; break;
+        case OPT_QUIET: quiet = 1; break;
+        case OPT_COMPARE: do_compare = 1; break;
+        case OPT_SHOW: do_show = 1; break;
+        case OPT_FORGET: do_forget = 1; break;
         }
     }
-    if (size & (size - 1)) {
-        fprintf(stderr, "clgrad-tune: --size %d is not a power of two\n", size);
-        return 2;
-    }
+    if (size & (size - 1))
+        cli_usage_error("option '--size': %d is not a power of two", size);
     if (do_compare)
         return compare(device, rounds) == 0 ? 0 : 1;
 

@@ -15,8 +15,6 @@
 #include <cblas.h>
 #endif
 
-#include "core/internal.h"
-
 cg_status cg__cpu_error(struct cg_cpu_ctx *c, cg_status status, const char *fmt, ...)
 {
     char msg[CG_CPU_ERR_LEN - 8];
@@ -399,6 +397,11 @@ static const struct cg_backend_i cpu_backend = {
     .layernorm_backward = cg__cpu_layernorm_backward,
 };
 
+/* The built-in backend's entry, which the core's registry calls directly
+ * (declared there in core/internal.h); same type as a plugin's
+ * cg_backend_entry (cg_backend_entry_fn), so the backend needs nothing from
+ * the core but backend.h. */
+const struct cg_backend_i *cg__cpu_backend(void);
 const struct cg_backend_i *cg__cpu_backend(void)
 {
     return &cpu_backend;

@@ -6,6 +6,7 @@
  *
  * Headers by concern:
  *   status.h   status codes, cg_status_str
+ *   version.h  CLGRAD_VERSION_* macros, cg_version()
  *   context.h  context (backend, device, RNG, errors, scopes), registry
  *   tensor.h   n-d float32 tensors, host copies, printing
  *   ops.h      differentiable ops and views, autograd (cg_backward)
@@ -23,6 +24,7 @@
 #define CLGRAD_CLGRAD_H
 
 #include "clgrad/status.h"
+#include "clgrad/version.h"
 #include "clgrad/backend.h"
 #include "clgrad/context.h"
 #include "clgrad/tensor.h"

@@ -4,7 +4,8 @@
  *
  * The flow, host side first, device last:
  *
- *   file --cg_csv_read--> cg_table --cg_dataset_from_table--> cg_dataset
+ *   file --cg_csv_read--> cg_table --cg_table_split--> rest, test (held out)
+ *   cg_table --cg_dataset_from_table--> cg_dataset
  *   file --cg_idx_load_pair-----------------------------------> cg_dataset
  *   cg_dataset --cg_dataset_split / cg_scaler_fit+apply--> cg_dataset
  *   cg_dataset --cg_loader_next--> (x, y) tensors on the context's device
@@ -42,6 +43,20 @@
  *     }
  *     cg_loader_free(ld);                       // before cg_ctx_free
  *     cg_dataset_free(train); cg_dataset_free(val); cg_scaler_free(sc);
+ *
+ * Tables as they come (scikit-learn's wine_data.csv opens with a line of
+ * counts and class names, then rows without a header), with 10% of the
+ * rows held out for a final test, reproducible from the seed:
+ *
+ *     co = cg_csv_options_default();
+ *     co.skip_rows = 1;
+ *     co.no_header = true;                      // columns column1..column14
+ *     co.target = "last";                       // or "14", or a name
+ *     cg_csv_read("wine_data.csv", &co, &tab);
+ *     if (tab->notes) fputs(tab->notes, stderr);   // dates, dropped columns
+ *     puts(tab->task_reason);   // classification: integer target ... 3 ...
+ *     struct cg_table *rest, *test;
+ *     cg_table_split(tab, 0.1, seed, &rest, &test);
  *
  * Fashion-MNIST (Debian's package path shown):
  *
@@ -81,14 +96,18 @@ extern "C" {
 
 /* ------------------------------------------------------------------ CSV -- */
 
-/* What the target column holds. AUTO: classification if its first present
- * value is not a number, else regression. */
+/* What the target column holds. AUTO (the rule of cg_table_infer_task):
+ * classification when the target holds text, or only integers with at most
+ * CG_INT_CLASSES_MAX distinct values and at most one distinct value per two
+ * rows (labels repeat); regression otherwise. */
 enum cg_task { CG_TASK_AUTO, CG_TASK_REGRESSION, CG_TASK_CLASSIFICATION };
+#define CG_INT_CLASSES_MAX 20
 
 /* What to do with a missing cell: an empty field (quoted or not), "NA" or
  * "N/A". NaN and Inf are never "missing": they are always an error. */
 enum cg_missing {
-    CG_MISSING_ERROR,          /* default: fail, naming line and column    */
+    CG_MISSING_ERROR,          /* default: fail (CG_STATUS_MISSING_VALUE),
+                                  naming line and column                   */
     CG_MISSING_DROP,           /* drop the whole row                       */
     CG_MISSING_FILL_MEAN,      /* numeric: the column's mean over present
                                   cells; categorical: its most frequent
@@ -96,15 +115,39 @@ enum cg_missing {
     CG_MISSING_FILL_CONSTANT,  /* numeric: fill_value; categorical: as mean */
 };
 
+/* Column lists (drop, features, keep) are comma-separated; each item is a
+ * column name, a 1-based column number or "last" (a name wins when the
+ * header really has a column called "3" or "last"); spaces around items
+ * are ignored. The command-line tools' flags are given beside each field. */
 struct cg_csv_options {
-    char delimiter;            /* ',' (0 also means ','), ';', '\t', ...   */
-    const char *target;        /* target column name; NULL: no target      */
-    enum cg_task task;         /* how to read the target                   */
+    char delimiter;            /* ',' (0 also means ','), ';', '\t', ...
+                                  --delimiter                              */
+    const char *target;        /* target column: a name, a 1-based number
+                                  or "last"; NULL: no target    --target   */
+    enum cg_task task;         /* how to read the target          --task   */
     enum cg_missing missing;   /* rows with a missing *target* are dropped
-                                  under every policy but CG_MISSING_ERROR  */
+                                  under every policy but CG_MISSING_ERROR
+                                                               --missing   */
     float fill_value;          /* for CG_MISSING_FILL_CONSTANT             */
     bool reject_categorical;   /* a non-numeric feature column is an error
                                   instead of being one-hot encoded         */
+    int skip_rows;             /* lines skipped at the top of the file,
+                                  before the header (or before the first
+                                  row with no_header)        --skip-rows N */
+    bool no_header;            /* the file has no header row: the columns
+                                  are named column1..columnN  --no-header  */
+    const char *drop;          /* columns not read at all        --drop    */
+    const char *features;      /* the only feature columns read (the
+                                  target is read too)         --features   */
+    const char *keep;          /* text columns one-hot encoded even when
+                                  nearly every value is distinct  --keep   */
+    const struct cg_table *like; /* a training layout (cg_table_layout_parse)
+                                  to read this file as that one was read:
+                                  its date columns expanded the same way,
+                                  columns it lacks skipped, none dropped by
+                                  guessing; target (when NULL here) and task
+                                  (when AUTO) from it. Prediction and
+                                  evaluation files; then cg_table_conform. */
 };
 
 /* All defaults: ',', no target, AUTO, missing values are errors, one-hot. */
@@ -132,26 +175,85 @@ struct cg_table {
                                   the category's index as a float          */
     int target;                /* index of the target column, -1: none    */
     enum cg_task task;         /* REGRESSION or CLASSIFICATION if target  */
+    char *task_reason;         /* with a target: the task and why, one line
+                                  without "\n", e.g. "classification:
+                                  integer target \"y\" with 3 distinct
+                                  values (--task regression to override)";
+                                  else NULL                                */
+    char *notes;               /* what the reader decided beyond parsing,
+                                  one line each ending in "\n" ("note: ..."
+                                  for date columns turned into numbers,
+                                  "warning: ..." for dropped columns and a
+                                  header that looks like data); NULL when
+                                  nothing. The library prints nothing: the
+                                  caller shows these.                      */
 };
 
-/* Reads a CSV file with a header row. The file is read streaming through a
- * fixed-size buffer and only float32 values are kept (plus each
+/* Reads a CSV file: skip_rows lines, then a header row (unless no_header),
+ * then the rows. A file whose name ends in ".gz" (or that starts with the
+ * gzip magic) is decompressed on the fly. The file is read streaming
+ * through a fixed-size buffer and only float32 values are kept (plus each
  * categorical column's distinct strings), so memory is about 4 bytes per
  * cell. Quoted fields ("a,b", "say ""hi""", newlines inside quotes), CRLF
  * or LF line ends and a UTF-8 BOM are accepted; blank lines are skipped;
  * spaces around unquoted fields are trimmed. A column's kind is fixed by
  * its first present value (numeric if it parses as a number); a later
- * non-numeric value in a numeric column is an error. opts NULL: defaults.
- * Errors: empty file, header only, ragged rows, non-numeric or non-finite
- * cells in numeric columns, a target column that is not in the header,
- * duplicate column names, unterminated quotes; each names file:line:col. */
+ * non-numeric value in a numeric column is an error. Numbers are read the
+ * same whatever the program's locale ('.' is the decimal point even after
+ * setlocale(LC_ALL, "de_DE.UTF-8")).
+ *
+ * Text feature columns. A column whose every present value is a date or
+ * date-time in ISO 8601 form, "2012-01-31" or "2012/01/31", optionally
+ * followed by "T" or " " and "HH:MM[:SS[.fff]]" (and "Z" or "+HH:MM",
+ * ignored), becomes numeric columns NAME_year, NAME_month_sin,
+ * NAME_month_cos, NAME_doy_sin, NAME_doy_cos (month and day of year on
+ * circles, so December is next to January), NAME_weekday (Monday 0 ..
+ * Sunday 6, as pandas' dayofweek) and, when any value has a time of day,
+ * NAME_hour_sin and NAME_hour_cos; a "note:" line says so. Any other text
+ * column with more than CG_TEXT_DISTINCT_MAX distinct values that are more
+ * than half its present values (an ID, free text) is dropped with a
+ * "warning:" line naming it, unless it is in keep (then it is one-hot
+ * encoded like any text column).
+ *
+ * With a target, task AUTO is decided by cg_table_infer_task (an integer
+ * target that is classified becomes a categorical column whose categories
+ * are its values, sorted numerically) and task_reason says why. A
+ * classification target with a single class is an error.
+ *
+ * opts NULL: defaults. Errors: empty file, header only, ragged rows, a
+ * header with another number of fields than the first row (the message
+ * suggests skip_rows / no_header), non-numeric or non-finite cells in
+ * numeric columns, a target, drop, features or keep column that is not in
+ * the file, duplicate column names, unterminated quotes, a single class;
+ * each names file:line:col where there is one. */
+#define CG_TEXT_DISTINCT_MAX 20
 CG_API cg_status cg_csv_read(const char *path, const struct cg_csv_options *opts,
                              struct cg_table **out);
-/* The same from an open stream; name is used in messages. f stays open. */
+/* The same from an open stream (never decompressed); name is used in
+ * messages. f stays open. */
 CG_API cg_status cg_csv_read_stream(FILE *f, const char *name,
                                     const struct cg_csv_options *opts,
                                     struct cg_table **out);
 CG_API void cg_table_free(struct cg_table *t);
+/* The task AUTO gives column `column` of t, and why, in reason (at most len
+ * bytes with the NUL; NULL or 0 for none): classification for a categorical
+ * (text) column; for a numeric one, classification when every value is an
+ * integer, there are at most CG_INT_CLASSES_MAX distinct values and at most
+ * n_rows / 2 of them; else regression. The reason names the column and the
+ * count, and the --task value that overrides it. */
+CG_API cg_status cg_table_infer_task(const struct cg_table *t, int column, enum cg_task *task,
+                                     char *reason, size_t len);
+/* Holds out round(n_rows * test_fraction) rows as *test and returns the
+ * others as *rest (both new tables with t's columns; t unchanged; rows
+ * keep their file order in each). Which rows are held out depends only on
+ * (seed, t->n_rows, test_fraction) (splitmix64 + Fisher-Yates, the first
+ * rows of the permutation), so the same file read with the same options
+ * gives the same test rows on every machine: record the seed and fraction
+ * with the model to evaluate on exactly those rows later. test_fraction 0:
+ * *test is NULL and *rest a copy. Errors: a fraction outside [0, 1) or a
+ * split that leaves either part empty. */
+CG_API cg_status cg_table_split(const struct cg_table *t, double test_fraction, uint64_t seed,
+                                struct cg_table **rest, struct cg_table **test);
 /* The index of the column called name, or -1. */
 CG_API int cg_table_column(const struct cg_table *t, const char *name);
 

@@ -1,6 +1,7 @@
 /*
  * clgrad/optim.h — SGD, Adam / AdamW and RMSProp with torch.optim's update
- * rules and defaults.
+ * rules and defaults, and learning-rate schedules (StepLR,
+ * CosineAnnealingLR, LinearLR warm-up) as closed forms.
  *
  * An optimizer holds parameter groups (each a list of persistent tensors with
  * its own hyper-parameters, as torch.optim's param_groups) and per-parameter
@@ -124,6 +125,58 @@ CG_API cg_tensor *cg_optim_param(const cg_optim *opt, int i);
  * gradients together. Runs on the device; returns total_norm (before
  * clipping) as a 0-d tensor in the current scope, or NULL on failure. */
 CG_API cg_tensor *cg_optim_clip_grad_norm(cg_optim *opt, float max_norm);
+
+/* ---- learning-rate schedules ------------------------------------------
+ * torch.optim.lr_scheduler's schedulers as closed forms of the scheduler
+ * step t (PyTorch's last_epoch: 0 before the first scheduler.step()). The
+ * caller chooses what t counts (optimizer steps or epochs) and sets the
+ * rate itself:
+ *
+ *     struct cg_lr_schedule cos = cg_lr_cosine(total_steps, 0.0);
+ *     for (int64_t t = 0; t < total_steps; t++) {
+ *         double lr;
+ *         cg_lr_schedule_at(&cos, 1e-3, t, &lr);
+ *         cg_optim_set_lr(opt, (float)lr);
+ *         ... forward, backward, cg_optim_step(opt);
+ *     }
+ *
+ * Two schedules applied at the same t, the first's rate the second's base
+ * (cg_lr_schedule_at(&warm, lr_of_cosine, t, &lr)), are PyTorch's
+ * ChainedScheduler([LinearLR, CosineAnnealingLR]) when each scales the rate
+ * by a factor (StepLR, LinearLR, CosineAnnealingLR with eta_min 0). */
+enum cg_lr_kind {
+    CG_LR_CONSTANT,   /* base_lr                                              */
+    CG_LR_STEP,       /* StepLR: base_lr * gamma^floor(t / step_size)         */
+    CG_LR_COSINE,     /* CosineAnnealingLR: eta_min + (base_lr - eta_min)
+                       *   * (1 + cos(pi * t / t_max)) / 2  (a cosine that goes
+                       *   on rising after t_max, as PyTorch's does)          */
+    CG_LR_LINEAR      /* LinearLR: base_lr * (start_factor + (end_factor -
+                       *   start_factor) * min(t, total_iters) / total_iters) */
+};
+struct cg_lr_schedule {
+    enum cg_lr_kind kind;
+    int64_t step_size;        /* STEP: scheduler steps between decays (>= 1)   */
+    double gamma;             /* STEP: decay factor                            */
+    int64_t t_max;            /* COSINE: steps from base_lr down to eta_min    */
+    double eta_min;           /* COSINE                                        */
+    double start_factor;      /* LINEAR: factor at t = 0 (0 < f <= 1)          */
+    double end_factor;        /* LINEAR: factor from t = total_iters on (0..1) */
+    int64_t total_iters;      /* LINEAR: steps of the ramp (>= 0; 0: end_factor) */
+};
+/* Schedules with PyTorch's argument names (nothing is checked until used). */
+CG_API struct cg_lr_schedule cg_lr_constant(void);
+CG_API struct cg_lr_schedule cg_lr_step(int64_t step_size, double gamma);
+CG_API struct cg_lr_schedule cg_lr_cosine(int64_t t_max, double eta_min);
+CG_API struct cg_lr_schedule cg_lr_linear(double start_factor, double end_factor,
+                                          int64_t total_iters);
+/* A linear warm-up over n steps: (t + 1) / n * base_lr for t < n, then base_lr
+ * (LinearLR(start_factor=1/n, total_iters=n-1)); n = 0 or 1 is no warm-up. */
+CG_API struct cg_lr_schedule cg_lr_warmup(int64_t n);
+/* *lr = the rate at scheduler step t >= 0. CG_STATUS_INVALID_ARGUMENT (with
+ * a message naming the field) for a schedule outside the ranges above, a
+ * negative t or a negative or non-finite base_lr. */
+CG_API cg_status cg_lr_schedule_at(const struct cg_lr_schedule *s, double base_lr, int64_t t,
+                                   double *lr);
 
 #ifdef __cplusplus
 }

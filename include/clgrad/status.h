@@ -34,6 +34,8 @@ typedef enum cg_status {
     CG_STATUS_IO_ERROR,          /* a file could not be read or written   */
     CG_STATUS_PARSE_ERROR,       /* malformed input data                  */
     CG_STATUS_UNSUPPORTED,       /* not implemented by this backend       */
+    CG_STATUS_MISSING_VALUE,     /* input data lacks a value (an empty CSV
+                                    cell) and the caller's policy is to fail */
     CG_STATUS_COUNT
 } cg_status;
 

@@ -104,48 +104,7 @@ struct cg_node *cg__record(cg_tensor *out, const char *name, cg_backward_fn back
     return node;
 }
 
-/* ---- composite ops --------------------------------------------------- */
-
-int cg__compose_begin(cg_ctx *ctx)
-{
-    int before = ctx->n_marks;
-    cg_scope_begin(ctx);
-    return ctx->n_marks == before + 1 ? ctx->n_marks : -1;
-}
-
-cg_tensor *cg__compose_end(cg_ctx *ctx, int token, cg_tensor *r)
-{
-    if (token < 0) return r; /* begin failed (error recorded): nothing to end */
-    CG_ASSERT(ctx->n_marks == token);
-    bool inner = r && r->scope_slot >= ctx->marks[token - 1];
-    if (r) cg__tensor_ref(r);
-    cg_scope_end(ctx);
-    if (!r) return NULL;
-    if (!inner) {
-        cg__tensor_unref(r);
-        return r;
-    }
-    /* r survived the scope through our reference; hand it to the caller's
-     * scope (or the persistent list), which takes that reference over. */
-    if (!cg__ctx_own(ctx, r)) {
-        cg__tensor_unref(r);
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "out of host memory");
-        return NULL;
-    }
-    return r;
-}
-
 /* ---- gradient accumulation ------------------------------------------- */
-
-/* Whether g is a plain temporary that only the caller holds: one reference,
- * a storage no view shares, contiguous from its start, no history and no
- * gradient. Such a tensor may become a gradient as it is, or be updated in
- * place, without anyone else seeing the change. */
-static bool private_temp(const cg_tensor *g)
-{
-    return g->refs == 1 && g->st->refs == 1 && g->offset == 0 && !g->node && !g->grad &&
-           cg_tensor_is_contiguous(g);
-}
 
 cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g)
 {
@@ -158,7 +117,7 @@ cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g)
     if (!t->node) {
         /* A leaf: persistent grad, owned by t alone (no scope, no list). A
          * private temporary (a summed gradient, say) becomes it as it is. */
-        if (!t->grad && private_temp(gs)) {
+        if (!t->grad && cg__tensor_is_private(gs)) {
             t->grad = gs; /* our reference moves into t->grad */
             return CG_OK;
         }
@@ -186,7 +145,7 @@ cg_status cg__accumulate_grad(cg_tensor *t, cg_tensor *g)
         t->grad = gs; /* our reference moves into t->grad */
         return CG_OK;
     }
-    if (private_temp(t->grad)) {
+    if (cg__tensor_is_private(t->grad)) {
         st = cg__ew(ctx, "accumulating a gradient", CG_EW_ADD, 0, 0, t->grad, t->grad, gs);
         cg__tensor_unref(gs);
         return st;
@@ -217,7 +176,7 @@ cg_status cg__accumulate_grad_window(cg_tensor *t, int ndim, const int64_t *shap
      * are contiguous from their start. The slices of one tensor (attention's
      * Q, K and V) then cost one zero fill and a third each, instead of a
      * full-size fill, copy and add per slice. */
-    if (t->grad && (!t->node || private_temp(t->grad))) {
+    if (t->grad && (!t->node || cg__tensor_is_private(t->grad))) {
         cg_tensor *win = cg__tensor_view_unowned(t->grad, ndim, shape, strides, offset);
         if (!win) return ctx->status;
         cg_status st = cg__ew(ctx, "accumulating a gradient", CG_EW_ADD, 0, 0, win, win, g);

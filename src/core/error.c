@@ -26,6 +26,7 @@ static const char *const status_names[] = {
     [CG_STATUS_IO_ERROR] = "CG_STATUS_IO_ERROR",
     [CG_STATUS_PARSE_ERROR] = "CG_STATUS_PARSE_ERROR",
     [CG_STATUS_UNSUPPORTED] = "CG_STATUS_UNSUPPORTED",
+    [CG_STATUS_MISSING_VALUE] = "CG_STATUS_MISSING_VALUE",
 };
 _Static_assert(sizeof status_names / sizeof status_names[0] == CG_STATUS_COUNT,
                "every cg_status needs a name");

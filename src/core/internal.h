@@ -79,7 +79,7 @@ struct cg_tensor {
     uint64_t visit;                    /* cg_backward's mark (ctx->visit_epoch) */
 };
 
-/* Free lists of the small structs every op makes and drops (context.c). */
+/* Free lists of the small structs every op makes and drops (lifetime.c). */
 enum cg_cache_kind { CG_CACHE_TENSOR, CG_CACHE_STORAGE, CG_CACHE_NODE, CG_CACHE_COUNT };
 
 struct cg_ctx {
@@ -95,14 +95,16 @@ struct cg_ctx {
 
     bool grad_enabled;
 
-    /* Scopes: tensors created while a scope is open, and the marks where
+    /* ---- ownership: lifetime.c's alone ----
+     * Scopes: tensors created while a scope is open, and the marks where
      * each open scope starts. */
     cg_tensor **scoped;
     int64_t n_scoped, cap_scoped;
     int64_t *marks;
     int n_marks, cap_marks;
 
-    /* Persistent tensors, freed by cg_ctx_free if the user did not. */
+    /* The kept (persistent) tensors, freed by cg_ctx_free if the user did
+     * not. */
     cg_tensor **kept;
     int64_t n_kept, cap_kept;
 
@@ -141,8 +143,9 @@ cg_status cg__verror(cg_ctx *ctx, cg_status status, const char *fmt, va_list ap)
 cg_status cg__backend_error(cg_ctx *ctx, cg_status status, const char *what);
 void cg__set_thread_error(const char *msg);
 
-/* Tensors. cg__tensor_new allocates a contiguous tensor with uninitialised
- * storage and registers it in the current scope (or as persistent). */
+/* Tensor ownership (lifetime.c, whose header comment has the rules as a
+ * table). cg__tensor_new allocates a contiguous tensor with uninitialised
+ * storage and registers it in the current scope (or the kept list). */
 cg_tensor *cg__tensor_new(cg_ctx *ctx, int ndim, const int64_t *shape);
 /* The same, owned by nobody: the caller holds the only reference (for
  * gradients owned by their tensor, and temporaries). */
@@ -156,6 +159,26 @@ cg_tensor *cg__tensor_view_unowned(cg_tensor *t, int ndim, const int64_t *shape,
 void cg__tensor_ref(cg_tensor *t);
 /* Drops one reference; at zero frees the node, grad and storage. */
 void cg__tensor_unref(cg_tensor *t);
+/* Whether a scope owns t (a module parameter or optimizer state must not
+ * be: the scope's end would free it). */
+bool cg__tensor_is_scoped(const cg_tensor *t);
+/* Whether g is a plain temporary that only the caller holds: one
+ * reference, a storage no view shares, contiguous from its start, no
+ * history and no gradient. Such a tensor may become a gradient as it is,
+ * or be updated in place, without anyone else seeing the change. */
+bool cg__tensor_is_private(const cg_tensor *g);
+/* Drops every scope, kept tensor and cached struct (cg_ctx_free). */
+void cg__lifetime_release(cg_ctx *ctx);
+/* A zeroed struct of the given kind from ctx's cache, or calloc'd when
+ * the cache is empty (NULL when out of memory); cg__cache_put returns one. */
+void *cg__cache_get(cg_ctx *ctx, enum cg_cache_kind kind);
+void cg__cache_put(cg_ctx *ctx, enum cg_cache_kind kind, void *p);
+
+/* Shapes (tensor.c). cg__check_shape checks a user-given shape (dims
+ * 0..CG_MAX_DIMS, sizes >= 0, a product that fits) and gives its number
+ * of elements; on failure records a message for `what`. */
+cg_status cg__check_shape(cg_ctx *ctx, const char *what, int ndim, const int64_t *shape,
+                          int64_t *numel);
 int64_t cg__numel(int ndim, const int64_t *shape);
 bool cg__shape_eq(const cg_tensor *a, const cg_tensor *b);
 void cg__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
@@ -193,16 +216,6 @@ cg_status cg__accumulate_grad_window(cg_tensor *t, int ndim, const int64_t *shap
                                      const int64_t *strides, int64_t offset, cg_tensor *g);
 
 
-
-/* Ownership lists (context.c). cg__ctx_own puts a new tensor in the open
- * scope, or in the persistent list when no scope is open. */
-bool cg__ctx_own(cg_ctx *ctx, cg_tensor *t);
-void cg__ctx_disown(cg_ctx *ctx, cg_tensor *t);
-bool cg__ctx_make_persistent(cg_ctx *ctx, cg_tensor *t);
-/* A zeroed struct of the given kind from ctx's cache, or calloc'd when
- * the cache is empty (NULL when out of memory); cg__cache_put returns one. */
-void *cg__cache_get(cg_ctx *ctx, enum cg_cache_kind kind);
-void cg__cache_put(cg_ctx *ctx, enum cg_cache_kind kind, void *p);
 
 /* A growable NUL-terminated string; oom is sticky. */
 struct cg__sb {

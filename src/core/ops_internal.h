@@ -63,11 +63,14 @@ cg_tensor *cg__reduce_ref(const char *what, enum cg_reduce_op op, cg_tensor *in,
                           int64_t n, int64_t inner, float scale, int out_ndim,
                           const int64_t *out_shape);
 
-/* Private scope around a composite op; see the top of this file. begin
- * returns a token for end; end returns r moved into the caller's scope (or
- * persistent), or NULL if r is NULL. */
+/* Private scope around a composite op (lifetime.c); see the top of this
+ * file. begin returns a token for end; end returns r moved into the
+ * caller's scope (or the kept list), or NULL if r is NULL. end_n does the
+ * same for n results (n <= 4) in place, any of them NULL; a result it
+ * cannot move becomes NULL (error recorded). */
 int cg__compose_begin(cg_ctx *ctx);
 cg_tensor *cg__compose_end(cg_ctx *ctx, int token, cg_tensor *r);
+cg_status cg__compose_end_n(cg_ctx *ctx, int token, int n, cg_tensor **rs);
 
 /* True when an op on these inputs must record a node: grad recording is on
  * and some input requires grad. */

@@ -1,6 +1,7 @@
 /*
- * src/core/tensor.c — tensor creation, lifetime, host copies, printing,
- * and the view/coalescing helpers the ops use.
+ * src/core/tensor.c — tensor creation, host copies, printing, and the
+ * shape and view/coalescing helpers the ops use. Who owns a tensor and
+ * when it dies is lifetime.c's.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -49,8 +50,8 @@ char *cg__shape_str(int ndim, const int64_t *shape, char *buf, size_t len)
     return buf;
 }
 
-/* Checks a user-given shape; on failure records a message for `what`. */
-static cg_status check_shape(cg_ctx *ctx, const char *what, int ndim, const int64_t *shape)
+cg_status cg__check_shape(cg_ctx *ctx, const char *what, int ndim, const int64_t *shape,
+                          int64_t *numel)
 {
     if (ndim < 0 || ndim > CG_MAX_DIMS)
         return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: %d dims (at most %d)", what, ndim,
@@ -66,142 +67,8 @@ static cg_status check_shape(cg_ctx *ctx, const char *what, int ndim, const int6
             return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: shape too large", what);
         n *= shape[i];
     }
+    *numel = n;
     return CG_OK;
-}
-
-/* ---- lifetime -------------------------------------------------------- */
-
-static cg_tensor *tensor_alloc_struct(cg_ctx *ctx)
-{
-    cg_tensor *t = cg__cache_get(ctx, CG_CACHE_TENSOR);
-    if (!t) return NULL;
-    t->refs = 1;
-    t->scope_slot = -1;
-    t->persistent_slot = -1;
-    t->dtype = CG_F32;
-    return t;
-}
-
-cg_tensor *cg__tensor_new_unowned(cg_ctx *ctx, int ndim, const int64_t *shape)
-{
-    if (check_shape(ctx, "cg_tensor", ndim, shape) != CG_OK) return NULL;
-    cg_tensor *t = tensor_alloc_struct(ctx);
-    struct cg_storage *st = cg__cache_get(ctx, CG_CACHE_STORAGE);
-    if (!t || !st) {
-        cg__cache_put(ctx, CG_CACHE_TENSOR, t);
-        cg__cache_put(ctx, CG_CACHE_STORAGE, st);
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_tensor: out of host memory");
-        return NULL;
-    }
-    t->ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
-    cg__contiguous_strides(ndim, shape, t->strides);
-    st->ctx = ctx;
-    st->refs = 1;
-    st->bytes = (size_t)cg__numel(ndim, shape) * sizeof(float);
-    if (ctx->be->alloc(ctx->bctx, st->bytes, &st->buf) != CG_OK) {
-        char sh[128];
-        cg__shape_str(ndim, shape, sh, sizeof sh);
-        char what[256];
-        snprintf(what, sizeof what, "allocating a %s tensor (%zu bytes)", sh, st->bytes);
-        cg__backend_error(ctx, CG_STATUS_OUT_OF_MEMORY, what);
-        cg__cache_put(ctx, CG_CACHE_TENSOR, t);
-        cg__cache_put(ctx, CG_CACHE_STORAGE, st);
-        return NULL;
-    }
-    t->st = st;
-    return t;
-}
-
-cg_tensor *cg__tensor_new(cg_ctx *ctx, int ndim, const int64_t *shape)
-{
-    cg_tensor *t = cg__tensor_new_unowned(ctx, ndim, shape);
-    if (t && !cg__ctx_own(ctx, t)) {
-        cg__tensor_unref(t);
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_tensor: out of host memory");
-        return NULL;
-    }
-    return t;
-}
-
-cg_tensor *cg__tensor_view_unowned(cg_tensor *base, int ndim, const int64_t *shape,
-                                   const int64_t *strides, int64_t offset)
-{
-    cg_ctx *ctx = base->st->ctx;
-    cg_tensor *t = tensor_alloc_struct(ctx);
-    if (!t) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_tensor view: out of host memory");
-        return NULL;
-    }
-    t->ndim = ndim;
-    for (int i = 0; i < ndim; i++) {
-        t->shape[i] = shape[i];
-        t->strides[i] = strides[i];
-    }
-    t->offset = offset;
-    t->st = base->st;
-    t->st->refs++;
-    return t;
-}
-
-cg_tensor *cg__tensor_view(cg_tensor *base, int ndim, const int64_t *shape,
-                           const int64_t *strides, int64_t offset)
-{
-    cg_ctx *ctx = base->st->ctx;
-    cg_tensor *t = cg__tensor_view_unowned(base, ndim, shape, strides, offset);
-    if (t && !cg__ctx_own(ctx, t)) {
-        cg__tensor_unref(t);
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_tensor view: out of host memory");
-        return NULL;
-    }
-    return t;
-}
-
-void cg__tensor_ref(cg_tensor *t) { t->refs++; }
-
-static void storage_unref(struct cg_storage *st)
-{
-    if (--st->refs > 0) return;
-    cg_ctx *ctx = st->ctx;
-    ctx->be->release(ctx->bctx, st->buf);
-    cg__cache_put(ctx, CG_CACHE_STORAGE, st);
-}
-
-void cg__tensor_unref(cg_tensor *t)
-{
-    if (!t || --t->refs > 0) return;
-    if (t->node) {
-        struct cg_node *node = t->node;
-        t->node = NULL;
-        cg__node_free(node);
-    }
-    if (t->grad) cg__tensor_unref(t->grad);
-    cg_ctx *ctx = t->st->ctx;
-    storage_unref(t->st);
-    cg__cache_put(ctx, CG_CACHE_TENSOR, t);
-}
-
-CG_API void cg_tensor_free(cg_tensor *t)
-{
-    if (!t) return;
-    cg__ctx_disown(t->st->ctx, t);
-    cg__tensor_unref(t);
-}
-
-CG_API cg_tensor *cg_tensor_keep(cg_tensor *t)
-{
-    if (!t) return NULL;
-    cg_ctx *ctx = t->st->ctx;
-    if (!cg__ctx_make_persistent(ctx, t)) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "cg_tensor_keep: out of host memory");
-        return NULL;
-    }
-    if (t->node) {
-        struct cg_node *node = t->node;
-        t->node = NULL;
-        cg__node_free(node);
-    }
-    return t;
 }
 
 /* ---- creation -------------------------------------------------------- */
@@ -250,9 +117,10 @@ CG_API cg_tensor *cg_tensor_from_host(cg_ctx *ctx, int ndim, const int64_t *shap
 static cg_tensor *from_generator(cg_ctx *ctx, int ndim, const int64_t *shape, bool normal,
                                  float a, float b)
 {
-    if (check_shape(ctx, normal ? "cg_tensor_normal" : "cg_tensor_uniform", ndim, shape) != CG_OK)
+    int64_t n;
+    if (cg__check_shape(ctx, normal ? "cg_tensor_normal" : "cg_tensor_uniform", ndim, shape,
+                        &n) != CG_OK)
         return NULL;
-    int64_t n = cg__numel(ndim, shape);
     float *host = malloc((size_t)(n > 0 ? n : 1) * sizeof *host);
     if (!host) {
         cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "random tensor: out of host memory");

@@ -5,6 +5,7 @@
 #ifndef CLGRAD_DATA_IMPL_H
 #define CLGRAD_DATA_IMPL_H
 
+#include <locale.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +48,39 @@ static inline uint64_t cg__bounded(uint64_t (*next)(void *), void *state, uint64
 /* Fisher-Yates (Knuth, TAOCP vol. 2, 3.4.2, Algorithm P): perm (n) becomes
  * a uniformly random permutation of 0..n-1. */
 void cg__permutation(int64_t *perm, int64_t n, uint64_t (*next)(void *), void *state);
+
+/* Numbers in files mean the same whatever setlocale() the program called:
+ * between begin and end this thread parses in the C locale (POSIX 2008
+ * uselocale, thread-local, so other threads keep theirs). */
+struct cg__c_numeric {
+    locale_t c, old;
+};
+static inline void cg__c_numeric_begin(struct cg__c_numeric *s)
+{
+    s->c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    s->old = s->c ? uselocale(s->c) : (locale_t)0;
+}
+static inline void cg__c_numeric_end(struct cg__c_numeric *s)
+{
+    if (!s->c) return;
+    uselocale(s->old);
+    freelocale(s->c);
+}
+
+/* A date or date-time cell (transforms.c): "YYYY-MM-DD" or "YYYY/MM/DD"
+ * (month and day of one or two digits), optionally "T" or " " and
+ * "HH:MM[:SS[.fff]]", optionally "Z" or "+HH:MM" / "-HHMM" (ignored). */
+struct cg__date {
+    int year, month, day;      /* a real calendar date                    */
+    double hour;               /* hours since midnight, fraction included */
+    bool has_time;
+};
+bool cg__date_parse(const char *s, struct cg__date *d);
+/* The numeric features of a date: year, month sin/cos, day-of-year sin/cos,
+ * weekday (Monday 0), hour sin/cos; out has CG__DATE_FEATURES values. */
+#define CG__DATE_FEATURES 8
+extern const char *const cg__date_feature_names[CG__DATE_FEATURES];
+void cg__date_features(const struct cg__date *d, float *out);
 
 /* Dataset internals. */
 struct cg_dataset *cg__dataset_alloc(int64_t n, int sample_ndim, const int64_t *sample_shape,

@@ -8,7 +8,7 @@
  * one-hot layout than training did. cg_table_conform rewrites such a table
  * into the training table's layout; the layout itself (names, kinds,
  * categories, target, no rows) travels in a checkpoint as the text of
- * cg_table_layout_format.
+ * cg_table_layout_format. cg_table_split holds out test rows.
  */
 #include "data-impl.h"
 
@@ -131,10 +131,21 @@ static void layout_free_cols(struct cg_column *cols, int n)
     free(cols);
 }
 
+static cg_status table_conform(struct cg_table *t, const struct cg_table *like);
+
 CG_API cg_status cg_table_conform(struct cg_table *t, const struct cg_table *like)
 {
     if (!t || !like)
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_table_conform: NULL table");
+    struct cg__c_numeric loc;                  /* categories that are numbers */
+    cg__c_numeric_begin(&loc);
+    cg_status st = table_conform(t, like);
+    cg__c_numeric_end(&loc);
+    return st;
+}
+
+static cg_status table_conform(struct cg_table *t, const struct cg_table *like)
+{
     /* Every column of like must be in t, except that a prediction file may
      * lack the target; t's extra columns are dropped. */
     bool has_target = like->target >= 0 && cg_table_column(t, like->cols[like->target].name) >= 0;
@@ -317,4 +328,81 @@ CG_API cg_status cg_table_layout_parse(const char *text, struct cg_table **out)
     }
     *out = t;
     return CG_OK;
+}
+
+/* ------------------------------------------------------------------ split -- */
+
+/* A new table with t's columns and the rows whose pick[r] equals want, in
+ * t's order. */
+static cg_status table_rows(const struct cg_table *t, const bool *pick, bool want, int64_t n,
+                            struct cg_table **out)
+{
+    struct cg_table *s = calloc(1, sizeof *s);
+    if (s) {
+        s->cols = calloc((size_t)t->n_cols + 1, sizeof *s->cols);
+        s->values = malloc(((size_t)n * (size_t)t->n_cols + 1) * sizeof *s->values);
+    }
+    if (!s || !s->cols || !s->values) {
+        cg_table_free(s);
+        return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_table_split: out of memory");
+    }
+    s->n_cols = t->n_cols;
+    s->target = t->target;
+    s->task = t->task;
+    s->n_rows = n;
+    cg_status st = CG_OK;
+    for (int j = 0; j < t->n_cols && st == CG_OK; j++) st = layout_copy_meta(&t->cols[j], &s->cols[j]);
+    if (st == CG_OK && ((t->task_reason && !(s->task_reason = cg__strdup(t->task_reason))) ||
+                        (t->notes && !(s->notes = cg__strdup(t->notes)))))
+        st = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_table_split: out of memory");
+    if (st != CG_OK) {
+        cg_table_free(s);
+        return st;
+    }
+    int64_t k = 0;
+    for (int64_t r = 0; r < t->n_rows; r++)
+        if (pick[r] == want)
+            memcpy(s->values + k++ * t->n_cols, t->values + r * t->n_cols,
+                   (size_t)t->n_cols * sizeof *s->values);
+    *out = s;
+    return CG_OK;
+}
+
+static uint64_t split_next(void *state) { return cg__splitmix64(state); }
+
+CG_API cg_status cg_table_split(const struct cg_table *t, double test_fraction, uint64_t seed,
+                                struct cg_table **rest, struct cg_table **test)
+{
+    if (!t || !rest || !test)
+        return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_table_split: NULL argument");
+    *rest = *test = NULL;
+    if (!(test_fraction >= 0.0 && test_fraction < 1.0))
+        return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_table_split: the test fraction %g is not in [0, 1)", test_fraction);
+    int64_t n = t->n_rows, n_test = (int64_t)llround((double)n * test_fraction);
+    if (test_fraction > 0 && (n_test < 1 || n_test >= n))
+        return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_table_split: %lld rows cannot hold out a test fraction of %g "
+                         "(%lld rows) with rows left to train on",
+                         (long long)n, test_fraction, (long long)n_test);
+    /* The first n_test entries of a seeded permutation of the rows: the
+     * same (seed, n, fraction) picks the same rows, as cg_dataset_split. */
+    int64_t *perm = malloc(((size_t)n + 1) * sizeof *perm);
+    bool *pick = calloc((size_t)n + 1, sizeof *pick);
+    if (!perm || !pick) {
+        free(perm);
+        free(pick);
+        return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_table_split: out of memory");
+    }
+    uint64_t state = seed;
+    cg__permutation(perm, n, split_next, &state);
+    for (int64_t i = 0; i < n_test; i++) pick[perm[i]] = true;
+    cg_status st = table_rows(t, pick, false, n - n_test, rest);
+    if (st == CG_OK && n_test > 0 && (st = table_rows(t, pick, true, n_test, test)) != CG_OK) {
+        cg_table_free(*rest);
+        *rest = NULL;
+    }
+    free(perm);
+    free(pick);
+    return st;
 }

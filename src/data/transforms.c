@@ -179,3 +179,98 @@ CG_API cg_status cg_scaler_apply(const struct cg_scaler *s, struct cg_dataset *d
     if (!ds) return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_scaler_apply: NULL dataset");
     return cg_scaler_apply_data(s, ds->x, ds->n, ds->sample_numel);
 }
+
+/* ---------------------------------------------------------------- dates -- */
+
+/* Dates become numbers a model can use: the year as it is, the month and
+ * the day of the year as points on a circle (sin, cos), so that December
+ * sits next to January, the weekday, and with a time of day the hour on a
+ * circle too (the usual cyclic encoding, e.g. scikit-learn's "Time-related
+ * feature engineering" example). */
+
+static bool is_leap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+static int days_in_month(int y, int m)
+{
+    static const int dm[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && is_leap(y) ? 29 : dm[m - 1];
+}
+
+/* Reads 1..max digits (at least min) at *s into *v. */
+static bool date_digits(const char **s, int min, int max, int *v)
+{
+    int n = 0, x = 0;
+    while (n < max && **s >= '0' && **s <= '9') x = x * 10 + (*(*s)++ - '0'), n++;
+    *v = x;
+    return n >= min;
+}
+
+bool cg__date_parse(const char *s, struct cg__date *d)
+{
+    int y, m, day;
+    if (!date_digits(&s, 4, 4, &y) || (*s != '-' && *s != '/')) return false;
+    char sep = *s++;
+    if (!date_digits(&s, 1, 2, &m) || *s++ != sep || !date_digits(&s, 1, 2, &day)) return false;
+    if (m < 1 || m > 12 || day < 1 || day > days_in_month(y, m)) return false;
+    d->year = y;
+    d->month = m;
+    d->day = day;
+    d->hour = 0;
+    d->has_time = false;
+    if (!*s) return true;
+    if (*s != 'T' && *s != ' ') return false;
+    s++;
+    int hh, mm, ss = 0;
+    double frac = 0;
+    if (!date_digits(&s, 2, 2, &hh) || *s++ != ':' || !date_digits(&s, 2, 2, &mm)) return false;
+    if (*s == ':') {
+        s++;
+        if (!date_digits(&s, 2, 2, &ss)) return false;
+        if (*s == '.' || *s == ',') {
+            double scale = 0.1;
+            if (!(s[1] >= '0' && s[1] <= '9')) return false;
+            for (s++; *s >= '0' && *s <= '9'; s++, scale /= 10) frac += (*s - '0') * scale;
+        }
+    }
+    if (hh > 23 || mm > 59 || ss > 60) return false;
+    if (*s == 'Z') {
+        s++;
+    } else if (*s == '+' || *s == '-') {           /* a UTC offset, ignored */
+        int oh, om = 0;
+        s++;
+        if (!date_digits(&s, 2, 2, &oh)) return false;
+        if (*s == ':') s++;
+        if (*s && !date_digits(&s, 2, 2, &om)) return false;
+        if (oh > 23 || om > 59) return false;
+    }
+    if (*s) return false;
+    d->hour = hh + mm / 60.0 + (ss + frac) / 3600.0;
+    d->has_time = true;
+    return true;
+}
+
+const char *const cg__date_feature_names[CG__DATE_FEATURES] = {
+    "year", "month_sin", "month_cos", "doy_sin", "doy_cos", "weekday", "hour_sin", "hour_cos"};
+
+void cg__date_features(const struct cg__date *d, float *out)
+{
+    const double two_pi = 6.283185307179586;
+    int doy = d->day;
+    for (int m = 1; m < d->month; m++) doy += days_in_month(d->year, m);
+    /* Sakamoto's weekday (Sunday 0), shifted so Monday is 0 as pandas'
+     * Timestamp.dayofweek. */
+    static const int t[12] = {0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4};
+    int y = d->year - (d->month < 3);
+    int sunday0 = (y + y / 4 - y / 100 + y / 400 + t[d->month - 1] + d->day) % 7;
+    double ma = two_pi * (d->month - 1) / 12.0;
+    double da = two_pi * (doy - 1) / (is_leap(d->year) ? 366.0 : 365.0);
+    double ha = two_pi * d->hour / 24.0;
+    out[0] = (float)d->year;
+    out[1] = (float)sin(ma);
+    out[2] = (float)cos(ma);
+    out[3] = (float)sin(da);
+    out[4] = (float)cos(da);
+    out[5] = (float)((sunday0 + 6) % 7);
+    out[6] = (float)sin(ha);
+    out[7] = (float)cos(ha);
+}

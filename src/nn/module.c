@@ -124,7 +124,7 @@ cg_status cg_module_add_parameter(cg_module *m, const char *name, cg_tensor *t)
                  : cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "cg_module_add_parameter(%s.%s): tensor is NULL",
                              cg_module_type(m), name);
-    if (st == CG_OK && t->scope_slot >= 0)
+    if (st == CG_OK && cg__tensor_is_scoped(t))
         st = cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                        "cg_module_add_parameter(%s.%s): the tensor belongs to a "
                        "scope; create it with no scope open or cg_tensor_keep it",
@@ -156,7 +156,7 @@ cg_status cg_module_add_buffer(cg_module *m, const char *name, cg_tensor *t)
                  : cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "cg_module_add_buffer(%s.%s): tensor is NULL",
                              cg_module_type(m), name);
-    if (st == CG_OK && t->scope_slot >= 0)
+    if (st == CG_OK && cg__tensor_is_scoped(t))
         st = cg__error(m->ctx, CG_STATUS_INVALID_ARGUMENT,
                        "cg_module_add_buffer(%s.%s): the tensor belongs to a "
                        "scope; create it with no scope open or cg_tensor_keep it",

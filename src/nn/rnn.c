@@ -487,29 +487,13 @@ static cg_tensor *rnn_forward(cg_module *m, cg_tensor *x, struct cg_forward_args
         return NULL;
     }
     int token = cg__compose_begin(ctx);
-    cg_tensor *st[2] = {NULL, NULL}; /* h_n, c_n */
-    cg_tensor *y = run_layers(r, ctx, x, h0, c0, batched, tdim, B, &st[0], &st[1]);
-    /* A private scope frees the temporaries the graph does not hold; y
-     * leaves it through cg__compose_end, h_n and c_n the same way here. */
-    bool inner[2] = {false, false};
-    for (int i = 0; i < 2; i++) {
-        if (!st[i]) continue;
-        inner[i] = token >= 0 && st[i]->scope_slot >= ctx->marks[token - 1];
-        cg__tensor_ref(st[i]);
-    }
-    y = cg__compose_end(ctx, token, y);
-    for (int i = 0; i < 2; i++) {
-        if (!st[i]) continue;
-        if (!inner[i] || !y) {
-            cg__tensor_unref(st[i]);
-            if (inner[i]) st[i] = NULL;
-        } else if (!cg__ctx_own(ctx, st[i])) {
-            cg__tensor_unref(st[i]);
-            cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "%s: out of host memory", mode_name(r->mode));
-            st[i] = NULL;
-            y = NULL;
-        }
-    }
+    cg_tensor *res[3] = {NULL, NULL, NULL}; /* y, h_n, c_n */
+    res[0] = run_layers(r, ctx, x, h0, c0, batched, tdim, B, &res[1], &res[2]);
+    /* A private scope frees the temporaries the graph does not hold; y,
+     * h_n and c_n leave it together (the states die with it if y failed). */
+    if (!res[0]) res[1] = res[2] = NULL;
+    cg__compose_end_n(ctx, token, 3, res);
+    cg_tensor *y = res[0], *st[2] = {res[1], res[2]};
     if (!y) return NULL;
     if (args) {
         args->state_out[0] = st[0];

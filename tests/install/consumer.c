@@ -3,9 +3,15 @@
  * uses only the public API. */
 #include <clgrad/clgrad.h>
 #include <stdio.h>
+#include <string.h>
 
 int main(void)
 {
+    /* the installed headers and library are one release */
+    if (strcmp(cg_version(), CLGRAD_VERSION_STRING) != 0 || CLGRAD_VERSION_NUMBER < 100) {
+        fprintf(stderr, "consumer: library %s, headers %s\n", cg_version(), CLGRAD_VERSION_STRING);
+        return 1;
+    }
     struct cg_ctx_options o = {.backend = "cpu", .seed = 1};
     cg_ctx *ctx;
     if (cg_ctx_create(&ctx, &o) != CG_OK) {

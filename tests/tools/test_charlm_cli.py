@@ -46,8 +46,8 @@ with tempfile.TemporaryDirectory() as d:
               f"{arch}: sample", p)
         print(f"{arch}: losses {losses}; sample {m.group(1)!r}")
 
-    for args, rc, needle in ((["--arch", "rnn"], 2, "--arch must be"),
-                             (["--steps", "-1"], 2, "bad value for --steps"),
+    for args, rc, needle in ((["--arch", "rnn"], 2, "option '--arch': 'rnn' is not lstm"),
+                             (["--steps", "-1"], 2, "option '--steps': '-1' is not an integer"),
                              (["--bogus", "1"], 2, "unknown option"),
                              (["--text", os.path.join(d, "missing")], 1, "cannot open"),
                              (["--text", text, "--seq", "100000"], 1, "needs at least"),

@@ -3,6 +3,7 @@
 IDX), and turns every kind of bad input into one clear line on stderr and a
 non-zero exit, never a crash. usage: test_train_cli.py PATH/TO/clgrad-train"""
 import gzip
+import json
 import os
 import random
 import struct
@@ -334,6 +335,35 @@ with tempfile.TemporaryDirectory() as tmp:
                         "--backend", "cpu"], capture_output=True, text=True, timeout=120)
     check("eval names a category the model never saw",
           p.returncode == 1 and 'category "purple" was not seen in training' in p.stderr,
+          p.stdout + p.stderr)
+
+    # Issue 17 item 4: user input longer than the fixed buffers the tools
+    # had (a 512-byte model spec, 1024-byte IDX paths) is used whole.
+    long_spec = ", ".join(["linear 4 relu"] * 45 + ["linear 1"])
+    long_ck = os.path.join(tmp, "long.safetensors")
+    rc, out, err = run("--data", reg, "--target", "y", "--epochs", "1", "--model", long_spec,
+                       "--save", long_ck, "--backend", "cpu")
+    # 3*4+4, then 44 x (4*4+4), then 4+1 parameters
+    check("a --model of 600+ characters trains whole", len(long_spec) > 600 and rc == 0
+          and f"{16 + 44 * 20 + 5} parameters" in out, out + err)
+    if rc == 0:
+        with open(long_ck, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            meta = json.loads(f.read(n))["__metadata__"]
+        check("the checkpoint stores the whole spec", meta.get("clgrad.model_spec") == long_spec,
+              meta.get("clgrad.model_spec"))
+    deep = os.path.join(tmp, *(["d" * 200] * 6))
+    os.makedirs(deep)
+    for name in os.listdir(d):
+        os.symlink(os.path.join(d, name), os.path.join(deep, name))
+    rc, out, err = run("--data", deep, "--epochs", "1", "--model", "linear 3",
+                       "--save", long_ck, "--backend", "cpu")
+    check("an IDX folder path of 1200+ characters loads", len(deep) > 1200 and rc == 0
+          and "test acc" in out, out + err)
+    ev = os.path.join(os.path.dirname(TOOL), "clgrad-eval")
+    p = subprocess.run([ev, "--checkpoint", long_ck, "--data", deep, "--backend", "cpu"],
+                       capture_output=True, text=True, timeout=120)
+    check("clgrad-eval loads the same long IDX path", p.returncode == 0 and deep in p.stdout,
           p.stdout + p.stderr)
 
     rc, out, err = run("--help")
