@@ -126,6 +126,12 @@ CG_API cg_status cg_dist_broadcast_optim(cg_dist *d, cg_optim *opt);
 /* Broadcasts bytes from rank 0's buf into every rank's buf. */
 CG_API cg_status cg_dist_broadcast(cg_dist *d, void *buf, size_t bytes);
 
+/* The global index of this rank's first sample in the current batch
+ * (rank x local batch), which dropout adds to its row index so that its
+ * masks follow the global sample. A sharded cg_loader sets it at every
+ * cg_loader_next; a program that cuts its own batches calls this. */
+CG_API void cg_dist_set_batch_offset(cg_ctx *ctx, int64_t first_row);
+
 /* values[0..n) = op over the ranks of values, in place, on every rank
  * (float32; losses and counts for global metrics). */
 CG_API cg_status cg_dist_allreduce(cg_dist *d, float *values, int n, enum cg_dist_op op);

@@ -92,6 +92,11 @@ CG_API bool cg_dist_launched(void) { return launched_size() > 0; }
 CG_API int cg_dist_rank(const cg_dist *d) { return d ? d->rank : 0; }
 CG_API int cg_dist_world_size(const cg_dist *d) { return d ? d->world : 1; }
 
+CG_API void cg_dist_set_batch_offset(cg_ctx *ctx, int64_t first_row)
+{
+    if (ctx) ctx->row_offset = first_row;
+}
+
 int cg__dist_world(cg_ctx *ctx) { return ctx && ctx->dist ? ctx->dist->world : 1; }
 
 CG_API void cg_dist_get_stats(const cg_dist *d, struct cg_dist_stats *out)
