@@ -398,6 +398,9 @@ cg_status cg_ocl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr i
 cg_status cg_ocl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
                            struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
                            int64_t cols, float eps);
+cg_status cg_ocl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                                size_t bytes, void **ticket);
+cg_status cg_ocl_download_poll(void *ctx, void *ticket, int wait, int *done);
 cg_status cg_ocl_layernorm_backward(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
                                     struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
                                     struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,

@@ -367,6 +367,8 @@ static const struct cg_backend_i cg_cl_backend = {
     .bias_gelu_backward = cg_ocl_bias_gelu_backward,
     .layernorm = cg_ocl_layernorm,
     .layernorm_backward = cg_ocl_layernorm_backward,
+    .download_async = cg_ocl_download_async,
+    .download_poll = cg_ocl_download_poll,
 };
 
 /* The plugin's only exported symbol. */

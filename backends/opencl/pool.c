@@ -292,6 +292,58 @@ cg_status cg_ocl_download(void *ctx, void *dst, struct cg_buffer *src, size_t of
     return CG_OK;
 }
 
+/* A non-blocking read with an event as its ticket; clFlush sends it (and
+ * the work before it) to the device, so it completes without a later
+ * call. */
+cg_status cg_ocl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                                size_t bytes, void **ticket)
+{
+    struct cg_cl *cl = ctx;
+    *ticket = NULL;
+    cg_status st = cg_cl_check_bytes(cl, "download_async", src, off, bytes);
+    if (st == CG_OK)
+        st = cg_cl_flush(cl);
+    if (st != CG_OK)
+        return st;
+    cl_event ev;
+    if (bytes == 0)
+        CG_CL_TRY(cl->err, clEnqueueMarkerWithWaitList(cl->queue, 0, NULL, &ev));
+    else
+        CG_CL_TRY(cl->err, clEnqueueReadBuffer(cl->queue, src->mem, CL_FALSE, off, bytes,
+                                               dst, 0, NULL, &ev));
+    cl_int rc = clFlush(cl->queue);
+    if (rc != CL_SUCCESS) {
+        clReleaseEvent(ev);
+        return cg_cl_fail(cl->err, sizeof cl->err, "clFlush(after a gradient read)", rc);
+    }
+    cl->stats.downloads++;
+    cl->stats.download_bytes += bytes;
+    *ticket = ev;
+    return CG_OK;
+}
+
+cg_status cg_ocl_download_poll(void *ctx, void *ticket, int wait, int *done)
+{
+    struct cg_cl *cl = ctx;
+    cl_event ev = ticket;
+    cl_int status = CL_COMPLETE, rc;
+    if (wait)
+        rc = clWaitForEvents(1, &ev);
+    else
+        rc = clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status,
+                            NULL);
+    if (rc == CL_SUCCESS && status < 0)
+        rc = status; /* the read itself failed */
+    *done = rc != CL_SUCCESS || status == CL_COMPLETE;
+    if (*done)
+        clReleaseEvent(ev);
+    if (rc != CL_SUCCESS)
+        return cg_cl_fail(cl->err, sizeof cl->err,
+                          wait ? "clWaitForEvents(a gradient read)"
+                               : "clGetEventInfo(a gradient read)", rc);
+    return CG_OK;
+}
+
 cg_status cg_ocl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off,
                       struct cg_buffer *src, size_t src_off, size_t bytes)
 {

@@ -42,8 +42,10 @@
  *     cg_backward waits for the last one and divides by N before it
  *     returns. On the cpu backend MPI reads and writes the gradient memory
  *     itself (a bucket of several tensors is packed into one host block
- *     with memcpy); on other backends each gradient is downloaded into a
- *     host staging block allocated once at attach;
+ *     with memcpy); on other backends each gradient is read into a host
+ *     staging block allocated once at attach, with reads enqueued without
+ *     waiting (the backend's download_async: the bucket is sent when they
+ *     have landed, while the device goes on with backward);
  *   - BatchNorm in training sums its per-channel statistics over every
  *     rank (SyncBatchNorm), and dropout draws its mask from the global
  *     sample index (the loader's shard sets it), so N ranks with a global

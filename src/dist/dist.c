@@ -16,9 +16,13 @@
  *
  * Memory. On the cpu backend the gradient is host memory: a one-tensor
  * bucket is all-reduced in place in it, a bucket of several is packed into
- * the bucket's host block with memcpy. Other backends download each
- * gradient into that host block (allocated once at attach) and upload the
- * mean. Without MPI the file builds the one-process versions of the API.
+ * the bucket's host block with memcpy. Other backends read each gradient
+ * into that host block (allocated once at attach) and upload the mean; with
+ * download_async (opencl) the reads are only enqueued when the bucket is
+ * ready, and the bucket goes out at a later hook (or at the end) once they
+ * have landed. Buckets are sent strictly in the order they were staged, so
+ * every rank issues the same collectives in the same order. Without MPI the
+ * file builds the one-process versions of the API.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -44,6 +48,9 @@ struct bucket {
     int ready;              /* parameters finished in this backward        */
     bool launched;
     bool done;              /* its request completed (MPI_Test)            */
+    bool staged;            /* its reads are out (this backward)           */
+    void **tickets;         /* (count) reads in flight: download_async     */
+    int n_tickets;
     float *host;            /* numel floats (NULL: in place, cpu)          */
     double t_launch;
 #if CG_HAVE_MPI
@@ -69,6 +76,8 @@ struct cg_dist {
     int n_params, hint;
     struct bucket *buckets;
     int n_buckets;
+    int *order;             /* buckets in the order they were staged       */
+    int n_order, next_send; /* order[0 .. next_send) have been sent        */
     struct cg_dist_stats stats;
 };
 
@@ -191,8 +200,11 @@ static void detach(cg_dist *d)
         if (d->buckets[b].launched && !d->buckets[b].done)
             MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
         free(d->buckets[b].host);
+        free(d->buckets[b].tickets);
     }
     free(d->buckets);
+    free(d->order);
+    d->order = NULL;
     free(d->params);
     free(d->offs);
     free(d->bucket_of);
@@ -399,25 +411,72 @@ static float *grad_ptr(cg_tensor *g)
     return g->st->buf->data + g->offset;
 }
 
-static cg_status bucket_launch(cg_dist *d, struct bucket *b)
+/* Starts b's trip to the host: nothing to do on the cpu backend (MPI reads
+ * the gradients, packed at send time); elsewhere a read of each gradient
+ * into b's host block, without waiting where the backend can
+ * (download_async), else a plain download. Appends b to the send order. */
+static cg_status bucket_stage(cg_dist *d, struct bucket *b)
+{
+    const struct cg_backend_i *be = d->ctx->be;
+    bool async = !d->direct && CG_BACKEND_HAS(be, download_async) &&
+                 CG_BACKEND_HAS(be, download_poll);
+    b->staged = true;
+    d->order[d->n_order++] = (int)(b - d->buckets);
+    b->n_tickets = 0;
+    if (d->direct) return CG_OK;
+    for (int i = b->first; i < b->first + b->count; i++) {
+        cg_tensor *g = d->params[i]->grad;
+        int64_t n = cg_tensor_numel(d->params[i]);
+        float *dst = b->host + d->offs[i];
+        if (!g) {
+            memset(dst, 0, (size_t)n * sizeof *dst);
+        } else if (async) {
+            void *ticket;
+            if (be->download_async(d->ctx->bctx, dst, g->st->buf, (size_t)g->offset * sizeof *dst,
+                                   (size_t)n * sizeof *dst, &ticket) != CG_OK)
+                return cg__backend_error(d->ctx, CG_STATUS_BACKEND_ERROR,
+                                         "cg_backward: reading a gradient for the all-reduce");
+            b->tickets[b->n_tickets++] = ticket;
+        } else {
+            cg_status st = cg_tensor_to_host(g, dst, n);
+            if (st != CG_OK) return st;
+        }
+    }
+    return CG_OK;
+}
+
+/* Whether b's reads have landed (wait: until they have). */
+static cg_status bucket_landed(cg_dist *d, struct bucket *b, bool wait, bool *landed)
+{
+    const struct cg_backend_i *be = d->ctx->be;
+    cg_status st = CG_OK;
+    while (b->n_tickets > 0) {
+        int done = 0;
+        if (be->download_poll(d->ctx->bctx, b->tickets[b->n_tickets - 1], wait, &done) != CG_OK) {
+            st = cg__backend_error(d->ctx, CG_STATUS_BACKEND_ERROR,
+                                   "cg_backward: reading a gradient for the all-reduce");
+            done = 1; /* the ticket is released on failure too */
+        }
+        if (!done) break;
+        b->n_tickets--; /* the queue is in order: the last read lands last */
+    }
+    *landed = b->n_tickets == 0;
+    return st;
+}
+
+static cg_status bucket_send(cg_dist *d, struct bucket *b)
 {
     float *buf = b->host;
     if (!buf) { /* cpu, one tensor: in place */
         cg_tensor *g = d->params[b->first]->grad;
         buf = grad_ptr(g);
-    } else {
+    } else if (d->direct) {
         for (int i = b->first; i < b->first + b->count; i++) {
             cg_tensor *g = d->params[i]->grad;
             int64_t n = cg_tensor_numel(d->params[i]);
             float *dst = b->host + d->offs[i];
-            if (!g) {
-                memset(dst, 0, (size_t)n * sizeof *dst);
-            } else if (d->direct) {
-                memcpy(dst, grad_ptr(g), (size_t)n * sizeof *dst);
-            } else {
-                cg_status st = cg_tensor_to_host(g, dst, n);
-                if (st != CG_OK) return st;
-            }
+            if (g) memcpy(dst, grad_ptr(g), (size_t)n * sizeof *dst);
+            else memset(dst, 0, (size_t)n * sizeof *dst);
         }
     }
     b->launched = true;
@@ -427,6 +486,24 @@ static cg_status bucket_launch(cg_dist *d, struct bucket *b)
     MPI_TRY(d, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)b->numel, MPI_FLOAT, MPI_SUM, d->comm,
                               &b->req));
     return CG_OK;
+}
+
+/* Sends the staged buckets whose data has landed, in staging order (the
+ * same on every rank, as MPI's collective ordering needs); wait: all. */
+static cg_status pump(cg_dist *d, bool wait)
+{
+    cg_status st = CG_OK;
+    while (d->next_send < d->n_order) {
+        struct bucket *b = &d->buckets[d->order[d->next_send]];
+        bool landed = true;
+        cg_status s = b->n_tickets ? bucket_landed(d, b, wait, &landed) : CG_OK;
+        if (st == CG_OK) st = s;
+        if (!landed) break;
+        s = bucket_send(d, b);
+        if (st == CG_OK) st = s;
+        d->next_send++;
+    }
+    return st;
 }
 
 /* Waits for b and writes the mean back into the gradients. */
@@ -470,42 +547,48 @@ static int find_param(cg_dist *d, const cg_tensor *t)
 static cg_status grad_hook(void *data, cg_tensor *leaf)
 {
     cg_dist *d = data;
+    cg_status st = CG_OK;
     if (leaf) {
         int i = find_param(d, leaf);
         if (i < 0 || d->ready[i]) return CG_OK;
         d->ready[i] = true;
+        struct bucket *b = &d->buckets[d->bucket_of[i]];
+        if (++b->ready == b->count && !d->no_overlap) st = bucket_stage(d, b);
+        cg_status s = pump(d, false);
+        if (st == CG_OK) st = s;
         /* Open MPI moves a non-blocking collective on only inside MPI
          * calls: poke the ones in flight, so they progress during backward. */
-        for (int k = 0; k < d->n_buckets; k++) {
+        for (int k = 0; k < d->next_send; k++) {
+            struct bucket *bk = &d->buckets[d->order[k]];
             int done;
-            if (d->buckets[k].launched && !d->buckets[k].done) {
-                MPI_Test(&d->buckets[k].req, &done, MPI_STATUS_IGNORE);
-                d->buckets[k].done = done;
+            if (bk->launched && !bk->done) {
+                MPI_Test(&bk->req, &done, MPI_STATUS_IGNORE);
+                bk->done = done;
             }
         }
-        struct bucket *b = &d->buckets[d->bucket_of[i]];
-        if (++b->ready == b->count && !d->no_overlap) return bucket_launch(d, b);
-        return CG_OK;
+        return st;
     }
-    /* The walk ended: launch what is left, in order, and wait for all. */
-    cg_status st = CG_OK;
+    /* The walk ended: stage what is left (parameters without a gradient
+     * this step keep theirs back), in index order, send all, wait. */
     for (int k = 0; k < d->n_buckets; k++) {
-        struct bucket *b = &d->buckets[k];
-        if (!b->launched) {
-            cg_status s = bucket_launch(d, b);
-            if (st == CG_OK) st = s;
-        }
+        if (d->buckets[k].staged) continue;
+        cg_status s = bucket_stage(d, &d->buckets[k]);
+        if (st == CG_OK) st = s;
     }
     double t0 = now_s();
+    cg_status s = pump(d, true);
+    if (st == CG_OK) st = s;
     for (int k = 0; k < d->n_buckets; k++) {
         struct bucket *b = &d->buckets[k];
-        if (!b->launched) continue;
-        cg_status s = bucket_finish(d, b);
+        if (b->launched) s = bucket_finish(d, b);
         if (st == CG_OK) st = s;
+        b->staged = false;
+        b->ready = 0;
     }
     d->stats.wait_s += now_s() - t0;
     for (int i = 0; i < d->n_params; i++) d->ready[i] = false;
     d->hint = 0;
+    d->n_order = d->next_send = 0;
     return st;
 }
 
@@ -518,7 +601,8 @@ static cg_status make_buckets(cg_dist *d, cg_module *model)
     d->bucket_of = malloc((size_t)(np + 1) * sizeof *d->bucket_of);
     d->ready = calloc((size_t)np + 1, sizeof *d->ready);
     d->buckets = calloc((size_t)np + 1, sizeof *d->buckets);
-    if (!nt || !d->params || !d->offs || !d->bucket_of || !d->ready || !d->buckets) {
+    d->order = malloc((size_t)(np + 1) * sizeof *d->order);
+    if (!nt || !d->params || !d->offs || !d->bucket_of || !d->ready || !d->buckets || !d->order) {
         free(nt);
         return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_attach: out of host memory");
     }
@@ -541,6 +625,9 @@ static cg_status make_buckets(cg_dist *d, cg_module *model)
     }
     for (int k = 0; k < d->n_buckets; k++) {
         b = &d->buckets[k];
+        b->tickets = malloc((size_t)b->count * sizeof *b->tickets);
+        if (!b->tickets)
+            return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_attach: out of host memory");
         if (d->direct && b->count == 1) continue;
         b->host = malloc((size_t)(b->numel > 0 ? b->numel : 1) * sizeof(float));
         if (!b->host)
