@@ -3,25 +3,15 @@
  *
  * One kernel serves every op in enum cg_ew_op (include/clgrad/backend.h):
  * `op` is the same for all work-items, so the switch costs a uniform branch,
- * and one program build covers all 29 ops (a -D per op would mean 29 builds,
- * each ~1 s cold on PoCL). The op numbers below must match backend.h; the
- * host side checks CG_EW_COUNT against EW_COUNT with a _Static_assert.
+ * and one program build covers all ops (a -D per op would mean one build
+ * each, ~1 s cold on PoCL). enum cg_ew_op itself is not written here:
+ * tools/embed_cl.py copies it from backend.h in front of this file, with
+ * cl/cg_erf.h, so the op numbers are the host's by construction.
  *
  * Offsets, shapes and strides are in elements. Every kernel loops with a
  * grid stride, so the host may launch fewer work-items than elements.
  */
 
-enum {
-    EW_COPY, EW_NEG, EW_EXP, EW_LOG, EW_SQRT, EW_ABS, EW_RELU, EW_SIGMOID,
-    EW_TANH, EW_GELU, EW_POW_SCALAR, EW_CLAMP, EW_AFFINE, EW_SIGN,
-    EW_ADD, EW_SUB, EW_MUL, EW_DIV, EW_MAXIMUM, EW_MINIMUM, EW_EQ, EW_GT,
-    EW_AXPBY,
-    EW_RELU_BACKWARD, EW_SIGMOID_BACKWARD, EW_TANH_BACKWARD, EW_GELU_BACKWARD,
-    EW_POW_SCALAR_BACKWARD, EW_CLAMP_BACKWARD,
-    EW_COUNT
-};
-
-#define CG_SQRT1_2 0.70710678118654752440f  /* 1 / sqrt(2)   */
 #define CG_INV_SQRT_2PI 0.39894228040143267794f /* 1 / sqrt(2 pi) */
 
 /* Stable logistic: never evaluates exp of a large positive number. */
@@ -34,8 +24,8 @@ static float cg_sigmoid(float x)
 }
 
 /* erf(x / sqrt 2) given e2 = exp(-x^2 / 2), Abramowitz & Stegun 7.1.26
- * (|error| <= 1.5e-7), in the form of PyTorch's vectorised erf (ATen
- * vec256_float.h) and of cl/seq.cl's bias_gelu:
+ * (|error| <= 1.5e-7, cl/cg_erf.h), in the form of PyTorch's vectorised
+ * erf (ATen vec256_float.h) and of cl/seq.cl's bias_gelu:
  *   erf(a) = sign(a) (1 - t P(t) exp(-a^2)),  t = 1 / (1 + p |a|).
  * Straight-line code: PoCL vectorises it across work-items, where the
  * built-in erf's branches keep a kernel scalar (~20x slower, PoCL 3.1). The
@@ -43,12 +33,8 @@ static float cg_sigmoid(float x)
  * erf and PyTorch's GELU do, and GELU's density shares the exp. */
 static float cg_erf_sqrt1_2(float x, float e2)
 {
-    float t = 1.0f / (1.0f + (0.3275911f * CG_SQRT1_2) * fabs(x));
-    float p = 1.061405429f;
-    p = p * t - 1.453152027f;
-    p = p * t + 1.421413741f;
-    p = p * t - 0.284496736f;
-    p = p * t + 0.254829592f;
+    float t = 1.0f / (1.0f + CG_ERF_P_SQRT1_2 * fabs(x));
+    float p = CG_ERF_POLY(t);
     float r = 1.0f - p * t * e2;
     return x < 0.0f ? -r : r;
 }
@@ -60,46 +46,46 @@ static float cg_min_nan(float a, float b) { return (a < b || isnan(a)) ? a : b; 
 static float cg_ew_apply(int op, float x, float g, float p0, float p1)
 {
     switch (op) {
-    case EW_COPY:        return x;
-    case EW_NEG:         return -x;
-    case EW_EXP:         return exp(x);
-    case EW_LOG:         return log(x);
-    case EW_SQRT:        return sqrt(x);
-    case EW_ABS:         return fabs(x);
-    case EW_RELU:        return x < 0.0f ? 0.0f : x;
-    case EW_SIGMOID:     return cg_sigmoid(x);
-    case EW_TANH:        return tanh(x);
+    case CG_EW_COPY:        return x;
+    case CG_EW_NEG:         return -x;
+    case CG_EW_EXP:         return exp(x);
+    case CG_EW_LOG:         return log(x);
+    case CG_EW_SQRT:        return sqrt(x);
+    case CG_EW_ABS:         return fabs(x);
+    case CG_EW_RELU:        return x < 0.0f ? 0.0f : x;
+    case CG_EW_SIGMOID:     return cg_sigmoid(x);
+    case CG_EW_TANH:        return tanh(x);
     /* PyTorch GELU (approximate='none'): x * Phi(x), Phi(x) = (1 + erf(x/sqrt 2)) / 2 */
-    case EW_GELU:
+    case CG_EW_GELU:
         return x * 0.5f * (1.0f + cg_erf_sqrt1_2(x, exp(-0.5f * x * x)));
-    case EW_POW_SCALAR:  return pow(x, p0);
-    case EW_CLAMP: {
+    case CG_EW_POW_SCALAR:  return pow(x, p0);
+    case CG_EW_CLAMP: {
         float t = x < p0 ? p0 : x;     /* min(max(x, p0), p1), NaN stays NaN */
         return t > p1 ? p1 : t;
     }
-    case EW_AFFINE:      return p0 * x + p1;
-    case EW_SIGN:        return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
-    case EW_ADD:         return x + g;
-    case EW_SUB:         return x - g;
-    case EW_MUL:         return x * g;
-    case EW_DIV:         return x / g;
-    case EW_MAXIMUM:     return cg_max_nan(x, g);
-    case EW_MINIMUM:     return cg_min_nan(x, g);
-    case EW_EQ:          return x == g ? 1.0f : 0.0f;
-    case EW_GT:          return x > g ? 1.0f : 0.0f;
-    case EW_AXPBY:       return p0 * x + p1 * g;
-    case EW_RELU_BACKWARD:    return x > 0.0f ? g : 0.0f;
-    case EW_SIGMOID_BACKWARD: return g * x * (1.0f - x);     /* x = y */
-    case EW_TANH_BACKWARD:    return g * (1.0f - x * x);     /* x = y */
+    case CG_EW_AFFINE:      return p0 * x + p1;
+    case CG_EW_SIGN:        return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
+    case CG_EW_ADD:         return x + g;
+    case CG_EW_SUB:         return x - g;
+    case CG_EW_MUL:         return x * g;
+    case CG_EW_DIV:         return x / g;
+    case CG_EW_MAXIMUM:     return cg_max_nan(x, g);
+    case CG_EW_MINIMUM:     return cg_min_nan(x, g);
+    case CG_EW_EQ:          return x == g ? 1.0f : 0.0f;
+    case CG_EW_GT:          return x > g ? 1.0f : 0.0f;
+    case CG_EW_AXPBY:       return p0 * x + p1 * g;
+    case CG_EW_RELU_BACKWARD:    return x > 0.0f ? g : 0.0f;
+    case CG_EW_SIGMOID_BACKWARD: return g * x * (1.0f - x);     /* x = y */
+    case CG_EW_TANH_BACKWARD:    return g * (1.0f - x * x);     /* x = y */
     /* d/dx x*Phi(x) = Phi(x) + x*phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi) */
-    case EW_GELU_BACKWARD: {
+    case CG_EW_GELU_BACKWARD: {
         float e2 = exp(-0.5f * x * x);
         float cdf = 0.5f * (1.0f + cg_erf_sqrt1_2(x, e2));
         float pdf = CG_INV_SQRT_2PI * e2;
         return g * (cdf + x * pdf);
     }
-    case EW_POW_SCALAR_BACKWARD: return g * p0 * pow(x, p0 - 1.0f);
-    case EW_CLAMP_BACKWARD:   return (x >= p0 && x <= p1) ? g : 0.0f;
+    case CG_EW_POW_SCALAR_BACKWARD: return g * p0 * pow(x, p0 - 1.0f);
+    case CG_EW_CLAMP_BACKWARD:   return (x >= p0 && x <= p1) ? g : 0.0f;
     default:                  return NAN;
     }
 }

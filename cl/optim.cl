@@ -140,8 +140,8 @@ __kernel void optim_rmsprop(__global float *p, long po, __global const float *gr
 }
 
 /* ---- one element per work-item -----------------------------------------
- * CPU devices: the launch holds exactly n work-items (kernels.c
- * cg_cl_run_exact), so these have no loop and no bounds check. PoCL
+ * CPU devices: the launch holds exactly n work-items (queue.c
+ * cg_cl_launch_exact), so these have no loop and no bounds check. PoCL
  * vectorises a work-group across its work-items only over straight-line
  * code: with the grid-stride loop of the kernels above, Adam was a quarter
  * of a PoCL MLP step. n is taken (and unused) so the arguments match. */

@@ -25,19 +25,14 @@
  * the body (which PoCL then does not vectorise) ~6 ms.
  */
 
-#define CG_SQRT1_2 0.70710678118654752440f      /* 1 / sqrt(2)    */
 #define CG_INV_SQRT_2PI 0.39894228040143267794f /* 1 / sqrt(2 pi) */
 
 /* Phi(x) given e2 = exp(-x^2 / 2):
  *   erf(a) = 1 - t P(t) exp(-a^2),  t = 1 / (1 + p a),  a = |x| / sqrt 2. */
 static float cg_normcdf(float x, float e2)
 {
-    float t = 1.0f / (1.0f + (0.3275911f * CG_SQRT1_2) * fabs(x));
-    float p = 1.061405429f;
-    p = p * t - 1.453152027f;
-    p = p * t + 1.421413741f;
-    p = p * t - 0.284496736f;
-    p = p * t + 0.254829592f;
+    float t = 1.0f / (1.0f + CG_ERF_P_SQRT1_2 * fabs(x));
+    float p = CG_ERF_POLY(t);
     float half_erfc = 0.5f * p * t * e2;   /* (1 - erf(|x| / sqrt 2)) / 2 */
     return x < 0.0f ? half_erfc : 1.0f - half_erfc;
 }

@@ -13,10 +13,13 @@
  *     the OpenCL error name, not ignored;
  *   - get_stats does not flush (it cannot return a status), so the pending
  *     op survives it and runs once the real queue is back.
+ * And a value an opencl switch does not accept is named on stderr.
  */
 #include "harness.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cl_backend.h"
 
@@ -119,12 +122,82 @@ static void test_get_stats_keeps_pending_work(void **state)
     e.be->release(e.bctx, e.buf);
 }
 
+/* Every opencl switch with a value it does not accept: one line on stderr
+ * naming the variable, the value and what is accepted, and the context
+ * works with the defaults (issue 17: such values were ignored silently). */
+static const struct {
+    const char *name, *value, *accepted;
+} bad_env[] = {
+    {"CLGRAD_FUSE", "maybe", "(0 or 1)"},
+    {"CLGRAD_OPTIM_BATCH", "2", "(0 or 1)"},
+    {"CLGRAD_FUSE_LOOP", "yes", "(0 or 1)"},
+    {"CLGRAD_LN_ROW_ITEMS", "-1", "(0 or 1)"},
+    {"CLGRAD_VERBOSE", "abc", "(0 or 1)"},
+    {"CLGRAD_CLBLAST_TUNE", "off", "(0 or 1)"},
+    {"CLGRAD_CL_MEM_MB", "lots", "(a whole number from 1 to"},
+    {"CLGRAD_CACHE_MAX_MB", "0", "(a whole number from 1 to"},
+    {"CLGRAD_GEMM", "bogus", "(own, own-inplace, own-packed, clblast)"},
+};
+
+static void test_bad_env_values_warn(void **state)
+{
+    (void)state;
+    if (strcmp(th_backend(), "opencl") != 0) {
+        print_message("backend %s: opencl's switches, skipped\n", th_backend());
+        skip();
+    }
+    char path[] = "/tmp/clgrad-env-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0 && dup2(fd, 2) == 2);
+    for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++)
+        setenv(bad_env[i].name, bad_env[i].value, 1);
+    setenv("CLGRAD_CACHE_DIR", path, 1);   /* a file: the plugin writes no binary */
+    cg_ctx *ctx = th_ctx_create(31);
+    float ha[4] = {1, 2, 3, 4}, hb[4] = {5, 6, 7, 8}, hc[4];
+    cg_tensor *a = cg_tensor_from_host(ctx, CG_SHAPE(2, 2), ha);
+    cg_tensor *b = cg_tensor_from_host(ctx, CG_SHAPE(2, 2), hb);
+    cg_tensor *c = cg_matmul(a, b);   /* reads CLGRAD_GEMM */
+    cg_status st = cg_tensor_to_host(c, hc, 4);
+    cg_ctx_free(ctx);
+    /* CLGRAD_CACHE_MAX_MB is read after a binary is written: directly. */
+    uint64_t cap = cg_cl_cache_max_bytes();
+    for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++)
+        unsetenv(bad_env[i].name);
+    unsetenv("CLGRAD_CACHE_DIR");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char log[8192] = "";
+    ssize_t n = pread(fd, log, sizeof log - 1, 0);
+    close(fd);
+    unlink(path);
+    log[n > 0 ? n : 0] = '\0';
+    print_message("%s", log);
+    assert_int_equal(st, CG_OK);
+    assert_true(cap == (uint64_t)CG_CL_CACHE_MAX_MB << 20);
+    assert_true(hc[0] == 19 && hc[1] == 22 && hc[2] == 43 && hc[3] == 50);
+    for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++) {
+        char want[160];
+        snprintf(want, sizeof want, "%s=\"%s\" is not accepted %s", bad_env[i].name,
+                 bad_env[i].value, bad_env[i].accepted);
+        if (!strstr(log, want))
+            fail_msg("no warning \"%s\" on stderr", want);
+        const char *first = strstr(log, want);
+        if (strstr(first + 1, want))
+            fail_msg("\"%s\" warned more than once", want);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_alloc_returns_flush_error, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_get_stats_keeps_pending_work, th_setup,
                                         th_teardown),
+        cmocka_unit_test(test_bad_env_values_warn),
     };
     return TH_RUN(tests);
 }

@@ -14,6 +14,7 @@
  */
 #include "harness.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -225,6 +226,90 @@ static void test_damaged_cache_falls_back(void **state)
     assert_int_not_equal(system(cmd), 0);
 }
 
+/* Writes a file of `bytes` bytes last used `age` seconds ago. */
+static void cache_file(const char *dir, const char *name, size_t bytes, int age)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    for (size_t i = 0; i < bytes; ++i)
+        fputc((int)(i & 0xff), fp);
+    assert_int_equal(fclose(fp), 0);
+    struct timespec t[2];
+    clock_gettime(CLOCK_REALTIME, &t[0]);
+    t[0].tv_sec -= age;
+    t[1] = t[0];
+    assert_int_equal(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+static int cache_has(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* The folder's cap (CLGRAD_CACHE_MAX_MB): a new binary evicts the least
+ * recently used ones, a load counting as a use, until the binaries fit;
+ * tuning results and other files stay, temporary files of dead writers
+ * go. */
+static void test_cache_size_cap(void **state)
+{
+    struct fx *f = *state;
+    const size_t mib = (size_t)1 << 20;
+    cl_program prog;
+    build(f, CG_CL_PROG_INDEX, &prog);   /* cached now, if not already */
+    clReleaseProgram(prog);
+    char cmd[600], index_bin[256] = "";
+    snprintf(cmd, sizeof cmd, "cd '%s' && touch -d '1 hour ago' index-*.clbin", f->cache);
+    assert_int_equal(system(cmd), 0);
+    /* Older than every file below until this load uses it. */
+    assert_int_equal(build(f, CG_CL_PROG_INDEX, &prog), 1);
+    clReleaseProgram(prog);
+    const char *names[] = {"old-0.clbin", "old-1.clbin", "old-2.clbin", "new-3.clbin"};
+    for (int i = 0; i < 4; ++i)
+        cache_file(f->cache, names[i], mib, i < 3 ? 600 - 100 * i : 0);
+    cache_file(f->cache, "clblast-sgemm-0.tune", mib / 2, 3000);
+    cache_file(f->cache, "ew-0.clbin.tmp.2147483646.0", 100, 3000);   /* no such pid */
+    snprintf(cmd, sizeof cmd, "cd '%s' && ls index-*.clbin", f->cache);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(index_bin, sizeof index_bin, p));
+    pclose(p);
+    index_bin[strcspn(index_bin, "\n")] = '\0';
+
+    /* A new program is written; the cap leaves room for about two more. */
+    setenv("CLGRAD_CACHE_MAX_MB", "3", 1);
+    const char *src = "__kernel void cap_probe(__global float *x) { x[0] = 2.0f; }\n";
+    char options[256], err[CG_CL_ERR_LEN] = "";
+    int from_cache = -1;
+    cg_cl_build_options(&f->dev, CG_CL_PROG_EW, options, sizeof options);
+    cg_status st = cg_cl_program_build(&f->dev, "cap", src, options, &prog, &from_cache, err,
+                                       sizeof err);
+    unsetenv("CLGRAD_CACHE_MAX_MB");
+    assert_int_equal(st, CG_OK);
+    assert_int_equal(from_cache, 0);
+    clReleaseProgram(prog);
+    snprintf(cmd, sizeof cmd, "ls -l --time-style=+%%s '%s'", f->cache);
+    assert_int_equal(system(cmd), 0);
+    assert_false(cache_has(f->cache, "old-0.clbin"));   /* least recently used */
+    assert_false(cache_has(f->cache, "old-1.clbin"));
+    assert_true(cache_has(f->cache, "new-3.clbin"));
+    assert_true(cache_has(f->cache, index_bin));        /* used by the load above */
+    assert_true(cache_has(f->cache, "clblast-sgemm-0.tune"));
+    assert_false(cache_has(f->cache, "ew-0.clbin.tmp.2147483646.0"));
+    snprintf(cmd, sizeof cmd,
+             "test $(cat '%s'/*.clbin | wc -c) -le %zu && ls '%s' | grep -q '^cap-.*\\.clbin$'",
+             f->cache, 3 * mib, f->cache);
+    assert_int_equal(system(cmd), 0);
+    /* The call the plugin makes, directly: a cap below one file keeps
+     * only the file named. */
+    assert_true(cg_cl_cache_trim(f->cache, 1, index_bin) >= 1);
+    assert_true(cache_has(f->cache, index_bin));
+    assert_false(cache_has(f->cache, "new-3.clbin"));
+}
+
 /* A compile error names the program and carries the build log. */
 static void test_build_error_has_log(void **state)
 {
@@ -253,9 +338,9 @@ static void test_error_names(void **state)
     for (int c = 0; c >= -72; --c)
         if (c > -20 || c < -29)
             assert_string_not_equal(cg_cl_error_name(c), "CL_UNKNOWN_ERROR");
-    assert_string_equal(cg_clblast_status_name(-2050), "CLBlastInsufficientMemoryTemp");
-    assert_string_equal(cg_clblast_status_name(-1016), "CLBlastInvalidLeadDimA");
-    assert_string_equal(cg_clblast_status_name(-54), "CL_INVALID_WORK_GROUP_SIZE");
+    assert_string_equal(cg_cl_clblast_status_name(-2050), "CLBlastInsufficientMemoryTemp");
+    assert_string_equal(cg_cl_clblast_status_name(-1016), "CLBlastInvalidLeadDimA");
+    assert_string_equal(cg_cl_clblast_status_name(-54), "CL_INVALID_WORK_GROUP_SIZE");
     char err[128];
     assert_int_equal(cg_cl_fail(err, sizeof err, "clFinish(q)", -5), CG_STATUS_BACKEND_ERROR);
     assert_string_equal(err, "clFinish(q): CL_OUT_OF_RESOURCES (-5)");
@@ -268,6 +353,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_compile_then_cache),
         cmocka_unit_test(test_cache_key_covers_driver),
         cmocka_unit_test(test_damaged_cache_falls_back),
+        cmocka_unit_test(test_cache_size_cap),
         cmocka_unit_test(test_build_error_has_log),
         cmocka_unit_test(test_error_names),
     };

@@ -616,8 +616,13 @@ static void test_no_header(void **state)
     expect_error("1,2\n3,4,5\n", &o, CG_STATUS_PARSE_ERROR,
                  "data.csv:2:3: too many fields: the first row has 2 columns");
     /* a missing cell in the first row is found like any other */
-    expect_error("1,\n3,4\n", &o, CG_STATUS_PARSE_ERROR,
+    expect_error("1,\n3,4\n", &o, CG_STATUS_MISSING_VALUE,
                  "data.csv:1:2: missing value in column \"column2\"");
+    /* text checks reach the first row too */
+    expect_error("1,caf\xe9\n3,4\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:1:2: the text is not valid UTF-8");
+    expect_error("1,a\n3,caf\xe9\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:2:2: the class name is not valid UTF-8");
     o.target = "y";
     expect_error("1,2\n3,4\n", &o, CG_STATUS_INVALID_ARGUMENT,
                  "no target column named \"y\"; the file (no header) has \"column1\", "
@@ -1144,6 +1149,49 @@ static void test_locale(void **state)
     if (st != CG_OK) fail_msg("under de_DE: %s", cg_last_error(NULL));
 }
 
+/* Issue 17 item 1: names and categories that are not UTF-8 (Latin-1
+ * "caf\xe9") are rejected at load with line and column; they used to train
+ * and save a checkpoint no reader opens. Valid UTF-8 passes. */
+static void test_invalid_utf8(void **state)
+{
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    expect_error("a,caf\xe9,y\n1,2,3\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:1:2: the column name is not valid UTF-8 text (byte 0xe9 at byte 4");
+    expect_error("a,y\n1,tea\n2,\"caf\xe9\"\n", &o, CG_STATUS_PARSE_ERROR,
+                 "data.csv:3:2: the class name is not valid UTF-8 text (byte 0xe9 at byte 4");
+    expect_error("a,b,y\n1,red,0\n2,\xc0\xaf,1\n", &o, CG_STATUS_PARSE_ERROR,  /* overlong */
+                 "data.csv:3:2: the category is not valid UTF-8 text (byte 0xc0 at byte 1");
+    expect_error("a,b,y\n1,\xed\xa0\x80,0\n", &o, CG_STATUS_PARSE_ERROR,      /* surrogate */
+                 "data.csv:2:2: the category is not valid UTF-8");
+    struct cg_table *t;
+    assert_int_equal(parse("caf\xc3\xa9,y\n1,\xe6\x97\xa5\n2,\xf0\x9f\x98\x80\n", &o, &t), CG_OK);
+    assert_string_equal(t->cols[0].name, "caf\xc3\xa9");
+    assert_int_equal(t->cols[1].n_categories, 2);
+    cg_table_free(t);
+    /* a NUL byte inside a name would cut it short silently */
+    static const char nul[] = "a\0b,y\n1,2\n";
+    FILE *f = fmemopen((void *)nul, sizeof nul - 1, "rb");
+    t = (struct cg_table *)1;
+    assert_int_equal(cg_csv_read_stream(f, "data.csv", &o, &t), CG_STATUS_PARSE_ERROR);
+    fclose(f);
+    th_assert_error_contains(NULL, "data.csv:1:1: the column name is not valid UTF-8 text (byte 0x00 at byte 2");
+}
+
+/* Found by fuzz_csv: a categorical column whose only category is in a
+ * dropped row left its filled cells at category 0 of 0 (an index out of
+ * range for one-hot). Now an error naming the column. */
+static void test_fill_without_categories(void **state)
+{
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    for (int k = 0; k < 2; k++) {
+        o.missing = k ? CG_MISSING_FILL_CONSTANT : CG_MISSING_FILL_MEAN;
+        expect_error("a,c,y\n1,,0\n,red,\n5,3,\n", &o, CG_STATUS_PARSE_ERROR,
+                     "data.csv: column 2 (\"c\") has no values in the rows kept");
+    }
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1161,6 +1209,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_non_numeric_cell),
         cmocka_unit_test(test_missing_target_column),
         cmocka_unit_test(test_non_finite_cells),
+        cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_fill_without_categories),
         cmocka_unit_test(test_wide_row),
         cmocka_unit_test(test_unterminated_quote),
         cmocka_unit_test(test_other_malformed),

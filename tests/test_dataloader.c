@@ -4,14 +4,19 @@
  * targets, the partial last batch), per-epoch shuffles that cover every
  * sample once and follow the context's seed, drop_last, prefetching giving
  * the same batches as the synchronous path, and no device allocation per
- * step.
+ * step; byte storage (uint8 images) converted per batch to the same
+ * floats as float storage.
  *
  * Sample i holds x = i * 100 + j in its element j, so a downloaded batch
  * says which samples it carries.
  */
 #include "harness.h"
 
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* n samples of shape (1, 3, 4); y = i % 5 (classes) or (n, 2) rows. */
 static struct cg_dataset *id_dataset(int64_t n, int64_t y_dim)
@@ -242,6 +247,163 @@ static void test_no_realloc(void **state)
     cg_dataset_free(ds);
 }
 
+/* Big-endian IDX header of type 0x08 with ndim dims into buf; its size. */
+static size_t idx_u8_header(unsigned char *buf, int ndim, const uint32_t *dims)
+{
+    size_t n = 0;
+    uint32_t words[4] = {0x0800u | (uint32_t)ndim, dims[0], ndim > 1 ? dims[1] : 0,
+                         ndim > 2 ? dims[2] : 0};
+    for (int i = 0; i <= ndim; i++)
+        for (int b = 3; b >= 0; b--) buf[n++] = (unsigned char)(words[i] >> (8 * b));
+    return n;
+}
+
+static void write_file(const char *path, const unsigned char *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Fashion-MNIST's form in small: n uint8 images (5, 7) whose first two
+ * pixels carry the sample id (id % 256, id / 256) and the rest every byte
+ * value (0 and 255 included), labels id % 4; loaded with scale as
+ * clgrad-train does, so the dataset keeps bytes (x_u8). *twin gets the
+ * float dataset the loader used to hold: each pixel (float)b, then /= 255.0f. */
+static struct cg_dataset *byte_dataset(int n, struct cg_dataset **twin)
+{
+    const int h = 5, w = 7, d = h * w;
+    unsigned char *img = malloc(16 + (size_t)(n * d)), lab[8 + 300];
+    assert_true(n <= 300);
+    size_t io = idx_u8_header(img, 3, (uint32_t[]){(uint32_t)n, (uint32_t)h, (uint32_t)w});
+    size_t lo = idx_u8_header(lab, 1, (uint32_t[]){(uint32_t)n});
+    for (int i = 0; i < n; i++) {
+        unsigned char *px = img + io + i * d;
+        px[0] = (unsigned char)(i % 256);
+        px[1] = (unsigned char)(i / 256);
+        for (int j = 2; j < d; j++) px[j] = (unsigned char)((i * 37 + j * 11) % 256);
+        lab[lo + i] = (unsigned char)(i % 4);
+    }
+    char ip[256], lp[256];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(ip, sizeof ip, "%s/cg_dl_img_%d.idx", tmp && *tmp ? tmp : "/tmp", (int)getpid());
+    snprintf(lp, sizeof lp, "%s/cg_dl_lab_%d.idx", tmp && *tmp ? tmp : "/tmp", (int)getpid());
+    write_file(ip, img, io + (size_t)(n * d));
+    write_file(lp, lab, lo + (size_t)n);
+    struct cg_dataset *ds;
+    assert_int_equal(cg_idx_load_pair(ip, lp, true, &ds), CG_OK);
+    unlink(ip);
+    unlink(lp);
+    assert_null(ds->x);
+    assert_non_null(ds->x_u8);
+    assert_true(ds->x_div == 255.0f);
+    assert_int_equal(cg_dataset_create(n, 3, (int64_t[]){1, h, w}, true, 0, 4, twin), CG_OK);
+    for (int64_t k = 0; k < (int64_t)n * d; k++) {
+        (*twin)->x[k] = (float)img[io + k];
+        (*twin)->x[k] /= 255.0f;            /* cg_idx_load_pair's old scaling */
+    }
+    for (int i = 0; i < n; i++) (*twin)->y[i] = (float)(i % 4);
+    free(img);
+    return ds;
+}
+
+/* Runs an epoch over ds (byte storage) and checks every batch row bitwise
+ * against twin's row of the same sample; returns the samples seen. */
+static int64_t check_byte_epoch(cg_loader *ld, const struct cg_dataset *ds,
+                                const struct cg_dataset *twin, int64_t *order)
+{
+    int64_t d = ds->sample_numel, got = 0;
+    cg_tensor *x, *y;
+    cg_status st;
+    float *hx = malloc((size_t)(64 * d) * sizeof *hx), hy[64];
+    while ((st = cg_loader_next(ld, &x, &y)) == CG_OK && x) {
+        int64_t b = cg_tensor_dim(x, 0);
+        assert_true(b <= 64);
+        assert_int_equal(cg_tensor_numel(x), b * d);
+        assert_int_equal(cg_tensor_to_host(x, hx, b * d), CG_OK);
+        assert_int_equal(cg_tensor_to_host(y, hy, b), CG_OK);
+        for (int64_t i = 0; i < b; i++) {
+            int64_t id = lroundf(hx[i * d] * 255.0f) + 256 * lroundf(hx[i * d + 1] * 255.0f);
+            assert_true(id >= 0 && id < ds->n);
+            assert_memory_equal(hx + i * d, twin->x + id * d, (size_t)d * sizeof(float));
+            assert_true(hy[i] == twin->y[id]);
+            order[got++] = id;
+        }
+    }
+    assert_int_equal(st, CG_OK);
+    free(hx);
+    return got;
+}
+
+/* Byte storage (uint8 IDX images): the loader converts each batch to the
+ * same floats the old float storage held, bit for bit, shuffled, prefetched
+ * and flattened; a split keeps bytes; scalers and cg_dataset_to_float see
+ * the same values. */
+static void test_byte_storage(void **state)
+{
+    cg_ctx *ctx = *state;
+    struct cg_dataset *twin, *ds = byte_dataset(300, &twin);
+    int64_t order[300];
+    for (int v = 0; v < 2; v++) {
+        struct cg_loader_options o = {.batch_size = 64, .shuffle = v == 1, .prefetch = v == 1};
+        cg_loader *ld;
+        assert_int_equal(cg_loader_create(ctx, ds, &o, &ld), CG_OK);
+        for (int e = 0; e < 2; e++) {
+            assert_int_equal(check_byte_epoch(ld, ds, twin, order), 300);
+            assert_true(is_permutation(order, 300));
+        }
+        cg_loader_free(ld);
+    }
+
+    /* A split keeps bytes and picks the same samples as the float twin's. */
+    struct cg_dataset *tr, *va, *ttr, *tva;
+    assert_int_equal(cg_dataset_split(ds, 0.2, 7, &tr, &va), CG_OK);
+    assert_int_equal(cg_dataset_split(twin, 0.2, 7, &ttr, &tva), CG_OK);
+    assert_non_null(tr->x_u8);
+    assert_non_null(va->x_u8);
+    assert_true(tr->x_div == 255.0f);
+    int64_t d = ds->sample_numel;
+    assert_int_equal(cg_dataset_reshape(tr, 1, &d), CG_OK);
+    struct cg_loader_options o = {.batch_size = 64};
+    cg_loader *ld;
+    assert_int_equal(cg_loader_create(ctx, tr, &o, &ld), CG_OK);
+    cg_tensor *x, *y;
+    float *hx = malloc((size_t)(64 * d) * sizeof *hx);
+    assert_int_equal(cg_loader_next(ld, &x, &y), CG_OK);
+    assert_int_equal(cg_tensor_ndim(x), 2);
+    assert_int_equal(cg_tensor_to_host(x, hx, 64 * d), CG_OK);
+    assert_memory_equal(hx, ttr->x, (size_t)(64 * d) * sizeof *hx);
+    cg_loader_free(ld);
+    free(hx);
+
+    /* Scalers: fitted on bytes as on the floats; applying converts. */
+    struct cg_scaler *sb, *sf;
+    assert_int_equal(cg_scaler_fit(tr, CG_SCALER_STANDARD, true, &sb), CG_OK);
+    assert_int_equal(cg_scaler_fit(ttr, CG_SCALER_STANDARD, true, &sf), CG_OK);
+    assert_memory_equal(sb->offset, sf->offset, (size_t)d * sizeof(float));
+    assert_memory_equal(sb->scale, sf->scale, (size_t)d * sizeof(float));
+    assert_int_equal(cg_scaler_apply(sb, va), CG_OK);
+    assert_null(va->x_u8);
+    assert_int_equal(cg_scaler_apply(sf, tva), CG_OK);
+    assert_memory_equal(va->x, tva->x, (size_t)(va->n * d) * sizeof(float));
+
+    /* cg_dataset_to_float: the twin's floats; a second call changes nothing. */
+    assert_int_equal(cg_dataset_to_float(tr), CG_OK);
+    assert_null(tr->x_u8);
+    assert_memory_equal(tr->x, ttr->x, (size_t)(tr->n * d) * sizeof(float));
+    assert_int_equal(cg_dataset_to_float(tr), CG_OK);
+    assert_int_equal(cg_dataset_to_float(NULL), CG_STATUS_INVALID_ARGUMENT);
+    cg_scaler_free(sb);
+    cg_scaler_free(sf);
+    cg_dataset_free(tr);
+    cg_dataset_free(va);
+    cg_dataset_free(ttr);
+    cg_dataset_free(tva);
+    cg_dataset_free(ds);
+    cg_dataset_free(twin);
+}
+
 static void test_loader_errors(void **state)
 {
     cg_ctx *ctx = *state;
@@ -269,6 +431,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_seed_and_prefetch),
         cmocka_unit_test_setup_teardown(test_drop_last_and_targets, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_no_realloc, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_byte_storage, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_loader_errors, th_setup, th_teardown),
     };
     return TH_RUN(tests);

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cl_backend.h"
+#include "cl_tune.h"
 
 #include <clblast_c.h>
 

@@ -6,6 +6,7 @@
  */
 #include "harness.h"
 
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -98,6 +99,13 @@ static void check_pair(bool gz)
     assert_int_equal(ds->sample_numel, h * w);
     assert_int_equal(ds->n_classes, k);
     assert_int_equal(ds->y_dim, 0);
+    /* uint8 images stay bytes; cg_dataset_to_float gives pixel / 255. */
+    assert_null(ds->x);
+    assert_non_null(ds->x_u8);
+    assert_memory_equal(ds->x_u8, pix, (size_t)(n * h * w));
+    assert_true(ds->x_div == 255.0f);
+    assert_int_equal(cg_dataset_to_float(ds), CG_OK);
+    assert_null(ds->x_u8);
     double ref[37 * 5 * 3], rl[37];
     for (int i = 0; i < n * h * w; i++) ref[i] = pix[i] / 255.0;
     for (int i = 0; i < n; i++) rl[i] = lab[i];
@@ -106,6 +114,8 @@ static void check_pair(bool gz)
     cg_dataset_free(ds);
 
     assert_int_equal(cg_idx_load_pair(ip, lp, false, &ds), CG_OK);
+    assert_true(ds->x_div == 1.0f);
+    assert_int_equal(cg_dataset_to_float(ds), CG_OK);
     for (int i = 0; i < n * h * w; i++) ref[i] = pix[i];
     th_assert_close(ds->x, ref, n * h * w, 0, 0, "raw pixels");
     assert_int_equal(cg_dataset_reshape(ds, CG_SHAPE(15)), CG_OK);
@@ -230,6 +240,10 @@ static void test_overflow_dims(void **state)
     size_t o = idx_header(buf, 0x08, 3, (uint32_t[]){0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu});
     expect_read_error(buf, o, false, CG_STATUS_PARSE_ERROR, "the product of the dims overflows");
     expect_read_error(buf, o, true, CG_STATUS_PARSE_ERROR, "the product of the dims overflows");
+    /* 2^60 float64 elements: 2^63 bytes in the file overflow (found by
+     * fuzz_idx: a signed overflow before the check) */
+    o = idx_header(buf, 0x0E, 2, (uint32_t[]){0x40000000u, 0x40000000u});
+    expect_read_error(buf, o, false, CG_STATUS_PARSE_ERROR, "the product of the dims overflows");
     /* 2^62 elements fit int64 but not as bytes of float */
     o = idx_header(buf, 0x08, 2, (uint32_t[]){0x80000000u, 0x80000000u});
     expect_read_error(buf, o, false, CG_STATUS_PARSE_ERROR, "overflows");
@@ -273,7 +287,78 @@ static void test_count_mismatch(void **state)
     memset(lb + o, 0xFF, 6);
     write_bytes(lp, lb, o + 6, false);
     assert_int_equal(cg_idx_load_pair(ip, lp, true, &ds), CG_STATUS_PARSE_ERROR);
-    th_assert_error_contains(NULL, "label 0 is -1");
+    th_assert_error_contains(NULL, "item 0: label -1 is out of range");
+    unlink(ip);
+    unlink(lp);
+}
+
+/* Issue 17 item 2: float images holding NaN or Inf are rejected, naming the
+ * file, the item and the element (they trained to a NaN loss before). */
+static void test_nonfinite_floats(void **state)
+{
+    unsigned char buf[128];
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    for (int k = 0; k < 3; k++) {
+        for (int gz = 0; gz < 2; gz++) {
+            size_t o = idx_header(buf, 0x0D, 3, (uint32_t[]){3, 2, 2});
+            for (int i = 0; i < 12; i++) {
+                float v = i == 7 ? bad[k] : (float)i;   /* item 1, element 3 */
+                uint32_t u;
+                memcpy(&u, &v, 4);
+                o += put_be32(buf + o, u);
+            }
+            const char *p = tmp_path(gz ? "nan.idx.gz" : "nan.idx", 0);
+            write_bytes(p, buf, o, gz);
+            struct cg_idx *idx = (struct cg_idx *)1;
+            assert_int_equal(cg_idx_read(p, &idx), CG_STATUS_PARSE_ERROR);
+            assert_null(idx);
+            char want[600];
+            snprintf(want, sizeof want, "%s: item 1, element 3: %s value", p,
+                     k == 0 ? "NaN" : "infinite");
+            th_assert_error_contains(NULL, want);
+            unlink(p);
+        }
+    }
+    /* float64 beyond float32's range becomes Inf: rejected too */
+    size_t o = idx_header(buf, 0x0E, 1, (uint32_t[]){2});
+    double d[2] = {1.0, 1e300};
+    for (int i = 0; i < 2; i++) {
+        uint64_t u;
+        memcpy(&u, &d[i], 8);
+        o += put_be32(buf + o, (uint32_t)(u >> 32));
+        o += put_be32(buf + o, (uint32_t)u);
+    }
+    expect_read_error(buf, o, false, CG_STATUS_PARSE_ERROR,
+                      "item 1, element 0: infinite value or one beyond float32's range");
+}
+
+/* Issue 17 item 9: a huge label is an error naming the file, the item and
+ * the label, not a 16M-class model that fails a minute later. */
+static void test_huge_label(void **state)
+{
+    uint64_t s = 5;
+    unsigned char pix[4 * 2 * 2], lab[4];
+    const char *ip = tmp_path("img.idx", 0), *lp = tmp_path("lab.idx", 1);
+    write_pair(ip, lp, false, 4, 2, 2, 3, pix, lab, &s);
+    unsigned char lb[64];
+    size_t o = idx_header(lb, 0x0C, 1, (uint32_t[]){4});
+    uint32_t labels[4] = {1, 0, 16000000, 2};
+    for (int i = 0; i < 4; i++) o += put_be32(lb + o, labels[i]);
+    write_bytes(lp, lb, o, false);
+    struct cg_dataset *ds = (struct cg_dataset *)1;
+    assert_int_equal(cg_idx_load_pair(ip, lp, true, &ds), CG_STATUS_PARSE_ERROR);
+    assert_null(ds);
+    char want[700];
+    snprintf(want, sizeof want, "%s: item 2: label 16000000 is out of range", lp);
+    th_assert_error_contains(NULL, want);
+    /* the largest allowed label passes */
+    o = idx_header(lb, 0x0C, 1, (uint32_t[]){4});
+    labels[2] = CG_IDX_MAX_CLASSES - 1;
+    for (int i = 0; i < 4; i++) o += put_be32(lb + o, labels[i]);
+    write_bytes(lp, lb, o, false);
+    assert_int_equal(cg_idx_load_pair(ip, lp, true, &ds), CG_OK);
+    assert_int_equal(ds->n_classes, CG_IDX_MAX_CLASSES);
+    cg_dataset_free(ds);
     unlink(ip);
     unlink(lp);
 }
@@ -288,6 +373,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_wrong_magic),
         cmocka_unit_test(test_overflow_dims),
         cmocka_unit_test(test_count_mismatch),
+        cmocka_unit_test(test_nonfinite_floats),
+        cmocka_unit_test(test_huge_label),
     };
     if (argc > 1) cmocka_set_test_filter(argv[1]);
     return cmocka_run_group_tests_name("idx", tests, group_setup, group_teardown);

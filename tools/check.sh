@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian 12 machine: installs what is
 # missing, builds, runs every test on every backend (opencl on PoCL when no
 # GPU is present), then builds again with AddressSanitizer and
-# UndefinedBehaviorSanitizer and runs the suite there too.
+# UndefinedBehaviorSanitizer and runs the suite there too, and fuzzes each
+# parser for a short while (tests/fuzz/, libFuzzer; clang only).
 #
 #   tools/check.sh            everything
 #   tools/check.sh --quick    skip the sanitizer build
@@ -32,3 +33,15 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=0" \
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
 LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0" \
     meson test -C build-san --print-errorlogs --num-processes 2 --timeout-multiplier 3
+
+# A short fuzzing pass: each target of tests/fuzz/ for FUZZ_SECONDS (30)
+# from its seed corpus, with ASan+UBSan; a finding fails the check (its
+# input is in build-fuzz/findings/). tools/fuzz.sh runs longer ones.
+if command -v clang > /dev/null; then
+    mkdir -p build-fuzz/logs
+    for t in csv idx spec safetensors checkpoint; do
+        log=build-fuzz/logs/$t.log
+        tools/fuzz.sh "$t" "${FUZZ_SECONDS:-30}" > "$log" 2>&1 || { tail -n 40 "$log"; exit 1; }
+        grep -E '^stat::number_of_executed_units' "$log" | sed "s/^/fuzz $t: /"
+    done
+fi

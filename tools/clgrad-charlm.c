@@ -36,7 +36,9 @@
 #define DEFAULT_TEXT "/usr/share/common-licenses/GPL-3"
 
 struct options {
-    const char *text, *arch, *backend, *device, *prompt;
+    const char *text, *arch, *backend, *device, *prompt, *save, *load;
+    int arch_given;           /* the first architecture option given (for --load) */
+    bool steps_given, seq_given;
     int64_t embed, hidden, layers, d_model, heads, blocks, batch, seq;
     int steps, print_every, sample;
     float lr, clip, dropout, temperature;
@@ -54,7 +56,7 @@ static void usage(FILE *f)
         "\n"
         "  --text FILE          training text (default " DEFAULT_TEXT ")\n"
         "  --arch ARCH          lstm (default) or transformer\n"
-        "  --steps N            training steps (default 500)\n"
+        "  --steps N            training steps (default 500; 0 with --load)\n"
         "  -b, --batch B        sequences per batch (default 32)\n"
         "  --seq T              characters per sequence (default 64)\n"
         "  -l, --lr LR          Adam learning rate (default 3e-3)\n"
@@ -73,6 +75,15 @@ static void usage(FILE *f)
         "  --sample N           characters to sample after training (default 400; 0 none)\n"
         "  --temperature T      softmax temperature (default 0.8; 0 = always the most likely)\n"
         "  --prompt TEXT        text to start from (default: the text's first character)\n"
+        "checkpoints:\n"
+        "  -o, --save FILE      after training, save the model, the optimizer state,\n"
+        "                       the architecture and the vocabulary (safetensors)\n"
+        "  --load FILE          start from a --save file: its architecture (the\n"
+        "                       options above are then an error; --seq too for a\n"
+        "                       transformer, whose context it is), vocabulary and\n"
+        "                       weights. Alone it only samples (sample-only mode, no\n"
+        "                       text read); with --steps N it trains on, and the text\n"
+        "                       may hold only characters of the saved vocabulary.\n"
         "other:\n"
         "  -s, --seed S         seed of the context's RNG (default 1)\n"
         CLI_HELP_DEVICE
@@ -82,7 +93,7 @@ static void usage(FILE *f)
 enum {
     OPT_TEXT = CLI_OPT_TOOL, OPT_ARCH, OPT_PROMPT, OPT_EMBED, OPT_HIDDEN, OPT_LAYERS,
     OPT_D_MODEL, OPT_HEADS, OPT_BLOCKS, OPT_SEQ, OPT_STEPS, OPT_PRINT_EVERY, OPT_SAMPLE,
-    OPT_CLIP, OPT_DROPOUT, OPT_TEMPERATURE
+    OPT_CLIP, OPT_DROPOUT, OPT_TEMPERATURE, OPT_LOAD
 };
 
 static const struct option long_options[] = {
@@ -107,6 +118,8 @@ static const struct option long_options[] = {
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
     {"prompt", required_argument, NULL, OPT_PROMPT},
     {"seed", required_argument, NULL, 's'},
+    {"save", required_argument, NULL, 'o'},
+    {"load", required_argument, NULL, OPT_LOAD},
     {NULL, 0, NULL, 0},
 };
 
@@ -120,8 +133,16 @@ static void parse_args(int argc, char **argv, struct options *o)
                           .seed = 1};
     const int64_t big = INT32_MAX;
     int c;
-    while ((c = cli_getopt(argc, argv, "hb:l:s:t:", long_options)) != -1) {
+    while ((c = cli_getopt(argc, argv, "hb:l:s:t:o:", long_options)) != -1) {
         const char *a = cli_optname(), *v = optarg;
+        switch (c) {
+        case OPT_ARCH: case OPT_EMBED: case OPT_HIDDEN: case OPT_LAYERS: case OPT_D_MODEL:
+        case OPT_HEADS: case OPT_BLOCKS: case OPT_DROPOUT:
+            if (!o->arch_given) o->arch_given = c;
+            break;
+        case OPT_SEQ: o->seq_given = true; break;
+        default: break;
+        }
         switch (c) {
         case 'h': usage(stdout); exit(0);
         case CLI_OPT_VERSION: cli_version(cg_version());
@@ -139,7 +160,12 @@ static void parse_args(int argc, char **argv, struct options *o)
         case OPT_BLOCKS: o->blocks = cli_int(a, v, 1, 64); break;
         case 'b': o->batch = cli_int(a, v, 1, big); break;
         case OPT_SEQ: o->seq = cli_int(a, v, 1, big); break;
-        case OPT_STEPS: o->steps = (int)cli_int(a, v, 0, 100000000); break;
+        case OPT_STEPS:
+            o->steps = (int)cli_int(a, v, 0, 100000000);
+            o->steps_given = true;
+            break;
+        case 'o': o->save = v; break;
+        case OPT_LOAD: o->load = v; break;
         case OPT_PRINT_EVERY: o->print_every = (int)cli_int(a, v, 1, 100000000); break;
         case OPT_SAMPLE: o->sample = (int)cli_int(a, v, 0, 100000000); break;
         case 's': o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX); break;
@@ -149,6 +175,13 @@ static void parse_args(int argc, char **argv, struct options *o)
         case OPT_TEMPERATURE: o->temperature = (float)cli_double(a, v, 0, 1e3); break;
         }
     }
+    if (o->load && o->arch_given) {
+        const struct option *l = long_options;
+        while (l->name && l->val != o->arch_given) l++;
+        cli_usage_error("option '--%s' conflicts with --load: the checkpoint fixes the model",
+                        l->name);
+    }
+    if (o->load && !o->steps_given) o->steps = 0;   /* --load alone: sample only */
     if (strcmp(o->arch, "lstm") && strcmp(o->arch, "transformer"))
         cli_usage_error("option '--arch': '%s' is not lstm or transformer", o->arch);
     if (!strcmp(o->arch, "transformer") && o->d_model % o->heads)
@@ -164,8 +197,11 @@ struct corpus {
     int vocab;
     unsigned char chars[256];   /* index -> byte */
     int index[256];             /* byte -> index, -1 if absent */
+    unsigned char start;        /* the text's first byte: the default prompt */
 };
 
+/* Reads the text at path. c->vocab 0: its distinct bytes become the
+ * vocabulary; else (a loaded model) every byte must be in c's vocabulary. */
 static int load_text(const char *path, struct corpus *c)
 {
     FILE *f = fopen(path, "rb");
@@ -191,12 +227,14 @@ static int load_text(const char *path, struct corpus *c)
         free(buf);
         return 1;
     }
-    bool seen[256] = {0};
-    for (size_t i = 0; i < n; i++) seen[buf[i]] = true;
-    c->vocab = 0;
-    for (int b = 0; b < 256; b++) {
-        c->index[b] = seen[b] ? c->vocab : -1;
-        if (seen[b]) c->chars[c->vocab++] = (unsigned char)b;
+    if (c->vocab == 0) {
+        bool seen[256] = {0};
+        for (size_t i = 0; i < n; i++) seen[buf[i]] = true;
+        for (int b = 0; b < 256; b++) {
+            c->index[b] = seen[b] ? c->vocab : -1;
+            if (seen[b]) c->chars[c->vocab++] = (unsigned char)b;
+        }
+        c->start = n ? buf[0] : 0;
     }
     c->n = (int64_t)n;
     c->ids = malloc((n ? n : 1) * sizeof *c->ids);
@@ -205,7 +243,16 @@ static int load_text(const char *path, struct corpus *c)
         fprintf(stderr, "clgrad-charlm: out of memory\n");
         return 1;
     }
-    for (size_t i = 0; i < n; i++) c->ids[i] = (float)c->index[buf[i]];
+    for (size_t i = 0; i < n; i++) {
+        if (c->index[buf[i]] < 0) {
+            fprintf(stderr, "clgrad-charlm: %s: byte %d ('%c') at offset %zu is not in the "
+                    "loaded model's vocabulary of %d characters\n", path, buf[i],
+                    buf[i] >= 32 && buf[i] < 127 ? buf[i] : '?', i, c->vocab);
+            free(buf);
+            return 1;
+        }
+        c->ids[i] = (float)c->index[buf[i]];
+    }
     free(buf);
     return 0;
 }
@@ -311,7 +358,7 @@ static int sample(cg_ctx *ctx, const struct options *o, const struct corpus *c,
             ids[n++] = (float)c->index[*p];
         }
     } else {
-        ids[n++] = c->ids[0];
+        ids[n++] = (float)c->index[c->start];
     }
     printf("--- sample (temperature %g) ---\n", (double)o->temperature);
     for (int64_t i = 0; i < n; i++) putchar(c->chars[(int)ids[i]]);
@@ -370,18 +417,17 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int train(cg_ctx *ctx, const struct options *o, const struct corpus *c, struct model *m)
+static int train(cg_ctx *ctx, const struct options *o, const struct corpus *c, struct model *m,
+                 cg_optim *opt)
 {
     const int64_t T = o->seq, V = c->vocab;
     /* Under mpirun every rank draws the same global batch of --batch
      * windows and trains on its slice (rows rank * B .. of them). */
     const int rank = cg_dist_rank(cli_dist), world = cg_dist_world_size(cli_dist);
     const int64_t G = o->batch, B = G / world;
-    cg_optim *opt = cg_adam(m->all, o->lr);
     float *x = malloc((size_t)(G * T) * sizeof *x), *y = malloc((size_t)(G * T) * sizeof *y);
-    if (!opt || !x || !y) {
-        fprintf(stderr, "clgrad-charlm: %s\n", opt ? "out of memory" : cg_last_error(ctx));
-        cg_optim_free(opt);
+    if (!x || !y) {
+        fprintf(stderr, "clgrad-charlm: out of memory\n");
         free(x);
         free(y);
         return 1;
@@ -427,10 +473,107 @@ static int train(cg_ctx *ctx, const struct options *o, const struct corpus *c, s
     if (rc == 0 && o->steps > 0 && rank == 0)
         printf("trained %d steps in %.1f s: %.0f tokens/s overall\n", o->steps, now() - t_all,
                (double)o->steps * (double)(G * T) / (now() - t_all));
-    cg_optim_free(opt);
     free(x);
     free(y);
     return rc;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------- */
+
+/* The architecture and vocabulary, as metadata beside the weights. */
+enum { N_CONF = 11 };
+static const char *const conf_keys[N_CONF] = {
+    "charlm.arch", "charlm.vocab", "charlm.start", "charlm.embed", "charlm.hidden",
+    "charlm.layers", "charlm.d_model", "charlm.heads", "charlm.blocks", "charlm.seq",
+    "charlm.dropout"};
+
+/* Bytes as hex: the vocabulary may hold bytes that are not UTF-8 text. */
+static char *hex(const unsigned char *b, int n)
+{
+    char *s = malloc((size_t)n * 2 + 1);
+    if (!s) cli_die("out of memory");
+    for (int i = 0; i < n; i++) snprintf(s + 2 * i, 3, "%02x", b[i]);
+    s[2 * n] = '\0';
+    return s;
+}
+
+static void save(cg_module *model, cg_optim *opt, const struct options *o,
+                 const struct corpus *c)
+{
+    char *v[N_CONF] = {cli_strf("%s", o->arch), hex(c->chars, c->vocab), hex(&c->start, 1),
+                       cli_strf("%lld", (long long)o->embed), cli_strf("%lld", (long long)o->hidden),
+                       cli_strf("%lld", (long long)o->layers), cli_strf("%lld", (long long)o->d_model),
+                       cli_strf("%lld", (long long)o->heads), cli_strf("%lld", (long long)o->blocks),
+                       cli_strf("%lld", (long long)o->seq), cli_strf("%.9g", (double)o->dropout)};
+    struct cg_checkpoint_meta meta[N_CONF];
+    for (int i = 0; i < N_CONF; i++) meta[i] = (struct cg_checkpoint_meta){conf_keys[i], v[i]};
+    struct cg_checkpoint_extra ex = cg_checkpoint_extra_init();
+    ex.step = o->steps;
+    ex.meta = meta;
+    ex.n_meta = N_CONF;
+    if (cg_checkpoint_save(o->save, model, opt, &ex) != CG_OK)
+        cli_die("saving %s: %s", o->save, cg_last_error(cg_optim_ctx(opt)));
+    for (int i = 0; i < N_CONF; i++) free(v[i]);
+    printf("saved %s\n", o->save);
+}
+
+static int64_t conf_int(const char *path, const char *key, const char *v, int64_t hi)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < 1 || n > hi)
+        cli_die("%s: %s \"%s\" is not an integer in [1, %lld]", path, key, v, (long long)hi);
+    return n;
+}
+
+/* Sets the architecture and vocabulary from a --save file's metadata. */
+static void load_conf(const char *path, const struct cg_checkpoint_extra *ex, struct options *o,
+                      struct corpus *c)
+{
+    const char *v[N_CONF] = {0};
+    for (int k = 0; k < N_CONF; k++) {
+        for (int i = 0; i < ex->n_meta; i++)
+            if (strcmp(ex->meta[i].key, conf_keys[k]) == 0) v[k] = ex->meta[i].value;
+        if (!v[k]) cli_die("%s has no %s: not a clgrad-charlm --save file", path, conf_keys[k]);
+    }
+    if (strcmp(v[0], "lstm") == 0) o->arch = "lstm";
+    else if (strcmp(v[0], "transformer") == 0) o->arch = "transformer";
+    else cli_die("%s: charlm.arch \"%s\" is not lstm or transformer", path, v[0]);
+    size_t len = strlen(v[1]);
+    if (len < 2 || len > 512 || len % 2 || strlen(v[2]) != 2)
+        cli_die("%s: charlm.vocab or charlm.start is malformed", path);
+    for (int b = 0; b < 256; b++) c->index[b] = -1;
+    c->vocab = 0;
+    for (size_t i = 0; i < len; i += 2) {
+        unsigned int byte;
+        if (sscanf(v[1] + i, "%2x", &byte) != 1 || c->index[byte] >= 0)
+            cli_die("%s: charlm.vocab is malformed at character %zu", path, i / 2);
+        c->index[byte] = c->vocab;
+        c->chars[c->vocab++] = (unsigned char)byte;
+    }
+    unsigned int start;
+    if (sscanf(v[2], "%2x", &start) != 1 || c->index[start] < 0)
+        cli_die("%s: charlm.start is not in the vocabulary", path);
+    c->start = (unsigned char)start;
+    const int64_t big = INT32_MAX;
+    o->embed = conf_int(path, conf_keys[3], v[3], big);
+    o->hidden = conf_int(path, conf_keys[4], v[4], big);
+    o->layers = conf_int(path, conf_keys[5], v[5], 64);
+    o->d_model = conf_int(path, conf_keys[6], v[6], big);
+    o->heads = conf_int(path, conf_keys[7], v[7], big);
+    o->blocks = conf_int(path, conf_keys[8], v[8], 64);
+    if (strcmp(o->arch, "transformer") == 0) {
+        int64_t seq = conf_int(path, conf_keys[9], v[9], big);
+        if (o->seq_given && o->seq != seq)
+            cli_usage_error("option '--seq': the loaded transformer's context is %lld",
+                            (long long)seq);
+        o->seq = seq;
+    }
+    char *end;
+    o->dropout = strtof(v[10], &end);
+    if (*end || !(o->dropout >= 0 && o->dropout < 1))
+        cli_die("%s: charlm.dropout \"%s\" is not in [0, 1)", path, v[10]);
 }
 
 int main(int argc, char **argv)
@@ -439,14 +582,21 @@ int main(int argc, char **argv)
     cli_dist_rank_from_env();
     struct options o;
     parse_args(argc, argv, &o);
-    int rc;
     struct corpus c = {0};
-    if (load_text(o.text, &c)) return 1;
-    if (c.n < o.seq + 2) {
-        fprintf(stderr, "clgrad-charlm: %s has %lld characters; --seq %lld needs at least %lld\n",
-                o.text, (long long)c.n, (long long)o.seq, (long long)o.seq + 2);
-        free(c.ids);
-        return 1;
+    struct cg_checkpoint_extra ex = cg_checkpoint_extra_init();
+    if (o.load) {
+        if (cg_checkpoint_read_extra(o.load, &ex) != CG_OK) cli_die("%s", cg_last_error(NULL));
+        load_conf(o.load, &ex, &o, &c);
+    }
+    bool read_text = !o.load || o.steps > 0;   /* sample-only needs no text */
+    if (read_text) {
+        if (load_text(o.text, &c)) return 1;
+        if (c.n < o.seq + 2) {
+            fprintf(stderr, "clgrad-charlm: %s has %lld characters; --seq %lld needs at least %lld\n",
+                    o.text, (long long)c.n, (long long)o.seq, (long long)o.seq + 2);
+            free(c.ids);
+            return 1;
+        }
     }
     struct cg_ctx_options co = {.backend = o.backend, .device = o.device, .seed = o.seed};
     cg_ctx *ctx;
@@ -461,25 +611,56 @@ int main(int argc, char **argv)
         cli_die("--batch %lld (the global batch) does not divide by the %d ranks",
                 (long long)o.batch, world);
     struct model m = {0};
-    rc = build_model(ctx, &o, c.vocab, &m);
-    if (rc == 0 && cg_dist_attach(cli_dist, m.all) != CG_OK) cli_die("%s", cg_last_error(ctx));
-    if (rc == 0 && rank == 0) {
-        const struct cg_device_info *dev = cg_ctx_device(ctx);
-        printf("clgrad-charlm: %s on %s (%s), %lld characters, vocabulary %d, %lld parameters\n",
-               o.arch, cg_ctx_backend_name(ctx), dev ? dev->name : "?", (long long)c.n, c.vocab,
-               (long long)cg_module_numel(m.all));
-        printf("batch %lld x %lld tokens, Adam lr %g, clip %g, %d steps", (long long)o.batch,
-               (long long)o.seq, (double)o.lr, (double)o.clip, o.steps);
-        if (world > 1) printf("; %d ranks x %lld sequences", world, (long long)o.batch / world);
-        printf("\n");
-        fflush(stdout);
+    int rc = build_model(ctx, &o, c.vocab, &m);
+    cg_optim *opt = rc == 0 ? cg_adam(m.all, o.lr) : NULL;
+    if (rc == 0 && !opt) {
+        fprintf(stderr, "clgrad-charlm: %s%s\n", cli_rank, cg_last_error(ctx));
+        rc = 1;
     }
-    if (rc == 0) rc = train(ctx, &o, &c, &m);
+    if (rc == 0 && o.load) {
+        /* the weights, and Adam's state when training goes on; the RNG
+         * stays the one --seed set */
+        uint64_t rng[4];
+        cg_rand_state(ctx, rng);
+        if (cg_checkpoint_load(o.load, m.all, ex.has_optim && o.steps > 0 ? opt : NULL, NULL) !=
+            CG_OK)
+            cli_die("%s", cg_last_error(ctx));
+        cg_rand_set_state(ctx, rng);
+        cg_optim_set_lr(opt, o.lr);
+    }
+    /* every rank loaded the same file; attach checks and broadcasts rank 0's */
+    if (rc == 0 && (cg_dist_attach(cli_dist, m.all) != CG_OK ||
+                    cg_dist_broadcast_optim(cli_dist, opt) != CG_OK))
+        cli_die("%s", cg_last_error(ctx));
+    if (rc == 0) {
+        const struct cg_device_info *dev = cg_ctx_device(ctx);
+        if (rank == 0) {
+            printf("clgrad-charlm: %s on %s (%s), ", o.arch, cg_ctx_backend_name(ctx),
+                   dev ? dev->name : "?");
+            if (read_text) printf("%lld characters, ", (long long)c.n);
+            printf("vocabulary %d, %lld parameters%s%s\n", c.vocab,
+                   (long long)cg_module_numel(m.all), o.load ? "; loaded " : "",
+                   o.load ? o.load : "");
+            if (o.steps > 0) {
+                printf("batch %lld x %lld tokens, Adam lr %g, clip %g, %d steps",
+                       (long long)o.batch, (long long)o.seq, (double)o.lr, (double)o.clip,
+                       o.steps);
+                if (world > 1)
+                    printf("; %d ranks x %lld sequences", world, (long long)o.batch / world);
+                printf("\n");
+            }
+            fflush(stdout);
+        }
+        if (o.steps > 0) rc = train(ctx, &o, &c, &m, opt);
+    }
+    if (rc == 0 && o.save && rank == 0) save(m.all, opt, &o, &c);
     if (rc == 0 && o.sample > 0 && rank == 0) rc = sample(ctx, &o, &c, &m);
+    cg_optim_free(opt);
     if (rc != 0) cg_dist_abort(cli_dist, rc); /* this rank alone failed: end the job */
     cli_dist_end();
     cg_module_free(m.all);
     cg_ctx_free(ctx);
+    cg_checkpoint_extra_clear(&ex);
     free(c.ids);
     return rc;
 }

@@ -34,10 +34,9 @@
 #define FASHION_DIR CLI_FASHION_DIR
 
 struct options {
-    const char *checkpoint, *data, *target, *model, *predictions, *backend, *device, *missing;
-    char delimiter;
-    enum cg_task task;
-    bool task_given;   /* else the checkpoint's task */
+    const char *checkpoint, *data, *model, *predictions, *backend, *device;
+    struct cli_csv csv;   /* unset format options: the checkpoint's */
+    bool split_test;      /* --split test */
     int64_t batch;
     int max_matrix;    /* widest confusion matrix printed */
 };
@@ -54,35 +53,40 @@ static void usage(FILE *f)
         "  --checkpoint FILE    a .safetensors checkpoint (from clgrad-train --save)\n"
         "  --data SOURCE        fashion-mnist (" FASHION_DIR "), an IDX folder\n"
         "                       (its t10k-* test files if present, else train-*), or\n"
-        "                       a CSV file with a header row\n"
-        "  --target COLUMN      CSV: the column to predict (required for CSV)\n"
-        "  --task KIND          CSV: auto, regression or classification (default: the\n"
-        "                       checkpoint's task, else auto)\n"
-        "  --delimiter C        CSV: field separator (default ','; 'tab' for a tab)\n"
-        "  --missing POLICY     CSV: error (default), drop, mean or zero\n"
+        "                       a CSV file (.csv or .csv.gz)\n"
+        "  --split WHICH        CSV: all (default: every row of the file) or test (the\n"
+        "                       rows clgrad-train held out with --test-split, found\n"
+        "                       again from the seed and fraction it recorded)\n"
+        "CSV files are read as the training file was: the checkpoint records the\n"
+        "target, task, columns and categories, and the file format (--skip-rows,\n"
+        "--no-header, --delimiter, --missing), so none of these is needed; given,\n"
+        "they override it.\n"
+        CLI_HELP_CSV
         "  --model SPEC         the model spec, when the checkpoint does not store one\n"
         "                       (e.g. a file written by PyTorch)\n"
-        "  --predictions FILE   write one CSV row per sample: index, target, prediction\n"
-        "                       (and the predicted class's probability)\n"
+        "  --predictions FILE   write one CSV row per sample. Classification:\n"
+        "                         index,target,predicted,probability\n"
+        "                       (class names where the checkpoint has them; the\n"
+        "                       probability of the predicted class). Regression:\n"
+        "                         index,target,prediction  (one target), or\n"
+        "                         index,target_0..target_K-1,prediction_0..prediction_K-1\n"
+        "                       in the target's own units. index counts the evaluated\n"
+        "                       rows from 0 (with --split test: the held-out rows in\n"
+        "                       file order).\n"
         "  -b, --batch N        evaluation batch size (default 256)\n"
         CLI_HELP_DEVICE
         CLI_HELP_COMMON);
 }
 
-enum {
-    OPT_CHECKPOINT = CLI_OPT_TOOL, OPT_DATA, OPT_TARGET, OPT_MODEL, OPT_PREDICTIONS,
-    OPT_MISSING, OPT_DELIMITER, OPT_TASK
-};
+enum { OPT_CHECKPOINT = CLI_OPT_TOOL, OPT_DATA, OPT_MODEL, OPT_PREDICTIONS, OPT_SPLIT };
 
 static const struct option long_options[] = {
     CLI_OPTIONS_COMMON,
     CLI_OPTIONS_DEVICE,
+    CLI_OPTIONS_CSV,
     {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
     {"data", required_argument, NULL, OPT_DATA},
-    {"target", required_argument, NULL, OPT_TARGET},
-    {"task", required_argument, NULL, OPT_TASK},
-    {"delimiter", required_argument, NULL, OPT_DELIMITER},
-    {"missing", required_argument, NULL, OPT_MISSING},
+    {"split", required_argument, NULL, OPT_SPLIT},
     {"model", required_argument, NULL, OPT_MODEL},
     {"predictions", required_argument, NULL, OPT_PREDICTIONS},
     {"batch", required_argument, NULL, 'b'},
@@ -91,8 +95,7 @@ static const struct option long_options[] = {
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){.missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
-                          .batch = 256, .max_matrix = 30};
+    *o = (struct options){.csv = CLI_CSV_DEFAULT, .batch = 256, .max_matrix = 30};
     int c;
     while ((c = cli_getopt(argc, argv, "hb:t:", long_options)) != -1) {
         const char *v = optarg;
@@ -104,16 +107,15 @@ static void parse_args(int argc, char **argv, struct options *o)
         case 't': cli_threads(v); break;
         case OPT_CHECKPOINT: o->checkpoint = v; break;
         case OPT_DATA: o->data = v; break;
-        case OPT_TARGET: o->target = v; break;
         case OPT_MODEL: o->model = v; break;
         case OPT_PREDICTIONS: o->predictions = v; break;
-        case OPT_MISSING: o->missing = v; break;
-        case 'b': o->batch = cli_int(cli_optname(), v, 1, 1 << 24); break;
-        case OPT_DELIMITER: o->delimiter = cli_delimiter(v); break;
-        case OPT_TASK:
-            o->task_given = true;
-            o->task = cli_task(v);
+        case OPT_SPLIT:
+            if (strcmp(v, "all") != 0 && strcmp(v, "test") != 0)
+                cli_usage_error("option '--split': '%s' is not all or test", v);
+            o->split_test = strcmp(v, "test") == 0;
             break;
+        case 'b': o->batch = cli_int(cli_optname(), v, 1, 1 << 24); break;
+        default: cli_csv_option(c, v, &o->csv); break;
         }
     }
     if (!o->checkpoint) cli_usage_error("option '--checkpoint' is required");
@@ -141,15 +143,48 @@ static struct cg_dataset *load_idx_dir(const char *dir, char **what)
     return ds;
 }
 
-/* A CSV, conformed to the training file's columns and categories when the
- * checkpoint records them (so one-hot features line up). */
-static struct cg_dataset *load_csv(const struct options *o, enum cg_task task,
-                                   const struct cg_checkpoint_extra *ex)
+static const char *meta(const struct cg_checkpoint_extra *ex, const char *key)
 {
-    const char *layout = NULL;
     for (int i = 0; i < ex->n_meta; i++)
-        if (strcmp(ex->meta[i].key, CLI_LAYOUT_KEY) == 0) layout = ex->meta[i].value;
-    return cli_load_csv(o->data, o->target, o->delimiter, task, o->missing, layout, NULL);
+        if (strcmp(ex->meta[i].key, key) == 0) return ex->meta[i].value;
+    return NULL;
+}
+
+/* A CSV read as the training file was (the checkpoint's layout: target,
+ * task, columns, categories; and its format options where not given),
+ * then, with --split test, only the rows clgrad-train held out. */
+static struct cg_dataset *load_csv(const struct options *o, const struct cg_checkpoint_extra *ex)
+{
+    struct cli_csv c = o->csv;
+    const char *v;
+    if (!c.skip_rows_given && (v = meta(ex, CLI_SKIP_ROWS_KEY))) c.skip_rows = atoi(v);
+    if (!c.no_header_given && (v = meta(ex, CLI_NO_HEADER_KEY))) c.no_header = atoi(v) != 0;
+    if (!c.delimiter_given && (v = meta(ex, CLI_DELIMITER_KEY)) && strlen(v) == 1)
+        c.delimiter = v[0];
+    if (!c.missing_given && (v = meta(ex, CLI_MISSING_KEY))) c.missing = v;
+    if (!c.task_given && ex->task != CG_TASK_AUTO) c.task = ex->task;
+    struct cg_table *like = NULL;
+    const char *layout = meta(ex, CLI_LAYOUT_KEY);
+    if (layout && cg_table_layout_parse(layout, &like) != CG_OK)
+        cli_die("%s: the column layout: %s", o->checkpoint, cg_last_error(NULL));
+    struct cg_table *tab = cli_csv_read(o->data, &c, like);
+    cg_table_free(like);
+    if (o->split_test) {
+        const char *f = meta(ex, CLI_TEST_SPLIT_KEY), *s = meta(ex, CLI_SEED_KEY);
+        double fraction = f ? strtod(f, NULL) : 0;
+        if (!(fraction > 0) || !s)
+            cli_die("%s records no held-out test rows (trained with --test-split 0, or not "
+                    "by clgrad-train from a CSV): --split test needs them", o->checkpoint);
+        struct cg_table *rest, *test;
+        if (cg_table_split(tab, fraction, strtoull(s, NULL, 10), &rest, &test) != CG_OK)
+            cli_die("%s: %s", o->data, cg_last_error(NULL));
+        cg_table_free(tab);
+        cg_table_free(rest);
+        tab = test;
+    }
+    struct cg_dataset *ds = cli_table_dataset(tab, o->data);
+    cg_table_free(tab);
+    return ds;
 }
 
 /* The data set's class indices renumbered to the checkpoint's classes (a
@@ -363,11 +398,13 @@ int main(int argc, char **argv)
     if (strcmp(o.data, "fashion-mnist") == 0 || cli_is_dir(o.data)) {
         const char *dir = strcmp(o.data, "fashion-mnist") == 0 ? FASHION_DIR : o.data;
         if (!cli_is_dir(dir)) cli_die("%s not found: install Debian's dataset-fashion-mnist package", dir);
+        if (o.split_test)
+            cli_usage_error("option '--split test' is for CSV files; an IDX folder's test set "
+                            "is its t10k files");
         ds = load_idx_dir(dir, &source);
     } else {
-        enum cg_task task = o.task_given ? o.task : ex.task;
-        ds = load_csv(&o, task, &ex);
-        source = cli_strf("%s", o.data);
+        ds = load_csv(&o, &ex);
+        source = cli_strf("%s%s", o.data, o.split_test ? " (its held-out test rows)" : "");
     }
     if (!ds->y) cli_die("%s has no targets to evaluate against", source);
     bool classification = ds->n_classes > 0 && ds->y_dim == 0;

@@ -36,10 +36,10 @@
 #define FASHION_DIR CLI_FASHION_DIR
 
 struct options {
-    const char *data, *target, *model, *loss, *optim, *backend, *device, *scale, *missing;
+    const char *data, *model, *loss, *optim, *backend, *device, *scale;
     const char *scale_target;
-    char delimiter;
-    enum cg_task task;
+    struct cli_csv csv;
+    double test_split;        /* CSV: held-out test rows */
     float lr, momentum, weight_decay, label_smoothing;
     int64_t batch;
     int epochs;
@@ -49,6 +49,7 @@ struct options {
     bool quiet;
     /* checkpoints, logs, schedules (issue 7) */
     const char *save, *save_best, *resume, *log, *plot, *schedule;
+    const char *init, *save_weights;   /* fine-tuning and export (issue 19) */
     int save_every, step_size, early_stop;
     int64_t warmup;
     double gamma;
@@ -67,18 +68,18 @@ static void usage(FILE *f)
         "  --data SOURCE        fashion-mnist (Debian's dataset-fashion-mnist, in\n"
         "                       " FASHION_DIR "), a folder holding\n"
         "                       {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz],\n"
-        "                       or a CSV file with a header row\n"
-        "  --target COLUMN      CSV: the column to predict (required for CSV)\n"
-        "  --task KIND          CSV: auto (default: classification when the target is\n"
-        "                       not numeric), regression or classification\n"
-        "  --delimiter C        CSV: field separator (default ','; 'tab' for a tab)\n"
-        "  --missing POLICY     CSV: error (default), drop, mean or zero\n"
+        "                       or a CSV file (.csv or .csv.gz; --target required)\n"
+        CLI_HELP_CSV
         "  --scale KIND         CSV features: standard (default), minmax or none;\n"
         "                       fitted on the training split only\n"
         "  --scale-target KIND  CSV regression targets: standard (default) or none;\n"
         "                       losses are then in standardized units, RMSE and the\n"
         "                       predictions of clgrad-eval in the target's own\n"
-        "  --val-split F        fraction held out for validation (default 0.1)\n"
+        "  --test-split F       CSV: fraction of rows held out as a test set, chosen by\n"
+        "                       --seed, reported after training (default 0.1; 0 none;\n"
+        "                       clgrad-eval --split test evaluates the same rows)\n"
+        "  --val-split F        fraction of the other rows held out for validation\n"
+        "                       (default 0.1)\n"
         "\n"
         "model and training:\n"
         "  --model SPEC         layers, comma-separated (default for fashion-mnist:\n"
@@ -127,6 +128,14 @@ static void usage(FILE *f)
         "  --save-every N       epochs between checkpoints (default 1)\n"
         "  --save-best FILE     checkpoint whenever validation loss improves\n"
         "  --resume FILE        continue from a checkpoint (same data options and seed)\n"
+        "  --init FILE          start from the weights in FILE (fine-tuning): a clgrad\n"
+        "                       checkpoint or any safetensors file with the model's\n"
+        "                       names and shapes, as PyTorch's\n"
+        "                       save_file(model.state_dict(), FILE) writes; optimizer,\n"
+        "                       epoch and RNG start afresh\n"
+        "  --save-weights FILE  at the end, the weights alone as safetensors under\n"
+        "                       PyTorch's state_dict names: torch's\n"
+        "                       model.load_state_dict(load_file(FILE)) takes it as is\n"
         "  --log FILE.csv       one row per epoch: losses, accuracy or RMSE, lr,\n"
         "                       samples/s, seconds\n"
         "  --plot FILE.svg      training and validation curves, for a browser\n"
@@ -142,21 +151,19 @@ static void usage(FILE *f)
 }
 
 enum {
-    OPT_DATA = CLI_OPT_TOOL, OPT_TARGET, OPT_MODEL, OPT_LOSS, OPT_OPTIM, OPT_SCALE,
-    OPT_SCALE_TARGET, OPT_MISSING, OPT_SAVE_BEST, OPT_RESUME, OPT_LOG, OPT_PLOT,
+    OPT_DATA = CLI_OPT_TOOL, OPT_MODEL, OPT_LOSS, OPT_OPTIM, OPT_SCALE,
+    OPT_SCALE_TARGET, OPT_TEST_SPLIT, OPT_INIT, OPT_SAVE_WEIGHTS, OPT_SAVE_BEST, OPT_RESUME, OPT_LOG, OPT_PLOT,
     OPT_SCHEDULE, OPT_SAVE_EVERY, OPT_STEP_SIZE, OPT_EARLY_STOP, OPT_WARMUP, OPT_GAMMA,
     OPT_CLIP, OPT_MOMENTUM, OPT_WEIGHT_DECAY, OPT_LABEL_SMOOTHING, OPT_VAL_SPLIT,
-    OPT_DELIMITER, OPT_TASK, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_QUIET
+    OPT_PROGRESS, OPT_NO_PROGRESS, OPT_QUIET
 };
 
 static const struct option long_options[] = {
     CLI_OPTIONS_COMMON,
     CLI_OPTIONS_DEVICE,
     {"data", required_argument, NULL, OPT_DATA},
-    {"target", required_argument, NULL, OPT_TARGET},
-    {"task", required_argument, NULL, OPT_TASK},
-    {"delimiter", required_argument, NULL, OPT_DELIMITER},
-    {"missing", required_argument, NULL, OPT_MISSING},
+    CLI_OPTIONS_CSV,
+    {"test-split", required_argument, NULL, OPT_TEST_SPLIT},
     {"scale", required_argument, NULL, OPT_SCALE},
     {"scale-target", required_argument, NULL, OPT_SCALE_TARGET},
     {"val-split", required_argument, NULL, OPT_VAL_SPLIT},
@@ -180,6 +187,8 @@ static const struct option long_options[] = {
     {"save-every", required_argument, NULL, OPT_SAVE_EVERY},
     {"save-best", required_argument, NULL, OPT_SAVE_BEST},
     {"resume", required_argument, NULL, OPT_RESUME},
+    {"init", required_argument, NULL, OPT_INIT},
+    {"save-weights", required_argument, NULL, OPT_SAVE_WEIGHTS},
     {"log", required_argument, NULL, OPT_LOG},
     {"plot", required_argument, NULL, OPT_PLOT},
     {"progress", no_argument, NULL, OPT_PROGRESS},
@@ -192,7 +201,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 {
     *o = (struct options){.loss = "auto", .optim = "adam", .scale = "standard",
                           .scale_target = "standard",
-                          .missing = "error", .delimiter = ',', .task = CG_TASK_AUTO,
+                          .csv = CLI_CSV_DEFAULT, .test_split = 0.1,
                           .lr = 1e-3f, .weight_decay = -1, .batch = 64, .epochs = 10,
                           .val_split = 0.1, .progress = -1, .schedule = "constant",
                           .save_every = 1, .step_size = 5, .gamma = 0.1};
@@ -209,16 +218,16 @@ static void parse_args(int argc, char **argv, struct options *o)
         case OPT_NO_PROGRESS: o->progress = 0; break;
         case OPT_QUIET: o->quiet = true; break;
         case OPT_DATA: o->data = v; break;
-        case OPT_TARGET: o->target = v; break;
         case OPT_MODEL: o->model = v; break;
         case OPT_LOSS: o->loss = v; break;
         case OPT_OPTIM: o->optim = v; break;
         case OPT_SCALE: o->scale = v; break;
         case OPT_SCALE_TARGET: o->scale_target = v; break;
-        case OPT_MISSING: o->missing = v; break;
         case 'o': o->save = v; break;
         case OPT_SAVE_BEST: o->save_best = v; break;
         case OPT_RESUME: o->resume = v; break;
+        case OPT_INIT: o->init = v; break;
+        case OPT_SAVE_WEIGHTS: o->save_weights = v; break;
         case OPT_LOG: o->log = v; break;
         case OPT_PLOT: o->plot = v; break;
         case OPT_SCHEDULE: o->schedule = v; break;
@@ -236,11 +245,14 @@ static void parse_args(int argc, char **argv, struct options *o)
         case 'e': o->epochs = (int)cli_int(a, v, 1, 1000000); break;
         case 's': o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX); break;
         case OPT_VAL_SPLIT: o->val_split = cli_double(a, v, 0, 0.9); break;
-        case OPT_DELIMITER: o->delimiter = cli_delimiter(v); break;
-        case OPT_TASK: o->task = cli_task(v); break;
+        case OPT_TEST_SPLIT: o->test_split = cli_double(a, v, 0, 0.9); break;
+        default: cli_csv_option(c, v, &o->csv); break;
         }
     }
     if (!o->data) cli_usage_error("option '--data' is required");
+    if (o->init && o->resume)
+        cli_usage_error("options '--init' and '--resume' exclude each other (--resume restores "
+                        "the whole training state, --init only the weights)");
     if (strcmp(o->schedule, "constant") != 0 && strcmp(o->schedule, "cosine") != 0 &&
         strcmp(o->schedule, "step") != 0)
         cli_usage_error("option '--schedule': '%s' is not constant, cosine or step", o->schedule);
@@ -253,9 +265,12 @@ struct data {
     struct cg_scaler *scaler;      /* fitted on train (CSV), saved in checkpoints */
     struct cg_scaler *target_scaler; /* regression targets, likewise           */
     bool classification;
+    bool idx;                 /* IDX images (else a CSV)                 */
     int64_t outputs;          /* classes, or regression targets per sample */
     char *layout;             /* CSV: the columns and categories trained on,
                                  saved in checkpoints for clgrad-eval      */
+    struct cg_checkpoint_meta meta[8]; /* CSV: layout, format, test split  */
+    int n_meta;
     const char *source;       /* the data's name in messages (borrowed) */
 };
 
@@ -277,16 +292,47 @@ static void load_idx_dir(const struct options *o, const char *dir, struct data *
         cli_die("%s", cg_last_error(NULL));
     cg_dataset_free(all);
     d->classification = true;
+    d->idx = true;
     d->outputs = d->train->n_classes;
     if (d->test && d->test->n_classes > d->outputs) d->outputs = d->test->n_classes;
     d->source = dir;
 }
 
+/* A CSV: the task and its reason on stdout, the reader's notes (dates,
+ * dropped columns) on stderr; --test-split rows held out first (the same
+ * rows for the same seed: clgrad-eval --split test finds them again), then
+ * the validation split of the rest. */
 static void load_csv(const struct options *o, struct data *d)
 {
-    struct cg_dataset *all = cli_load_csv(o->data, o->target, o->delimiter, o->task, o->missing,
-                                          NULL, &d->layout);
-    if (all->n < 2) cli_die("%s: only %lld usable rows", o->data, (long long)all->n);
+    struct cg_table *tab = cli_csv_read(o->data, &o->csv, NULL);
+    if (!o->quiet && tab->task_reason) printf("%s: %s\n", o->data, tab->task_reason);
+    if (tab->notes) fputs(tab->notes, stderr);
+    if (cg_table_layout_format(tab, &d->layout) != CG_OK) cli_die("%s", cg_last_error(NULL));
+    /* what clgrad-eval needs to read the file again as it was read here
+     * and to find the same test rows (cli.h's keys) */
+    const struct cli_csv *c = &o->csv;
+    const char *keys[] = {CLI_LAYOUT_KEY, CLI_SKIP_ROWS_KEY, CLI_NO_HEADER_KEY,
+                          CLI_DELIMITER_KEY, CLI_MISSING_KEY, CLI_TEST_SPLIT_KEY, CLI_SEED_KEY};
+    char *values[] = {cli_strf("%s", d->layout), cli_strf("%d", c->skip_rows),
+                      cli_strf("%d", c->no_header), cli_strf("%c", c->delimiter),
+                      cli_strf("%s", c->missing), cli_strf("%.17g", o->test_split),
+                      cli_strf("%llu", (unsigned long long)o->seed)};
+    for (int i = 0; i < (int)(sizeof keys / sizeof keys[0]); i++)
+        d->meta[d->n_meta++] = (struct cg_checkpoint_meta){keys[i], values[i]};
+    struct cg_table *rest = tab, *test = NULL;
+    if (o->test_split > 0) {
+        if (cg_table_split(tab, o->test_split, o->seed, &rest, &test) != CG_OK)
+            cli_die("%s (--test-split 0 keeps no test rows)", cg_last_error(NULL));
+        cg_table_free(tab);
+    }
+    struct cg_dataset *all = cli_table_dataset(rest, o->data);
+    cg_table_free(rest);
+    if (test) {
+        d->test = cli_table_dataset(test, o->data);
+        cg_table_free(test);
+    }
+    if (all->n < 2) cli_die("%s: only %lld usable rows%s", o->data, (long long)all->n,
+                            d->test ? " besides the test rows" : "");
     if (cg_dataset_split(all, o->val_split, o->seed, &d->train, &d->val) != CG_OK)
         cli_die("%s", cg_last_error(NULL));
     cg_dataset_free(all);
@@ -299,7 +345,8 @@ static void load_csv(const struct options *o, struct data *d)
         else cli_usage_error("option '--scale': '%s' is not standard, minmax or none", o->scale);
         if (cg_scaler_fit(d->train, kind, true, &d->scaler) != CG_OK ||
             cg_scaler_apply(d->scaler, d->train) != CG_OK ||
-            (d->val && cg_scaler_apply(d->scaler, d->val) != CG_OK))
+            (d->val && cg_scaler_apply(d->scaler, d->val) != CG_OK) ||
+            (d->test && cg_scaler_apply(d->scaler, d->test) != CG_OK))
             cli_die("%s", cg_last_error(NULL));
     }
     if (!d->classification && strcmp(o->scale_target, "none") != 0) {
@@ -311,7 +358,9 @@ static void load_csv(const struct options *o, struct data *d)
         if (cg_scaler_fit_data(d->train->y, d->train->n, k, CG_SCALER_STANDARD, true,
                                &d->target_scaler) != CG_OK ||
             cg_scaler_apply_data(d->target_scaler, d->train->y, d->train->n, k) != CG_OK ||
-            (d->val && cg_scaler_apply_data(d->target_scaler, d->val->y, d->val->n, k) != CG_OK))
+            (d->val && cg_scaler_apply_data(d->target_scaler, d->val->y, d->val->n, k) != CG_OK) ||
+            (d->test &&
+             cg_scaler_apply_data(d->target_scaler, d->test->y, d->test->n, k) != CG_OK))
             cli_die("%s", cg_last_error(NULL));
     }
     d->source = o->data;
@@ -390,7 +439,8 @@ static struct metrics evaluate(struct trainer *t, const struct cg_dataset *all)
     cli_dist_part(all->n, &lo_i, &hi_i);
     struct cg_dataset part = *all, *ds = &part;
     part.n = hi_i - lo_i;
-    part.x += lo_i * all->sample_numel;
+    if (part.x) part.x += lo_i * all->sample_numel;
+    if (part.x_u8) part.x_u8 += lo_i * all->sample_numel;
     if (part.y) part.y += lo_i * y_row;
     if (part.n > 0 && cg_loader_create(t->ctx, ds, &lo, &ld) != CG_OK)
         cli_die("%s", cg_last_error(t->ctx));
@@ -482,7 +532,7 @@ static void pick_loss(struct trainer *t)
     const struct data *d = t->d;
     if (strcmp(l, "auto") == 0) l = d->classification ? "cross-entropy" : "mse";
     if (strcmp(l, "cross-entropy") == 0) {
-        if (!d->classification) cli_die("--loss cross-entropy needs class labels, but %s is a regression target", t->o->target ? t->o->target : "the target");
+        if (!d->classification) cli_die("--loss cross-entropy needs class labels, but %s is a regression target", t->o->csv.target ? t->o->csv.target : "the target");
         t->loss = LOSS_CE;
     } else if (strcmp(l, "mse") == 0) {
         if (d->classification) cli_die("--loss mse needs a numeric target; for class labels use cross-entropy");
@@ -503,7 +553,7 @@ static cg_module *make_model(struct trainer *t)
     int64_t want = t->loss == LOSS_BCE ? 1 : d->outputs;
     char *spec = t->spec = o->model ? cli_strf("%s", o->model)
                        : cli_strf("linear %d relu, linear %d relu, linear %lld",
-                                  d->test ? 256 : 64, d->test ? 128 : 64, (long long)want);
+                                  d->idx ? 256 : 64, d->idx ? 128 : 64, (long long)want);
     /* A model that starts with a linear layer sees flat samples; image
      * layers (conv, pools, ...) see IDX images as (C, H, W). */
     const char *first = spec + strspn(spec, " ");
@@ -574,11 +624,8 @@ static void save_checkpoint(struct trainer *t, const char *path_pattern, int epo
     ex.class_names = (const char *const *)ds->class_names;
     ex.scaler = t->d->scaler;
     ex.target_scaler = t->d->target_scaler;
-    struct cg_checkpoint_meta layout = {CLI_LAYOUT_KEY, t->d->layout};
-    if (t->d->layout) {
-        ex.meta = &layout;
-        ex.n_meta = 1;
-    }
+    ex.meta = t->d->meta;
+    ex.n_meta = t->d->n_meta;
     if (cg_checkpoint_save(path, t->model, t->opt, &ex) != CG_OK)
         cli_die("saving %s: %s", path, cg_last_error(t->ctx));
     free(path);
@@ -824,11 +871,27 @@ int main(int argc, char **argv)
             printf("resumed from %s after epoch %d (step %lld)\n", o.resume, first_epoch - 1,
                    (long long)t.steps);
     }
+    if (o.init) {
+        /* weights only: the library's loader (names, shapes, every mismatch
+         * listed; a clgrad checkpoint's optimizer, scaler and metadata
+         * entries are not weights), without the RNG state it restores, so
+         * --seed still decides shuffling and dropout */
+        uint64_t rng[4];
+        cg_rand_state(t.ctx, rng);
+        if (cg_checkpoint_load(o.init, t.model, NULL, NULL) != CG_OK)
+            cli_die("--init: %s", cg_last_error(t.ctx));
+        cg_rand_set_state(t.ctx, rng);
+        if (!o.quiet) printf("initialised the weights from %s\n", o.init);
+    }
     /* Same model on every rank (checked), rank 0's weights everywhere. */
     if (cg_dist_attach(cli_dist, t.model) != CG_OK) cli_die("%s", cg_last_error(t.ctx));
     double t0 = now();
     train(&t, first_epoch);
     double secs = now() - t0;
+    /* weights only (no optimizer, scaler or model metadata): PyTorch's
+     * load_state_dict(load_file(FILE), strict=True) takes it as it is */
+    if (o.save_weights && cg_checkpoint_save(o.save_weights, t.model, NULL, NULL) != CG_OK)
+        cli_die("--save-weights: %s", cg_last_error(t.ctx));
 
     const struct cg_dataset *final = d.test ? d.test : d.val;
     if (final) {
@@ -843,6 +906,7 @@ int main(int argc, char **argv)
     cg_scaler_free(d.scaler);
     cg_scaler_free(d.target_scaler);
     free(d.layout);
+    for (int i = 0; i < d.n_meta; i++) free((char *)d.meta[i].value);
     cg_optim_free(t.opt);
     cg_module_free(t.model);
     cli_dist_end();

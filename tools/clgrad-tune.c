@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cl_backend.h"
+#include "cl_tune.h"
 #include "cli.h"
 
 #include <clblast_c.h>

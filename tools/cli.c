@@ -37,41 +37,72 @@ char *cli_idx_path(const char *dir, const char *name)
     return cli_strf("%s/%s", dir, name);
 }
 
-struct cg_dataset *cli_load_csv(const char *path, const char *target, char delimiter,
-                                enum cg_task task, const char *missing, const char *layout_in,
-                                char **layout_out)
+bool cli_csv_option(int c, const char *v, struct cli_csv *o)
 {
-    if (!target) cli_usage_error("option '--target' is required with a CSV file");
+    switch (c) {
+    case CLI_OPT_TARGET: o->target = v; return true;
+    case CLI_OPT_TASK:
+        o->task = cli_task(v);
+        o->task_given = true;
+        return true;
+    case CLI_OPT_DELIMITER:
+        o->delimiter = cli_delimiter(v);
+        o->delimiter_given = true;
+        return true;
+    case CLI_OPT_MISSING:
+        if (strcmp(v, "error") && strcmp(v, "drop") && strcmp(v, "mean") && strcmp(v, "zero"))
+            cli_usage_error("option '--missing': '%s' is not error, drop, mean or zero", v);
+        o->missing = v;
+        o->missing_given = true;
+        return true;
+    case CLI_OPT_SKIP_ROWS:
+        o->skip_rows = (int)cli_int(cli_optname(), v, 0, INT32_MAX);
+        o->skip_rows_given = true;
+        return true;
+    case CLI_OPT_NO_HEADER:
+        o->no_header = o->no_header_given = true;
+        return true;
+    case CLI_OPT_DROP: o->drop = v; return true;
+    case CLI_OPT_FEATURES: o->features = v; return true;
+    case CLI_OPT_KEEP: o->keep = v; return true;
+    default: return false;
+    }
+}
+
+struct cg_table *cli_csv_read(const char *path, const struct cli_csv *o,
+                              const struct cg_table *like)
+{
+    if (!o->target && !like) cli_usage_error("option '--target' is required with a CSV file");
     struct cg_csv_options co = cg_csv_options_default();
-    co.delimiter = delimiter;
-    co.target = target;
-    co.task = task;
-    if (strcmp(missing, "error") == 0) co.missing = CG_MISSING_ERROR;
-    else if (strcmp(missing, "drop") == 0) co.missing = CG_MISSING_DROP;
-    else if (strcmp(missing, "mean") == 0) co.missing = CG_MISSING_FILL_MEAN;
-    else if (strcmp(missing, "zero") == 0) {
+    co.delimiter = o->delimiter;
+    co.target = o->target;
+    co.task = o->task;
+    co.skip_rows = o->skip_rows;
+    co.no_header = o->no_header;
+    co.drop = o->drop;
+    co.features = o->features;
+    co.keep = o->keep;
+    co.like = like;
+    if (strcmp(o->missing, "drop") == 0) co.missing = CG_MISSING_DROP;
+    else if (strcmp(o->missing, "mean") == 0) co.missing = CG_MISSING_FILL_MEAN;
+    else if (strcmp(o->missing, "zero") == 0) {
         co.missing = CG_MISSING_FILL_CONSTANT;
         co.fill_value = 0;
-    } else cli_usage_error("option '--missing': '%s' is not error, drop, mean or zero", missing);
+    } else co.missing = CG_MISSING_ERROR;
     struct cg_table *tab;
     cg_status st = cg_csv_read(path, &co, &tab);
     if (st == CG_STATUS_MISSING_VALUE)
         cli_die("%s; --missing drop, mean or zero handles them", cg_last_error(NULL));
     if (st != CG_OK) cli_die("%s", cg_last_error(NULL));
-    if (layout_in) {               /* the training file's columns and categories */
-        struct cg_table *like;
-        if (cg_table_layout_parse(layout_in, &like) != CG_OK)
-            cli_die("the checkpoint's column layout: %s", cg_last_error(NULL));
-        st = cg_table_conform(tab, like);
-        cg_table_free(like);
-        if (st != CG_OK) cli_die("%s: %s", path, cg_last_error(NULL));
-    }
-    if (layout_out && cg_table_layout_format(tab, layout_out) != CG_OK)
-        cli_die("%s", cg_last_error(NULL));
+    if (like && cg_table_conform(tab, like) != CG_OK)   /* the training file's categories */
+        cli_die("%s: %s", path, cg_last_error(NULL));
+    return tab;
+}
+
+struct cg_dataset *cli_table_dataset(const struct cg_table *t, const char *path)
+{
     struct cg_dataset *ds;
-    st = cg_dataset_from_table(tab, &ds);
-    cg_table_free(tab);
-    if (st != CG_OK) cli_die("%s", cg_last_error(NULL));
+    if (cg_dataset_from_table(t, &ds) != CG_OK) cli_die("%s: %s", path, cg_last_error(NULL));
     if (ds->n < 1) cli_die("%s: no usable rows", path);
     return ds;
 }

@@ -54,6 +54,15 @@ enum {
     CLI_OPT_VERSION = CLI_OPT_LONG,  /* --version             */
     CLI_OPT_BACKEND,                 /* --backend NAME        */
     CLI_OPT_DEVICE,                  /* --device D            */
+    CLI_OPT_TARGET,                  /* the CSV options (CLI_OPTIONS_CSV) */
+    CLI_OPT_TASK,
+    CLI_OPT_DELIMITER,
+    CLI_OPT_MISSING,
+    CLI_OPT_SKIP_ROWS,
+    CLI_OPT_NO_HEADER,
+    CLI_OPT_DROP,
+    CLI_OPT_FEATURES,
+    CLI_OPT_KEEP,
     CLI_OPT_TOOL                     /* a tool's own options from here */
 };
 /* The entries every tool has (put them in its table): --help, --version. */
@@ -100,15 +109,70 @@ bool cli_is_dir(const char *path);
 /* dir/name.gz if it exists, else dir/name (malloc'ed). */
 char *cli_idx_path(const char *dir, const char *name);
 
-/* Reads a CSV file into a dataset with features from every column but
- * target. missing: error, drop, mean or zero. layout_in (a checkpoint's
- * "csv.columns", or NULL): first conform the table to the training file's
- * columns and categories; layout_out (or NULL): the table's layout text,
- * malloc'ed, to store with the model (cg_table_layout_format). */
+/* ---- CSV files -------------------------------------------------------
+ * The options that say how to read a CSV (struct cg_csv_options), shared
+ * by clgrad-train and clgrad-eval; *_given: set on the command line (eval
+ * otherwise takes the checkpoint's). */
+struct cli_csv {
+    const char *target, *missing, *drop, *features, *keep;
+    char delimiter;
+    enum cg_task task;
+    int skip_rows;
+    bool no_header;
+    bool task_given, delimiter_given, missing_given, skip_rows_given, no_header_given;
+};
+#define CLI_CSV_DEFAULT ((struct cli_csv){.missing = "error", .delimiter = ',', \
+                                          .task = CG_TASK_AUTO})
+#define CLI_OPTIONS_CSV \
+    {"target", required_argument, NULL, CLI_OPT_TARGET}, \
+    {"task", required_argument, NULL, CLI_OPT_TASK}, \
+    {"delimiter", required_argument, NULL, CLI_OPT_DELIMITER}, \
+    {"missing", required_argument, NULL, CLI_OPT_MISSING}, \
+    {"skip-rows", required_argument, NULL, CLI_OPT_SKIP_ROWS}, \
+    {"no-header", no_argument, NULL, CLI_OPT_NO_HEADER}, \
+    {"drop", required_argument, NULL, CLI_OPT_DROP}, \
+    {"features", required_argument, NULL, CLI_OPT_FEATURES}, \
+    {"keep", required_argument, NULL, CLI_OPT_KEEP}
+#define CLI_HELP_CSV \
+    "  --target COL         CSV: the column to predict: a name, a 1-based column\n" \
+    "                       number or 'last'\n" \
+    "  --task KIND          CSV: auto (default), regression or classification. auto:\n" \
+    "                       text labels, and integers with at most 20 distinct\n" \
+    "                       values (and at most one per two rows), are classes;\n" \
+    "                       anything else is regression. The choice and the\n" \
+    "                       reason are printed.\n" \
+    "  --delimiter C        CSV: field separator (default ','; 'tab' for a tab)\n" \
+    "  --missing POLICY     CSV: empty cells (also NA, NaN, ?): error (default),\n" \
+    "                       drop (the row), mean or zero\n" \
+    "  --skip-rows N        CSV: lines to skip before the header (default 0)\n" \
+    "  --no-header          CSV: no header row; columns are column1..columnN\n" \
+    "  --drop COL,...       CSV: columns not to use (names, numbers or 'last')\n" \
+    "  --features COL,...   CSV: the only feature columns to use\n" \
+    "  --keep COL,...       CSV: text columns to one-hot encode even though nearly\n" \
+    "                       every value is distinct (such columns, e.g. IDs, are\n" \
+    "                       otherwise dropped with a warning); dates in ISO form\n" \
+    "                       (2012-01-31, 2012/01/31, with or without a time)\n" \
+    "                       become year, month, day-of-year and weekday features\n"
+
+/* Handles c if it is one of CLI_OPTIONS_CSV (returns true). */
+bool cli_csv_option(int c, const char *v, struct cli_csv *o);
+/* Reads a CSV file. like (a training layout, or NULL): read as that file
+ * was read (cg_csv_options.like), then conformed to its columns and
+ * categories. An empty cell under --missing error suggests the option. */
+struct cg_table *cli_csv_read(const char *path, const struct cli_csv *o,
+                              const struct cg_table *like);
+/* The table's rows as a dataset (path names it in messages). */
+struct cg_dataset *cli_table_dataset(const struct cg_table *t, const char *path);
+
+/* Checkpoint metadata keys of CSV models: the column layout, the options
+ * that describe the file's format, and the held-out test split. */
 #define CLI_LAYOUT_KEY "csv.columns"
-struct cg_dataset *cli_load_csv(const char *path, const char *target, char delimiter,
-                                enum cg_task task, const char *missing, const char *layout_in,
-                                char **layout_out);
+#define CLI_SKIP_ROWS_KEY "csv.skip_rows"
+#define CLI_NO_HEADER_KEY "csv.no_header"
+#define CLI_DELIMITER_KEY "csv.delimiter"
+#define CLI_MISSING_KEY "csv.missing"
+#define CLI_TEST_SPLIT_KEY "csv.test_split"
+#define CLI_SEED_KEY "csv.seed"
 
 /* ---- data parallelism (cli_dist.c) -----------------------------------
  * cli_dist_begin: under mpirun (cg_dist_launched), joins the job through

@@ -24,7 +24,36 @@ bool record_log(const char *path, const struct epoch_record *r, bool first, bool
     return fclose(f) == 0;
 }
 
-/* One panel of the SVG chart: up to two series over epochs. */
+/* Axis ticks at round values: a step of 1, 2 or 5 times a power of ten
+ * (the "nice numbers" of Heckbert, Graphics Gems I, 1990, as matplotlib's
+ * MaxNLocator uses them), the first tick at or below lo and the last at or
+ * above hi, at most about `want` intervals. min_step: the smallest step
+ * allowed (1 for epochs). */
+struct ticks {
+    double first, step;
+    int n;          /* ticks: first + i * step, i < n */
+    int decimals;   /* for labels */
+};
+
+static struct ticks nice_ticks(double lo, double hi, int want, double min_step)
+{
+    double span = hi - lo;
+    if (!(span > 0)) span = fabs(lo) > 0 ? fabs(lo) * 0.1 : 1;
+    double raw = span / want, mag = pow(10, floor(log10(raw))), step = 10 * mag;
+    static const double mult[] = {1, 2, 5};
+    for (int i = 2; i >= 0; i--)
+        if (mult[i] * mag >= raw) step = mult[i] * mag;
+    if (step < min_step) step = min_step;
+    struct ticks t = {floor(lo / step + 1e-9) * step, step, 0, 0};
+    double last = ceil(hi / step - 1e-9) * step;
+    if (last <= t.first) last = t.first + step;
+    t.n = (int)llround((last - t.first) / step) + 1;
+    t.decimals = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
+    return t;
+}
+
+/* One panel of the SVG chart: up to two series over epochs. A single
+ * epoch is a point in the middle of its panel; every tick is round. */
 static void svg_panel(FILE *f, double x0, double y0, double w, double h, const char *title,
                       const struct epoch_record *r, int n, const double *a, const double *b,
                       const char *a_name, const char *b_name, bool percent)
@@ -35,38 +64,46 @@ static void svg_panel(FILE *f, double x0, double y0, double w, double h, const c
         if (b && isfinite(b[i])) { lo = fmin(lo, b[i]); hi = fmax(hi, b[i]); }
     }
     if (!isfinite(lo)) { lo = 0; hi = 1; }
-    if (hi - lo < 1e-9) { hi += 0.5; lo -= 0.5; }
-    double pad = 0.05 * (hi - lo);
-    lo -= pad;
-    hi += pad;
-    double e0 = r[0].epoch, e1 = r[n - 1].epoch > e0 ? r[n - 1].epoch : e0 + 1;
-#define SX(e) (x0 + 50 + (w - 70) * ((e) - e0) / (e1 - e0))
-#define SY(v) (y0 + h - 40 - (h - 70) * ((v) - lo) / (hi - lo))
+    double scale = percent ? 100 : 1;     /* ticks in the units shown */
+    struct ticks yt = nice_ticks(lo * scale, hi * scale, 5, 0);
+    double ylo = yt.first / scale, yhi = (yt.first + (yt.n - 1) * yt.step) / scale;
+    double e0 = r[0].epoch, e1 = r[n - 1].epoch;
+    struct ticks xt = nice_ticks(e0, e1, 10, 1);
+    /* the x range: first to last epoch, or +-0.5 around a single one */
+    double xlo = n > 1 ? e0 : e0 - 0.5, xhi = n > 1 ? e1 : e0 + 0.5;
+#define SX(e) (x0 + 50 + (w - 70) * ((e) - xlo) / (xhi - xlo))
+#define SY(v) (y0 + h - 40 - (h - 70) * ((v) - ylo) / (yhi - ylo))
     fprintf(f, "<text x='%.1f' y='%.1f' font-size='15' font-weight='bold'>%s</text>\n",
             x0 + 50, y0 + 20, title);
-    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#999'/>\n",
-            x0 + 50, y0 + 30, w - 70, h - 70);
-    for (int k = 0; k <= 4; k++) {
-        double v = lo + (hi - lo) * k / 4;
+    fprintf(f, "<rect class='frame' x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' "
+               "stroke='#999'/>\n", x0 + 50, y0 + 30, w - 70, h - 70);
+    for (int k = 0; k < yt.n; k++) {
+        double v = yt.first + k * yt.step;
         fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#eee'/>\n", x0 + 50,
-                x0 + w - 20, SY(v), SY(v));
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='end'>%.*f%s</text>\n",
-                x0 + 46, SY(v) + 4, percent ? 1 : 3, percent ? 100 * v : v, percent ? "%" : "");
+                x0 + w - 20, SY(v / scale), SY(v / scale));
+        fprintf(f, "<text class='ytick' x='%.1f' y='%.1f' font-size='11' text-anchor='end'>"
+                   "%.*f%s</text>\n", x0 + 46, SY(v / scale) + 4, yt.decimals,
+                v == 0 ? 0.0 : v, percent ? "%" : "");
     }
-    int step = n > 10 ? (n + 9) / 10 : 1;
-    for (int i = 0; i < n; i += step)
-        fprintf(f, "<text x='%.1f' y='%.1f' font-size='11' text-anchor='middle'>%d</text>\n",
-                SX(r[i].epoch), y0 + h - 24, r[i].epoch);
+    for (int k = 0; k < xt.n; k++) {
+        double e = xt.first + k * xt.step;
+        if (e < xlo - 1e-9 || e > xhi + 1e-9) continue;   /* epochs that were run */
+        fprintf(f, "<text class='xtick' x='%.1f' y='%.1f' font-size='11' "
+                   "text-anchor='middle'>%.0f</text>\n", SX(e), y0 + h - 24, e);
+    }
     fprintf(f, "<text x='%.1f' y='%.1f' font-size='12' text-anchor='middle'>epoch</text>\n",
             x0 + 50 + (w - 70) / 2, y0 + h - 6);
     const double *series[2] = {a, b};
     const char *names[2] = {a_name, b_name}, *colors[2] = {"#1f77b4", "#d62728"};
     for (int s = 0; s < 2; s++) {
         if (!series[s]) continue;
-        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[s]);
-        for (int i = 0; i < n; i++)
-            if (isfinite(series[s][i])) fprintf(f, "%.1f,%.1f ", SX(r[i].epoch), SY(series[s][i]));
-        fprintf(f, "'/>\n");
+        if (n > 1) {
+            fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[s]);
+            for (int i = 0; i < n; i++)
+                if (isfinite(series[s][i]))
+                    fprintf(f, "%.1f,%.1f ", SX(r[i].epoch), SY(series[s][i]));
+            fprintf(f, "'/>\n");
+        }
         for (int i = 0; i < n; i++)
             if (isfinite(series[s][i]))
                 fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", SX(r[i].epoch),
@@ -101,13 +138,17 @@ bool record_plot(const char *path, const struct epoch_record *hist, int n, bool 
     snprintf(tmp, len, "%s.tmp", path);
     f = fopen(tmp, "w");
     if (!f) goto done;
-    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='960' height='380' "
-               "font-family='sans-serif'>\n<rect width='960' height='380' fill='white'/>\n");
-    svg_panel(f, 0, 0, 480, 380, "loss", hist, n, tl, has_val ? vl : NULL, "train",
-              "validation", false);
-    svg_panel(f, 480, 0, 480, 380, classification ? "validation accuracy" : "validation RMSE",
-              hist, n, has_val ? vm : NULL, NULL, classification ? "accuracy" : "RMSE", NULL,
-              classification);
+    /* without a validation set only the loss panel: nothing to show beside it */
+    int width = has_val ? 960 : 480;
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='380' "
+               "font-family='sans-serif'>\n<rect width='%d' height='380' fill='white'/>\n",
+            width, width);
+    svg_panel(f, 0, 0, 480, 380, has_val ? "loss" : "training loss", hist, n, tl,
+              has_val ? vl : NULL, "train", "validation", false);
+    if (has_val)
+        svg_panel(f, 480, 0, 480, 380,
+                  classification ? "validation accuracy" : "validation RMSE", hist, n, vm, NULL,
+                  classification ? "accuracy" : "RMSE", NULL, classification);
     fprintf(f, "</svg>\n");
     ok = fclose(f) == 0 && rename(tmp, path) == 0;
 done:

@@ -228,8 +228,8 @@ static int size_class(size_t bytes, size_t *cap)
     return 1 + (e - 6) * 4 + (int)(j - 1);
 }
 
-_Static_assert(1 + (23 - 6) * 4 + 3 < CG_CPU_POOL_CLASSES,
-               "CG_CPU_POOL_CLASSES must cover classes up to CG_CPU_POOL_MAX_BYTES (2^24)");
+_Static_assert(1 + (39 - 6) * 4 + 3 < CG_CPU_POOL_CLASSES,
+               "CG_CPU_POOL_CLASSES must cover classes up to CG_CPU_POOL_MAX_BYTES (2^40)");
 
 static cg_status cpu_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
 {
@@ -247,7 +247,12 @@ static cg_status cpu_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
         if (!b) return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "alloc: buffer header");
         b->cls = cls;
         b->cap = bytes > 0 ? cap : 0;
-        if (bytes > 0 && (cap < bytes || !(b->data = aligned_alloc(CG_CPU_ALIGN, cap)))) {
+        if (bytes > 0 && cap >= bytes && !(b->data = aligned_alloc(CG_CPU_ALIGN, cap)) &&
+            c->pool_idle_bytes > 0) {
+            pool_drain(c);   /* idle buffers of other classes: give them back, retry */
+            b->data = aligned_alloc(CG_CPU_ALIGN, cap);
+        }
+        if (bytes > 0 && (cap < bytes || !b->data)) {
             free(b);
             return cg__cpu_error(c, CG_STATUS_OUT_OF_MEMORY, "alloc: %zu bytes", bytes);
         }
@@ -259,6 +264,8 @@ static cg_status cpu_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
     c->stats.bytes_in_use += bytes;
     if (c->stats.bytes_in_use > c->stats.bytes_peak)
         c->stats.bytes_peak = c->stats.bytes_in_use;
+    if (c->stats.bytes_in_use > c->pool_high_water)
+        c->pool_high_water = c->stats.bytes_in_use;
     *out = b;
     return CG_OK;
 }
@@ -268,7 +275,11 @@ static void cpu_release(void *ctx, struct cg_buffer *buf)
     struct cg_cpu_ctx *c = ctx;
     if (!buf) return;
     c->stats.bytes_in_use -= buf->bytes;
-    if (buf->cls >= 0 && c->pool_idle_bytes + buf->cap <= CG_CPU_POOL_MAX_IDLE) {
+    /* The idle cap (cpu.h): the floor, or the most this context has ever
+     * had in use at once, whichever is larger. */
+    size_t cap = c->pool_high_water > CG_CPU_POOL_MAX_IDLE ? c->pool_high_water
+                                                          : CG_CPU_POOL_MAX_IDLE;
+    if (buf->cls >= 0 && buf->cap <= cap && c->pool_idle_bytes <= cap - buf->cap) {
         buf->next = c->pool[buf->cls];
         c->pool[buf->cls] = buf;
         c->pool_idle_bytes += buf->cap;

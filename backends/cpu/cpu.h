@@ -67,14 +67,22 @@ struct cg_buffer {
     struct cg_buffer *next; /* free-list link while pooled                */
 };
 
-/* The buffer pool (cpu.c): freed buffers up to CG_CPU_POOL_MAX_BYTES wait
- * in per-size-class free lists for the next alloc of their class, so a
- * training loop that makes the same tensors every step stops calling
- * malloc after its first step (the first steps fill the pool). Classes
- * are 4 per power of two, so a buffer wastes at most a quarter of itself. */
-#define CG_CPU_POOL_CLASSES 80
-#define CG_CPU_POOL_MAX_BYTES ((size_t)16 << 20)    /* larger: malloc/free  */
-#define CG_CPU_POOL_MAX_IDLE ((size_t)512 << 20)    /* cap on idle bytes    */
+/* The buffer pool (cpu.c): freed buffers wait in per-size-class free lists
+ * for the next alloc of their class, so a training or evaluation loop that
+ * makes the same tensors every step stops calling malloc after its first
+ * step (the first steps fill the pool). Classes are 4 per power of two, so
+ * a buffer wastes at most a quarter of itself (in address space: pages never
+ * written are never faulted in). Large buffers are pooled too: before, those
+ * over 16 MiB went back to glibc, which mmaps them, so every evaluation
+ * batch of the CNN was mapped, page-faulted and unmapped again (1.8 M minor
+ * faults in one test pass). Idle buffers are kept up to
+ * max(CG_CPU_POOL_MAX_IDLE, the high-water mark of bytes in use): a program
+ * that once needed P bytes at a time keeps at most P more idle, so a loop
+ * that repeats its largest step allocates nothing once warm, and the pool
+ * never holds more than twice the program's own peak (or the floor). */
+#define CG_CPU_POOL_CLASSES 144
+#define CG_CPU_POOL_MAX_BYTES ((size_t)1 << 40)     /* larger: malloc/free  */
+#define CG_CPU_POOL_MAX_IDLE ((size_t)512 << 20)    /* floor of idle cap    */
 
 /* Threads (cpu_threads.c): loops over at least CG_CPU_PAR_MIN elements are
  * split across the context's thread pool; below that handing work over
@@ -95,6 +103,7 @@ struct cg_cpu_ctx {
     struct cg_backend_stats stats;
     struct cg_buffer *pool[CG_CPU_POOL_CLASSES];
     size_t pool_idle_bytes;
+    size_t pool_high_water;             /* most bytes ever in use at once  */
     int nthreads;                       /* CLGRAD_CPU_THREADS or the cores */
     struct cg_cpu_pool *pool_threads;   /* started on first use; or NULL   */
     bool pool_failed;                   /* could not start: stay serial    */

@@ -42,8 +42,11 @@
  * GEMM tile calling the blocked SGEMM, say) runs that loop on its own
  * thread; the pool runs one job at a time.
  */
+#include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,17 +103,46 @@ struct worker_start {
     int index;
 };
 
+/* A bad CLGRAD_* value gets one line on stderr naming the variable, the
+ * value and what is accepted, once per process (issue 17 item 6: they were
+ * ignored silently); the default is used instead. */
+static void env_warn_once(atomic_bool *warned, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void env_warn_once(atomic_bool *warned, const char *fmt, ...)
+{
+    if (atomic_exchange(warned, true)) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("clgrad: warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static int64_t spin_from_env(void);
+
 int cg__cpu_threads_from_env(void)
 {
+    (void)spin_from_env();   /* checked here, when a context opens, for its warning */
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    int dflt = n < 1 ? 1 : n > CG_CPU_MAX_THREADS ? CG_CPU_MAX_THREADS : (int)n;
     const char *v = getenv("CLGRAD_CPU_THREADS");
     if (v && *v) {
+        static atomic_bool warned;
         char *end;
+        errno = 0;
         long t = strtol(v, &end, 10);
-        if (*end == '\0' && t >= 1) return t > CG_CPU_MAX_THREADS ? CG_CPU_MAX_THREADS : (int)t;
+        bool number = *end == '\0' && errno == 0;
+        if (number && t >= 1 && t <= CG_CPU_MAX_THREADS) return (int)t;
+        if (number && t > CG_CPU_MAX_THREADS) {
+            env_warn_once(&warned, "CLGRAD_CPU_THREADS=%s is over the limit of %d threads; "
+                          "using %d", v, CG_CPU_MAX_THREADS, CG_CPU_MAX_THREADS);
+            return CG_CPU_MAX_THREADS;
+        }
+        env_warn_once(&warned, "CLGRAD_CPU_THREADS=%s is not a thread count (accepted: an "
+                      "integer from 1 to %d); using %d", v, CG_CPU_MAX_THREADS, dflt);
     }
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) return 1;
-    return n > CG_CPU_MAX_THREADS ? CG_CPU_MAX_THREADS : (int)n;
+    return dflt;
 }
 
 static int64_t now_ns(void)
@@ -213,9 +245,14 @@ static int64_t spin_from_env(void)
 {
     const char *v = getenv("CLGRAD_CPU_SPIN_US");
     if (v && *v) {
+        static atomic_bool warned;
         char *end;
+        errno = 0;
         long us = strtol(v, &end, 10);
-        if (*end == '\0' && us >= 0 && us <= 1000000) return (int64_t)us * 1000;
+        if (*end == '\0' && errno == 0 && us >= 0 && us <= 1000000) return (int64_t)us * 1000;
+        env_warn_once(&warned, "CLGRAD_CPU_SPIN_US=%s is not a spin time (accepted: an integer "
+                      "number of microseconds from 0 to 1000000); using %d", v,
+                      CG_CPU_SPIN_NS / 1000);
     }
     return CG_CPU_SPIN_NS;
 }

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include "../../cl/cg_erf.h"   /* the erf polynomial, shared with cl/ew.cl, cl/seq.cl */
 
 /* c ? a : b through bit masks. GCC does not if-convert a float ?: whose
  * arms compute (with -ftrapping-math an arm might trap), which would keep
@@ -51,6 +52,9 @@ static inline float cg_vexpf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
+    /* NaN stays NaN through p; n must not (a NaN-to-int conversion is
+     * undefined behaviour, UBSan's report of issue 17 item 2). */
+    n = cg_vselectf(n == n, n, 0.0f);
     uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
@@ -90,12 +94,8 @@ static inline float cg_vtanhf(float x)
  * far negative tail is lost, where GELU is below 1e-4 in magnitude). */
 static inline float cg_vnormcdff(float x, float e2)
 {
-    float t = 1.0f / (1.0f + (0.3275911f * 0.70710678118654752f) * fabsf(x));
-    float p = 1.061405429f;
-    p = p * t - 1.453152027f;
-    p = p * t + 1.421413741f;
-    p = p * t - 0.284496736f;
-    p = p * t + 0.254829592f;
+    float t = 1.0f / (1.0f + CG_ERF_P_SQRT1_2 * fabsf(x));
+    float p = CG_ERF_POLY(t);
     float half_erfc = 0.5f * p * t * e2;   /* (1 - erf(|x| / sqrt 2)) / 2 */
     return cg_vselectf(x < 0.0f, half_erfc, 1.0f - half_erfc);
 }

@@ -6,7 +6,9 @@
  *   opencl.c   vtable, entry point, device listing, open/close, finish, stats
  *   pool.c     buffers: size-bucketed pool, upload/download/copy
  *   program.c  program table, build with an on-disk binary cache
- *   kernels.c  kernel objects and the launch helper
+ *   queue.c    the submission path: launches, transfers, pending queues
+ *   kernels.c  kernel objects and launch sizes
+ *   env.c      switches from the environment
  *   ew.c       fill and elementwise ops
  *   reduce.c   reductions and softmax
  *   index.c    row gather/scatter-add and pick
@@ -29,6 +31,7 @@
 #include <stdio.h>
 
 #include "cl_error.h"
+#include "cl_tune.h"
 #include "clgrad/backend.h"
 
 /* ---- programs (program.c) ------------------------------------------- */
@@ -53,17 +56,6 @@ struct cg_cl_program_desc {
 };
 extern const struct cg_cl_program_desc cg_cl_programs[CG_CL_PROG_COUNT];
 
-/* What a program build depends on besides its source. */
-struct cg_cl_device {
-    cl_platform_id platform;
-    cl_device_id device;
-    cl_context context;
-    char name[256];            /* CL_DEVICE_NAME                       */
-    char driver[256];          /* CL_DRIVER_VERSION                    */
-    char platform_name[256];   /* CL_PLATFORM_NAME + CL_PLATFORM_VERSION */
-    int c_version;             /* OpenCL C version * 10 (12 for 1.2)   */
-};
-
 /* The build options the backend uses for program p on dev (the same for
  * every program today: "-cl-std=CL1.2" where the device supports it). */
 void cg_cl_build_options(const struct cg_cl_device *dev, enum cg_cl_prog p,
@@ -80,6 +72,14 @@ cg_status cg_cl_program_build(const struct cg_cl_device *dev, const char *name,
 /* The cache folder: $CLGRAD_CACHE_DIR, else $XDG_CACHE_HOME/clgrad, else
  * $HOME/.cache/clgrad; empty when none can be formed (caching is off). */
 void cg_cl_cache_dir(char *out, size_t len);
+/* The cache folder's cap on *.clbin bytes: CLGRAD_CACHE_MAX_MB, else this. */
+#define CG_CL_CACHE_MAX_MB 256
+uint64_t cg_cl_cache_max_bytes(void);
+/* Removes the least recently used *.clbin files of dir (by modification
+ * time; a load refreshes it) until they total at most max_bytes, never the
+ * file named keep (NULL: none), and temporary files of dead writers.
+ * Returns how many binaries went. */
+int cg_cl_cache_trim(const char *dir, uint64_t max_bytes, const char *keep);
 /* mkdir -p; returns 0 on success. */
 int cg_cl_mkdirs(const char *path);
 
@@ -150,14 +150,41 @@ struct cg_cl_pool {
     struct cg_buffer *all;
 };
 
-/* ---- deferred work (fuse.c, optim.c) --------------------------------- */
+/* ---- the submission path (queue.c) ---------------------------------------
+ * Ordering rule: the device runs work in the order the frontend issued it.
+ * Every command reaches cl->queue through queue.c. Work that may wait (the
+ * fusion chain of fuse.c, the optimizer batch of optim.c) sits in a pending
+ * queue, at most one at a time; every submission drains it first, in
+ * cg_cl_sync, the one place that does. An error in a drain is reported by
+ * the call that caused it. */
 
-/* Elementwise ops and optimizer updates are not enqueued at once: they wait
- * in a pending chain (fuse.c) or batch (optim.c), at most one kind at a
- * time, and go out as one kernel when anything else is enqueued (every
- * launch through cg_cl_launch, transfers, finish; not get_stats). cg_cl_flush
- * enqueues what is pending; an error there is reported by the call that
- * caused the flush. */
+struct cg_cl;
+struct cg_cl_pending_i {
+    const char *name;                       /* "fusion chain"            */
+    cg_status (*drain)(struct cg_cl *cl);   /* enqueues what waits       */
+};
+/* Before queue q takes work: drains another queue's work first. */
+cg_status cg_cl_defer(struct cg_cl *cl, const struct cg_cl_pending_i *q);
+/* Drains the pending queue, if any. */
+cg_status cg_cl_sync(struct cg_cl *cl);
+/* The command queue, for a library that enqueues by itself (CLBlast),
+ * after draining. */
+cg_status cg_cl_queue_take(struct cg_cl *cl, cl_command_queue **q);
+/* Transfers and waits (the host pointer of a non-blocking write, done !=
+ * NULL, must live until the event completes). */
+cg_status cg_cl_write(struct cg_cl *cl, cl_mem dst, size_t off, size_t bytes, const void *src,
+                      cl_event *done);
+/* Blocking; bytes == 0 still waits for all enqueued work. */
+cg_status cg_cl_read(struct cg_cl *cl, void *dst, cl_mem src, size_t off, size_t bytes);
+/* Non-blocking (dist.c's gradient reads): *done completes when dst holds
+ * the bytes; dst must live until then; the caller releases *done. */
+cg_status cg_cl_read_async(struct cg_cl *cl, void *dst, cl_mem src, size_t off, size_t bytes,
+                           cl_event *done);
+/* Counted in stats.launches, as a kernel. */
+cg_status cg_cl_copy_mem(struct cg_cl *cl, cl_mem dst, size_t dst_off, cl_mem src,
+                         size_t src_off, size_t bytes);
+/* Drains, then clFinish. */
+cg_status cg_cl_wait(struct cg_cl *cl);
 
 #define CG_CL_FUSE_FILL (-1)            /* a fill as a chain op          */
 enum cg_cl_fuse_mode {                  /* how an input is read at i      */
@@ -183,6 +210,16 @@ struct cg_cl_optim_item {
 
 /* ---- the instance ---------------------------------------------------- */
 
+/* Switches read from the environment at open (opencl.c), each defaulting
+ * by device type; the tests force them. */
+struct cg_cl_config {
+    int fuse;                  /* CLGRAD_FUSE: defer ew/fill into chains */
+    int optim_batch;           /* CLGRAD_OPTIM_BATCH: *_multi launches   */
+    int fuse_per_item;         /* CLGRAD_FUSE_LOOP=0: the ITEM forms     */
+    int ln_row_items;          /* CLGRAD_LN_ROW_ITEMS: a work-item a row */
+    int verbose;               /* CLGRAD_VERBOSE                         */
+};
+
 struct cg_cl {
     struct cg_cl_device dev;
     cl_command_queue queue;
@@ -191,9 +228,6 @@ struct cg_cl {
                                            element per work-item, see
                                            cg_cl_groups_for             */
     size_t max_wg;                      /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
-    int ln_row_items;                   /* norm.c: a work-item per row (CPU
-                                           devices; CLGRAD_LN_ROW_ITEMS=1
-                                           or 0 overrides, for the tests) */
 
     cl_program programs[CG_CL_PROG_COUNT];
     cl_kernel kernels[CG_CL_K_COUNT];
@@ -204,9 +238,16 @@ struct cg_cl {
     uint64_t kernel_launches[CG_CL_K_COUNT];  /* per kernel (CLGRAD_VERBOSE) */
 
     size_t max_param;                   /* CL_DEVICE_MAX_PARAMETER_SIZE   */
+    cl_ulong max_alloc;                 /* CL_DEVICE_MAX_MEM_ALLOC_SIZE   */
+    cl_ulong mem_limit;                 /* the pool's ceiling (pool.c):
+                                           CL_DEVICE_GLOBAL_MEM_SIZE, or
+                                           CLGRAD_CL_MEM_MB              */
+    const char *mem_limit_what;         /* which of the two               */
 
-    struct cg_cl_fuse *fuse;            /* pending chain, kernels (fuse.c) */
-    int defer_off;                      /* > 0: enqueue ew ops at once     */
+    struct cg_cl_config cfg;            /* switches from the environment  */
+    const struct cg_cl_pending_i *pending;  /* the queue holding work (queue.c) */
+    int draining;                       /* a drain runs (queue.c)         */
+    struct cg_cl_fuse *fuse;            /* the chain, kernels (fuse.c)    */
     int opt_batch_n;                    /* pending optimizer updates       */
     struct cg_optim_hparams opt_h;      /* ... all with these hparams      */
     struct cg_cl_optim_item opt_batch[CG_CL_OPTIM_BATCH];
@@ -223,18 +264,29 @@ struct cg_cl {
     char err[CG_CL_ERR_LEN];
 };
 
+/* env.c: a switch from the environment. Unset or empty: dflt; a value not
+ * accepted: a one-line warning naming it and what is accepted, and dflt. */
+int cg_cl_env_bool(const char *name, int dflt);
+/* A whole number in [lo, hi]. */
+long long cg_cl_env_int(const char *name, long long lo, long long hi, long long dflt);
+/* The index of the value in the NULL-terminated choices (dflt may be -1). */
+int cg_cl_env_choice(const char *name, const char *const *choices, int dflt);
+
 /* Record a formatted message in cl->err and return status. */
 cg_status cg_cl_errorf(struct cg_cl *cl, cg_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* pool.c */
-cg_status cg_ocl_alloc(void *ctx, size_t bytes, struct cg_buffer **out);
-void cg_ocl_release(void *ctx, struct cg_buffer *buf);
-cg_status cg_ocl_upload(void *ctx, struct cg_buffer *dst, size_t off_bytes,
+cg_status cg_cl_alloc(void *ctx, size_t bytes, struct cg_buffer **out);
+void cg_cl_release(void *ctx, struct cg_buffer *buf);
+cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off_bytes,
                        const void *src, size_t bytes);
-cg_status cg_ocl_download(void *ctx, void *dst, struct cg_buffer *src,
+cg_status cg_cl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                               size_t bytes, void **ticket);
+cg_status cg_cl_download_poll(void *ctx, void *ticket, int wait, int *done);
+cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src,
                          size_t off_bytes, size_t bytes);
-cg_status cg_ocl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,
+cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,
                      struct cg_buffer *src, size_t src_off_bytes, size_t bytes);
 void cg_cl_pool_free_all(struct cg_cl *cl);
 /* Frees the host copies of uploads the device has finished with (all of
@@ -243,7 +295,7 @@ void cg_cl_stage_reap(struct cg_cl *cl, int all);
 /* Size class of a request and its capacity in bytes (tests, pool). */
 int cg_cl_size_class(size_t bytes, size_t *cap);
 
-/* kernels.c: a kernel argument (size and pointer, as clSetKernelArg). */
+/* A kernel argument (size and pointer, as clSetKernelArg). */
 struct cg_cl_arg {
     size_t size;
     const void *ptr;
@@ -251,239 +303,151 @@ struct cg_cl_arg {
 #define CG_ARG(x) ((struct cg_cl_arg){sizeof(x), &(x)})
 #define CG_ARG_LOCAL(bytes) ((struct cg_cl_arg){(bytes), NULL})
 
-/* The kernel, building its program on first use. */
-cg_status cg_cl_kernel(struct cg_cl *cl, enum cg_cl_kern k, cl_kernel *out);
-/* Sets args and enqueues a 1-d launch of `groups` work-groups of `local`
- * work-items, after flushing pending work; counts it in stats.launches. */
-cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k,
-                       const struct cg_cl_arg *args, int nargs,
-                       size_t groups, size_t local);
+/* A kernel to launch: one of the table (cg_cl_kernel) or its own (fuse.c). */
+struct cg_cl_kref {
+    cl_kernel kern;
+    const char *name;
+    int k;                     /* enum cg_cl_kern; -1: not in the table */
+    size_t local;              /* power of two <= 256 and wg            */
+    size_t wg;                 /* CL_KERNEL_WORK_GROUP_SIZE (capped)    */
+};
+
+/* kernels.c: the kernel, building its program on first use. */
+cg_status cg_cl_kernel(struct cg_cl *cl, enum cg_cl_kern k, struct cg_cl_kref *out);
 /* Work-group size for element-wise style kernels (<= 256). */
 size_t cg_cl_local_size(struct cg_cl *cl, enum cg_cl_kern k);
 /* Number of groups for a grid-stride loop over n items with local size
  * `local`: enough to fill the device, never more than needed. */
 size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local);
+/* The largest power of two <= cap dividing n (n > 0). */
+size_t cg_cl_pow2_divisor(size_t n, size_t cap);
+void cg_cl_kernels_release(struct cg_cl *cl);
+/* CLGRAD_VERBOSE: prints launches per kernel (at close). */
+void cg_cl_kernels_report(struct cg_cl *cl);
+
+/* queue.c: launches. Each drains pending work first and counts one
+ * primitive call in stats.launches (none inside a drain). */
+/* A dims-d range (offset NULL: none; local NULL: the driver's choice). */
+cg_status cg_cl_launch_nd(struct cg_cl *cl, const struct cg_cl_kref *kr,
+                          const struct cg_cl_arg *args, int nargs, cl_uint dims,
+                          const size_t *offset, const size_t *global, const size_t *local);
+/* 1-d: `groups` work-groups of `local` work-items. */
+cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                       int nargs, size_t groups, size_t local);
+/* 1-d grid-stride launch over n items. */
+cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                         int nargs, int64_t n);
+/* Exactly n >= 0 work-items (nothing for 0), for kernels with no loop and
+ * no bounds check: groups of a power of two <= kr->local dividing n; when
+ * only a small one does, n <= min(wg, 1024) as one group, else full groups
+ * and then the rest as one group at a global offset. */
+cg_status cg_cl_launch_exact(struct cg_cl *cl, const struct cg_cl_kref *kr,
+                             const struct cg_cl_arg *args, int nargs, int64_t n);
 /* Rows per launch of a 2-d (cols, rows) range: CUDA-based drivers cap a
  * range's second size at 65535 work-groups; a power of two, so the
  * driver's work-group shape divides it. */
 #define CG_CL_MAX_ROWS 32768
-/* A 2-d launch of g0 x g1 work-items (both > 0), one per item, with the
- * work-group shape left to the driver (it picks divisors of the global
- * sizes, so kernels need no bounds check and no grid stride), after
- * flushing pending work; counted as cg_cl_launch counts. A g1 above
- * CG_CL_MAX_ROWS goes out as several launches whose global offsets carry
- * the row (get_global_id(1) is the row itself), each counted. */
+/* A 2-d range of g0 x g1 work-items (both > 0), one per item; g1 above
+ * CG_CL_MAX_ROWS goes out as several enqueues whose global offsets carry
+ * the row (get_global_id(1) is the row itself). local NULL: the driver
+ * picks divisors of the global sizes (kernels need no bounds check); else
+ * {l0, l1}, l1 reduced to a power of two dividing each enqueue's rows. */
+cg_status cg_cl_launch_rows(struct cg_cl *cl, const struct cg_cl_kref *kr,
+                            const struct cg_cl_arg *args, int nargs, size_t g0, size_t g1,
+                            const size_t *local);
+/* cg_cl_launch_rows of a table kernel, the driver's work-group shape. */
 cg_status cg_cl_launch_2d(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
                           int nargs, size_t g0, size_t g1);
-/* 1-d grid-stride launch over n items. */
-cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k,
-                         const struct cg_cl_arg *args, int nargs, int64_t n);
-void cg_cl_kernels_release(struct cg_cl *cl);
-/* CLGRAD_VERBOSE: prints launches per kernel (at close). */
-void cg_cl_kernels_report(struct cg_cl *cl);
-/* cg_cl_launch for a kernel object of its own. */
-cg_status cg_cl_launch_kernel(struct cg_cl *cl, cl_kernel kern, const char *name,
-                              const struct cg_cl_arg *args, int nargs, size_t groups,
-                              size_t local);
-/* The enqueue alone, for flushes: no flush, and not counted in
- * stats.launches (which counts primitive calls; deferred ones were counted
- * when they joined a chain or batch). */
-cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
-                        const struct cg_cl_arg *args, int nargs, size_t groups, size_t local);
-/* The same for a dims-d range (offset NULL: none; local NULL: the
- * driver's choice). */
-cg_status cg_cl_enqueue_nd(struct cg_cl *cl, cl_kernel kern, const char *name,
-                           const struct cg_cl_arg *args, int nargs, cl_uint dims,
-                           const size_t *offset, const size_t *global, const size_t *local);
-/* The largest power of two <= cap dividing n (n > 0). */
-size_t cg_cl_pow2_divisor(size_t n, size_t cap);
-/* Enqueues kern over exactly n > 0 work-items, for kernels with no loop and
- * no bounds check: groups of a power of two <= local dividing n; when only
- * a small one does, n <= min(wg, 1024) as one group, else full groups and
- * then the rest as one group at a global offset. */
-cg_status cg_cl_enqueue_exact(struct cg_cl *cl, cl_kernel kern, const char *name,
-                              const struct cg_cl_arg *args, int nargs, size_t n, size_t local,
-                              size_t wg);
-/* A table kernel over exactly n >= 0 items (nothing for 0); launch != 0:
- * flush pending work first and count the launch, as cg_cl_launch_n, else
- * enqueue only, as cg_cl_enqueue_n. */
-cg_status cg_cl_run_exact(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                          int nargs, int64_t n, int launch);
-/* cg_cl_enqueue of a table kernel over n items (grid stride). */
-cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                          int nargs, int64_t n);
-/* Enqueues pending chains and batches (see "deferred work"). */
-cg_status cg_cl_flush(struct cg_cl *cl);
 
 /* fuse.c */
 cg_status cg_cl_fuse_init(struct cg_cl *cl);
 void cg_cl_fuse_release(struct cg_cl *cl);
-/* Whether ew/fill may defer now (CLGRAD_FUSE not 0, not inside gemm). */
-/* Whether optimizer updates are batched into *_multi launches. */
-int cg_cl_optim_batching(struct cg_cl *cl);
-int cg_cl_fuse_enabled(struct cg_cl *cl);
-int cg_cl_fuse_pending(const struct cg_cl *cl);
 /* Appends out[i] = op(a, b) (b NULL: unary; a and b NULL: a fill with p0)
- * over n contiguous elements at out, flushing first when the chain cannot
- * take it. The views were checked by the caller. */
+ * over n contiguous elements at out to the fusion chain (a pending queue),
+ * draining first when the chain cannot take it. The views were checked by
+ * the caller. */
 cg_status cg_cl_fuse_ew(struct cg_cl *cl, int op, float p0, float p1, struct cg_ptr out,
                         int64_t n, const struct cg_cl_fuse_src *a,
                         const struct cg_cl_fuse_src *b);
-cg_status cg_cl_fuse_flush(struct cg_cl *cl);
 
 /* ew.c */
-cg_status cg_ocl_fill(void *ctx, const struct cg_view *out, float value);
-cg_status cg_ocl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
+cg_status cg_cl_fill(void *ctx, const struct cg_view *out, float value);
+cg_status cg_cl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
                    const struct cg_view *out, const struct cg_view *a,
                    const struct cg_view *b);
 /* fill over a contiguous range (n elements at p). */
 cg_status cg_cl_fill_range(struct cg_cl *cl, struct cg_ptr p, int64_t n, float value);
 
 /* reduce.c */
-cg_status cg_ocl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
+cg_status cg_cl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
                        struct cg_ptr in, int64_t outer, int64_t n,
                        int64_t inner, float scale);
-cg_status cg_ocl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in,
+cg_status cg_cl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in,
                         int64_t rows, int64_t cols, int log);
-cg_status cg_ocl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
+cg_status cg_cl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
                                  struct cg_ptr gy, int64_t rows, int64_t cols,
                                  int log);
 
 /* index.c */
-cg_status cg_ocl_index_rows(void *ctx, struct cg_ptr out, struct cg_ptr src,
+cg_status cg_cl_index_rows(void *ctx, struct cg_ptr out, struct cg_ptr src,
                            struct cg_ptr idx, int64_t n, int64_t inner);
-cg_status cg_ocl_index_rows_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+cg_status cg_cl_index_rows_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
                                struct cg_ptr idx, int64_t n, int64_t inner);
-cg_status cg_ocl_pick(void *ctx, struct cg_ptr out, struct cg_ptr src,
+cg_status cg_cl_pick(void *ctx, struct cg_ptr out, struct cg_ptr src,
                      struct cg_ptr idx, int64_t rows, int64_t cols);
-cg_status cg_ocl_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
+cg_status cg_cl_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
                          struct cg_ptr idx, int64_t rows, int64_t cols);
 
 /* optim.c */
-cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
+cg_status cg_cl_optim_update(void *ctx, const struct cg_optim_hparams *h,
                              struct cg_ptr param, struct cg_ptr grad,
                              struct cg_ptr state[3], int64_t n);
-/* Enqueues the pending batch of updates. */
-cg_status cg_cl_optim_flush(struct cg_cl *cl);
 
 /* conv.c */
-cg_status cg_ocl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
-                        struct cg_ptr img);
-cg_status cg_ocl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
-                        struct cg_ptr col);
-cg_status cg_ocl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
-                        struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
-cg_status cg_ocl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
-                                 const struct cg_conv2d_desc *d, struct cg_ptr gin,
-                                 struct cg_ptr gout, struct cg_ptr argmax);
+cg_status cg_cl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
+                       struct cg_ptr img);
+cg_status cg_cl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
+                       struct cg_ptr col);
+cg_status cg_cl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
+                       struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
+cg_status cg_cl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
+                                const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                struct cg_ptr gout, struct cg_ptr argmax);
 
 /* rnn.c */
-cg_status cg_ocl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
-                           struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
-                           int64_t hidden);
-cg_status cg_ocl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
-                                    struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
-                                    struct cg_ptr c_prev, int64_t batch, int64_t hidden);
-cg_status cg_ocl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
-                                int64_t cols, int64_t period);
+cg_status cg_cl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
+                          struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
+                          int64_t hidden);
+cg_status cg_cl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
+                                   struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
+                                   struct cg_ptr c_prev, int64_t batch, int64_t hidden);
+cg_status cg_cl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
+                               int64_t cols, int64_t period);
 
 /* seq.c */
-cg_status cg_ocl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struct cg_ptr bias,
-                           int64_t rows, int64_t cols);
-cg_status cg_ocl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
-                                    struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
-                                    int64_t cols);
+cg_status cg_cl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struct cg_ptr bias,
+                          int64_t rows, int64_t cols);
+cg_status cg_cl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
+                                   struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
+                                   int64_t cols);
 
 /* norm.c */
-cg_status cg_ocl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
-                           struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
-                           int64_t cols, float eps);
-cg_status cg_ocl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
-                                size_t bytes, void **ticket);
-cg_status cg_ocl_download_poll(void *ctx, void *ticket, int wait, int *done);
-cg_status cg_ocl_layernorm_backward(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
-                                    struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
-                                    struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
-                                    int64_t rows, int64_t cols);
+cg_status cg_cl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
+                          struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
+                          int64_t cols, float eps);
+cg_status cg_cl_layernorm_backward(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
+                                   struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
+                                   struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
+                                   int64_t rows, int64_t cols);
 
 /* gemm.c */
-cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
+cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
                      struct cg_ptr b, struct cg_ptr c);
 void cg_cl_gemm_release(struct cg_cl *cl);
 /* CLBlast keeps compiled programs per context in a process-wide cache:
  * opencl.c counts open instances and clears it when the last one closes. */
 void cg_cl_clblast_ref(void);
 void cg_cl_clblast_unref(void);
-
-/* ---- CLBlast GEMM tuning (tune.c) ------------------------------------ */
-
-/* CLBlast's Xgemm kernel parameters (1.5.x), in this order. */
-enum cg_cl_gemm_param {
-    CG_GP_GEMMK, CG_GP_KREG, CG_GP_KWG, CG_GP_KWI, CG_GP_MDIMA, CG_GP_MDIMC,
-    CG_GP_MWG, CG_GP_NDIMB, CG_GP_NDIMC, CG_GP_NWG, CG_GP_SA, CG_GP_SB,
-    CG_GP_STRM, CG_GP_STRN, CG_GP_VWM, CG_GP_VWN, CG_CL_GEMM_NPARAMS
-};
-extern const char *const cg_cl_gemm_param_names[CG_CL_GEMM_NPARAMS];
-struct cg_cl_gemm_params {
-    size_t v[CG_CL_GEMM_NPARAMS];
-};
-
-struct cg_cl_tune_opts {
-    int n;                     /* timed GEMM is n x n x n (0: 1024)     */
-    double budget_s;           /* no new candidate after this (0: 240)  */
-    int max_candidates;        /* 0: all                                */
-    int threshold;             /* also tune XGEMM_MIN_INDIRECT_SIZE     */
-    FILE *log;                 /* one line per candidate; NULL: quiet   */
-};
-struct cg_cl_tune_result {
-    int found;                 /* params beat the baseline and verified */
-    struct cg_cl_gemm_params params;
-    size_t min_indirect;       /* XGEMM_MIN_INDIRECT_SIZE; 0: CLBlast's */
-    int n;
-    double gflops, baseline_gflops, seconds;
-    int tried, rejected;
-};
-
-/* "1.5.3": the CLBlast version built against (part of the stored key). */
-const char *cg_cl_clblast_version(void);
-/* 1 when p satisfies CLBlast's constraints and the device's limits, else
- * 0 with the reason in why. */
-int cg_cl_gemm_params_check(const struct cg_cl_gemm_params *p, size_t max_wg,
-                            size_t local_mem, char *why, size_t len);
-void cg_cl_gemm_params_format(const struct cg_cl_gemm_params *p, char *out, size_t len);
-/* The built-in first-stage candidates (CPU-style first when cpu). */
-int cg_cl_tune_candidates(int cpu, struct cg_cl_gemm_params *out, int cap);
-/* Where the result for dev is stored ("" when there is no cache folder). */
-void cg_cl_tune_path(const struct cg_cl_device *dev, char *out, size_t len);
-cg_status cg_cl_tune_save(const struct cg_cl_device *dev, const struct cg_cl_tune_result *r,
-                          char *err, size_t len);
-/* The stored parameters, when the file exists, matches dev, the driver and
- * the CLBlast version, and its parameters pass the check. */
-cg_status cg_cl_tune_load(const struct cg_cl_device *dev, struct cg_cl_gemm_params *out,
-                          size_t *min_indirect, char *err, size_t len);
-cg_status cg_cl_gemm_params_override(const struct cg_cl_device *dev,
-                                     const struct cg_cl_gemm_params *p, char *err, size_t len);
-/* CLBlast's GemmRoutine XGEMM_MIN_INDIRECT_SIZE: m*n*k below its cube uses
- * the direct kernel. */
-cg_status cg_cl_gemm_threshold_override(const struct cg_cl_device *dev, size_t min_indirect,
-                                        char *err, size_t len);
-/* At open: applies a stored result (unless CLGRAD_CLBLAST_TUNE=0); 1 when
- * applied. Failures only leave CLBlast's own parameters in place. */
-int cg_cl_tune_apply(const struct cg_cl_device *dev);
-/* The search (dev->context must exist). Clears CLBlast's program cache
- * between candidates; leaves the winner applied when one is found. When
- * none is, this process's CLBlast keeps the last configuration tried
- * (CLBlast's C API cannot restore its own): a tuning process should only
- * save and exit, as tools/clgrad-tune does. */
-cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tune_opts *o,
-                          struct cg_cl_tune_result *r, char *err, size_t len);
-/* Result check: index of the first entry off by more than the tolerance
- * for a k-term product of values in [-1, 1], or -1. */
-double cg_cl_tune_tolerance(int64_t k);
-int64_t cg_cl_tune_compare(const float *c, const float *ref, int64_t count, int64_t k);
-/* Device `index` numbered as the backend does, with a context (tool, test). */
-cg_status cg_cl_tune_device_open(int index, struct cg_cl_device *d, char *err, size_t len);
-void cg_cl_tune_device_close(struct cg_cl_device *d);
 
 /* Range check of n elements at p (element offset) against p.buf's size. */
 cg_status cg_cl_check_range(struct cg_cl *cl, const char *what, const char *arg,

@@ -109,7 +109,7 @@ const char *cg_cl_error_name(cl_int code)
     }
 }
 
-const char *cg_clblast_status_name(int code)
+const char *cg_cl_clblast_status_name(int code)
 {
     switch (code) {
     case -1024: return "CLBlastNotImplemented";
@@ -164,9 +164,9 @@ cg_status cg_cl_fail(char *err, size_t len, const char *what, cl_int code)
     return cg_cl_status_of(code);
 }
 
-cg_status cg_clblast_fail(char *err, size_t len, const char *what, int code)
+cg_status cg_cl_clblast_fail(char *err, size_t len, const char *what, int code)
 {
-    snprintf(err, len, "%s: %s (%d)", what, cg_clblast_status_name(code), code);
+    snprintf(err, len, "%s: %s (%d)", what, cg_cl_clblast_status_name(code), code);
     if (code == -4 || code == -6)
         return CG_STATUS_OUT_OF_MEMORY;
     return CG_STATUS_BACKEND_ERROR;

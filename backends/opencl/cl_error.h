@@ -23,14 +23,14 @@
 const char *cg_cl_error_name(cl_int code);
 /* CLBlast status name ("CLBlastInsufficientMemoryTemp"); codes shared with
  * OpenCL get the OpenCL name. */
-const char *cg_clblast_status_name(int code);
+const char *cg_cl_clblast_status_name(int code);
 /* Status for a failed OpenCL code: out-of-memory codes map to
  * CG_STATUS_OUT_OF_MEMORY, the rest to CG_STATUS_BACKEND_ERROR. */
 cg_status cg_cl_status_of(cl_int code);
 
 /* Writes "<what>: <NAME> (<code>)" to err and returns cg_cl_status_of(code). */
 cg_status cg_cl_fail(char *err, size_t len, const char *what, cl_int code);
-cg_status cg_clblast_fail(char *err, size_t len, const char *what, int code);
+cg_status cg_cl_clblast_fail(char *err, size_t len, const char *what, int code);
 /* printf into err; returns status. */
 cg_status cg_cl_failf(char *err, size_t len, cg_status status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -49,7 +49,7 @@ cg_status cg_cl_failf(char *err, size_t len, cg_status status, const char *fmt, 
     do {                                                                      \
         int cg_cl_rc_ = (int)(call);                                          \
         if (cg_cl_rc_ != 0)                                                   \
-            return cg_clblast_fail((errbuf), sizeof(errbuf), #call, cg_cl_rc_); \
+            return cg_cl_clblast_fail((errbuf), sizeof(errbuf), #call, cg_cl_rc_); \
     } while (0)
 
 #endif

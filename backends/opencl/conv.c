@@ -16,8 +16,8 @@
 
 /* Validates d (as the cpu oracle does) and packs it into the kernels'
  * int16 (cl/conv.cl's G_* order). */
-static cg_status cg_conv_geom(struct cg_cl *cl, const char *what,
-                              const struct cg_conv2d_desc *d, cl_int16 *g)
+static cg_status conv_geom(struct cg_cl *cl, const char *what,
+                           const struct cg_conv2d_desc *d, cl_int16 *g)
 {
     char msg[512];
     cg_status st = cg_conv2d_desc_check(d, msg, sizeof msg);
@@ -44,13 +44,13 @@ static cg_status cg_conv_geom(struct cg_cl *cl, const char *what,
     return CG_OK;
 }
 
-cg_status cg_ocl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
-                        struct cg_ptr img)
+cg_status cg_cl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
+                       struct cg_ptr img)
 {
     /* col: (n, c*kh*kw, oh*ow); img: (n, c, h, w) */
     struct cg_cl *cl = ctx;
     cl_int16 g;
-    cg_status st = cg_conv_geom(cl, "im2col", d, &g);
+    cg_status st = conv_geom(cl, "im2col", d, &g);
     if (st != CG_OK)
         return st;
     int64_t total = d->n * d->c * d->oh * d->ow;
@@ -67,13 +67,13 @@ cg_status cg_ocl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr
     return cg_cl_launch_n(cl, CG_CL_K_IM2COL, args, 6, total);
 }
 
-cg_status cg_ocl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
-                        struct cg_ptr col)
+cg_status cg_cl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
+                       struct cg_ptr col)
 {
     /* img: (n, c, h, w) accumulated into; col: (n, c*kh*kw, oh*ow) */
     struct cg_cl *cl = ctx;
     cl_int16 g;
-    cg_status st = cg_conv_geom(cl, "col2im", d, &g);
+    cg_status st = conv_geom(cl, "col2im", d, &g);
     if (st != CG_OK)
         return st;
     int64_t total = d->n * d->c * d->h * d->w, ncol = d->n * d->c * d->kh * d->kw * d->oh * d->ow;
@@ -90,7 +90,7 @@ cg_status cg_ocl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr
     return cg_cl_launch_n(cl, CG_CL_K_COL2IM, args, 6, total);
 }
 
-static cg_status cg_pool_kind_check(struct cg_cl *cl, const char *what, enum cg_pool_kind k)
+static cg_status pool_kind_check(struct cg_cl *cl, const char *what, enum cg_pool_kind k)
 {
     if (k != CG_POOL_MAX && k != CG_POOL_AVG)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: unknown pool kind %d", what,
@@ -98,15 +98,15 @@ static cg_status cg_pool_kind_check(struct cg_cl *cl, const char *what, enum cg_
     return CG_OK;
 }
 
-cg_status cg_ocl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
-                        struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in)
+cg_status cg_cl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
+                       struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in)
 {
     /* out, argmax: (n, c, oh, ow); in: (n, c, h, w) */
     struct cg_cl *cl = ctx;
     cl_int16 g;
-    cg_status st = cg_pool_kind_check(cl, "pool2d", kind);
+    cg_status st = pool_kind_check(cl, "pool2d", kind);
     if (st == CG_OK)
-        st = cg_conv_geom(cl, "pool2d", d, &g);
+        st = conv_geom(cl, "pool2d", d, &g);
     if (st != CG_OK)
         return st;
     int64_t total = d->n * d->c * d->oh * d->ow;
@@ -129,16 +129,16 @@ cg_status cg_ocl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2
     return cg_cl_launch_n(cl, CG_CL_K_POOL2D, args, 9, total);
 }
 
-cg_status cg_ocl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
-                                 const struct cg_conv2d_desc *d, struct cg_ptr gin,
-                                 struct cg_ptr gout, struct cg_ptr argmax)
+cg_status cg_cl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
+                                const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                struct cg_ptr gout, struct cg_ptr argmax)
 {
     /* gin: (n, c, h, w) accumulated into; gout, argmax: (n, c, oh, ow) */
     struct cg_cl *cl = ctx;
     cl_int16 g;
-    cg_status st = cg_pool_kind_check(cl, "pool2d_backward", kind);
+    cg_status st = pool_kind_check(cl, "pool2d_backward", kind);
     if (st == CG_OK)
-        st = cg_conv_geom(cl, "pool2d_backward", d, &g);
+        st = conv_geom(cl, "pool2d_backward", d, &g);
     if (st != CG_OK)
         return st;
     int64_t total = d->n * d->c * d->h * d->w, nout = d->n * d->c * d->oh * d->ow;

@@ -17,10 +17,10 @@
 
 #include <string.h>
 
-_Static_assert(CG_EW_COUNT == 29, "cl/ew.cl's enum must list every cg_ew_op");
+/* cl/ew.cl numbers the ops from this enum (tools/embed_cl.py copies it). */
 _Static_assert(CG_MAX_DIMS <= 8, "shapes travel as long8");
 
-static int64_t cg_view_numel(const struct cg_view *v)
+static int64_t view_numel(const struct cg_view *v)
 {
     int64_t n = 1;
     for (int d = 0; d < v->ndim; ++d)
@@ -29,7 +29,7 @@ static int64_t cg_view_numel(const struct cg_view *v)
 }
 
 /* Row-major contiguous, ignoring size-1 dims. */
-static int cg_view_contiguous(const struct cg_view *v)
+static int view_contiguous(const struct cg_view *v)
 {
     int64_t expect = 1;
     for (int d = v->ndim - 1; d >= 0; --d) {
@@ -41,7 +41,7 @@ static int cg_view_contiguous(const struct cg_view *v)
 }
 
 /* Every dim broadcast: a single element. */
-static int cg_view_scalar(const struct cg_view *v)
+static int view_scalar(const struct cg_view *v)
 {
     for (int d = 0; d < v->ndim; ++d)
         if (v->shape[d] != 1 && v->strides[d] != 0)
@@ -51,8 +51,8 @@ static int cg_view_scalar(const struct cg_view *v)
 
 /* Checks a view's rank, shape and that every element it reaches lies in its
  * buffer. */
-static cg_status cg_view_check(struct cg_cl *cl, const char *what, const char *arg,
-                               const struct cg_view *v, const struct cg_view *like)
+static cg_status view_check(struct cg_cl *cl, const char *what, const char *arg,
+                            const struct cg_view *v, const struct cg_view *like)
 {
     if (!v || !v->buf)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", what, arg);
@@ -80,7 +80,7 @@ static cg_status cg_view_check(struct cg_cl *cl, const char *what, const char *a
     return cg_cl_check_range(cl, what, arg, p, hi - lo + 1);
 }
 
-static void cg_pack8(const int64_t *src, int n, cl_long8 *out)
+static void pack8(const int64_t *src, int n, cl_long8 *out)
 {
     memset(out, 0, sizeof *out);
     for (int i = 0; i < n; ++i)
@@ -96,26 +96,26 @@ cg_status cg_cl_fill_range(struct cg_cl *cl, struct cg_ptr p, int64_t n, float v
     return cg_cl_launch_n(cl, CG_CL_K_FILL_FLAT, args, 4, n);
 }
 
-cg_status cg_ocl_fill(void *ctx, const struct cg_view *out, float value)
+cg_status cg_cl_fill(void *ctx, const struct cg_view *out, float value)
 {
     struct cg_cl *cl = ctx;
-    cg_status st = cg_view_check(cl, "fill", "out", out, NULL);
+    cg_status st = view_check(cl, "fill", "out", out, NULL);
     if (st != CG_OK)
         return st;
-    int64_t n = cg_view_numel(out);
+    int64_t n = view_numel(out);
     if (n == 0)
         return CG_OK;
-    if (cg_view_contiguous(out)) {
+    if (view_contiguous(out)) {
         struct cg_ptr p = {out->buf, out->off};
-        if (cg_cl_fuse_enabled(cl))
+        if (cl->cfg.fuse)
             return cg_cl_fuse_ew(cl, CG_CL_FUSE_FILL, value, 0.0f, p, n, NULL, NULL);
         return cg_cl_fill_range(cl, p, n, value);
     }
     cl_long off = out->off, cn = n;
     cl_int ndim = out->ndim;
     cl_long8 shape, so;
-    cg_pack8(out->shape, out->ndim, &shape);
-    cg_pack8(out->strides, out->ndim, &so);
+    pack8(out->shape, out->ndim, &shape);
+    pack8(out->strides, out->ndim, &so);
     struct cg_cl_arg args[] = {CG_ARG(out->buf->mem), CG_ARG(off), CG_ARG(value),
                                CG_ARG(ndim), CG_ARG(shape), CG_ARG(so), CG_ARG(cn)};
     return cg_cl_launch_n(cl, CG_CL_K_FILL_STRIDED, args, 7, n);
@@ -123,22 +123,22 @@ cg_status cg_ocl_fill(void *ctx, const struct cg_view *out, float value)
 
 /* Flat step of an input: 1 if laid out like a contiguous out, 0 if a
  * broadcast scalar, -1 otherwise. */
-static int cg_flat_step(const struct cg_view *v)
+static int flat_step(const struct cg_view *v)
 {
-    if (cg_view_scalar(v))
+    if (view_scalar(v))
         return 0;
-    return cg_view_contiguous(v) ? 1 : -1;
+    return view_contiguous(v) ? 1 : -1;
 }
 
 /* How a fused chain reads input v of a contiguous out: the flat cases, and
  * a (rows, cols) view broadcast along rows (a bias: strides (0, 1)) or
  * along columns (strides (1, 0)). 0 when none applies. */
-static int cg_fuse_src_of(const struct cg_view *v, struct cg_cl_fuse_src *s)
+static int fuse_src_of(const struct cg_view *v, struct cg_cl_fuse_src *s)
 {
     s->buf = v->buf;
     s->off = v->off;
     s->div = 1;
-    int step = cg_flat_step(v);
+    int step = flat_step(v);
     if (step >= 0) {
         s->mode = step ? CG_CL_FUSE_CONTIG : CG_CL_FUSE_SCALAR;
         return 1;
@@ -157,37 +157,37 @@ static int cg_fuse_src_of(const struct cg_view *v, struct cg_cl_fuse_src *s)
     return 0;
 }
 
-cg_status cg_ocl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
-                    const struct cg_view *out, const struct cg_view *a,
-                    const struct cg_view *b)
+cg_status cg_cl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
+                   const struct cg_view *out, const struct cg_view *a,
+                   const struct cg_view *b)
 {
     struct cg_cl *cl = ctx;
     if ((int)op < 0 || op >= CG_EW_COUNT)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "ew: unknown op %d", (int)op);
     int binary = op >= CG_EW_FIRST_BINARY;
-    cg_status st = cg_view_check(cl, "ew", "out", out, NULL);
+    cg_status st = view_check(cl, "ew", "out", out, NULL);
     if (st == CG_OK)
-        st = cg_view_check(cl, "ew", "a", a, out);
+        st = view_check(cl, "ew", "a", a, out);
     if (st == CG_OK && binary)
-        st = cg_view_check(cl, "ew", "b", b, out);
+        st = view_check(cl, "ew", "b", b, out);
     if (st != CG_OK)
         return st;
     /* Unary ops pass a again as b (with b's index unused by the op). */
     const struct cg_view *bb = binary ? b : a;
-    int64_t n = cg_view_numel(out);
+    int64_t n = view_numel(out);
     if (n == 0)
         return CG_OK;
 
     struct cg_cl_fuse_src fa, fb;
-    if (cg_cl_fuse_enabled(cl) && cg_view_contiguous(out) && cg_fuse_src_of(a, &fa) &&
-        (!binary || cg_fuse_src_of(b, &fb))) {
+    if (cl->cfg.fuse && view_contiguous(out) && fuse_src_of(a, &fa) &&
+        (!binary || fuse_src_of(b, &fb))) {
         struct cg_ptr po = {out->buf, out->off};
         return cg_cl_fuse_ew(cl, (int)op, p0, p1, po, n, &fa, binary ? &fb : NULL);
     }
     cl_int cop = (cl_int)op;
     cl_long cn = n, oo = out->off, ao = a->off, bo = bb->off;
-    int sa = cg_flat_step(a), sb = binary ? cg_flat_step(b) : 0;
-    if (cg_view_contiguous(out) && sa >= 0 && sb >= 0) {
+    int sa = flat_step(a), sb = binary ? flat_step(b) : 0;
+    if (view_contiguous(out) && sa >= 0 && sb >= 0) {
         cl_long csa = sa, csb = sb;
         struct cg_cl_arg args[] = {CG_ARG(out->buf->mem), CG_ARG(oo), CG_ARG(a->buf->mem),
                                    CG_ARG(ao), CG_ARG(csa), CG_ARG(bb->buf->mem),
@@ -197,11 +197,11 @@ cg_status cg_ocl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
     }
     cl_int ndim = out->ndim;
     cl_long8 shape, so, sav, sbv;
-    cg_pack8(out->shape, out->ndim, &shape);
-    cg_pack8(out->strides, out->ndim, &so);
-    cg_pack8(a->strides, out->ndim, &sav);
+    pack8(out->shape, out->ndim, &shape);
+    pack8(out->strides, out->ndim, &so);
+    pack8(a->strides, out->ndim, &sav);
     if (binary)
-        cg_pack8(b->strides, out->ndim, &sbv);
+        pack8(b->strides, out->ndim, &sbv);
     else
         memset(&sbv, 0, sizeof sbv);
     struct cg_cl_arg args[] = {CG_ARG(out->buf->mem), CG_ARG(oo), CG_ARG(a->buf->mem),

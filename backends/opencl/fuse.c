@@ -7,8 +7,9 @@
  * each clEnqueueNDRangeKernel costs several microseconds, more than the
  * arithmetic. So ew() and fill() over contiguous outputs do not enqueue at
  * once: they append the op to a pending chain. Any other primitive, a
- * transfer, finish() or an op the chain cannot take flushes the chain first
- * (cg_cl_flush), as ONE kernel that computes the ops in order:
+ * transfer, finish() or an op the chain cannot take drains the chain first
+ * (the chain is a pending queue of queue.c), as ONE kernel that computes
+ * the ops in order:
  *
  *     for (i = gid; i < n; i += gsize) {
  *         float v0 = cg_ew_apply(ADD, b0[o0 + i], b1[o1 + i % d1], ..);
@@ -24,7 +25,7 @@
  * stores them; a later op reading one as a broadcast scalar takes the
  * register.
  *
- * The kernel comes in four forms (cg_fuse_head). GPUs get the loop above;
+ * The kernel comes in four forms (fuse_head). GPUs get the loop above;
  * a CPU device (PoCL) one element per work-item with no loop and no bounds
  * check, launched over exactly the elements (cg_fuse_launch_item), since
  * PoCL vectorises across work-items only over straight-line code (a bias
@@ -73,7 +74,7 @@
 #define CG_FUSE_MAX_ARGS (CG_FUSE_MAX_BUFS + CG_FUSE_MAX_OPS * 8 + 2)
 #define CG_FUSE_KEY_LEN (CG_FUSE_MAX_OPS * 8 + 2)
 
-/* How the generated kernel walks the elements (cg_fuse_head). */
+/* How the generated kernel walks the elements (fuse_head). */
 enum cg_fuse_form { CG_FF_LOOP, CG_FF_LOOP_2D, CG_FF_ITEM, CG_FF_ITEM_2D };
 
 /* How an input is read; REG: an earlier op's value. */
@@ -130,12 +131,9 @@ struct cg_cl_fuse {
     struct cg_fuse_chain chain;
     struct cg_fuse_entry *map;  /* open addressing, cap a power of two  */
     size_t cap, used;
-    int disabled;               /* CLGRAD_FUSE=0                        */
-    int optim_batch;            /* batch optimizer updates (optim.c)    */
-    int per_item;               /* ITEM forms: one element a work-item  */
 };
 
-static int cg_fuse_has_params(int op)
+static int fuse_has_params(int op)
 {
     return op == CG_CL_FUSE_FILL || op == CG_EW_POW_SCALAR || op == CG_EW_CLAMP ||
            op == CG_EW_AFFINE || op == CG_EW_AXPBY || op == CG_EW_POW_SCALAR_BACKWARD ||
@@ -147,26 +145,7 @@ cg_status cg_cl_fuse_init(struct cg_cl *cl)
     cl->fuse = calloc(1, sizeof *cl->fuse);
     if (!cl->fuse)
         return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY, "opencl: out of host memory");
-    const char *e = getenv("CLGRAD_FUSE");
-    cl->fuse->disabled = e && strcmp(e, "0") == 0;
-    /* A CPU device runs the *_multi kernels' per-slot loops as scalar code
-     * (PoCL vectorises across work-items only over straight-line bodies),
-     * so there one launch per tensor is faster (PoCL MLP: 16k -> 23k
-     * samples/s); CLGRAD_OPTIM_BATCH=1 or 0 overrides (the tests force it). */
-    const char *b = getenv("CLGRAD_OPTIM_BATCH");
-    cl->fuse->optim_batch = b ? strcmp(b, "0") != 0 : !cl->cpu_device;
-    /* The kernel's form (cg_fuse_head): a grid-stride loop on GPUs, one
-     * element per work-item on a CPU device, as every flat kernel there
-     * (cg_cl_groups_for); CLGRAD_FUSE_LOOP=1 or 0 overrides (the tests run
-     * both forms). */
-    const char *l = getenv("CLGRAD_FUSE_LOOP");
-    cl->fuse->per_item = l ? strcmp(l, "0") == 0 : cl->cpu_device;
     return CG_OK;
-}
-
-int cg_cl_optim_batching(struct cg_cl *cl)
-{
-    return cg_cl_fuse_enabled(cl) && cl->fuse->optim_batch;
 }
 
 void cg_cl_fuse_release(struct cg_cl *cl)
@@ -185,19 +164,9 @@ void cg_cl_fuse_release(struct cg_cl *cl)
     cl->fuse = NULL;
 }
 
-int cg_cl_fuse_enabled(struct cg_cl *cl)
-{
-    return cl->fuse && !cl->fuse->disabled && cl->defer_off == 0;
-}
-
-int cg_cl_fuse_pending(const struct cg_cl *cl)
-{
-    return cl->fuse && cl->fuse->chain.nops > 0;
-}
-
 /* ---- hazard checks ------------------------------------------------------ */
 
-static int cg_fuse_overlap(const struct cg_fuse_acc *a, int buf, int64_t lo, int64_t hi)
+static int fuse_overlap(const struct cg_fuse_acc *a, int buf, int64_t lo, int64_t hi)
 {
     return a->buf == buf && a->lo < hi && lo < a->hi;
 }
@@ -205,14 +174,14 @@ static int cg_fuse_overlap(const struct cg_fuse_acc *a, int buf, int64_t lo, int
 /* How op `o` (n elements, uniform if n == 1) may read [lo, hi) of buf with
  * mode m at off: *reg = -1 for memory, else the op whose register holds the
  * value. Returns 0 when the read cannot join the chain. */
-static int cg_fuse_read_ok(const struct cg_fuse_chain *c, int buf, enum cg_fuse_mode m,
-                           int64_t off, int64_t lo, int64_t hi, int64_t n, int *reg)
+static int fuse_read_ok(const struct cg_fuse_chain *c, int buf, enum cg_fuse_mode m,
+                        int64_t off, int64_t lo, int64_t hi, int64_t n, int *reg)
 {
     *reg = -1;
     int last = -1;
     for (int i = 0; i < c->nacc; ++i) {
         const struct cg_fuse_acc *a = &c->acc[i];
-        if (!a->write || !cg_fuse_overlap(a, buf, lo, hi))
+        if (!a->write || !fuse_overlap(a, buf, lo, hi))
             continue;
         /* Every overlapping write in a chain is aligned with the others
          * (write_ok), so the latest one holds the current value. */
@@ -236,12 +205,12 @@ static int cg_fuse_read_ok(const struct cg_fuse_chain *c, int buf, enum cg_fuse_
 }
 
 /* Whether a write of [off, off + n) in buf by a (uniform) op may join. */
-static int cg_fuse_write_ok(const struct cg_fuse_chain *c, int buf, int64_t off, int64_t n,
-                            int uniform)
+static int fuse_write_ok(const struct cg_fuse_chain *c, int buf, int64_t off, int64_t n,
+                         int uniform)
 {
     for (int i = 0; i < c->nacc; ++i) {
         const struct cg_fuse_acc *a = &c->acc[i];
-        if (!cg_fuse_overlap(a, buf, off, off + n))
+        if (!fuse_overlap(a, buf, off, off + n))
             continue;
         if (a->write) {
             if (a->lo != off || a->n != n)
@@ -257,7 +226,7 @@ static int cg_fuse_write_ok(const struct cg_fuse_chain *c, int buf, int64_t off,
 
 /* ---- building the chain ------------------------------------------------- */
 
-static int cg_fuse_buf(struct cg_fuse_chain *c, struct cg_buffer *b, int *added)
+static int fuse_buf(struct cg_fuse_chain *c, struct cg_buffer *b, int *added)
 {
     for (int i = 0; i < c->nbufs; ++i)
         if (c->bufs[i] == b)
@@ -269,8 +238,8 @@ static int cg_fuse_buf(struct cg_fuse_chain *c, struct cg_buffer *b, int *added)
     return c->nbufs++;
 }
 
-static void cg_fuse_note(struct cg_fuse_chain *c, int buf, int64_t lo, int64_t hi, int write,
-                         int aligned, int64_t n, int op)
+static void fuse_note(struct cg_fuse_chain *c, int buf, int64_t lo, int64_t hi, int write,
+                      int aligned, int64_t n, int op)
 {
     struct cg_fuse_acc *a = &c->acc[c->nacc++];
     a->buf = buf;
@@ -282,7 +251,7 @@ static void cg_fuse_note(struct cg_fuse_chain *c, int buf, int64_t lo, int64_t h
     a->op = op;
 }
 
-static void cg_fuse_range(const struct cg_cl_fuse_src *s, int64_t n, int64_t *lo, int64_t *hi)
+static void fuse_range(const struct cg_cl_fuse_src *s, int64_t n, int64_t *lo, int64_t *hi)
 {
     *lo = s->off;
     switch (s->mode) {
@@ -295,9 +264,9 @@ static void cg_fuse_range(const struct cg_cl_fuse_src *s, int64_t n, int64_t *lo
 
 /* Tries to add the op to the chain; 0 when it does not fit (the chain is
  * then unchanged). */
-static int cg_fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op, float p0,
-                              float p1, struct cg_ptr out, int64_t n,
-                              const struct cg_cl_fuse_src *src, int nin, int alone)
+static int fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op, float p0,
+                           float p1, struct cg_ptr out, int64_t n,
+                           const struct cg_cl_fuse_src *src, int nin, int alone)
 {
     if (c->nops == CG_FUSE_MAX_OPS)
         return 0;
@@ -305,14 +274,14 @@ static int cg_fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op,
     struct cg_fuse_op o = {.op = op, .uniform = uniform, .nin = nin, .p0 = p0, .p1 = p1,
                            .out_off = out.off, .n = n};
     int nbufs0 = c->nbufs, added = 0;
-    size_t bytes = 8 + 8 + (cg_fuse_has_params(op) ? 8 : 0);   /* out off, n, params */
+    size_t bytes = 8 + 8 + (fuse_has_params(op) ? 8 : 0);   /* out off, n, params */
     int in_buf[2];
     int64_t in_lo[2], in_hi[2];
     for (int k = 0; k < nin; ++k) {
         const struct cg_cl_fuse_src *s = &src[k];
         int64_t lo, hi;
-        cg_fuse_range(s, n, &lo, &hi);
-        int b = cg_fuse_buf(c, s->buf, &added);
+        fuse_range(s, n, &lo, &hi);
+        int b = fuse_buf(c, s->buf, &added);
         if (b < 0)
             goto undo;
         struct cg_fuse_in *in = &o.in[k];
@@ -321,7 +290,7 @@ static int cg_fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op,
         in->off = s->off;
         in->div = s->div;
         int reg;
-        if (!cg_fuse_read_ok(c, b, in->mode, s->off, lo, hi, n, &reg))
+        if (!fuse_read_ok(c, b, in->mode, s->off, lo, hi, n, &reg))
             goto undo;
         if (reg >= 0) {
             in->mode = CG_FM_REG;
@@ -333,8 +302,8 @@ static int cg_fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op,
         in_lo[k] = lo;
         in_hi[k] = hi;
     }
-    int ob = cg_fuse_buf(c, out.buf, &added);
-    if (ob < 0 || !cg_fuse_write_ok(c, ob, out.off, n, uniform))
+    int ob = fuse_buf(c, out.buf, &added);
+    if (ob < 0 || !fuse_write_ok(c, ob, out.off, n, uniform))
         goto undo;
     /* A uniform op must not overwrite its own memory input: other
      * work-items may still be reading it. */
@@ -351,14 +320,18 @@ static int cg_fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op,
     c->arg_bytes += bytes;
     for (int k = 0; k < nin; ++k)
         if (o.in[k].mode != CG_FM_REG)
-            cg_fuse_note(c, in_buf[k], in_lo[k], in_hi[k], 0,
-                         src[k].mode == CG_CL_FUSE_CONTIG && !uniform, n, idx);
-    cg_fuse_note(c, ob, out.off, out.off + n, 1, !uniform, n, idx);
+            fuse_note(c, in_buf[k], in_lo[k], in_hi[k], 0,
+                      src[k].mode == CG_CL_FUSE_CONTIG && !uniform, n, idx);
+    fuse_note(c, ob, out.off, out.off + n, 1, !uniform, n, idx);
     return 1;
 undo:
     c->nbufs = nbufs0;
     return 0;
 }
+
+static cg_status fuse_drain(struct cg_cl *cl);
+/* The chain as a pending queue (queue.c). */
+static const struct cg_cl_pending_i fuse_queue = {"fusion chain", fuse_drain};
 
 cg_status cg_cl_fuse_ew(struct cg_cl *cl, int op, float p0, float p1, struct cg_ptr out,
                         int64_t n, const struct cg_cl_fuse_src *a,
@@ -373,22 +346,24 @@ cg_status cg_cl_fuse_ew(struct cg_cl *cl, int op, float p0, float p1, struct cg_
     for (int k = 0; k < nin; ++k)   /* one element is one element */
         if (n == 1 || (src[k].mode == CG_CL_FUSE_ROW && src[k].div == n))
             src[k].mode = n == 1 ? CG_CL_FUSE_SCALAR : CG_CL_FUSE_CONTIG;
-    cg_status st = cl->opt_batch_n ? cg_cl_flush(cl) : CG_OK;
+    cg_status st = cg_cl_defer(cl, &fuse_queue);
     if (st != CG_OK)
         return st;
     struct cg_fuse_chain *c = &cl->fuse->chain;
-    if (!cg_fuse_try_append(cl, c, op, p0, p1, out, n, src, nin, 0)) {
-        st = cg_cl_flush(cl);
+    if (!fuse_try_append(cl, c, op, p0, p1, out, n, src, nin, 0)) {
+        st = cg_cl_sync(cl);
+        if (st == CG_OK)
+            st = cg_cl_defer(cl, &fuse_queue);
         if (st != CG_OK)
             return st;
-        if (!cg_fuse_try_append(cl, c, op, p0, p1, out, n, src, nin, 0)) {
+        if (!fuse_try_append(cl, c, op, p0, p1, out, n, src, nin, 0)) {
             /* A one-element op in place: alone, its one work-item reads
              * before it writes (the stock kernel; all its inputs are
              * scalars). */
-            if (!cg_fuse_try_append(cl, c, op, p0, p1, out, n, src, nin, 1))
+            if (!fuse_try_append(cl, c, op, p0, p1, out, n, src, nin, 1))
                 goto too_big;
             cl->stats.launches++;
-            return cg_cl_flush(cl);
+            return cg_cl_sync(cl);
         }
     }
     cl->stats.launches++;   /* a primitive call, dispatched to the chain */
@@ -410,7 +385,7 @@ struct cg_fuse_plan {
 
 /* The row length every row and column broadcast of the chain shares: 0
  * when there is none, -1 when they differ. */
-static cl_long cg_fuse_cols(const struct cg_fuse_chain *c)
+static cl_long fuse_cols(const struct cg_fuse_chain *c)
 {
     cl_long cols = 0;
     for (int i = 0; i < c->nops; ++i)
@@ -425,8 +400,8 @@ static cl_long cg_fuse_cols(const struct cg_fuse_chain *c)
     return cols;
 }
 
-static void cg_fuse_plan_of(const struct cg_cl_fuse *f, const struct cg_fuse_chain *c,
-                            struct cg_fuse_plan *p)
+static void fuse_plan_of(const struct cg_cl *cl, const struct cg_fuse_chain *c,
+                         struct cg_fuse_plan *p)
 {
     p->nmax = 0;
     for (int i = 0; i < c->nops; ++i)
@@ -435,24 +410,24 @@ static void cg_fuse_plan_of(const struct cg_cl_fuse *f, const struct cg_fuse_cha
     for (int i = 0; i < c->nops; ++i)
         p->guard[i] = !c->ops[i].uniform && c->ops[i].n < p->nmax;
     /* Every broadcast op has n = rows * cols; a longer flat op may not. */
-    p->cols = cg_fuse_cols(c);
+    p->cols = fuse_cols(c);
     int two_d = p->cols > 0 && p->nmax > 0 && p->nmax % p->cols == 0;
     if (!two_d)
         p->cols = 0;
-    if (f->per_item)
+    if (cl->cfg.fuse_per_item)
         p->form = two_d ? CG_FF_ITEM_2D : CG_FF_ITEM;
     else
         p->form = two_d ? CG_FF_LOOP_2D : CG_FF_LOOP;
 }
 
-static int cg_fuse_2d(enum cg_fuse_form form)
+static int fuse_2d(enum cg_fuse_form form)
 {
     return form == CG_FF_LOOP_2D || form == CG_FF_ITEM_2D;
 }
 
 /* The key: everything the source depends on, a few bytes per op. */
-static size_t cg_fuse_key(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p,
-                          unsigned char *key)
+static size_t fuse_key(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p,
+                       unsigned char *key)
 {
     size_t k = 0;
     key[k++] = (unsigned char)p->form;
@@ -473,7 +448,7 @@ static size_t cg_fuse_key(const struct cg_fuse_chain *c, const struct cg_fuse_pl
     return k;
 }
 
-static uint64_t cg_fuse_hash(const unsigned char *p, size_t n)
+static uint64_t fuse_hash(const unsigned char *p, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; ++i) {
@@ -518,11 +493,11 @@ __attribute__((format(printf, 2, 3))) static void cg_sb(struct cg_sbuf *b, const
 /* The expression an input reads. In the 2-d forms r and c are the
  * element's row and column (i = r * cols + c), so a broadcast needs no
  * division. */
-static void cg_fuse_in_expr(struct cg_sbuf *b, const struct cg_fuse_op *o, int op_idx, int k,
-                            const struct cg_fuse_chain *c, enum cg_fuse_form form)
+static void fuse_in_expr(struct cg_sbuf *b, const struct cg_fuse_op *o, int op_idx, int k,
+                         const struct cg_fuse_chain *c, enum cg_fuse_form form)
 {
     const struct cg_fuse_in *in = &o->in[k];
-    int two_d = cg_fuse_2d(form);
+    int two_d = fuse_2d(form);
     switch (in->mode) {
     case CG_FM_REG:
         cg_sb(b, "%c%d", c->ops[in->reg].uniform ? 'u' : 'v', in->reg);
@@ -546,8 +521,8 @@ static void cg_fuse_in_expr(struct cg_sbuf *b, const struct cg_fuse_op *o, int o
 
 /* One op's statement: value into u<i>/v<i>, then the store (a uniform
  * op's by the work-item of element 0 alone). */
-static void cg_fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i, int guard,
-                         enum cg_fuse_form form)
+static void fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i, int guard,
+                      enum cg_fuse_form form)
 {
     const struct cg_fuse_op *o = &c->ops[i];
     char var = o->uniform ? 'u' : 'v';
@@ -559,13 +534,13 @@ static void cg_fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i
         cg_sb(b, "%s    %c%d = pa%d;\n", ind, var, i, i);
     } else {
         cg_sb(b, "%s    { float x = ", ind);
-        cg_fuse_in_expr(b, o, i, 0, c, form);
+        fuse_in_expr(b, o, i, 0, c, form);
         cg_sb(b, "; float g = ");
         if (o->nin > 1)
-            cg_fuse_in_expr(b, o, i, 1, c, form);
+            fuse_in_expr(b, o, i, 1, c, form);
         else
             cg_sb(b, "x");   /* as ew_flat: unary ops get a as b too */
-        if (cg_fuse_has_params(o->op))
+        if (fuse_has_params(o->op))
             cg_sb(b, "; %c%d = cg_ew_apply(%d, x, g, pa%d, pb%d); }\n", var, i, o->op, i, i);
         else
             cg_sb(b, "; %c%d = cg_ew_apply(%d, x, g, 0.0f, 0.0f); }\n", var, i, o->op);
@@ -579,11 +554,11 @@ static void cg_fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i
         cg_sb(b, "%s}\n", ind);
 }
 
-/* The kernel's parameter list, in the order cg_fuse_args passes them. */
-static void cg_fuse_params(struct cg_sbuf *b, const struct cg_fuse_chain *c,
-                           const struct cg_fuse_plan *p)
+/* The kernel's parameter list, in the order fuse_args passes them. */
+static void fuse_params(struct cg_sbuf *b, const struct cg_fuse_chain *c,
+                        const struct cg_fuse_plan *p)
 {
-    int two_d = cg_fuse_2d(p->form);
+    int two_d = fuse_2d(p->form);
     for (int j = 0; j < c->nbufs; ++j)
         cg_sb(b, "%s__global float *b%d", j ? ", " : "", j);
     for (int i = 0; i < c->nops; ++i) {
@@ -598,7 +573,7 @@ static void cg_fuse_params(struct cg_sbuf *b, const struct cg_fuse_chain *c,
         cg_sb(b, ", long o%d", i);
         if (p->guard[i])
             cg_sb(b, ", long n%d", i);
-        if (cg_fuse_has_params(o->op))
+        if (fuse_has_params(o->op))
             cg_sb(b, ", float pa%d, float pb%d", i, i);
     }
     cg_sb(b, ", long nmax");
@@ -607,7 +582,7 @@ static void cg_fuse_params(struct cg_sbuf *b, const struct cg_fuse_chain *c,
 }
 
 /* cl/ew.cl up to its kernels: the helpers, cg_ew_apply among them. */
-static int cg_fuse_prefix_len(void)
+static int fuse_prefix_len(void)
 {
     const char *s = cg_cl_programs[CG_CL_PROG_EW].source;
     const char *k = strstr(s, "/* ---- kernels ----");
@@ -621,7 +596,7 @@ static int cg_fuse_prefix_len(void)
  *            exactly nmax work-items (cg_fuse_launch_item)
  *   ITEM_2D  (c, r) = (get_global_id(0), get_global_id(1)) on a (cols,
  *            rows) range */
-static void cg_fuse_head(struct cg_sbuf *b, enum cg_fuse_form form)
+static void fuse_head(struct cg_sbuf *b, enum cg_fuse_form form)
 {
     switch (form) {
     case CG_FF_LOOP:
@@ -638,19 +613,19 @@ static void cg_fuse_head(struct cg_sbuf *b, enum cg_fuse_form form)
     }
 }
 
-static char *cg_fuse_source(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p)
+static char *fuse_source(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p)
 {
     struct cg_sbuf b = {0};
     int loop = p->form == CG_FF_LOOP || p->form == CG_FF_LOOP_2D;
     cg_sb(&b, "%.*s/* generated by backends/opencl/fuse.c */\n__kernel void ew_fused(",
-          cg_fuse_prefix_len(), cg_cl_programs[CG_CL_PROG_EW].source);
-    cg_fuse_params(&b, c, p);
+          fuse_prefix_len(), cg_cl_programs[CG_CL_PROG_EW].source);
+    fuse_params(&b, c, p);
     cg_sb(&b, ")\n{\n");
-    cg_fuse_head(&b, p->form);
+    fuse_head(&b, p->form);
     for (int i = 0; i < c->nops; ++i)
         if (c->ops[i].uniform) {
             cg_sb(&b, "    float u%d = 0.0f;\n", i);
-            cg_fuse_stmt(&b, c, i, 0, p->form);
+            fuse_stmt(&b, c, i, 0, p->form);
         }
     if (p->form == CG_FF_LOOP_2D) {
         /* i = r * cols + c, 0 <= c < cols; i += gsize adds sr rows and sc
@@ -666,7 +641,7 @@ static char *cg_fuse_source(const struct cg_fuse_chain *c, const struct cg_fuse_
             cg_sb(&b, "%sfloat v%d = 0.0f;\n", ind, i);
     for (int i = 0; i < c->nops; ++i)
         if (!c->ops[i].uniform)
-            cg_fuse_stmt(&b, c, i, p->guard[i], p->form);
+            fuse_stmt(&b, c, i, p->guard[i], p->form);
     if (p->form == CG_FF_LOOP_2D)
         cg_sb(&b, "        r += sr;\n        c += sc;\n"
                   "        if (c >= cols) {\n            c -= cols;\n            ++r;\n"
@@ -681,11 +656,11 @@ static char *cg_fuse_source(const struct cg_fuse_chain *c, const struct cg_fuse_
     return b.s;
 }
 
-/* The arguments, in cg_fuse_params' order. */
-static int cg_fuse_args(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p,
-                        struct cg_cl_arg *args)
+/* The arguments, in fuse_params' order. */
+static int fuse_args(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p,
+                     struct cg_cl_arg *args)
 {
-    int n = 0, two_d = cg_fuse_2d(p->form);
+    int n = 0, two_d = fuse_2d(p->form);
     for (int j = 0; j < c->nbufs; ++j)
         args[n++] = CG_ARG(c->bufs[j]->mem);
     for (int i = 0; i < c->nops; ++i) {
@@ -700,7 +675,7 @@ static int cg_fuse_args(const struct cg_fuse_chain *c, const struct cg_fuse_plan
         args[n++] = CG_ARG(o->out_off);
         if (p->guard[i])
             args[n++] = CG_ARG(o->n);
-        if (cg_fuse_has_params(o->op)) {
+        if (fuse_has_params(o->op)) {
             args[n++] = CG_ARG(o->p0);
             args[n++] = CG_ARG(o->p1);
         }
@@ -711,7 +686,7 @@ static int cg_fuse_args(const struct cg_fuse_chain *c, const struct cg_fuse_plan
     return n;
 }
 
-static cg_status cg_fuse_grow(struct cg_cl *cl, struct cg_cl_fuse *f)
+static cg_status fuse_grow(struct cg_cl *cl, struct cg_cl_fuse *f)
 {
     size_t cap = f->cap ? f->cap * 2 : 64;
     struct cg_fuse_entry *map = calloc(cap, sizeof *map);
@@ -732,13 +707,13 @@ static cg_status cg_fuse_grow(struct cg_cl *cl, struct cg_cl_fuse *f)
 }
 
 /* The kernel for the chain's key, generated and built on first use. */
-static cg_status cg_fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
-                                const struct cg_fuse_plan *p, struct cg_fuse_entry **out)
+static cg_status fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
+                             const struct cg_fuse_plan *p, struct cg_fuse_entry **out)
 {
     struct cg_cl_fuse *f = cl->fuse;
     unsigned char key[CG_FUSE_KEY_LEN];
-    size_t len = cg_fuse_key(c, p, key);
-    uint64_t h = cg_fuse_hash(key, len);
+    size_t len = fuse_key(c, p, key);
+    uint64_t h = fuse_hash(key, len);
     if (f->cap) {
         for (size_t j = h & (f->cap - 1); f->map[j].kern; j = (j + 1) & (f->cap - 1)) {
             struct cg_fuse_entry *e = &f->map[j];
@@ -749,11 +724,11 @@ static cg_status cg_fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
         }
     }
     if ((f->used + 1) * 2 > f->cap) {
-        cg_status st = cg_fuse_grow(cl, f);
+        cg_status st = fuse_grow(cl, f);
         if (st != CG_OK)
             return st;
     }
-    char *src = cg_fuse_source(c, p);
+    char *src = fuse_source(c, p);
     if (!src)
         return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY, "opencl: out of host memory");
     char options[256];
@@ -802,60 +777,47 @@ static cg_status cg_fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
  * with i % cols, ~0.7 ms with a bounds check; PoCL 3.1, 2-core EPYC), so
  * the range holds exactly the elements, in work-groups that divide it. */
 
-/* ITEM: n work-items exactly (kernels.c cg_cl_enqueue_exact). */
-static cg_status cg_fuse_launch_item(struct cg_cl *cl, const struct cg_fuse_entry *e,
-                                     const struct cg_cl_arg *args, int nargs, size_t n)
+/* The entry as a kernel to launch. */
+static struct cg_cl_kref fuse_kref(const struct cg_fuse_entry *e)
 {
-    return cg_cl_enqueue_exact(cl, e->kern, "ew_fused", args, nargs, n, e->local, e->wg);
+    return (struct cg_cl_kref){.kern = e->kern, .name = "ew_fused", .k = -1,
+                               .local = e->local, .wg = e->wg};
 }
 
-/* ITEM_2D: a (cols, rows) range, at most CG_CL_MAX_ROWS rows a launch
- * (CUDA-based drivers cap the second size at 65535 groups; the row offset
- * travels as the global offset, so the kernel is the same). Work-groups of
- * whole rows, several short rows together. */
-static cg_status cg_fuse_launch_2d(struct cg_cl *cl, const struct cg_fuse_entry *e,
-                                   const struct cg_cl_arg *args, int nargs, size_t cols,
-                                   size_t rows)
+/* ITEM: n work-items exactly. ITEM_2D: a (cols, rows) range in launches of
+ * at most CG_CL_MAX_ROWS rows (the row offset travels as the global offset,
+ * so the kernel is the same), work-groups of whole rows, several short
+ * rows together. */
+static cg_status fuse_launch(struct cg_cl *cl, const struct cg_fuse_entry *e,
+                             const struct cg_fuse_plan *p, const struct cg_cl_arg *args,
+                             int nargs)
 {
-    cg_status st = CG_OK;
-    for (size_t r0 = 0; r0 < rows && st == CG_OK; r0 += CG_CL_MAX_ROWS) {
-        size_t nr = rows - r0 < CG_CL_MAX_ROWS ? rows - r0 : CG_CL_MAX_ROWS;
-        const size_t offset[2] = {0, r0}, global[2] = {cols, nr};
-        size_t local[2] = {cols, 1};
-        if (cols < e->local)
-            local[1] = cg_cl_pow2_divisor(nr, e->local / cols);
-        st = cg_cl_enqueue_nd(cl, e->kern, "ew_fused", args, nargs, 2, offset, global,
-                              cols <= e->wg ? local : NULL);
-    }
-    return st;
-}
-
-static cg_status cg_fuse_launch(struct cg_cl *cl, const struct cg_fuse_entry *e,
-                                const struct cg_fuse_plan *p, const struct cg_cl_arg *args,
-                                int nargs)
-{
+    struct cg_cl_kref kr = fuse_kref(e);
     size_t n = p->nmax > 0 ? (size_t)p->nmax : 1;   /* all uniform: one work-item */
     switch (p->form) {
     case CG_FF_ITEM:
-        return cg_fuse_launch_item(cl, e, args, nargs, n);
-    case CG_FF_ITEM_2D:
-        return cg_fuse_launch_2d(cl, e, args, nargs, (size_t)p->cols,
-                                 (size_t)(p->nmax / p->cols));
-    default:
-        return cg_cl_enqueue(cl, e->kern, "ew_fused", args, nargs,
-                             cg_cl_groups_for(cl, (int64_t)n, e->local), e->local);
+        return cg_cl_launch_exact(cl, &kr, args, nargs, (int64_t)n);
+    case CG_FF_ITEM_2D: {
+        size_t cols = (size_t)p->cols, rows = (size_t)(p->nmax / p->cols);
+        size_t local[2] = {cols, cols < e->local ? e->local / cols : 1};
+        return cg_cl_launch_rows(cl, &kr, args, nargs, cols, rows, cols <= e->wg ? local : NULL);
+    }
+    default: {
+        size_t global = cg_cl_groups_for(cl, (int64_t)n, e->local) * e->local;
+        return cg_cl_launch_nd(cl, &kr, args, nargs, 1, NULL, &global, &e->local);
+    }
     }
 }
 
 /* A one-op chain whose inputs the stock ew_flat / fill_flat kernels take. */
-static cg_status cg_fuse_flush_single(struct cg_cl *cl, const struct cg_fuse_chain *c)
+static cg_status fuse_drain_single(struct cg_cl *cl, const struct cg_fuse_chain *c)
 {
     const struct cg_fuse_op *o = &c->ops[0];
     cl_mem out = c->bufs[o->out_buf]->mem;
     if (o->op == CG_CL_FUSE_FILL) {
         struct cg_cl_arg args[] = {CG_ARG(out), CG_ARG(o->out_off), CG_ARG(o->p0),
                                    CG_ARG(o->n)};
-        return cg_cl_enqueue_n(cl, CG_CL_K_FILL_FLAT, args, 4, o->n);
+        return cg_cl_launch_n(cl, CG_CL_K_FILL_FLAT, args, 4, o->n);
     }
     const struct cg_fuse_in *a = &o->in[0], *b = &o->in[o->nin > 1];
     cl_long sa = a->mode == CG_FM_CONTIG, sb = b->mode == CG_FM_CONTIG;
@@ -864,7 +826,7 @@ static cg_status cg_fuse_flush_single(struct cg_cl *cl, const struct cg_fuse_cha
                                CG_ARG(a->off), CG_ARG(sa), CG_ARG(c->bufs[b->buf]->mem),
                                CG_ARG(b->off), CG_ARG(sb), CG_ARG(cop), CG_ARG(o->p0),
                                CG_ARG(o->p1), CG_ARG(o->n)};
-    return cg_cl_enqueue_n(cl, CG_CL_K_EW_FLAT, args, 12, o->n);
+    return cg_cl_launch_n(cl, CG_CL_K_EW_FLAT, args, 12, o->n);
 }
 
 /* Whether the stock kernels take the chain: one op with flat inputs, and a
@@ -873,9 +835,9 @@ static cg_status cg_fuse_flush_single(struct cg_cl *cl, const struct cg_fuse_cha
  * vectorising (a ReLU over 2^19 elements ~1.3 ms, ~0.1 ms generated), so
  * one op gets a generated kernel too (built once per op and input modes,
  * then from the disk cache). */
-static int cg_fuse_stock(const struct cg_cl_fuse *f, const struct cg_fuse_chain *c)
+static int fuse_stock(const struct cg_cl *cl, const struct cg_fuse_chain *c)
 {
-    if (c->nops != 1 || f->per_item)
+    if (c->nops != 1 || cl->cfg.fuse_per_item)
         return 0;
     const struct cg_fuse_op *o = &c->ops[0];
     for (int k = 0; k < o->nin; ++k)
@@ -884,12 +846,14 @@ static int cg_fuse_stock(const struct cg_cl_fuse *f, const struct cg_fuse_chain 
     return 1;
 }
 
-cg_status cg_cl_fuse_flush(struct cg_cl *cl)
+/* Launches the chain (queue.c calls this, the chain's queue taken). */
+static cg_status fuse_drain(struct cg_cl *cl)
 {
     struct cg_cl_fuse *f = cl->fuse;
-    if (!f || f->chain.nops == 0)
+    if (f->chain.nops == 0)
         return CG_OK;
-    /* Take the chain first: the launch below must not flush it again. */
+    /* Take the chain first: an error leaves it empty, its ops lost, and
+     * the caller hears of it. */
     struct cg_fuse_chain *c = &f->chain;
     int nops = c->nops;
     c->nops = 0;
@@ -898,18 +862,18 @@ cg_status cg_cl_fuse_flush(struct cg_cl *cl)
     c->nbufs = 0;
     c->nacc = 0;
     c->arg_bytes = 0;
-    if (cg_fuse_stock(f, &taken))
-        return cg_fuse_flush_single(cl, &taken);
+    if (fuse_stock(cl, &taken))
+        return fuse_drain_single(cl, &taken);
 
     struct cg_fuse_plan plan;
-    cg_fuse_plan_of(f, &taken, &plan);
+    fuse_plan_of(cl, &taken, &plan);
     struct cg_fuse_entry *e = NULL;
-    cg_status st = cg_fuse_kernel(cl, &taken, &plan, &e);
+    cg_status st = fuse_kernel(cl, &taken, &plan, &e);
     if (st != CG_OK)
         return st;
     struct cg_cl_arg args[CG_FUSE_MAX_ARGS];
-    int nargs = cg_fuse_args(&taken, &plan, args);
-    st = cg_fuse_launch(cl, e, &plan, args, nargs);
+    int nargs = fuse_args(&taken, &plan, args);
+    st = fuse_launch(cl, e, &plan, args, nargs);
     if (st == CG_OK) {
         cl->fused_launches++;
         cl->fused_ops += (uint64_t)nops;

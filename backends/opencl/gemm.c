@@ -4,7 +4,7 @@
  *   C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b]      (backend.h)
  *
  * Two implementations, one chosen per instance at the first GEMM
- * (cg_gemm_path; CLGRAD_VERBOSE=1 says which, and which kernel each kind
+ * (gemm_path; CLGRAD_VERBOSE=1 says which, and which kernel each kind
  * of product first used):
  *
  *   own      on CPU devices (PoCL): cl/gemm.cl, register-blocked kernels
@@ -41,24 +41,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pthread_mutex_t cg_clblast_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t clblast_lock = PTHREAD_MUTEX_INITIALIZER;
 static int cg_clblast_users;
 
 void cg_cl_clblast_ref(void)
 {
-    pthread_mutex_lock(&cg_clblast_lock);
+    pthread_mutex_lock(&clblast_lock);
     cg_clblast_users++;
-    pthread_mutex_unlock(&cg_clblast_lock);
+    pthread_mutex_unlock(&clblast_lock);
 }
 
 /* CLBlast caches compiled programs per cl_context for the whole process;
  * those keep our contexts alive. When no instance is open, drop them. */
 void cg_cl_clblast_unref(void)
 {
-    pthread_mutex_lock(&cg_clblast_lock);
+    pthread_mutex_lock(&clblast_lock);
     if (--cg_clblast_users == 0)
         CLBlastClearCache();
-    pthread_mutex_unlock(&cg_clblast_lock);
+    pthread_mutex_unlock(&clblast_lock);
 }
 
 void cg_cl_gemm_release(struct cg_cl *cl)
@@ -71,9 +71,9 @@ void cg_cl_gemm_release(struct cg_cl *cl)
 
 /* Checks one operand stored as (rows, cols) with row pitch ld, batch
  * copies `stride` apart. */
-static cg_status cg_gemm_operand(struct cg_cl *cl, const char *arg, struct cg_ptr p,
-                                 int64_t rows, int64_t cols, int64_t ld, int64_t stride,
-                                 int64_t batch)
+static cg_status gemm_operand(struct cg_cl *cl, const char *arg, struct cg_ptr p,
+                              int64_t rows, int64_t cols, int64_t ld, int64_t stride,
+                              int64_t batch)
 {
     if (ld < (cols > 1 ? cols : 1) || stride < 0)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
@@ -86,7 +86,7 @@ static cg_status cg_gemm_operand(struct cg_cl *cl, const char *arg, struct cg_pt
     return cg_cl_check_range(cl, "gemm", arg, p, span);
 }
 
-static cg_status cg_gemm_tmp(struct cg_cl *cl, size_t bytes)
+static cg_status gemm_tmp(struct cg_cl *cl, size_t bytes)
 {
     if (bytes <= cl->gemm_tmp_bytes && cl->gemm_tmp)
         return CG_OK;
@@ -104,7 +104,7 @@ static cg_status cg_gemm_tmp(struct cg_cl *cl, size_t bytes)
 }
 
 /* C[b] (m, n) at pitch ldc, batch copies stride_c apart, as a view. */
-static struct cg_view cg_c_view(const struct cg_gemm_desc *d, struct cg_ptr c)
+static struct cg_view c_view(const struct cg_gemm_desc *d, struct cg_ptr c)
 {
     struct cg_view v;
     memset(&v, 0, sizeof v);
@@ -134,36 +134,32 @@ enum {
     CG_GEMM_ALL_PACK = 64,
 };
 
-static int cg_gemm_verbose(void)
+static int gemm_verbose(void)
 {
-    const char *v = getenv("CLGRAD_VERBOSE");
-    return v && *v && strcmp(v, "0") != 0;
+    return cg_cl_env_bool("CLGRAD_VERBOSE", 0);
 }
 
 /* Own kernels on CPU devices, CLBlast elsewhere; CLGRAD_GEMM overrides. */
-static int cg_gemm_path(struct cg_cl *cl)
+static int gemm_path(struct cg_cl *cl)
 {
     if (cl->gemm_path)
         return cl->gemm_path & 3;
-    const char *env = getenv("CLGRAD_GEMM");
+    static const char *const modes[] = {"own", "own-inplace", "own-packed", "clblast", NULL};
+    static const int paths[] = {CG_GEMM_OWN, CG_GEMM_OWN | CG_GEMM_NO_PACK,
+                                CG_GEMM_OWN | CG_GEMM_ALL_PACK, CG_GEMM_CLBLAST};
+    static const char *const whys[] = {"CLGRAD_GEMM=own", "CLGRAD_GEMM=own-inplace: never packed",
+                                       "CLGRAD_GEMM=own-packed: always packed",
+                                       "CLGRAD_GEMM=clblast"};
+    int m = cg_cl_env_choice("CLGRAD_GEMM", modes, -1);
     const char *why;
-    if (env && strcmp(env, "own") == 0) {
-        cl->gemm_path = CG_GEMM_OWN;
-        why = "CLGRAD_GEMM=own";
-    } else if (env && strcmp(env, "own-inplace") == 0) {
-        cl->gemm_path = CG_GEMM_OWN | CG_GEMM_NO_PACK;
-        why = "CLGRAD_GEMM=own-inplace: never packed";
-    } else if (env && strcmp(env, "own-packed") == 0) {
-        cl->gemm_path = CG_GEMM_OWN | CG_GEMM_ALL_PACK;
-        why = "CLGRAD_GEMM=own-packed: always packed";
-    } else if (env && strcmp(env, "clblast") == 0) {
-        cl->gemm_path = CG_GEMM_CLBLAST;
-        why = "CLGRAD_GEMM=clblast";
+    if (m >= 0) {
+        cl->gemm_path = paths[m];
+        why = whys[m];
     } else {
         cl->gemm_path = cl->cpu_device ? CG_GEMM_OWN : CG_GEMM_CLBLAST;
         why = cl->cpu_device ? "a CPU device" : "not a CPU device";
     }
-    if (cg_gemm_verbose())
+    if (gemm_verbose())
         fprintf(stderr, "clgrad opencl: GEMM on %s: %s (%s)\n", cl->dev.name,
                 (cl->gemm_path & 3) == CG_GEMM_OWN ? "own kernels (cl/gemm.cl)" : "CLBlast", why);
     return cl->gemm_path;
@@ -182,7 +178,7 @@ static int cg_gemm_path(struct cg_cl *cl)
 #define CG_GEMM_PACK_MIN ((int64_t)1 << 28)
 #define CG_GEMM_PACK_MAX_BYTES ((size_t)256 << 20)
 
-static int64_t cg_gemm_ceil(int64_t x, int64_t d)
+static int64_t gemm_ceil(int64_t x, int64_t d)
 {
     return (x + d - 1) / d;
 }
@@ -190,29 +186,19 @@ static int64_t cg_gemm_ceil(int64_t x, int64_t d)
 /* Enqueues kernel k over a 3-d range of work-groups of one work-item: a
  * work-item is a whole register tile, and PoCL hands groups to its
  * threads one by one, which balances the two cores. */
-static cg_status cg_gemm_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                                int nargs, int64_t g0, int64_t g1, int64_t g2)
+static cg_status gemm_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
+                             int nargs, int64_t g0, int64_t g1, int64_t g2)
 {
-    cl_kernel kern;
-    cg_status st = cg_cl_kernel(cl, k, &kern);
-    if (st != CG_OK)
-        return st;
-    for (int i = 0; i < nargs; ++i) {
-        cl_int rc = clSetKernelArg(kern, (cl_uint)i, args[i].size, args[i].ptr);
-        if (rc != CL_SUCCESS)
-            return cg_cl_fail(cl->err, sizeof cl->err, "clSetKernelArg(gemm)", rc);
-    }
+    struct cg_cl_kref kr;
+    cg_status st = cg_cl_kernel(cl, k, &kr);
     size_t global[3] = {(size_t)g0, (size_t)g1, (size_t)g2}, local[3] = {1, 1, 1};
-    CG_CL_TRY(cl->err, clEnqueueNDRangeKernel(cl->queue, kern, 3, NULL, global, local, 0, NULL,
-                                              NULL));
-    cl->stats.launches++;
-    return CG_OK;
+    return st != CG_OK ? st : cg_cl_launch_nd(cl, &kr, args, nargs, 3, NULL, global, local);
 }
 
-static void cg_gemm_seen(struct cg_cl *cl, int bit, const struct cg_gemm_desc *d,
-                         const char *what)
+static void gemm_seen(struct cg_cl *cl, int bit, const struct cg_gemm_desc *d,
+                      const char *what)
 {
-    if ((cl->gemm_path & bit) || !cg_gemm_verbose())
+    if ((cl->gemm_path & bit) || !gemm_verbose())
         return;
     cl->gemm_path |= bit;
     fprintf(stderr,
@@ -229,8 +215,8 @@ struct cg_gemm_outer {
     cl_long xsp, xrs, xks, sx, ysp, ldy, sy, rows, cols;
 };
 
-static cg_status cg_gemm_run_outer(struct cg_cl *cl, const struct cg_gemm_desc *d,
-                                   const struct cg_gemm_outer *o, struct cg_ptr c)
+static cg_status gemm_run_outer(struct cg_cl *cl, const struct cg_gemm_desc *d,
+                                const struct cg_gemm_outer *o, struct cg_ptr c)
 {
     cl_long coff = c.off, ldc = d->ldc, sc = d->stride_c, k = d->k;
     cl_long xoff = o->x.off, yoff = o->y.off;
@@ -243,14 +229,14 @@ static cg_status cg_gemm_run_outer(struct cg_cl *cl, const struct cg_gemm_desc *
         CG_ARG(o->sy), CG_ARG(ypad), CG_ARG(o->rows), CG_ARG(o->cols), CG_ARG(k),
         CG_ARG(alpha), CG_ARG(beta),
     };
-    return cg_gemm_launch(cl, CG_CL_K_GEMM_OUTER, args, (int)(sizeof args / sizeof args[0]),
-                          cg_gemm_ceil(o->rows, CG_GEMM_MR), cg_gemm_ceil(o->cols, CG_GEMM_NR),
-                          d->batch);
+    return gemm_launch(cl, CG_CL_K_GEMM_OUTER, args, (int)(sizeof args / sizeof args[0]),
+                       gemm_ceil(o->rows, CG_GEMM_MR), gemm_ceil(o->cols, CG_GEMM_NR),
+                       d->batch);
 }
 
 /* C = A * B^T in place (row-major NT). */
-static cg_status cg_gemm_run_dot(struct cg_cl *cl, const struct cg_gemm_desc *d, struct cg_ptr a,
-                                 struct cg_ptr b, struct cg_ptr c)
+static cg_status gemm_run_dot(struct cg_cl *cl, const struct cg_gemm_desc *d, struct cg_ptr a,
+                              struct cg_ptr b, struct cg_ptr c)
 {
     cl_long coff = c.off, ldc = d->ldc, sc = d->stride_c;
     cl_long aoff = a.off, lda = d->lda, sa = d->stride_a;
@@ -263,50 +249,50 @@ static cg_status cg_gemm_run_dot(struct cg_cl *cl, const struct cg_gemm_desc *d,
         CG_ARG(b.buf->mem), CG_ARG(boff), CG_ARG(ldb), CG_ARG(sb),
         CG_ARG(m), CG_ARG(n), CG_ARG(k), CG_ARG(alpha), CG_ARG(beta),
     };
-    return cg_gemm_launch(cl, CG_CL_K_GEMM_DOT, args, (int)(sizeof args / sizeof args[0]),
-                          cg_gemm_ceil(d->m, 3), cg_gemm_ceil(d->n, 4), d->batch);
+    return gemm_launch(cl, CG_CL_K_GEMM_DOT, args, (int)(sizeof args / sizeof args[0]),
+                       gemm_ceil(d->m, 3), gemm_ceil(d->n, 4), d->batch);
 }
 
 /* Copies the (count, k) operand src(i, p) = src[off + b*ssb + i*sr + p*sk]
  * into zero-padded panels of w rows at dst (element offset doff, dsb per
  * batch entry); `entries` is 1 for an operand shared by the batch. */
-static cg_status cg_gemm_pack(struct cg_cl *cl, cl_long doff, cl_long dsb, struct cg_ptr src,
-                              cl_long sr, cl_long sk, cl_long ssb, cl_long count, cl_long k,
-                              cl_int w, int64_t entries)
+static cg_status gemm_pack(struct cg_cl *cl, cl_long doff, cl_long dsb, struct cg_ptr src,
+                           cl_long sr, cl_long sk, cl_long ssb, cl_long count, cl_long k,
+                           cl_int w, int64_t entries)
 {
     cl_long soff = src.off;
     struct cg_cl_arg args[] = {
         CG_ARG(cl->gemm_tmp), CG_ARG(doff), CG_ARG(dsb), CG_ARG(src.buf->mem), CG_ARG(soff),
         CG_ARG(sr), CG_ARG(sk), CG_ARG(ssb), CG_ARG(count), CG_ARG(k), CG_ARG(w),
     };
-    return cg_gemm_launch(cl, CG_CL_K_GEMM_PACK, args, (int)(sizeof args / sizeof args[0]),
-                          cg_gemm_ceil(k, CG_GEMM_PACK_KB), cg_gemm_ceil(count, w), entries);
+    return gemm_launch(cl, CG_CL_K_GEMM_PACK, args, (int)(sizeof args / sizeof args[0]),
+                       gemm_ceil(k, CG_GEMM_PACK_KB), gemm_ceil(count, w), entries);
 }
 
 /* Large products: op(A) into 6-row panels, op(B) into 16-column panels
  * (shared operands packed once), then gemm_outer over the panels.
  * Returns CG_STATUS_OUT_OF_MEMORY, without launching, when the scratch
  * buffer cannot grow: the caller runs in place instead. */
-static cg_status cg_gemm_run_packed(struct cg_cl *cl, const struct cg_gemm_desc *d,
-                                    struct cg_ptr a, struct cg_ptr b, struct cg_ptr c)
+static cg_status gemm_run_packed(struct cg_cl *cl, const struct cg_gemm_desc *d,
+                                 struct cg_ptr a, struct cg_ptr b, struct cg_ptr c)
 {
-    const int64_t pm = cg_gemm_ceil(d->m, CG_GEMM_MR) * CG_GEMM_MR;
-    const int64_t pn = cg_gemm_ceil(d->n, CG_GEMM_NR) * CG_GEMM_NR;
+    const int64_t pm = gemm_ceil(d->m, CG_GEMM_MR) * CG_GEMM_MR;
+    const int64_t pn = gemm_ceil(d->n, CG_GEMM_NR) * CG_GEMM_NR;
     const int64_t na = d->stride_a ? d->batch : 1, nb = d->stride_b ? d->batch : 1;
     const int64_t xsb = pm * d->k, ysb = pn * d->k;   /* floats per batch entry */
     const double bytes = ((double)na * xsb + (double)nb * ysb) * sizeof(float);
     if (bytes > (double)CG_GEMM_PACK_MAX_BYTES)
         return CG_STATUS_OUT_OF_MEMORY;
-    cg_status st = cg_gemm_tmp(cl, (size_t)bytes);
+    cg_status st = gemm_tmp(cl, (size_t)bytes);
     if (st != CG_OK)
         return CG_STATUS_OUT_OF_MEMORY;
     const cl_long k = d->k, xoff = 0, yoff = na * xsb;
     /* op(A)(i, p) and op(B)^T(j, p) through strides. */
-    st = cg_gemm_pack(cl, xoff, xsb, a, d->trans_a ? 1 : d->lda, d->trans_a ? d->lda : 1,
-                      d->stride_a, d->m, k, CG_GEMM_MR, na);
+    st = gemm_pack(cl, xoff, xsb, a, d->trans_a ? 1 : d->lda, d->trans_a ? d->lda : 1,
+                   d->stride_a, d->m, k, CG_GEMM_MR, na);
     if (st == CG_OK)
-        st = cg_gemm_pack(cl, yoff, ysb, b, d->trans_b ? d->ldb : 1, d->trans_b ? 1 : d->ldb,
-                          d->stride_b, d->n, k, CG_GEMM_NR, nb);
+        st = gemm_pack(cl, yoff, ysb, b, d->trans_b ? d->ldb : 1, d->trans_b ? 1 : d->ldb,
+                       d->stride_b, d->n, k, CG_GEMM_NR, nb);
     if (st != CG_OK)
         return st;
     struct cg_buffer tmp = {.mem = cl->gemm_tmp, .bytes = cl->gemm_tmp_bytes};
@@ -318,26 +304,26 @@ static cg_status cg_gemm_run_packed(struct cg_cl *cl, const struct cg_gemm_desc 
         .sy = nb > 1 ? ysb : 0,
         .rows = d->m, .cols = d->n,
     };
-    return cg_gemm_run_outer(cl, d, &o, c);
+    return gemm_run_outer(cl, d, &o, c);
 }
 
-static cg_status cg_gemm_own(struct cg_cl *cl, const struct cg_gemm_desc *d, struct cg_ptr a,
-                             struct cg_ptr b, struct cg_ptr c)
+static cg_status gemm_own(struct cg_cl *cl, const struct cg_gemm_desc *d, struct cg_ptr a,
+                          struct cg_ptr b, struct cg_ptr c)
 {
     const double macs = (double)d->m * (double)d->n * (double)d->k;
     if ((cl->gemm_path & CG_GEMM_ALL_PACK) ||
         (!(cl->gemm_path & CG_GEMM_NO_PACK) && macs >= (double)CG_GEMM_PACK_MIN)) {
-        cg_status st = cg_gemm_run_packed(cl, d, a, b, c);
+        cg_status st = gemm_run_packed(cl, d, a, b, c);
         if (st != CG_STATUS_OUT_OF_MEMORY) {
             if (st == CG_OK)
-                cg_gemm_seen(cl, CG_GEMM_SEEN_PACKED, d,
-                             "gemm_pack + gemm_outer (6x16 tiles over packed panels)");
+                gemm_seen(cl, CG_GEMM_SEEN_PACKED, d,
+                          "gemm_pack + gemm_outer (6x16 tiles over packed panels)");
             return st;
         }
     }
     if (!d->trans_a && d->trans_b) {
-        cg_gemm_seen(cl, CG_GEMM_SEEN_DOT, d, "gemm_dot in place (3x4 tiles along k)");
-        return cg_gemm_run_dot(cl, d, a, b, c);
+        gemm_seen(cl, CG_GEMM_SEEN_DOT, d, "gemm_dot in place (3x4 tiles along k)");
+        return gemm_run_dot(cl, d, a, b, c);
     }
     struct cg_gemm_outer o;
     memset(&o, 0, sizeof o);
@@ -365,12 +351,12 @@ static cg_status cg_gemm_own(struct cg_cl *cl, const struct cg_gemm_desc *d, str
     }
     o.xsp = CG_GEMM_MR * o.xrs;
     o.ysp = CG_GEMM_NR;
-    cg_gemm_seen(cl, CG_GEMM_SEEN_OUTER, d, "gemm_outer in place (6x16 tiles)");
-    return cg_gemm_run_outer(cl, d, &o, c);
+    gemm_seen(cl, CG_GEMM_SEEN_OUTER, d, "gemm_outer in place (6x16 tiles)");
+    return gemm_run_outer(cl, d, &o, c);
 }
 
-cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
-                      struct cg_ptr b, struct cg_ptr c)
+cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
+                     struct cg_ptr b, struct cg_ptr c)
 {
     struct cg_cl *cl = ctx;
     if (!d)
@@ -382,27 +368,26 @@ cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
                             (long long)d->batch);
     if (d->m == 0 || d->n == 0 || d->batch == 0)
         return CG_OK;
-    cg_status st = cg_gemm_operand(cl, "c", c, d->m, d->n, d->ldc, d->stride_c, d->batch);
+    cg_status st = gemm_operand(cl, "c", c, d->m, d->n, d->ldc, d->stride_c, d->batch);
     if (st != CG_OK)
         return st;
-    struct cg_view cv = cg_c_view(d, c);
+    struct cg_view cv = c_view(d, c);
     if (d->k == 0)   /* op(A) op(B) is an empty sum: C = beta * C */
-        return d->beta == 0.0f ? cg_ocl_fill(cl, &cv, 0.0f)
-                               : cg_ocl_ew(cl, CG_EW_AFFINE, d->beta, 0.0f, &cv, &cv, NULL);
+        return d->beta == 0.0f ? cg_cl_fill(cl, &cv, 0.0f)
+                               : cg_cl_ew(cl, CG_EW_AFFINE, d->beta, 0.0f, &cv, &cv, NULL);
 
-    st = cg_gemm_operand(cl, "a", a, d->trans_a ? d->k : d->m, d->trans_a ? d->m : d->k,
-                         d->lda, d->stride_a, d->batch);
+    st = gemm_operand(cl, "a", a, d->trans_a ? d->k : d->m, d->trans_a ? d->m : d->k,
+                      d->lda, d->stride_a, d->batch);
     if (st == CG_OK)
-        st = cg_gemm_operand(cl, "b", b, d->trans_b ? d->n : d->k, d->trans_b ? d->k : d->n,
-                             d->ldb, d->stride_b, d->batch);
-    if (st == CG_OK)   /* elementwise work still waiting goes first (fuse.c) */
-        st = cg_cl_flush(cl);
-    if (st == CG_OK && cg_gemm_path(cl) == CG_GEMM_OWN)
-        return cg_gemm_own(cl, d, a, b, c);
-    if (st == CG_OK && d->beta == 0.0f)
-        st = cg_ocl_fill(cl, &cv, 0.0f);
-    if (st == CG_OK)
-        st = cg_cl_flush(cl);
+        st = gemm_operand(cl, "b", b, d->trans_b ? d->n : d->k, d->trans_b ? d->k : d->n,
+                          d->ldb, d->stride_b, d->batch);
+    if (st == CG_OK && gemm_path(cl) == CG_GEMM_OWN)
+        return gemm_own(cl, d, a, b, c);
+    if (st == CG_OK && d->beta == 0.0f)   /* see "k == 0" above */
+        st = cg_cl_fill(cl, &cv, 0.0f);
+    cl_command_queue *q = NULL;
+    if (st == CG_OK)   /* CLBlast enqueues by itself: pending work goes first */
+        st = cg_cl_queue_take(cl, &q);
     if (st != CG_OK)
         return st;
 
@@ -412,12 +397,11 @@ cg_status cg_ocl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
     const size_t m = (size_t)d->m, n = (size_t)d->n, k = (size_t)d->k;
     const size_t ao = (size_t)a.off, bo = (size_t)b.off, co = (size_t)c.off;
     const size_t lda = (size_t)d->lda, ldb = (size_t)d->ldb, ldc = (size_t)d->ldc;
-    cl_command_queue *q = &cl->queue;
     if (d->batch == 1) {
         size_t tmp = 0;
         CG_CLBLAST_TRY(cl->err, CLBlastSGemmTempBufferSize(lay, ta, tb, m, n, k, ao, lda, bo,
                                                            ldb, co, ldc, q, &tmp));
-        st = cg_gemm_tmp(cl, tmp);
+        st = gemm_tmp(cl, tmp);
         if (st != CG_OK)
             return st;
         CG_CLBLAST_TRY(cl->err,

@@ -1,6 +1,6 @@
 /*
  * backends/opencl/kernels.c — kernel objects (created on first use, with
- * their program) and the launch helper every primitive goes through.
+ * their program) and launch sizes; queue.c launches them.
  *
  *     struct cg_cl_arg args[] = {CG_ARG(mem), CG_ARG(off), CG_ARG(n)};
  *     return cg_cl_launch_n(cl, CG_CL_K_FILL_FLAT, args, 3, n);
@@ -18,7 +18,7 @@
 static const struct {
     enum cg_cl_prog prog;
     const char *name;
-} cg_cl_kernel_table[CG_CL_K_COUNT] = {
+} kernel_table[CG_CL_K_COUNT] = {
     [CG_CL_K_EW_FLAT] = {CG_CL_PROG_EW, "ew_flat"},
     [CG_CL_K_EW_STRIDED] = {CG_CL_PROG_EW, "ew_strided"},
     [CG_CL_K_FILL_FLAT] = {CG_CL_PROG_EW, "fill_flat"},
@@ -62,10 +62,10 @@ static const struct {
     [CG_CL_K_GEMM_DOT] = {CG_CL_PROG_GEMM, "gemm_dot"},
     [CG_CL_K_GEMM_PACK] = {CG_CL_PROG_GEMM, "gemm_pack"},
 };
-_Static_assert(sizeof(cg_cl_kernel_table) / sizeof(cg_cl_kernel_table[0]) == CG_CL_K_COUNT,
+_Static_assert(sizeof(kernel_table) / sizeof(kernel_table[0]) == CG_CL_K_COUNT,
                "one entry per kernel");
 
-static cg_status cg_cl_program(struct cg_cl *cl, enum cg_cl_prog p)
+static cg_status build_program(struct cg_cl *cl, enum cg_cl_prog p)
 {
     if (cl->programs[p])
         return CG_OK;
@@ -77,18 +77,18 @@ static cg_status cg_cl_program(struct cg_cl *cl, enum cg_cl_prog p)
                                sizeof cl->err);
 }
 
-cg_status cg_cl_kernel(struct cg_cl *cl, enum cg_cl_kern k, cl_kernel *out)
+cg_status cg_cl_kernel(struct cg_cl *cl, enum cg_cl_kern k, struct cg_cl_kref *out)
 {
     if (!cl->kernels[k]) {
-        enum cg_cl_prog p = cg_cl_kernel_table[k].prog;
-        cg_status st = cg_cl_program(cl, p);
+        enum cg_cl_prog p = kernel_table[k].prog;
+        cg_status st = build_program(cl, p);
         if (st != CG_OK)
             return st;
         cl_int rc;
-        cl_kernel kern = clCreateKernel(cl->programs[p], cg_cl_kernel_table[k].name, &rc);
+        cl_kernel kern = clCreateKernel(cl->programs[p], kernel_table[k].name, &rc);
         if (rc != CL_SUCCESS) {
             char what[96];
-            snprintf(what, sizeof what, "clCreateKernel(%s)", cg_cl_kernel_table[k].name);
+            snprintf(what, sizeof what, "clCreateKernel(%s)", kernel_table[k].name);
             return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
         }
         size_t wg = 0;
@@ -98,7 +98,11 @@ cg_status cg_cl_kernel(struct cg_cl *cl, enum cg_cl_kern k, cl_kernel *out)
         cl->kernels[k] = kern;
         cl->kernel_wg[k] = wg < cl->max_wg ? wg : cl->max_wg;
     }
-    *out = cl->kernels[k];
+    size_t l = 256;
+    while (l > cl->kernel_wg[k])
+        l /= 2;     /* a power of two: the tree reductions need one */
+    *out = (struct cg_cl_kref){.kern = cl->kernels[k], .name = kernel_table[k].name,
+                               .k = (int)k, .local = l ? l : 1, .wg = cl->kernel_wg[k]};
     return CG_OK;
 }
 
@@ -114,13 +118,9 @@ void cg_cl_kernels_release(struct cg_cl *cl)
 
 size_t cg_cl_local_size(struct cg_cl *cl, enum cg_cl_kern k)
 {
-    cl_kernel kern;
-    size_t l = 256;
-    if (cg_cl_kernel(cl, k, &kern) != CG_OK)
-        return 1;   /* the launch that follows reports the error */
-    while (l > cl->kernel_wg[k])
-        l /= 2;     /* a power of two: the tree reductions need one */
-    return l ? l : 1;
+    struct cg_cl_kref kr;
+    return cg_cl_kernel(cl, k, &kr) == CG_OK ? kr.local : 1;   /* the launch that
+                                                                  follows reports an error */
 }
 
 size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local)
@@ -139,47 +139,6 @@ size_t cg_cl_groups_for(struct cg_cl *cl, int64_t n, size_t local)
     return (size_t)(need < cap ? need : cap);
 }
 
-cg_status cg_cl_flush(struct cg_cl *cl)
-{
-    cg_status st = cg_cl_fuse_flush(cl);
-    cg_status st2 = cg_cl_optim_flush(cl);
-    return st != CG_OK ? st : st2;
-}
-
-/* Sets the args and enqueues a dims-d range (offset NULL: none; local
- * NULL: the driver's choice). */
-cg_status cg_cl_enqueue_nd(struct cg_cl *cl, cl_kernel kern, const char *name,
-                           const struct cg_cl_arg *args, int nargs, cl_uint dims,
-                           const size_t *offset, const size_t *global, const size_t *local)
-{
-    for (int i = 0; i < nargs; ++i) {
-        cl_int rc = clSetKernelArg(kern, (cl_uint)i, args[i].size, args[i].ptr);
-        if (rc != CL_SUCCESS) {
-            char what[96];
-            snprintf(what, sizeof what, "clSetKernelArg(%s, %d)", name, i);
-            return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
-        }
-    }
-    cl_int rc = clEnqueueNDRangeKernel(cl->queue, kern, dims, offset, global, local, 0, NULL,
-                                       NULL);
-    if (rc != CL_SUCCESS) {
-        char what[96];
-        snprintf(what, sizeof what, "clEnqueueNDRangeKernel(%s)", name);
-        return cg_cl_fail(cl->err, sizeof cl->err, what, rc);
-    }
-    cl->device_launches++;
-    return CG_OK;
-}
-
-cg_status cg_cl_enqueue(struct cg_cl *cl, cl_kernel kern, const char *name,
-                        const struct cg_cl_arg *args, int nargs, size_t groups, size_t local)
-{
-    size_t global = groups * local;
-    return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &global, &local);
-}
-
-static cg_status cg_cl_flush_before_launch(struct cg_cl *cl);
-
 size_t cg_cl_pow2_divisor(size_t n, size_t cap)
 {
     size_t d = 1;
@@ -188,129 +147,18 @@ size_t cg_cl_pow2_divisor(size_t n, size_t cap)
     return d;
 }
 
-/* (PoCL compiles a kernel once per work-group size, so the sizes come from
- * a short list where they can.) */
-cg_status cg_cl_enqueue_exact(struct cg_cl *cl, cl_kernel kern, const char *name,
-                              const struct cg_cl_arg *args, int nargs, size_t n, size_t local,
-                              size_t wg)
-{
-    size_t l = cg_cl_pow2_divisor(n, local);
-    if (l >= 32 || l == local)
-        return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &n, &l);
-    if (n <= (wg < 1024 ? wg : 1024))
-        return cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &n, &n);
-    size_t full = n - n % local, rest = n % local;
-    cg_status st = cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, NULL, &full, &local);
-    if (st == CG_OK)
-        st = cg_cl_enqueue_nd(cl, kern, name, args, nargs, 1, &full, &rest, &rest);
-    return st;
-}
-
-cg_status cg_cl_run_exact(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                          int nargs, int64_t n, int launch)
-{
-    cl_kernel kern;
-    cg_status st = cg_cl_kernel(cl, k, &kern);
-    if (st == CG_OK && launch)
-        st = cg_cl_flush_before_launch(cl);
-    if (st == CG_OK && n > 0)
-        st = cg_cl_enqueue_exact(cl, kern, cg_cl_kernel_table[k].name, args, nargs, (size_t)n,
-                                 cg_cl_local_size(cl, k), cl->kernel_wg[k]);
-    if (st == CG_OK) {
-        if (launch)
-            cl->stats.launches++;
-        cl->kernel_launches[k]++;
-    }
-    return st;
-}
-
-cg_status cg_cl_enqueue_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                          int nargs, int64_t n)
-{
-    cl_kernel kern;
-    cg_status st = cg_cl_kernel(cl, k, &kern);
-    if (st != CG_OK)
-        return st;
-    size_t local = cg_cl_local_size(cl, k);
-    st = cg_cl_enqueue(cl, kern, cg_cl_kernel_table[k].name, args, nargs,
-                       cg_cl_groups_for(cl, n, local), local);
-    if (st == CG_OK)
-        cl->kernel_launches[k]++;
-    return st;
-}
-
-/* Whatever waits in a chain or batch was issued before the launch that
- * follows. */
-static cg_status cg_cl_flush_before_launch(struct cg_cl *cl)
-{
-    return cl->opt_batch_n || cg_cl_fuse_pending(cl) ? cg_cl_flush(cl) : CG_OK;
-}
-
-cg_status cg_cl_launch_kernel(struct cg_cl *cl, cl_kernel kern, const char *name,
-                              const struct cg_cl_arg *args, int nargs, size_t groups,
-                              size_t local)
-{
-    cg_status st = cg_cl_flush_before_launch(cl);
-    if (st == CG_OK)
-        st = cg_cl_enqueue(cl, kern, name, args, nargs, groups, local);
-    if (st == CG_OK)
-        cl->stats.launches++;
-    return st;
-}
-
-cg_status cg_cl_launch_2d(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                          int nargs, size_t g0, size_t g1)
-{
-    cl_kernel kern;
-    cg_status st = cg_cl_kernel(cl, k, &kern);
-    if (st == CG_OK)
-        st = cg_cl_flush_before_launch(cl);
-    for (size_t r0 = 0; r0 < g1 && st == CG_OK; r0 += CG_CL_MAX_ROWS) {
-        const size_t offset[2] = {0, r0};
-        const size_t global[2] = {g0, g1 - r0 < CG_CL_MAX_ROWS ? g1 - r0 : CG_CL_MAX_ROWS};
-        st = cg_cl_enqueue_nd(cl, kern, cg_cl_kernel_table[k].name, args, nargs, 2,
-                              r0 ? offset : NULL, global, NULL);
-        if (st == CG_OK) {
-            cl->stats.launches++;
-            cl->kernel_launches[k]++;
-        }
-    }
-    return st;
-}
-
-cg_status cg_cl_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                       int nargs, size_t groups, size_t local)
-{
-    cl_kernel kern;
-    cg_status st = cg_cl_kernel(cl, k, &kern);
-    if (st == CG_OK)
-        st = cg_cl_launch_kernel(cl, kern, cg_cl_kernel_table[k].name, args, nargs, groups,
-                                 local);
-    if (st == CG_OK)
-        cl->kernel_launches[k]++;
-    return st;
-}
-
 /* CLGRAD_VERBOSE: kernels enqueued since open (CLBlast's not included),
  * at close. */
 void cg_cl_kernels_report(struct cg_cl *cl)
 {
-    const char *v = getenv("CLGRAD_VERBOSE");
-    if (!v || !*v || strcmp(v, "0") == 0)
+    if (!cl->cfg.verbose)
         return;
     fprintf(stderr, "clgrad opencl: %llu kernels enqueued:",
             (unsigned long long)cl->device_launches);
     for (int k = 0; k < CG_CL_K_COUNT; ++k)
         if (cl->kernel_launches[k])
-            fprintf(stderr, " %s %llu,", cg_cl_kernel_table[k].name,
+            fprintf(stderr, " %s %llu,", kernel_table[k].name,
                     (unsigned long long)cl->kernel_launches[k]);
     fprintf(stderr, " ew_fused %llu (%llu ops)\n", (unsigned long long)cl->fused_launches,
             (unsigned long long)cl->fused_ops);
-}
-
-cg_status cg_cl_launch_n(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                         int nargs, int64_t n)
-{
-    size_t local = cg_cl_local_size(cl, k);
-    return cg_cl_launch(cl, k, args, nargs, cg_cl_groups_for(cl, n, local), local);
 }

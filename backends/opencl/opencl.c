@@ -31,8 +31,8 @@ cg_status cg_cl_errorf(struct cg_cl *cl, cg_status status, const char *fmt, ...)
 
 /* The flattened device list. A machine without any OpenCL platform (the
  * ICD loader says CL_PLATFORM_NOT_FOUND_KHR, -1001) has zero devices. */
-static cg_status cg_cl_enumerate(cl_platform_id *plats, cl_device_id *devs, int *count,
-                                 char *err, size_t err_len)
+static cg_status devices_enumerate(cl_platform_id *plats, cl_device_id *devs, int *count,
+                                   char *err, size_t err_len)
 {
     cl_platform_id pl[16];
     cl_uint np = 0;
@@ -61,7 +61,7 @@ static cg_status cg_cl_enumerate(cl_platform_id *plats, cl_device_id *devs, int 
     return CG_OK;
 }
 
-static void cg_cl_str(cl_device_id dev, cl_device_info what, char *out, size_t len)
+static void device_str(cl_device_id dev, cl_device_info what, char *out, size_t len)
 {
     out[0] = '\0';
     if (clGetDeviceInfo(dev, what, len, out, NULL) != CL_SUCCESS)
@@ -69,7 +69,7 @@ static void cg_cl_str(cl_device_id dev, cl_device_info what, char *out, size_t l
     out[len - 1] = '\0';
 }
 
-static void cg_cl_pstr(cl_platform_id p, cl_platform_info what, char *out, size_t len)
+static void platform_str(cl_platform_id p, cl_platform_info what, char *out, size_t len)
 {
     out[0] = '\0';
     if (clGetPlatformInfo(p, what, len, out, NULL) != CL_SUCCESS)
@@ -77,17 +77,17 @@ static void cg_cl_pstr(cl_platform_id p, cl_platform_info what, char *out, size_
     out[len - 1] = '\0';
 }
 
-static void cg_cl_describe(cl_platform_id plat, cl_device_id dev, struct cg_device_info *o)
+static void device_describe(cl_platform_id plat, cl_device_id dev, struct cg_device_info *o)
 {
     char pver[128], drv[120];
     cl_device_type type = 0;
     cl_ulong mem = 0;
     cl_uint cu = 0;
     memset(o, 0, sizeof *o);
-    cg_cl_str(dev, CL_DEVICE_NAME, o->name, sizeof o->name);
-    cg_cl_str(dev, CL_DEVICE_VENDOR, o->vendor, sizeof o->vendor);
-    cg_cl_pstr(plat, CL_PLATFORM_VERSION, pver, sizeof pver);
-    cg_cl_str(dev, CL_DRIVER_VERSION, drv, sizeof drv);
+    device_str(dev, CL_DEVICE_NAME, o->name, sizeof o->name);
+    device_str(dev, CL_DEVICE_VENDOR, o->vendor, sizeof o->vendor);
+    platform_str(plat, CL_PLATFORM_VERSION, pver, sizeof pver);
+    device_str(dev, CL_DRIVER_VERSION, drv, sizeof drv);
     snprintf(o->version, sizeof o->version, "%s, driver %s", pver, drv);
     clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL);
@@ -100,28 +100,28 @@ static void cg_cl_describe(cl_platform_id plat, cl_device_id dev, struct cg_devi
     o->compute_units = cu;
 }
 
-static cg_status cg_cl_list_devices(struct cg_device_info *out, int max, int *count,
-                                    char *err, size_t err_len)
+static cg_status list_devices(struct cg_device_info *out, int max, int *count,
+                              char *err, size_t err_len)
 {
     cl_platform_id plats[CG_CL_MAX_DEVICES];
     cl_device_id devs[CG_CL_MAX_DEVICES];
     int n = 0;
-    cg_status st = cg_cl_enumerate(plats, devs, &n, err, err_len);
+    cg_status st = devices_enumerate(plats, devs, &n, err, err_len);
     *count = n;
     if (st != CG_OK)
         return st;
     for (int i = 0; i < n && i < max && out; ++i)
-        cg_cl_describe(plats[i], devs[i], &out[i]);
+        device_describe(plats[i], devs[i], &out[i]);
     return CG_OK;
 }
 
-static int cg_cl_preferred_device(void)
+static int preferred_device(void)
 {
     cl_platform_id plats[CG_CL_MAX_DEVICES];
     cl_device_id devs[CG_CL_MAX_DEVICES];
     char err[256];
     int n = 0;
-    if (cg_cl_enumerate(plats, devs, &n, err, sizeof err) != CG_OK)
+    if (devices_enumerate(plats, devs, &n, err, sizeof err) != CG_OK)
         return -1;
     for (int i = 0; i < n; ++i) {
         cl_device_type type = 0;
@@ -133,22 +133,22 @@ static int cg_cl_preferred_device(void)
 }
 
 /* "OpenCL C 1.2 ..." -> 12. */
-static int cg_cl_c_version(cl_device_id dev)
+static int c_version(cl_device_id dev)
 {
     char s[256];
     int major = 1, minor = 0;
-    cg_cl_str(dev, CL_DEVICE_OPENCL_C_VERSION, s, sizeof s);
+    device_str(dev, CL_DEVICE_OPENCL_C_VERSION, s, sizeof s);
     if (sscanf(s, "OpenCL C %d.%d", &major, &minor) != 2)
         return 10;
     return major * 10 + minor;
 }
 
-static void cg_cl_close(void *ctx);
+static void instance_close(void *ctx);
 
 /* Checks the device can run the kernels: they need 64-bit integers (absent
  * from the embedded profile unless cles_khr_int64) and OpenCL C >= 1.1
  * (32-bit global atomics are core there). */
-static cg_status cg_cl_probe(struct cg_cl *cl)
+static cg_status device_probe(struct cg_cl *cl)
 {
     char profile[64], *ext;
     size_t n = 0;
@@ -160,7 +160,7 @@ static cg_status cg_cl_probe(struct cg_cl *cl)
     if (cl->dev.c_version < 11)
         return cg_cl_errorf(cl, CG_STATUS_UNSUPPORTED,
                             "opencl: device \"%s\" supports only OpenCL C 1.0", cl->dev.name);
-    cg_cl_str(cl->dev.device, CL_DEVICE_PROFILE, profile, sizeof profile);
+    device_str(cl->dev.device, CL_DEVICE_PROFILE, profile, sizeof profile);
     if (strcmp(profile, "EMBEDDED_PROFILE") != 0)
         return CG_OK;
     CG_CL_TRY(cl->err, clGetDeviceInfo(cl->dev.device, CL_DEVICE_EXTENSIONS, 0, NULL, &n));
@@ -177,34 +177,64 @@ static cg_status cg_cl_probe(struct cg_cl *cl)
     return CG_OK;
 }
 
-static cg_status cg_cl_init(struct cg_cl *cl, cl_platform_id plat, cl_device_id dev)
+/* The switches, by device type unless the environment sets them: 0 or 1,
+ * anything else is named on stderr and the default kept. */
+static void read_config(struct cg_cl *cl)
+{
+    struct cg_cl_config *c = &cl->cfg;
+    c->fuse = cg_cl_env_bool("CLGRAD_FUSE", 1);
+    /* A CPU device runs the *_multi kernels' per-slot loops as scalar code
+     * (PoCL vectorises across work-items only over straight-line bodies),
+     * so there one launch per tensor is faster (PoCL MLP: 16k -> 23k
+     * samples/s). Batching is part of deferral: off with CLGRAD_FUSE=0. */
+    c->optim_batch = c->fuse && cg_cl_env_bool("CLGRAD_OPTIM_BATCH", !cl->cpu_device);
+    /* The fused kernel's form (fuse.c): a grid-stride loop on GPUs, one
+     * element per work-item on a CPU device, as every flat kernel there
+     * (cg_cl_groups_for); CLGRAD_FUSE_LOOP=1 or 0 picks one. */
+    c->fuse_per_item = !cg_cl_env_bool("CLGRAD_FUSE_LOOP", !cl->cpu_device);
+    c->ln_row_items = cg_cl_env_bool("CLGRAD_LN_ROW_ITEMS", cl->cpu_device);
+    c->verbose = cg_cl_env_bool("CLGRAD_VERBOSE", 0);
+}
+
+static cg_status instance_init(struct cg_cl *cl, cl_platform_id plat, cl_device_id dev)
 {
     char pname[128], pver[120];
     cl_int rc;
     cl->dev.platform = plat;
     cl->dev.device = dev;
-    cg_cl_str(dev, CL_DEVICE_NAME, cl->dev.name, sizeof cl->dev.name);
-    cg_cl_str(dev, CL_DRIVER_VERSION, cl->dev.driver, sizeof cl->dev.driver);
-    cg_cl_pstr(plat, CL_PLATFORM_NAME, pname, sizeof pname);
-    cg_cl_pstr(plat, CL_PLATFORM_VERSION, pver, sizeof pver);
+    device_str(dev, CL_DEVICE_NAME, cl->dev.name, sizeof cl->dev.name);
+    device_str(dev, CL_DRIVER_VERSION, cl->dev.driver, sizeof cl->dev.driver);
+    platform_str(plat, CL_PLATFORM_NAME, pname, sizeof pname);
+    platform_str(plat, CL_PLATFORM_VERSION, pver, sizeof pver);
     snprintf(cl->dev.platform_name, sizeof cl->dev.platform_name, "%s %s", pname, pver);
-    cl->dev.c_version = cg_cl_c_version(dev);
+    cl->dev.c_version = c_version(dev);
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS,
                                        sizeof cl->compute_units, &cl->compute_units, NULL));
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof cl->max_wg,
                                        &cl->max_wg, NULL));
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_PARAMETER_SIZE, sizeof cl->max_param,
                                        &cl->max_param, NULL));
+    CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof cl->max_alloc,
+                                       &cl->max_alloc, NULL));
+    CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof cl->mem_limit,
+                                       &cl->mem_limit, NULL));
+    /* A lower ceiling for the pool, in MiB (tests; sharing a device). */
+    long long mb = cg_cl_env_int("CLGRAD_CL_MEM_MB", 1, (long long)(cl->mem_limit >> 20),
+                                 (long long)(cl->mem_limit >> 20));
+    cl->mem_limit_what = "CL_DEVICE_GLOBAL_MEM_SIZE";
+    if ((cl_ulong)mb < cl->mem_limit >> 20) {
+        cl->mem_limit = (cl_ulong)mb << 20;
+        cl->mem_limit_what = "CLGRAD_CL_MEM_MB";
+    }
     cl_device_type type = 0;
     CG_CL_TRY(cl->err, clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL));
     cl->cpu_device = (type & CL_DEVICE_TYPE_CPU) != 0;
-    const char *ln = getenv("CLGRAD_LN_ROW_ITEMS");
-    cl->ln_row_items = ln ? strcmp(ln, "0") != 0 : cl->cpu_device;
+    read_config(cl);
     if (cl->compute_units == 0)
         cl->compute_units = 1;
     if (cl->max_wg == 0)
         cl->max_wg = 1;
-    cg_status st = cg_cl_probe(cl);
+    cg_status st = device_probe(cl);
     if (st == CG_OK)
         st = cg_cl_fuse_init(cl);
     if (st != CG_OK)
@@ -225,13 +255,13 @@ static cg_status cg_cl_init(struct cg_cl *cl, cl_platform_id plat, cl_device_id 
     return CG_OK;
 }
 
-static cg_status cg_cl_open(int device, void **ctx, char *err, size_t err_len)
+static cg_status instance_open(int device, void **ctx, char *err, size_t err_len)
 {
     cl_platform_id plats[CG_CL_MAX_DEVICES];
     cl_device_id devs[CG_CL_MAX_DEVICES];
     int n = 0;
     *ctx = NULL;
-    cg_status st = cg_cl_enumerate(plats, devs, &n, err, err_len);
+    cg_status st = devices_enumerate(plats, devs, &n, err, err_len);
     if (st != CG_OK)
         return st;
     if (device < 0 || device >= n)
@@ -243,24 +273,23 @@ static cg_status cg_cl_open(int device, void **ctx, char *err, size_t err_len)
         return cg_cl_failf(err, err_len, CG_STATUS_OUT_OF_MEMORY,
                            "opencl: out of host memory");
     cg_cl_clblast_ref();
-    st = cg_cl_init(cl, plats[device], devs[device]);
+    st = instance_init(cl, plats[device], devs[device]);
     if (st != CG_OK) {
         snprintf(err, err_len, "%s", cl->err);
-        cg_cl_close(cl);
+        instance_close(cl);
         return st;
     }
     *ctx = cl;
     return CG_OK;
 }
 
-static void cg_cl_close(void *ctx)
+static void instance_close(void *ctx)
 {
     struct cg_cl *cl = ctx;
     if (!cl)
         return;
     if (cl->queue) {
-        cg_cl_flush(cl);   /* the user's last ops still run, as before fusion */
-        clFinish(cl->queue);
+        cg_cl_wait(cl);   /* the user's last ops still run, as before fusion */
         cg_cl_stage_reap(cl, 1);
         cg_cl_kernels_report(cl);
     }
@@ -276,17 +305,16 @@ static void cg_cl_close(void *ctx)
     free(cl);
 }
 
-static const char *cg_cl_last_error(void *ctx)
+static const char *instance_last_error(void *ctx)
 {
     struct cg_cl *cl = ctx;
     return cl ? cl->err : "";
 }
 
-static cg_status cg_cl_finish(void *ctx)
+static cg_status instance_finish(void *ctx)
 {
     struct cg_cl *cl = ctx;
-    cg_status st = cg_cl_flush(cl);
-    CG_CL_TRY(cl->err, clFinish(cl->queue));
+    cg_status st = cg_cl_wait(cl);
     cg_cl_stage_reap(cl, 1);
     return st;
 }
@@ -296,28 +324,13 @@ static cg_status cg_cl_finish(void *ctx)
  * is no flush here: one would fail where no status can be returned, and
  * its ops would be lost (tests/test_cl_errors.c). The next call that
  * enqueues anything flushes them and reports any error. */
-static void cg_cl_get_stats(void *ctx, struct cg_backend_stats *out)
+static void instance_get_stats(void *ctx, struct cg_backend_stats *out)
 {
     struct cg_cl *cl = ctx;
     *out = cl->stats;
 }
 
-/* CLBlast enqueues behind cg_cl_launch's back: flush first, and let the
- * GEMM's own fill or scaling of C go out at once, before CLBlast's kernel. */
-static cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
-                            struct cg_ptr b, struct cg_ptr c)
-{
-    struct cg_cl *cl = ctx;
-    cg_status st = cg_cl_flush(cl);
-    if (st != CG_OK)
-        return st;
-    cl->defer_off++;
-    st = cg_ocl_gemm(ctx, d, a, b, c);
-    cl->defer_off--;
-    return st;
-}
-
-static void cg_cl_reset_stats(void *ctx)
+static void instance_reset_stats(void *ctx)
 {
     struct cg_cl *cl = ctx;
     struct cg_backend_stats s = {0};
@@ -327,53 +340,53 @@ static void cg_cl_reset_stats(void *ctx)
     cl->stats = s;
 }
 
-static const struct cg_backend_i cg_cl_backend = {
+static const struct cg_backend_i backend_i = {
     .abi_version = CG_BACKEND_ABI_VERSION,
     .struct_size = sizeof(struct cg_backend_i),
     .name = "opencl",
     .description = "OpenCL 1.2 devices (GPUs, or CPUs through PoCL); GEMM by CLBlast",
-    .list_devices = cg_cl_list_devices,
-    .preferred_device = cg_cl_preferred_device,
-    .open = cg_cl_open,
-    .close = cg_cl_close,
-    .last_error = cg_cl_last_error,
-    .alloc = cg_ocl_alloc,
-    .release = cg_ocl_release,
-    .upload = cg_ocl_upload,
-    .download = cg_ocl_download,
-    .copy = cg_ocl_copy,
-    .fill = cg_ocl_fill,
-    .ew = cg_ocl_ew,
-    .reduce = cg_ocl_reduce,
+    .list_devices = list_devices,
+    .preferred_device = preferred_device,
+    .open = instance_open,
+    .close = instance_close,
+    .last_error = instance_last_error,
+    .alloc = cg_cl_alloc,
+    .release = cg_cl_release,
+    .upload = cg_cl_upload,
+    .download = cg_cl_download,
+    .copy = cg_cl_copy,
+    .fill = cg_cl_fill,
+    .ew = cg_cl_ew,
+    .reduce = cg_cl_reduce,
     .gemm = cg_cl_gemm,
-    .softmax = cg_ocl_softmax,
-    .softmax_backward = cg_ocl_softmax_backward,
-    .index_rows = cg_ocl_index_rows,
-    .index_rows_add = cg_ocl_index_rows_add,
-    .pick = cg_ocl_pick,
-    .pick_add = cg_ocl_pick_add,
-    .optim_update = cg_ocl_optim_update,
-    .finish = cg_cl_finish,
-    .get_stats = cg_cl_get_stats,
-    .reset_stats = cg_cl_reset_stats,
-    .im2col = cg_ocl_im2col,
-    .col2im = cg_ocl_col2im,
-    .pool2d = cg_ocl_pool2d,
-    .pool2d_backward = cg_ocl_pool2d_backward,
-    .lstm_cell = cg_ocl_lstm_cell,
-    .lstm_cell_backward = cg_ocl_lstm_cell_backward,
-    .softmax_causal = cg_ocl_softmax_causal,
-    .bias_gelu = cg_ocl_bias_gelu,
-    .bias_gelu_backward = cg_ocl_bias_gelu_backward,
-    .layernorm = cg_ocl_layernorm,
-    .layernorm_backward = cg_ocl_layernorm_backward,
-    .download_async = cg_ocl_download_async,
-    .download_poll = cg_ocl_download_poll,
+    .softmax = cg_cl_softmax,
+    .softmax_backward = cg_cl_softmax_backward,
+    .index_rows = cg_cl_index_rows,
+    .index_rows_add = cg_cl_index_rows_add,
+    .pick = cg_cl_pick,
+    .pick_add = cg_cl_pick_add,
+    .optim_update = cg_cl_optim_update,
+    .finish = instance_finish,
+    .get_stats = instance_get_stats,
+    .reset_stats = instance_reset_stats,
+    .im2col = cg_cl_im2col,
+    .col2im = cg_cl_col2im,
+    .pool2d = cg_cl_pool2d,
+    .pool2d_backward = cg_cl_pool2d_backward,
+    .lstm_cell = cg_cl_lstm_cell,
+    .lstm_cell_backward = cg_cl_lstm_cell_backward,
+    .softmax_causal = cg_cl_softmax_causal,
+    .bias_gelu = cg_cl_bias_gelu,
+    .bias_gelu_backward = cg_cl_bias_gelu_backward,
+    .layernorm = cg_cl_layernorm,
+    .layernorm_backward = cg_cl_layernorm_backward,
+    .download_async = cg_cl_download_async,
+    .download_poll = cg_cl_download_poll,
 };
 
 /* The plugin's only exported symbol. */
 CG_BACKEND_EXPORT const struct cg_backend_i *cg_backend_entry(void);
 CG_BACKEND_EXPORT const struct cg_backend_i *cg_backend_entry(void)
 {
-    return &cg_cl_backend;
+    return &backend_i;
 }

@@ -9,7 +9,8 @@
  * arithmetic on a CPU device, so the updates wait in a batch (cl->opt_batch)
  * and go out as one *_multi launch of up to CG_CL_OPTIM_BATCH tensors when
  * the batch is full, the hyper-parameters change, two updates touch the same
- * memory, or anything else is enqueued (cg_cl_flush). A batch of one uses
+ * memory, or anything else is enqueued (the batch is a pending queue of
+ * queue.c). A batch of one uses
  * the one-tensor kernel. Both kernels call the same per-element function,
  * so batching never changes a result.
  */
@@ -26,9 +27,9 @@ struct cg_optim_args {
     cl_long po, go, so[3], n;
 };
 
-static cg_status cg_state(struct cg_cl *cl, const char *what, struct cg_ptr *state,
-                          int i, int needed, int64_t n, struct cg_ptr param,
-                          struct cg_ptr *out)
+static cg_status optim_state(struct cg_cl *cl, const char *what, struct cg_ptr *state,
+                             int i, int needed, int64_t n, struct cg_ptr param,
+                             struct cg_ptr *out)
 {
     if (!needed) {   /* unused: any valid buffer keeps the kernel args legal */
         out->buf = param.buf;
@@ -45,10 +46,10 @@ static cg_status cg_state(struct cg_cl *cl, const char *what, struct cg_ptr *sta
 }
 
 /* Validates one update and fills it in as a batch item. */
-static cg_status cg_optim_prepare(struct cg_cl *cl, const struct cg_optim_hparams *h,
-                                  struct cg_ptr param, struct cg_ptr grad,
-                                  struct cg_ptr state[3], int64_t n,
-                                  struct cg_cl_optim_item *it)
+static cg_status optim_prepare(struct cg_cl *cl, const struct cg_optim_hparams *h,
+                               struct cg_ptr param, struct cg_ptr grad,
+                               struct cg_ptr state[3], int64_t n,
+                               struct cg_cl_optim_item *it)
 {
     cg_status st = cg_cl_check_range(cl, "optim_update", "param", param, n);
     if (st == CG_OK)
@@ -78,7 +79,7 @@ static cg_status cg_optim_prepare(struct cg_cl *cl, const struct cg_optim_hparam
                             "optim_update: unknown optimizer kind %d", (int)h->kind);
     }
     for (int i = 0; i < 3 && st == CG_OK; ++i)
-        st = cg_state(cl, w, state, i, need[i], n, param, &it->state[i]);
+        st = optim_state(cl, w, state, i, need[i], n, param, &it->state[i]);
     if (st == CG_OK && h->kind == CG_OPTIM_ADAM &&
         (!(h->bias_correction1 > 0.0f) || !(h->bias_correction2 > 0.0f)))
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
@@ -89,7 +90,7 @@ static cg_status cg_optim_prepare(struct cg_cl *cl, const struct cg_optim_hparam
     return st;
 }
 
-static void cg_optim_unpack(const struct cg_cl_optim_item *it, struct cg_optim_args *a)
+static void optim_unpack(const struct cg_cl_optim_item *it, struct cg_optim_args *a)
 {
     a->p = it->param.buf->mem;
     a->po = it->param.off;
@@ -108,7 +109,7 @@ struct cg_optim_scalars {
     cl_float step_size, bc2_sqrt;
 };
 
-static void cg_optim_scalars_of(const struct cg_optim_hparams *h, struct cg_optim_scalars *s)
+static void optim_scalars_of(const struct cg_optim_hparams *h, struct cg_optim_scalars *s)
 {
     s->nesterov = h->nesterov != 0;
     s->first = h->step <= 1;
@@ -121,8 +122,8 @@ static void cg_optim_scalars_of(const struct cg_optim_hparams *h, struct cg_opti
 }
 
 /* The hyper-parameter arguments, appended at args[n]; returns the count. */
-static int cg_optim_hp_args(const struct cg_optim_hparams *h, const struct cg_optim_scalars *s,
-                            struct cg_cl_arg *args, int n)
+static int optim_hp_args(const struct cg_optim_hparams *h, const struct cg_optim_scalars *s,
+                         struct cg_cl_arg *args, int n)
 {
     switch (h->kind) {
     case CG_OPTIM_SGD:
@@ -156,15 +157,15 @@ static int cg_optim_hp_args(const struct cg_optim_hparams *h, const struct cg_op
 }
 
 /* States per slot: SGD {buf}, Adam {m, v}, RMSProp {v, buf, grad_avg}. */
-static int cg_optim_nstates(enum cg_optim_kind k)
+static int optim_nstates(enum cg_optim_kind k)
 {
     return k == CG_OPTIM_SGD ? 1 : k == CG_OPTIM_ADAM ? 2 : 3;
 }
 
 /* Tensor arguments of one slot (the kernels' *_SLOT order); returns the
  * new count. */
-static int cg_optim_slot_args(const struct cg_optim_args *a, int nstates,
-                              struct cg_cl_arg *args, int n)
+static int optim_slot_args(const struct cg_optim_args *a, int nstates,
+                           struct cg_cl_arg *args, int n)
 {
     args[n++] = CG_ARG(a->p);
     args[n++] = CG_ARG(a->po);
@@ -177,57 +178,57 @@ static int cg_optim_slot_args(const struct cg_optim_args *a, int nstates,
     return n;
 }
 
-static const enum cg_cl_kern cg_optim_item[] = {
+static const enum cg_cl_kern optim_item[] = {
     CG_CL_K_OPTIM_SGD_ITEM, CG_CL_K_OPTIM_ADAM_ITEM, CG_CL_K_OPTIM_RMSPROP_ITEM};
-static const enum cg_cl_kern cg_optim_one[] = {CG_CL_K_OPTIM_SGD, CG_CL_K_OPTIM_ADAM,
+static const enum cg_cl_kern optim_one[] = {CG_CL_K_OPTIM_SGD, CG_CL_K_OPTIM_ADAM,
                                                CG_CL_K_OPTIM_RMSPROP};
-static const enum cg_cl_kern cg_optim_multi[] = {
+static const enum cg_cl_kern optim_multi[] = {
     CG_CL_K_OPTIM_SGD_MULTI, CG_CL_K_OPTIM_ADAM_MULTI, CG_CL_K_OPTIM_RMSPROP_MULTI};
 
-/* One launch for items[0..count); `flush`: enqueue only (the calls were
- * counted when they joined the batch). */
-static cg_status cg_optim_launch(struct cg_cl *cl, const struct cg_optim_hparams *h,
-                                 const struct cg_cl_optim_item *items, int count, int flush)
+/* One launch for items[0..count). */
+static cg_status optim_launch(struct cg_cl *cl, const struct cg_optim_hparams *h,
+                              const struct cg_cl_optim_item *items, int count)
 {
     struct cg_optim_scalars s;
     struct cg_optim_args a[CG_CL_OPTIM_BATCH];
     struct cg_cl_arg args[CG_CL_OPTIM_BATCH * 11 + 8];
-    cg_optim_scalars_of(h, &s);
-    int ns = cg_optim_nstates(h->kind), n = 0;
+    optim_scalars_of(h, &s);
+    int ns = optim_nstates(h->kind), n = 0;
     int64_t most = 0;
     if (count == 1) {   /* the one-tensor kernel: n before the hparams */
-        cg_optim_unpack(&items[0], &a[0]);
-        n = cg_optim_slot_args(&a[0], ns, args, 0);
+        optim_unpack(&items[0], &a[0]);
+        n = optim_slot_args(&a[0], ns, args, 0);
         args[n++] = CG_ARG(a[0].n);
-        n = cg_optim_hp_args(h, &s, args, n);
-        if (cl->cpu_device)   /* one element per work-item: see cl/optim.cl */
-            return cg_cl_run_exact(cl, cg_optim_item[h->kind], args, n, a[0].n, !flush);
-        return flush ? cg_cl_enqueue_n(cl, cg_optim_one[h->kind], args, n, a[0].n)
-                     : cg_cl_launch_n(cl, cg_optim_one[h->kind], args, n, a[0].n);
+        n = optim_hp_args(h, &s, args, n);
+        if (!cl->cpu_device)
+            return cg_cl_launch_n(cl, optim_one[h->kind], args, n, a[0].n);
+        struct cg_cl_kref kr;   /* one element per work-item: see cl/optim.cl */
+        cg_status st = cg_cl_kernel(cl, optim_item[h->kind], &kr);
+        return st != CG_OK ? st : cg_cl_launch_exact(cl, &kr, args, n, a[0].n);
     }
     for (int k = 0; k < CG_CL_OPTIM_BATCH; ++k) {
         /* Unused slots repeat item 0's buffers with n = 0. */
-        cg_optim_unpack(&items[k < count ? k : 0], &a[k]);
+        optim_unpack(&items[k < count ? k : 0], &a[k]);
         if (k >= count)
             a[k].n = 0;
-        n = cg_optim_slot_args(&a[k], ns, args, n);
+        n = optim_slot_args(&a[k], ns, args, n);
         args[n++] = CG_ARG(a[k].n);
         if (a[k].n > most)
             most = a[k].n;
     }
-    n = cg_optim_hp_args(h, &s, args, n);
-    return cg_cl_enqueue_n(cl, cg_optim_multi[h->kind], args, n, most);
+    n = optim_hp_args(h, &s, args, n);
+    return cg_cl_launch_n(cl, optim_multi[h->kind], args, n, most);
 }
 
 /* Bytes of a *_multi launch's arguments (the device must take them). */
-static size_t cg_optim_multi_bytes(enum cg_optim_kind k)
+static size_t optim_multi_bytes(enum cg_optim_kind k)
 {
-    return CG_CL_OPTIM_BATCH * (size_t)(2 + cg_optim_nstates(k)) * 16 +
+    return CG_CL_OPTIM_BATCH * (size_t)(2 + optim_nstates(k)) * 16 +
            CG_CL_OPTIM_BATCH * 8 + 8 * 4;
 }
 
-static int cg_optim_same_hparams(const struct cg_optim_hparams *a,
-                                 const struct cg_optim_hparams *b)
+static int optim_same_hparams(const struct cg_optim_hparams *a,
+                              const struct cg_optim_hparams *b)
 {
     return a->kind == b->kind && a->lr == b->lr && a->weight_decay == b->weight_decay &&
            a->momentum == b->momentum && a->dampening == b->dampening &&
@@ -238,14 +239,14 @@ static int cg_optim_same_hparams(const struct cg_optim_hparams *a,
            a->bias_correction2 == b->bias_correction2;
 }
 
-static int cg_ranges_meet(struct cg_ptr a, struct cg_ptr b, int64_t n, int64_t m)
+static int ranges_meet(struct cg_ptr a, struct cg_ptr b, int64_t n, int64_t m)
 {
     return a.buf == b.buf && a.off < b.off + m && b.off < a.off + n;
 }
 
 /* Whether it touches memory a batched item writes, or writes what one
  * reads: the updates of a batch run in no particular order. */
-static int cg_optim_conflict(const struct cg_cl *cl, const struct cg_cl_optim_item *it, int ns)
+static int optim_conflict(const struct cg_cl *cl, const struct cg_cl_optim_item *it, int ns)
 {
     for (int j = 0; j < cl->opt_batch_n; ++j) {
         const struct cg_cl_optim_item *o = &cl->opt_batch[j];
@@ -254,24 +255,26 @@ static int cg_optim_conflict(const struct cg_cl *cl, const struct cg_cl_optim_it
         for (int x = 0; x < 2 + ns; ++x)
             for (int y = 0; y < 2 + ns; ++y)
                 if ((x != 1 || y != 1) &&   /* two reads of one grad are fine */
-                    cg_ranges_meet(mine[x], theirs[y], it->n, o->n))
+                    ranges_meet(mine[x], theirs[y], it->n, o->n))
                     return 1;
     }
     return 0;
 }
 
-cg_status cg_cl_optim_flush(struct cg_cl *cl)
+/* Launches the batch (queue.c calls this, the batch's queue taken). */
+static cg_status optim_drain(struct cg_cl *cl)
 {
     int count = cl->opt_batch_n;
-    if (count == 0)
-        return CG_OK;
-    cl->opt_batch_n = 0;   /* the launch below must not flush it again */
-    return cg_optim_launch(cl, &cl->opt_h, cl->opt_batch, count, 1);
+    cl->opt_batch_n = 0;
+    return count ? optim_launch(cl, &cl->opt_h, cl->opt_batch, count) : CG_OK;
 }
 
-cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
-                              struct cg_ptr param, struct cg_ptr grad,
-                              struct cg_ptr state[3], int64_t n)
+/* The batch as a pending queue. */
+static const struct cg_cl_pending_i optim_queue = {"optimizer batch", optim_drain};
+
+cg_status cg_cl_optim_update(void *ctx, const struct cg_optim_hparams *h,
+                             struct cg_ptr param, struct cg_ptr grad,
+                             struct cg_ptr state[3], int64_t n)
 {
     struct cg_cl *cl = ctx;
     if (!h)
@@ -282,21 +285,19 @@ cg_status cg_ocl_optim_update(void *ctx, const struct cg_optim_hparams *h,
     if (n == 0)
         return CG_OK;
     struct cg_cl_optim_item it;
-    cg_status st = cg_optim_prepare(cl, h, param, grad, state, n, &it);
+    cg_status st = optim_prepare(cl, h, param, grad, state, n, &it);
     if (st != CG_OK)
         return st;
-    if (!cg_cl_optim_batching(cl) || cg_optim_multi_bytes(h->kind) > cl->max_param) {
-        st = cg_cl_flush(cl);
-        return st == CG_OK ? cg_optim_launch(cl, h, &it, 1, 0) : st;
-    }
-    if (cg_cl_fuse_pending(cl) || (cl->opt_batch_n > 0 &&
-                                   (cl->opt_batch_n == CG_CL_OPTIM_BATCH ||
-                                    !cg_optim_same_hparams(&cl->opt_h, h) ||
-                                    cg_optim_conflict(cl, &it, cg_optim_nstates(h->kind))))) {
-        st = cg_cl_flush(cl);
-        if (st != CG_OK)
-            return st;
-    }
+    if (!cl->cfg.optim_batch || optim_multi_bytes(h->kind) > cl->max_param)
+        return optim_launch(cl, h, &it, 1);
+    if (cl->opt_batch_n > 0 && (cl->opt_batch_n == CG_CL_OPTIM_BATCH ||
+                                !optim_same_hparams(&cl->opt_h, h) ||
+                                optim_conflict(cl, &it, optim_nstates(h->kind))))
+        st = cg_cl_sync(cl);   /* the batch goes out first */
+    if (st == CG_OK)
+        st = cg_cl_defer(cl, &optim_queue);
+    if (st != CG_OK)
+        return st;
     if (cl->opt_batch_n == 0)
         cl->opt_h = *h;
     cl->opt_batch[cl->opt_batch_n++] = it;

@@ -10,6 +10,10 @@
  * allocations (stats.device_allocs stops growing). A zero-byte request gets a
  * 256-byte buffer, so every handle is real.
  * When the device runs out, alloc() frees every cached buffer and retries.
+ * The pool counts what it holds against the device's memory
+ * (CL_DEVICE_GLOBAL_MEM_SIZE, or CLGRAD_CL_MEM_MB) and one buffer against
+ * CL_DEVICE_MAX_MEM_ALLOC_SIZE, so a model too large fails at alloc() with
+ * a message, and allocation is real at creation (pool_clcreate).
  *
  * Uploads do not wait: a blocking clEnqueueWriteBuffer waits for every
  * command queued before it, so a training loop that uploads its batch each
@@ -56,7 +60,7 @@ int cg_cl_size_class(size_t bytes, size_t *cap)
     return 4 * (k + 1 - 8);
 }
 
-static void cg_cl_buffer_destroy(struct cg_cl *cl, struct cg_buffer *b)
+static void buffer_destroy(struct cg_cl *cl, struct cg_buffer *b)
 {
     if (b->prev)
         b->prev->next = b->next;
@@ -70,25 +74,25 @@ static void cg_cl_buffer_destroy(struct cg_cl *cl, struct cg_buffer *b)
 }
 
 /* Frees the cached (not in use) buffers. */
-static void cg_cl_pool_trim(struct cg_cl *cl)
+static void pool_trim(struct cg_cl *cl)
 {
     for (int c = 0; c < CG_CL_POOL_CLASSES; ++c) {
         while (cl->pool.free[c]) {
             struct cg_buffer *b = cl->pool.free[c];
             cl->pool.free[c] = b->next_free;
-            cg_cl_buffer_destroy(cl, b);
+            buffer_destroy(cl, b);
         }
     }
 }
 
 void cg_cl_pool_free_all(struct cg_cl *cl)
 {
-    cg_cl_pool_trim(cl);
+    pool_trim(cl);
     while (cl->pool.all)   /* buffers the frontend never released */
-        cg_cl_buffer_destroy(cl, cl->pool.all);
+        buffer_destroy(cl, cl->pool.all);
 }
 
-static void cg_cl_mark_in_use(struct cg_cl *cl, struct cg_buffer *b, size_t bytes)
+static void mark_in_use(struct cg_cl *cl, struct cg_buffer *b, size_t bytes)
 {
     b->bytes = bytes;
     b->in_use = 1;
@@ -98,7 +102,72 @@ static void cg_cl_mark_in_use(struct cg_cl *cl, struct cg_buffer *b, size_t byte
         cl->stats.bytes_peak = cl->stats.bytes_in_use;
 }
 
-cg_status cg_ocl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
+/* Whether a buffer of cap bytes fits the device: in one buffer, and with
+ * what the pool holds, under its ceiling. */
+static int pool_fits(const struct cg_cl *cl, size_t cap)
+{
+    return cap <= cl->max_alloc && cl->stats.bytes_reserved <= cl->mem_limit &&
+           cap <= cl->mem_limit - cl->stats.bytes_reserved;
+}
+
+/* A real allocation: on a CPU device (PoCL) CL_MEM_ALLOC_HOST_PTR makes
+ * the driver allocate at clCreateBuffer, so running out is an error here;
+ * without it PoCL allocates at the buffer's first use, and fails there by
+ * aborting the process (issue 17). On a CPU device host memory is the
+ * device's, so nothing is copied. */
+static cl_mem pool_clcreate(struct cg_cl *cl, size_t cap, cl_int *rc)
+{
+    cl_mem_flags flags = CL_MEM_READ_WRITE | (cl->cpu_device ? CL_MEM_ALLOC_HOST_PTR : 0);
+    if (!pool_fits(cl, cap)) {
+        *rc = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+        return NULL;
+    }
+    return clCreateBuffer(cl->dev.context, flags, cap, NULL, rc);
+}
+
+static cg_status pool_create(struct cg_cl *cl, size_t bytes, size_t cap, cl_mem *out)
+{
+    cl_int rc;
+    cl_mem mem = pool_clcreate(cl, cap, &rc);
+    if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES ||
+        rc == CL_OUT_OF_HOST_MEMORY || rc == CL_INVALID_BUFFER_SIZE) {
+        /* Give the cached memory back and retry; pending fused work may
+         * still name a cached buffer, so it goes out first (the driver
+         * keeps a released cl_mem alive until its commands are done).
+         * If that fails, its ops are lost: the caller must hear of it. */
+        cg_status st = cg_cl_sync(cl);
+        if (st != CG_OK) {
+            char why[CG_CL_ERR_LEN];
+            memcpy(why, cl->err, sizeof why);
+            return cg_cl_errorf(cl, st, "alloc(%zu bytes): flushing pending work: %.1900s",
+                                bytes, why);
+        }
+        pool_trim(cl);
+        mem = pool_clcreate(cl, cap, &rc);
+    }
+    if (cap > cl->max_alloc)
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY,
+                            "alloc(%zu bytes): device \"%s\" takes at most %llu bytes in one "
+                            "buffer (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
+                            bytes, cl->dev.name, (unsigned long long)cl->max_alloc);
+    if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE && !mem && !pool_fits(cl, cap))
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY,
+                            "alloc(%zu bytes): out of memory on device \"%s\": clgrad holds "
+                            "%llu of its %llu bytes (%s)",
+                            bytes, cl->dev.name, (unsigned long long)cl->stats.bytes_reserved,
+                            (unsigned long long)cl->mem_limit, cl->mem_limit_what);
+    if (rc != CL_SUCCESS) {
+        char what[160];
+        snprintf(what, sizeof what, "alloc(%zu bytes) on device \"%.60s\": clCreateBuffer",
+                 bytes, cl->dev.name);
+        cg_status st = cg_cl_fail(cl->err, sizeof cl->err, what, rc);
+        return rc == CL_INVALID_BUFFER_SIZE ? CG_STATUS_OUT_OF_MEMORY : st;
+    }
+    *out = mem;
+    return CG_OK;
+}
+
+cg_status cg_cl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
 {
     struct cg_cl *cl = ctx;
     size_t cap;
@@ -110,35 +179,15 @@ cg_status cg_ocl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
     struct cg_buffer *b = cl->pool.free[cls];
     if (b) {
         cl->pool.free[cls] = b->next_free;
-        cg_cl_mark_in_use(cl, b, bytes);
+        mark_in_use(cl, b, bytes);
         *out = b;
         return CG_OK;
     }
 
-    cl_int rc;
-    cl_mem mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
-    if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES ||
-        rc == CL_OUT_OF_HOST_MEMORY || rc == CL_INVALID_BUFFER_SIZE) {
-        /* Give the cached memory back and retry; pending fused work may
-         * still name a cached buffer, so it goes out first (the driver
-         * keeps a released cl_mem alive until its commands are done).
-         * If that fails, its ops are lost: the caller must hear of it. */
-        cg_status st = cg_cl_flush(cl);
-        if (st != CG_OK) {
-            char why[CG_CL_ERR_LEN];
-            memcpy(why, cl->err, sizeof why);
-            return cg_cl_errorf(cl, st, "alloc(%zu bytes): flushing pending work: %.1900s",
-                                bytes, why);
-        }
-        cg_cl_pool_trim(cl);
-        mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE, cap, NULL, &rc);
-    }
-    if (rc != CL_SUCCESS) {
-        char what[96];
-        snprintf(what, sizeof what, "clCreateBuffer(%zu bytes)", cap);
-        cg_cl_fail(cl->err, sizeof cl->err, what, rc);
-        return rc == CL_INVALID_BUFFER_SIZE ? CG_STATUS_OUT_OF_MEMORY : cg_cl_status_of(rc);
-    }
+    cl_mem mem = NULL;
+    cg_status st = pool_create(cl, bytes, cap, &mem);
+    if (st != CG_OK)
+        return st;
     b = calloc(1, sizeof *b);
     if (!b) {
         clReleaseMemObject(mem);
@@ -153,12 +202,12 @@ cg_status cg_ocl_alloc(void *ctx, size_t bytes, struct cg_buffer **out)
     cl->pool.all = b;
     cl->stats.device_allocs++;
     cl->stats.bytes_reserved += cap;
-    cg_cl_mark_in_use(cl, b, bytes);
+    mark_in_use(cl, b, bytes);
     *out = b;
     return CG_OK;
 }
 
-void cg_ocl_release(void *ctx, struct cg_buffer *b)
+void cg_cl_release(void *ctx, struct cg_buffer *b)
 {
     struct cg_cl *cl = ctx;
     if (!b || !b->in_use)
@@ -170,8 +219,8 @@ void cg_ocl_release(void *ctx, struct cg_buffer *b)
 }
 
 /* Checks [off, off + bytes) lies in buf as requested. */
-static cg_status cg_cl_check_bytes(struct cg_cl *cl, const char *what,
-                                   const struct cg_buffer *b, size_t off, size_t bytes)
+static cg_status check_bytes(struct cg_cl *cl, const char *what,
+                             const struct cg_buffer *b, size_t off, size_t bytes)
 {
     if (!b)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: NULL buffer", what);
@@ -222,8 +271,8 @@ void cg_cl_stage_reap(struct cg_cl *cl, int all)
 
 /* Non-blocking write of a private copy of src (one allocation: the record,
  * then the bytes). */
-static cg_status cg_cl_upload_staged(struct cg_cl *cl, struct cg_buffer *dst, size_t off,
-                                     const void *src, size_t bytes)
+static cg_status upload_staged(struct cg_cl *cl, struct cg_buffer *dst, size_t off,
+                               const void *src, size_t bytes)
 {
     cg_cl_stage_reap(cl, 0);
     struct cg_cl_stage *s = malloc(sizeof *s + bytes);
@@ -233,11 +282,10 @@ static cg_status cg_cl_upload_staged(struct cg_cl *cl, struct cg_buffer *dst, si
     s->bytes = bytes;
     s->next = NULL;
     memcpy(s->host, src, bytes);
-    cl_int rc = clEnqueueWriteBuffer(cl->queue, dst->mem, CL_FALSE, off, bytes, s->host, 0,
-                                     NULL, &s->done);
-    if (rc != CL_SUCCESS) {
+    cg_status st = cg_cl_write(cl, dst->mem, off, bytes, s->host, &s->done);
+    if (st != CG_OK) {
         free(s);
-        return cg_cl_fail(cl->err, sizeof cl->err, "clEnqueueWriteBuffer", rc);
+        return st;
     }
     if (cl->stage_tail)
         cl->stage_tail->next = s;
@@ -250,79 +298,59 @@ static cg_status cg_cl_upload_staged(struct cg_cl *cl, struct cg_buffer *dst, si
 
 /* src need not outlive the call, as backend.h promises: small sources are
  * copied aside (above), large ones written with a blocking write. */
-cg_status cg_ocl_upload(void *ctx, struct cg_buffer *dst, size_t off, const void *src,
-                        size_t bytes)
+cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off, const void *src,
+                       size_t bytes)
 {
     struct cg_cl *cl = ctx;
-    cg_status st = cg_cl_check_bytes(cl, "upload", dst, off, bytes);
-    if (st == CG_OK && bytes > 0)
-        st = cg_cl_flush(cl);   /* pending ops may read dst's old contents */
+    cg_status st = check_bytes(cl, "upload", dst, off, bytes);
     if (st != CG_OK || bytes == 0)
         return st;
-    if (bytes <= CG_CL_STAGE_MAX) {
-        st = cg_cl_upload_staged(cl, dst, off, src, bytes);
-        if (st != CG_OK)
-            return st;
-    } else {
-        CG_CL_TRY(cl->err, clEnqueueWriteBuffer(cl->queue, dst->mem, CL_TRUE, off, bytes,
-                                                src, 0, NULL, NULL));
-    }
+    if (bytes <= CG_CL_STAGE_MAX)
+        st = upload_staged(cl, dst, off, src, bytes);
+    else
+        st = cg_cl_write(cl, dst->mem, off, bytes, src, NULL);
+    if (st != CG_OK)
+        return st;
     cl->stats.uploads++;
     cl->stats.upload_bytes += bytes;
     return CG_OK;
 }
 
-cg_status cg_ocl_download(void *ctx, void *dst, struct cg_buffer *src, size_t off,
-                          size_t bytes)
+cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                         size_t bytes)
 {
     struct cg_cl *cl = ctx;
-    cg_status st = cg_cl_check_bytes(cl, "download", src, off, bytes);
+    cg_status st = check_bytes(cl, "download", src, off, bytes);
     if (st == CG_OK)
-        st = cg_cl_flush(cl);
+        st = cg_cl_read(cl, dst, src->mem, off, bytes);
     if (st != CG_OK)
         return st;
-    if (bytes == 0)   /* still waits, as download() promises */
-        CG_CL_TRY(cl->err, clFinish(cl->queue));
-    else
-        CG_CL_TRY(cl->err, clEnqueueReadBuffer(cl->queue, src->mem, CL_TRUE, off, bytes,
-                                               dst, 0, NULL, NULL));
     cg_cl_stage_reap(cl, 1);   /* the in-order queue ran everything before */
     cl->stats.downloads++;
     cl->stats.download_bytes += bytes;
     return CG_OK;
 }
 
-/* A non-blocking read with an event as its ticket; clFlush sends it (and
- * the work before it) to the device, so it completes without a later
- * call. */
-cg_status cg_ocl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
-                                size_t bytes, void **ticket)
+/* A non-blocking read whose event is the ticket (data parallelism's
+ * gradient staging, src/dist/dist.c). */
+cg_status cg_cl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                               size_t bytes, void **ticket)
 {
     struct cg_cl *cl = ctx;
+    cl_event ev = NULL;
     *ticket = NULL;
-    cg_status st = cg_cl_check_bytes(cl, "download_async", src, off, bytes);
+    cg_status st = check_bytes(cl, "download_async", src, off, bytes);
     if (st == CG_OK)
-        st = cg_cl_flush(cl);
+        st = cg_cl_read_async(cl, dst, src->mem, off, bytes, &ev);
     if (st != CG_OK)
         return st;
-    cl_event ev;
-    if (bytes == 0)
-        CG_CL_TRY(cl->err, clEnqueueMarkerWithWaitList(cl->queue, 0, NULL, &ev));
-    else
-        CG_CL_TRY(cl->err, clEnqueueReadBuffer(cl->queue, src->mem, CL_FALSE, off, bytes,
-                                               dst, 0, NULL, &ev));
-    cl_int rc = clFlush(cl->queue);
-    if (rc != CL_SUCCESS) {
-        clReleaseEvent(ev);
-        return cg_cl_fail(cl->err, sizeof cl->err, "clFlush(after a gradient read)", rc);
-    }
     cl->stats.downloads++;
     cl->stats.download_bytes += bytes;
     *ticket = ev;
     return CG_OK;
 }
 
-cg_status cg_ocl_download_poll(void *ctx, void *ticket, int wait, int *done)
+cg_status cg_cl_download_poll(void *ctx, void *ticket, int wait, int *done)
 {
     struct cg_cl *cl = ctx;
     cl_event ev = ticket;
@@ -344,23 +372,17 @@ cg_status cg_ocl_download_poll(void *ctx, void *ticket, int wait, int *done)
     return CG_OK;
 }
 
-cg_status cg_ocl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off,
-                      struct cg_buffer *src, size_t src_off, size_t bytes)
+cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off,
+                     struct cg_buffer *src, size_t src_off, size_t bytes)
 {
     struct cg_cl *cl = ctx;
-    cg_status st = cg_cl_check_bytes(cl, "copy (dst)", dst, dst_off, bytes);
+    cg_status st = check_bytes(cl, "copy (dst)", dst, dst_off, bytes);
     if (st == CG_OK)
-        st = cg_cl_check_bytes(cl, "copy (src)", src, src_off, bytes);
+        st = check_bytes(cl, "copy (src)", src, src_off, bytes);
     if (st != CG_OK || bytes == 0)
         return st;
     if (src == dst && src_off < dst_off + bytes && dst_off < src_off + bytes)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
                             "copy: overlapping ranges in one buffer");
-    st = cg_cl_flush(cl);
-    if (st != CG_OK)
-        return st;
-    CG_CL_TRY(cl->err, clEnqueueCopyBuffer(cl->queue, src->mem, dst->mem, src_off,
-                                           dst_off, bytes, 0, NULL, NULL));
-    cl->stats.launches++;
-    return CG_OK;
+    return cg_cl_copy_mem(cl, dst->mem, dst_off, src->mem, src_off, bytes);
 }

@@ -9,8 +9,8 @@
 
 _Static_assert(CG_REDUCE_COUNT == 4, "cl/reduce.cl's enum must list every cg_reduce_op");
 
-static cg_status cg_check_sizes(struct cg_cl *cl, const char *what, int64_t a, int64_t b,
-                                int64_t c)
+static cg_status check_sizes(struct cg_cl *cl, const char *what, int64_t a, int64_t b,
+                             int64_t c)
 {
     if (a < 0 || b < 0 || c < 0)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
@@ -21,15 +21,15 @@ static cg_status cg_check_sizes(struct cg_cl *cl, const char *what, int64_t a, i
     return CG_OK;
 }
 
-cg_status cg_ocl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
-                        struct cg_ptr in, int64_t outer, int64_t n, int64_t inner,
-                        float scale)
+cg_status cg_cl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
+                       struct cg_ptr in, int64_t outer, int64_t n, int64_t inner,
+                       float scale)
 {
     struct cg_cl *cl = ctx;
     if ((int)op < 0 || op >= CG_REDUCE_COUNT)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "reduce: unknown op %d",
                             (int)op);
-    cg_status st = cg_check_sizes(cl, "reduce", outer, n, inner);
+    cg_status st = check_sizes(cl, "reduce", outer, n, inner);
     if (st == CG_OK)
         st = cg_cl_check_range(cl, "reduce", "out", out, outer * inner);
     if (st == CG_OK)
@@ -67,7 +67,7 @@ cg_status cg_ocl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
 
 /* Local size for a per-row kernel: a power of two, no wider than the row
  * needs. */
-static size_t cg_row_local(struct cg_cl *cl, enum cg_cl_kern k, int64_t cols)
+static size_t row_local(struct cg_cl *cl, enum cg_cl_kern k, int64_t cols)
 {
     size_t l = cg_cl_local_size(cl, k);
     while (l > 32 && (int64_t)(l / 2) >= cols)
@@ -75,18 +75,18 @@ static size_t cg_row_local(struct cg_cl *cl, enum cg_cl_kern k, int64_t cols)
     return l;
 }
 
-cg_status cg_ocl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
-                         int64_t cols, int log)
+cg_status cg_cl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
+                        int64_t cols, int log)
 {
     struct cg_cl *cl = ctx;
-    cg_status st = cg_check_sizes(cl, "softmax", rows, cols, 1);
+    cg_status st = check_sizes(cl, "softmax", rows, cols, 1);
     if (st == CG_OK)
         st = cg_cl_check_range(cl, "softmax", "out", out, rows * cols);
     if (st == CG_OK)
         st = cg_cl_check_range(cl, "softmax", "in", in, rows * cols);
     if (st != CG_OK || rows * cols == 0)
         return st;
-    size_t local = cg_row_local(cl, CG_CL_K_SOFTMAX_FWD, cols);
+    size_t local = row_local(cl, CG_CL_K_SOFTMAX_FWD, cols);
     size_t groups = rows < 65536 ? (size_t)rows : 65536;
     cl_long oo = out.off, io = in.off, cr = rows, cc = cols;
     cl_int lg = log != 0;
@@ -96,11 +96,11 @@ cg_status cg_ocl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t
     return cg_cl_launch(cl, CG_CL_K_SOFTMAX_FWD, args, 8, groups, local);
 }
 
-cg_status cg_ocl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
-                                  struct cg_ptr gy, int64_t rows, int64_t cols, int log)
+cg_status cg_cl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
+                                 struct cg_ptr gy, int64_t rows, int64_t cols, int log)
 {
     struct cg_cl *cl = ctx;
-    cg_status st = cg_check_sizes(cl, "softmax_backward", rows, cols, 1);
+    cg_status st = check_sizes(cl, "softmax_backward", rows, cols, 1);
     if (st == CG_OK)
         st = cg_cl_check_range(cl, "softmax_backward", "gx", gx, rows * cols);
     if (st == CG_OK)
@@ -109,7 +109,7 @@ cg_status cg_ocl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
         st = cg_cl_check_range(cl, "softmax_backward", "gy", gy, rows * cols);
     if (st != CG_OK || rows * cols == 0)
         return st;
-    size_t local = cg_row_local(cl, CG_CL_K_SOFTMAX_BWD, cols);
+    size_t local = row_local(cl, CG_CL_K_SOFTMAX_BWD, cols);
     size_t groups = rows < 65536 ? (size_t)rows : 65536;
     cl_long go = gx.off, yo = y.off, gyo = gy.off, cr = rows, cc = cols;
     cl_int lg = log != 0;

@@ -8,22 +8,22 @@
 #include "cl_backend.h"
 
 /* backend.h's shared check, with the function's name. */
-static cg_status cg_lstm_sizes(struct cg_cl *cl, const char *what, int64_t batch,
-                               int64_t hidden)
+static cg_status lstm_sizes(struct cg_cl *cl, const char *what, int64_t batch,
+                            int64_t hidden)
 {
     char msg[96];
     cg_status st = cg_lstm_sizes_check(batch, hidden, msg, sizeof msg);
     return st == CG_OK ? CG_OK : cg_cl_errorf(cl, st, "%s: %s", what, msg);
 }
 
-cg_status cg_ocl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
-                           struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
-                           int64_t hidden)
+cg_status cg_cl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
+                          struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
+                          int64_t hidden)
 {
     /* c, h, c_prev: (B, H); save: (B, 5H); gates: (B, 4H) */
     struct cg_cl *cl = ctx;
     const int64_t n = batch * hidden;
-    cg_status st = cg_lstm_sizes(cl, "lstm_cell", batch, hidden);
+    cg_status st = lstm_sizes(cl, "lstm_cell", batch, hidden);
     if (st == CG_OK)
         st = cg_cl_check_range(cl, "lstm_cell", "c", c, n);
     if (st == CG_OK)
@@ -45,15 +45,15 @@ cg_status cg_ocl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct c
     return cg_cl_launch_n(cl, CG_CL_K_LSTM_CELL_FWD, args, 12, n);
 }
 
-cg_status cg_ocl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
-                                    struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
-                                    struct cg_ptr c_prev, int64_t batch, int64_t hidden)
+cg_status cg_cl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
+                                   struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
+                                   struct cg_ptr c_prev, int64_t batch, int64_t hidden)
 {
     /* g_gates: (B, 4H); g_c_prev, gh, gc, c_prev: (B, H); save: (B, 5H) */
     struct cg_cl *cl = ctx;
     const char *w = "lstm_cell_backward";
     const int64_t n = batch * hidden;
-    cg_status st = cg_lstm_sizes(cl, w, batch, hidden);
+    cg_status st = lstm_sizes(cl, w, batch, hidden);
     if (st == CG_OK)
         st = cg_cl_check_range(cl, w, "g_gates", g_gates, 4 * n);
     if (st == CG_OK)
@@ -78,8 +78,8 @@ cg_status cg_ocl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_
     return cg_cl_launch_n(cl, CG_CL_K_LSTM_CELL_BWD, args, 14, n);
 }
 
-cg_status cg_ocl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
-                                int64_t cols, int64_t period)
+cg_status cg_cl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
+                               int64_t cols, int64_t period)
 {
     /* out, in: (rows, cols) */
     struct cg_cl *cl = ctx;

@@ -17,7 +17,7 @@
  *   final    the four fastest timed three times more, alternately (the
  *            driver's binary cache makes that cheap), ranked by those;
  *   switch   with the winner, where CLBlast should change from its direct
- *            GEMM kernel (small sizes) to the tuned one (cg_tune_threshold);
+ *            GEMM kernel (small sizes) to the tuned one (tune_threshold);
  *
  * each one compiled (CLBlast rebuilds its GEMM program after
  * CLBlastOverrideParameters and a cache clear), run once as warm-up, its
@@ -78,22 +78,21 @@ const char *cg_cl_clblast_version(void)
     return CG_CLBLAST_VERSION;
 }
 
-static double cg_tune_now(void)
+static double tune_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int cg_tune_verbose(void)
+static int tune_verbose(void)
 {
-    const char *v = getenv("CLGRAD_VERBOSE");
-    return v && *v && strcmp(v, "0") != 0;
+    return cg_cl_env_bool("CLGRAD_VERBOSE", 0);
 }
 
 /* ---- parameters ------------------------------------------------------ */
 
-static int cg_pow2(size_t x)
+static int is_pow2(size_t x)
 {
     return x != 0 && (x & (x - 1)) == 0;
 }
@@ -109,12 +108,12 @@ int cg_cl_gemm_params_check(const struct cg_cl_gemm_params *p, size_t max_wg,
     if (v[CG_GP_GEMMK] != 0 || v[CG_GP_KREG] != 1)
         return CG_BAD("only GEMMK=0 with KREG=1 is searched");
     for (int i = CG_GP_KWG; i <= CG_GP_NWG; ++i)
-        if (!cg_pow2(v[i]))
+        if (!is_pow2(v[i]))
             return CG_BAD("%s = %zu is not a power of two", cg_cl_gemm_param_names[i], v[i]);
     if (v[CG_GP_SA] > 1 || v[CG_GP_SB] > 1 || v[CG_GP_STRM] > 1 || v[CG_GP_STRN] > 1)
         return CG_BAD("SA, SB, STRM and STRN are 0 or 1");
-    if (v[CG_GP_VWM] == 0 || v[CG_GP_VWM] > 8 || !cg_pow2(v[CG_GP_VWM]) ||
-        v[CG_GP_VWN] == 0 || v[CG_GP_VWN] > 8 || !cg_pow2(v[CG_GP_VWN]))
+    if (v[CG_GP_VWM] == 0 || v[CG_GP_VWM] > 8 || !is_pow2(v[CG_GP_VWM]) ||
+        v[CG_GP_VWN] == 0 || v[CG_GP_VWN] > 8 || !is_pow2(v[CG_GP_VWN]))
         return CG_BAD("VWM and VWN are 1, 2, 4 or 8");
     const size_t mwg = v[CG_GP_MWG], nwg = v[CG_GP_NWG], kwg = v[CG_GP_KWG];
     const size_t mdimc = v[CG_GP_MDIMC], ndimc = v[CG_GP_NDIMC];
@@ -158,7 +157,7 @@ void cg_cl_gemm_params_format(const struct cg_cl_gemm_params *p, char *out, size
 }
 
 /* Parses "NAME=V NAME=V ..." naming every parameter once; 0 on error. */
-static int cg_params_parse(const char *s, struct cg_cl_gemm_params *p)
+static int params_parse(const char *s, struct cg_cl_gemm_params *p)
 {
     int seen = 0;
     memset(p, 0, sizeof *p);
@@ -235,7 +234,7 @@ int cg_cl_tune_candidates(int cpu, struct cg_cl_gemm_params *out, int cap)
 }
 
 /* Only the configurations of the device's own style (stage 1). */
-static int cg_cl_tune_candidates_own(int cpu, struct cg_cl_gemm_params *out, int cap)
+static int tune_candidates_own(int cpu, struct cg_cl_gemm_params *out, int cap)
 {
     struct cg_cl_gemm_params all[32];
     int n = cg_cl_tune_candidates(cpu, all, 32), own = cpu ? CG_TUNE_NCPU : CG_TUNE_NGPU;
@@ -248,8 +247,8 @@ static int cg_cl_tune_candidates_own(int cpu, struct cg_cl_gemm_params *out, int
 }
 
 /* Stage 2: one parameter of the k loop or the access pattern changed. */
-static int cg_tune_neighbours(const struct cg_cl_gemm_params *best, struct cg_cl_gemm_params *out,
-                              int cap)
+static int tune_neighbours(const struct cg_cl_gemm_params *best, struct cg_cl_gemm_params *out,
+                           int cap)
 {
     static const struct {
         int param;
@@ -271,7 +270,7 @@ static int cg_tune_neighbours(const struct cg_cl_gemm_params *best, struct cg_cl
 
 /* ---- the stored result ------------------------------------------------ */
 
-static uint64_t cg_tune_fnv(uint64_t h, const char *s)
+static uint64_t tune_fnv(uint64_t h, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s;; ++p) {
         h ^= *p;
@@ -290,10 +289,10 @@ void cg_cl_tune_path(const struct cg_cl_device *dev, char *out, size_t len)
         return;
     }
     uint64_t h = 0xcbf29ce484222325ull;
-    h = cg_tune_fnv(h, dev->name);
-    h = cg_tune_fnv(h, dev->driver);
-    h = cg_tune_fnv(h, dev->platform_name);
-    h = cg_tune_fnv(h, CG_CLBLAST_VERSION);
+    h = tune_fnv(h, dev->name);
+    h = tune_fnv(h, dev->driver);
+    h = tune_fnv(h, dev->platform_name);
+    h = tune_fnv(h, CG_CLBLAST_VERSION);
     snprintf(out, len, "%s/clblast-sgemm-%016llx.tune", dir, (unsigned long long)h);
 }
 
@@ -334,7 +333,7 @@ cg_status cg_cl_tune_save(const struct cg_cl_device *dev, const struct cg_cl_tun
 }
 
 /* Reads one line into buf (without '\n'); 0 at EOF or on a long line. */
-static int cg_tune_line(FILE *f, char *buf, size_t len)
+static int tune_line(FILE *f, char *buf, size_t len)
 {
     if (!fgets(buf, (int)len, f))
         return 0;
@@ -346,11 +345,11 @@ static int cg_tune_line(FILE *f, char *buf, size_t len)
 }
 
 /* "<key> <value>" with value equal to want. */
-static int cg_tune_field(FILE *f, const char *key, const char *want)
+static int tune_field(FILE *f, const char *key, const char *want)
 {
     char line[600];
     size_t k = strlen(key);
-    return cg_tune_line(f, line, sizeof line) && strncmp(line, key, k) == 0 &&
+    return tune_line(f, line, sizeof line) && strncmp(line, key, k) == 0 &&
            line[k] == ' ' && strcmp(line + k + 1, want) == 0;
 }
 
@@ -364,14 +363,14 @@ cg_status cg_cl_tune_load(const struct cg_cl_device *dev, struct cg_cl_gemm_para
     if (!f)
         return cg_cl_failf(err, len, CG_STATUS_IO_ERROR, "tune: no stored result (%s)",
                            path[0] ? path : "no cache folder");
-    int ok = cg_tune_line(f, line, sizeof line) && strcmp(line, CG_TUNE_MAGIC) == 0 &&
-             cg_tune_field(f, "device", dev->name) && cg_tune_field(f, "driver", dev->driver) &&
-             cg_tune_field(f, "platform", dev->platform_name) &&
-             cg_tune_field(f, "clblast", CG_CLBLAST_VERSION) &&
-             cg_tune_line(f, line, sizeof line) && strncmp(line, "Xgemm ", 6) == 0 &&
-             cg_params_parse(line + 6, out);
+    int ok = tune_line(f, line, sizeof line) && strcmp(line, CG_TUNE_MAGIC) == 0 &&
+             tune_field(f, "device", dev->name) && tune_field(f, "driver", dev->driver) &&
+             tune_field(f, "platform", dev->platform_name) &&
+             tune_field(f, "clblast", CG_CLBLAST_VERSION) &&
+             tune_line(f, line, sizeof line) && strncmp(line, "Xgemm ", 6) == 0 &&
+             params_parse(line + 6, out);
     /* Optional: the direct/indirect GEMM switch-over (0: CLBlast's own). */
-    if (ok && cg_tune_line(f, line, sizeof line) && strncmp(line, "GemmRoutine ", 12) == 0)
+    if (ok && tune_line(f, line, sizeof line) && strncmp(line, "GemmRoutine ", 12) == 0)
         ok = sscanf(line + 12, "XGEMM_MIN_INDIRECT_SIZE=%lu", &t) == 1 && t >= 1 && t <= 8192;
     fclose(f);
     if (min_indirect)
@@ -399,7 +398,7 @@ cg_status cg_cl_gemm_params_override(const struct cg_cl_device *dev,
     int rc = (int)CLBlastOverrideParameters(dev->device, "Xgemm", CLBlastPrecisionSingle,
                                             CG_CL_GEMM_NPARAMS, names, p->v);
     if (rc != 0)
-        return cg_clblast_fail(err, len, "CLBlastOverrideParameters(Xgemm)", rc);
+        return cg_cl_clblast_fail(err, len, "CLBlastOverrideParameters(Xgemm)", rc);
     return CG_OK;
 }
 
@@ -410,26 +409,25 @@ cg_status cg_cl_gemm_threshold_override(const struct cg_cl_device *dev, size_t m
     int rc = (int)CLBlastOverrideParameters(dev->device, "GemmRoutine", CLBlastPrecisionSingle,
                                             1, &name, &min_indirect);
     if (rc != 0)
-        return cg_clblast_fail(err, len, "CLBlastOverrideParameters(GemmRoutine)", rc);
+        return cg_cl_clblast_fail(err, len, "CLBlastOverrideParameters(GemmRoutine)", rc);
     return CG_OK;
 }
 
 int cg_cl_tune_apply(const struct cg_cl_device *dev)
 {
-    const char *env = getenv("CLGRAD_CLBLAST_TUNE");
     char err[1400];
     struct cg_cl_gemm_params p;
     size_t t = 0;
-    if (env && strcmp(env, "0") == 0)
+    if (!cg_cl_env_bool("CLGRAD_CLBLAST_TUNE", 1))
         return 0;
     if (cg_cl_tune_load(dev, &p, &t, err, sizeof err) != CG_OK ||
         cg_cl_gemm_params_override(dev, &p, err, sizeof err) != CG_OK ||
         (t > 0 && cg_cl_gemm_threshold_override(dev, t, err, sizeof err) != CG_OK)) {
-        if (cg_tune_verbose())
+        if (tune_verbose())
             fprintf(stderr, "clgrad opencl: CLBlast GEMM untuned: %s\n", err);
         return 0;
     }
-    if (cg_tune_verbose()) {
+    if (tune_verbose()) {
         char s[512];
         cg_cl_gemm_params_format(&p, s, sizeof s);
         fprintf(stderr, "clgrad opencl: CLBlast GEMM tuned: %s XGEMM_MIN_INDIRECT_SIZE=%zu\n",
@@ -468,9 +466,9 @@ struct cg_tune_ws {
     FILE *log;
 };
 
-static void cg_tune_log(struct cg_tune_ws *w, const char *fmt, ...)
+static void tune_log(struct cg_tune_ws *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void cg_tune_log(struct cg_tune_ws *w, const char *fmt, ...)
+static void tune_log(struct cg_tune_ws *w, const char *fmt, ...)
 {
     if (!w->log)
         return;
@@ -482,20 +480,20 @@ static void cg_tune_log(struct cg_tune_ws *w, const char *fmt, ...)
 }
 
 /* C (m, n) = op(A) op(B), row-major, then waits. */
-static cg_status cg_tune_sgemm(struct cg_tune_ws *w, int ta, int tb, size_t m, size_t n,
-                               size_t k, cl_mem a, cl_mem b, cl_mem c)
+static cg_status tune_sgemm(struct cg_tune_ws *w, int ta, int tb, size_t m, size_t n,
+                            size_t k, cl_mem a, cl_mem b, cl_mem c)
 {
     size_t lda = ta ? m : k, ldb = tb ? k : n;
     int rc = (int)CLBlastSgemm(CLBlastLayoutRowMajor, ta ? CLBlastTransposeYes : CLBlastTransposeNo,
                                tb ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, 1.0f, a, 0,
                                lda, b, 0, ldb, 0.0f, c, 0, n, &w->q, NULL);
     if (rc != 0)
-        return cg_clblast_fail(w->err, w->err_len, "CLBlastSgemm", rc);
+        return cg_cl_clblast_fail(w->err, w->err_len, "CLBlastSgemm", rc);
     CG_CL_TRY_LEN(w->err, w->err_len, clFinish(w->q));
     return CG_OK;
 }
 
-static cg_status cg_tune_download(struct cg_tune_ws *w, cl_mem m, float *dst, size_t count)
+static cg_status tune_download(struct cg_tune_ws *w, cl_mem m, float *dst, size_t count)
 {
     CG_CL_TRY_LEN(w->err, w->err_len,
                   clEnqueueReadBuffer(w->q, m, CL_TRUE, 0, count * sizeof(float), dst, 0, NULL,
@@ -506,21 +504,21 @@ static cg_status cg_tune_download(struct cg_tune_ws *w, cl_mem m, float *dst, si
 /* Runs the current parameters: one warm-up (which compiles after a
  * change), its result into w->hc, then the best time of up to `reps` runs
  * within ~1.5 s. Returns GFLOP/s in *gflops. */
-static cg_status cg_tune_measure(struct cg_tune_ws *w, int reps, double *gflops)
+static cg_status tune_measure(struct cg_tune_ws *w, int reps, double *gflops)
 {
     const size_t n = (size_t)w->n;
-    cg_status st = cg_tune_sgemm(w, 0, 0, n, n, n, w->a, w->b, w->c);
+    cg_status st = tune_sgemm(w, 0, 0, n, n, n, w->a, w->b, w->c);
     if (st == CG_OK)
-        st = cg_tune_download(w, w->c, w->hc, n * n);
+        st = tune_download(w, w->c, w->hc, n * n);
     if (st != CG_OK)
         return st;
-    double best = 1e30, t_start = cg_tune_now();
-    for (int r = 0; r < reps && (r < 2 || cg_tune_now() - t_start < 1.5); ++r) {
-        double t0 = cg_tune_now();
-        st = cg_tune_sgemm(w, 0, 0, n, n, n, w->a, w->b, w->c);
+    double best = 1e30, t_start = tune_now();
+    for (int r = 0; r < reps && (r < 2 || tune_now() - t_start < 1.5); ++r) {
+        double t0 = tune_now();
+        st = tune_sgemm(w, 0, 0, n, n, n, w->a, w->b, w->c);
         if (st != CG_OK)
             return st;
-        double t = cg_tune_now() - t0;
+        double t = tune_now() - t0;
         if (t < best)
             best = t;
     }
@@ -529,8 +527,8 @@ static cg_status cg_tune_measure(struct cg_tune_ws *w, int reps, double *gflops)
 }
 
 /* Host float64 product of row-major operands, entry (i, j). */
-static double cg_tune_dot(const float *a, const float *b, int ta, int tb, int64_t m, int64_t n,
-                          int64_t k, int64_t i, int64_t j)
+static double tune_dot(const float *a, const float *b, int ta, int tb, int64_t m, int64_t n,
+                       int64_t k, int64_t i, int64_t j)
 {
     double s = 0.0;
     for (int64_t p = 0; p < k; ++p) {
@@ -542,14 +540,14 @@ static double cg_tune_dot(const float *a, const float *b, int ta, int tb, int64_
 }
 
 /* The baseline's n x n result against float64 at 512 sampled entries. */
-static cg_status cg_tune_check_samples(struct cg_tune_ws *w)
+static cg_status tune_check_samples(struct cg_tune_ws *w)
 {
     const int64_t n = w->n;
     uint64_t s = 0x9e3779b97f4a7c15ull;
     for (int t = 0; t < 512; ++t) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         int64_t i = (int64_t)((s >> 33) % (uint64_t)n), j = (int64_t)((s >> 13) % (uint64_t)n);
-        double want = cg_tune_dot(w->ha, w->hb, 0, 0, n, n, n, i, j);
+        double want = tune_dot(w->ha, w->hb, 0, 0, n, n, n, i, j);
         if (!(fabs(w->hc[i * n + j] - want) <= cg_cl_tune_tolerance(n)))
             return cg_cl_failf(w->err, w->err_len, CG_STATUS_BACKEND_ERROR,
                                "tune: CLBlast's baseline GEMM is wrong at (%lld, %lld): "
@@ -562,7 +560,7 @@ static cg_status cg_tune_check_samples(struct cg_tune_ws *w)
 /* The current parameters on odd sizes and transposed operands, whole
  * result against float64: tiles that do not divide the size go through
  * CLBlast's pad/transpose path, which the n x n run never touches. */
-static cg_status cg_tune_check_odd(struct cg_tune_ws *w)
+static cg_status tune_check_odd(struct cg_tune_ws *w)
 {
     const int64_t m = 515, n = 389, k = 333;   /* m*n*k > CLBlast's direct-GEMM limit */
     cg_status st = CG_OK;
@@ -581,12 +579,12 @@ static cg_status cg_tune_check_odd(struct cg_tune_ws *w)
         if (rc != CL_SUCCESS)
             st = cg_cl_fail(w->err, w->err_len, "clCreateBuffer(tune check)", rc);
         if (st == CG_OK)
-            st = cg_tune_sgemm(w, ta, tb, (size_t)m, (size_t)n, (size_t)k, a, b, c);
+            st = tune_sgemm(w, ta, tb, (size_t)m, (size_t)n, (size_t)k, a, b, c);
         if (st == CG_OK)
-            st = cg_tune_download(w, c, w->hc, (size_t)(m * n));
+            st = tune_download(w, c, w->hc, (size_t)(m * n));
         for (int64_t i = 0; st == CG_OK && i < m; ++i)
             for (int64_t j = 0; j < n; ++j) {
-                double want = cg_tune_dot(w->ha, w->hb, ta, tb, m, n, k, i, j);
+                double want = tune_dot(w->ha, w->hb, ta, tb, m, n, k, i, j);
                 if (!(fabs(w->hc[i * n + j] - want) <= cg_cl_tune_tolerance(k))) {
                     st = cg_cl_failf(w->err, w->err_len, CG_STATUS_BACKEND_ERROR,
                                      "tune: %s GEMM (%lld x %lld x %lld) wrong at (%lld, %lld)",
@@ -602,7 +600,7 @@ static cg_status cg_tune_check_odd(struct cg_tune_ws *w)
     return st;
 }
 
-static cg_status cg_tune_ws_init(struct cg_tune_ws *w)
+static cg_status tune_ws_init(struct cg_tune_ws *w)
 {
     const size_t nn = (size_t)w->n * (size_t)w->n;
     const size_t host = nn > 515 * 389 ? nn : 515 * 389;   /* hc also holds the odd check */
@@ -640,7 +638,7 @@ static cg_status cg_tune_ws_init(struct cg_tune_ws *w)
     return CG_OK;
 }
 
-static void cg_tune_ws_free(struct cg_tune_ws *w)
+static void tune_ws_free(struct cg_tune_ws *w)
 {
     if (w->a) clReleaseMemObject(w->a);
     if (w->b) clReleaseMemObject(w->b);
@@ -654,8 +652,8 @@ static void cg_tune_ws_free(struct cg_tune_ws *w)
 
 /* Compiles, checks and times one configuration. *gflops = 0 when CLBlast
  * rejects it or its result is wrong (logged; the search goes on). */
-static cg_status cg_tune_try(struct cg_tune_ws *w, const struct cg_cl_gemm_params *p,
-                             double *gflops)
+static cg_status tune_try(struct cg_tune_ws *w, const struct cg_cl_gemm_params *p,
+                          double *gflops)
 {
     char s[512];
     cg_cl_gemm_params_format(p, s, sizeof s);
@@ -664,35 +662,35 @@ static cg_status cg_tune_try(struct cg_tune_ws *w, const struct cg_cl_gemm_param
      * cache makes the next call compile with it. */
     CLBlastClearCache();
     cg_status st = cg_cl_gemm_params_override(w->dev, p, w->err, w->err_len);
-    double t0 = cg_tune_now(), g = 0.0;
+    double t0 = tune_now(), g = 0.0;
     if (st == CG_OK)
-        st = cg_tune_measure(w, 4, &g);
+        st = tune_measure(w, 4, &g);
     if (st != CG_OK) {
-        cg_tune_log(w, "  %-100s rejected: %s\n", s, w->err);
+        tune_log(w, "  %-100s rejected: %s\n", s, w->err);
         return st == CG_STATUS_OUT_OF_MEMORY ? st : CG_OK;
     }
     int64_t bad = cg_cl_tune_compare(w->hc, w->ref, (int64_t)w->n * w->n, w->n);
     if (bad >= 0) {
-        cg_tune_log(w, "  %-100s WRONG at (%lld, %lld): rejected\n", s,
-                    (long long)(bad / w->n), (long long)(bad % w->n));
+        tune_log(w, "  %-100s WRONG at (%lld, %lld): rejected\n", s,
+                 (long long)(bad / w->n), (long long)(bad % w->n));
         return CG_OK;
     }
     *gflops = g;
-    cg_tune_log(w, "  %-100s %7.1f GFLOP/s (%.1f s)\n", s, g, cg_tune_now() - t0);
+    tune_log(w, "  %-100s %7.1f GFLOP/s (%.1f s)\n", s, g, tune_now() - t0);
     return CG_OK;
 }
 
 /* Best time of a few s x s x s GEMMs with the current settings. */
-static cg_status cg_tune_time_size(struct cg_tune_ws *w, size_t sz, double *secs)
+static cg_status tune_time_size(struct cg_tune_ws *w, size_t sz, double *secs)
 {
-    double best = 1e30, start = cg_tune_now();
-    for (int r = 0; r < 6 && (r < 3 || cg_tune_now() - start < 0.5); ++r) {
-        double t0 = cg_tune_now();
-        cg_status st = cg_tune_sgemm(w, 0, 0, sz, sz, sz, w->a, w->b, w->c);
+    double best = 1e30, start = tune_now();
+    for (int r = 0; r < 6 && (r < 3 || tune_now() - start < 0.5); ++r) {
+        double t0 = tune_now();
+        cg_status st = tune_sgemm(w, 0, 0, sz, sz, sz, w->a, w->b, w->c);
         if (st != CG_OK)
             return st;
-        if (r > 0 && cg_tune_now() - t0 < best)   /* r == 0 warms up */
-            best = cg_tune_now() - t0;
+        if (r > 0 && tune_now() - t0 < best)   /* r == 0 warms up */
+            best = tune_now() - t0;
     }
     *secs = best;
     return CG_OK;
@@ -703,7 +701,7 @@ static cg_status cg_tune_time_size(struct cg_tune_ws *w, size_t sz, double *secs
  * With Xgemm tuned the best switch-over moves: time both paths on cubes
  * and return the smallest size from which the indirect one always wins
  * (0: it never does; keep CLBlast's value). */
-static cg_status cg_tune_threshold(struct cg_tune_ws *w, size_t *out)
+static cg_status tune_threshold(struct cg_tune_ws *w, size_t *out)
 {
     static const size_t sizes[] = {64, 128, 256, 512};
     enum { NS = sizeof sizes / sizeof sizes[0] };
@@ -714,7 +712,7 @@ static cg_status cg_tune_threshold(struct cg_tune_ws *w, size_t *out)
         cg_status st = cg_cl_gemm_threshold_override(w->dev, mode ? 1 : 8192, w->err,
                                                      w->err_len);
         for (int i = 0; i < NS && st == CG_OK; ++i)
-            st = sizes[i] <= (size_t)w->n ? cg_tune_time_size(w, sizes[i], &t[mode][i])
+            st = sizes[i] <= (size_t)w->n ? tune_time_size(w, sizes[i], &t[mode][i])
                                           : CG_OK;
         if (st != CG_OK)
             return st;
@@ -723,8 +721,8 @@ static cg_status cg_tune_threshold(struct cg_tune_ws *w, size_t *out)
         if (sizes[i] > (size_t)w->n)
             continue;
         double flop = 2.0 * (double)(sizes[i] * sizes[i] * sizes[i]);
-        cg_tune_log(w, "  %zu^3: direct %.1f, indirect %.1f GFLOP/s\n", sizes[i],
-                    flop / t[0][i] * 1e-9, flop / t[1][i] * 1e-9);
+        tune_log(w, "  %zu^3: direct %.1f, indirect %.1f GFLOP/s\n", sizes[i],
+                 flop / t[0][i] * 1e-9, flop / t[1][i] * 1e-9);
         if (t[1][i] >= t[0][i])
             break;
         *out = sizes[i];
@@ -739,8 +737,8 @@ struct cg_tune_top {
     double g;
 };
 
-static void cg_tune_top_add(struct cg_tune_top *top, int *n, const struct cg_cl_gemm_params *p,
-                            double g)
+static void tune_top_add(struct cg_tune_top *top, int *n, const struct cg_cl_gemm_params *p,
+                         double g)
 {
     if (g <= 0.0)
         return;
@@ -772,7 +770,7 @@ cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tun
     if (w.n < 64 || w.n > 8192 || (w.n & (w.n - 1)) != 0)
         return cg_cl_failf(err, len, CG_STATUS_INVALID_ARGUMENT,
                            "tune: size %d must be a power of two in [64, 8192]", w.n);
-    const double t_start = cg_tune_now();
+    const double t_start = tune_now();
     const double budget = o->budget_s > 0 ? o->budget_s : 240.0;
     size_t max_wg = 0;
     cl_ulong lmem = 0;
@@ -781,26 +779,26 @@ cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tun
     clGetDeviceInfo(dev->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof lmem, &lmem, NULL);
     clGetDeviceInfo(dev->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
 
-    cg_status st = cg_tune_ws_init(&w);
+    cg_status st = tune_ws_init(&w);
     /* Baseline: CLBlast's current parameters for the device. */
     if (st == CG_OK) {
         CLBlastClearCache();
-        st = cg_tune_measure(&w, 4, &r->baseline_gflops);
+        st = tune_measure(&w, 4, &r->baseline_gflops);
     }
     if (st == CG_OK)
-        st = cg_tune_check_samples(&w);
+        st = tune_check_samples(&w);
     if (st != CG_OK) {
-        cg_tune_ws_free(&w);
+        tune_ws_free(&w);
         return st;
     }
     memcpy(w.ref, w.hc, (size_t)w.n * w.n * sizeof(float));
-    cg_tune_log(&w, "  %-100s %7.1f GFLOP/s\n", "baseline (CLBlast's own parameters)",
-                r->baseline_gflops);
+    tune_log(&w, "  %-100s %7.1f GFLOP/s\n", "baseline (CLBlast's own parameters)",
+             r->baseline_gflops);
 
     struct cg_cl_gemm_params cand[32];
     int max = o->max_candidates > 0 ? o->max_candidates : 1000;
     const int cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
-    int nc = cg_cl_tune_candidates_own(cpu, cand, 32);
+    int nc = tune_candidates_own(cpu, cand, 32);
     struct cg_cl_gemm_params best;
     double best_g = 0.0;
     struct cg_tune_top top[CG_TUNE_TOP];
@@ -810,21 +808,21 @@ cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tun
         if (stage == 2) {
             if (best_g <= 0.0)
                 continue;
-            nc = cg_tune_neighbours(&best, cand, 32);
+            nc = tune_neighbours(&best, cand, 32);
         } else if (stage == 3) {   /* the other device style, if time is left */
-            nc = cg_cl_tune_candidates_own(!cpu, cand, 32);
+            nc = tune_candidates_own(!cpu, cand, 32);
         }
         for (int i = 0; i < nc && st == CG_OK; ++i) {
-            if (r->tried >= max || cg_tune_now() - t_start > budget)
+            if (r->tried >= max || tune_now() - t_start > budget)
                 break;
             if (!cg_cl_gemm_params_check(&cand[i], max_wg, (size_t)lmem, why, sizeof why))
                 continue;   /* e.g. a work-group larger than the device allows */
             double g;
-            st = cg_tune_try(&w, &cand[i], &g);
+            st = tune_try(&w, &cand[i], &g);
             r->tried++;
             if (g <= 0.0)
                 r->rejected++;
-            cg_tune_top_add(top, &ntop, &cand[i], g);
+            tune_top_add(top, &ntop, &cand[i], g);
             if (g > best_g) {
                 best_g = g;
                 best = cand[i];
@@ -841,8 +839,8 @@ cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tun
             double g;
             if (again[i] < 0.0)
                 continue;
-            cg_tune_log(&w, "again:");
-            st = cg_tune_try(&w, &top[i].p, &g);
+            tune_log(&w, "again:");
+            st = tune_try(&w, &top[i].p, &g);
             again[i] = g <= 0.0 ? -1.0 : (g > again[i] ? g : again[i]);
         }
     for (int i = 0; i < ntop && ntop > 1; ++i)
@@ -858,28 +856,28 @@ cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tun
         CLBlastClearCache();
         st = cg_cl_gemm_params_override(dev, &best, err, len);
         if (st == CG_OK && o->threshold) {
-            st = cg_tune_threshold(&w, &r->min_indirect);
+            st = tune_threshold(&w, &r->min_indirect);
             CLBlastClearCache();
             if (st == CG_OK && r->min_indirect > 0)
                 st = cg_cl_gemm_threshold_override(dev, r->min_indirect, err, len);
             if (st == CG_OK)
-                cg_tune_log(&w, "  XGEMM_MIN_INDIRECT_SIZE: %zu%s\n", r->min_indirect,
-                            r->min_indirect ? "" : " (CLBlast's own value kept)");
+                tune_log(&w, "  XGEMM_MIN_INDIRECT_SIZE: %zu%s\n", r->min_indirect,
+                         r->min_indirect ? "" : " (CLBlast's own value kept)");
         }
         if (st == CG_OK)
-            st = cg_tune_check_odd(&w);   /* also compiles the final program */
+            st = tune_check_odd(&w);   /* also compiles the final program */
         if (st == CG_OK) {
             r->found = 1;
             r->params = best;
             r->gflops = best_g;
         } else {
-            cg_tune_log(&w, "  best configuration failed the odd-size check: %s\n", err);
+            tune_log(&w, "  best configuration failed the odd-size check: %s\n", err);
             r->rejected++;
         }
     }
     CLBlastClearCache();
-    r->seconds = cg_tune_now() - t_start;
-    cg_tune_ws_free(&w);
+    r->seconds = tune_now() - t_start;
+    tune_ws_free(&w);
     return st == CG_STATUS_BACKEND_ERROR && !r->found ? CG_OK : st;
 }
 

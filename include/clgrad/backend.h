@@ -397,7 +397,31 @@ struct cg_backend_i {
     /* ---- fused kernels for sequence models. Optional: NULL (or a vtable
      * too short to hold them) makes the frontend compose the same math from
      * the ew and softmax primitives, kernel by kernel. All blocks are
-     * contiguous and row-major. */
+     * contiguous and row-major.
+     *
+     * The rule for a fused (model-specific) member. Primitives above are
+     * general; a fused member computes what a model could compose from
+     * them, only faster. One may be appended only with all three of:
+     *   1. a measured gain: a clgrad-bench model, before / after side by
+     *      side in one run, named in the commit that adds it;
+     *   2. a composed fallback in src/nn giving the same values (to float
+     *      rounding), taken whenever the member is NULL, so every backend
+     *      need not implement it and the member is optional;
+     *   3. a test comparing the two paths on every backend: outputs and
+     *      gradients fused vs composed (a vtable copy with the member
+     *      NULL), plus a float64 reference for the member itself.
+     * The list of fused members; keep it whole (member: fallback; test):
+     *   lstm_cell, lstm_cell_backward: src/nn/rnn.c's composed LSTM step;
+     *       tests/test_fused.c
+     *   softmax_causal: src/nn/attention.c's masked softmax;
+     *       tests/test_fused.c
+     *   bias_gelu, bias_gelu_backward: src/nn/attention.c's bias add and
+     *       GELU ops; tests/test_fused.c
+     *   layernorm, layernorm_backward: src/nn/layernorm.c's composed
+     *       LayerNorm; tests/test_fused.c
+     * (optim_update is a general primitive, required; im2col, col2im and
+     * pooling are primitives with no composed form: without them the core
+     * reports CG_STATUS_UNSUPPORTED.) */
 
     /* One LSTM cell step (torch.nn.LSTM docs; PyTorch's gate order i, f, g,
      * o). gates (B, 4H) holds the pre-activations

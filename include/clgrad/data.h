@@ -60,7 +60,8 @@
  *
  * Fashion-MNIST (Debian's package path shown):
  *
- *     struct cg_dataset *mnist;                 // (60000, 1, 28, 28), [0, 1]
+ *     struct cg_dataset *mnist;                 // (60000, 1, 28, 28), [0, 1],
+ *                                               // kept as bytes (x_u8)
  *     cg_idx_load_pair("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz",
  *                      "/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz",
  *                      true, &mnist);
@@ -224,8 +225,11 @@ struct cg_table {
  * header with another number of fields than the first row (the message
  * suggests skip_rows / no_header), non-numeric or non-finite cells in
  * numeric columns, a target, drop, features or keep column that is not in
- * the file, duplicate column names, unterminated quotes, a single class;
- * each names file:line:col where there is one. */
+ * the file, duplicate column names, unterminated quotes, a single class,
+ * column names or categories that are not valid UTF-8 or hold a NUL byte
+ * (they go into checkpoints, whose header is JSON), a categorical column
+ * left with no value to fill missing cells from; each names file:line:col
+ * (or the column) where there is one. */
 #define CG_TEXT_DISTINCT_MAX 20
 CG_API cg_status cg_csv_read(const char *path, const struct cg_csv_options *opts,
                              struct cg_table **out);
@@ -299,7 +303,10 @@ struct cg_idx {
  * header is validated first: magic, type, dims (zero and overflowing
  * products are errors); a plain file's length must match the header before
  * anything is allocated, and a compressed one is read into memory that
- * grows only as data really arrives. Errors name the file and the sizes,
+ * grows only as data really arrives. Float values (types 0x0D, 0x0E) must
+ * be finite in float32: NaN, Inf and float64 values out of float32's range
+ * are errors naming the file, the item (index along the first dim) and the
+ * element. Errors name the file and the sizes,
  * e.g. "x.gz: truncated: expected 47040000 bytes of data, got 1000". */
 CG_API cg_status cg_idx_read(const char *path, struct cg_idx **out);
 CG_API void cg_idx_free(struct cg_idx *idx);
@@ -312,7 +319,8 @@ struct cg_dataset {
     int sample_ndim;                 /* 1 ..< CG_MAX_DIMS                  */
     int64_t sample_shape[CG_MAX_DIMS];
     int64_t sample_numel;            /* product of sample_shape            */
-    float *x;                        /* (n, sample_shape...) row-major     */
+    float *x;                        /* (n, sample_shape...) row-major, or
+                                        NULL when x_u8 holds the samples   */
     /* Targets: y_dim == 0: y is (n) class indices (exact integers as
      * floats) in [0, n_classes); y_dim > 0: y is (n, y_dim) (regression
      * values or one-hot rows). y NULL: no targets. */
@@ -320,6 +328,14 @@ struct cg_dataset {
     float *y;
     int n_classes;                   /* classification; 0 for regression   */
     char **class_names;              /* (n_classes) or NULL                */
+    /* Byte storage (cg_idx_load_pair's uint8 images: a quarter of the
+     * memory): x is NULL and x_u8 is (n, sample_shape...); sample value k
+     * is (float)x_u8[k] / x_div, a float division, the same value float
+     * storage would hold (x_div 255: torchvision's ToTensor; 1: raw). The
+     * loader converts each batch as it gathers it; the scalers and
+     * cg_dataset_to_float give float storage where it is needed. */
+    uint8_t *x_u8;
+    float x_div;
 };
 
 /* Allocates a dataset with uninitialised x (n, sample_shape) and, unless
@@ -334,11 +350,19 @@ CG_API void cg_dataset_free(struct cg_dataset *ds);
 CG_API cg_status cg_dataset_from_table(const struct cg_table *t, struct cg_dataset **out);
 /* Loads images and labels IDX files as one dataset: images (n, H, W)
  * become samples (1, H, W) (other ranks keep their shape), uint8 pixels
- * scaled to [0, 1] when scale is true; labels must be a 1-D integer file
- * with non-negative values and as many entries as there are images;
- * n_classes is the largest label + 1. */
+ * scaled to [0, 1] when scale is true (uint8 images stay bytes: x_u8 with
+ * x_div 255, or 1 unscaled; other types are floats in x); labels must be a
+ * 1-D integer file with values in [0, CG_IDX_MAX_CLASSES) and as many
+ * entries as there are images; n_classes is the largest label + 1. A label
+ * at or over the cap is an error naming the file, the item and the label:
+ * such a file is almost surely not a labels file, and would build a model
+ * with one output per class. */
+#define CG_IDX_MAX_CLASSES 65536
 CG_API cg_status cg_idx_load_pair(const char *images_path, const char *labels_path,
                                   bool scale, struct cg_dataset **out);
+/* Byte storage (x_u8) -> float storage (x), in place; float storage is
+ * left as it is. */
+CG_API cg_status cg_dataset_to_float(struct cg_dataset *ds);
 /* Changes the sample shape (same numel), e.g. (1, 28, 28) -> (784). */
 CG_API cg_status cg_dataset_reshape(struct cg_dataset *ds, int ndim, const int64_t *shape);
 /* Splits ds into a shuffled validation part of round(n * val_fraction)
@@ -379,15 +403,16 @@ struct cg_scaler {
 CG_API cg_status cg_scaler_create(enum cg_scaler_kind kind, int64_t n_features,
                                   struct cg_scaler **out);
 CG_API void cg_scaler_free(struct cg_scaler *s);
-/* Fits on ds->x (the training split only). per_feature false: one
- * statistic over every value. Statistics are computed in double. */
+/* Fits on ds's samples (the training split only; byte storage is read
+ * through a temporary float copy). per_feature false: one statistic over
+ * every value. Statistics are computed in double. */
 CG_API cg_status cg_scaler_fit(const struct cg_dataset *ds, enum cg_scaler_kind kind,
                                bool per_feature, struct cg_scaler **out);
 /* The same on a raw (n, d) array (e.g. regression targets ds->y). */
 CG_API cg_status cg_scaler_fit_data(const float *x, int64_t n, int64_t d,
                                     enum cg_scaler_kind kind, bool per_feature,
                                     struct cg_scaler **out);
-/* Transforms ds->x in place. */
+/* Transforms ds->x in place (byte storage becomes float storage first). */
 CG_API cg_status cg_scaler_apply(const struct cg_scaler *s, struct cg_dataset *ds);
 /* Transforms / inverts x (n, d) in place; d must be s->n_features, or any
  * d when n_features is 1. */

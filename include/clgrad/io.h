@@ -65,20 +65,29 @@
  * Safety. A save writes a temporary file in the destination's folder,
  * flushes and fsyncs it, renames it over the destination and fsyncs the
  * folder: a crash or a full disk leaves the previous checkpoint intact (a
- * crash may leave a ".NAME.tmp-*" file behind; a failed save removes its
- * own). A load validates the whole header before it reads any tensor data
+ * crash may leave a ".NAME.tmp-PID-N" file behind, which the next save to
+ * the same path removes once process PID is gone and the file is over a
+ * minute old; a failed save removes its own). A save never writes what a
+ * load rejects: strings must be UTF-8, and the header (and a checkpoint's
+ * metadata) goes through the reader's checks before any file is touched.
+ * A load validates the whole header before it reads any tensor data
  * or changes the model: the header length against the file size (and a
  * 100 MB cap), the JSON strictly (grammar, UTF-8, duplicate keys, known
  * fields only), every dtype, every shape against its data_offsets, offsets
- * within the buffer, no overlaps and no uncovered bytes. Errors name the
+ * within the buffer, no overlaps and no uncovered bytes; a checkpoint load
+ * then matches names and shapes against the model from the header alone,
+ * so a mismatch or a stray tensor costs no data read, and rejects NaN or
+ * Inf values (cg_checkpoint_load_ex can allow them). Errors name the
  * file and what is wrong; a model mismatch lists every name, e.g.
  *   "ck.safetensors: does not fit the model: missing: 2.weight; unexpected:
  *    3.weight; shape mismatch: 0.weight is (64, 10) in the file, (32, 10)
  *    in the model"
  *
- * Dtypes. clgrad writes F32. It reads F32, and converts F16, BF16 (exactly)
- * and F64 (rounded to nearest) to float32; every other dtype (integers,
- * BOOL, F8_*) is rejected as "unsupported dtype".
+ * Dtypes. clgrad writes F32. It reads F32, and converts F16, BF16 (exactly),
+ * F64 (rounded to nearest) and I64 (PyTorch's counters, e.g. BatchNorm's
+ * num_batches_tracked; an error unless every value is within +-2^24, so
+ * exact) to float32; every other dtype (other integers, BOOL, F8_*) is
+ * rejected as "unsupported dtype".
  *
  * Errors of the host-only functions (cg_safetensors_*, and
  * cg_checkpoint_read_extra) are in cg_last_error(NULL); those of
@@ -201,6 +210,17 @@ CG_API cg_status cg_checkpoint_save(const char *path, const cg_module *model,
  * the whole file fits. */
 CG_API cg_status cg_checkpoint_load(const char *path, cg_module *model, cg_optim *opt,
                                     struct cg_checkpoint_extra *extra_out);
+/* cg_checkpoint_load's options (cg_checkpoint_load_ex). */
+struct cg_checkpoint_load_options {
+    bool allow_nonfinite;            /* false: NaN or Inf in a weight,
+                                        buffer or optimizer state is an
+                                        error naming the tensor            */
+};
+CG_API struct cg_checkpoint_load_options cg_checkpoint_load_options_default(void);
+/* cg_checkpoint_load with options (NULL: the defaults). */
+CG_API cg_status cg_checkpoint_load_ex(const char *path, cg_module *model, cg_optim *opt,
+                                       struct cg_checkpoint_extra *extra_out,
+                                       const struct cg_checkpoint_load_options *opts);
 /* Reads only the extra part (model spec, shapes, scalers, ...), e.g. to
  * rebuild the model before cg_checkpoint_load. */
 CG_API cg_status cg_checkpoint_read_extra(const char *path,

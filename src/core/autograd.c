@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 /* ---- nodes ----------------------------------------------------------- */
 
@@ -351,9 +352,8 @@ CG_API cg_status cg_backward(cg_tensor *loss)
     cg_tensor *seed = cg__tensor_new_unowned(ctx, loss->ndim, loss->shape);
     if (!seed) return ctx->status;
     struct cg_view v = cg__view_of(seed);
-    cg_status st = ctx->be->fill(ctx->bctx, &v, 1.0f) != CG_OK
-                       ? cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_backward: seeding")
-                       : cg_backward_with(loss, seed);
+    cg_status st = cg__be_fill(ctx, "cg_backward: seeding", &v, 1.0f);
+    if (st == CG_OK) st = cg_backward_with(loss, seed);
     cg__tensor_unref(seed);
     return st;
 }

@@ -12,6 +12,7 @@
 
 #include "core/internal.h"
 #include "core/registry.h"
+#include "core/dispatch.h"
 
 /* ---- device choice -------------------------------------------------- */
 
@@ -94,6 +95,13 @@ CG_API cg_status cg_ctx_create(cg_ctx **out, const struct cg_ctx_options *opts)
     }
     const struct cg_backend_i *be;
     cg_status st = cg__registry_find(name, &be);
+    if (st != CG_OK && !(opts && opts->backend)) {
+        /* Say where the name came from (issue 17 item 6). */
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", cg_last_error(NULL));
+        return cg__error(NULL, st, "CLGRAD_BACKEND=%s: %s (accepted: auto or one of those)",
+                         want_be, msg);
+    }
     if (st != CG_OK) return st;
     if (preferred < 0 && be->preferred_device) preferred = be->preferred_device();
 
@@ -134,9 +142,7 @@ CG_API const struct cg_device_info *cg_ctx_device(const cg_ctx *ctx) { return &c
 
 CG_API cg_status cg_ctx_synchronize(cg_ctx *ctx)
 {
-    if (ctx->be->finish(ctx->bctx) != CG_OK)
-        return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_ctx_synchronize");
-    return CG_OK;
+    return cg__be_finish(ctx, "cg_ctx_synchronize");
 }
 
 CG_API void cg_ctx_stats(cg_ctx *ctx, struct cg_backend_stats *out)

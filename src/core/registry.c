@@ -2,8 +2,8 @@
  * src/core/registry.c — the backend registry and plugin loader.
  *
  * The registry holds the built-in cpu backend plus every plugin found in
- * CLGRAD_PLUGIN_PATH (':'-separated), the install folder and the build tree,
- * in that order; the first plugin of a given name wins. It is filled once,
+ * CLGRAD_PLUGIN_PATH (':'-separated), the install folder and, only when the
+ * library runs from its build tree, that tree's backends/, in that order; the first plugin of a given name wins. It is filled once,
  * under a lock, on first use. Each plugin is checked step by step (as ggml's
  * load_backend and PipeWire's open_plugin do), every failure with its own
  * status and a message naming the file:
@@ -12,6 +12,7 @@
  * A plugin that fails stays listed (with its error) so that asking for it
  * says why it is not there.
  */
+#define _GNU_SOURCE   /* dladdr */
 #include <ctype.h>
 #include <dirent.h>
 #include <dlfcn.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "core/internal.h"
@@ -180,6 +182,30 @@ static void scan_dir(const char *dir, int depth)
     closedir(d);
 }
 
+/* The build tree's backends/ folder when this library runs uninstalled,
+ * else false. Uninstalled means the library file itself sits at the root
+ * of a meson build tree (next to meson-private/): the build tree is then
+ * the one it was built in, found at run time, so no build path is compiled
+ * into the library, and an installed library never loads plugins from a
+ * build folder (which may be anyone's, under /tmp; issue 17 item 7).
+ * `meson devenv` and the tests run the build tree's library, so they find
+ * its plugins this way. */
+static bool uninstalled_plugin_dir(char *out, size_t len)
+{
+    Dl_info info;
+    if (!dladdr((const void *)entries, &info) || !info.dli_fname) return false;
+    const char *slash = strrchr(info.dli_fname, '/');
+    if (!slash) return false;
+    char marker[1024];
+    int n = snprintf(marker, sizeof marker, "%.*s/meson-private", (int)(slash - info.dli_fname),
+                     info.dli_fname);
+    struct stat sb;
+    if (n < 0 || (size_t)n >= sizeof marker || stat(marker, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return false;
+    n = snprintf(out, len, "%.*s/backends", (int)(slash - info.dli_fname), info.dli_fname);
+    return n > 0 && (size_t)n < len;
+}
+
 static void registry_init(void)
 {
     pthread_mutex_lock(&reg_lock);
@@ -191,12 +217,21 @@ static void registry_init(void)
     if (env && *env) {
         char *copy = strdup(env), *save = NULL;
         for (char *dir = copy ? strtok_r(copy, ":", &save) : NULL; dir;
-             dir = strtok_r(NULL, ":", &save))
+             dir = strtok_r(NULL, ":", &save)) {
+            /* A folder that is not there is a typo more often than not
+             * (issue 17 item 6): say so, once, and go on. */
+            struct stat sb;
+            if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+                fprintf(stderr, "clgrad: warning: CLGRAD_PLUGIN_PATH=%s: %s is not a folder "
+                        "(accepted: ':'-separated folders holding clgrad-backend-*.so)\n",
+                        env, dir);
             scan_dir(dir, 0);
+        }
         free(copy);
     }
     scan_dir(CG_PLUGIN_INSTALL_DIR, 0);
-    scan_dir(CG_PLUGIN_BUILD_DIR, 1);
+    char build_dir[1024];
+    if (uninstalled_plugin_dir(build_dir, sizeof build_dir)) scan_dir(build_dir, 1);
     pthread_mutex_unlock(&reg_lock);
 }
 

@@ -156,6 +156,36 @@ static const char *csv_excerpt(const char *s, char *buf, size_t len)
     return buf;
 }
 
+/* Names and categories end up in checkpoints, whose JSON header must be
+ * UTF-8 (and C strings hold no NUL): a Latin-1 "caf\xe9" would train and
+ * save a checkpoint that no reader opens. So text fields must be valid
+ * UTF-8 (RFC 3629: no overlongs, surrogates or code points past U+10FFFF)
+ * without NUL bytes; the error names line, column and byte. */
+static cg_status csv_check_text(const struct parser *p, const char *text, size_t n,
+                                const char *what)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i], len = 1, cp = c, min = 0;
+        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
+        else if (c >= 0x80 || c == 0) len = 0;
+        for (unsigned k = 1; len && k < len; k++) {
+            if (i + k >= n || (s[i + k] & 0xC0) != 0x80) len = 0;
+            else cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        if (len > 1 && (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) len = 0;
+        if (!len)
+            return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                             "%s:%lld:%d: %s is not valid UTF-8 text (byte 0x%02x at byte %zu "
+                             "of the field); convert the file to UTF-8, e.g. iconv -f latin1 "
+                             "-t utf-8", p->name, (long long)p->fline, p->fcol + 1, what, c, i + 1);
+        i += len;
+    }
+    return CG_OK;
+}
+
 /* Appends n bytes to the field (keeping room for its NUL). */
 static cg_status csv_append_n(struct parser *p, const char *src, size_t n)
 {
@@ -439,6 +469,10 @@ static cg_status csv_cell(struct parser *p, const char *s, float *row)
                              "%s:%lld:%d: column \"%s\" has more than %d categories",
                              p->name, (long long)p->fline, col + 1, c->name,
                              CSV_MAX_CATEGORIES);
+        /* s is p->fld, or a no_header first-row field (checked whole there) */
+        cg_status ts = csv_check_text(p, s, s == p->fld ? p->flen : strlen(s),
+                                      col == p->target ? "the class name" : "the category");
+        if (ts != CG_OK) return ts;
         int idx = cat_map_intern(&c->cats, s);
         if (idx < 0) return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "%s: out of memory", p->name);
         row[c->out] = (float)idx;
@@ -491,6 +525,9 @@ static cg_status csv_header_field(struct parser *p, int *cap)
     struct col_state *c = &p->cols[p->n_cols];
     memset(c, 0, sizeof *c);
     c->kind = KIND_UNDECIDED;
+    cg_status ts = csv_check_text(p, p->fld, p->flen,
+                                  p->o.no_header ? "the text" : "the column name");
+    if (ts != CG_OK) return ts;
     char gen[32];
     if (p->flen == 0) snprintf(gen, sizeof gen, "column%d", p->n_cols + 1);
     c->name = cg__strdup(p->flen ? p->fld : gen);
@@ -619,6 +656,16 @@ static cg_status csv_plan_target(struct parser *p)
     return CG_OK;
 }
 
+/* Whether like has a column named name + suffix; -1 when out of memory. */
+static int like_has(const struct cg_table *like, const char *name, const char *suffix)
+{
+    struct cg__sb b = {0};
+    cg__sb_printf(&b, "%s%s", name, suffix);
+    int r = b.oom || !b.p ? -1 : cg_table_column(like, b.p) >= 0;
+    free(b.p);
+    return r;
+}
+
 /* Which file columns become which table columns. */
 static cg_status csv_plan(struct parser *p)
 {
@@ -647,11 +694,13 @@ static cg_status csv_plan(struct parser *p)
         c->keep = keep[j];
         if (like && j != p->target) {
             /* like's own columns, and date columns it expanded */
-            char derived[4096];
-            snprintf(derived, sizeof derived, "%s_year", c->name);
-            c->want_date = cg_table_column(like, c->name) < 0 &&
-                           cg_table_column(like, derived) >= 0;
-            read = cg_table_column(like, c->name) >= 0 || c->want_date;
+            int own = like_has(like, c->name, ""), date = like_has(like, c->name, "_year");
+            if (own < 0 || date < 0) {
+                st = csv_oom(p);
+                goto out;
+            }
+            c->want_date = !own && date;
+            read = own || c->want_date;
         } else if (j != p->target) {
             read = !drop[j] && (!p->o.features || feat[j]);
         }
@@ -919,6 +968,12 @@ static cg_status csv_finish_categorical(struct parser *p, struct cat_map *m, int
         if (!csv_number(m->keys[i], &cs[n].v) || isnan(cs[n].v)) numeric = false;
         n++;
     }
+    if (n == 0) {   /* every kept cell missing: nothing to fill them with (fuzz_csv) */
+        free(count); free(cs); free(remap);
+        return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                         "%s: column %d (\"%s\") has no values in the rows kept, so its "
+                         "missing cells cannot be filled", p->name, col + 1, out->name);
+    }
     qsort(cs, (size_t)n, sizeof *cs, numeric ? cmp_cat_num : cmp_cat_str);
     out->categories = calloc((size_t)n + 1, sizeof *out->categories);
     if (!out->categories) {
@@ -992,9 +1047,9 @@ static cg_status shape_decide(struct parser *p, const struct cg_table *t, int k,
                              p->name, tc->name, bad ? "\"" : "",
                              bad ? csv_excerpt(bad, ex, sizeof ex) : "a number",
                              bad ? "\"" : "");
-        char hour[4096];
-        snprintf(hour, sizeof hour, "%s_hour_sin", tc->name);
-        *n_feat = cg_table_column(like, hour) >= 0 ? 8 : 6;
+        int hour = like_has(like, tc->name, "_hour_sin");
+        if (hour < 0) return csv_oom(p);
+        *n_feat = hour ? 8 : 6;
         *action = SHAPE_DATE;
         return CG_OK;
     }

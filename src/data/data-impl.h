@@ -13,15 +13,6 @@
 #include "clgrad/data.h"
 #include "core/internal.h"
 
-/* a * b into *out; false when it overflows int64 (both must be >= 0). */
-static inline bool cg__mul_ok(int64_t a, int64_t b, int64_t *out)
-{
-    if (a < 0 || b < 0) return false;
-    if (a != 0 && b > INT64_MAX / a) return false;
-    *out = a * b;
-    return true;
-}
-
 /* splitmix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number
  * generators", OOPSLA 2014): a tiny seeded generator for host-only code that
  * has no context (dataset splits). */
@@ -86,5 +77,9 @@ void cg__date_features(const struct cg__date *d, float *out);
 struct cg_dataset *cg__dataset_alloc(int64_t n, int sample_ndim, const int64_t *sample_shape,
                                      bool has_y, int64_t y_dim, int n_classes);
 char *cg__strdup(const char *s);
+/* out (k, sample_numel) = ds's samples rows[0..k) (rows NULL: 0..k-1) as
+ * floats, whatever ds's storage (bytes are divided by x_div). */
+void cg__dataset_rows_to_float(const struct cg_dataset *ds, const int64_t *rows, int64_t k,
+                               float *out);
 
 #endif

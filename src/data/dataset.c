@@ -1,6 +1,7 @@
 /*
  * src/data/dataset.c — host-side datasets: creation, conversion from a
- * table, reshaping, seeded train/validation split, one-hot targets.
+ * table, reshaping, seeded train/validation split, one-hot targets, and
+ * byte storage (x_u8) read as floats.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -102,8 +103,44 @@ CG_API void cg_dataset_free(struct cg_dataset *ds)
         for (int i = 0; i < ds->n_classes; i++) free(ds->class_names[i]);
     free(ds->class_names);
     free(ds->x);
+    free(ds->x_u8);
     free(ds->y);
     free(ds);
+}
+
+void cg__dataset_rows_to_float(const struct cg_dataset *ds, const int64_t *rows, int64_t k,
+                               float *out)
+{
+    int64_t d = ds->sample_numel;
+    for (int64_t i = 0; i < k; i++) {
+        int64_t r = rows ? rows[i] : i;
+        if (ds->x_u8) {
+            const uint8_t *src = ds->x_u8 + r * d;
+            float *dst = out + i * d;
+            /* The same division float storage did at load: (float)b / 255. */
+            for (int64_t j = 0; j < d; j++) dst[j] = (float)src[j] / ds->x_div;
+        } else {
+            memcpy(out + i * d, ds->x + r * d, (size_t)d * sizeof(float));
+        }
+    }
+}
+
+CG_API cg_status cg_dataset_to_float(struct cg_dataset *ds)
+{
+    if (!ds) return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_dataset_to_float: NULL dataset");
+    if (!ds->x_u8) return CG_OK;
+    /* n * sample_numel * 4 fits a size_t: checked when the dataset was
+     * made (dataset_check; idx_header for cg_idx_load_pair). */
+    float *x = malloc(((size_t)ds->n * (size_t)ds->sample_numel + 1) * sizeof(float));
+    if (!x)
+        return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY,
+                         "cg_dataset_to_float: out of memory for %lld x %lld floats",
+                         (long long)ds->n, (long long)ds->sample_numel);
+    cg__dataset_rows_to_float(ds, NULL, ds->n, x);
+    free(ds->x_u8);
+    ds->x_u8 = NULL;
+    ds->x = x;
+    return CG_OK;
 }
 
 /* dst->class_names = a copy of names (n). */
@@ -128,9 +165,17 @@ CG_API cg_status cg_dataset_from_table(const struct cg_table *t, struct cg_datas
         if (j == t->target) continue;
         d += t->cols[j].kind == CG_COLUMN_CATEGORICAL ? t->cols[j].n_categories : 1;
     }
-    if (d == 0)
+    if (d == 0) {
+        /* Name the columns: the target alone, or columns with nothing in them. */
+        if (t->n_cols == 1 && t->target == 0)
+            return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                             "cg_dataset_from_table: the table has no feature columns: its only "
+                             "column, \"%.200s\", is the target", t->cols[0].name);
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
-                         "cg_dataset_from_table: the table has no feature columns");
+                         "cg_dataset_from_table: the table has no feature columns: its %d "
+                         "columns are the target or categorical with no categories (first: "
+                         "\"%.200s\")", t->n_cols, t->n_cols ? t->cols[0].name : "");
+    }
     bool cls = t->target >= 0 && t->task == CG_TASK_CLASSIFICATION;
     int n_classes = cls ? t->cols[t->target].n_categories : 0;
     cg_status st = dataset_check("cg_dataset_from_table", t->n_rows, 1, &d, cls ? 0 : 1, n_classes);
@@ -190,22 +235,39 @@ CG_API cg_status cg_dataset_reshape(struct cg_dataset *ds, int ndim, const int64
 
 static uint64_t splitmix_next(void *state) { return cg__splitmix64(state); }
 
-/* dst's rows [0, k) = src's rows idx[0..k). */
+/* dst's rows [0, k) = src's rows idx[0..k), in src's storage (bytes stay
+ * bytes). */
 static void gather_rows(struct cg_dataset *dst, const struct cg_dataset *src, const int64_t *idx,
                         int64_t k)
 {
     int64_t d = src->sample_numel, yd = src->y_dim ? src->y_dim : 1;
     for (int64_t i = 0; i < k; i++) {
-        memcpy(dst->x + i * d, src->x + idx[i] * d, (size_t)d * sizeof(float));
+        if (src->x_u8) memcpy(dst->x_u8 + i * d, src->x_u8 + idx[i] * d, (size_t)d);
+        else memcpy(dst->x + i * d, src->x + idx[i] * d, (size_t)d * sizeof(float));
         if (src->y) memcpy(dst->y + i * yd, src->y + idx[i] * yd, (size_t)yd * sizeof(float));
     }
+}
+
+/* A dataset of k samples shaped like ds, in ds's storage. */
+static struct cg_dataset *dataset_alloc_like(const struct cg_dataset *ds, int64_t k)
+{
+    struct cg_dataset *s = cg__dataset_alloc(k, ds->sample_ndim, ds->sample_shape, ds->y != NULL,
+                                             ds->y_dim, ds->n_classes);
+    if (!s || !ds->x_u8) return s;
+    free(s->x);                 /* never touched: it cost no memory */
+    s->x = NULL;
+    s->x_div = ds->x_div;
+    if (!(s->x_u8 = malloc((size_t)k * (size_t)ds->sample_numel + 1))) {
+        cg_dataset_free(s);
+        return NULL;
+    }
+    return s;
 }
 
 static cg_status dataset_subset(const struct cg_dataset *ds, const int64_t *idx, int64_t k,
                                 struct cg_dataset **out)
 {
-    struct cg_dataset *s = cg__dataset_alloc(k, ds->sample_ndim, ds->sample_shape, ds->y != NULL,
-                                             ds->y_dim, ds->n_classes);
+    struct cg_dataset *s = dataset_alloc_like(ds, k);
     if (!s)
         return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY,
                          "cg_dataset_split: out of memory for %lld samples", (long long)k);

@@ -12,6 +12,7 @@
  * most 16 MiB and grows geometrically only as data really arrives.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +118,10 @@ static cg_status idx_header(gzFile g, const char *path, struct cg_idx *idx,
                              "%s: the product of the dims overflows (dim %d = %lld)", path, i,
                              (long long)idx->dims[i]);
     }
-    if (!cg__mul_ok(numel, (int64_t)sizeof(float), &bytes) || (uint64_t)bytes > SIZE_MAX)
+    /* Both the file's bytes (8 per float64 element) and ours (4) must fit
+     * (fuzz_idx found numel * 8 overflowing for a float64 file). */
+    int64_t esize = idx_type_size(idx->type) > 4 ? idx_type_size(idx->type) : 4;
+    if (!cg__mul_ok(numel, esize, &bytes) || (uint64_t)bytes > SIZE_MAX)
         return cg__error(NULL, CG_STATUS_PARSE_ERROR,
                          "%s: the product of the dims overflows (%lld elements)", path,
                          (long long)numel);
@@ -126,8 +130,32 @@ static cg_status idx_header(gzFile g, const char *path, struct cg_idx *idx,
     return CG_OK;
 }
 
-/* Reads idx->numel elements; grows idx->data only as they arrive. */
-static cg_status idx_data(gzFile g, const char *path, struct cg_idx *idx, int64_t cap)
+/* Float files: elements [first, first + n) must be finite in float32 (NaN
+ * and Inf would reach training as a NaN loss; a float64 beyond float32's
+ * range became Inf in the conversion). The message names the item (index
+ * along the first dim) and the element within it. */
+static cg_status idx_check_finite(const char *path, const struct cg_idx *idx, int64_t first,
+                                  int64_t n)
+{
+    if (idx->type != 0x0D && idx->type != 0x0E) return CG_OK;
+    const float *v = idx->data + first;
+    for (int64_t i = 0; i < n; i++) {
+        if (isfinite(v[i])) continue;
+        int64_t per_item = idx->numel / idx->dims[0], e = first + i;
+        return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                         "%s: item %lld, element %lld: %s value%s (float values must be "
+                         "finite)", path, (long long)(e / per_item), (long long)(e % per_item),
+                         isnan(v[i]) ? "NaN" : "infinite",
+                         idx->type == 0x0E && !isnan(v[i]) ? " or one beyond float32's range"
+                                                          : "");
+    }
+    return CG_OK;
+}
+
+/* Reads idx->numel elements; grows idx->data only as they arrive. With
+ * raw (uint8 files only) the bytes go as they are into *raw instead. */
+static cg_status idx_data(gzFile g, const char *path, struct cg_idx *idx, int64_t cap,
+                          unsigned char **raw)
 {
     int esize = idx_type_size(idx->type);
     int64_t want = idx->numel * esize, got = 0, n = 0;
@@ -148,16 +176,23 @@ static cg_status idx_data(gzFile g, const char *path, struct cg_idx *idx, int64_
         int64_t k = r / esize;
         if (n + k > cap) {
             int64_t nc = cap * 2 < idx->numel ? cap * 2 : idx->numel;
-            float *d = realloc(idx->data, (size_t)nc * sizeof(float));
+            void *d = realloc(raw ? (void *)*raw : (void *)idx->data,
+                              (size_t)nc * (raw ? 1 : sizeof(float)));
             if (!d) {
                 st = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY,
                                "%s: out of memory for %lld elements", path, (long long)nc);
                 goto out;
             }
-            idx->data = d;
+            if (raw) *raw = d;
+            else idx->data = d;
             cap = nc;
         }
-        idx_convert(idx->type, chunk, k, idx->data + n);
+        if (raw) {
+            memcpy(*raw + n, chunk, (size_t)k);
+        } else {
+            idx_convert(idx->type, chunk, k, idx->data + n);
+            if ((st = idx_check_finite(path, idx, n, k)) != CG_OK) goto out;
+        }
         n += k;
     }
     int64_t extra = idx_gzread(g, path, chunk, IDX_CHUNK);
@@ -171,9 +206,12 @@ out:
     return st;
 }
 
-CG_API cg_status cg_idx_read(const char *path, struct cg_idx **out)
+/* cg_idx_read; with raw, a uint8 file's elements stay bytes, in *raw
+ * (malloc'd, the caller's), and (*out)->data is NULL. */
+static cg_status idx_read(const char *path, struct cg_idx **out, unsigned char **raw)
 {
     if (out) *out = NULL;
+    if (raw) *raw = NULL;
     if (!path || !out)
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_idx_read: NULL argument");
     gzFile g = gzopen(path, "rb");
@@ -213,20 +251,32 @@ CG_API cg_status cg_idx_read(const char *path, struct cg_idx **out)
     } else {
         cap = idx->numel < IDX_FIRST_ALLOC ? idx->numel : IDX_FIRST_ALLOC;
     }
-    idx->data = malloc((size_t)cap * sizeof(float));
-    if (!idx->data) {
+    if (idx->type != 0x08) raw = NULL;
+    void *data = malloc((size_t)cap * (raw ? 1 : sizeof(float)));
+    if (raw) *raw = data;
+    else idx->data = data;
+    if (!data) {
         st = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "%s: out of memory for %lld elements",
                        path, (long long)cap);
         goto fail;
     }
-    if ((st = idx_data(g, path, idx, cap)) != CG_OK) goto fail;
+    if ((st = idx_data(g, path, idx, cap, raw)) != CG_OK) goto fail;
     gzclose(g);
     *out = idx;
     return CG_OK;
 fail:
     gzclose(g);
     cg_idx_free(idx);
+    if (raw) {
+        free(*raw);
+        *raw = NULL;
+    }
     return st;
+}
+
+CG_API cg_status cg_idx_read(const char *path, struct cg_idx **out)
+{
+    return idx_read(path, out, NULL);
 }
 
 CG_API void cg_idx_free(struct cg_idx *idx)
@@ -249,8 +299,9 @@ CG_API cg_status cg_idx_load_pair(const char *images_path, const char *labels_pa
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_idx_load_pair: NULL argument");
     struct cg_idx *img = NULL, *lab = NULL;
     struct cg_dataset *ds = NULL;
+    unsigned char *pix = NULL;      /* uint8 images stay bytes: 1/4 the memory */
     cg_status st;
-    if ((st = cg_idx_read(images_path, &img)) != CG_OK) return st;
+    if ((st = idx_read(images_path, &img, &pix)) != CG_OK) return st;
     if ((st = cg_idx_read(labels_path, &lab)) != CG_OK) goto done;
     if (img->ndim < 2 || img->ndim > CG_MAX_DIMS) {
         st = cg__error(NULL, CG_STATUS_SHAPE_MISMATCH,
@@ -273,10 +324,14 @@ CG_API cg_status cg_idx_load_pair(const char *images_path, const char *labels_pa
     int64_t max = 0;
     for (int64_t i = 0; i < lab->numel; i++) {
         float v = lab->data[i];
-        if (v < 0 || v >= (float)(1 << 24)) {
+        if (v < 0 || v >= (float)CG_IDX_MAX_CLASSES) {
+            /* A huge label would build a model with that many outputs
+             * (16M classes: minutes before failing); no real labels file
+             * has one, so stop here. */
             st = cg__error(NULL, CG_STATUS_PARSE_ERROR,
-                           "%s: label %lld is %.0f: labels must be in [0, 2^24)", labels_path,
-                           (long long)i, (double)v);
+                           "%s: item %lld: label %.0f is out of range: labels must be class "
+                           "indices in [0, %d)", labels_path, (long long)i, (double)v,
+                           CG_IDX_MAX_CLASSES);
             goto done;
         }
         if (v > max) max = (int64_t)v;
@@ -296,16 +351,23 @@ CG_API cg_status cg_idx_load_pair(const char *images_path, const char *labels_pa
         for (int i = 1; i < img->ndim; i++) ds->sample_shape[i - 1] = img->dims[i];
     }
     ds->sample_numel = img->numel / img->dims[0];
-    if (scale && img->type == 0x08)
-        for (int64_t i = 0; i < img->numel; i++) img->data[i] /= 255.0f;     /* torchvision ToTensor */
-    ds->x = img->data;
-    img->data = NULL;
+    if (pix) {
+        /* Bytes; the loader divides by 255 per batch (torchvision ToTensor),
+         * the same float division as float storage did here. */
+        ds->x_u8 = pix;
+        pix = NULL;
+        ds->x_div = scale ? 255.0f : 1.0f;
+    } else {
+        ds->x = img->data;
+        img->data = NULL;
+    }
     ds->y = lab->data;
     lab->data = NULL;
     ds->y_dim = 0;
     ds->n_classes = (int)max + 1;
     *out = ds;
 done:
+    free(pix);
     cg_idx_free(img);
     cg_idx_free(lab);
     return st;

@@ -4,8 +4,9 @@
  * The batch tensors are allocated once, at create: a full (B, ...) pair and,
  * when the last batch is partial, a second pair of its exact size. A step
  * gathers the batch's samples (in the epoch's order) into a host staging
- * buffer and uploads it with cg_tensor_set_data, so training runs with no
- * device allocation per step. The shuffle is Fisher-Yates over the
+ * buffer as floats (a byte dataset is converted there, so the whole set
+ * never exists as floats) and uploads it with cg_tensor_set_data, so
+ * training runs with no device allocation per step. The shuffle is Fisher-Yates over the
  * context's RNG, one new permutation per epoch, so a seed fixes the batches
  * on every backend.
  *
@@ -54,19 +55,16 @@ static int64_t batch_count(const cg_loader *l, int64_t b)
     return (b == l->n_batches - 1 ? l->last_count : l->o.batch_size) / l->shards;
 }
 
-/* stage[slot] = the samples of batch b, in epoch order. */
+/* stage[slot] = the samples of batch b, in epoch order, as floats (byte
+ * storage is converted here, one batch at a time). */
 static void loader_gather(cg_loader *l, int64_t b, int slot)
 {
     const struct cg_dataset *ds = l->ds;
-    int64_t d = ds->sample_numel, k = batch_count(l, b);
-    int64_t start = b * l->o.batch_size + l->shard * k;
-    for (int64_t i = 0; i < k; i++) {
-        int64_t s = l->perm[start + i];
-        memcpy(l->stage_x[slot] + i * d, ds->x + s * d, (size_t)d * sizeof(float));
-        if (ds->y)
-            memcpy(l->stage_y[slot] + i * l->y_row, ds->y + s * l->y_row,
-                   (size_t)l->y_row * sizeof(float));
-    }
+    int64_t k = batch_count(l, b), start = b * l->o.batch_size + l->shard * k;
+    cg__dataset_rows_to_float(ds, l->perm + start, k, l->stage_x[slot]);
+    for (int64_t i = 0; ds->y && i < k; i++)
+        memcpy(l->stage_y[slot] + i * l->y_row, ds->y + l->perm[start + i] * l->y_row,
+               (size_t)l->y_row * sizeof(float));
 }
 
 static void *loader_worker(void *arg)
@@ -146,7 +144,7 @@ CG_API cg_status cg_loader_create(cg_ctx *ctx, const struct cg_dataset *ds,
         return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
                          "cg_loader_create: batch_size must be > 0, got %lld",
                          (long long)opts->batch_size);
-    if (!ds->x || ds->n <= 0 || ds->sample_ndim < 1 || ds->sample_ndim >= CG_MAX_DIMS)
+    if ((!ds->x && !ds->x_u8) || ds->n <= 0 || ds->sample_ndim < 1 || ds->sample_ndim >= CG_MAX_DIMS)
         return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
                          "cg_loader_create: the dataset is empty or its sample has %d dims "
                          "(1 to %d)",

@@ -126,7 +126,17 @@ CG_API cg_status cg_scaler_fit(const struct cg_dataset *ds, enum cg_scaler_kind 
         if (out) *out = NULL;
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_scaler_fit: NULL dataset");
     }
-    return cg_scaler_fit_data(ds->x, ds->n, ds->sample_numel, kind, per_feature, out);
+    if (!ds->x_u8) return cg_scaler_fit_data(ds->x, ds->n, ds->sample_numel, kind, per_feature, out);
+    /* Byte storage: fit on a float copy (ds is const; the copy goes away). */
+    float *x = malloc(((size_t)ds->n * (size_t)ds->sample_numel + 1) * sizeof(float));
+    if (!x) {
+        if (out) *out = NULL;
+        return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_scaler_fit: out of memory");
+    }
+    cg__dataset_rows_to_float(ds, NULL, ds->n, x);
+    cg_status st = cg_scaler_fit_data(x, ds->n, ds->sample_numel, kind, per_feature, out);
+    free(x);
+    return st;
 }
 
 static cg_status scaler_check(const struct cg_scaler *s, const float *x, int64_t n, int64_t d,
@@ -177,6 +187,12 @@ CG_API cg_status cg_scaler_inverse_data(const struct cg_scaler *s, float *x, int
 CG_API cg_status cg_scaler_apply(const struct cg_scaler *s, struct cg_dataset *ds)
 {
     if (!ds) return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_scaler_apply: NULL dataset");
+    /* Checked before converting, so a wrong scaler leaves ds as it was
+     * (scaler_check looks only at whether the data pointer is NULL). */
+    cg_status st = scaler_check(s, ds->x_u8 ? (const float *)(const void *)ds->x_u8 : ds->x,
+                                ds->n, ds->sample_numel, "cg_scaler_apply");
+    if (st == CG_OK) st = cg_dataset_to_float(ds);     /* bytes cannot hold the result */
+    if (st != CG_OK) return st;
     return cg_scaler_apply_data(s, ds->x, ds->n, ds->sample_numel);
 }
 

@@ -118,6 +118,9 @@ void cg_checkpoint_extra_clear(struct cg_checkpoint_extra *e)
     *e = cg_checkpoint_extra_init();
 }
 
+static cg_status parse_extra(const char *path, const struct cg_safetensors *st,
+                             struct cg_checkpoint_extra *e);
+
 /* ---- saving --------------------------------------------------------------- */
 
 static cg_status check_scaler(const char *what, const struct cg_scaler *s)
@@ -144,10 +147,23 @@ static cg_status check_extra(const struct cg_checkpoint_extra *e)
     if (e->n_classes < 0 || (e->class_names && e->n_classes == 0))
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
                          "%s: class_names given with n_classes %d", fn, e->n_classes);
-    for (int i = 0; e->class_names && i < e->n_classes; i++)
+    size_t bad;
+    for (int i = 0; e->class_names && i < e->n_classes; i++) {
         if (!e->class_names[i])
             return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "%s: class_names[%d] is NULL",
                              fn, i);
+        /* The header is JSON: readers reject what is not UTF-8 (issue 17
+         * item 1: a Latin-1 class name made an unloadable checkpoint). */
+        if (!cg__utf8_valid(e->class_names[i], &bad))
+            return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                             "%s: class_names[%d] \"%.100s\" is not valid UTF-8 (byte 0x%02x at "
+                             "byte %zu); nothing was written", fn, i, e->class_names[i],
+                             (unsigned char)e->class_names[i][bad], bad + 1);
+    }
+    if (e->model_spec && !cg__utf8_valid(e->model_spec, &bad))
+        return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: the model spec is not valid UTF-8 (byte %zu); nothing was written",
+                         fn, bad + 1);
     if (e->n_meta < 0 || (e->n_meta > 0 && !e->meta))
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "%s: %d metadata entries at NULL",
                          fn, e->n_meta);
@@ -334,6 +350,16 @@ cg_status cg_checkpoint_save(const char *path, const cg_module *model, const cg_
     for (int i = 0; r == CG_OK && i < nb; i++) r = put_tensor(st, bufs[i].name, bufs[i].tensor);
     if (r == CG_OK && opt) r = put_optim(st, opt, params, n);
     if (r == CG_OK && extra) r = put_extra(st, extra);
+    if (r == CG_OK) {
+        /* What a load will parse must parse now, before the file at path
+         * is replaced (the JSON header itself is checked by the writer). */
+        struct cg_checkpoint_extra back;
+        r = parse_extra(path, st, &back);
+        cg_checkpoint_extra_clear(&back);
+        if (r != CG_OK)
+            r = cg__error(NULL, r, "cg_checkpoint_save: the checkpoint would not load back: %s; "
+                          "nothing was written", cg_last_error(NULL));
+    }
     if (r == CG_OK) r = cg_safetensors_write(path, st);
 done:
     cg_safetensors_free(st);
@@ -490,13 +516,26 @@ static cg_status parse_extra(const char *path, const struct cg_safetensors *st,
     return CG_OK;
 }
 
+static bool is_scaler_tensor(const char *name)
+{
+    return strncmp(name, "scaler.", 7) == 0 || strncmp(name, "target_scaler.", 14) == 0;
+}
+
+/* read_extra needs the scalers' data only. */
+static cg_status want_scalers(void *user, const struct cg_safetensors *set, bool *want)
+{
+    (void)user;
+    for (int i = 0; i < set->n_tensors; i++) want[i] = is_scaler_tensor(set->tensors[i].name);
+    return CG_OK;
+}
+
 cg_status cg_checkpoint_read_extra(const char *path, struct cg_checkpoint_extra *out)
 {
     if (!path || !out)
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_checkpoint_read_extra: NULL argument");
     *out = cg_checkpoint_extra_init();
     struct cg_safetensors *st;
-    cg_status r = cg_safetensors_read(path, &st);
+    cg_status r = cg__safetensors_read_checked(path, want_scalers, NULL, &st);
     if (r != CG_OK) return r;
     r = parse_extra(path, st, out);
     if (r != CG_OK) cg_checkpoint_extra_clear(out);
@@ -644,18 +683,115 @@ static cg_status check_optim(const char *path, const struct cg_safetensors *st, 
     return CG_OK;
 }
 
+/* What the header check (before any tensor data is read) shares with the
+ * rest of a load. */
+struct load {
+    const char *path;
+    cg_optim *opt;
+    const struct cg_named_tensor *ps, *bs;
+    int n, nb;
+    struct mismatch mm;
+    struct cg_optim_options *groups;
+    int64_t *steps;
+};
+
+/* Names, shapes and optimizer metadata against the model, from the header
+ * alone (issue 17 item 8: a junk tensor must not be read, a mismatch must
+ * not wait for gigabytes of data). Tensors the load does not use (the
+ * optimizer state when opt is NULL) are left unread. */
+static cg_status check_header(void *user, const struct cg_safetensors *st, bool *want)
+{
+    struct load *L = user;
+    const struct cg_named_tensor *ps = L->ps, *bs = L->bs;
+    int n = L->n, nb = L->nb;
+    struct mismatch *mm = &L->mm;
+    /* 1. Names and shapes, of parameters and then buffers. */
+    for (int i = 0; i < n + nb; i++) {
+        const struct cg_named_tensor *nt = i < n ? &ps[i] : &bs[i - n];
+        const struct cg_st_tensor *t = cg_safetensors_find(st, nt->name);
+        if (!t) {
+            list_add(&mm->missing, nt->name);
+            mm->n++;
+        } else if (!same_shape(t, nt->tensor)) {
+            add_shape_mismatch(mm, nt->name, t, nt->tensor);
+        }
+    }
+    enum cg_optim_kind kind = L->opt ? optim_kind(L->opt) : CG_OPTIM_SGD;
+    for (int i = 0; i < st->n_tensors; i++) {
+        const char *name = st->tensors[i].name;
+        bool ok = find_param(ps, n, name, strlen(name)) != NULL ||
+                  find_param(bs, nb, name, strlen(name)) != NULL;
+        if (!ok && strncmp(name, "optim.", 6) == 0) {
+            ok = !L->opt || is_optim_tensor(name, kind, ps, n);
+            want[i] = L->opt != NULL;
+        }
+        if (!ok && is_scaler_tensor(name)) ok = true;     /* parse_extra checks them */
+        if (!ok) {
+            list_add(&mm->unexpected, name);
+            mm->n++;
+        }
+    }
+    /* 2. Optimizer state. */
+    if (L->opt) {
+        cg_status r = check_optim(L->path, st, L->opt, ps, n, mm, L->groups, L->steps);
+        if (r != CG_OK) return r;
+    }
+    if (mm->missing.oom || mm->unexpected.oom || mm->shape.oom)
+        return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_checkpoint_load: out of host memory");
+    if (mm->n > 0)
+        return cg__error(NULL, CG_STATUS_SHAPE_MISMATCH,
+                         "%s: does not fit the model: %s%s%s%s%s%s%s%s", L->path,
+                         mm->missing.n ? "missing: " : "", mm->missing.n ? mm->missing.p : "",
+                         mm->missing.n && (mm->unexpected.n || mm->shape.n) ? "; " : "",
+                         mm->unexpected.n ? "unexpected: " : "",
+                         mm->unexpected.n ? mm->unexpected.p : "",
+                         mm->unexpected.n && mm->shape.n ? "; " : "",
+                         mm->shape.n ? "shape mismatch: " : "", mm->shape.n ? mm->shape.p : "");
+    return CG_OK;
+}
+
+/* NaN or Inf in weights, buffers or optimizer state would train to NaN
+ * (issue 17 item 8): an error naming the tensor and the element, unless
+ * the caller allows them. */
+static cg_status check_finite(const char *path, const struct cg_safetensors *st)
+{
+    for (int i = 0; i < st->n_tensors; i++) {
+        const struct cg_st_tensor *t = &st->tensors[i];
+        for (int64_t k = 0; k < t->numel; k++)
+            if (!isfinite(t->data[k]))
+                return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                                 "%s: tensor \"%.200s\" holds %s at element %lld (and is not "
+                                 "loaded; allow_nonfinite in cg_checkpoint_load_ex accepts it)",
+                                 path, t->name, isnan(t->data[k]) ? "NaN" : "an infinite value",
+                                 (long long)k);
+    }
+    return CG_OK;
+}
+
+struct cg_checkpoint_load_options cg_checkpoint_load_options_default(void)
+{
+    struct cg_checkpoint_load_options o = {.allow_nonfinite = false};
+    return o;
+}
+
 cg_status cg_checkpoint_load(const char *path, cg_module *model, cg_optim *opt,
                              struct cg_checkpoint_extra *extra_out)
+{
+    return cg_checkpoint_load_ex(path, model, opt, extra_out, NULL);
+}
+
+cg_status cg_checkpoint_load_ex(const char *path, cg_module *model, cg_optim *opt,
+                                struct cg_checkpoint_extra *extra_out,
+                                const struct cg_checkpoint_load_options *lo)
 {
     if (extra_out) *extra_out = cg_checkpoint_extra_init();
     if (!model) return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_checkpoint_load: model is NULL");
     cg_ctx *ctx = cg_module_ctx(model);
     if (!path) return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_checkpoint_load: path is NULL");
+    struct cg_checkpoint_load_options o = lo ? *lo : cg_checkpoint_load_options_default();
 
     struct cg_safetensors *st = NULL;
-    cg_status r = cg_safetensors_read(path, &st);
-    if (r != CG_OK) return to_ctx(ctx, r);
-
+    cg_status r = CG_OK;
     int n = cg_module_parameters(model, NULL, 0);
     int ng = opt ? cg_optim_num_groups(opt) : 0;
     struct cg_named_tensor *ps = calloc((size_t)n + 1, sizeof *ps);
@@ -663,8 +799,8 @@ cg_status cg_checkpoint_load(const char *path, cg_module *model, cg_optim *opt,
     struct cg_named_tensor *bs = calloc((size_t)nb + 1, sizeof *bs);
     int64_t *steps = calloc((size_t)n + 1, sizeof *steps);
     struct cg_optim_options *groups = calloc((size_t)ng + 1, sizeof *groups);
-    struct mismatch mm;
-    memset(&mm, 0, sizeof mm);
+    struct load L = {.path = path, .opt = opt, .ps = ps, .bs = bs, .n = n, .nb = nb,
+                     .groups = groups, .steps = steps};
     struct cg_checkpoint_extra ex = cg_checkpoint_extra_init();
     if (!ps || !bs || !steps || !groups) {
         r = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_checkpoint_load: out of host memory");
@@ -672,50 +808,12 @@ cg_status cg_checkpoint_load(const char *path, cg_module *model, cg_optim *opt,
     }
     cg_module_parameters(model, ps, n);
     cg_module_buffers(model, bs, nb);
-
-    /* 1. Names and shapes, of parameters and then buffers. */
-    for (int i = 0; i < n + nb; i++) {
-        const struct cg_named_tensor *nt = i < n ? &ps[i] : &bs[i - n];
-        const struct cg_st_tensor *t = cg_safetensors_find(st, nt->name);
-        if (!t) {
-            list_add(&mm.missing, nt->name);
-            mm.n++;
-        } else if (!same_shape(t, nt->tensor)) {
-            add_shape_mismatch(&mm, nt->name, t, nt->tensor);
-        }
-    }
     enum cg_optim_kind kind = opt ? optim_kind(opt) : CG_OPTIM_SGD;
-    for (int i = 0; i < st->n_tensors; i++) {
-        const char *name = st->tensors[i].name;
-        bool ok = find_param(ps, n, name, strlen(name)) != NULL ||
-                  find_param(bs, nb, name, strlen(name)) != NULL;
-        if (!ok && strncmp(name, "optim.", 6) == 0)
-            ok = !opt || is_optim_tensor(name, kind, ps, n);
-        if (!ok && (strncmp(name, "scaler.", 7) == 0 || strncmp(name, "target_scaler.", 14) == 0))
-            ok = true;     /* parse_extra checks them */
-        if (!ok) {
-            list_add(&mm.unexpected, name);
-            mm.n++;
-        }
-    }
-    /* 2. Optimizer state. */
-    if (opt) {
-        r = check_optim(path, st, opt, ps, n, &mm, groups, steps);
-        if (r != CG_OK) goto done;
-    }
-    if (mm.missing.oom || mm.unexpected.oom || mm.shape.oom) {
-        r = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "cg_checkpoint_load: out of host memory");
-        goto done;
-    }
-    if (mm.n > 0) {
-        r = cg__error(NULL, CG_STATUS_SHAPE_MISMATCH, "%s: does not fit the model: %s%s%s%s%s%s%s%s",
-                      path, mm.missing.n ? "missing: " : "", mm.missing.n ? mm.missing.p : "",
-                      mm.missing.n && (mm.unexpected.n || mm.shape.n) ? "; " : "",
-                      mm.unexpected.n ? "unexpected: " : "", mm.unexpected.n ? mm.unexpected.p : "",
-                      mm.unexpected.n && mm.shape.n ? "; " : "",
-                      mm.shape.n ? "shape mismatch: " : "", mm.shape.n ? mm.shape.p : "");
-        goto done;
-    }
+
+    /* 1, 2. The header against the model, then the data. */
+    r = cg__safetensors_read_checked(path, check_header, &L, &st);
+    if (r != CG_OK) goto done;
+    if (!o.allow_nonfinite && (r = check_finite(path, st)) != CG_OK) goto done;
     /* 3. The rest. */
     r = parse_extra(path, st, &ex);
     if (r != CG_OK) goto done;
@@ -748,9 +846,9 @@ cg_status cg_checkpoint_load(const char *path, cg_module *model, cg_optim *opt,
 done:
     to_ctx(ctx, r);
     cg_checkpoint_extra_clear(&ex);
-    free(mm.missing.p);
-    free(mm.unexpected.p);
-    free(mm.shape.p);
+    free(L.mm.missing.p);
+    free(L.mm.unexpected.p);
+    free(L.mm.shape.p);
     free(groups);
     free(steps);
     free(bs);

@@ -20,4 +20,18 @@ void cg__sb_json_string(struct cg__sb *b, const char *s);
  * returns false with the reason in err. */
 bool cg__json_string_array(const char *s, char ***out, int *n, char *err, size_t errlen);
 
+/* Is s valid UTF-8 (RFC 3629)? If not, *bad (may be NULL) is the offset
+ * of the first invalid byte. */
+bool cg__utf8_valid(const char *s, size_t *bad);
+
+/* Reads path as cg_safetensors_read does, but calls check(user, set, want)
+ * after the header is validated and before any tensor data is read: set
+ * holds every tensor's name, shape and numel (data NULL) in file order and
+ * the metadata; want[i] (all true on entry) may be cleared to leave tensor
+ * i out (its data is never read). A check that fails (its own message set)
+ * ends the read with its status. check NULL: read everything. */
+typedef cg_status (*cg__st_check_fn)(void *user, const struct cg_safetensors *set, bool *want);
+cg_status cg__safetensors_read_checked(const char *path, cg__st_check_fn check, void *user,
+                                       struct cg_safetensors **out);
+
 #endif

@@ -17,13 +17,16 @@
  * allows, so its memory is proportional to the number of tensors, never to
  * what a hostile header nests.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -184,6 +187,18 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     }
     if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
     return len;
+}
+
+bool cg__utf8_valid(const char *s, size_t *bad)
+{
+    size_t n = strlen(s), at = 0;
+    while (at < n) {
+        size_t len = utf8_len((const unsigned char *)s + at, n - at);
+        if (!len) break;
+        at += len;
+    }
+    if (bad) *bad = at;
+    return at == n;
 }
 
 /* A JSON string into a new NUL-terminated buffer. Escapes never make the
@@ -377,7 +392,7 @@ bool cg__json_string_array(const char *s, char ***out, int *n, char *err, size_t
 
 /* ---- dtypes --------------------------------------------------------------- */
 
-enum st_dtype { DT_F32, DT_F64, DT_F16, DT_BF16, DT_OTHER };
+enum st_dtype { DT_F32, DT_F64, DT_F16, DT_BF16, DT_I64, DT_OTHER };
 
 static const struct {
     const char *name;
@@ -389,7 +404,10 @@ static const struct {
     {"BOOL", 1, DT_OTHER}, {"U8", 1, DT_OTHER}, {"I8", 1, DT_OTHER},
     {"F8_E5M2", 1, DT_OTHER}, {"F8_E4M3", 1, DT_OTHER}, {"F8_E8M0", 1, DT_OTHER},
     {"I16", 2, DT_OTHER}, {"U16", 2, DT_OTHER}, {"I32", 4, DT_OTHER}, {"U32", 4, DT_OTHER},
-    {"I64", 8, DT_OTHER}, {"U64", 8, DT_OTHER}, {"C64", 8, DT_OTHER},
+    {"U64", 8, DT_OTHER}, {"C64", 8, DT_OTHER},
+    /* PyTorch's state_dict holds I64 counters (BatchNorm's num_batches_tracked):
+     * read when every value is exact in float32 (|v| <= 2^24) */
+    {"I64", 8, DT_I64},
 };
 
 static float f16_to_f32(uint16_t h)
@@ -696,7 +714,7 @@ static bool parse_tensor(struct jp *p, struct entry *e)
                 jp_fail(p, "tensor \"%.64s\": unknown dtype \"%.32s\"", e->name, dt);
             } else if (dtypes[e->dtype].dt == DT_OTHER) {
                 jp_fail(p, "tensor \"%.64s\": unsupported dtype %s (clgrad reads F32, F16, "
-                        "BF16 and F64)", e->name, dt);
+                        "BF16, F64 and I64)", e->name, dt);
             }
             free(dt);
             if (p->err[0]) return false;
@@ -877,7 +895,7 @@ static bool read_full(int fd, void *buf, size_t n, off_t at)
 
 /* Reads one tensor's bytes (already validated) and converts to float32. */
 static cg_status read_tensor(int fd, const char *path, off_t base, const struct entry *e,
-                             struct cg_st_tensor *t)
+                             const char *name, struct cg_st_tensor *t)
 {
     int size = dtypes[e->dtype].size;
     enum st_dtype dt = dtypes[e->dtype].dt;
@@ -886,7 +904,7 @@ static cg_status read_tensor(int fd, const char *path, off_t base, const struct 
     if (!t->data)
         return cg__error(NULL, CG_STATUS_OUT_OF_MEMORY,
                          "%s: tensor \"%.200s\": out of host memory for %lld floats", path,
-                         e->name, (long long)numel);
+                         name, (long long)numel);
     bool le = host_is_little_endian();
     if (dt == DT_F32) {
         if (!read_full(fd, t->data, (size_t)numel * 4, base + e->begin)) goto io_error;
@@ -925,6 +943,19 @@ static cg_status read_tensor(int fd, const char *path, off_t base, const struct 
                 bits = (uint32_t)h16 << 16;
                 memcpy(&t->data[i0 + i], &bits, 4);
                 break;
+            case DT_I64: {
+                int64_t v;
+                memcpy(&v, b, 8);
+                if (v > (1 << 24) || v < -(1 << 24)) {
+                    free(buf);
+                    return cg__error(NULL, CG_STATUS_UNSUPPORTED,
+                                     "%s: tensor \"%.200s\": I64 value %lld at %lld is not "
+                                     "exact as float32", path, e->name, (long long)v,
+                                     (long long)(i0 + i));
+                }
+                t->data[i0 + i] = (float)v;
+                break;
+            }
             default:
                 break;
             }
@@ -934,10 +965,11 @@ static cg_status read_tensor(int fd, const char *path, off_t base, const struct 
     return CG_OK;
 io_error:
     return cg__error(NULL, CG_STATUS_IO_ERROR, "%s: reading tensor \"%.200s\": %s", path,
-                     e->name, strerror(errno));
+                     name, strerror(errno));
 }
 
-cg_status cg_safetensors_read(const char *path, struct cg_safetensors **out)
+cg_status cg__safetensors_read_checked(const char *path, cg__st_check_fn check, void *user,
+                                       struct cg_safetensors **out)
 {
     if (!out || !path)
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT, "cg_safetensors_read: NULL argument");
@@ -961,6 +993,7 @@ cg_status cg_safetensors_read(const char *path, struct cg_safetensors **out)
     memset(&h, 0, sizeof h);
     struct entry **order = NULL;
     char *json = NULL;
+    bool *want = NULL;
     struct cg_safetensors *res = NULL;
     unsigned char lenb[8];
 
@@ -1015,44 +1048,63 @@ cg_status cg_safetensors_read(const char *path, struct cg_safetensors **out)
         goto done;
     }
 
+    /* The set without data first, in offset order (the file is read front
+     * to back): names, shapes and metadata, for the caller's check. */
     res = calloc(1, sizeof *res);
     if (res) res->tensors = calloc(h.n + 1, sizeof *res->tensors);
-    if (!res || !res->tensors) {
+    want = malloc((h.n + 1) * sizeof *want);
+    if (!res || !res->tensors || !want) {
         st = cg__error(NULL, CG_STATUS_OUT_OF_MEMORY, "%s: out of host memory", path);
         goto done;
     }
-    /* Tensors in offset order: the file is read front to back. */
     for (size_t i = 0; i < h.n; i++) {
-        struct entry *e = order[i];
         struct cg_st_tensor *t = &res->tensors[i];
-        t->ndim = e->ndim;
-        memcpy(t->shape, e->shape, sizeof t->shape);
-        shape_numel(e->ndim, e->shape, &t->numel);
-        st = read_tensor(fd, path, (off_t)(8 + hlen), e, t);
-        if (st != CG_OK) goto done;
-        t->name = e->name;      /* moved */
-        e->name = NULL;
+        t->ndim = order[i]->ndim;
+        memcpy(t->shape, order[i]->shape, sizeof t->shape);
+        shape_numel(t->ndim, t->shape, &t->numel);
+        t->name = order[i]->name;      /* moved */
+        order[i]->name = NULL;
         res->n_tensors++;
+        want[i] = true;
     }
-    res->meta = h.meta;         /* moved */
+    res->meta = h.meta;                /* moved */
     res->n_meta = (int)h.n_meta;
     h.meta = NULL;
     h.n_meta = 0;
+    if (check && (st = check(user, res, want)) != CG_OK) goto done;
+
+    /* Then the data of the tensors wanted; the others leave the set. */
+    for (size_t i = 0; i < h.n; i++) {
+        struct cg_st_tensor *t = &res->tensors[i];
+        if (!want[i]) {
+            free(t->name);
+            t->name = NULL;
+            continue;
+        }
+        st = read_tensor(fd, path, (off_t)(8 + hlen), order[i], t->name, t);
+        if (st != CG_OK) goto done;
+    }
+    int kept = 0;
+    for (size_t i = 0; i < h.n; i++)
+        if (want[i]) res->tensors[kept++] = res->tensors[i];
+    res->n_tensors = kept;
 done:
     if (st != CG_OK) {
-        if (res) {
-            if (res->tensors && res->n_tensors < (int)h.n)
-                free(res->tensors[res->n_tensors].data);
-        }
         cg_safetensors_free(res);
         res = NULL;
     }
+    free(want);
     free(order);
     header_free(&h);
     free(json);
     close(fd);
     *out = res;
     return st;
+}
+
+cg_status cg_safetensors_read(const char *path, struct cg_safetensors **out)
+{
+    return cg__safetensors_read_checked(path, NULL, NULL, out);
 }
 
 /* ---- writing -------------------------------------------------------------- */
@@ -1137,6 +1189,65 @@ static int sync_dir(const char *dir)
     return err;
 }
 
+/* Parses the header about to be written as a reader will (grammar, UTF-8,
+ * names, shapes, offsets against the data that will follow). */
+static cg_status check_own_header(const char *path, const struct cg_safetensors *st,
+                                  const struct cg__sb *hb)
+{
+    struct jp p = {.s = hb->p, .n = hb->n};
+    struct header h;
+    memset(&h, 0, sizeof h);
+    struct entry **order = NULL;
+    int64_t buflen = 0;
+    for (int i = 0; i < st->n_tensors; i++) buflen += 4 * st->tensors[i].numel;
+    cg_status r = CG_OK;
+    if (!parse_header(&p, &h))
+        r = cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                      "cg_safetensors_write(%s): the header would not read back (%s); nothing "
+                      "was written", path, p.err);
+    else if ((r = validate(path, &h, buflen, &order)) != CG_OK)
+        r = cg__error(NULL, r, "cg_safetensors_write: the header would not read back: %s; "
+                      "nothing was written", cg_last_error(NULL));
+    free(order);
+    header_free(&h);
+    return r;
+}
+
+/* Removes ".BASE.tmp-PID-N" files in dir left by saves of processes that
+ * no longer run (a crash or a kill during a save; issue 17 item 10). A
+ * live PID (or one we may not signal: EPERM) keeps its file, as do our
+ * own. PIDs are those of this machine's PID namespace: a folder shared
+ * with other machines or containers may hold a live save under a PID that
+ * is free here, so only files older than a minute are removed. */
+static void remove_stale_temps(const char *dir, const char *base)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t bl = strlen(base);
+    time_t now = time(NULL);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        if (n[0] != '.' || strncmp(n + 1, base, bl) != 0 || strncmp(n + 1 + bl, ".tmp-", 5) != 0)
+            continue;
+        const char *s = n + 1 + bl + 5, *c;
+        for (c = s; *c >= '0' && *c <= '9'; c++) {}
+        if (c == s || c - s > 9 || *c != '-') continue;
+        const char *cnt = c + 1;
+        for (c = cnt; *c >= '0' && *c <= '9'; c++) {}
+        if (c == cnt || *c) continue;
+        long pid = strtol(s, NULL, 10);
+        if (pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), n, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+            now - sb.st_mtime < 60)
+            continue;
+        unlinkat(dirfd(d), n, 0);
+    }
+    closedir(d);
+}
+
 cg_status cg_safetensors_write(const char *path, const struct cg_safetensors *st)
 {
     if (!path || !st)
@@ -1147,8 +1258,27 @@ cg_status cg_safetensors_write(const char *path, const struct cg_safetensors *st
                 return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
                                  "cg_safetensors_write(%s): duplicate tensor name \"%s\"", path,
                                  st->tensors[i].name);
+    /* Never write what the reader rejects (issue 17 item 1): every string
+     * valid UTF-8 first, for a message naming the key; then the header
+     * itself goes through the reader's parser and checks before any file
+     * is touched. */
+    for (int i = 0; i < st->n_tensors + 2 * st->n_meta; i++) {
+        const char *str = i < st->n_tensors ? st->tensors[i].name
+                          : (i - st->n_tensors) % 2 ? st->meta[(i - st->n_tensors) / 2].value
+                                                    : st->meta[(i - st->n_tensors) / 2].key;
+        const char *what = i < st->n_tensors ? "tensor name"
+                           : (i - st->n_tensors) % 2 ? "value of metadata" : "metadata key";
+        const char *owner = i < st->n_tensors ? str : st->meta[(i - st->n_tensors) / 2].key;
+        size_t at;
+        if (!cg__utf8_valid(str, &at))
+            return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
+                             "cg_safetensors_write(%s): the %s \"%.100s\" is not valid UTF-8 "
+                             "(byte 0x%02x at byte %zu), which readers reject; nothing was "
+                             "written", path, what, owner, (unsigned char)str[at], at + 1);
+    }
     struct cg__sb hb = {0};
     cg_status s = build_header(st, &hb);
+    if (s == CG_OK) s = check_own_header(path, st, &hb);
     if (s != CG_OK) {
         free(hb.p);
         return s;
@@ -1171,6 +1301,7 @@ cg_status cg_safetensors_write(const char *path, const struct cg_safetensors *st
                          "cg_safetensors_write: %s: %s", path,
                          *base ? "out of host memory" : "the path names a folder, not a file");
     }
+    remove_stale_temps(dir, base);
     static _Atomic unsigned counter;
     int fd = -1;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {

@@ -20,4 +20,4 @@ export PKG_CONFIG_SYSROOT_DIR="$dest"
 cc -std=c11 -Wall -Werror $extra -o "$dest/consumer" "$src/tests/install/consumer.c" \
     $(pkg-config --cflags --libs clgrad)
 libdir=$(dirname "$(find "$dest" -name 'libclgrad.so.0' | head -n 1)")
-LD_LIBRARY_PATH="$libdir" "$dest/consumer"
+CONSUMER_BUILD_DIR=$(cd "$build" && pwd) LD_LIBRARY_PATH="$libdir" "$dest/consumer"

@@ -3,6 +3,7 @@
  * uses only the public API. */
 #include <clgrad/clgrad.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int main(void)
@@ -11,6 +12,19 @@ int main(void)
     if (strcmp(cg_version(), CLGRAD_VERSION_STRING) != 0 || CLGRAD_VERSION_NUMBER < 100) {
         fprintf(stderr, "consumer: library %s, headers %s\n", cg_version(), CLGRAD_VERSION_STRING);
         return 1;
+    }
+    /* The installed library loads no plugin from the build tree (issue 17
+     * item 7): check.sh names that tree in CONSUMER_BUILD_DIR. */
+    const char *build = getenv("CONSUMER_BUILD_DIR");
+    struct cg_backend_entry_info info[16];
+    int n = 0;
+    cg_backends_list(info, 16, &n);
+    for (int i = 0; build && *build && i < n && i < 16; i++) {
+        if (strncmp(info[i].path, build, strlen(build)) == 0) {
+            fprintf(stderr, "consumer: the installed library found backend '%s' in the build "
+                    "tree: %s\n", info[i].name, info[i].path);
+            return 1;
+        }
     }
     struct cg_ctx_options o = {.backend = "cpu", .seed = 1};
     cg_ctx *ctx;

@@ -112,7 +112,7 @@ with tempfile.TemporaryDirectory() as tmp:
     a = run("clgrad-train", *base, "--epochs", "2", "--batch", "8", "--seed", "3", "--lr", "0.01")
     b = run("clgrad-train", *base, "-e2", "-b", "8", "--seed=3", "-l", "0.01", "-t", "1")
     check("clgrad-train short and long forms agree", a[0] == 0 and a[1] == b[1]
-          and "val" in a[1], f"{a}\n{b}")
+          and "test RMSE" in a[1], f"{a}\n{b}")
     ck = os.path.join(tmp, "m.safetensors")
     rc, out, err = run("clgrad-train", *base, "-e", "1", "-o", ck)
     check("-o saves the checkpoint", rc == 0 and os.path.exists(ck), out + err)

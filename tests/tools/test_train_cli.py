@@ -63,8 +63,9 @@ with tempfile.TemporaryDirectory() as tmp:
                        "--batch", "32", "--backend", "cpu")
     check("regression trains", rc == 0 and "val RMSE" in out, out + err)
     if rc == 0:
-        last = [l for l in out.splitlines() if l.startswith("val loss")][-1]
-        rmse = float(last.split("val RMSE")[1].split()[0])
+        # the last line reports the held-out test rows (--test-split 0.1)
+        last = [l for l in out.splitlines() if l.startswith("test loss")][-1]
+        rmse = float(last.split("test RMSE")[1].split()[0])
         check("regression learns (RMSE < 0.3)", rmse < 0.3, last)
     check("epoch line names backend and speed", "samples/s  [cpu:" in out, out)
 
@@ -80,7 +81,7 @@ with tempfile.TemporaryDirectory() as tmp:
                        "--model", "linear 32 tanh, linear 2", "--backend", "cpu")
     check("classification trains", rc == 0 and "val acc" in out, out + err)
     if rc == 0:
-        acc = float(out.strip().splitlines()[-1].split("val acc")[1].split("%")[0])
+        acc = float(out.strip().splitlines()[-1].split("test acc")[1].split("%")[0])
         check("classification learns (acc > 85%)", acc > 85, out)
 
     # A tiny IDX data set in a folder, as Fashion-MNIST is laid out.
@@ -158,7 +159,7 @@ with tempfile.TemporaryDirectory() as tmp:
                        "--backend", "cpu")
     ok = rc == 0 and "val RMSE" in out
     if ok:
-        rmse = float(out.strip().splitlines()[-1].split("val RMSE")[1].split()[0])
+        rmse = float(out.strip().splitlines()[-1].split("test RMSE")[1].split()[0])
         ok = 5000 < rmse < 40000   # the noise is 10000; the targets' spread ~170000
     check("standardized regression targets: RMSE in the target's units", ok, out + err)
 
@@ -252,6 +253,59 @@ with tempfile.TemporaryDirectory() as tmp:
         rc2, o2, e2 = run(*args, "--resume", ck3, "--save", resumed)
         check("resumed run equals the uninterrupted one, bit for bit",
               rc2 == 0 and "resumed from" in o2 and tensors(resumed) == tensors(ck6), o2 + e2)
+    # Plots (issue 19): round ticks (1-2-5 steps), one panel without a
+    # validation set, a point for a single epoch.
+    import math
+
+    def ticks(root, cls):
+        """the labels of class cls, a list per panel"""
+        panels = []
+        for t in root.iter():
+            if t.get("class") == "frame":
+                panels.append([])
+            elif t.get("class") == cls:
+                panels[-1].append(t.text)
+        return panels
+
+    def round_steps(labels):
+        vals = [float(v.rstrip("%")) for v in labels]
+        if len(vals) < 2:
+            return False
+        step = vals[1] - vals[0]
+        mant = step / 10 ** math.floor(math.log10(step))
+        return (any(abs(mant - m) < 1e-6 for m in (1, 2, 5)) and
+                all(abs(b - a - step) < 1e-6 * max(1, step) for a, b in zip(vals, vals[1:])) and
+                all(abs(v / step - round(v / step)) < 1e-6 for v in vals))
+
+    for epochs, extra in (("6", []), ("1", []), ("4", ["--val-split", "0"])):
+        svg2 = os.path.join(tmp, f"plot{epochs}{len(extra)}.svg")
+        rc, out, err = run(*common, "--epochs", epochs, "--plot", svg2, "--quiet", *extra)
+        root = ET.parse(svg2).getroot() if rc == 0 else None
+        what = f"--plot after {epochs} epoch(s){' without validation' if extra else ''}"
+        check(what + ": round y ticks", root is not None
+              and all(round_steps(p) for p in ticks(root, "ytick")),
+              ticks(root, "ytick") if root is not None else err)
+        if root is None:
+            continue
+        frames = [r for r in root.iter() if r.get("class") == "frame"]
+        xt = ticks(root, "xtick")
+        if extra:
+            check(what + ": one panel, no validation", len(frames) == 1
+                  and root.get("width") == "480" and b"validation" not in open(svg2, "rb").read(),
+                  open(svg2).read())
+        else:
+            check(what + ": two panels", len(frames) == 2, len(frames))
+        if epochs == "1":
+            fr = frames[0]
+            mid = float(fr.get("x")) + float(fr.get("width")) / 2
+            cx = [float(c.get("cx")) for c in root.findall(".//{*}circle")]
+            check(what + ": one epoch tick and a point per series, mid-panel",
+                  xt == [["1"], ["1"]] and len(cx) == 3 and all(abs(x - mid) < 1 for x in cx[:2]),
+                  (xt, open(svg2).read()))
+        else:
+            check(what + ": integer epoch ticks",
+                  xt and all(p and all(t.isdigit() for t in p) for p in xt), xt)
+
     # The step schedule.
     step_log = os.path.join(tmp, "step.csv")
     rc, out, err = run(*common, "--epochs", "4", "--schedule", "step", "--step-size", "2",
@@ -366,13 +420,88 @@ with tempfile.TemporaryDirectory() as tmp:
     check("clgrad-eval loads the same long IDX path", p.returncode == 0 and deep in p.stdout,
           p.stdout + p.stderr)
 
+    # Fine-tuning and export (issue 19): --init takes the weights of a file
+    # as PyTorch's save_file(model.state_dict()) writes it (written here by
+    # the independent writer); an epoch at lr 0 leaves them as they were,
+    # and --save-weights writes exactly the state_dict (names, shapes, F32,
+    # nothing else), which load_state_dict(strict=True) accepts.
+    here = os.path.dirname(os.path.abspath(__file__))
+    torch_file = os.path.join(tmp, "torch_sd.safetensors")
+    subprocess.run([sys.executable, os.path.join(here, "safetensors_check.py"), "write",
+                    torch_file, "--weights-only"], check=True)
+    exported = os.path.join(tmp, "exported.safetensors")
+    mlp = ["--data", reg, "--target", "y", "--model", "linear 2 relu, linear 1",
+           "--backend", "cpu", "--epochs", "1"]
+    rc, out, err = run(*mlp, "--init", torch_file, "--lr", "0", "--save-weights", exported)
+    check("--init from a PyTorch state_dict file", rc == 0 and "initialised the weights from"
+          in out, out + err)
+    if rc == 0:
+        check("--init then an lr 0 epoch: --save-weights gives the same weights back",
+              tensors(exported) == tensors(torch_file), err)
+        with open(exported, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            hdr = json.loads(f.read(n))
+        weights = {k: (v["dtype"], v["shape"]) for k, v in hdr.items() if k != "__metadata__"}
+        check("--save-weights holds exactly the state_dict",
+              weights == {"0.weight": ("F32", [2, 3]), "0.bias": ("F32", [2]),
+                          "2.weight": ("F32", [1, 2]), "2.bias": ("F32", [1])}, weights)
+    rc, out, err = run(*mlp, "--lr", "0.01", "--save", os.path.join(tmp, "ft.safetensors"))
+    rc2, out2, err2 = run(*mlp, "--init", os.path.join(tmp, "ft.safetensors"))
+    check("--init from a full clgrad checkpoint (optimizer and scaler inside)", rc == 0
+          and rc2 == 0, out + err + out2 + err2)
+    expect_error("--init into another shape lists the mismatch",
+                 ["--data", reg, "--target", "y", "--model", "linear 5 relu, linear 1",
+                  "--init", torch_file], "0.weight is (2, 3) in the file, (5, 3) in the model")
+    expect_error("--init and --resume exclude each other",
+                 ["--data", reg, "--target", "y", "--init", torch_file, "--resume", torch_file],
+                 "exclude each other", code=2)
+    # BatchNorm: running statistics and num_batches_tracked are exported, and
+    # PyTorch's int64 counter is read back.
+    bn = ["--data", d, "--epochs", "1", "--batch", "16", "--backend", "cpu", "--model",
+          "conv 4 3 pad 1, batchnorm, relu, flatten, linear 3"]
+    rc, out, err = run(*bn, "--save-weights", exported)
+    if rc == 0:
+        with open(exported, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            hdr = json.loads(f.read(n))
+        keys = sorted(k for k in hdr if k != "__metadata__")
+        check("--save-weights of a BatchNorm model: torch's state_dict keys",
+              keys == sorted(["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                              "1.running_var", "1.num_batches_tracked", "4.weight", "4.bias"])
+              and hdr["1.num_batches_tracked"]["shape"] == [], keys)
+        # the same file with the counter as I64, as torch writes it
+        raw = open(exported, "rb").read()
+        base = 8 + n
+        body = {k: raw[base + v["data_offsets"][0]:base + v["data_offsets"][1]]
+                for k, v in hdr.items() if k != "__metadata__"}
+        count = struct.unpack("<f", body["1.num_batches_tracked"])[0]
+        body["1.num_batches_tracked"] = struct.pack("<q", int(count))
+        h2, blob, off = {}, b"", 0
+        for k in keys:
+            dt = "I64" if k.endswith("num_batches_tracked") else "F32"
+            h2[k] = {"dtype": dt, "shape": hdr[k]["shape"],
+                     "data_offsets": [off, off + len(body[k])]}
+            blob += body[k]
+            off += len(body[k])
+        js = json.dumps(h2).encode()
+        js += b" " * (-len(js) % 8)
+        i64 = os.path.join(tmp, "i64.safetensors")
+        with open(i64, "wb") as f:
+            f.write(struct.pack("<Q", len(js)) + js + blob)
+        rc, out, err = run(*bn, "--init", i64)
+        check("--init reads PyTorch's int64 num_batches_tracked", rc == 0, out + err)
+    else:
+        check("BatchNorm model trains", False, out + err)
+
     rc, out, err = run("--help")
     opts = ["--data", "--target", "--task", "--delimiter", "--missing", "--scale",
             "--val-split", "--model", "--loss", "--label-smoothing", "--optim", "--lr",
             "--momentum", "--weight-decay", "--batch", "--epochs", "--seed", "--backend",
             "--device", "--progress", "--quiet", "--schedule", "--step-size", "--gamma",
             "--warmup", "--clip-grad", "--early-stop", "--save", "--save-every", "--save-best",
-            "--resume", "--log", "--plot", "--scale-target"]
+            "--resume", "--log", "--plot", "--scale-target", "--init", "--save-weights",
+            "--test-split", "--skip-rows", "--no-header", "--drop", "--features", "--keep",
+            "--threads", "--version"]
     check("--help documents every option", rc == 0 and all(o in out for o in opts),
           [o for o in opts if o not in out])
 
