@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "clgrad/dist.h"
+#include "core/dispatch.h"
 #include "core/ops_internal.h"
 #include "dist/dist-impl.h"
 #include "../backends/cpu/cpu.h"
@@ -417,9 +418,8 @@ static float *grad_ptr(cg_tensor *g)
  * (download_async), else a plain download. Appends b to the send order. */
 static cg_status bucket_stage(cg_dist *d, struct bucket *b)
 {
-    const struct cg_backend_i *be = d->ctx->be;
-    bool async = !d->direct && CG_BACKEND_HAS(be, download_async) &&
-                 CG_BACKEND_HAS(be, download_poll);
+    bool async = !d->direct && CG__BE_HAS(d->ctx, download_async) &&
+                 CG__BE_HAS(d->ctx, download_poll);
     b->staged = true;
     d->order[d->n_order++] = (int)(b - d->buckets);
     b->n_tickets = 0;
@@ -432,10 +432,9 @@ static cg_status bucket_stage(cg_dist *d, struct bucket *b)
             memset(dst, 0, (size_t)n * sizeof *dst);
         } else if (async) {
             void *ticket;
-            if (be->download_async(d->ctx->bctx, dst, g->st->buf, (size_t)g->offset * sizeof *dst,
-                                   (size_t)n * sizeof *dst, &ticket) != CG_OK)
-                return cg__backend_error(d->ctx, CG_STATUS_BACKEND_ERROR,
-                                         "cg_backward: reading a gradient for the all-reduce");
+            cg_status st = cg__be_download_async(d->ctx, "cg_backward (gradient all-reduce)", dst,
+                                                 cg__ptr(g), n, &ticket);
+            if (st != CG_OK) return st;
             b->tickets[b->n_tickets++] = ticket;
         } else {
             cg_status st = cg_tensor_to_host(g, dst, n);
@@ -448,14 +447,13 @@ static cg_status bucket_stage(cg_dist *d, struct bucket *b)
 /* Whether b's reads have landed (wait: until they have). */
 static cg_status bucket_landed(cg_dist *d, struct bucket *b, bool wait, bool *landed)
 {
-    const struct cg_backend_i *be = d->ctx->be;
     cg_status st = CG_OK;
     while (b->n_tickets > 0) {
-        int done = 0;
-        if (be->download_poll(d->ctx->bctx, b->tickets[b->n_tickets - 1], wait, &done) != CG_OK) {
-            st = cg__backend_error(d->ctx, CG_STATUS_BACKEND_ERROR,
-                                   "cg_backward: reading a gradient for the all-reduce");
-            done = 1; /* the ticket is released on failure too */
+        bool done = false;
+        if (cg__be_download_poll(d->ctx, "cg_backward (gradient all-reduce)",
+                                 b->tickets[b->n_tickets - 1], wait, &done) != CG_OK) {
+            st = d->ctx->status;
+            done = true; /* the ticket is released on failure too */
         }
         if (!done) break;
         b->n_tickets--; /* the queue is in order: the last read lands last */
