@@ -711,14 +711,21 @@ static void test_dropout(void **state)
     cg_rand_state(ctx, st);
     cg_tensor *y = cg_module_forward(d, x);
     assert_shape(y, 3, (int64_t[]){4, 5, 1000});
-    /* The mask is the context RNG's uniforms in row-major order: kept when
+    /* The mask (src/nn/dropout.c): one key from the context RNG, then
+     * u_i = splitmix64 finaliser of key + (i + 1) * golden, top 53 bits, for
+     * element i in row-major order (row offset 0 in one process): kept when
      * u < 1 - p, scaled by 1 / (1 - p). */
     cg_rand_set_state(ctx, st);
+    uint64_t key = cg_rand_u64(ctx);
     float *hy = fetch_new(y);
     int64_t dropped = 0;
     double *want = malloc(sizeof(double) * (size_t)n), *gwant = malloc(sizeof(double) * (size_t)n);
     for (int64_t i = 0; i < n; i++) {
-        bool keep = cg_rand_uniform(ctx) < 1.0 - (double)p;
+        uint64_t z = key + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        bool keep = (double)(z >> 11) * (1.0 / 9007199254740992.0) < 1.0 - (double)p;
         gwant[i] = keep ? 1.0 / (1.0 - (double)p) : 0.0;
         want[i] = hx[i] * gwant[i];
         dropped += hy[i] == 0.0f;

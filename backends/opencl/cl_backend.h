@@ -178,6 +178,10 @@ cg_status cg_cl_write(struct cg_cl *cl, cl_mem dst, size_t off, size_t bytes, co
                       cl_event *done);
 /* Blocking; bytes == 0 still waits for all enqueued work. */
 cg_status cg_cl_read(struct cg_cl *cl, void *dst, cl_mem src, size_t off, size_t bytes);
+/* Non-blocking (dist.c's gradient reads): *done completes when dst holds
+ * the bytes; dst must live until then; the caller releases *done. */
+cg_status cg_cl_read_async(struct cg_cl *cl, void *dst, cl_mem src, size_t off, size_t bytes,
+                           cl_event *done);
 /* Counted in stats.launches, as a kernel. */
 cg_status cg_cl_copy_mem(struct cg_cl *cl, cl_mem dst, size_t dst_off, cl_mem src,
                          size_t src_off, size_t bytes);
@@ -279,6 +283,9 @@ cg_status cg_cl_alloc(void *ctx, size_t bytes, struct cg_buffer **out);
 void cg_cl_release(void *ctx, struct cg_buffer *buf);
 cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off_bytes,
                        const void *src, size_t bytes);
+cg_status cg_cl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                               size_t bytes, void **ticket);
+cg_status cg_cl_download_poll(void *ctx, void *ticket, int wait, int *done);
 cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src,
                          size_t off_bytes, size_t bytes);
 cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,

@@ -380,6 +380,8 @@ static const struct cg_backend_i backend_i = {
     .bias_gelu_backward = cg_cl_bias_gelu_backward,
     .layernorm = cg_cl_layernorm,
     .layernorm_backward = cg_cl_layernorm_backward,
+    .download_async = cg_cl_download_async,
+    .download_poll = cg_cl_download_poll,
 };
 
 /* The plugin's only exported symbol. */

@@ -281,6 +281,10 @@ static cg_status run_backward(cg_ctx *ctx, cg_tensor *out, cg_tensor *seed, cg_t
     cg_status st = cg__accumulate_grad(out, seed);
     for (int64_t k = n_order - 1; k >= 0 && st == CG_OK; k--) {
         cg_tensor *t = order[k];
+        /* Reverse post-order puts every consumer of a leaf before it: its
+         * gradient is final here (data parallelism starts its all-reduce). */
+        if (!t->node && t->grad && ctx->grad_ready)
+            st = ctx->grad_ready(ctx->grad_ready_data, t);
         if (!t->node || !t->grad) continue; /* leaf, or no path to out */
         cg_tensor *g = t->grad;
         t->grad = NULL;
@@ -324,6 +328,10 @@ CG_API cg_status cg_backward_with(cg_tensor *out, cg_tensor *grad_out)
         int token = cg__compose_begin(ctx);
         st = run_backward(ctx, out, grad_out, w.order, w.n_order);
         cg__compose_end(ctx, token, NULL);
+        if (ctx->grad_ready) { /* waits for the gradient all-reduces */
+            cg_status st2 = ctx->grad_ready(ctx->grad_ready_data, NULL);
+            if (st == CG_OK) st = st2;
+        }
         cg_set_grad_enabled(ctx, was);
     }
     walk_give_back(ctx, &w);

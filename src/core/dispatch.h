@@ -76,6 +76,27 @@ static inline cg_status cg__be_download(cg_ctx *ctx, const char *what, float *ds
     return s == CG_OK ? CG_OK : cg__be_fail(ctx, s, what, "download", "n", CG__SIZES(n));
 }
 
+/* Optional (src/dist/dist.c): a read that does not wait, and its poll. */
+static inline cg_status cg__be_download_async(cg_ctx *ctx, const char *what, float *dst,
+                                              struct cg_ptr src, int64_t n, void **ticket)
+{
+    if (!CG__BE_HAS(ctx, download_async)) return cg__be_missing(ctx, what, "download_async");
+    cg_status s = ctx->be->download_async(ctx->bctx, dst, src.buf,
+                                          (size_t)src.off * sizeof(float),
+                                          (size_t)n * sizeof(float), ticket);
+    return s == CG_OK ? CG_OK : cg__be_fail(ctx, s, what, "download_async", "n", CG__SIZES(n));
+}
+
+static inline cg_status cg__be_download_poll(cg_ctx *ctx, const char *what, void *ticket,
+                                             bool wait, bool *done)
+{
+    if (!CG__BE_HAS(ctx, download_poll)) return cg__be_missing(ctx, what, "download_poll");
+    int d = 0;
+    cg_status s = ctx->be->download_poll(ctx->bctx, ticket, wait, &d);
+    *done = d != 0;
+    return s == CG_OK ? CG_OK : cg__be_fail(ctx, s, what, "download_poll", NULL, 0, NULL);
+}
+
 /* n floats from src to dst, on the device. */
 static inline cg_status cg__be_copy(cg_ctx *ctx, const char *what, struct cg_ptr dst,
                                     struct cg_ptr src, int64_t n)

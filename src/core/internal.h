@@ -122,6 +122,16 @@ struct cg_ctx {
     void *bw_stack, *bw_order;
     int64_t cap_bw_stack, cap_bw_order;
     uint64_t visit_epoch;
+
+    /* Data parallelism (src/dist/dist.c), all NULL/0 in one process.
+     * grad_ready runs when cg_backward has finished a leaf's gradient
+     * (leaf NULL: the walk ended); row_offset is this process's first
+     * row in the global batch, so dropout masks follow the global sample
+     * index; dist is the communicator SyncBatchNorm sums over. */
+    cg_status (*grad_ready)(void *data, cg_tensor *leaf);
+    void *grad_ready_data;
+    struct cg_dist *dist;
+    int64_t row_offset;
 };
 
 /* Errors: record a message in ctx (and in the thread's last error), return
