@@ -102,7 +102,7 @@ with tempfile.TemporaryDirectory() as tmp:
     csv("latin1-class", b"a,b,y\n1,2,caf\xe9\n3,4,tea\n", ":2:3: the class name is not valid UTF-8")
     csv("nul-byte", b"a,b\x00c,y\n1,2,x\n", "not valid UTF-8")
     csv("missing-cell", "a,b,y\n1,,x\n3,4,y\n", "missing value in column \"b\"")
-    csv("only-target", "y\nx\ny\nx\n", "no feature columns")
+    csv("only-target", "y\n" + "x\ny\n" * 20, "no feature columns")
     csv("binary", bytes(range(256)) * 4, None)
     csv("all-missing-category", "a,c,y\n1,,0\n,red,\n5,,1\n4,,0\n", "no values in the rows kept",
         ("--missing", "mean"))
