@@ -190,7 +190,8 @@ with tempfile.TemporaryDirectory() as tmp:
     # a table too small for the default split trains without test rows (a
     # note says so); asked for explicitly, the split must fit
     write(path("tiny.csv"), ["x,y"] + [f"{i},{i * 0.5 + 0.25}" for i in range(4)])
-    rc, out, err = run(TRAIN, "--data", path("tiny.csv"), "--target", "y", "--epochs", "1")
+    rc, out, err = run(TRAIN, "--data", path("tiny.csv"), "--target", "y", "--epochs", "1",
+                       "--val-split", "0.5")
     check("4 rows: no default test split, with a note", rc == 0 and "too few for the default"
           in err and ", 0 test samples" in out, out + err)
     rc, out, err = run(TRAIN, "--data", path("tiny.csv"), "--target", "y", "--test-split", "0.1")
