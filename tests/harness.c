@@ -131,3 +131,19 @@ int th_arena_teardown(void **state)
     th_arena_release(0);
     return th_teardown(state);
 }
+
+cg_tensor *th_rnn_run(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
+                      cg_tensor **hn, cg_tensor **cn)
+{
+    struct cg_forward_args a = {.state = {h0, c0}};
+    cg_tensor *y = cg_module_forward_ex(m, x, &a);
+    if (hn) *hn = a.state_out[0];
+    if (cn) *cn = a.state_out[1];
+    return y;
+}
+
+cg_tensor *th_self_attention(cg_module *m, cg_tensor *x, bool causal)
+{
+    struct cg_forward_args a = {.causal = causal};
+    return cg_module_forward_ex(m, x, &a);
+}

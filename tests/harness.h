@@ -57,4 +57,11 @@ int th_arena_teardown(void **state);
 /* Name of the backend under test ("cpu", "opencl"). */
 const char *th_backend(void);
 
+/* An RNN/LSTM/GRU with explicit states, through cg_module_forward_ex:
+ * h0/c0 NULL = zeros; *hn, *cn (when not NULL) get the final states. */
+cg_tensor *th_rnn_run(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
+                      cg_tensor **hn, cg_tensor **cn);
+/* Self-attention, causal or not, through cg_module_forward_ex. */
+cg_tensor *th_self_attention(cg_module *m, cg_tensor *x, bool causal);
+
 #endif

@@ -711,14 +711,21 @@ static void test_dropout(void **state)
     cg_rand_state(ctx, st);
     cg_tensor *y = cg_module_forward(d, x);
     assert_shape(y, 3, (int64_t[]){4, 5, 1000});
-    /* The mask is the context RNG's uniforms in row-major order: kept when
+    /* The mask (src/nn/dropout.c): one key from the context RNG, then
+     * u_i = splitmix64 finaliser of key + (i + 1) * golden, top 53 bits, for
+     * element i in row-major order (row offset 0 in one process): kept when
      * u < 1 - p, scaled by 1 / (1 - p). */
     cg_rand_set_state(ctx, st);
+    uint64_t key = cg_rand_u64(ctx);
     float *hy = fetch_new(y);
     int64_t dropped = 0;
     double *want = malloc(sizeof(double) * (size_t)n), *gwant = malloc(sizeof(double) * (size_t)n);
     for (int64_t i = 0; i < n; i++) {
-        bool keep = cg_rand_uniform(ctx) < 1.0 - (double)p;
+        uint64_t z = key + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        bool keep = (double)(z >> 11) * (1.0 / 9007199254740992.0) < 1.0 - (double)p;
         gwant[i] = keep ? 1.0 / (1.0 - (double)p) : 0.0;
         want[i] = hx[i] * gwant[i];
         dropped += hy[i] == 0.0f;
@@ -857,6 +864,55 @@ static void test_spec(void **state)
     spec_bad(ctx, "conv 8 3, linear 10", 3, img, "put 'flatten' before it", NULL);
 }
 
+/* Sizes whose products overflow int64 (issue 17, item 3): each is a clear
+ * error naming the layer or op, never a wrapped product (the first two
+ * specs hit signed overflow in the flatten's and the conv's size
+ * arithmetic before; run under UBSan, tools/check.sh). */
+static void test_size_overflow(void **state)
+{
+    cg_ctx *ctx = *state;
+    const int64_t img[] = {1, 28, 28}, big[] = {3037000500};
+    /* (4, 2000000026, 2000000026) has 1.6e19 elements */
+    spec_bad(ctx, "conv 4 3 pad 1000000000, flatten, linear 3", 3, img, "column 1",
+             "output sample (4, 2000000026, 2000000026) is too large");
+    spec_bad(ctx, "conv 64 3 pad 3037000499, gap, linear 3", 3, img, "column 1", "too large");
+    spec_bad(ctx, "conv 1 3 pad 5000000000000000000", 3, img, "column 1", "too large");
+    spec_bad(ctx, "conv 1 3 dilation 5000000000000000000", 3, img, "column 1", "too large");
+    spec_bad(ctx, "maxpool 3 stride 1 dilation 5000000000000000000", 3, img, "column 1",
+             "too large");
+    spec_bad(ctx, "linear 3037000500", 1, big, "column 1", "weight (3037000500, 3037000500)");
+
+    /* The ops check their own arithmetic, for callers other than a spec. */
+    cg_scope_begin(ctx);
+    cg_tensor *x = cg_tensor_zeros(ctx, CG_SHAPE(1, 1, 4, 4));
+    cg_tensor *w = cg_tensor_zeros(ctx, CG_SHAPE(1, 1, 3, 3));
+    assert_null(cg_conv2d(x, w, NULL, 1, 3037000499, 1, 1));
+    th_assert_error_contains(ctx, "cg_conv2d");
+    th_assert_error_contains(ctx, "too large to count");
+    cg_ctx_clear_error(ctx);
+    assert_null(cg_conv2d(x, w, NULL, 1, INT64_MAX / 2 + 1, 1, 1));
+    th_assert_error_contains(ctx, "overflow");
+    cg_ctx_clear_error(ctx);
+    assert_null(cg_max_pool2d(x, 3, 1, 1, INT64_MAX / 2));
+    th_assert_error_contains(ctx, "cg_max_pool2d");
+    cg_ctx_clear_error(ctx);
+    cg_tensor *one = cg_tensor_zeros(ctx, CG_SHAPE(1, 1));
+    assert_null(cg_expand(one, 2, (int64_t[]){4000000000, 4000000000}));
+    th_assert_error_contains(ctx, "cg_expand");
+    th_assert_error_contains(ctx, "too large");
+    cg_ctx_clear_error(ctx);
+    assert_null(cg_reshape(one, 3, (int64_t[]){INT64_MAX, 4, 0}));
+    th_assert_error_contains(ctx, "too large");
+    cg_ctx_clear_error(ctx);
+    assert_null(cg_tensor_empty(ctx, 2, (int64_t[]){3037000500, 3037000500}));
+    th_assert_error_contains(ctx, "too large");
+    cg_ctx_clear_error(ctx);
+    cg_scope_end(ctx);
+    assert_null(cg_linear_module(ctx, 3037000500, 3037000500, true));
+    th_assert_error_contains(ctx, "too large");
+    cg_ctx_clear_error(ctx);
+}
+
 /* The Fashion-MNIST CNN, small: one training step's gradients by finite
  * differences through conv, relu, max pooling, flatten and linear. */
 struct net_user {
@@ -964,6 +1020,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_dropout, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_dropout_gradcheck, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_spec, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_size_overflow, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_cnn_gradcheck, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_against_cpu, th_setup, th_teardown),
     };

@@ -13,12 +13,33 @@
  * leaves room for the small faults of a process that is not idle and is
  * still below one large buffer's worth). Both for evaluation (forward
  * only, without autograd) and for training (forward, backward, SGD step).
+ * Under AddressSanitizer or valgrind only the pool misses are counted:
+ * their allocators keep freed host memory in quarantine and hand out fresh
+ * pages for the frontend's small allocations (tens of thousands of faults
+ * per step there, none of them the pool's).
  */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
 #include "harness.h"
+
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
 
 /* Batch of 256 28x28 images: conv1's output (256, 32, 28, 28) is 25.7 MB,
  * conv2's im2col columns (256, 288, 196) 57.8 MB. */
@@ -97,7 +118,7 @@ static void run_loop(void **state, bool train)
     /* The large buffers really are large: the test must exercise them. */
     assert_true(after.bytes_peak > ((uint64_t)64 << 20));
     assert_int_equal(after.device_allocs - before.device_allocs, 0);
-    assert_true(faults < MAX_FAULTS);
+    if (!UNDER_ASAN && !RUNNING_ON_VALGRIND) assert_true(faults < MAX_FAULTS);
     cg_optim_free(opt);
     cg_module_free(net);
 }

@@ -1192,6 +1192,33 @@ static void test_fill_without_categories(void **state)
     }
 }
 
+/* Found by fuzz_csv: a file read again with its own layout as `like` (what
+ * clgrad-eval does) failed when the class column's first value looked like
+ * a number ("10", later "z"): the target was read as numeric. */
+static void test_like_class_target(void **state)
+{
+    struct cg_csv_options o = cg_csv_options_default();
+    o.target = "y";
+    o.task = CG_TASK_CLASSIFICATION;
+    static const char text[] = "a,y\n1,10\n2,1\n3,z\n4,1\n";
+    struct cg_table *t, *like, *t2;
+    assert_int_equal(parse(text, &o, &t), CG_OK);
+    assert_int_equal(t->task, CG_TASK_CLASSIFICATION);
+    char *layout;
+    assert_int_equal(cg_table_layout_format(t, &layout), CG_OK);
+    assert_int_equal(cg_table_layout_parse(layout, &like), CG_OK);
+    free(layout);
+    struct cg_csv_options lo = cg_csv_options_default();
+    lo.like = like;
+    assert_int_equal(parse(text, &lo, &t2), CG_OK);
+    assert_int_equal(cg_table_conform(t2, like), CG_OK);
+    assert_int_equal(t2->n_rows, t->n_rows);
+    assert_memory_equal(t2->values, t->values, (size_t)(t->n_rows * t->n_cols) * sizeof(float));
+    cg_table_free(t2);
+    cg_table_free(like);
+    cg_table_free(t);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1211,6 +1238,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_non_finite_cells),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_fill_without_categories),
+        cmocka_unit_test(test_like_class_target),
         cmocka_unit_test(test_wide_row),
         cmocka_unit_test(test_unterminated_quote),
         cmocka_unit_test(test_other_malformed),

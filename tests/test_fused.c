@@ -54,24 +54,6 @@
 #include "core/internal.h"
 #include "gradcheck.h"
 
-/* The recurrence with explicit states, through cg_module_forward_ex. */
-static cg_tensor *rnn_run(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
-                          cg_tensor **hn, cg_tensor **cn)
-{
-    struct cg_forward_args a = {.state = {h0, c0}};
-    cg_tensor *y = cg_module_forward_ex(m, x, &a);
-    if (hn) *hn = a.state_out[0];
-    if (cn) *cn = a.state_out[1];
-    return y;
-}
-
-/* Self-attention, causal or not, through cg_module_forward_ex. */
-static cg_tensor *self_attention(cg_module *m, cg_tensor *x, bool causal)
-{
-    struct cg_forward_args a = {.causal = causal};
-    return cg_module_forward_ex(m, x, &a);
-}
-
 #define GUARD 4
 #define GUARD_VALUE 4321.0f
 #define GARBAGE 777.0f
@@ -770,7 +752,7 @@ static struct run run_lstm(cg_ctx *ctx, cg_module *m, const struct lstm_case *k,
     cg_ctx_stats(ctx, &s0);
     cg_scope_begin(ctx);
     cg_tensor *hn = NULL, *cn = NULL;
-    cg_tensor *y = rnn_run(m, x, h0, c0, &hn, &cn);
+    cg_tensor *y = th_rnn_run(m, x, h0, c0, &hn, &cn);
     if (!y) fail_msg("LSTM forward: %s", cg_last_error(ctx));
     uint64_t wr = 77;
     cg_tensor *loss = weighted(ctx, &wr, y);
@@ -859,7 +841,7 @@ static struct run run_module(cg_ctx *ctx, cg_module *m, cg_tensor *x, bool attn)
     struct cg_backend_stats s0, s1;
     cg_ctx_stats(ctx, &s0);
     cg_scope_begin(ctx);
-    cg_tensor *y = attn ? self_attention(m, x, true) : cg_module_forward(m, x);
+    cg_tensor *y = attn ? th_self_attention(m, x, true) : cg_module_forward(m, x);
     if (!y) fail_msg("forward: %s", cg_last_error(ctx));
     uint64_t wr = 78;
     if (cg_backward(weighted(ctx, &wr, y)) != CG_OK) fail_msg("backward: %s", cg_last_error(ctx));
@@ -970,7 +952,7 @@ static cg_tensor *f_lstm(cg_tensor **in, void *user)
 {
     cg_module *m = user;
     cg_tensor *hn = NULL, *cn = NULL;
-    cg_tensor *y = rnn_run(m, in[0], in[1], in[2], &hn, &cn);
+    cg_tensor *y = th_rnn_run(m, in[0], in[1], in[2], &hn, &cn);
     cg_tensor *parts[3] = {cg_reshape(y, CG_SHAPE(-1)), cg_reshape(hn, CG_SHAPE(-1)),
                            cg_reshape(cn, CG_SHAPE(-1))};
     return cg_cat(3, parts, 0);

@@ -59,7 +59,8 @@ static int oom_child(void)
         return 3;
     cg_module *m = cg_linear_module(ctx, 784, 400000, true);
     cg_status st = cg_ctx_status(ctx);
-    printf("cg_linear_module(784, 400000) under a %zu MiB limit: %s, %s: %s\n", (size_t)rl.rlim_cur >> 20,
+    printf("cg_linear_module(784, 400000) under a %zu MiB limit: %s, %s: %s\n",
+           (size_t)rl.rlim_cur >> 20,
            m ? "built" : "NULL", cg_status_str(st), cg_last_error(ctx));
     fflush(stdout);
     int rc = !m && st == CG_STATUS_OUT_OF_MEMORY && strstr(cg_last_error(ctx), "bytes") ? 0 : 1;

@@ -632,6 +632,10 @@ static void test_gemm(void **state)
     static const int64_t sizes[][3] = {
         {1, 1, 1}, {7, 33, 5}, {33, 7, 257}, {257, 33, 7}, {1, 257, 33},
         {33, 1, 7}, {0, 7, 5}, {7, 0, 5}, {7, 5, 0},
+        /* large enough for the cpu backend's oneDNN path on AVX-512 CPUs
+         * (cpu_gemm.c use_onednn: n >= 64, 2^20 multiply-adds, k >= 128);
+         * CLGRAD_CPU_AVX512=0 runs the same case through OpenBLAS */
+        {130, 67, 160},
     };
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)

@@ -25,8 +25,11 @@
 
 /* The out-of-memory test asks for terabytes on purpose: under ASan, make
  * malloc return NULL as it does elsewhere instead of aborting. */
-const char *__asan_default_options(void);
-const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+__attribute__((visibility("default"))) const char *__asan_default_options(void);
+__attribute__((visibility("default"))) const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
 
 struct fx {
     cg_ctx *ctx;

@@ -21,24 +21,6 @@
 #include "gradcheck.h"
 #include "harness.h"
 
-/* The recurrence with explicit states, through cg_module_forward_ex. */
-static cg_tensor *rnn_run(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,
-                          cg_tensor **hn, cg_tensor **cn)
-{
-    struct cg_forward_args a = {.state = {h0, c0}};
-    cg_tensor *y = cg_module_forward_ex(m, x, &a);
-    if (hn) *hn = a.state_out[0];
-    if (cn) *cn = a.state_out[1];
-    return y;
-}
-
-/* Self-attention, causal or not, through cg_module_forward_ex. */
-static cg_tensor *self_attention(cg_module *m, cg_tensor *x, bool causal)
-{
-    struct cg_forward_args a = {.causal = causal};
-    return cg_module_forward_ex(m, x, &a);
-}
-
 /* ---- helpers ---------------------------------------------------------------- */
 
 static float *fetch(const cg_tensor *t)
@@ -337,7 +319,7 @@ static void check_rnn_forward(cg_ctx *ctx, enum cg_rnn_mode mode, bool batch_fir
     cg_tensor *h0t = states ? cg_tensor_from_host(ctx, CG_SHAPE(L, B, H), hf) : NULL;
     cg_tensor *c0t = states && mode == CG_RNN_LSTM ? cg_tensor_from_host(ctx, CG_SHAPE(L, B, H), cf) : NULL;
     cg_tensor *hnt = NULL, *cnt = NULL;
-    cg_tensor *y = rnn_run(m, x, h0t, c0t, &hnt, mode == CG_RNN_LSTM ? &cnt : NULL);
+    cg_tensor *y = th_rnn_run(m, x, h0t, c0t, &hnt, mode == CG_RNN_LSTM ? &cnt : NULL);
     if (!y) fail_msg("rnn forward: %s", cg_last_error(ctx));
     assert_int_equal(cg_tensor_ndim(y), 3);
     assert_int_equal(cg_tensor_dim(y, batch_first ? 0 : 1), B);
@@ -388,10 +370,10 @@ static void test_rnn_unbatched_and_errors(void **state)
     th_fill_uniform(&rng, cf, 8, -1, 1);
     cg_scope_begin(ctx);
     cg_tensor *hn1, *cn1, *hn2, *cn2;
-    cg_tensor *y1 = rnn_run(m, cg_tensor_from_host(ctx, CG_SHAPE(5, 3), xf),
+    cg_tensor *y1 = th_rnn_run(m, cg_tensor_from_host(ctx, CG_SHAPE(5, 3), xf),
                                    cg_tensor_from_host(ctx, CG_SHAPE(2, 4), hf),
                                    cg_tensor_from_host(ctx, CG_SHAPE(2, 4), cf), &hn1, &cn1);
-    cg_tensor *y2 = rnn_run(m, cg_tensor_from_host(ctx, CG_SHAPE(1, 5, 3), xf),
+    cg_tensor *y2 = th_rnn_run(m, cg_tensor_from_host(ctx, CG_SHAPE(1, 5, 3), xf),
                                    cg_tensor_from_host(ctx, CG_SHAPE(2, 1, 4), hf),
                                    cg_tensor_from_host(ctx, CG_SHAPE(2, 1, 4), cf), &hn2, &cn2);
     assert_non_null(y1);
@@ -410,18 +392,18 @@ static void test_rnn_unbatched_and_errors(void **state)
     free(b);
 
     cg_tensor *x = cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 3));
-    assert_null(rnn_run(m, cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 4)), NULL, NULL, NULL, NULL));
+    assert_null(th_rnn_run(m, cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 4)), NULL, NULL, NULL, NULL));
     th_assert_error_contains(ctx, "with 3 features");
     cg_ctx_clear_error(ctx);
-    assert_null(rnn_run(m, x, cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 4)), NULL, NULL, NULL));
+    assert_null(th_rnn_run(m, x, cg_tensor_zeros(ctx, CG_SHAPE(2, 5, 4)), NULL, NULL, NULL));
     th_assert_error_contains(ctx, "h0");
     cg_ctx_clear_error(ctx);
     cg_module *g = cg_gru_module(ctx, 3, 4, 1, true);
-    assert_null(rnn_run(g, x, NULL, cg_tensor_zeros(ctx, CG_SHAPE(1, 2, 4)), NULL, NULL));
+    assert_null(th_rnn_run(g, x, NULL, cg_tensor_zeros(ctx, CG_SHAPE(1, 2, 4)), NULL, NULL));
     th_assert_error_contains(ctx, "c0 is only for an LSTM");
     cg_ctx_clear_error(ctx);
     cg_module *lin = cg_linear_module(ctx, 3, 3, true);
-    assert_null(rnn_run(lin, x, cg_tensor_zeros(ctx, CG_SHAPE(1, 2, 3)), NULL, NULL, NULL));
+    assert_null(th_rnn_run(lin, x, cg_tensor_zeros(ctx, CG_SHAPE(1, 2, 3)), NULL, NULL, NULL));
     th_assert_error_contains(ctx, "a Linear takes no state");
     cg_ctx_clear_error(ctx);
     cg_scope_end(ctx);
@@ -442,7 +424,7 @@ static cg_tensor *f_rnn(cg_tensor **in, void *user)
 {
     struct rnn_gc *u = user;
     cg_tensor *hn = NULL, *cn = NULL;
-    cg_tensor *y = rnn_run(u->m, in[0], in[1], u->lstm ? in[2] : NULL, &hn,
+    cg_tensor *y = th_rnn_run(u->m, in[0], in[1], u->lstm ? in[2] : NULL, &hn,
                                   u->lstm ? &cn : NULL);
     cg_tensor *parts[3] = {cg_reshape(y, CG_SHAPE(-1)), cg_reshape(hn, CG_SHAPE(-1)),
                            u->lstm ? cg_reshape(cn, CG_SHAPE(-1)) : NULL};
@@ -649,7 +631,7 @@ static void test_attention_forward_reference(void **state)
         free(ow);
         free(ob);
         cg_scope_begin(ctx);
-        cg_tensor *y = self_attention(a, cg_tensor_from_host(ctx, CG_SHAPE(B, T, E), xf), causal);
+        cg_tensor *y = th_self_attention(a, cg_tensor_from_host(ctx, CG_SHAPE(B, T, E), xf), causal);
         if (!y) fail_msg("attention: %s", cg_last_error(ctx));
         float *yh = fetch(y);
         th_assert_close(yh, want, B * T * E, 1e-4, 1e-5, causal ? "causal attention" : "attention");
@@ -681,10 +663,10 @@ static void test_causal_mask_never_sees_future(void **state)
             cg_scope_begin(ctx);
             cg_tensor *x0 = cg_tensor_from_host(ctx, CG_SHAPE(B, T, E), x);
             cg_tensor *x1 = cg_tensor_from_host(ctx, CG_SHAPE(B, T, E), xp);
-            cg_tensor *y0 = which == 0 ? self_attention(a, x0, true)
-                          : which == 1 ? cg_module_forward(blk, x0) : self_attention(a, x0, false);
-            cg_tensor *y1 = which == 0 ? self_attention(a, x1, true)
-                          : which == 1 ? cg_module_forward(blk, x1) : self_attention(a, x1, false);
+            cg_tensor *y0 = which == 0 ? th_self_attention(a, x0, true)
+                          : which == 1 ? cg_module_forward(blk, x0) : th_self_attention(a, x0, false);
+            cg_tensor *y1 = which == 0 ? th_self_attention(a, x1, true)
+                          : which == 1 ? cg_module_forward(blk, x1) : th_self_attention(a, x1, false);
             float *h0 = fetch(y0), *h1 = fetch(y1);
             for (int64_t b = 0; b < B; b++)
                 for (int64_t t = 0; t < T; t++) {
@@ -715,7 +697,7 @@ struct attn_gc {
 static cg_tensor *f_attn(cg_tensor **in, void *user)
 {
     struct attn_gc *u = user;
-    return self_attention(u->m, in[0], u->causal);
+    return th_self_attention(u->m, in[0], u->causal);
 }
 
 static void test_attention_grad(void **state)

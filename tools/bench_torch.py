@@ -12,10 +12,14 @@ The configurations mirror tools/clgrad-bench.c exactly: the same shapes,
 batch sizes, optimizer (Adam, lr 1e-3, PyTorch defaults otherwise), synthetic
 data, no host read of the loss inside the timed steps, and the same timing
 method (calibrate a count to ~0.6 s per repetition, 0.15 s with --quick).
-With --threads N, torch.set_num_threads(N) (clgrad-bench also sets
-OPENBLAS_NUM_THREADS=N for this process): PyTorch's OpenMP pool and
-OpenBLAS's fight when both use every core, so compare on one core and,
-separately, at the best multi-thread setting.
+With --threads N, torch.set_num_threads(N). The environment is
+clgrad-bench's choice, one run per configuration (--config names it, for
+the record): torch as installed (OPENBLAS_NUM_THREADS=N beside
+torch.set_num_threads(N)), and tuned environments (OPENBLAS_NUM_THREADS=1,
+so OpenBLAS's own pool does not fight torch's OpenMP pool; glibc's
+MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ raised, so large
+temporaries are not mapped and page-faulted every step; OMP_WAIT_POLICY=
+PASSIVE). clgrad-bench takes the fastest per measurement.
 """
 import argparse
 import resource
@@ -57,7 +61,7 @@ def time_reps(fn, count, reps):
 
 
 def bench_gemm(torch, args, rep_s):
-    for n in (256, 512, 1024, 2048):
+    for n in (int(v) for v in args.gemm_sizes.split(",")):
         a = torch.rand(n, n) * 2 - 1
         b = torch.rand(n, n) * 2 - 1
         c = torch.empty(n, n)
@@ -193,6 +197,8 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="0: torch's default")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--groups", default="gemm,op,ffn,mlp,cnn,lstm,transformer")
+    p.add_argument("--gemm-sizes", default="256,512,1024,2048")
+    p.add_argument("--config", default="", help="the environment's name, reported only")
     args = p.parse_args()
     try:
         import torch
@@ -203,6 +209,7 @@ def main():
         torch.set_num_threads(args.threads)
     emit_info("version", "PyTorch %s, %d threads" % (torch.__version__, torch.get_num_threads()))
     emit_info("device", "cpu")
+    emit_info("config", args.config or "as given")
     rep_s = 0.15 if args.quick else 0.6
     for g in args.groups.split(","):
         if g == "gemm":

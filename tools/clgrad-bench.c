@@ -2,9 +2,12 @@
  * clgrad-bench — how fast clgrad is on this machine, every backend side by
  * side in one run:
  *
- *   - the machine's own fp32 peak, from a multiply-add loop (bench_fma.c) on
- *     one thread and on every core;
- *   - GEMM GFLOP/s at N = 256, 512, 1024, 2048, and as a fraction of that peak;
+ *   - the machine's own fp32 peak, from a multiply-add loop (bench_fma.c) of
+ *     the widest FMA the cpu has (AVX-512, AVX2+FMA or plain C), at every
+ *     thread count measured and on every core, from each thread's CPU time
+ *     (a busy machine's other processes do not lower it);
+ *   - GEMM GFLOP/s at N = 256, 512, 1024, 2048, and as a share of the peak
+ *     at the set's thread count (every core for opencl: PoCL uses them all);
  *   - the cost of one small op (a one-element add) forward, and forward plus
  *     backward, in microseconds;
  *   - training throughput of the seed FFN (10-64-64-1, batch 32, Adam, MSE),
@@ -14,13 +17,24 @@
  *     causal Transformer (both batch 32 x 64 tokens, vocabulary 65), all on
  *     synthetic data of the datasets' shapes (speed does not depend on the
  *     values, and the bench then runs anywhere);
+ *   - training throughput as a share of the FMA peak, from each model's
+ *     FLOPs per sample (train_flops: its GEMMs and convolutions, forward
+ *     and both backward products, counted from the model's shapes);
  *   - peak host memory (getrusage ru_maxrss) and peak device-pool memory
- *     (cg_ctx_stats bytes_peak) of each training run.
+ *     (cg_ctx_stats bytes_peak) of each training run;
+ *   - cold and warm start: process start to the end of the MLP's first
+ *     step with empty program caches (clgrad's, PoCL's and the NVIDIA
+ *     driver's, all pointed at a new folder), then again with them filled.
  *
  * Each measurement repeats (--reps) and reports min, median and max; there
  * is no pass/fail. With --compare-torch, tools/bench_torch.py runs the same
  * configurations in PyTorch in the same run (when python3 can import torch)
- * and the table adds the ratios. With --threads 1,2 the cpu backend (and
+ * and the table adds the ratios. PyTorch gets its best settings: each
+ * torch set runs in every configuration of torch_cfgs (its defaults, and
+ * tuned environments: OpenBLAS without a pool of its own beside torch's,
+ * glibc's malloc thresholds raised, OMP_WAIT_POLICY=PASSIVE), and each
+ * cell takes the faster, naming it. clgrad's opencl (which uses every
+ * core) is compared against torch at every core. With --threads 1,2 the cpu backend (and
  * torch) is measured once per thread count, each its own column ("cpu 1t",
  * "cpu 2t"), and a second table gives the 2-thread / 1-thread ratios.
  *
@@ -45,7 +59,9 @@
  *   info KEY VALUE                 free text (device name, first-call time)
  * on stdout; bench_torch.py speaks the same protocol.
  */
+#define _XOPEN_SOURCE 700     /* nftw, to remove the cold-start cache folder */
 #include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
 #include <spawn.h>
@@ -64,10 +80,14 @@
 
 extern char **environ;
 
-/* bench_fma.c, built plainly and (where the compiler can) for AVX2 + FMA. */
+/* bench_fma.c, built plainly and (where the compiler can) for AVX2 + FMA
+ * and for AVX-512. */
 double bench_fma_generic(int64_t iters, float *sink);
 #ifdef BENCH_HAVE_AVX2_FMA
 double bench_fma_avx2(int64_t iters, float *sink);
+#endif
+#ifdef BENCH_HAVE_AVX512
+double bench_fma_avx512(int64_t iters, float *sink);
 #endif
 
 #ifndef BENCH_TORCH_SCRIPT
@@ -87,10 +107,12 @@ double bench_fma_avx2(int64_t iters, float *sink);
 #define MAX_ROUNDS 20
 #define MAX_VALUES 200       /* of one stat over all rounds: reps x rounds */
 #define MAX_THREAD_COUNTS 4  /* values of --threads                       */
-#define MAX_SETS (MAX_BACKENDS + 2 * MAX_THREAD_COUNTS)
+#define N_TORCH_CFGS 3
+#define MAX_SETS (MAX_BACKENDS + MAX_THREAD_COUNTS + N_TORCH_CFGS * (MAX_THREAD_COUNTS + 1))
+#define MAX_PEAKS (MAX_THREAD_COUNTS + 2)   /* 1, each --threads count, every core */
 
-static const int gemm_sizes[] = {256, 512, 1024, 2048};
-#define N_GEMM_SIZES ((int)(sizeof gemm_sizes / sizeof gemm_sizes[0]))
+#define DEFAULT_GEMM_SIZES "256,512,1024,2048"
+#define MAX_GEMM_SIZES 8
 
 /* ---- options ----------------------------------------------------------- */
 
@@ -101,6 +123,7 @@ struct options {
     int rounds;             /* group-major passes over every set            */
     int threads[MAX_THREAD_COUNTS];     /* --threads LIST                   */
     int n_threads;          /* 0 = leave OpenBLAS / torch at their defaults */
+    char gemm_sizes[128];   /* --gemm-sizes, as given to the children       */
     const char *json;
     bool compare_torch;
 };
@@ -110,9 +133,10 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: clgrad-bench [options]\n"
         "\n"
-        "Measures GEMM GFLOP/s (and the fraction of this machine's measured FMA\n"
-        "peak), the cost of a small op, training throughput and peak memory, for\n"
-        "each backend side by side. Reports min/median/max over repetitions.\n"
+        "Measures GEMM GFLOP/s (and the share of this machine's measured FMA\n"
+        "peak), the cost of a small op, training throughput (and its share of the\n"
+        "peak), peak memory and the cold and warm start of the MLP's first step,\n"
+        "for each backend side by side. Reports min/median/max over repetitions.\n"
         "Every set (a backend or torch at one thread count) runs one group of\n"
         "measurements before any set runs the next, so slow drift hits all alike.\n"
         "\n"
@@ -133,11 +157,17 @@ static void usage(FILE *f)
         "                     column's ratios against torch at its count) and a\n"
         "                     table of each count's rates over the first count's;\n"
         "                     other backends run once, with the first count\n"
+        "  --gemm-sizes LIST  GEMM sizes N (N x N x N), comma-separated (default\n"
+        "                     " DEFAULT_GEMM_SIZES "; a GPU wants 4096 too)\n"
         "  --json FILE        also write every value to FILE as JSON\n"
         "  --compare-torch    run the same configurations in PyTorch (python3 +\n"
         "                     torch, via bench_torch.py) and print the ratios;\n"
-        "                     the python is $CLGRAD_PYTHON, else the first of\n"
-        "                     python3 and /usr/bin/python3 that imports torch\n"
+        "                     torch runs with its defaults and with tuned\n"
+        "                     environments, and each cell takes the faster (the\n"
+        "                     table names it); opencl is compared with torch on\n"
+        "                     every core. The python is $CLGRAD_PYTHON, else the\n"
+        "                     first of python3 and /usr/bin/python3 that imports\n"
+        "                     torch\n"
         "  -h, --help         this text\n");
 }
 
@@ -149,6 +179,22 @@ static bool parse_int(const char *s, int lo, int hi, int *out)
     if (errno || end == s || *end || v < lo || v > hi) return false;
     *out = (int)v;
     return true;
+}
+
+/* A comma-separated list of up to max distinct integers in [lo, hi]. */
+static bool parse_list(const char *s, int lo, int hi, int *v, int max, int *n)
+{
+    char list[256];
+    snprintf(list, sizeof list, "%s", s);
+    *n = 0;
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        int x;
+        if (*n == max || !parse_int(tok, lo, hi, &x)) return false;
+        for (int i = 0; i < *n; i++)
+            if (v[i] == x) return false;
+        v[(*n)++] = x;
+    }
+    return *n > 0;
 }
 
 /* ---- time and statistics ---------------------------------------------- */
@@ -185,6 +231,8 @@ struct child {
     const char *backend;
     bool quick;
     int reps;
+    int gemm_sizes[MAX_GEMM_SIZES];
+    int n_gemm_sizes;
 };
 
 static void emit_stat(const char *name, const char *unit, const double *v, int n)
@@ -288,8 +336,8 @@ static struct cg_ptr ptr_of(const cg_tensor *t)
 
 static int child_gemm(struct child *c)
 {
-    for (int si = 0; si < N_GEMM_SIZES; si++) {
-        int64_t n = gemm_sizes[si];
+    for (int si = 0; si < c->n_gemm_sizes; si++) {
+        int64_t n = c->gemm_sizes[si];
         cg_tensor *a = cg_tensor_uniform(c->ctx, CG_SHAPE(n, n), -1.0f, 1.0f);
         cg_tensor *b = cg_tensor_uniform(c->ctx, CG_SHAPE(n, n), -1.0f, 1.0f);
         cg_tensor *out = cg_tensor_zeros(c->ctx, CG_SHAPE(n, n));
@@ -423,6 +471,54 @@ static cg_module *build_model(cg_ctx *ctx, const struct train_cfg *cfg)
                          cg_linear_module(ctx, 64, VOCAB, true));
 }
 
+/* Floating-point operations of one training step per unit of the model's
+ * rate (a step for the FFN, a sample, a token), from build_model's shapes:
+ * 2 per multiply-add of every GEMM and convolution, in the forward pass,
+ * the weight gradient and the input gradient (none for a layer fed by the
+ * data, whose input needs no gradient). Elementwise ops, pooling, softmax,
+ * LayerNorm and Adam are left out, so the share of the peak this gives is
+ * a lower bound of the work done. */
+static double linear_macs(double in, double out) { return in * out; }
+/* A k x k convolution of cin -> cout channels over an h x w output. */
+static double conv_macs(double cin, double cout, double k, double h, double w)
+{
+    return cin * cout * k * k * h * w;
+}
+
+static double train_flops(const struct train_cfg *cfg)
+{
+    double first = 0, rest = 0;         /* multiply-adds of one forward */
+    double per = 1;                     /* units per forward counted    */
+    if (strcmp(cfg->name, "ffn") == 0) {
+        first = linear_macs(10, 64);
+        rest = linear_macs(64, 64) + linear_macs(64, 1);
+        per = 1.0 / (double)cfg->batch;            /* the rate is in steps */
+    } else if (strcmp(cfg->name, "mlp") == 0) {
+        first = linear_macs(784, 256);
+        rest = linear_macs(256, 128) + linear_macs(128, 10);
+    } else if (strcmp(cfg->name, "cnn") == 0) {
+        first = conv_macs(1, 32, 3, 28, 28);                    /* pad 1: 28x28 */
+        rest = conv_macs(32, 64, 3, 14, 14) + linear_macs(64 * 7 * 7, 128) +
+               linear_macs(128, 10);
+    } else if (strcmp(cfg->name, "lstm") == 0) {
+        /* Per token: the 4 gates from input (64) and hidden (128) state, and
+         * the output layer; the embedding is a lookup and needs the LSTM's
+         * input gradient, so nothing is "first". */
+        rest = linear_macs(64 + 128, 4 * 128) + linear_macs(128, VOCAB);
+    } else if (strcmp(cfg->name, "transformer") == 0) {
+        /* Per token and block (d 64, ff 256): QKV and output projections,
+         * the scores Q K^T and the weighted sum over SEQ keys (computed in
+         * full, masked after), the feed-forward pair; then the output layer. */
+        double block = linear_macs(64, 3 * 64) + 2.0 * SEQ * 64 + linear_macs(64, 64) +
+                       linear_macs(64, 256) + linear_macs(256, 64);
+        rest = 2 * block + linear_macs(64, VOCAB);
+    } else {
+        return 0;
+    }
+    /* forward + weight gradient for every layer, input gradient for rest */
+    return 2.0 * (2.0 * (first + rest) + rest) / per;
+}
+
 #define TRAIN_BATCHES 16    /* distinct synthetic batches, reused in turn */
 
 struct train_arg {
@@ -544,18 +640,69 @@ out:
     return rc;
 }
 
-static int child_main(const char *backend, const char *group, bool quick, int reps)
+/* "cold" / "warm": process start to the end of the MLP's first step (the
+ * parent points the program caches at an empty folder, then runs this
+ * again on the filled one). Just that step: nothing else warms anything. */
+static int child_start(struct child *c, const char *which, double t_start)
+{
+    const struct train_cfg *cfg = &train_cfgs[1];          /* mlp */
+    float *x = calloc((size_t)(cfg->batch * cfg->x_shape[0]), sizeof *x);
+    float *y = calloc((size_t)cfg->batch, sizeof *y);
+    cg_module *model = build_model(c->ctx, cfg);
+    cg_optim *opt = model ? cg_adam(model, 1e-3f) : NULL;
+    int rc = 0;
+    if (!x || !y || !opt) {
+        rc = child_fail(c, "building the model");
+        goto out;
+    }
+    for (int64_t i = 0; i < cfg->batch * cfg->x_shape[0]; i++) x[i] = (float)cg_rand_uniform(c->ctx);
+    for (int64_t i = 0; i < cfg->batch; i++) y[i] = (float)(i % cfg->classes);
+    struct train_arg t = {.cfg = cfg, .model = model, .opt = opt, .xs = x, .ys = y,
+                          .x_elems = cfg->batch * cfg->x_shape[0], .y_elems = cfg->batch};
+    /* train_work reads its batch k = next % TRAIN_BATCHES: batch 0 only. */
+    if (train_work(c, &t, 1) != CG_OK || cg_ctx_synchronize(c->ctx) != CG_OK) {
+        rc = child_fail(c, "the first step");
+        goto out;
+    }
+    double dt = now_s() - t_start;
+    char key[64];
+    snprintf(key, sizeof key, "mlp_%s_start", which);
+    emit_stat(key, "s", &dt, 1);
+out:
+    cg_optim_free(opt);
+    cg_module_free(model);
+    free(x);
+    free(y);
+    return rc;
+}
+
+static const char *device_type_name(enum cg_device_type t)
+{
+    switch (t) {
+    case CG_DEVICE_CPU: return "cpu";
+    case CG_DEVICE_GPU: return "gpu";
+    case CG_DEVICE_ACCELERATOR: return "accelerator";
+    default: return "other";
+    }
+}
+
+static int child_main(const char *backend, const char *group, bool quick, int reps,
+                      const char *gemm_sizes)
 {
     double t_start = now_s();
     struct child c = {.backend = backend, .quick = quick, .reps = reps};
+    if (!parse_list(gemm_sizes, 1, 65536, c.gemm_sizes, MAX_GEMM_SIZES, &c.n_gemm_sizes)) return 2;
     struct cg_ctx_options o = {.backend = backend, .seed = 1234};
     if (cg_ctx_create(&c.ctx, &o) != CG_OK) {
         fprintf(stderr, "clgrad-bench: backend %s: %s\n", backend, cg_last_error(NULL));
         return 1;
     }
     emit_info("device", "%s", cg_ctx_device(c.ctx)->name);
+    emit_info("device_type", "%s", device_type_name(cg_ctx_device(c.ctx)->type));
     int rc = 2;
-    if (strcmp(group, "gemm") == 0) rc = child_gemm(&c);
+    if (strcmp(group, "cold") == 0 || strcmp(group, "warm") == 0)
+        rc = child_start(&c, group, t_start);
+    else if (strcmp(group, "gemm") == 0) rc = child_gemm(&c);
     else if (strcmp(group, "op") == 0) rc = child_op(&c);
     for (int i = 0; i < N_TRAIN; i++)
         if (strcmp(group, train_cfgs[i].name) == 0) rc = child_train(&c, &train_cfgs[i], t_start);
@@ -568,8 +715,35 @@ static int child_main(const char *backend, const char *group, bool quick, int re
  *  Parent side: machine peak, children, table, JSON.                       *
  * ======================================================================== */
 
-static const char *groups[] = {"gemm", "op", "ffn", "mlp", "cnn", "lstm", "transformer"};
+/* "start" runs the children "cold" and "warm" (clgrad's sets only). */
+static const char *groups[] = {"start", "gemm", "op", "ffn", "mlp", "cnn", "lstm", "transformer"};
 #define N_GROUPS ((int)(sizeof groups / sizeof groups[0]))
+
+/* PyTorch's configurations: each torch set runs in every one (as its own
+ * set, side by side), and each cell of the table takes the fastest. The
+ * first is torch as installed (torch.set_num_threads(N) and
+ * OPENBLAS_NUM_THREADS=N, the --threads variables). The others:
+ *   - OPENBLAS_NUM_THREADS=1: Debian's torch calls OpenBLAS (pthread
+ *     build) for GEMM, whose own N-thread pool otherwise fights torch's
+ *     OpenMP pool for the same cores;
+ *   - MALLOC_MMAP_THRESHOLD_ (32 MiB, glibc's upper limit) and
+ *     MALLOC_TRIM_THRESHOLD_ (1 GiB): glibc otherwise maps, page-faults and
+ *     unmaps torch's large temporaries every step;
+ *   - OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of
+ *     spinning, which helps where the threads outnumber free cores (it
+ *     changes nothing on one thread, so it is tried only on several). */
+struct torch_cfg {
+    const char *name;
+    bool multi_only;            /* only with more than one thread */
+    const char *vars[5];        /* NULL-terminated "NAME=VALUE" */
+};
+static const struct torch_cfg torch_cfgs[N_TORCH_CFGS] = {
+    {"default", false, {NULL}},
+    {"tuned", false, {"OPENBLAS_NUM_THREADS=1", "MALLOC_MMAP_THRESHOLD_=33554432",
+                      "MALLOC_TRIM_THRESHOLD_=1073741824", NULL}},
+    {"passive", true, {"OPENBLAS_NUM_THREADS=1", "MALLOC_MMAP_THRESHOLD_=33554432",
+                       "MALLOC_TRIM_THRESHOLD_=1073741824", "OMP_WAIT_POLICY=PASSIVE", NULL}},
+};
 
 /* The variables --threads sets: the cpu backend's pool and OpenBLAS (which
  * also caps the cpu backend's GEMM threads, and torch's BLAS). */
@@ -593,11 +767,15 @@ struct result_set {
     char name[64];              /* "cpu", "cpu 2t", "opencl", "torch 1t"   */
     char backend[64];           /* the children's backend; "" for torch    */
     bool torch;
+    int torch_cfg;              /* its torch_cfgs entry (torch sets)        */
+    int alts[N_TORCH_CFGS];     /* a first-config torch set: the sets of the
+                                   other configs at its count; -1 none      */
     int threads;                /* the count it is measured at; 0: none    */
     int torch_ref;              /* the torch set of its xN ratios; -1 none */
     int base;                   /* its 1-thread (first count) set for the
                                    scaling table; -1 none                  */
     char **env;                 /* its children's environment              */
+    char cache_dir[4096];       /* the "start" group's program caches       */
     char env_slots[N_THREAD_VARS][64];
     bool ok;                    /* at least one group ran                  */
     bool gone;                  /* cannot run at all: no later group runs  */
@@ -725,32 +903,48 @@ static int run_capture(char *const argv[], char *const envp[], char **out)
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-/* Whether the environment entry e sets one of thread_vars. */
-static bool is_thread_var(const char *e)
+/* Whether environment entry e sets the variable that "NAME=VALUE" sets. */
+static bool same_var(const char *e, const char *nv)
 {
-    for (int v = 0; v < N_THREAD_VARS; v++) {
-        size_t l = strlen(thread_vars[v]);
-        if (strncmp(e, thread_vars[v], l) == 0 && e[l] == '=') return true;
-    }
-    return false;
+    size_t l = strcspn(nv, "=");
+    return strncmp(e, nv, l) == 0 && e[l] == '=';
 }
 
-/* An environment with thread_vars set to threads (threads > 0), written
- * into slots (one per variable). */
-static char **child_env(int threads, char slots[][64])
+/* base (NULL-terminated) with the n "NAME=VALUE" entries of over set, a
+ * later one of the same name winning; a new array of borrowed strings. */
+static char **env_with(char *const *base, const char *const *over, int n)
 {
-    size_t n = 0;
-    while (environ[n]) n++;
-    char **env = calloc(n + N_THREAD_VARS + 1, sizeof *env);
+    size_t nb = 0;
+    while (base[nb]) nb++;
+    char **env = calloc(nb + (size_t)n + 1, sizeof *env);
     if (!env) return NULL;
     size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(threads > 0 && is_thread_var(environ[i]))) env[k++] = environ[i];
-    for (int v = 0; threads > 0 && v < N_THREAD_VARS; v++) {
-        snprintf(slots[v], 64, "%s=%d", thread_vars[v], threads);
-        env[k++] = slots[v];
+    for (size_t i = 0; i < nb; i++) {
+        bool replaced = false;
+        for (int j = 0; j < n && !replaced; j++) replaced = same_var(base[i], over[j]);
+        if (!replaced) env[k++] = base[i];
+    }
+    for (int j = 0; j < n; j++) {
+        bool later = false;
+        for (int q = j + 1; q < n && !later; q++) later = same_var(over[q], over[j]);
+        if (!later) env[k++] = (char *)over[j];
     }
     return env;
+}
+
+/* The environment of a set's children: thread_vars set to threads
+ * (threads > 0; written into slots, one per variable), then extra (NULL-
+ * terminated, or NULL), which wins over them. */
+static char **child_env(int threads, char slots[][64], const char *const *extra)
+{
+    const char *over[N_THREAD_VARS + 8];
+    int n = 0;
+    for (int v = 0; threads > 0 && v < N_THREAD_VARS; v++) {
+        snprintf(slots[v], 64, "%s=%d", thread_vars[v], threads);
+        over[n++] = slots[v];
+    }
+    for (int i = 0; extra && extra[i] && i < 8; i++) over[n++] = extra[i];
+    return env_with(environ, over, n);
 }
 
 static const char *self_exe(const char *argv0)
@@ -798,27 +992,12 @@ struct runner {
     const struct options *o;
 };
 
-/* Runs group g of set r in a fresh process (this program with --child, or
- * bench_torch.py), adding its values to r as round `round`. */
-static void run_group(struct result_set *r, int g, int round, const struct runner *x)
+/* Runs argv (a child of set r, for group g) with env, adding its values to
+ * r as round `round`; a failure is recorded in r. */
+static void run_child(struct result_set *r, int g, int round, char *const argv[], char **env)
 {
-    if (r->gone || r->failed[g]) return;
-    if (x->o->rounds > 1)
-        fprintf(stderr, "clgrad-bench: round %d/%d: %s: %s ...\n", round + 1, x->o->rounds,
-                r->name, groups[g]);
-    else
-        fprintf(stderr, "clgrad-bench: %s: %s ...\n", r->name, groups[g]);
-    char reps[16], thr[16];
-    snprintf(reps, sizeof reps, "%d", x->o->reps);
-    snprintf(thr, sizeof thr, "%d", r->threads);
-    const char *quick = x->o->quick ? "--quick" : NULL;
-    char *child[] = {(char *)x->exe, "--child", r->backend, (char *)groups[g], "--reps", reps,
-                     (char *)quick, NULL};
-    char *torch[] = {(char *)x->python, (char *)x->script, "--groups", (char *)groups[g],
-                     "--reps", reps, "--threads", thr, (char *)quick, NULL};
-    char **argv = r->torch ? torch : child;
     char *out;
-    int rc = run_capture(argv, r->env ? r->env : environ, &out);
+    int rc = run_capture(argv, env, &out);
     if (out) parse_lines(r, out, round);
     free(out);
     size_t l = strlen(r->error);
@@ -835,6 +1014,75 @@ static void run_group(struct result_set *r, int g, int round, const struct runne
     }
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* The "start" group of clgrad set r: the MLP's first step with every
+ * program cache pointed at a new empty folder ("cold", first round only:
+ * it compiles everything), then with the caches that run filled ("warm",
+ * every round). main removes the folder at the end. */
+static void run_start(struct result_set *r, int g, int round, const struct runner *x)
+{
+    if (!r->cache_dir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(r->cache_dir, sizeof r->cache_dir, "%s/clgrad-bench-cache-XXXXXX",
+                 tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(r->cache_dir)) {
+            size_t l = strlen(r->error);
+            snprintf(r->error + l, sizeof r->error - l, "%scannot make a cache folder %s: %s",
+                     l ? "; " : "", r->cache_dir, strerror(errno));
+            r->cache_dir[0] = '\0';
+            r->failed[g] = true;
+            return;
+        }
+    }
+    /* clgrad's program cache, PoCL's kernel cache, the NVIDIA driver's. */
+    char vars[3][4200];
+    snprintf(vars[0], sizeof vars[0], "CLGRAD_CACHE_DIR=%s/clgrad", r->cache_dir);
+    snprintf(vars[1], sizeof vars[1], "POCL_CACHE_DIR=%s/pocl", r->cache_dir);
+    snprintf(vars[2], sizeof vars[2], "CUDA_CACHE_PATH=%s/nv", r->cache_dir);
+    const char *over[3] = {vars[0], vars[1], vars[2]};
+    char **env = env_with(r->env ? r->env : environ, over, 3);
+    static const char *const which[2] = {"cold", "warm"};
+    for (int k = round == 0 ? 0 : 1; env && k < 2 && !r->failed[g] && !r->gone; k++) {
+        char *argv[] = {(char *)x->exe, "--child", r->backend, (char *)which[k], NULL};
+        run_child(r, g, round, argv, env);
+    }
+    free(env);
+}
+
+/* Runs group g of set r in a fresh process (this program with --child, or
+ * bench_torch.py), adding its values to r as round `round`. */
+static void run_group(struct result_set *r, int g, int round, const struct runner *x)
+{
+    if (r->gone || r->failed[g]) return;
+    bool start = strcmp(groups[g], "start") == 0;
+    if (start && r->torch) return;
+    if (x->o->rounds > 1)
+        fprintf(stderr, "clgrad-bench: round %d/%d: %s: %s ...\n", round + 1, x->o->rounds,
+                r->name, groups[g]);
+    else
+        fprintf(stderr, "clgrad-bench: %s: %s ...\n", r->name, groups[g]);
+    if (start) {
+        run_start(r, g, round, x);
+        return;
+    }
+    char reps[16], thr[16];
+    snprintf(reps, sizeof reps, "%d", x->o->reps);
+    snprintf(thr, sizeof thr, "%d", r->threads);
+    const char *quick = x->o->quick ? "--quick" : NULL;
+    char *child[] = {(char *)x->exe, "--child", r->backend, (char *)groups[g], "--reps", reps,
+                     "--gemm-sizes", (char *)x->o->gemm_sizes, (char *)quick, NULL};
+    char *torch[] = {(char *)x->python, (char *)x->script, "--groups", (char *)groups[g],
+                     "--reps", reps, "--threads", thr, "--gemm-sizes", (char *)x->o->gemm_sizes,
+                     "--config", r->torch ? (char *)torch_cfgs[r->torch_cfg].name : "",
+                     (char *)quick, NULL};
+    run_child(r, g, round, r->torch ? torch : child, r->env ? r->env : environ);
+}
+
 /* ---- machine peak ------------------------------------------------------- */
 
 typedef double (*fma_fn)(int64_t iters, float *sink);
@@ -842,20 +1090,34 @@ typedef double (*fma_fn)(int64_t iters, float *sink);
 struct fma_thread {
     fma_fn fn;
     int64_t iters;
-    double flops;
+    double flops, cpu_s;
     float sink;
     pthread_barrier_t *start;
 };
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static void *fma_thread_main(void *p)
 {
     struct fma_thread *t = p;
     pthread_barrier_wait(t->start);
+    double c0 = thread_cpu_s();
     t->flops = t->fn(t->iters, &t->sink);
+    t->cpu_s = thread_cpu_s() - c0;
     return NULL;
 }
 
-/* GFLOP/s of nthreads threads running the loop together. */
+/* GFLOP/s of nthreads threads running the loop together: the sum of each
+ * thread's operations over its own CPU time. On a shared machine wall
+ * time would also count the moments another process held the core; CPU
+ * time counts what a core does while it runs the loop, which is the peak
+ * a GEMM can be held against. nthreads is at most the core count (more
+ * threads than cores would count a core twice). */
 static double fma_peak(fma_fn fn, int nthreads, int64_t iters)
 {
     struct fma_thread th[256];
@@ -867,25 +1129,43 @@ static double fma_peak(fma_fn fn, int nthreads, int64_t iters)
         th[i] = (struct fma_thread){.fn = fn, .iters = iters, .start = &start};
         pthread_create(&tid[i], NULL, fma_thread_main, &th[i]);
     }
-    double t0 = now_s();
     pthread_barrier_wait(&start);
-    double flops = 0;
+    double gflops = 0;
     for (int i = 0; i < nthreads; i++) {
         pthread_join(tid[i], NULL);
-        flops += th[i].flops;
+        if (th[i].cpu_s > 0) gflops += th[i].flops / th[i].cpu_s * 1e-9;
     }
-    double dt = now_s() - t0;
     pthread_barrier_destroy(&start);
-    return flops / dt * 1e-9;
+    return gflops;
 }
 
 struct machine {
     char cpu[256];
     int cores;
     const char *isa;
-    double peak1[MAX_REPS], peak_all[MAX_REPS];
-    double peak1_med, peak_all_med;
+    int n_peaks;
+    int peak_threads[MAX_PEAKS];        /* 1, each --threads count, cores */
+    double peak[MAX_PEAKS][MAX_REPS];
+    double peak_med[MAX_PEAKS];
 };
+
+/* The median FMA peak at a thread count (0, or more than the cores: every
+ * core). */
+static double peak_for(const struct machine *m, int threads)
+{
+    if (threads <= 0 || threads > m->cores) threads = m->cores;
+    for (int i = 0; i < m->n_peaks; i++)
+        if (m->peak_threads[i] == threads) return m->peak_med[i];
+    return 0;
+}
+
+static void add_peak_count(struct machine *m, int threads)
+{
+    if (threads > m->cores) threads = m->cores;
+    for (int i = 0; i < m->n_peaks; i++)
+        if (m->peak_threads[i] == threads) return;
+    if (m->n_peaks < MAX_PEAKS) m->peak_threads[m->n_peaks++] = threads;
+}
 
 static void measure_machine(struct machine *m, const struct options *o)
 {
@@ -897,34 +1177,42 @@ static void measure_machine(struct machine *m, const struct options *o)
     if (cg_backend_devices("cpu", dev, 1, &cnt) == CG_OK && cnt > 0)
         snprintf(m->cpu, sizeof m->cpu, "%s", dev[0].name);
     fma_fn fn = bench_fma_generic;
-    m->isa = "generic C (no -mfma -mavx2)";
-#ifdef BENCH_HAVE_AVX2_FMA
+    m->isa = "generic C (8 lanes; no -mfma -mavx2)";
     __builtin_cpu_init();
+#ifdef BENCH_HAVE_AVX2_FMA
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         fn = bench_fma_avx2;
-        m->isa = "AVX2+FMA";
+        m->isa = "AVX2+FMA, 8 lanes";
     }
 #endif
+#ifdef BENCH_HAVE_AVX512
+    if (__builtin_cpu_supports("avx512f")) {
+        fn = bench_fma_avx512;
+        m->isa = "AVX-512 FMA, 16 lanes";
+    }
+#endif
+    m->n_peaks = 0;
+    add_peak_count(m, 1);
+    for (int i = 0; i < o->n_threads; i++) add_peak_count(m, o->threads[i]);
+    add_peak_count(m, m->cores);
     /* Calibrate on one thread to ~0.1 s (quick) or ~0.3 s per run. */
     int64_t iters = 1 << 20;
     float sink;
     for (;;) {
-        double t0 = now_s();
+        double t0 = thread_cpu_s();
         fn(iters, &sink);
-        double dt = now_s() - t0;
+        double dt = thread_cpu_s() - t0;
         if (dt > 0.02) {
             iters = (int64_t)((double)iters * (o->quick ? 0.1 : 0.3) / dt);
             break;
         }
         iters *= 4;
     }
-    for (int r = 0; r < o->reps; r++) {
-        m->peak1[r] = fma_peak(fn, 1, iters);
-        m->peak_all[r] = fma_peak(fn, m->cores, iters);
-    }
+    for (int r = 0; r < o->reps; r++)
+        for (int i = 0; i < m->n_peaks; i++) m->peak[i][r] = fma_peak(fn, m->peak_threads[i], iters);
     double mn, mx;
-    min_median_max(m->peak1, o->reps, &mn, &m->peak1_med, &mx);
-    min_median_max(m->peak_all, o->reps, &mn, &m->peak_all_med, &mx);
+    for (int i = 0; i < m->n_peaks; i++)
+        min_median_max(m->peak[i], o->reps, &mn, &m->peak_med[i], &mx);
 }
 
 /* ---- output --------------------------------------------------------------- */
@@ -954,12 +1242,51 @@ static const char *describe(const char *name, char *buf, size_t len)
     else if (strcmp(name, "cnn") == 0) snprintf(buf, len, "CNN 2 conv b64 Adam");
     else if (strcmp(name, "lstm") == 0) snprintf(buf, len, "LSTM h128 b32x64 Adam");
     else if (strcmp(name, "transformer") == 0) snprintf(buf, len, "Transformer 2x d64 b32x64");
+    else if (strcmp(name, "mlp_cold_start") == 0) snprintf(buf, len, "MLP 1st step, empty caches");
+    else if (strcmp(name, "mlp_warm_start") == 0) snprintf(buf, len, "MLP 1st step, warm caches");
     else if (strstr(name, "_peak_rss"))
         snprintf(buf, len, "%.*s peak RSS", (int)(strstr(name, "_peak_rss") - name), name);
     else if (strstr(name, "_pool_peak"))
         snprintf(buf, len, "%.*s peak pool", (int)(strstr(name, "_pool_peak") - name), name);
     else snprintf(buf, len, "%s", name);
     return buf;
+}
+
+static double median_of(const struct stat_rec *st)
+{
+    double mn, med, mx;
+    min_median_max(st->v, st->n, &mn, &med, &mx);
+    return med;
+}
+
+/* The set whose figure a cell of set s shows for stat name: s itself, or,
+ * for a torch set, the fastest of its configurations (s and s->alts) by
+ * that stat's median; a memory stat follows its model's rate, so the
+ * memory shown is the winner's. */
+static const struct result_set *pick(const struct result_set *sets, int s, const char *name)
+{
+    const struct result_set *r = &sets[s];
+    if (!r->torch) return r;
+    char decide[64];
+    const char *cut = strstr(name, "_peak_rss");
+    if (!cut) cut = strstr(name, "_pool_peak");
+    snprintf(decide, sizeof decide, "%.*s", cut ? (int)(cut - name) : 63, name);
+    const struct result_set *best = NULL;
+    double best_med = 0;
+    for (int k = -1; k < N_TORCH_CFGS; k++) {
+        int i = k < 0 ? s : r->alts[k];
+        if (i < 0 || !sets[i].ok) continue;
+        const struct stat_rec *st = find_stat(&sets[i], decide);
+        if (!st) st = find_stat(&sets[i], name);
+        if (!st) continue;
+        double med = median_of(st);
+        bool better = higher_is_better(st->unit) ? med > best_med : med < best_med;
+        if (!best || better) {
+            best = &sets[i];
+            best_med = med;
+        }
+    }
+    return best ? best : r;
 }
 
 /* Every stat name in the order of first appearance across the sets. */
@@ -980,7 +1307,7 @@ static int union_names(const struct result_set *const *sets, int n_sets, const c
     return n;
 }
 
-/* Set s's figure over base's for a stat: the ratio of their medians over
+/* Set a's figure over set b's for a stat: the ratio of their medians over
  * every value, and each round's ratio (the two ran seconds apart within a
  * round, so the machine's slow drift cancels) in per_round[*n_rounds].
  * False when either set lacks the stat. */
@@ -990,9 +1317,7 @@ static bool scaling(const struct result_set *s, const struct result_set *base, c
     const struct stat_rec *a = find_stat(s, name), *b = find_stat(base, name);
     *n_rounds = 0;
     if (!a || !b) return false;
-    double mn, mx, ma, mb;
-    min_median_max(a->v, a->n, &mn, &ma, &mx);
-    min_median_max(b->v, b->n, &mn, &mb, &mx);
+    double ma = median_of(a), mb = median_of(b);
     if (!(ma > 0 && mb > 0)) return false;
     *ratio = ma / mb;
     for (int r = 0; r < rounds; r++)
@@ -1001,13 +1326,17 @@ static bool scaling(const struct result_set *s, const struct result_set *base, c
     return true;
 }
 
+/* Whether set s is a column of the tables: it ran, and it is not a torch
+ * configuration folded into its first configuration's column. */
+static bool is_column(const struct result_set *r) { return r->ok && !(r->torch && r->torch_cfg); }
+
 /* The thread-scaling table: each set measured at a further thread count
  * against its first count's set, for the rates (GEMM, training). */
 static void print_scaling(const struct result_set *sets, int n_sets, const char **names,
                           const char **units, int n_names, const struct options *o)
 {
-    printf("\nthreads: median of N threads / median of %d thread%s (rates)%s\n", o->threads[0],
-           o->threads[0] == 1 ? "" : "s",
+    printf("\nthreads: median of N threads / median of %d thread%s (rates; torch: each side its "
+           "fastest configuration)%s\n", o->threads[0], o->threads[0] == 1 ? "" : "s",
            o->rounds > 1 ? "; \"rounds\": median [min - max] of the per-round ratios "
                            "(each round's sets ran seconds apart: the drift-robust figure)"
                          : "");
@@ -1028,7 +1357,8 @@ static void print_scaling(const struct result_set *sets, int n_sets, const char 
             char cell[128] = "-";
             double ratio, per[MAX_ROUNDS], mn, med, mx;
             int nr;
-            if (scaling(&sets[s], &sets[sets[s].base], names[k], o->rounds, &ratio, per, &nr)) {
+            if (scaling(pick(sets, s, names[k]), pick(sets, sets[s].base, names[k]), names[k],
+                        o->rounds, &ratio, per, &nr)) {
                 int l = snprintf(cell, sizeof cell, "x%.2f", ratio);
                 if (o->rounds > 1 && nr > 0) {
                     min_median_max(per, nr, &mn, &med, &mx);
@@ -1037,6 +1367,46 @@ static void print_scaling(const struct result_set *sets, int n_sets, const char 
                 }
             }
             printf(" | %-36s", cell);
+        }
+        printf("\n");
+    }
+}
+
+/* Whether a set's figures can be held against the cpu's FMA peak: the cpu
+ * backend, torch, or an OpenCL device that is this cpu (PoCL). */
+static bool on_cpu(const struct result_set *r)
+{
+    const char *t = find_info(r, "device_type");
+    return r->torch || strcmp(r->backend, "cpu") == 0 || (t && strcmp(t, "cpu") == 0);
+}
+
+/* Training throughput as a share of the FMA peak at each set's thread
+ * count (every core for a set without one: opencl). */
+static void print_shares(const struct result_set *sets, int n_sets, const struct machine *m)
+{
+    printf("\ntraining as a share of the FMA peak at the set's thread count (opencl: every "
+           "core); FLOPs per unit from the model's shapes: 2 per multiply-add of its GEMMs and "
+           "convolutions, forward + weight gradient + input gradient (none into the data); "
+           "elementwise ops, pooling, softmax and Adam not counted\n");
+    printf("%-30s %-12s", "measure", "FLOPs/unit");
+    for (int s = 0; s < n_sets; s++)
+        if (is_column(&sets[s])) printf(" | %-12s", sets[s].name);
+    printf("\n");
+    for (int i = 0; i < N_TRAIN; i++) {
+        const struct train_cfg *cfg = &train_cfgs[i];
+        double flops = train_flops(cfg);
+        char desc[96], f[32];
+        printf("%-30s %-12s", describe(cfg->name, desc, sizeof desc),
+               fmt_num(f, sizeof f, flops));
+        for (int s = 0; s < n_sets; s++) {
+            if (!is_column(&sets[s])) continue;
+            const struct result_set *r = pick(sets, s, cfg->name);
+            const struct stat_rec *st = find_stat(r, cfg->name);
+            double peak = peak_for(m, sets[s].threads);
+            char cell[32] = "-";
+            if (st && peak > 0 && on_cpu(&sets[s]))
+                snprintf(cell, sizeof cell, "%.1f%%", 100.0 * median_of(st) * flops / (peak * 1e9));
+            printf(" | %-12s", cell);
         }
         printf("\n");
     }
@@ -1052,26 +1422,41 @@ static void print_table(const struct result_set *sets, int n_sets, const struct 
     bool any_torch = false;
     for (int s = 0; s < n_sets; s++) any_torch |= sets[s].torch && sets[s].ok;
 
-    printf("\nFMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads\n", m->isa,
-           m->peak1_med, m->peak_all_med, m->cores);
+    printf("\nFMA peak (%s; from each thread's CPU time), GFLOP/s:", m->isa);
+    for (int i = 0; i < m->n_peaks; i++)
+        printf("%s %d thread%s %.1f", i ? "," : "", m->peak_threads[i],
+               m->peak_threads[i] == 1 ? "" : "s", m->peak_med[i]);
+    printf("\n");
     for (int s = 0; s < n_sets; s++) {
-        const char *dev = find_info(&sets[s], sets[s].torch ? "version" : "device");
-        if (!dev) dev = sets[s].torch ? "" : "(no device)";
-        printf("%-9s %s%s%s%s\n", sets[s].name, dev, !sets[s].error[0] ? "" : *dev ? "  -- " : "",
-               sets[s].ok ? "" : "not run: ", sets[s].error);
+        const struct result_set *r = &sets[s];
+        const char *dev = find_info(r, r->torch ? "version" : "device");
+        if (!dev) dev = r->torch ? "" : "(no device)";
+        printf("%-20s %s", r->name, dev);
+        if (r->torch) {
+            const char *const *vars = torch_cfgs[r->torch_cfg].vars;
+            bool blas = false;
+            for (int v = 0; vars[v]; v++) blas |= same_var(vars[v], "OPENBLAS_NUM_THREADS=");
+            if (r->threads > 0) printf("; torch.set_num_threads(%d)", r->threads);
+            else printf("; threads as installed");
+            if (r->threads > 0 && !blas) printf(", OPENBLAS_NUM_THREADS=%d", r->threads);
+            for (int v = 0; vars[v]; v++) printf(", %s", vars[v]);
+        }
+        printf("%s%s%s\n", !r->error[0] ? "" : "  -- ", r->ok ? "" : "not run: ", r->error);
     }
     int values = o->reps * o->rounds;
     printf("each cell: median [min - max] over %d value%s (%d rep%s x %d round%s, the sets "
-           "interleaved group by group); GEMM also as %% of the %d-thread FMA peak%s\n\n",
+           "interleaved group by group); GEMM also as %% of the FMA peak at the set's thread "
+           "count (opencl: every core)%s\n\n",
            values, values == 1 ? "" : "s", o->reps, o->reps == 1 ? "" : "s", o->rounds,
-           o->rounds == 1 ? "" : "s", m->cores,
-           any_torch ? "; xN = clgrad / torch at the same thread count (>1: clgrad faster or "
-                       "smaller)" : "");
+           o->rounds == 1 ? "" : "s",
+           any_torch ? "; torch: the fastest of its configurations, named; xN = clgrad / torch "
+                       "at the same thread count (opencl: torch on every core; >1: clgrad "
+                       "faster or smaller)" : "");
 
     printf("%-30s %-10s", "measure", "unit");
     /* A column per set that ran (the list above says why one did not). */
     for (int s = 0; s < n_sets; s++)
-        if (sets[s].ok) printf(" | %-*s", sets[s].torch ? 12 : 32, sets[s].name);
+        if (is_column(&sets[s])) printf(" | %-32s", sets[s].name);
     printf("\n");
     for (int k = 0; k < n_names; k++) {
         char desc[96];
@@ -1079,40 +1464,41 @@ static void print_table(const struct result_set *sets, int n_sets, const struct 
         int gemm_n = 0;
         bool is_gemm = sscanf(names[k], "gemm_%d", &gemm_n) == 1;
         for (int s = 0; s < n_sets; s++) {
-            if (!sets[s].ok) continue;
-            const struct stat_rec *st = find_stat(&sets[s], names[k]);
-            char cell[128] = "-", a[32], b[32], c[32];
-            double mn, med = 0, mx;
-            if (st) min_median_max(st->v, st->n, &mn, &med, &mx);
-            if (sets[s].torch) {
-                printf(" | %-12s", st ? fmt_num(a, sizeof a, med) : "-");
-                continue;
-            }
+            if (!is_column(&sets[s])) continue;
+            const struct result_set *r = pick(sets, s, names[k]);
+            const struct stat_rec *st = find_stat(r, names[k]);
+            char cell[160] = "-", a[32], b[32], c[32];
             if (st) {
+                double mn, med, mx;
+                min_median_max(st->v, st->n, &mn, &med, &mx);
                 int l;
                 if (st->n > 1)
                     l = snprintf(cell, sizeof cell, "%s [%s - %s]", fmt_num(a, 32, med),
                                  fmt_num(b, 32, mn), fmt_num(c, 32, mx));
                 else
                     l = snprintf(cell, sizeof cell, "%s", fmt_num(a, 32, med));
-                if (is_gemm && m->peak_all_med > 0)
+                double peak = peak_for(m, sets[s].threads);
+                if (is_gemm && peak > 0 && on_cpu(&sets[s]))
                     l += snprintf(cell + l, sizeof cell - (size_t)l, " %.0f%%",
-                                  100.0 * med / m->peak_all_med);
-                const struct result_set *t = sets[s].torch_ref >= 0 ? &sets[sets[s].torch_ref]
-                                                                    : NULL;
-                const struct stat_rec *ts = t && t->ok ? find_stat(t, names[k]) : NULL;
-                double tmed = 0;
-                if (ts) min_median_max(ts->v, ts->n, &mn, &tmed, &mx);
-                if (tmed > 0 && med > 0)
-                    snprintf(cell + l, sizeof cell - (size_t)l, " x%.2f",
-                             higher_is_better(st->unit) ? med / tmed : tmed / med);
+                                  100.0 * med / peak);
+                if (r->torch) {
+                    snprintf(cell + l, sizeof cell - (size_t)l, " %s", torch_cfgs[r->torch_cfg].name);
+                } else if (sets[s].torch_ref >= 0) {
+                    const struct result_set *t = pick(sets, sets[s].torch_ref, names[k]);
+                    const struct stat_rec *ts = t->ok ? find_stat(t, names[k]) : NULL;
+                    double tmed = ts ? median_of(ts) : 0;
+                    if (tmed > 0 && med > 0)
+                        snprintf(cell + l, sizeof cell - (size_t)l, " x%.2f",
+                                 higher_is_better(st->unit) ? med / tmed : tmed / med);
+                }
             }
             printf(" | %-32s", cell);
         }
         printf("\n");
     }
-    /* Start-up costs: first GEMM call (kernel compilation) and the time from
-     * process start to the end of the first training step (first round). */
+    /* Start-up: the first GEMM call (kernel compilation, first round) and
+     * the time from process start to the end of the first training step of
+     * the mlp group (warm caches), beside the "start" rows above. */
     printf("\nfirst calls (s):");
     for (int s = 0; s < n_sets; s++) {
         if (sets[s].torch || !sets[s].ok) continue;
@@ -1122,6 +1508,7 @@ static void print_table(const struct result_set *sets, int n_sets, const struct 
                f ? f : "-");
     }
     printf("\n");
+    print_shares(sets, n_sets, m);
     if (o->n_threads > 1) print_scaling(sets, n_sets, names, units, n_names, o);
 }
 
@@ -1153,6 +1540,13 @@ static void json_list(FILE *f, const double *v, int n)
     fprintf(f, "]");
 }
 
+static const struct train_cfg *train_cfg_of(const char *name)
+{
+    for (int i = 0; i < N_TRAIN; i++)
+        if (strcmp(train_cfgs[i].name, name) == 0) return &train_cfgs[i];
+    return NULL;
+}
+
 static void json_set(FILE *f, const struct result_set *sets, int s, const struct machine *m,
                      const struct options *o)
 {
@@ -1162,6 +1556,16 @@ static void json_set(FILE *f, const struct result_set *sets, int s, const struct
     fprintf(f, ", \"threads\": ");
     if (r->threads > 0) fprintf(f, "%d", r->threads);
     else fprintf(f, "null");
+    if (r->torch) {
+        fprintf(f, ", \"config\": ");
+        json_str(f, torch_cfgs[r->torch_cfg].name);
+        fprintf(f, ", \"config_env\": [");
+        for (int v = 0; torch_cfgs[r->torch_cfg].vars[v]; v++) {
+            fprintf(f, "%s", v ? ", " : "");
+            json_str(f, torch_cfgs[r->torch_cfg].vars[v]);
+        }
+        fprintf(f, "]");
+    }
     if (!r->torch && r->torch_ref >= 0) {
         fprintf(f, ", \"torch_ratios_against\": ");
         json_str(f, sets[r->torch_ref].name);
@@ -1174,6 +1578,7 @@ static void json_set(FILE *f, const struct result_set *sets, int s, const struct
         json_str(f, r->infos[i].value);
     }
     fprintf(f, "}, \"results\": {");
+    double peak = peak_for(m, r->threads);
     for (int i = 0; i < r->n_stats; i++) {
         const struct stat_rec *st = &r->stats[i];
         double mn, med, mx;
@@ -1195,19 +1600,36 @@ static void json_set(FILE *f, const struct result_set *sets, int s, const struct
             json_list(f, st->round_med, o->rounds);
         }
         int n;
-        if (sscanf(st->name, "gemm_%d", &n) == 1 && m->peak_all_med > 0) {
-            fprintf(f, ", \"fraction_of_peak_1_thread\": ");
-            json_num(f, med / m->peak1_med);
-            fprintf(f, ", \"fraction_of_peak_all_threads\": ");
-            json_num(f, med / m->peak_all_med);
+        const struct train_cfg *tc = train_cfg_of(st->name);
+        bool cpu = on_cpu(r) && peak > 0;
+        if (sscanf(st->name, "gemm_%d", &n) == 1 && cpu) {
+            fprintf(f, ", \"fraction_of_peak\": ");
+            json_num(f, med / peak);
+        } else if (tc && cpu) {
+            fprintf(f, ", \"flops_per_unit\": ");
+            json_num(f, train_flops(tc));
+            fprintf(f, ", \"fraction_of_peak\": ");
+            json_num(f, med * train_flops(tc) / (peak * 1e9));
         }
         fprintf(f, "}");
     }
-    fprintf(f, "}}");
+    fprintf(f, "}");
+    if (r->torch && !r->torch_cfg) {
+        /* Which configuration each cell of this column took. */
+        fprintf(f, ", \"fastest_config\": {");
+        for (int i = 0; i < r->n_stats; i++) {
+            fprintf(f, "%s", i ? ", " : "");
+            json_str(f, r->stats[i].name);
+            fprintf(f, ": ");
+            json_str(f, torch_cfgs[pick(sets, s, r->stats[i].name)->torch_cfg].name);
+        }
+        fprintf(f, "}");
+    }
+    fprintf(f, "}");
 }
 
 /* "thread_scaling": for each set at a further thread count, its rates over
- * its first count's set's. */
+ * its first count's set's (torch: each side its fastest configuration). */
 static void json_scaling(FILE *f, const struct result_set *sets, int n_sets,
                          const struct options *o)
 {
@@ -1227,7 +1649,8 @@ static void json_scaling(FILE *f, const struct result_set *sets, int n_sets,
             double ratio, per[MAX_ROUNDS], mn, med, mx;
             int nr;
             if (!higher_is_better(st->unit) ||
-                !scaling(&sets[s], &sets[sets[s].base], st->name, o->rounds, &ratio, per, &nr))
+                !scaling(pick(sets, s, st->name), pick(sets, sets[s].base, st->name), st->name,
+                         o->rounds, &ratio, per, &nr))
                 continue;
             fprintf(f, "%s\n      ", first_stat ? "" : ",");
             first_stat = false;
@@ -1270,18 +1693,18 @@ static int write_json(const char *path, const struct result_set *sets, int n_set
     json_str(f, m->cpu);
     fprintf(f, ", \"cores\": %d, \"fma_isa\": ", m->cores);
     json_str(f, m->isa);
-    fprintf(f, ", \"fma_peak_gflops_1_thread\": ");
-    json_num(f, m->peak1_med);
-    fprintf(f, ", \"fma_peak_gflops_all_threads\": ");
-    json_num(f, m->peak_all_med);
-    fprintf(f, ", \"fma_peak_values_1_thread\": ");
-    json_list(f, m->peak1, o->reps);
-    fprintf(f, ", \"fma_peak_values_all_threads\": ");
-    json_list(f, m->peak_all, o->reps);
+    fprintf(f, ", \"fma_peak_gflops\": {");
+    for (int i = 0; i < m->n_peaks; i++) {
+        fprintf(f, "%s\"%d\": {\"median\": ", i ? ", " : "", m->peak_threads[i]);
+        json_num(f, m->peak_med[i]);
+        fprintf(f, ", \"values\": ");
+        json_list(f, m->peak[i], o->reps);
+        fprintf(f, "}");
+    }
     /* clgrad's sets under "backends", torch's under "torch" (null when not
      * requested), both keyed by set name. */
     for (int torch = 0; torch < 2; torch++) {
-        fprintf(f, torch ? ",\n  \"torch\": " : "},\n  \"backends\": ");
+        fprintf(f, torch ? ",\n  \"torch\": " : "}},\n  \"backends\": ");
         if (torch && !o->compare_torch) {
             fprintf(f, "null");
             continue;
@@ -1338,53 +1761,75 @@ static int pick_backends(const struct options *o, char names[][64])
 }
 
 /* Appends a set; threads is its count (0: none), env_threads its children's
- * thread variables (0: left as they are). */
+ * thread variables (0: left as they are); torch_cfg its torch_cfgs entry
+ * (torch sets). */
 static struct result_set *add_set(struct result_set *sets, int *n, const char *backend,
-                                  bool torch, int threads, int env_threads, bool suffix)
+                                  bool torch, int torch_cfg, int threads, int env_threads,
+                                  bool suffix)
 {
     struct result_set *r = &sets[(*n)++];
     const char *base = torch ? "torch" : backend;
-    if (suffix) snprintf(r->name, sizeof r->name, "%.50s %dt", base, threads);
-    else snprintf(r->name, sizeof r->name, "%.63s", base);
+    char cfg[32] = "";
+    if (torch && torch_cfg) snprintf(cfg, sizeof cfg, " %s", torch_cfgs[torch_cfg].name);
+    if (suffix) snprintf(r->name, sizeof r->name, "%.30s %dt%s", base, threads, cfg);
+    else snprintf(r->name, sizeof r->name, "%.30s%s", base, cfg);
     snprintf(r->backend, sizeof r->backend, "%.63s", torch ? "" : backend);
     r->torch = torch;
+    r->torch_cfg = torch ? torch_cfg : 0;
     r->threads = threads;
     r->torch_ref = r->base = -1;
-    r->env = child_env(env_threads, r->env_slots);
+    for (int k = 0; k < N_TORCH_CFGS; k++) r->alts[k] = -1;
+    r->env = child_env(env_threads, r->env_slots, torch ? torch_cfgs[torch_cfg].vars : NULL);
     return r;
 }
 
 /* The sets, in table order: each backend (the cpu backend once per thread
- * count), then torch once per thread count; each one's torch set and
- * scaling base. */
-static int make_sets(const struct options *o, struct result_set *sets)
+ * count), then torch once per thread count and configuration; each clgrad
+ * set's torch set (the same count; every core for other backends, which
+ * adds that count to torch's when --threads lacks it) and scaling base. */
+static int make_sets(const struct options *o, struct result_set *sets, int cores)
 {
     char backends[MAX_BACKENDS][64];
     int nb = pick_backends(o, backends), n = 0;
     int first = o->n_threads ? o->threads[0] : 0;
-    bool several = o->n_threads > 1;
+    bool several = o->n_threads > 1, other = false;
     for (int b = 0; b < nb; b++) {
         if (strcmp(backends[b], "cpu") != 0) {
-            add_set(sets, &n, backends[b], false, 0, first, false);
+            add_set(sets, &n, backends[b], false, 0, 0, first, false);
+            other = true;
             continue;
         }
         int base = n;
         for (int t = 0; t < (several ? o->n_threads : 1); t++)
-            add_set(sets, &n, "cpu", false, several ? o->threads[t] : first,
+            add_set(sets, &n, "cpu", false, 0, several ? o->threads[t] : first,
                     several ? o->threads[t] : first, several)->base = several ? base : -1;
     }
     int n_backend = n;
-    if (nb > 0 && o->compare_torch) {
-        int base = n;
-        for (int t = 0; t < (several ? o->n_threads : 1); t++)
-            add_set(sets, &n, NULL, true, several ? o->threads[t] : first,
-                    several ? o->threads[t] : first, several)->base = several ? base : -1;
-        for (int s = 0; s < n_backend; s++) {
-            sets[s].torch_ref = n_backend;      /* no thread count: the first */
-            for (int t = n_backend; t < n; t++)
-                if (sets[s].threads > 0 && sets[t].threads == sets[s].threads)
-                    sets[s].torch_ref = t;
+    if (nb == 0 || !o->compare_torch) return n;
+    int counts[MAX_THREAD_COUNTS + 1], nc = 0;
+    bool has_cores = false;
+    for (int t = 0; t < o->n_threads; t++) {
+        counts[nc++] = o->threads[t];
+        has_cores |= o->threads[t] == cores;
+    }
+    if (nc == 0) counts[nc++] = 0;                      /* torch's own default */
+    else if (other && !has_cores) counts[nc++] = cores;
+    int base = n;
+    for (int t = 0; t < nc; t++) {
+        int prim = n;
+        add_set(sets, &n, NULL, true, 0, counts[t], counts[t], nc > 1)->base = nc > 1 ? base : -1;
+        for (int c = 1; c < N_TORCH_CFGS; c++) {
+            if (torch_cfgs[c].multi_only && counts[t] == 1) continue;
+            sets[prim].alts[c] = n;
+            add_set(sets, &n, NULL, true, c, counts[t], counts[t], nc > 1);
         }
+    }
+    /* Each clgrad set's torch column: the same thread count; for a set
+     * without one (opencl), torch on every core (or at its default). */
+    for (int s = 0; s < n_backend; s++) {
+        int want = sets[s].threads > 0 ? sets[s].threads : o->n_threads ? cores : 0;
+        for (int t = n_backend; t < n; t++)
+            if (!sets[t].torch_cfg && sets[t].threads == want) sets[s].torch_ref = t;
     }
     return n;
 }
@@ -1407,7 +1852,7 @@ static bool parse_threads(const char *s, struct options *o)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.reps = 0, .rounds = 1};
+    struct options o = {.reps = 0, .rounds = 1, .gemm_sizes = DEFAULT_GEMM_SIZES};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
@@ -1417,12 +1862,14 @@ int main(int argc, char **argv)
             const char *be = argv[i + 1], *group = argv[i + 2];
             int reps = 3;
             bool quick = false;
+            const char *sizes = DEFAULT_GEMM_SIZES;
             for (int k = i + 3; k < argc; k++) {
                 if (strcmp(argv[k], "--quick") == 0) quick = true;
                 else if (strcmp(argv[k], "--reps") == 0 && k + 1 < argc &&
                          parse_int(argv[k + 1], 1, MAX_REPS, &reps)) k++;
+                else if (strcmp(argv[k], "--gemm-sizes") == 0 && k + 1 < argc) sizes = argv[++k];
             }
-            return child_main(be, group, quick, reps);
+            return child_main(be, group, quick, reps, sizes);
         } else if (strcmp(a, "--backends") == 0 && has_val) {
             snprintf(o.backends, sizeof o.backends, "%s", argv[++i]);
         } else if (strcmp(a, "--quick") == 0) {
@@ -1445,6 +1892,14 @@ int main(int argc, char **argv)
                         "[1, 1024], comma-separated, not '%s'\n", MAX_THREAD_COUNTS, argv[i]);
                 return 2;
             }
+        } else if (strcmp(a, "--gemm-sizes") == 0 && has_val) {
+            int v[MAX_GEMM_SIZES], n;
+            if (!parse_list(argv[++i], 1, 65536, v, MAX_GEMM_SIZES, &n)) {
+                fprintf(stderr, "clgrad-bench: --gemm-sizes wants up to %d distinct integers in "
+                        "[1, 65536], comma-separated, not '%s'\n", MAX_GEMM_SIZES, argv[i]);
+                return 2;
+            }
+            snprintf(o.gemm_sizes, sizeof o.gemm_sizes, "%s", argv[i]);
         } else if (strcmp(a, "--json") == 0 && has_val) {
             o.json = argv[++i];
         } else if (strcmp(a, "--compare-torch") == 0) {
@@ -1470,7 +1925,8 @@ int main(int argc, char **argv)
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S %z", localtime(&t));
 
     static struct result_set sets[MAX_SETS];
-    int n_sets = make_sets(&o, sets);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int n_sets = make_sets(&o, sets, ncpu > 0 ? (int)ncpu : 1);
     if (n_sets == 0) {
         fprintf(stderr, "clgrad-bench: no backend to measure\n");
         return 1;
@@ -1481,6 +1937,16 @@ int main(int argc, char **argv)
         printf("threads: CLGRAD_CPU_THREADS and OPENBLAS_NUM_THREADS =");
         for (int i = 0; i < o.n_threads; i++) printf("%s%d", i ? "," : " ", o.threads[i]);
         printf(" for the cpu backend (and torch); other backends get %d\n", o.threads[0]);
+    }
+    if (o.compare_torch) {
+        printf("torch: every cell the fastest of these configurations, each run side by side:");
+        for (int c = 0; c < N_TORCH_CFGS; c++) {
+            printf("%s %s (", c ? ";" : "", torch_cfgs[c].name);
+            if (!torch_cfgs[c].vars[0]) printf("torch.set_num_threads(N), OPENBLAS_NUM_THREADS=N");
+            for (int v = 0; torch_cfgs[c].vars[v]; v++) printf("%s%s", v ? ", " : "", torch_cfgs[c].vars[v]);
+            printf("%s)", torch_cfgs[c].multi_only ? "; N > 1 only" : "");
+        }
+        printf("\n");
     }
     fflush(stdout);
 
@@ -1521,6 +1987,10 @@ int main(int argc, char **argv)
     print_table(sets, n_sets, &m, &o);
     int rc = 0;
     if (o.json) rc = write_json(o.json, sets, n_sets, &m, &o, date);
-    for (int s = 0; s < n_sets; s++) free(sets[s].env);
+    for (int s = 0; s < n_sets; s++) {
+        free(sets[s].env);
+        if (sets[s].cache_dir[0])
+            nftw(sets[s].cache_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
     return rc;
 }

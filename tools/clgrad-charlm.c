@@ -420,8 +420,12 @@ static double now(void)
 static int train(cg_ctx *ctx, const struct options *o, const struct corpus *c, struct model *m,
                  cg_optim *opt)
 {
-    const int64_t B = o->batch, T = o->seq, V = c->vocab;
-    float *x = malloc((size_t)(B * T) * sizeof *x), *y = malloc((size_t)(B * T) * sizeof *y);
+    const int64_t T = o->seq, V = c->vocab;
+    /* Under mpirun every rank draws the same global batch of --batch
+     * windows and trains on its slice (rows rank * B .. of them). */
+    const int rank = cg_dist_rank(cli_dist), world = cg_dist_world_size(cli_dist);
+    const int64_t G = o->batch, B = G / world;
+    float *x = malloc((size_t)(G * T) * sizeof *x), *y = malloc((size_t)(G * T) * sizeof *y);
     if (!x || !y) {
         fprintf(stderr, "clgrad-charlm: out of memory\n");
         free(x);
@@ -433,11 +437,14 @@ static int train(cg_ctx *ctx, const struct options *o, const struct corpus *c, s
     int window = 0;
     cg_module_train(m->all);
     for (int step = 1; step <= o->steps; step++) {
-        make_batch(ctx, c, B, T, x, y);
+        make_batch(ctx, c, G, T, x, y);
+        cg_dist_set_batch_offset(ctx, rank * B); /* dropout masks by global row */
         cg_scope_begin(ctx);
-        cg_tensor *logits = cg_module_forward(m->all, cg_tensor_from_host(ctx, CG_SHAPE(B, T), x));
+        cg_tensor *logits = cg_module_forward(m->all, cg_tensor_from_host(ctx, CG_SHAPE(B, T),
+                                                                           x + rank * B * T));
         cg_tensor *loss = cg_cross_entropy_loss(cg_reshape(logits, CG_SHAPE(B * T, V)),
-                                                cg_tensor_from_host(ctx, CG_SHAPE(B * T), y),
+                                                cg_tensor_from_host(ctx, CG_SHAPE(B * T),
+                                                                    y + rank * B * T),
                                                 CG_REDUCTION_MEAN, 0.0f);
         cg_optim_zero_grad(opt);
         float l = NAN;
@@ -445,26 +452,27 @@ static int train(cg_ctx *ctx, const struct options *o, const struct corpus *c, s
                   (o->clip <= 0.0f || cg_optim_clip_grad_norm(opt, o->clip)) &&
                   cg_optim_step(opt) == CG_OK && cg_tensor_item(loss, &l) == CG_OK;
         cg_scope_end(ctx);
-        if (!ok) {
-            fprintf(stderr, "clgrad-charlm: step %d: %s\n", step, cg_last_error(ctx));
-            rc = 1;
-            break;
-        }
+        if (!ok) cli_die("step %d: %s", step, cg_last_error(ctx));
         window_loss += l;
         window++;
         if (step % o->print_every == 0 || step == o->steps) {
+            /* the global loss: every rank's batch has B rows */
+            if (cg_dist_allreduce_f64(cli_dist, &window_loss, 1, CG_DIST_SUM) != CG_OK)
+                cli_die("step %d: %s", step, cg_last_error(ctx));
+            window_loss /= world;
             double t1 = now();
-            printf("step %6d | loss %.4f | %.0f tokens/s\n", step, window_loss / window,
-                   (double)(window * B * T) / (t1 - t0));
+            if (rank == 0)
+                printf("step %6d | loss %.4f | %.0f tokens/s\n", step, window_loss / window,
+                       (double)(window * G * T) / (t1 - t0));
             fflush(stdout);
             window_loss = 0;
             window = 0;
             t0 = t1;
         }
     }
-    if (rc == 0 && o->steps > 0)
+    if (rc == 0 && o->steps > 0 && rank == 0)
         printf("trained %d steps in %.1f s: %.0f tokens/s overall\n", o->steps, now() - t_all,
-               (double)o->steps * (double)(B * T) / (now() - t_all));
+               (double)o->steps * (double)(G * T) / (now() - t_all));
     free(x);
     free(y);
     return rc;
@@ -571,6 +579,7 @@ static void load_conf(const char *path, const struct cg_checkpoint_extra *ex, st
 int main(int argc, char **argv)
 {
     cli_prog = "clgrad-charlm";
+    cli_dist_rank_from_env();
     struct options o;
     parse_args(argc, argv, &o);
     struct corpus c = {0};
@@ -596,11 +605,16 @@ int main(int argc, char **argv)
         free(c.ids);
         return 1;
     }
+    cli_dist_begin(ctx); /* under mpirun: data-parallel (include/clgrad/dist.h) */
+    int world = cg_dist_world_size(cli_dist), rank = cg_dist_rank(cli_dist);
+    if (o.batch % world)
+        cli_die("--batch %lld (the global batch) does not divide by the %d ranks",
+                (long long)o.batch, world);
     struct model m = {0};
     int rc = build_model(ctx, &o, c.vocab, &m);
     cg_optim *opt = rc == 0 ? cg_adam(m.all, o.lr) : NULL;
     if (rc == 0 && !opt) {
-        fprintf(stderr, "clgrad-charlm: %s\n", cg_last_error(ctx));
+        fprintf(stderr, "clgrad-charlm: %s%s\n", cli_rank, cg_last_error(ctx));
         rc = 1;
     }
     if (rc == 0 && o.load) {
@@ -614,23 +628,36 @@ int main(int argc, char **argv)
         cg_rand_set_state(ctx, rng);
         cg_optim_set_lr(opt, o.lr);
     }
+    /* every rank loaded the same file; attach checks and broadcasts rank 0's */
+    if (rc == 0 && (cg_dist_attach(cli_dist, m.all) != CG_OK ||
+                    cg_dist_broadcast_optim(cli_dist, opt) != CG_OK))
+        cli_die("%s", cg_last_error(ctx));
     if (rc == 0) {
         const struct cg_device_info *dev = cg_ctx_device(ctx);
-        printf("clgrad-charlm: %s on %s (%s), ", o.arch, cg_ctx_backend_name(ctx),
-               dev ? dev->name : "?");
-        if (read_text) printf("%lld characters, ", (long long)c.n);
-        printf("vocabulary %d, %lld parameters%s%s\n", c.vocab,
-               (long long)cg_module_numel(m.all), o.load ? "; loaded " : "",
-               o.load ? o.load : "");
-        if (o.steps > 0)
-            printf("batch %lld x %lld tokens, Adam lr %g, clip %g, %d steps\n",
-                   (long long)o.batch, (long long)o.seq, (double)o.lr, (double)o.clip, o.steps);
-        fflush(stdout);
+        if (rank == 0) {
+            printf("clgrad-charlm: %s on %s (%s), ", o.arch, cg_ctx_backend_name(ctx),
+                   dev ? dev->name : "?");
+            if (read_text) printf("%lld characters, ", (long long)c.n);
+            printf("vocabulary %d, %lld parameters%s%s\n", c.vocab,
+                   (long long)cg_module_numel(m.all), o.load ? "; loaded " : "",
+                   o.load ? o.load : "");
+            if (o.steps > 0) {
+                printf("batch %lld x %lld tokens, Adam lr %g, clip %g, %d steps",
+                       (long long)o.batch, (long long)o.seq, (double)o.lr, (double)o.clip,
+                       o.steps);
+                if (world > 1)
+                    printf("; %d ranks x %lld sequences", world, (long long)o.batch / world);
+                printf("\n");
+            }
+            fflush(stdout);
+        }
         if (o.steps > 0) rc = train(ctx, &o, &c, &m, opt);
     }
-    if (rc == 0 && o.save) save(m.all, opt, &o, &c);
-    if (rc == 0 && o.sample > 0) rc = sample(ctx, &o, &c, &m);
+    if (rc == 0 && o.save && rank == 0) save(m.all, opt, &o, &c);
+    if (rc == 0 && o.sample > 0 && rank == 0) rc = sample(ctx, &o, &c, &m);
     cg_optim_free(opt);
+    if (rc != 0) cg_dist_abort(cli_dist, rc); /* this rank alone failed: end the job */
+    cli_dist_end();
     cg_module_free(m.all);
     cg_ctx_free(ctx);
     cg_checkpoint_extra_clear(&ex);

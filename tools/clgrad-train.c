@@ -10,6 +10,14 @@
  * terminal a progress bar with an ETA shows progress within the epoch.
  * Every error (bad option, malformed file, a model that does not fit the
  * data) is one line on stderr and exit status 1 (2 for usage errors).
+ *
+ * Under mpirun (mpirun -np N clgrad-train ...) it trains data-parallel
+ * (include/clgrad/dist.h) with no new option: --batch stays the global
+ * batch, each rank trains on its slice of it and evaluates its part of the
+ * validation and test sets, metrics are summed over the ranks, and only
+ * rank 0 prints, draws the bar and writes --log, --plot and checkpoints.
+ * --resume loads on rank 0 and broadcasts. A rank that fails prints its
+ * rank with the message and ends the whole job (MPI_Abort).
  */
 #include <errno.h>
 #include <math.h>
@@ -432,12 +440,22 @@ static cg_tensor *batch_correct(const struct trainer *t, cg_tensor *pred, cg_ten
     return cg_sum_all(cg_eq(cg_argmax(pred, 1, false), y));
 }
 
-static struct metrics evaluate(struct trainer *t, const struct cg_dataset *ds)
+static struct metrics evaluate(struct trainer *t, const struct cg_dataset *all)
 {
     struct metrics m = {0};
-    cg_loader *ld;
+    cg_loader *ld = NULL;
     struct cg_loader_options lo = {.batch_size = t->o->batch > 256 ? t->o->batch : 256};
-    if (cg_loader_create(t->ctx, ds, &lo, &ld) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
+    /* Under mpirun each rank evaluates its part of the samples (a view of
+     * the same arrays); the sums are added over the ranks below. */
+    int64_t lo_i, hi_i, y_row = all->y_dim ? all->y_dim : 1;
+    cli_dist_part(all->n, &lo_i, &hi_i);
+    struct cg_dataset part = *all, *ds = &part;
+    part.n = hi_i - lo_i;
+    if (part.x) part.x += lo_i * all->sample_numel;
+    if (part.x_u8) part.x_u8 += lo_i * all->sample_numel;
+    if (part.y) part.y += lo_i * y_row;
+    if (part.n > 0 && cg_loader_create(t->ctx, ds, &lo, &ld) != CG_OK)
+        cli_die("%s", cg_last_error(t->ctx));
     cg_module_eval(t->model);
     bool grad = cg_set_grad_enabled(t->ctx, false);
     double loss_sum = 0, correct = 0, sq_sum = 0;
@@ -445,7 +463,7 @@ static struct metrics evaluate(struct trainer *t, const struct cg_dataset *ds)
     const struct cg_scaler *ts = t->d->target_scaler;
     cg_tensor *unscale = ts ? cg_tensor_from_host(t->ctx, 1, &ts->n_features, ts->scale) : NULL;
     cg_tensor *x, *y;
-    while (cg_loader_next(ld, &x, &y) == CG_OK && x) {
+    while (ld && cg_loader_next(ld, &x, &y) == CG_OK && x) {
         cg_scope_begin(t->ctx);
         int64_t b = cg_tensor_dim(x, 0);
         cg_tensor *pred = cg_module_forward(t->model, x);
@@ -465,10 +483,14 @@ static struct metrics evaluate(struct trainer *t, const struct cg_dataset *ds)
     cg_set_grad_enabled(t->ctx, grad);
     cg_module_train(t->model);
     cg_loader_free(ld);
-    m.loss = loss_sum / (double)ds->n;
-    m.accuracy = correct / (double)ds->n;
+    double sums[3] = {loss_sum, correct, sq_sum};
+    if (cg_dist_allreduce_f64(cli_dist, sums, 3, CG_DIST_SUM) != CG_OK)
+        cli_die("evaluation: %s", cg_last_error(t->ctx));
+    loss_sum = sums[0], correct = sums[1], sq_sum = sums[2];
+    m.loss = loss_sum / (double)all->n;
+    m.accuracy = correct / (double)all->n;
     /* MSE is mean over outputs; RMSE over every target value. */
-    m.rmse = ts ? sqrt(sq_sum / ((double)ds->n * (double)ts->n_features)) : sqrt(m.loss);
+    m.rmse = ts ? sqrt(sq_sum / ((double)all->n * (double)ts->n_features)) : sqrt(m.loss);
     return m;
 }
 
@@ -597,6 +619,7 @@ static float lr_at(const struct trainer *t, int64_t step, int epoch)
 /* Saves after epochs_done epochs; "{epoch}" in path becomes that number. */
 static void save_checkpoint(struct trainer *t, const char *path_pattern, int epochs_done)
 {
+    if (cg_dist_rank(cli_dist) != 0) return; /* one writer; the model is the same everywhere */
     const char *at = strstr(path_pattern, "{epoch}");
     char *path = at ? cli_strf("%.*s%d%s", (int)(at - path_pattern), path_pattern, epochs_done,
                                at + 7)
@@ -622,6 +645,7 @@ static void save_checkpoint(struct trainer *t, const char *path_pattern, int epo
 
 static void write_log(const struct trainer *t, const struct epoch_record *r, bool first)
 {
+    if (cg_dist_rank(cli_dist) != 0) return;
     /* a resumed run appends to the log it wrote before */
     if (!record_log(t->o->log, r, first, t->o->resume != NULL, t->d->classification))
         cli_die("--log %s: %s", t->o->log, strerror(errno));
@@ -629,6 +653,7 @@ static void write_log(const struct trainer *t, const struct epoch_record *r, boo
 
 static void write_plot(const struct trainer *t)
 {
+    if (cg_dist_rank(cli_dist) != 0) return;
     if (t->n_hist > 0 && !record_plot(t->o->plot, t->hist, t->n_hist, t->d->val != NULL,
                                       t->d->classification))
         cli_die("--plot %s: %s", t->o->plot, strerror(errno));
@@ -643,6 +668,18 @@ static void on_sigint(int sig)
     signal(sig, SIG_DFL);
 }
 
+/* Whether to stop before the next step. Under mpirun (whose Ctrl-C reaches
+ * the ranks as SIGTERM, not all at the same step) the ranks agree on it
+ * every step, so they all stop after the same one. */
+static bool stop_agreed;
+static bool should_stop(void)
+{
+    if (!cli_dist) return stop_agreed = interrupted;
+    float f = interrupted ? 1.0f : 0.0f;
+    if (cg_dist_allreduce(cli_dist, &f, 1, CG_DIST_MAX) != CG_OK) cli_die("stopping: all ranks");
+    return stop_agreed = f > 0;
+}
+
 /* ---- training -------------------------------------------------------- */
 
 /* One epoch; returns the mean train loss, or NAN when interrupted. */
@@ -654,7 +691,7 @@ static double train_epoch(struct trainer *t, cg_loader *ld, cg_tensor *loss_sum,
     int64_t done = 0, total = t->d->train->n, steps = 0;
     cg_tensor_fill(loss_sum, 0);
     cg_tensor *x, *y;
-    while (!interrupted && cg_loader_next(ld, &x, &y) == CG_OK && x) {
+    while (!should_stop() && cg_loader_next(ld, &x, &y) == CG_OK && x) {
         cg_optim_set_lr(t->opt, lr_at(t, t->steps, epoch));
         cg_scope_begin(t->ctx);
         cg_tensor *loss = batch_loss(t, cg_module_forward(t->model, x), y);
@@ -668,7 +705,7 @@ static double train_epoch(struct trainer *t, cg_loader *ld, cg_tensor *loss_sum,
         cg_scope_end(t->ctx);
         if (cg_ctx_status(t->ctx) != CG_OK)
             cli_die("epoch %d, step %lld: %s", epoch, (long long)steps + 1, cg_last_error(t->ctx));
-        done += cg_tensor_dim(x, 0);
+        done += cg_tensor_dim(x, 0) * cg_dist_world_size(cli_dist);
         steps++;
         t->steps++;
         if (bar && (now() - last_draw > 0.2 || done == total)) {
@@ -680,21 +717,28 @@ static double train_epoch(struct trainer *t, cg_loader *ld, cg_tensor *loss_sum,
     }
     if (bar) fprintf(stderr, "\r%*s\r", 100, "");
     if (cg_ctx_status(t->ctx) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
-    if (interrupted) {
+    if (stop_agreed) {
         cg_loader_reset(ld);
         return NAN;
     }
     float s = 0;
     if (cg_tensor_item(loss_sum, &s) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
     *samples = done;
-    return s / (double)(steps ? steps : 1);
+    /* Every rank's batches are the same size: the mean over ranks of the
+     * mean batch losses is the one-process figure. */
+    double mean = s / (double)(steps ? steps : 1);
+    if (cg_dist_allreduce_f64(cli_dist, &mean, 1, CG_DIST_SUM) != CG_OK)
+        cli_die("%s", cg_last_error(t->ctx));
+    return mean / cg_dist_world_size(cli_dist);
 }
 
 static void train(struct trainer *t, int first_epoch)
 {
     const struct options *o = t->o;
     cg_loader *ld;
-    struct cg_loader_options lo = {.batch_size = o->batch, .shuffle = true};
+    struct cg_loader_options lo = {.batch_size = o->batch, .shuffle = true,
+                                   .shard_rank = cg_dist_rank(cli_dist),
+                                   .shard_count = cg_dist_world_size(cli_dist)};
     if (cg_loader_create(t->ctx, t->d->train, &lo, &ld) != CG_OK) cli_die("%s", cg_last_error(t->ctx));
     bool bar = o->progress == 1 || (o->progress == -1 && isatty(STDERR_FILENO) && !o->quiet);
     /* The running loss is summed on the device and read only for display,
@@ -703,18 +747,21 @@ static void train(struct trainer *t, int first_epoch)
     double best_val = INFINITY;
     int since_best = 0;
     signal(SIGINT, on_sigint);
+    if (cli_dist) signal(SIGTERM, on_sigint);
     for (int epoch = first_epoch; epoch <= o->epochs; epoch++) {
         double t0 = now();
         int64_t samples = 0;
         double train_loss = train_epoch(t, ld, loss_sum, epoch, bar, &samples);
-        if (interrupted) {
+        if (stop_agreed) {
             if (o->save) save_checkpoint(t, o->save, t->epochs_done);
+            if (cg_dist_rank(cli_dist) == 0)
             fprintf(stderr, "clgrad-train: interrupted in epoch %d%s%s\n", epoch,
                     o->save ? "; saved the last complete epoch's checkpoint (optimizer state "
                               "included) to " : "",
                     o->save ? o->save : "");
             cg_tensor_free(loss_sum);
             cg_loader_free(ld);
+            cli_dist_end();
             exit(130);
         }
         double secs = now() - t0;
@@ -756,6 +803,7 @@ static void train(struct trainer *t, int first_epoch)
         }
     }
     signal(SIGINT, SIG_DFL);
+    if (cli_dist) signal(SIGTERM, SIG_DFL);
     cg_tensor_free(loss_sum);
     cg_loader_free(ld);
 }
@@ -763,6 +811,7 @@ static void train(struct trainer *t, int first_epoch)
 int main(int argc, char **argv)
 {
     cli_prog = "clgrad-train";
+    cli_dist_rank_from_env();
     struct options o;
     parse_args(argc, argv, &o);
     struct data d;
@@ -771,6 +820,12 @@ int main(int argc, char **argv)
     struct cg_ctx_options co = {.backend = o.backend, .device = o.device, .seed = o.seed};
     struct trainer t = {.o = &o, .d = &d};
     if (cg_ctx_create(&t.ctx, &co) != CG_OK) cli_die("%s", cg_last_error(NULL));
+    cli_dist_begin(t.ctx);
+    int rank = cg_dist_rank(cli_dist), world = cg_dist_world_size(cli_dist);
+    if (rank > 0) {
+        o.quiet = true;
+        o.progress = 0;
+    }
     pick_loss(&t);
     t.model = make_model(&t);
     t.opt = make_optim(&o, t.model);
@@ -778,16 +833,23 @@ int main(int argc, char **argv)
 
     if (!o.quiet) {
         printf("clgrad-train: %s: %lld training, %lld validation, %lld test samples; %s, "
-               "%lld parameters; %s on %s\n", d.source, (long long)d.train->n,
+               "%lld parameters; %s on %s", d.source, (long long)d.train->n,
                (long long)(d.val ? d.val->n : 0), (long long)(d.test ? d.test->n : 0),
                d.classification ? "classification" : "regression",
                (long long)cg_module_numel(t.model), cg_ctx_backend_name(t.ctx),
                cg_ctx_device(t.ctx)->name);
+        if (world > 1)
+            printf(" x %d ranks (batch %lld = %d x %lld)", world, (long long)o.batch, world,
+                   (long long)o.batch / world);
+        printf("\n");
         fflush(stdout);
     }
     t.hist = calloc((size_t)o.epochs, sizeof *t.hist);
     if (!t.hist) cli_die("out of memory");
-    int64_t per_epoch = (d.train->n + o.batch - 1) / o.batch;
+    /* The loader's batches: a final partial one only when the ranks can
+     * share it evenly (data.h, shard_count). */
+    int64_t rem = d.train->n % o.batch;
+    int64_t per_epoch = d.train->n / o.batch + (rem > 0 && rem % world == 0);
     /* T_max: every step of the run; StepLR counts epochs */
     if (strcmp(o.schedule, "cosine") == 0) t.decay = cg_lr_cosine(per_epoch * o.epochs, 0.0);
     else if (strcmp(o.schedule, "step") == 0) t.decay = cg_lr_step(o.step_size, o.gamma);
@@ -795,13 +857,28 @@ int main(int argc, char **argv)
     t.warmup = cg_lr_warmup(o.warmup);
     int first_epoch = 1;
     if (o.resume) {
-        struct cg_checkpoint_extra got;
-        if (cg_checkpoint_load(o.resume, t.model, t.opt, &got) != CG_OK)
-            cli_die("%s", cg_last_error(t.ctx));
-        first_epoch = (int)got.epoch + 1;
-        t.steps = got.step > 0 ? got.step : 0;
-        t.epochs_done = (int)got.epoch;
-        cg_checkpoint_extra_clear(&got);
+        /* Rank 0 reads; cg_dist_attach and cg_dist_broadcast_optim below
+         * give every rank its model and optimizer state. */
+        int64_t at[2] = {0, 0};
+        if (rank == 0) {
+            struct cg_checkpoint_extra got;
+            if (cg_checkpoint_load(o.resume, t.model, t.opt, &got) != CG_OK)
+                cli_die("%s", cg_last_error(t.ctx));
+            at[0] = got.epoch;
+            at[1] = got.step > 0 ? got.step : 0;
+            cg_checkpoint_extra_clear(&got);
+        }
+        /* and the RNG state the checkpoint restored: the same shuffles */
+        uint64_t rng[4];
+        cg_rand_state(t.ctx, rng);
+        if (cg_dist_broadcast(cli_dist, at, sizeof at) != CG_OK ||
+            cg_dist_broadcast(cli_dist, rng, sizeof rng) != CG_OK ||
+            cg_dist_broadcast_optim(cli_dist, t.opt) != CG_OK)
+            cli_die("--resume: %s", cg_last_error(t.ctx));
+        cg_rand_set_state(t.ctx, rng);
+        first_epoch = (int)at[0] + 1;
+        t.steps = at[1];
+        t.epochs_done = (int)at[0];
         if (!o.quiet)
             printf("resumed from %s after epoch %d (step %lld)\n", o.resume, first_epoch - 1,
                    (long long)t.steps);
@@ -818,6 +895,8 @@ int main(int argc, char **argv)
         cg_rand_set_state(t.ctx, rng);
         if (!o.quiet) printf("initialised the weights from %s\n", o.init);
     }
+    /* Same model on every rank (checked), rank 0's weights everywhere. */
+    if (cg_dist_attach(cli_dist, t.model) != CG_OK) cli_die("%s", cg_last_error(t.ctx));
     double t0 = now();
     train(&t, first_epoch);
     double secs = now() - t0;
@@ -829,8 +908,10 @@ int main(int argc, char **argv)
     const struct cg_dataset *final = d.test ? d.test : d.val;
     if (final) {
         struct metrics m = evaluate(&t, final);
-        print_metrics(&t, d.test ? "test" : "val", m);
-        printf("  (after %d epoch%s, %.1f s)\n", o.epochs, o.epochs == 1 ? "" : "s", secs);
+        if (rank == 0) {
+            print_metrics(&t, d.test ? "test" : "val", m);
+            printf("  (after %d epoch%s, %.1f s)\n", o.epochs, o.epochs == 1 ? "" : "s", secs);
+        }
     }
     free(t.hist);
     free(t.spec);
@@ -840,6 +921,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < d.n_meta; i++) free((char *)d.meta[i].value);
     cg_optim_free(t.opt);
     cg_module_free(t.model);
+    cli_dist_end();
     cg_ctx_free(t.ctx);
     cg_dataset_free(d.train);
     cg_dataset_free(d.val);

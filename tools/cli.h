@@ -19,6 +19,11 @@
 
 /* The program name used in messages; set it first thing in main. */
 extern const char *cli_prog;
+/* Under mpirun (cli_dist.c): "rank R/N: " after the program name, and a
+ * hook cli_die and cli_usage_error call before they exit (MPI_Abort, so
+ * the other ranks do not wait for this one forever). */
+extern const char *cli_rank;
+extern void (*cli_on_exit)(int status);
 
 void cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* A formatted string of any length (malloc'ed; exits when out of memory).
@@ -169,4 +174,14 @@ struct cg_dataset *cli_table_dataset(const struct cg_table *t, const char *path)
 #define CLI_TEST_SPLIT_KEY "csv.test_split"
 #define CLI_SEED_KEY "csv.seed"
 
+/* ---- data parallelism (cli_dist.c) -----------------------------------
+ * cli_dist_begin: under mpirun (cg_dist_launched), joins the job through
+ * cg_dist_create and sets cli_rank and cli_on_exit; alone, leaves
+ * cli_dist NULL (rank 0 of 1). cli_dist_end frees it (MPI_Finalize). */
+extern cg_dist *cli_dist;
+void cli_dist_rank_from_env(void);
+void cli_dist_begin(cg_ctx *ctx);
+void cli_dist_end(void);
+/* This rank's part [*lo, *hi) of n items, for sharded evaluation. */
+void cli_dist_part(int64_t n, int64_t *lo, int64_t *hi);
 #endif

@@ -11,15 +11,18 @@
 #include <unistd.h>
 
 const char *cli_prog = "clgrad";
+const char *cli_rank = "";
+void (*cli_on_exit)(int status);
 
 void cli_die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", cli_prog);
+    fprintf(stderr, "%s: %s", cli_prog, cli_rank);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    if (cli_on_exit) cli_on_exit(1);
     exit(1);
 }
 
@@ -42,10 +45,11 @@ void cli_usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", cli_prog);
+    fprintf(stderr, "%s: %s", cli_prog, cli_rank);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (see --help)\n");
     va_end(ap);
+    if (cli_on_exit) cli_on_exit(2);
     exit(2);
 }
 

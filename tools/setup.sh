@@ -4,7 +4,8 @@
 set -eu
 PKGS="gcc libc6-dev meson ninja-build pkg-config python3 ocl-icd-opencl-dev opencl-c-headers
       pocl-opencl-icd clinfo libclblast-dev libcmocka-dev zlib1g-dev libopenblas-dev
-      dataset-fashion-mnist valgrind locales
+      libdnnl-dev
+      dataset-fashion-mnist valgrind locales libopenmpi-dev openmpi-bin
       clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do

@@ -23,6 +23,25 @@
  * OPENBLAS_NUM_THREADS, when set, caps the threads a GEMM uses, as it
  * capped OpenBLAS's pool before (clgrad-bench --threads sets it).
  *
+ * oneDNN. On CPUs with AVX-512F (and unless CLGRAD_CPU_AVX512=0), the
+ * mid-size products go to oneDNN's sgemm (dnnl_sgemm, JIT AVX-512 kernels)
+ * instead of OpenBLAS, which OPENBLAS_CORETYPE=Haswell keeps on its AVX2
+ * kernels. Measured on the 2-core AMD EPYC (Zen 4: its AVX-512 FMAs are
+ * double-pumped, so the FMA peak is the same 117 GFLOP/s a core with
+ * either width; oneDNN gains on packing and edges, not on width), one
+ * thread, CPU time, best of 5 interleaved, GFLOP/s OpenBLAS -> oneDNN:
+ * the CNN's per-image convolution products 64x196x288 72 -> 85,
+ * 288x196x64 (A^T) 78 -> 95, 64x288x196 (B^T) 65 -> 69, its fc1
+ * 64x128x3136 97 -> 112; the MLP's 64x784x256 97 -> 113; the LSTM's
+ * 32x512x128 (B^T) 85 -> 99. oneDNN lost on narrow or tiny products:
+ * n = 9..32 (0.7-0.9x), the seed FFN's 32x64x64 (0.73x), and B^T with
+ * k = 64 (the Transformer's 2048x256x64, 0.92x), which stay with OpenBLAS
+ * (use_onednn). Each call runs on its calling thread (OpenMP's thread
+ * count set to 1 on each of our threads), so the tiles and results are as
+ * with OpenBLAS: the same for a given thread count, within the last bits
+ * of OpenBLAS's. CLGRAD_CPU_AVX512=0 (read once) keeps every product on
+ * OpenBLAS, the path of CPUs without AVX-512; the tests run both ways.
+ *
  * Determinism: with a given thread count every run computes the same
  * tiles, so results repeat exactly. The blocked loop's results do not
  * depend on tiles at all (each C element sums its k products in one fixed
@@ -34,11 +53,18 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "config.h"
 #if CG_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
+
+#if CG_HAVE_ONEDNN
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 #endif
 
 #include "cpu.h"
@@ -67,6 +93,32 @@ static void gemm_threads_init(void)
     openblas_set_num_threads(1);
 #endif
 }
+
+#if CG_HAVE_ONEDNN
+static pthread_once_t onednn_once = PTHREAD_ONCE_INIT;
+static bool onednn_on;
+
+/* oneDNN on CPUs with AVX-512F, unless CLGRAD_CPU_AVX512 is "0". */
+static void onednn_init(void)
+{
+    const char *v = getenv("CLGRAD_CPU_AVX512");
+    /* A bad value: one line naming it (README: never ignored silently). */
+    if (v && *v && strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        fprintf(stderr, "clgrad: warning: CLGRAD_CPU_AVX512=%s is not 0 or 1; using 1\n", v);
+    __builtin_cpu_init();
+    onednn_on = !(v && strcmp(v, "0") == 0) && __builtin_cpu_supports("avx512f");
+}
+
+/* Whether a product of sizes already checked goes to oneDNN (the
+ * measurements above): n >= 64 columns, at least 2^20 multiply-adds, and
+ * not B^T with k < 128. */
+static bool use_onednn(int trans_b, int64_t m, int64_t n, int64_t k)
+{
+    pthread_once(&onednn_once, onednn_init);
+    return onednn_on && n >= 64 && (double)m * n * k >= (double)(1 << 20) &&
+           !(trans_b && k < 128);
+}
+#endif
 
 /* Threads for a GEMM of `macs` multiply-adds (a double: batch m n k may
  * exceed int64 in a request that the bounds checks then refuse). */
@@ -242,6 +294,21 @@ static cg_status gemm_one(struct cg_cpu_ctx *c, int trans_a, int trans_b, int64_
     if ((k == 1 || n == 1 || m == 1) &&
         gemm_thin(c, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, cm, ldc))
         return CG_OK;
+#if CG_HAVE_ONEDNN
+    if (use_onednn(trans_b, m, n, k)) {
+        /* One OpenMP thread for calls from this thread (an OpenMP setting
+         * is per thread; a pool worker is a fresh one). */
+        static _Thread_local bool omp_single;
+        if (!omp_single) {
+            omp_set_num_threads(1);
+            omp_single = true;
+        }
+        if (dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb,
+                       beta, cm, ldc) == dnnl_success)
+            return CG_OK;
+        /* (it fails only when it cannot get memory: OpenBLAS then) */
+    }
+#endif
 #if CG_HAVE_OPENBLAS
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha, a,

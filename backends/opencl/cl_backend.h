@@ -4,8 +4,9 @@
  * include/clgrad/backend.h).
  *
  *   opencl.c   vtable, entry point, device listing, open/close, finish, stats
- *   pool.c     buffers: size-bucketed pool, upload/download/copy
- *   program.c  program table, build with an on-disk binary cache
+ *   pool.c     buffers: size-bucketed pool against the device's memory,
+ *              upload/download/copy
+ *   program.c  program table, build with an on-disk binary cache (LRU cap)
  *   queue.c    the submission path: launches, transfers, pending queues
  *   kernels.c  kernel objects and launch sizes
  *   env.c      switches from the environment
@@ -16,6 +17,7 @@
  *   optim.c    fused optimizer updates, consecutive ones batched
  *   gemm.c     GEMM: own kernels (cl/gemm.cl) on CPU devices, else CLBlast
  *   tune.c     CLBlast GEMM parameters searched, stored, applied at open
+ *              (its interface: cl_tune.h, all tools/clgrad-tune sees)
  *   conv.c     im2col / col2im, pooling forward and backward
  *   rnn.c      fused LSTM cell step and backward, causal softmax
  *   seq.c      the Transformer feed-forward's bias + GELU and its backward
@@ -176,6 +178,10 @@ cg_status cg_cl_write(struct cg_cl *cl, cl_mem dst, size_t off, size_t bytes, co
                       cl_event *done);
 /* Blocking; bytes == 0 still waits for all enqueued work. */
 cg_status cg_cl_read(struct cg_cl *cl, void *dst, cl_mem src, size_t off, size_t bytes);
+/* Non-blocking (dist.c's gradient reads): *done completes when dst holds
+ * the bytes; dst must live until then; the caller releases *done. */
+cg_status cg_cl_read_async(struct cg_cl *cl, void *dst, cl_mem src, size_t off, size_t bytes,
+                           cl_event *done);
 /* Counted in stats.launches, as a kernel. */
 cg_status cg_cl_copy_mem(struct cg_cl *cl, cl_mem dst, size_t dst_off, cl_mem src,
                          size_t src_off, size_t bytes);
@@ -277,6 +283,9 @@ cg_status cg_cl_alloc(void *ctx, size_t bytes, struct cg_buffer **out);
 void cg_cl_release(void *ctx, struct cg_buffer *buf);
 cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off_bytes,
                        const void *src, size_t bytes);
+cg_status cg_cl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                               size_t bytes, void **ticket);
+cg_status cg_cl_download_poll(void *ctx, void *ticket, int wait, int *done);
 cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src,
                          size_t off_bytes, size_t bytes);
 cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,
@@ -398,40 +407,40 @@ cg_status cg_cl_optim_update(void *ctx, const struct cg_optim_hparams *h,
 
 /* conv.c */
 cg_status cg_cl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
-                        struct cg_ptr img);
+                       struct cg_ptr img);
 cg_status cg_cl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
-                        struct cg_ptr col);
+                       struct cg_ptr col);
 cg_status cg_cl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
-                        struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
+                       struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in);
 cg_status cg_cl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
-                                 const struct cg_conv2d_desc *d, struct cg_ptr gin,
-                                 struct cg_ptr gout, struct cg_ptr argmax);
+                                const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                struct cg_ptr gout, struct cg_ptr argmax);
 
 /* rnn.c */
 cg_status cg_cl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
-                           struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
-                           int64_t hidden);
+                          struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
+                          int64_t hidden);
 cg_status cg_cl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
-                                    struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
-                                    struct cg_ptr c_prev, int64_t batch, int64_t hidden);
+                                   struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
+                                   struct cg_ptr c_prev, int64_t batch, int64_t hidden);
 cg_status cg_cl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
-                                int64_t cols, int64_t period);
+                               int64_t cols, int64_t period);
 
 /* seq.c */
 cg_status cg_cl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struct cg_ptr bias,
-                           int64_t rows, int64_t cols);
+                          int64_t rows, int64_t cols);
 cg_status cg_cl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
-                                    struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
-                                    int64_t cols);
+                                   struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
+                                   int64_t cols);
 
 /* norm.c */
 cg_status cg_cl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
-                           struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
-                           int64_t cols, float eps);
+                          struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
+                          int64_t cols, float eps);
 cg_status cg_cl_layernorm_backward(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
-                                    struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
-                                    struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
-                                    int64_t rows, int64_t cols);
+                                   struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
+                                   struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
+                                   int64_t rows, int64_t cols);
 
 /* gemm.c */
 cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,

@@ -17,7 +17,7 @@
 /* Validates d (as the cpu oracle does) and packs it into the kernels'
  * int16 (cl/conv.cl's G_* order). */
 static cg_status conv_geom(struct cg_cl *cl, const char *what,
-                              const struct cg_conv2d_desc *d, cl_int16 *g)
+                           const struct cg_conv2d_desc *d, cl_int16 *g)
 {
     char msg[512];
     cg_status st = cg_conv2d_desc_check(d, msg, sizeof msg);
@@ -45,7 +45,7 @@ static cg_status conv_geom(struct cg_cl *cl, const char *what,
 }
 
 cg_status cg_cl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
-                        struct cg_ptr img)
+                       struct cg_ptr img)
 {
     /* col: (n, c*kh*kw, oh*ow); img: (n, c, h, w) */
     struct cg_cl *cl = ctx;
@@ -68,7 +68,7 @@ cg_status cg_cl_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr 
 }
 
 cg_status cg_cl_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,
-                        struct cg_ptr col)
+                       struct cg_ptr col)
 {
     /* img: (n, c, h, w) accumulated into; col: (n, c*kh*kw, oh*ow) */
     struct cg_cl *cl = ctx;
@@ -99,7 +99,7 @@ static cg_status pool_kind_check(struct cg_cl *cl, const char *what, enum cg_poo
 }
 
 cg_status cg_cl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d_desc *d,
-                        struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in)
+                       struct cg_ptr out, struct cg_ptr argmax, struct cg_ptr in)
 {
     /* out, argmax: (n, c, oh, ow); in: (n, c, h, w) */
     struct cg_cl *cl = ctx;
@@ -130,8 +130,8 @@ cg_status cg_cl_pool2d(void *ctx, enum cg_pool_kind kind, const struct cg_conv2d
 }
 
 cg_status cg_cl_pool2d_backward(void *ctx, enum cg_pool_kind kind,
-                                 const struct cg_conv2d_desc *d, struct cg_ptr gin,
-                                 struct cg_ptr gout, struct cg_ptr argmax)
+                                const struct cg_conv2d_desc *d, struct cg_ptr gin,
+                                struct cg_ptr gout, struct cg_ptr argmax)
 {
     /* gin: (n, c, h, w) accumulated into; gout, argmax: (n, c, oh, ow) */
     struct cg_cl *cl = ctx;

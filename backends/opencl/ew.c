@@ -52,7 +52,7 @@ static int view_scalar(const struct cg_view *v)
 /* Checks a view's rank, shape and that every element it reaches lies in its
  * buffer. */
 static cg_status view_check(struct cg_cl *cl, const char *what, const char *arg,
-                               const struct cg_view *v, const struct cg_view *like)
+                            const struct cg_view *v, const struct cg_view *like)
 {
     if (!v || !v->buf)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", what, arg);
@@ -158,8 +158,8 @@ static int fuse_src_of(const struct cg_view *v, struct cg_cl_fuse_src *s)
 }
 
 cg_status cg_cl_ew(void *ctx, enum cg_ew_op op, float p0, float p1,
-                    const struct cg_view *out, const struct cg_view *a,
-                    const struct cg_view *b)
+                   const struct cg_view *out, const struct cg_view *a,
+                   const struct cg_view *b)
 {
     struct cg_cl *cl = ctx;
     if ((int)op < 0 || op >= CG_EW_COUNT)

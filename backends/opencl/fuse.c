@@ -175,7 +175,7 @@ static int fuse_overlap(const struct cg_fuse_acc *a, int buf, int64_t lo, int64_
  * mode m at off: *reg = -1 for memory, else the op whose register holds the
  * value. Returns 0 when the read cannot join the chain. */
 static int fuse_read_ok(const struct cg_fuse_chain *c, int buf, enum cg_fuse_mode m,
-                           int64_t off, int64_t lo, int64_t hi, int64_t n, int *reg)
+                        int64_t off, int64_t lo, int64_t hi, int64_t n, int *reg)
 {
     *reg = -1;
     int last = -1;
@@ -206,7 +206,7 @@ static int fuse_read_ok(const struct cg_fuse_chain *c, int buf, enum cg_fuse_mod
 
 /* Whether a write of [off, off + n) in buf by a (uniform) op may join. */
 static int fuse_write_ok(const struct cg_fuse_chain *c, int buf, int64_t off, int64_t n,
-                            int uniform)
+                         int uniform)
 {
     for (int i = 0; i < c->nacc; ++i) {
         const struct cg_fuse_acc *a = &c->acc[i];
@@ -239,7 +239,7 @@ static int fuse_buf(struct cg_fuse_chain *c, struct cg_buffer *b, int *added)
 }
 
 static void fuse_note(struct cg_fuse_chain *c, int buf, int64_t lo, int64_t hi, int write,
-                         int aligned, int64_t n, int op)
+                      int aligned, int64_t n, int op)
 {
     struct cg_fuse_acc *a = &c->acc[c->nacc++];
     a->buf = buf;
@@ -265,8 +265,8 @@ static void fuse_range(const struct cg_cl_fuse_src *s, int64_t n, int64_t *lo, i
 /* Tries to add the op to the chain; 0 when it does not fit (the chain is
  * then unchanged). */
 static int fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op, float p0,
-                              float p1, struct cg_ptr out, int64_t n,
-                              const struct cg_cl_fuse_src *src, int nin, int alone)
+                           float p1, struct cg_ptr out, int64_t n,
+                           const struct cg_cl_fuse_src *src, int nin, int alone)
 {
     if (c->nops == CG_FUSE_MAX_OPS)
         return 0;
@@ -321,7 +321,7 @@ static int fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op, fl
     for (int k = 0; k < nin; ++k)
         if (o.in[k].mode != CG_FM_REG)
             fuse_note(c, in_buf[k], in_lo[k], in_hi[k], 0,
-                         src[k].mode == CG_CL_FUSE_CONTIG && !uniform, n, idx);
+                      src[k].mode == CG_CL_FUSE_CONTIG && !uniform, n, idx);
     fuse_note(c, ob, out.off, out.off + n, 1, !uniform, n, idx);
     return 1;
 undo:
@@ -401,7 +401,7 @@ static cl_long fuse_cols(const struct cg_fuse_chain *c)
 }
 
 static void fuse_plan_of(const struct cg_cl *cl, const struct cg_fuse_chain *c,
-                            struct cg_fuse_plan *p)
+                         struct cg_fuse_plan *p)
 {
     p->nmax = 0;
     for (int i = 0; i < c->nops; ++i)
@@ -427,7 +427,7 @@ static int fuse_2d(enum cg_fuse_form form)
 
 /* The key: everything the source depends on, a few bytes per op. */
 static size_t fuse_key(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p,
-                          unsigned char *key)
+                       unsigned char *key)
 {
     size_t k = 0;
     key[k++] = (unsigned char)p->form;
@@ -494,7 +494,7 @@ __attribute__((format(printf, 2, 3))) static void cg_sb(struct cg_sbuf *b, const
  * element's row and column (i = r * cols + c), so a broadcast needs no
  * division. */
 static void fuse_in_expr(struct cg_sbuf *b, const struct cg_fuse_op *o, int op_idx, int k,
-                            const struct cg_fuse_chain *c, enum cg_fuse_form form)
+                         const struct cg_fuse_chain *c, enum cg_fuse_form form)
 {
     const struct cg_fuse_in *in = &o->in[k];
     int two_d = fuse_2d(form);
@@ -522,7 +522,7 @@ static void fuse_in_expr(struct cg_sbuf *b, const struct cg_fuse_op *o, int op_i
 /* One op's statement: value into u<i>/v<i>, then the store (a uniform
  * op's by the work-item of element 0 alone). */
 static void fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i, int guard,
-                         enum cg_fuse_form form)
+                      enum cg_fuse_form form)
 {
     const struct cg_fuse_op *o = &c->ops[i];
     char var = o->uniform ? 'u' : 'v';
@@ -556,7 +556,7 @@ static void fuse_stmt(struct cg_sbuf *b, const struct cg_fuse_chain *c, int i, i
 
 /* The kernel's parameter list, in the order fuse_args passes them. */
 static void fuse_params(struct cg_sbuf *b, const struct cg_fuse_chain *c,
-                           const struct cg_fuse_plan *p)
+                        const struct cg_fuse_plan *p)
 {
     int two_d = fuse_2d(p->form);
     for (int j = 0; j < c->nbufs; ++j)
@@ -658,7 +658,7 @@ static char *fuse_source(const struct cg_fuse_chain *c, const struct cg_fuse_pla
 
 /* The arguments, in fuse_params' order. */
 static int fuse_args(const struct cg_fuse_chain *c, const struct cg_fuse_plan *p,
-                        struct cg_cl_arg *args)
+                     struct cg_cl_arg *args)
 {
     int n = 0, two_d = fuse_2d(p->form);
     for (int j = 0; j < c->nbufs; ++j)
@@ -708,7 +708,7 @@ static cg_status fuse_grow(struct cg_cl *cl, struct cg_cl_fuse *f)
 
 /* The kernel for the chain's key, generated and built on first use. */
 static cg_status fuse_kernel(struct cg_cl *cl, const struct cg_fuse_chain *c,
-                                const struct cg_fuse_plan *p, struct cg_fuse_entry **out)
+                             const struct cg_fuse_plan *p, struct cg_fuse_entry **out)
 {
     struct cg_cl_fuse *f = cl->fuse;
     unsigned char key[CG_FUSE_KEY_LEN];
@@ -789,8 +789,8 @@ static struct cg_cl_kref fuse_kref(const struct cg_fuse_entry *e)
  * so the kernel is the same), work-groups of whole rows, several short
  * rows together. */
 static cg_status fuse_launch(struct cg_cl *cl, const struct cg_fuse_entry *e,
-                                const struct cg_fuse_plan *p, const struct cg_cl_arg *args,
-                                int nargs)
+                             const struct cg_fuse_plan *p, const struct cg_cl_arg *args,
+                             int nargs)
 {
     struct cg_cl_kref kr = fuse_kref(e);
     size_t n = p->nmax > 0 ? (size_t)p->nmax : 1;   /* all uniform: one work-item */

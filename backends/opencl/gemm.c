@@ -72,8 +72,8 @@ void cg_cl_gemm_release(struct cg_cl *cl)
 /* Checks one operand stored as (rows, cols) with row pitch ld, batch
  * copies `stride` apart. */
 static cg_status gemm_operand(struct cg_cl *cl, const char *arg, struct cg_ptr p,
-                                 int64_t rows, int64_t cols, int64_t ld, int64_t stride,
-                                 int64_t batch)
+                              int64_t rows, int64_t cols, int64_t ld, int64_t stride,
+                              int64_t batch)
 {
     if (ld < (cols > 1 ? cols : 1) || stride < 0)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
@@ -187,7 +187,7 @@ static int64_t gemm_ceil(int64_t x, int64_t d)
  * work-item is a whole register tile, and PoCL hands groups to its
  * threads one by one, which balances the two cores. */
 static cg_status gemm_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct cg_cl_arg *args,
-                                int nargs, int64_t g0, int64_t g1, int64_t g2)
+                             int nargs, int64_t g0, int64_t g1, int64_t g2)
 {
     struct cg_cl_kref kr;
     cg_status st = cg_cl_kernel(cl, k, &kr);
@@ -196,7 +196,7 @@ static cg_status gemm_launch(struct cg_cl *cl, enum cg_cl_kern k, const struct c
 }
 
 static void gemm_seen(struct cg_cl *cl, int bit, const struct cg_gemm_desc *d,
-                         const char *what)
+                      const char *what)
 {
     if ((cl->gemm_path & bit) || !gemm_verbose())
         return;
@@ -216,7 +216,7 @@ struct cg_gemm_outer {
 };
 
 static cg_status gemm_run_outer(struct cg_cl *cl, const struct cg_gemm_desc *d,
-                                   const struct cg_gemm_outer *o, struct cg_ptr c)
+                                const struct cg_gemm_outer *o, struct cg_ptr c)
 {
     cl_long coff = c.off, ldc = d->ldc, sc = d->stride_c, k = d->k;
     cl_long xoff = o->x.off, yoff = o->y.off;
@@ -230,13 +230,13 @@ static cg_status gemm_run_outer(struct cg_cl *cl, const struct cg_gemm_desc *d,
         CG_ARG(alpha), CG_ARG(beta),
     };
     return gemm_launch(cl, CG_CL_K_GEMM_OUTER, args, (int)(sizeof args / sizeof args[0]),
-                          gemm_ceil(o->rows, CG_GEMM_MR), gemm_ceil(o->cols, CG_GEMM_NR),
-                          d->batch);
+                       gemm_ceil(o->rows, CG_GEMM_MR), gemm_ceil(o->cols, CG_GEMM_NR),
+                       d->batch);
 }
 
 /* C = A * B^T in place (row-major NT). */
 static cg_status gemm_run_dot(struct cg_cl *cl, const struct cg_gemm_desc *d, struct cg_ptr a,
-                                 struct cg_ptr b, struct cg_ptr c)
+                              struct cg_ptr b, struct cg_ptr c)
 {
     cl_long coff = c.off, ldc = d->ldc, sc = d->stride_c;
     cl_long aoff = a.off, lda = d->lda, sa = d->stride_a;
@@ -250,15 +250,15 @@ static cg_status gemm_run_dot(struct cg_cl *cl, const struct cg_gemm_desc *d, st
         CG_ARG(m), CG_ARG(n), CG_ARG(k), CG_ARG(alpha), CG_ARG(beta),
     };
     return gemm_launch(cl, CG_CL_K_GEMM_DOT, args, (int)(sizeof args / sizeof args[0]),
-                          gemm_ceil(d->m, 3), gemm_ceil(d->n, 4), d->batch);
+                       gemm_ceil(d->m, 3), gemm_ceil(d->n, 4), d->batch);
 }
 
 /* Copies the (count, k) operand src(i, p) = src[off + b*ssb + i*sr + p*sk]
  * into zero-padded panels of w rows at dst (element offset doff, dsb per
  * batch entry); `entries` is 1 for an operand shared by the batch. */
 static cg_status gemm_pack(struct cg_cl *cl, cl_long doff, cl_long dsb, struct cg_ptr src,
-                              cl_long sr, cl_long sk, cl_long ssb, cl_long count, cl_long k,
-                              cl_int w, int64_t entries)
+                           cl_long sr, cl_long sk, cl_long ssb, cl_long count, cl_long k,
+                           cl_int w, int64_t entries)
 {
     cl_long soff = src.off;
     struct cg_cl_arg args[] = {
@@ -266,7 +266,7 @@ static cg_status gemm_pack(struct cg_cl *cl, cl_long doff, cl_long dsb, struct c
         CG_ARG(sr), CG_ARG(sk), CG_ARG(ssb), CG_ARG(count), CG_ARG(k), CG_ARG(w),
     };
     return gemm_launch(cl, CG_CL_K_GEMM_PACK, args, (int)(sizeof args / sizeof args[0]),
-                          gemm_ceil(k, CG_GEMM_PACK_KB), gemm_ceil(count, w), entries);
+                       gemm_ceil(k, CG_GEMM_PACK_KB), gemm_ceil(count, w), entries);
 }
 
 /* Large products: op(A) into 6-row panels, op(B) into 16-column panels
@@ -274,7 +274,7 @@ static cg_status gemm_pack(struct cg_cl *cl, cl_long doff, cl_long dsb, struct c
  * Returns CG_STATUS_OUT_OF_MEMORY, without launching, when the scratch
  * buffer cannot grow: the caller runs in place instead. */
 static cg_status gemm_run_packed(struct cg_cl *cl, const struct cg_gemm_desc *d,
-                                    struct cg_ptr a, struct cg_ptr b, struct cg_ptr c)
+                                 struct cg_ptr a, struct cg_ptr b, struct cg_ptr c)
 {
     const int64_t pm = gemm_ceil(d->m, CG_GEMM_MR) * CG_GEMM_MR;
     const int64_t pn = gemm_ceil(d->n, CG_GEMM_NR) * CG_GEMM_NR;
@@ -289,10 +289,10 @@ static cg_status gemm_run_packed(struct cg_cl *cl, const struct cg_gemm_desc *d,
     const cl_long k = d->k, xoff = 0, yoff = na * xsb;
     /* op(A)(i, p) and op(B)^T(j, p) through strides. */
     st = gemm_pack(cl, xoff, xsb, a, d->trans_a ? 1 : d->lda, d->trans_a ? d->lda : 1,
-                      d->stride_a, d->m, k, CG_GEMM_MR, na);
+                   d->stride_a, d->m, k, CG_GEMM_MR, na);
     if (st == CG_OK)
         st = gemm_pack(cl, yoff, ysb, b, d->trans_b ? d->ldb : 1, d->trans_b ? 1 : d->ldb,
-                          d->stride_b, d->n, k, CG_GEMM_NR, nb);
+                       d->stride_b, d->n, k, CG_GEMM_NR, nb);
     if (st != CG_OK)
         return st;
     struct cg_buffer tmp = {.mem = cl->gemm_tmp, .bytes = cl->gemm_tmp_bytes};
@@ -308,7 +308,7 @@ static cg_status gemm_run_packed(struct cg_cl *cl, const struct cg_gemm_desc *d,
 }
 
 static cg_status gemm_own(struct cg_cl *cl, const struct cg_gemm_desc *d, struct cg_ptr a,
-                             struct cg_ptr b, struct cg_ptr c)
+                          struct cg_ptr b, struct cg_ptr c)
 {
     const double macs = (double)d->m * (double)d->n * (double)d->k;
     if ((cl->gemm_path & CG_GEMM_ALL_PACK) ||
@@ -317,7 +317,7 @@ static cg_status gemm_own(struct cg_cl *cl, const struct cg_gemm_desc *d, struct
         if (st != CG_STATUS_OUT_OF_MEMORY) {
             if (st == CG_OK)
                 gemm_seen(cl, CG_GEMM_SEEN_PACKED, d,
-                             "gemm_pack + gemm_outer (6x16 tiles over packed panels)");
+                          "gemm_pack + gemm_outer (6x16 tiles over packed panels)");
             return st;
         }
     }
@@ -356,7 +356,7 @@ static cg_status gemm_own(struct cg_cl *cl, const struct cg_gemm_desc *d, struct
 }
 
 cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
-                      struct cg_ptr b, struct cg_ptr c)
+                     struct cg_ptr b, struct cg_ptr c)
 {
     struct cg_cl *cl = ctx;
     if (!d)
@@ -377,10 +377,10 @@ cg_status cg_cl_gemm(void *ctx, const struct cg_gemm_desc *d, struct cg_ptr a,
                                : cg_cl_ew(cl, CG_EW_AFFINE, d->beta, 0.0f, &cv, &cv, NULL);
 
     st = gemm_operand(cl, "a", a, d->trans_a ? d->k : d->m, d->trans_a ? d->m : d->k,
-                         d->lda, d->stride_a, d->batch);
+                      d->lda, d->stride_a, d->batch);
     if (st == CG_OK)
         st = gemm_operand(cl, "b", b, d->trans_b ? d->n : d->k, d->trans_b ? d->k : d->n,
-                             d->ldb, d->stride_b, d->batch);
+                          d->ldb, d->stride_b, d->batch);
     if (st == CG_OK && gemm_path(cl) == CG_GEMM_OWN)
         return gemm_own(cl, d, a, b, c);
     if (st == CG_OK && d->beta == 0.0f)   /* see "k == 0" above */

@@ -6,9 +6,9 @@
 #include "cl_backend.h"
 
 static cg_status index_launch(struct cg_cl *cl, enum cg_cl_kern k, const char *what,
-                                 struct cg_ptr dst, int64_t dst_n, struct cg_ptr src,
-                                 int64_t src_n, struct cg_ptr idx, int64_t n_idx,
-                                 int64_t a, int64_t b, int64_t items)
+                              struct cg_ptr dst, int64_t dst_n, struct cg_ptr src,
+                              int64_t src_n, struct cg_ptr idx, int64_t n_idx,
+                              int64_t a, int64_t b, int64_t items)
 {
     if (a < 0 || b < 0)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: negative size (%lld, %lld)",
@@ -33,32 +33,32 @@ static cg_status index_launch(struct cg_cl *cl, enum cg_cl_kern k, const char *w
  * not passed: only the start of src is checked here, the frontend checked
  * idx against rows. */
 cg_status cg_cl_index_rows(void *ctx, struct cg_ptr out, struct cg_ptr src,
-                            struct cg_ptr idx, int64_t n, int64_t inner)
+                           struct cg_ptr idx, int64_t n, int64_t inner)
 {
     return index_launch(ctx, CG_CL_K_INDEX_ROWS, "index_rows", out, n * inner, src, 0,
-                           idx, n, n, inner, n * inner);
+                        idx, n, n, inner, n * inner);
 }
 
 /* dst: (rows, inner); src: (n, inner); idx: (n). */
 cg_status cg_cl_index_rows_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
-                                struct cg_ptr idx, int64_t n, int64_t inner)
+                               struct cg_ptr idx, int64_t n, int64_t inner)
 {
     return index_launch(ctx, CG_CL_K_INDEX_ROWS_ADD, "index_rows_add", dst, 0, src,
-                           n * inner, idx, n, n, inner, n * inner);
+                        n * inner, idx, n, n, inner, n * inner);
 }
 
 /* out: (rows); src: (rows, cols); idx: (rows). */
 cg_status cg_cl_pick(void *ctx, struct cg_ptr out, struct cg_ptr src, struct cg_ptr idx,
-                      int64_t rows, int64_t cols)
+                     int64_t rows, int64_t cols)
 {
     return index_launch(ctx, CG_CL_K_PICK, "pick", out, rows, src, rows * cols, idx,
-                           rows, rows, cols, rows);
+                        rows, rows, cols, rows);
 }
 
 /* dst: (rows, cols); src: (rows); idx: (rows). */
 cg_status cg_cl_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
-                          struct cg_ptr idx, int64_t rows, int64_t cols)
+                         struct cg_ptr idx, int64_t rows, int64_t cols)
 {
     return index_launch(ctx, CG_CL_K_PICK_ADD, "pick_add", dst, rows * cols, src, rows,
-                           idx, rows, rows, cols, rows);
+                        idx, rows, rows, cols, rows);
 }

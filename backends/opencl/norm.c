@@ -36,7 +36,7 @@ static cg_status ln_shape(struct cg_cl *cl, const char *what, int64_t rows, int6
 }
 
 static cg_status ln_opt(struct cg_cl *cl, const char *what, const char *arg,
-                           struct cg_ptr p, int64_t n)
+                        struct cg_ptr p, int64_t n)
 {
     return p.buf ? cg_cl_check_range(cl, what, arg, p, n) : CG_OK;
 }
@@ -44,7 +44,7 @@ static cg_status ln_opt(struct cg_cl *cl, const char *what, const char *arg,
 /* An optional (cols) argument: with none, the kernel still loads from a
  * stand-in (straight-line code, see cl/seq.cl) and selects the load away. */
 static void ln_opt_arg(struct cg_ptr p, struct cg_ptr stand_in, cl_mem *mem, cl_long *off,
-                          cl_int *has)
+                       cl_int *has)
 {
     *has = p.buf != NULL;
     *mem = p.buf ? p.buf->mem : stand_in.buf->mem;
@@ -65,8 +65,8 @@ struct cg_ln_shape {
  * buffer, and the _1 variant (one_k: every column in a work-item of its
  * own) takes no `per`. */
 static cg_status ln_launch_groups(struct cg_cl *cl, const struct cg_ln_shape *s,
-                                     enum cg_cl_kern one_k, struct cg_cl_arg *args, int nargs,
-                                     int64_t nr)
+                                  enum cg_cl_kern one_k, struct cg_cl_arg *args, int nargs,
+                                  int64_t nr)
 {
     size_t groups = (size_t)((nr + s->group_rows - 1) / s->group_rows);
     if (s->k == one_k) {
@@ -79,7 +79,7 @@ static cg_status ln_launch_groups(struct cg_cl *cl, const struct cg_ln_shape *s,
 /* The row-per-work-item kernels (CPU devices): a 1-d launch over rows,
  * work-groups small enough that every compute unit gets a few. */
 static cg_status ln_launch_rows(struct cg_cl *cl, enum cg_cl_kern k,
-                                   const struct cg_cl_arg *args, int nargs, int64_t rows)
+                                const struct cg_cl_arg *args, int nargs, int64_t rows)
 {
     size_t local = cg_cl_local_size(cl, k);
     while (local > 1 && (uint64_t)rows / local < 4 * (uint64_t)cl->compute_units)
@@ -88,7 +88,7 @@ static cg_status ln_launch_rows(struct cg_cl *cl, enum cg_cl_kern k,
 }
 
 static struct cg_ln_shape ln_layout(struct cg_cl *cl, enum cg_cl_kern k1, enum cg_cl_kern kn,
-                                       int64_t cols)
+                                    int64_t cols)
 {
     struct cg_ln_shape s = {.k = k1, .local = cg_cl_local_size(cl, k1)};
     if (cols > (int64_t)s.local) {
@@ -107,8 +107,8 @@ static struct cg_ln_shape ln_layout(struct cg_cl *cl, enum cg_cl_kern k1, enum c
 }
 
 cg_status cg_cl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct cg_ptr rstd,
-                           struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
-                           int64_t cols, float eps)
+                          struct cg_ptr x, struct cg_ptr w, struct cg_ptr b, int64_t rows,
+                          int64_t cols, float eps)
 {
     /* y, x: (rows, cols); mean, rstd: (rows); w, b: (cols) or none */
     struct cg_cl *cl = ctx;
@@ -167,8 +167,8 @@ cg_status cg_cl_layernorm(void *ctx, struct cg_ptr y, struct cg_ptr mean, struct
 
 /* gx from gy, rows at a time (see the forward). */
 static cg_status ln_bwd_rows(struct cg_cl *cl, struct cg_ptr gx, struct cg_ptr gy,
-                                struct cg_ptr x, struct cg_ptr mean, struct cg_ptr rstd,
-                                struct cg_ptr w, int64_t rows, int64_t cols)
+                             struct cg_ptr x, struct cg_ptr mean, struct cg_ptr rstd,
+                             struct cg_ptr w, int64_t rows, int64_t cols)
 {
     cl_mem wm;
     cl_long wo, cc = cols;
@@ -205,8 +205,8 @@ static cg_status ln_bwd_rows(struct cg_cl *cl, struct cg_ptr gx, struct cg_ptr g
  * blocks of rows, then (more than one block) the blocks' sums added in
  * block order from a pool buffer. */
 static cg_status ln_bwd_params(struct cg_cl *cl, struct cg_ptr gw, struct cg_ptr gb,
-                                  struct cg_ptr gy, struct cg_ptr x, struct cg_ptr mean,
-                                  struct cg_ptr rstd, int64_t rows, int64_t cols)
+                               struct cg_ptr gy, struct cg_ptr x, struct cg_ptr mean,
+                               struct cg_ptr rstd, int64_t rows, int64_t cols)
 {
     cl_long cc = cols, cr = rows, dwo, dbo, stride = 0;
     cl_int hw, hb;
@@ -266,9 +266,9 @@ static cg_status ln_bwd_params(struct cg_cl *cl, struct cg_ptr gw, struct cg_ptr
 }
 
 cg_status cg_cl_layernorm_backward(void *ctx, struct cg_ptr gx, struct cg_ptr gw,
-                                    struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
-                                    struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
-                                    int64_t rows, int64_t cols)
+                                   struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
+                                   struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
+                                   int64_t rows, int64_t cols)
 {
     /* gx, gy, x: (rows, cols); mean, rstd: (rows); w, gw, gb: (cols) or none */
     struct cg_cl *cl = ctx;

@@ -32,7 +32,7 @@ cg_status cg_cl_errorf(struct cg_cl *cl, cg_status status, const char *fmt, ...)
 /* The flattened device list. A machine without any OpenCL platform (the
  * ICD loader says CL_PLATFORM_NOT_FOUND_KHR, -1001) has zero devices. */
 static cg_status devices_enumerate(cl_platform_id *plats, cl_device_id *devs, int *count,
-                                 char *err, size_t err_len)
+                                   char *err, size_t err_len)
 {
     cl_platform_id pl[16];
     cl_uint np = 0;
@@ -101,7 +101,7 @@ static void device_describe(cl_platform_id plat, cl_device_id dev, struct cg_dev
 }
 
 static cg_status list_devices(struct cg_device_info *out, int max, int *count,
-                                    char *err, size_t err_len)
+                              char *err, size_t err_len)
 {
     cl_platform_id plats[CG_CL_MAX_DEVICES];
     cl_device_id devs[CG_CL_MAX_DEVICES];
@@ -380,6 +380,8 @@ static const struct cg_backend_i backend_i = {
     .bias_gelu_backward = cg_cl_bias_gelu_backward,
     .layernorm = cg_cl_layernorm,
     .layernorm_backward = cg_cl_layernorm_backward,
+    .download_async = cg_cl_download_async,
+    .download_poll = cg_cl_download_poll,
 };
 
 /* The plugin's only exported symbol. */

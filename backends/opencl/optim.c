@@ -28,8 +28,8 @@ struct cg_optim_args {
 };
 
 static cg_status optim_state(struct cg_cl *cl, const char *what, struct cg_ptr *state,
-                          int i, int needed, int64_t n, struct cg_ptr param,
-                          struct cg_ptr *out)
+                             int i, int needed, int64_t n, struct cg_ptr param,
+                             struct cg_ptr *out)
 {
     if (!needed) {   /* unused: any valid buffer keeps the kernel args legal */
         out->buf = param.buf;
@@ -47,9 +47,9 @@ static cg_status optim_state(struct cg_cl *cl, const char *what, struct cg_ptr *
 
 /* Validates one update and fills it in as a batch item. */
 static cg_status optim_prepare(struct cg_cl *cl, const struct cg_optim_hparams *h,
-                                  struct cg_ptr param, struct cg_ptr grad,
-                                  struct cg_ptr state[3], int64_t n,
-                                  struct cg_cl_optim_item *it)
+                               struct cg_ptr param, struct cg_ptr grad,
+                               struct cg_ptr state[3], int64_t n,
+                               struct cg_cl_optim_item *it)
 {
     cg_status st = cg_cl_check_range(cl, "optim_update", "param", param, n);
     if (st == CG_OK)
@@ -123,7 +123,7 @@ static void optim_scalars_of(const struct cg_optim_hparams *h, struct cg_optim_s
 
 /* The hyper-parameter arguments, appended at args[n]; returns the count. */
 static int optim_hp_args(const struct cg_optim_hparams *h, const struct cg_optim_scalars *s,
-                            struct cg_cl_arg *args, int n)
+                         struct cg_cl_arg *args, int n)
 {
     switch (h->kind) {
     case CG_OPTIM_SGD:
@@ -165,7 +165,7 @@ static int optim_nstates(enum cg_optim_kind k)
 /* Tensor arguments of one slot (the kernels' *_SLOT order); returns the
  * new count. */
 static int optim_slot_args(const struct cg_optim_args *a, int nstates,
-                              struct cg_cl_arg *args, int n)
+                           struct cg_cl_arg *args, int n)
 {
     args[n++] = CG_ARG(a->p);
     args[n++] = CG_ARG(a->po);
@@ -187,7 +187,7 @@ static const enum cg_cl_kern optim_multi[] = {
 
 /* One launch for items[0..count). */
 static cg_status optim_launch(struct cg_cl *cl, const struct cg_optim_hparams *h,
-                                 const struct cg_cl_optim_item *items, int count)
+                              const struct cg_cl_optim_item *items, int count)
 {
     struct cg_optim_scalars s;
     struct cg_optim_args a[CG_CL_OPTIM_BATCH];
@@ -228,7 +228,7 @@ static size_t optim_multi_bytes(enum cg_optim_kind k)
 }
 
 static int optim_same_hparams(const struct cg_optim_hparams *a,
-                                 const struct cg_optim_hparams *b)
+                              const struct cg_optim_hparams *b)
 {
     return a->kind == b->kind && a->lr == b->lr && a->weight_decay == b->weight_decay &&
            a->momentum == b->momentum && a->dampening == b->dampening &&
@@ -273,8 +273,8 @@ static cg_status optim_drain(struct cg_cl *cl)
 static const struct cg_cl_pending_i optim_queue = {"optimizer batch", optim_drain};
 
 cg_status cg_cl_optim_update(void *ctx, const struct cg_optim_hparams *h,
-                              struct cg_ptr param, struct cg_ptr grad,
-                              struct cg_ptr state[3], int64_t n)
+                             struct cg_ptr param, struct cg_ptr grad,
+                             struct cg_ptr state[3], int64_t n)
 {
     struct cg_cl *cl = ctx;
     if (!h)

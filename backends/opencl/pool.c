@@ -220,7 +220,7 @@ void cg_cl_release(void *ctx, struct cg_buffer *b)
 
 /* Checks [off, off + bytes) lies in buf as requested. */
 static cg_status check_bytes(struct cg_cl *cl, const char *what,
-                                   const struct cg_buffer *b, size_t off, size_t bytes)
+                             const struct cg_buffer *b, size_t off, size_t bytes)
 {
     if (!b)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: NULL buffer", what);
@@ -272,7 +272,7 @@ void cg_cl_stage_reap(struct cg_cl *cl, int all)
 /* Non-blocking write of a private copy of src (one allocation: the record,
  * then the bytes). */
 static cg_status upload_staged(struct cg_cl *cl, struct cg_buffer *dst, size_t off,
-                                     const void *src, size_t bytes)
+                               const void *src, size_t bytes)
 {
     cg_cl_stage_reap(cl, 0);
     struct cg_cl_stage *s = malloc(sizeof *s + bytes);
@@ -299,7 +299,7 @@ static cg_status upload_staged(struct cg_cl *cl, struct cg_buffer *dst, size_t o
 /* src need not outlive the call, as backend.h promises: small sources are
  * copied aside (above), large ones written with a blocking write. */
 cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off, const void *src,
-                        size_t bytes)
+                       size_t bytes)
 {
     struct cg_cl *cl = ctx;
     cg_status st = check_bytes(cl, "upload", dst, off, bytes);
@@ -317,7 +317,7 @@ cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off, const void 
 }
 
 cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src, size_t off,
-                          size_t bytes)
+                         size_t bytes)
 {
     struct cg_cl *cl = ctx;
     cg_status st = check_bytes(cl, "download", src, off, bytes);
@@ -331,8 +331,49 @@ cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src, size_t off
     return CG_OK;
 }
 
+/* A non-blocking read whose event is the ticket (data parallelism's
+ * gradient staging, src/dist/dist.c). */
+cg_status cg_cl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
+                               size_t bytes, void **ticket)
+{
+    struct cg_cl *cl = ctx;
+    cl_event ev = NULL;
+    *ticket = NULL;
+    cg_status st = check_bytes(cl, "download_async", src, off, bytes);
+    if (st == CG_OK)
+        st = cg_cl_read_async(cl, dst, src->mem, off, bytes, &ev);
+    if (st != CG_OK)
+        return st;
+    cl->stats.downloads++;
+    cl->stats.download_bytes += bytes;
+    *ticket = ev;
+    return CG_OK;
+}
+
+cg_status cg_cl_download_poll(void *ctx, void *ticket, int wait, int *done)
+{
+    struct cg_cl *cl = ctx;
+    cl_event ev = ticket;
+    cl_int status = CL_COMPLETE, rc;
+    if (wait)
+        rc = clWaitForEvents(1, &ev);
+    else
+        rc = clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status,
+                            NULL);
+    if (rc == CL_SUCCESS && status < 0)
+        rc = status; /* the read itself failed */
+    *done = rc != CL_SUCCESS || status == CL_COMPLETE;
+    if (*done)
+        clReleaseEvent(ev);
+    if (rc != CL_SUCCESS)
+        return cg_cl_fail(cl->err, sizeof cl->err,
+                          wait ? "clWaitForEvents(a gradient read)"
+                               : "clGetEventInfo(a gradient read)", rc);
+    return CG_OK;
+}
+
 cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off,
-                      struct cg_buffer *src, size_t src_off, size_t bytes)
+                     struct cg_buffer *src, size_t src_off, size_t bytes)
 {
     struct cg_cl *cl = ctx;
     cg_status st = check_bytes(cl, "copy (dst)", dst, dst_off, bytes);

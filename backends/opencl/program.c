@@ -109,7 +109,7 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
 
 /* Two independent 64-bit hashes of the NUL-separated parts (128-bit key). */
 static void cache_key(const struct cg_cl_device *dev, const char *source,
-                            const char *options, uint64_t key[2])
+                      const char *options, uint64_t key[2])
 {
     const char *parts[] = {CG_CL_CACHE_FORMAT, source, options, dev->name,
                            dev->driver, dev->platform_name};
@@ -141,7 +141,7 @@ int cg_cl_mkdirs(const char *path)
 
 /* Reads a cache file; returns a malloc'd binary (size in *size) or NULL. */
 static unsigned char *cache_read(const char *path, const uint64_t key[2],
-                                       size_t *size)
+                                 size_t *size)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -305,7 +305,7 @@ uint64_t cg_cl_cache_max_bytes(void)
 
 /* Appends the build log of prog to err. */
 static void append_log(const struct cg_cl_device *dev, cl_program prog,
-                             char *err, size_t err_len)
+                       char *err, size_t err_len)
 {
     size_t n = 0, used = strlen(err);
     if (clGetProgramBuildInfo(prog, dev->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n) !=
@@ -323,7 +323,7 @@ static void append_log(const struct cg_cl_device *dev, cl_program prog,
 }
 
 static cl_program try_binary(const struct cg_cl_device *dev, const char *options,
-                                   const unsigned char *bin, size_t size)
+                             const unsigned char *bin, size_t size)
 {
     cl_int rc, bin_rc;
     cl_program prog = clCreateProgramWithBinary(dev->context, 1, &dev->device, &size,

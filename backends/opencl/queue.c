@@ -194,6 +194,26 @@ cg_status cg_cl_read(struct cg_cl *cl, void *dst, cl_mem src, size_t off, size_t
     return CG_OK;
 }
 
+cg_status cg_cl_read_async(struct cg_cl *cl, void *dst, cl_mem src, size_t off, size_t bytes,
+                           cl_event *done)
+{
+    cg_status st = cg_cl_sync(cl);
+    if (st != CG_OK)
+        return st;
+    if (bytes == 0)
+        CG_CL_TRY(cl->err, clEnqueueMarkerWithWaitList(cl->queue, 0, NULL, done));
+    else
+        CG_CL_TRY(cl->err, clEnqueueReadBuffer(cl->queue, src, CL_FALSE, off, bytes, dst, 0,
+                                               NULL, done));
+    /* sent now, so it completes without a later call into the queue */
+    cl_int rc = clFlush(cl->queue);
+    if (rc != CL_SUCCESS) {
+        clReleaseEvent(*done);
+        return cg_cl_fail(cl->err, sizeof cl->err, "clFlush(after a read)", rc);
+    }
+    return CG_OK;
+}
+
 cg_status cg_cl_copy_mem(struct cg_cl *cl, cl_mem dst, size_t dst_off, cl_mem src,
                          size_t src_off, size_t bytes)
 {

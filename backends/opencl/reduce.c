@@ -10,7 +10,7 @@
 _Static_assert(CG_REDUCE_COUNT == 4, "cl/reduce.cl's enum must list every cg_reduce_op");
 
 static cg_status check_sizes(struct cg_cl *cl, const char *what, int64_t a, int64_t b,
-                                int64_t c)
+                             int64_t c)
 {
     if (a < 0 || b < 0 || c < 0)
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT,
@@ -22,8 +22,8 @@ static cg_status check_sizes(struct cg_cl *cl, const char *what, int64_t a, int6
 }
 
 cg_status cg_cl_reduce(void *ctx, enum cg_reduce_op op, struct cg_ptr out,
-                        struct cg_ptr in, int64_t outer, int64_t n, int64_t inner,
-                        float scale)
+                       struct cg_ptr in, int64_t outer, int64_t n, int64_t inner,
+                       float scale)
 {
     struct cg_cl *cl = ctx;
     if ((int)op < 0 || op >= CG_REDUCE_COUNT)
@@ -76,7 +76,7 @@ static size_t row_local(struct cg_cl *cl, enum cg_cl_kern k, int64_t cols)
 }
 
 cg_status cg_cl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
-                         int64_t cols, int log)
+                        int64_t cols, int log)
 {
     struct cg_cl *cl = ctx;
     cg_status st = check_sizes(cl, "softmax", rows, cols, 1);
@@ -97,7 +97,7 @@ cg_status cg_cl_softmax(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t 
 }
 
 cg_status cg_cl_softmax_backward(void *ctx, struct cg_ptr gx, struct cg_ptr y,
-                                  struct cg_ptr gy, int64_t rows, int64_t cols, int log)
+                                 struct cg_ptr gy, int64_t rows, int64_t cols, int log)
 {
     struct cg_cl *cl = ctx;
     cg_status st = check_sizes(cl, "softmax_backward", rows, cols, 1);

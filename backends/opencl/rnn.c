@@ -9,7 +9,7 @@
 
 /* backend.h's shared check, with the function's name. */
 static cg_status lstm_sizes(struct cg_cl *cl, const char *what, int64_t batch,
-                               int64_t hidden)
+                            int64_t hidden)
 {
     char msg[96];
     cg_status st = cg_lstm_sizes_check(batch, hidden, msg, sizeof msg);
@@ -17,8 +17,8 @@ static cg_status lstm_sizes(struct cg_cl *cl, const char *what, int64_t batch,
 }
 
 cg_status cg_cl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg_ptr save,
-                           struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
-                           int64_t hidden)
+                          struct cg_ptr gates, struct cg_ptr c_prev, int64_t batch,
+                          int64_t hidden)
 {
     /* c, h, c_prev: (B, H); save: (B, 5H); gates: (B, 4H) */
     struct cg_cl *cl = ctx;
@@ -46,8 +46,8 @@ cg_status cg_cl_lstm_cell(void *ctx, struct cg_ptr c, struct cg_ptr h, struct cg
 }
 
 cg_status cg_cl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_ptr g_c_prev,
-                                    struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
-                                    struct cg_ptr c_prev, int64_t batch, int64_t hidden)
+                                   struct cg_ptr gh, struct cg_ptr gc, struct cg_ptr save,
+                                   struct cg_ptr c_prev, int64_t batch, int64_t hidden)
 {
     /* g_gates: (B, 4H); g_c_prev, gh, gc, c_prev: (B, H); save: (B, 5H) */
     struct cg_cl *cl = ctx;
@@ -79,7 +79,7 @@ cg_status cg_cl_lstm_cell_backward(void *ctx, struct cg_ptr g_gates, struct cg_p
 }
 
 cg_status cg_cl_softmax_causal(void *ctx, struct cg_ptr out, struct cg_ptr in, int64_t rows,
-                                int64_t cols, int64_t period)
+                               int64_t cols, int64_t period)
 {
     /* out, in: (rows, cols) */
     struct cg_cl *cl = ctx;

@@ -16,7 +16,7 @@
  * splits very tall blocks. */
 
 static cg_status bias_gelu_check(struct cg_cl *cl, const char *what, int64_t rows,
-                                    int64_t cols, struct cg_ptr bias)
+                                 int64_t cols, struct cg_ptr bias)
 {
     if (rows < 0 || cols < 0 || (cols > 0 && rows > INT64_MAX / cols))
         return cg_cl_errorf(cl, CG_STATUS_INVALID_ARGUMENT, "%s: bad shape (%lld, %lld)",
@@ -27,7 +27,7 @@ static cg_status bias_gelu_check(struct cg_cl *cl, const char *what, int64_t row
 /* The bias argument: with none, the kernel still loads one (straight-line
  * code) and selects it away, so the first row of `in` stands in for it. */
 static void bias_arg(struct cg_ptr bias, struct cg_ptr in, cl_mem *mem, cl_long *off,
-                        cl_int *has)
+                     cl_int *has)
 {
     *has = bias.buf != NULL;
     *mem = bias.buf ? bias.buf->mem : in.buf->mem;
@@ -35,7 +35,7 @@ static void bias_arg(struct cg_ptr bias, struct cg_ptr in, cl_mem *mem, cl_long 
 }
 
 cg_status cg_cl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struct cg_ptr bias,
-                           int64_t rows, int64_t cols)
+                          int64_t rows, int64_t cols)
 {
     /* out, in: (rows, cols); bias: (cols) or none */
     struct cg_cl *cl = ctx;
@@ -59,8 +59,8 @@ cg_status cg_cl_bias_gelu(void *ctx, struct cg_ptr out, struct cg_ptr in, struct
 }
 
 cg_status cg_cl_bias_gelu_backward(void *ctx, struct cg_ptr gx, struct cg_ptr in,
-                                    struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
-                                    int64_t cols)
+                                   struct cg_ptr bias, struct cg_ptr gy, int64_t rows,
+                                   int64_t cols)
 {
     /* gx, in, gy: (rows, cols); bias: (cols) or none */
     struct cg_cl *cl = ctx;

@@ -248,7 +248,7 @@ static int tune_candidates_own(int cpu, struct cg_cl_gemm_params *out, int cap)
 
 /* Stage 2: one parameter of the k loop or the access pattern changed. */
 static int tune_neighbours(const struct cg_cl_gemm_params *best, struct cg_cl_gemm_params *out,
-                              int cap)
+                           int cap)
 {
     static const struct {
         int param;
@@ -481,7 +481,7 @@ static void tune_log(struct cg_tune_ws *w, const char *fmt, ...)
 
 /* C (m, n) = op(A) op(B), row-major, then waits. */
 static cg_status tune_sgemm(struct cg_tune_ws *w, int ta, int tb, size_t m, size_t n,
-                               size_t k, cl_mem a, cl_mem b, cl_mem c)
+                            size_t k, cl_mem a, cl_mem b, cl_mem c)
 {
     size_t lda = ta ? m : k, ldb = tb ? k : n;
     int rc = (int)CLBlastSgemm(CLBlastLayoutRowMajor, ta ? CLBlastTransposeYes : CLBlastTransposeNo,
@@ -528,7 +528,7 @@ static cg_status tune_measure(struct cg_tune_ws *w, int reps, double *gflops)
 
 /* Host float64 product of row-major operands, entry (i, j). */
 static double tune_dot(const float *a, const float *b, int ta, int tb, int64_t m, int64_t n,
-                          int64_t k, int64_t i, int64_t j)
+                       int64_t k, int64_t i, int64_t j)
 {
     double s = 0.0;
     for (int64_t p = 0; p < k; ++p) {
@@ -653,7 +653,7 @@ static void tune_ws_free(struct cg_tune_ws *w)
 /* Compiles, checks and times one configuration. *gflops = 0 when CLBlast
  * rejects it or its result is wrong (logged; the search goes on). */
 static cg_status tune_try(struct cg_tune_ws *w, const struct cg_cl_gemm_params *p,
-                             double *gflops)
+                          double *gflops)
 {
     char s[512];
     cg_cl_gemm_params_format(p, s, sizeof s);
@@ -672,7 +672,7 @@ static cg_status tune_try(struct cg_tune_ws *w, const struct cg_cl_gemm_params *
     int64_t bad = cg_cl_tune_compare(w->hc, w->ref, (int64_t)w->n * w->n, w->n);
     if (bad >= 0) {
         tune_log(w, "  %-100s WRONG at (%lld, %lld): rejected\n", s,
-                    (long long)(bad / w->n), (long long)(bad % w->n));
+                 (long long)(bad / w->n), (long long)(bad % w->n));
         return CG_OK;
     }
     *gflops = g;
@@ -722,7 +722,7 @@ static cg_status tune_threshold(struct cg_tune_ws *w, size_t *out)
             continue;
         double flop = 2.0 * (double)(sizes[i] * sizes[i] * sizes[i]);
         tune_log(w, "  %zu^3: direct %.1f, indirect %.1f GFLOP/s\n", sizes[i],
-                    flop / t[0][i] * 1e-9, flop / t[1][i] * 1e-9);
+                 flop / t[0][i] * 1e-9, flop / t[1][i] * 1e-9);
         if (t[1][i] >= t[0][i])
             break;
         *out = sizes[i];
@@ -738,7 +738,7 @@ struct cg_tune_top {
 };
 
 static void tune_top_add(struct cg_tune_top *top, int *n, const struct cg_cl_gemm_params *p,
-                            double g)
+                         double g)
 {
     if (g <= 0.0)
         return;
@@ -793,7 +793,7 @@ cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tun
     }
     memcpy(w.ref, w.hc, (size_t)w.n * w.n * sizeof(float));
     tune_log(&w, "  %-100s %7.1f GFLOP/s\n", "baseline (CLBlast's own parameters)",
-                r->baseline_gflops);
+             r->baseline_gflops);
 
     struct cg_cl_gemm_params cand[32];
     int max = o->max_candidates > 0 ? o->max_candidates : 1000;
@@ -862,7 +862,7 @@ cg_status cg_cl_tune_gemm(const struct cg_cl_device *dev, const struct cg_cl_tun
                 st = cg_cl_gemm_threshold_override(dev, r->min_indirect, err, len);
             if (st == CG_OK)
                 tune_log(&w, "  XGEMM_MIN_INDIRECT_SIZE: %zu%s\n", r->min_indirect,
-                            r->min_indirect ? "" : " (CLBlast's own value kept)");
+                         r->min_indirect ? "" : " (CLBlast's own value kept)");
         }
         if (st == CG_OK)
             st = tune_check_odd(&w);   /* also compiles the final program */

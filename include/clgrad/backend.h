@@ -492,6 +492,18 @@ struct cg_backend_i {
                                     struct cg_ptr gb, struct cg_ptr gy, struct cg_ptr x,
                                     struct cg_ptr mean, struct cg_ptr rstd, struct cg_ptr w,
                                     int64_t rows, int64_t cols);
+
+    /* ---- reads that do not wait (data parallelism's gradient staging,
+     * src/dist/dist.c). Optional: without them the core uses download(). */
+    /* Enqueues a copy of bytes at src + off_bytes into host memory dst,
+     * after all work queued before it, and returns at once. dst must stay
+     * valid and untouched until download_poll reports the read done.
+     * *ticket identifies the read for download_poll. */
+    cg_status (*download_async)(void *ctx, void *dst, struct cg_buffer *src, size_t off_bytes,
+                                size_t bytes, void **ticket);
+    /* Whether the read has landed in *done (wait: block until it has).
+     * Once *done is set, or on failure, the ticket is released. */
+    cg_status (*download_poll)(void *ctx, void *ticket, int wait, int *done);
 };
 
 /* The members every backend must have: all up to and including reset_stats. */

@@ -14,6 +14,7 @@
  *   optim.h    SGD, Adam/AdamW, RMSProp
  *   data.h     CSV and IDX import, preprocessing, Dataset and DataLoader
  *   io.h       checkpoints (safetensors): save, load, resume
+ *   dist.h     data-parallel training over MPI (one rank without it)
  *   backend.h  the backend plugin ABI (for backend authors)
  *
  * Thread-safety: one context per thread; a context and its tensors must not
@@ -33,5 +34,6 @@
 #include "clgrad/optim.h"
 #include "clgrad/data.h"
 #include "clgrad/io.h"
+#include "clgrad/dist.h"
 
 #endif

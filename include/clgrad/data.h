@@ -432,6 +432,13 @@ struct cg_loader_options {
     bool drop_last;            /* skip a final partial batch               */
     bool prefetch;             /* gather the next batch on a second thread
                                   while the caller works                   */
+    /* Data parallelism (dist.h): with shard_count N > 1, batch_size is the
+     * global batch and this loader returns slice shard_rank of each
+     * (batch_size / N samples); every rank draws the same shuffle. The
+     * global batch must divide by N and the data set hold at least N
+     * samples; a final partial batch that does not divide by N is skipped
+     * on every rank. */
+    int shard_rank, shard_count;
 };
 
 /* Creates a loader over ds (borrowed). The batch tensors are allocated

@@ -346,7 +346,8 @@ CG_API cg_module *cg_multihead_attention_module(cg_ctx *ctx, int64_t embed_dim, 
 CG_API cg_module *cg_transformer_block_module(cg_ctx *ctx, int64_t d_model, int64_t nhead,
                                        int64_t dim_feedforward, float dropout, bool causal);
 
-/* ---- Convolutional networks (src/nn/conv.c, pool.c, norm.c, dropout.c) ------
+/* ---- Convolutional networks (src/nn/conv.c, pool.c, norm.c, dropout.c; the
+ * conv and pool ops in src/core/ops_conv.c, ops_pool.c) ------------------------
  * NCHW layout throughout, with PyTorch's semantics, defaults and output
  * sizes: for a window of size k, stride s, padding p, dilation d,
  *     out = floor((in + 2 p - d (k - 1) - 1) / s) + 1     (must be >= 1).

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 /* ---- nodes ----------------------------------------------------------- */
 
@@ -280,6 +281,10 @@ static cg_status run_backward(cg_ctx *ctx, cg_tensor *out, cg_tensor *seed, cg_t
     cg_status st = cg__accumulate_grad(out, seed);
     for (int64_t k = n_order - 1; k >= 0 && st == CG_OK; k--) {
         cg_tensor *t = order[k];
+        /* Reverse post-order puts every consumer of a leaf before it: its
+         * gradient is final here (data parallelism starts its all-reduce). */
+        if (!t->node && t->grad && ctx->grad_ready)
+            st = ctx->grad_ready(ctx->grad_ready_data, t);
         if (!t->node || !t->grad) continue; /* leaf, or no path to out */
         cg_tensor *g = t->grad;
         t->grad = NULL;
@@ -323,6 +328,10 @@ CG_API cg_status cg_backward_with(cg_tensor *out, cg_tensor *grad_out)
         int token = cg__compose_begin(ctx);
         st = run_backward(ctx, out, grad_out, w.order, w.n_order);
         cg__compose_end(ctx, token, NULL);
+        if (ctx->grad_ready) { /* waits for the gradient all-reduces */
+            cg_status st2 = ctx->grad_ready(ctx->grad_ready_data, NULL);
+            if (st == CG_OK) st = st2;
+        }
         cg_set_grad_enabled(ctx, was);
     }
     walk_give_back(ctx, &w);
@@ -343,9 +352,8 @@ CG_API cg_status cg_backward(cg_tensor *loss)
     cg_tensor *seed = cg__tensor_new_unowned(ctx, loss->ndim, loss->shape);
     if (!seed) return ctx->status;
     struct cg_view v = cg__view_of(seed);
-    cg_status st = ctx->be->fill(ctx->bctx, &v, 1.0f) != CG_OK
-                       ? cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_backward: seeding")
-                       : cg_backward_with(loss, seed);
+    cg_status st = cg__be_fill(ctx, "cg_backward: seeding", &v, 1.0f);
+    if (st == CG_OK) st = cg_backward_with(loss, seed);
     cg__tensor_unref(seed);
     return st;
 }

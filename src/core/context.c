@@ -12,6 +12,7 @@
 
 #include "core/internal.h"
 #include "core/registry.h"
+#include "core/dispatch.h"
 
 /* ---- device choice -------------------------------------------------- */
 
@@ -141,9 +142,7 @@ CG_API const struct cg_device_info *cg_ctx_device(const cg_ctx *ctx) { return &c
 
 CG_API cg_status cg_ctx_synchronize(cg_ctx *ctx)
 {
-    if (ctx->be->finish(ctx->bctx) != CG_OK)
-        return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_ctx_synchronize");
-    return CG_OK;
+    return cg__be_finish(ctx, "cg_ctx_synchronize");
 }
 
 CG_API void cg_ctx_stats(cg_ctx *ctx, struct cg_backend_stats *out)

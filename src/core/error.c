@@ -63,14 +63,6 @@ cg_status cg__error(cg_ctx *ctx, cg_status status, const char *fmt, ...)
     return status;
 }
 
-cg_status cg__backend_error(cg_ctx *ctx, cg_status status, const char *what)
-{
-    const char *detail = ctx->be->last_error ? ctx->be->last_error(ctx->bctx) : NULL;
-    return cg__error(ctx, status, "%s: %s on %s backend (%s)", what,
-                     detail && *detail ? detail : cg_status_str(status),
-                     ctx->backend_name, ctx->device.name);
-}
-
 CG_API const char *cg_last_error(const cg_ctx *ctx)
 {
     if (ctx) return ctx->err;

@@ -122,6 +122,16 @@ struct cg_ctx {
     void *bw_stack, *bw_order;
     int64_t cap_bw_stack, cap_bw_order;
     uint64_t visit_epoch;
+
+    /* Data parallelism (src/dist/dist.c), all NULL/0 in one process.
+     * grad_ready runs when cg_backward has finished a leaf's gradient
+     * (leaf NULL: the walk ended); row_offset is this process's first
+     * row in the global batch, so dropout masks follow the global sample
+     * index; dist is the communicator SyncBatchNorm sums over. */
+    cg_status (*grad_ready)(void *data, cg_tensor *leaf);
+    void *grad_ready_data;
+    struct cg_dist *dist;
+    int64_t row_offset;
 };
 
 /* Errors: record a message in ctx (and in the thread's last error), return
@@ -129,8 +139,7 @@ struct cg_ctx {
 cg_status cg__error(cg_ctx *ctx, cg_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 cg_status cg__verror(cg_ctx *ctx, cg_status status, const char *fmt, va_list ap);
-/* Wraps a failed backend call: message "<what>: <backend's last_error>". */
-cg_status cg__backend_error(cg_ctx *ctx, cg_status status, const char *what);
+/* A failed backend call is reported by the dispatch layer (dispatch.h). */
 void cg__set_thread_error(const char *msg);
 
 /* Tensor ownership (lifetime.c, whose header comment has the rules as a
@@ -169,7 +178,30 @@ void cg__cache_put(cg_ctx *ctx, enum cg_cache_kind kind, void *p);
  * of elements; on failure records a message for `what`. */
 cg_status cg__check_shape(cg_ctx *ctx, const char *what, int ndim, const int64_t *shape,
                           int64_t *numel);
+/* Size arithmetic. Every product of sizes goes through cg__mul_ok, the one
+ * checked multiply of the library (src/data's readers too): *out = a * b
+ * for sizes a, b >= 0; false when one is negative or the product overflows
+ * int64 (then *out is meaningless). Sizes come from users (a model spec, a
+ * shape argument, a file header), and a product that wraps would be
+ * undefined behaviour, then a wrong allocation; the caller turns false into
+ * an error naming the layer, op or file. */
+static inline bool cg__mul_ok(int64_t a, int64_t b, int64_t *out)
+{
+    return (a | b) >= 0 && !__builtin_mul_overflow(a, b, out); /* a | b < 0: one is */
+}
+static inline bool cg__add_ok(int64_t a, int64_t b, int64_t *out)
+{
+    return !__builtin_add_overflow(a, b, out);
+}
+/* The product of shape[0..ndim) into *out; false when it overflows. */
+bool cg__numel_ok(int ndim, const int64_t *shape, int64_t *out);
+/* The same for shapes known to fit (a tensor's: cg__check_shape admitted
+ * it); INT64_MAX, which no allocation accepts, should one not. */
 int64_t cg__numel(int ndim, const int64_t *shape);
+/* The span in + 2 pad - dil (k - 1) - 1 of a window along one axis; the
+ * output size is span / stride + 1 when span >= 0 (torch.nn.Conv2d docs,
+ * "Shape"). False when it overflows int64. */
+bool cg__window_span(int64_t in, int64_t k, int64_t pad, int64_t dil, int64_t *span);
 bool cg__shape_eq(const cg_tensor *a, const cg_tensor *b);
 void cg__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 /* "(2, 3)" into buf. */

@@ -39,11 +39,11 @@
  * unowned references, so an op called with no scope open leaves nothing
  * behind in the kept list (ops_internal.h).
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 /* Under AddressSanitizer a cached struct is poisoned, so a use after its
  * cg__cache_put is still reported as one. */
@@ -264,12 +264,7 @@ cg_tensor *cg__tensor_new_unowned(cg_ctx *ctx, int ndim, const int64_t *shape)
     st->ctx = ctx;
     st->refs = 1;
     st->bytes = (size_t)n * sizeof(float);
-    if (ctx->be->alloc(ctx->bctx, st->bytes, &st->buf) != CG_OK) {
-        char sh[128];
-        cg__shape_str(ndim, shape, sh, sizeof sh);
-        char what[256];
-        snprintf(what, sizeof what, "allocating a %s tensor (%zu bytes)", sh, st->bytes);
-        cg__backend_error(ctx, CG_STATUS_OUT_OF_MEMORY, what);
+    if (cg__be_alloc(ctx, st, ndim, shape) != CG_OK) {
         cg__cache_put(ctx, CG_CACHE_TENSOR, t);
         cg__cache_put(ctx, CG_CACHE_STORAGE, st);
         return NULL;
@@ -328,7 +323,7 @@ static void storage_unref(struct cg_storage *st)
 {
     if (--st->refs > 0) return;
     cg_ctx *ctx = st->ctx;
-    ctx->be->release(ctx->bctx, st->buf);
+    cg__be_release(ctx, st->buf);
     cg__cache_put(ctx, CG_CACHE_STORAGE, st);
 }
 

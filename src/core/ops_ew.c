@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 /* ---- shared helpers -------------------------------------------------- */
 
@@ -98,9 +99,7 @@ cg_status cg__ew(cg_ctx *ctx, const char *what, enum cg_ew_op op, float p0, floa
         if (b) vb = cg__view_bcast(b, out->ndim, out->shape);
         cg__views_coalesce(&vo, &va, b ? &vb : NULL);
     }
-    if (ctx->be->ew(ctx->bctx, op, p0, p1, &vo, &va, b ? &vb : NULL) != CG_OK)
-        return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, what);
-    return CG_OK;
+    return cg__be_ew(ctx, what, op, p0, p1, &vo, &va, b ? &vb : NULL);
 }
 
 cg_tensor *cg__ew_new(const char *what, enum cg_ew_op op, float p0, float p1, cg_tensor *a,
@@ -369,9 +368,7 @@ CG_API cg_status cg_tensor_fill(cg_tensor *t, float value)
     if (st != CG_OK || cg__tnumel(t) == 0) return st;
     cg__storage_written(t->st);
     struct cg_view v = cg__view_of(t);
-    if (ctx->be->fill(ctx->bctx, &v, value) != CG_OK)
-        return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_fill");
-    return CG_OK;
+    return cg__be_fill(ctx, "cg_tensor_fill", &v, value);
 }
 
 CG_API cg_status cg_tensor_copy(cg_tensor *dst, cg_tensor *src)

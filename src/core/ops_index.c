@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 static cg_status check_indices(cg_ctx *ctx, const char *what, const cg_tensor *idx, int64_t limit)
 {
@@ -51,12 +52,10 @@ static cg_status gather_backward(struct cg_node *nd, cg_tensor *y, cg_tensor *g,
     cg_tensor *gs = cg_tensor_zeros(ctx, src->ndim, src->shape);
     cg_tensor *gc = gs ? cg__contig_ref(g) : NULL;
     if (!gc) return ctx->status;
-    cg_status st = CG_OK, bst = CG_OK;
+    cg_status st = CG_OK;
     if (n * inner > 0)
-        bst = rows ? ctx->be->index_rows_add(ctx->bctx, cg__ptr(gs), cg__ptr(gc), cg__ptr(idx), n,
-                                             inner)
-                   : ctx->be->pick_add(ctx->bctx, cg__ptr(gs), cg__ptr(gc), cg__ptr(idx), n, inner);
-    if (bst != CG_OK) st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, nd->name);
+        st = cg__be_scatter_add(ctx, nd->name, rows, cg__ptr(gs), cg__ptr(gc), cg__ptr(idx), n,
+                                inner);
     cg__tensor_unref(gc);
     return st ? st : cg__accumulate_grad(src, gs);
 }
@@ -82,16 +81,9 @@ static cg_tensor *gather(const char *name, bool rows, cg_tensor *src, cg_tensor 
     cg_tensor *ic = sc ? cg__contig_ref(idx) : NULL;
     cg_tensor *out = ic ? cg__tensor_new(ctx, out_ndim, out_shape) : NULL;
     bool ok = out != NULL;
-    if (ok && n * inner > 0) {
-        cg_status bst = rows ? ctx->be->index_rows(ctx->bctx, cg__ptr(out), cg__ptr(sc), cg__ptr(ic),
-                                                   n, inner)
-                             : ctx->be->pick(ctx->bctx, cg__ptr(out), cg__ptr(sc), cg__ptr(ic), n,
-                                             inner);
-        if (bst != CG_OK) {
-            cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, name);
-            ok = false;
-        }
-    }
+    if (ok && n * inner > 0)
+        ok = cg__be_gather(ctx, name, rows, cg__ptr(out), cg__ptr(sc), cg__ptr(ic), n, inner) ==
+             CG_OK;
     if (ok) {
         bool failed;
         cg__record(out, name, rows ? index_rows_backward : pick_backward, 1, &src, 1, &ic, &failed);

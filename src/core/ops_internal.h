@@ -17,6 +17,7 @@
 #ifndef CLGRAD_CORE_OPS_INTERNAL_H
 #define CLGRAD_CORE_OPS_INTERNAL_H
 
+#include "clgrad/nn.h"
 #include "clgrad/ops.h"
 #include "core/internal.h"
 
@@ -87,6 +88,46 @@ static inline bool cg__input_needs_grad(const struct cg_node *node, int i)
 struct cg_node *cg__record(cg_tensor *out, const char *name, cg_backward_fn backward, int n_inputs,
                            cg_tensor *const *inputs, int n_saved, cg_tensor *const *saved,
                            bool *failed);
+
+/* ---- layer ops with a fused kernel or a composed fallback -------------
+ * (ops_fused.c, ops_lstm.c): one call, the same values either way; the
+ * choice follows the context's backend. */
+
+/* torch.nn.LayerNorm over the last w->ndim dims of x (..., *w.shape), with
+ * weight w and bias b of that shape, biased variance, eps inside the
+ * square root. */
+cg_tensor *cg__layer_norm(cg_tensor *x, cg_tensor *w, cg_tensor *b, float eps);
+/* softmax(s + M) over the last axis of the scores s (.., T, T), M the
+ * causal mask (0 where j <= i, -1e30 above). *mask_cache: a kept (T, T)
+ * mask the composed path builds once per T and reuses; the caller frees it
+ * (cg_tensor_free) with its owner. */
+cg_tensor *cg__softmax_causal(cg_tensor *s, cg_tensor **mask_cache);
+/* gelu(x + bias) over the last axis of x (.., F); bias (F) or NULL. */
+cg_tensor *cg__bias_gelu(cg_tensor *x, cg_tensor *bias);
+
+/* One recurrent layer (torch.nn.RNN with tanh, LSTM or GRU; the
+ * equations are src/nn/rnn.c's) over all time steps. Its weights, as
+ * PyTorch's *_l{k}: w_ih (G H, in), w_hh (G H, H), biases (G H) or NULL
+ * for none, G = 1, 4 or 3 gates. */
+struct cg_rnn_layer {
+    enum cg_rnn_mode mode;
+    int64_t hidden;
+    cg_tensor *w_ih, *w_hh, *b_ih, *b_hh;
+};
+/* x: (T, B, in) when tdim == 0, (B, T, in) when tdim == 1; h, c: (B, H)
+ * initial states (c for LSTM only). Returns the layer's outputs in x's
+ * layout with H features; *h_last, *c_last: the final states (B, H). An
+ * LSTM runs as one fused op where the backend has lstm_cell. */
+cg_tensor *cg__rnn_layer(const struct cg_rnn_layer *l, cg_tensor *x, int tdim, cg_tensor *h,
+                         cg_tensor *c, cg_tensor **h_last, cg_tensor **c_last);
+
+/* t's position plus off elements, for a primitive's argument. */
+static inline struct cg_ptr cg__ptr_at(const cg_tensor *t, int64_t off)
+{
+    struct cg_ptr p = cg__ptr(t);
+    p.off += off;
+    return p;
+}
 
 /* Shape strings for messages. */
 #define CG_SHAPE_STR(t, buf) cg__shape_str((t)->ndim, (t)->shape, buf, sizeof buf)

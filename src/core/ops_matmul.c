@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 /* One operand of a GEMM: a (rows, cols) matrix per batch entry. */
 struct mm_operand {
@@ -144,8 +145,7 @@ static bool mm_split(cg_ctx *ctx, cg_tensor *out, cg_tensor *a, cg_tensor *b, in
             pb.off += idx * dim_stride(b, nb, bshape, i);
             pc.off += idx * out->strides[i];
         }
-        if (ctx->be->gemm(ctx->bctx, &d, pa, pb, pc) != CG_OK)
-            *st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_matmul");
+        *st = cg__be_gemm(ctx, "cg_matmul", &d, pa, pb, pc);
     }
     return true;
 }
@@ -180,8 +180,7 @@ static cg_status mm_into(cg_ctx *ctx, cg_tensor *out, cg_tensor *a, cg_tensor *b
             d.batch = 1;
             d.stride_a = d.stride_b = d.stride_c = 0;
         }
-        if (ctx->be->gemm(ctx->bctx, &d, cg__ptr(oa.t), cg__ptr(ob.t), cg__ptr(out)) != CG_OK)
-            st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_matmul");
+        st = cg__be_gemm(ctx, "cg_matmul", &d, cg__ptr(oa.t), cg__ptr(ob.t), cg__ptr(out));
     }
     cg__tensor_unref(oa.tmp);
     cg__tensor_unref(ob.tmp);

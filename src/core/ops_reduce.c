@@ -12,15 +12,14 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 cg_status cg__reduce_into(const char *what, enum cg_reduce_op op, cg_tensor *out, cg_tensor *in,
                           int64_t outer, int64_t n, int64_t inner, float scale)
 {
     cg_ctx *ctx = cg__ctx_of(in);
     if (outer * inner == 0) return CG_OK;
-    if (ctx->be->reduce(ctx->bctx, op, cg__ptr(out), cg__ptr(in), outer, n, inner, scale) != CG_OK)
-        return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, what);
-    return CG_OK;
+    return cg__be_reduce(ctx, what, op, cg__ptr(out), cg__ptr(in), outer, n, inner, scale);
 }
 
 cg_tensor *cg__reduce_ref(const char *what, enum cg_reduce_op op, cg_tensor *in, int64_t outer,
@@ -179,9 +178,9 @@ static cg_status max_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
     cg_tensor *gc = gp ? cg__contig_ref(g) : NULL;
     if (!gc) return ctx->status;
     cg_status st = CG_OK;
-    if (outer * inner > 0 && ctx->be->pick_add(ctx->bctx, cg__ptr(gp), cg__ptr(gc), cg__ptr(idx),
-                                               outer * inner, len) != CG_OK)
-        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_max backward");
+    if (outer * inner > 0)
+        st = cg__be_scatter_add(ctx, "cg_max backward", false, cg__ptr(gp), cg__ptr(gc),
+                                cg__ptr(idx), outer * inner, len);
     cg__tensor_unref(gc);
     if (st != CG_OK) return st;
     int64_t strides[CG_MAX_DIMS], s = 1;

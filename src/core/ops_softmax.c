@@ -12,6 +12,7 @@
  *   log-softmax: dx = g - exp(y) * sum(g)
  */
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 static cg_status softmax_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
 {
@@ -22,10 +23,9 @@ static cg_status softmax_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
     cg_tensor *gc = gx ? cg__contig_ref(g) : NULL;
     if (!gc) return ctx->status;
     cg_status st = CG_OK;
-    if (rows * cols > 0 &&
-        ctx->be->softmax_backward(ctx->bctx, cg__ptr(gx), cg__ptr(y), cg__ptr(gc), rows, cols,
-                                  (int)n->i[1]) != CG_OK)
-        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, n->name);
+    if (rows * cols > 0)
+        st = cg__be_softmax_backward(ctx, n->name, cg__ptr(gx), cg__ptr(y), cg__ptr(gc), rows,
+                                     cols, (int)n->i[1]);
     cg__tensor_unref(gc);
     return st ? st : cg__accumulate_grad(x, gx);
 }
@@ -41,11 +41,8 @@ static cg_tensor *softmax_last(const char *name, cg_tensor *t, int log)
     if (!c) return NULL;
     cg_tensor *out = cg__tensor_new(ctx, t->ndim, t->shape);
     bool ok = out != NULL;
-    if (ok && rows * cols > 0 &&
-        ctx->be->softmax(ctx->bctx, cg__ptr(out), cg__ptr(c), rows, cols, log) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, name);
-        ok = false;
-    }
+    if (ok && rows * cols > 0)
+        ok = cg__be_softmax(ctx, name, cg__ptr(out), cg__ptr(c), rows, cols, log) == CG_OK;
     cg__tensor_unref(c);
     if (ok) {
         bool failed;

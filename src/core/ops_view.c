@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
+#include "core/dispatch.h"
 
 cg_tensor *cg__contig_ref(cg_tensor *t)
 {
@@ -99,8 +100,7 @@ static cg_tensor *reshape_raw(cg_tensor *t, int ndim, const int64_t *shape, bool
     vo.off = out->offset;
     cg__contiguous_strides(t->ndim, t->shape, vo.strides);
     cg__views_coalesce(&vo, &vi, NULL);
-    if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &vo, &vi, NULL) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_reshape (copy)");
+    if (cg__be_ew(ctx, "cg_reshape (copy)", CG_EW_COPY, 0, 0, &vo, &vi, NULL) != CG_OK) {
         cg_tensor_free(out);
         return NULL;
     }
@@ -129,8 +129,9 @@ static cg_status resolve_shape(cg_ctx *ctx, const char *what, const cg_tensor *t
         } else if (shape[i] < 0) {
             return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: bad size %" PRId64 " in %s", what,
                              shape[i], cg__shape_str(ndim, shape, sb, sizeof sb));
-        } else {
-            known *= shape[i];
+        } else if (!cg__mul_ok(known, shape[i], &known)) {
+            return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: shape %s too large", what,
+                             cg__shape_str(ndim, shape, sb, sizeof sb));
         }
     }
     int64_t numel = cg__tnumel(t);
@@ -392,6 +393,12 @@ CG_API cg_tensor *cg_expand(cg_tensor *t, int ndim, const int64_t *shape)
             goto bad;
         }
     }
+    int64_t n;
+    if (!cg__numel_ok(ndim, s, &n)) {
+        cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_expand: %s expanded to %s is too large",
+                  CG_SHAPE_STR(t, sa), cg__shape_str(ndim, shape, sb, sizeof sb));
+        return NULL;
+    }
     return record1(cg__tensor_view(t, ndim, s, strides, t->offset), t, "cg_expand",
                    identity_backward, NULL);
 bad:
@@ -457,8 +464,7 @@ static cg_tensor *cat_small(int n, cg_tensor *const *ts, int dim)
             vo.shape[dim] = ts[k]->shape[dim];
             vo.off = out->offset + off * out->strides[dim];
             cg__views_coalesce(&vo, &vi, NULL);
-            if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &vo, &vi, NULL) != CG_OK) {
-                cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_cat");
+            if (cg__be_ew(ctx, "cg_cat", CG_EW_COPY, 0, 0, &vo, &vi, NULL) != CG_OK) {
                 cg_tensor_free(out);
                 return NULL;
             }

@@ -9,14 +9,30 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/dispatch.h"
 
 /* ---- shapes ---------------------------------------------------------- */
 
-int64_t cg__numel(int ndim, const int64_t *shape)
+bool cg__numel_ok(int ndim, const int64_t *shape, int64_t *out)
 {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    return n;
+    for (int i = 0; i < ndim; i++)
+        if (!cg__mul_ok(n, shape[i], &n)) return false;
+    *out = n;
+    return true;
+}
+
+int64_t cg__numel(int ndim, const int64_t *shape)
+{
+    int64_t n;
+    return cg__numel_ok(ndim, shape, &n) ? n : INT64_MAX;
+}
+
+bool cg__window_span(int64_t in, int64_t k, int64_t pad, int64_t dil, int64_t *span)
+{
+    int64_t pad2, reach, s; /* k, dil >= 1 (callers check): -reach - 1 cannot overflow */
+    return cg__mul_ok(pad, 2, &pad2) && cg__mul_ok(dil, k - 1, &reach) &&
+           cg__add_ok(in, pad2, &s) && cg__add_ok(s, -reach - 1, span);
 }
 
 void cg__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
@@ -58,17 +74,24 @@ cg_status cg__check_shape(cg_ctx *ctx, const char *what, int ndim, const int64_t
                          CG_MAX_DIMS);
     if (ndim > 0 && !shape)
         return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: shape is NULL", what);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
+    /* The product counted in bytes from the start, so one pass checks both
+     * the byte size and the element count; cg__mul_ok fails on a negative
+     * size too, and only then does a second pass say which. */
+    int64_t bytes = (int64_t)sizeof(float);
+    int i = 0;
+    while (i < ndim && cg__mul_ok(bytes, shape[i], &bytes)) i++;
+    if (i == ndim) {
+        *numel = bytes / (int64_t)sizeof(float);
+        return CG_OK;
+    }
+    for (i = 0; i < ndim; i++)
         if (shape[i] < 0)
             return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: dim %d is negative (%" PRId64 ")",
                              what, i, shape[i]);
-        if (shape[i] > 0 && n > INT64_MAX / 4 / shape[i])
-            return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "%s: shape too large", what);
-        n *= shape[i];
-    }
-    *numel = n;
-    return CG_OK;
+    char sh[128];
+    return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                     "%s: shape %s too large (its size in bytes overflows 64 bits)", what,
+                     cg__shape_str(ndim, shape, sh, sizeof sh));
 }
 
 /* ---- creation -------------------------------------------------------- */
@@ -83,8 +106,8 @@ CG_API cg_tensor *cg_tensor_full(cg_ctx *ctx, int ndim, const int64_t *shape, fl
     cg_tensor *t = cg__tensor_new(ctx, ndim, shape);
     if (!t) return NULL;
     struct cg_view v = cg__view_of(t);
-    if (cg__numel(t->ndim, t->shape) > 0 && ctx->be->fill(ctx->bctx, &v, value) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_full");
+    if (cg__numel(t->ndim, t->shape) > 0 &&
+        cg__be_fill(ctx, "cg_tensor_full", &v, value) != CG_OK) {
         cg_tensor_free(t);
         return NULL;
     }
@@ -161,8 +184,7 @@ static cg_tensor *contiguous_ref(cg_tensor *t)
     if (!c) return NULL;
     struct cg_view out = cg_tensor_view(c), in = cg_tensor_view(t);
     cg__views_coalesce(&out, &in, NULL);
-    if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &out, &in, NULL) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "copying a strided tensor");
+    if (cg__be_ew(ctx, "copying a strided tensor", CG_EW_COPY, 0, 0, &out, &in, NULL) != CG_OK) {
         cg__tensor_unref(c);
         return NULL;
     }
@@ -187,9 +209,7 @@ CG_API cg_status cg_tensor_to_host(const cg_tensor *t, float *dst, int64_t n)
     if (!dst) return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_tensor_to_host: dst is NULL");
     cg_tensor *c = contiguous_ref((cg_tensor *)t);
     if (!c) return ctx->status ? ctx->status : CG_STATUS_BACKEND_ERROR;
-    if (ctx->be->download(ctx->bctx, dst, c->st->buf, (size_t)c->offset * sizeof(float),
-                          (size_t)n * sizeof(float)) != CG_OK)
-        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_to_host");
+    st = cg__be_download(ctx, "cg_tensor_to_host", dst, cg__ptr(c), n);
     cg__tensor_unref(c);
     return st;
 }
@@ -228,21 +248,18 @@ CG_API cg_status cg_tensor_set_data(cg_tensor *t, const float *src, int64_t n)
     if (!src) return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT, "cg_tensor_set_data: src is NULL");
     cg__storage_written(t->st);
     if (cg_tensor_is_contiguous(t)) {
-        if (ctx->be->upload(ctx->bctx, t->st->buf, (size_t)t->offset * sizeof(float), src,
-                            (size_t)n * sizeof(float)) != CG_OK)
-            return cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data");
+        if ((st = cg__be_upload(ctx, "cg_tensor_set_data", cg__ptr(t), src, n)) != CG_OK)
+            return st;
         if (t->offset == 0 && (size_t)n * sizeof(float) == t->st->bytes) note_range(t->st, src, n);
         return CG_OK;
     }
     cg_tensor *tmp = cg__tensor_new_unowned(ctx, t->ndim, t->shape);
     if (!tmp) return ctx->status;
-    if (ctx->be->upload(ctx->bctx, tmp->st->buf, 0, src, (size_t)n * sizeof(float)) != CG_OK) {
-        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data");
-    } else {
+    st = cg__be_upload(ctx, "cg_tensor_set_data", cg__ptr(tmp), src, n);
+    if (st == CG_OK) {
         struct cg_view out = cg_tensor_view(t), in = cg_tensor_view(tmp);
         cg__views_coalesce(&out, &in, NULL);
-        if (ctx->be->ew(ctx->bctx, CG_EW_COPY, 0, 0, &out, &in, NULL) != CG_OK)
-            st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "cg_tensor_set_data (strided)");
+        st = cg__be_ew(ctx, "cg_tensor_set_data (strided)", CG_EW_COPY, 0, 0, &out, &in, NULL);
     }
     cg__tensor_unref(tmp);
     return st;

@@ -656,6 +656,16 @@ static cg_status csv_plan_target(struct parser *p)
     return CG_OK;
 }
 
+/* Whether like has a column named name + suffix; -1 when out of memory. */
+static int like_has(const struct cg_table *like, const char *name, const char *suffix)
+{
+    struct cg__sb b = {0};
+    cg__sb_printf(&b, "%s%s", name, suffix);
+    int r = b.oom || !b.p ? -1 : cg_table_column(like, b.p) >= 0;
+    free(b.p);
+    return r;
+}
+
 /* Which file columns become which table columns. */
 static cg_status csv_plan(struct parser *p)
 {
@@ -684,15 +694,24 @@ static cg_status csv_plan(struct parser *p)
         c->keep = keep[j];
         if (like && j != p->target) {
             /* like's own columns, and date columns it expanded */
-            char derived[4096];
-            snprintf(derived, sizeof derived, "%s_year", c->name);
-            c->want_date = cg_table_column(like, c->name) < 0 &&
-                           cg_table_column(like, derived) >= 0;
-            read = cg_table_column(like, c->name) >= 0 || c->want_date;
+            int own = like_has(like, c->name, ""), date = like_has(like, c->name, "_year");
+            if (own < 0 || date < 0) {
+                st = csv_oom(p);
+                goto out;
+            }
+            c->want_date = !own && date;
+            read = own || c->want_date;
         } else if (j != p->target) {
             read = !drop[j] && (!p->o.features || feat[j]);
         }
         c->out = read ? p->n_out++ : -1;
+    }
+    if (p->target >= 0 && like) {
+        /* The target is read as in training: a class column whose first
+         * value looks like a number ("10", then "z") must not turn numeric
+         * (found by fuzz_csv: "non-numeric value" on re-reading). */
+        int lt = cg_table_column(like, p->cols[p->target].name);
+        if (lt >= 0) p->cols[p->target].kind = like->cols[lt].kind;
     }
     if (p->target >= 0 && !like) {
         if (p->o.task == CG_TASK_REGRESSION) p->cols[p->target].kind = CG_COLUMN_NUMERIC;
@@ -1035,9 +1054,9 @@ static cg_status shape_decide(struct parser *p, const struct cg_table *t, int k,
                              p->name, tc->name, bad ? "\"" : "",
                              bad ? csv_excerpt(bad, ex, sizeof ex) : "a number",
                              bad ? "\"" : "");
-        char hour[4096];
-        snprintf(hour, sizeof hour, "%s_hour_sin", tc->name);
-        *n_feat = cg_table_column(like, hour) >= 0 ? 8 : 6;
+        int hour = like_has(like, tc->name, "_hour_sin");
+        if (hour < 0) return csv_oom(p);
+        *n_feat = hour ? 8 : 6;
         *action = SHAPE_DATE;
         return CG_OK;
     }

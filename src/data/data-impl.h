@@ -13,15 +13,6 @@
 #include "clgrad/data.h"
 #include "core/internal.h"
 
-/* a * b into *out; false when it overflows int64 (both must be >= 0). */
-static inline bool cg__mul_ok(int64_t a, int64_t b, int64_t *out)
-{
-    if (a < 0 || b < 0) return false;
-    if (a != 0 && b > INT64_MAX / a) return false;
-    *out = a * b;
-    return true;
-}
-
 /* splitmix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number
  * generators", OOPSLA 2014): a tiny seeded generator for host-only code that
  * has no context (dataset splits). */

@@ -30,6 +30,7 @@ struct cg_loader {
     int64_t n_batches;
     int64_t last_count;                  /* samples in the final batch  */
     int64_t y_row;                       /* floats per target: y_dim or 1 */
+    int64_t shards, shard;               /* N ranks, this one's slice   */
 
     int64_t *perm;                       /* (n) this epoch's order      */
     int64_t pos;                         /* next batch; -1: no epoch    */
@@ -48,9 +49,10 @@ struct cg_loader {
     bool quit;
 };
 
+/* This loader's samples in batch b: its slice of the global batch. */
 static int64_t batch_count(const cg_loader *l, int64_t b)
 {
-    return b == l->n_batches - 1 ? l->last_count : l->o.batch_size;
+    return (b == l->n_batches - 1 ? l->last_count : l->o.batch_size) / l->shards;
 }
 
 /* stage[slot] = the samples of batch b, in epoch order, as floats (byte
@@ -58,7 +60,7 @@ static int64_t batch_count(const cg_loader *l, int64_t b)
 static void loader_gather(cg_loader *l, int64_t b, int slot)
 {
     const struct cg_dataset *ds = l->ds;
-    int64_t start = b * l->o.batch_size, k = batch_count(l, b);
+    int64_t k = batch_count(l, b), start = b * l->o.batch_size + l->shard * k;
     cg__dataset_rows_to_float(ds, l->perm + start, k, l->stage_x[slot]);
     for (int64_t i = 0; ds->y && i < k; i++)
         memcpy(l->stage_y[slot] + i * l->y_row, ds->y + l->perm[start + i] * l->y_row,
@@ -116,14 +118,15 @@ static cg_tensor *batch_tensor(cg_ctx *ctx, int64_t b, int nrest, const int64_t 
 static cg_status loader_tensors(cg_loader *l)
 {
     const struct cg_dataset *ds = l->ds;
-    int64_t b = l->o.batch_size < ds->n ? l->o.batch_size : ds->n;
+    int64_t b = (l->o.batch_size < ds->n ? l->o.batch_size : ds->n) / l->shards;
+    int64_t last = l->last_count / l->shards;
     int ny = ds->y_dim ? 1 : 0;
     if (!(l->x = batch_tensor(l->ctx, b, ds->sample_ndim, ds->sample_shape))) goto fail;
     if (ds->y && !(l->y = batch_tensor(l->ctx, b, ny, &ds->y_dim))) goto fail;
-    if (l->last_count != b) {
-        if (!(l->x_last = batch_tensor(l->ctx, l->last_count, ds->sample_ndim, ds->sample_shape)))
+    if (last != b) {
+        if (!(l->x_last = batch_tensor(l->ctx, last, ds->sample_ndim, ds->sample_shape)))
             goto fail;
-        if (ds->y && !(l->y_last = batch_tensor(l->ctx, l->last_count, ny, &ds->y_dim)))
+        if (ds->y && !(l->y_last = batch_tensor(l->ctx, last, ny, &ds->y_dim)))
             goto fail;
     }
     return CG_OK;
@@ -146,7 +149,27 @@ CG_API cg_status cg_loader_create(cg_ctx *ctx, const struct cg_dataset *ds,
                          "cg_loader_create: the dataset is empty or its sample has %d dims "
                          "(1 to %d)",
                          ds->sample_ndim, CG_MAX_DIMS - 1);
+    int64_t shards = opts->shard_count > 1 ? opts->shard_count : 1;
+    if (shards > 1 && (opts->shard_rank < 0 || opts->shard_rank >= shards))
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_loader_create: shard_rank %d is not in [0, %lld)",
+                         opts->shard_rank, (long long)shards);
+    if (opts->batch_size % shards)
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_loader_create: the global batch size %lld does not divide by the "
+                         "%lld ranks (each rank takes batch / ranks samples)",
+                         (long long)opts->batch_size, (long long)shards);
+    if (ds->n < shards)
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_loader_create: the data set has %lld samples, fewer than the %lld "
+                         "ranks", (long long)ds->n, (long long)shards);
     int64_t full = ds->n / opts->batch_size, rem = ds->n % opts->batch_size;
+    if (rem % shards) rem = 0; /* a partial batch N ranks cannot share evenly */
+    if (full == 0 && rem == 0 && shards > 1)
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_loader_create: %lld samples make no batch of %lld that divides by "
+                         "the %lld ranks", (long long)ds->n, (long long)opts->batch_size,
+                         (long long)shards);
     if (full == 0 && opts->drop_last)
         return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
                          "cg_loader_create: %lld samples make no full batch of %lld, and "
@@ -160,6 +183,8 @@ CG_API cg_status cg_loader_create(cg_ctx *ctx, const struct cg_dataset *ds,
     l->n_batches = full + (rem && !opts->drop_last);
     l->last_count = rem && !opts->drop_last ? rem : (full ? opts->batch_size : rem);
     l->y_row = ds->y_dim ? ds->y_dim : 1;
+    l->shards = shards;
+    l->shard = shards > 1 ? opts->shard_rank : 0;
     l->pos = -1;
     int64_t b = opts->batch_size < ds->n ? opts->batch_size : ds->n;
     int nstage = opts->prefetch ? 2 : 1;
@@ -257,6 +282,7 @@ CG_API cg_status cg_loader_next(cg_loader *l, cg_tensor **x, cg_tensor **y)
         return st;
     }
     l->pos++;
+    l->ctx->row_offset = l->shard * k; /* dropout: the global sample index */
     *x = tx;
     if (y) *y = ty;
     return CG_OK;

@@ -17,16 +17,9 @@
  * every backend for one seed). Everything is batched matmuls, a softmax and
  * views, so the backward is autograd's, on the device.
  *
- * Causal softmax in one kernel. When the backend has softmax_causal
- * (backend.h), the masked scores never exist: one kernel normalises each
- * row over its first i + 1 columns and writes exact zeros past them, which
- * are the probabilities softmax(S + M) gives (exp(-1e30 - max) is 0 in
- * float32), and no (T, T) mask is built or added. Its backward is the
- * plain softmax backward (zeros stay zeros).
- *
- * Bias + GELU in one kernel. When the backend has bias_gelu (backend.h),
- * the block's gelu(linear1(x)) adds linear1's bias inside the GELU kernel,
- * forward and backward, instead of a bias add and a GELU op.
+ * The causal softmax and the feed-forward's bias + GELU are ops with a
+ * fused kernel and a composed fallback, cg__softmax_causal and
+ * cg__bias_gelu (src/core/ops_fused.c).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -34,8 +27,6 @@
 
 #include "clgrad/nn.h"
 #include "core/ops_internal.h"
-
-#define MASK_NEG (-1e30f)
 
 /* ---- multi-head attention ------------------------------------------------ */
 
@@ -53,72 +44,6 @@ static void mha_free_priv(cg_module *m)
     struct mha *a = cg_module_priv(m);
     cg_tensor_free(a->mask);
     free(a);
-}
-
-/* The additive causal mask (T, T): 0 where j <= i, MASK_NEG where j > i.
- * Kept across calls of the same T. */
-static cg_tensor *causal_mask(cg_ctx *ctx, struct mha *a, int64_t T)
-{
-    if (a->mask && cg_tensor_dim(a->mask, 0) == T) return a->mask;
-    cg_tensor_free(a->mask);
-    a->mask = NULL;
-    float *h = malloc((size_t)(T * T) * sizeof *h);
-    if (!h) {
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY, "attention mask: out of host memory");
-        return NULL;
-    }
-    for (int64_t i = 0; i < T; i++)
-        for (int64_t j = 0; j < T; j++) h[i * T + j] = j > i ? MASK_NEG : 0.0f;
-    cg_tensor *t = cg_tensor_from_host(ctx, CG_SHAPE(T, T), h);
-    free(h);
-    a->mask = t ? cg_tensor_keep(t) : NULL;
-    return a->mask;
-}
-
-/* dS = y * (gy - sum(gy * y)) per row: backend softmax_backward, log = 0. */
-static cg_status causal_softmax_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
-{
-    cg_tensor *s = n->inputs[0];
-    cg_ctx *ctx = cg__ctx_of(s);
-    const int64_t cols = n->i[0], rows = cg__tnumel(y) / cols;
-    cg_tensor *gs = cg__tensor_new(ctx, s->ndim, s->shape);
-    cg_tensor *gc = gs ? cg__contig_ref(g) : NULL;
-    if (!gc) return ctx->status;
-    cg_status st = CG_OK;
-    if (ctx->be->softmax_backward(ctx->bctx, cg__ptr(gs), cg__ptr(y), cg__ptr(gc), rows, cols, 0) !=
-        CG_OK)
-        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "causal softmax backward");
-    cg__tensor_unref(gc);
-    return st ? st : cg__accumulate_grad(s, gs);
-}
-
-/* softmax(s + M) over the last axis of the scores s (B, h, T, T), M the
- * causal mask, in the backend's softmax_causal kernel. */
-static cg_tensor *causal_softmax(cg_tensor *s)
-{
-    if (!s) return NULL;
-    cg_ctx *ctx = cg__ctx_of(s);
-    const int64_t T = s->shape[s->ndim - 1], rows = cg__tnumel(s) / T;
-    cg_tensor *c = cg__contig_ref(s);
-    cg_tensor *out = c ? cg__tensor_new(ctx, s->ndim, s->shape) : NULL;
-    bool ok = out != NULL;
-    if (ok && ctx->be->softmax_causal(ctx->bctx, cg__ptr(out), cg__ptr(c), rows, T, T) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "causal softmax");
-        ok = false;
-    }
-    if (c) cg__tensor_unref(c);
-    if (ok) {
-        bool failed;
-        struct cg_node *n = cg__record(out, "causal softmax", causal_softmax_backward, 1, &s, 0,
-                                       NULL, &failed);
-        ok = !failed;
-        if (n) n->i[0] = T;
-    }
-    if (!ok) {
-        cg_tensor_free(out);
-        return NULL;
-    }
-    return out;
 }
 
 /* cg_module_forward_ex of MultiheadAttention (nn.h): self-attention,
@@ -152,10 +77,10 @@ static cg_tensor *mha_forward(cg_module *m, cg_tensor *x, struct cg_forward_args
     q = cg_mul_scalar(q, (float)(1.0 / sqrt((double)d)));
     cg_tensor *s = cg_matmul(q, cg_transpose(k, -2, -1));              /* (B, h, T, T) */
     cg_tensor *probs;                                                  /* (B, h, T, T) */
-    if (causal && CG_BACKEND_HAS(ctx->be, softmax_causal))
-        probs = causal_softmax(s);
+    if (causal)
+        probs = cg__softmax_causal(s, &a->mask);
     else
-        probs = cg_softmax(causal ? cg_add(s, causal_mask(ctx, a, T)) : s, -1);
+        probs = cg_softmax(s, -1);
     cg_tensor *w = cg_dropout(probs, a->dropout, cg_module_is_training(m));
     cg_tensor *o = cg_matmul(w, v);                                    /* (B, h, T, d) */
     o = cg_reshape(cg_permute(o, CG_SHAPE(0, 2, 1, 3)), CG_SHAPE(B, T, E));
@@ -228,75 +153,15 @@ struct block {
     cg_module *attn, *linear1, *linear2, *norm1, *norm2; /* children */
 };
 
-/* ---- bias + GELU in one kernel ------------------------------------------ */
-
-/* inputs: z0 (.., F) the pre-bias activations, bias (F) or none; g: the
- * output's gradient. gz is both inputs' gradient (the bias's summed over
- * rows by cg__accumulate_grad). */
-static cg_status bias_gelu_backward(struct cg_node *n, cg_tensor *y, cg_tensor *g)
-{
-    (void)y;
-    cg_tensor *x = n->inputs[0], *bias = n->n_inputs > 1 ? n->inputs[1] : NULL;
-    cg_ctx *ctx = cg__ctx_of(x);
-    const int64_t cols = x->shape[x->ndim - 1], rows = cg__tnumel(x) / cols;
-    cg_tensor *xc = cg__contig_ref(x), *gc = xc ? cg__contig_ref(g) : NULL;
-    cg_tensor *bc = gc && bias ? cg__contig_ref(bias) : NULL;
-    cg_tensor *gx = gc && (bc || !bias) ? cg__tensor_new(ctx, x->ndim, x->shape) : NULL;
-    cg_status st = gx ? CG_OK : ctx->status;
-    struct cg_ptr bp = bc ? cg__ptr(bc) : (struct cg_ptr){NULL, 0};
-    if (st == CG_OK && ctx->be->bias_gelu_backward(ctx->bctx, cg__ptr(gx), cg__ptr(xc), bp,
-                                                   cg__ptr(gc), rows, cols) != CG_OK)
-        st = cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "bias + GELU backward");
-    if (bc) cg__tensor_unref(bc);
-    if (gc) cg__tensor_unref(gc);
-    if (xc) cg__tensor_unref(xc);
-    if (st == CG_OK) st = cg__accumulate_grad(x, gx);
-    if (st == CG_OK && bias) st = cg__accumulate_grad(bias, gx);
-    return st;
-}
-
-/* gelu(x + bias) over the last axis of x (bias (F) or NULL) in the
- * backend's bias_gelu kernel, recorded as one op. */
-static cg_tensor *bias_gelu(cg_tensor *x, cg_tensor *bias)
-{
-    if (!x) return NULL;
-    cg_ctx *ctx = cg__ctx_of(x);
-    const int64_t cols = x->shape[x->ndim - 1], rows = cg__tnumel(x) / cols;
-    CG_ASSERT(!bias || (bias->ndim == 1 && bias->shape[0] == cols));
-    cg_tensor *xc = cg__contig_ref(x), *bc = xc && bias ? cg__contig_ref(bias) : NULL;
-    cg_tensor *out = xc && (bc || !bias) ? cg__tensor_new(ctx, x->ndim, x->shape) : NULL;
-    bool ok = out != NULL;
-    struct cg_ptr bp = bc ? cg__ptr(bc) : (struct cg_ptr){NULL, 0};
-    if (ok && ctx->be->bias_gelu(ctx->bctx, cg__ptr(out), cg__ptr(xc), bp, rows, cols) != CG_OK) {
-        cg__backend_error(ctx, CG_STATUS_BACKEND_ERROR, "bias + GELU");
-        ok = false;
-    }
-    if (bc) cg__tensor_unref(bc);
-    if (xc) cg__tensor_unref(xc);
-    if (ok) {
-        bool failed;
-        cg_tensor *in[2] = {x, bias};
-        cg__record(out, "bias + GELU", bias_gelu_backward, bias ? 2 : 1, in, 0, NULL, &failed);
-        ok = !failed;
-    }
-    if (!ok) {
-        cg_tensor_free(out);
-        return NULL;
-    }
-    return out;
-}
-
-/* gelu(linear1(x)): the bias add and the GELU in one kernel when the
- * backend has bias_gelu, else Linear then cg_gelu (the same values). */
+/* gelu(linear1(x)): linear1's matmul, then its bias add and the GELU as
+ * one op (cg__bias_gelu: one kernel where the backend has it). */
 static cg_tensor *ffn_gelu(cg_module *linear1, cg_tensor *x)
 {
     if (!x) return NULL;
-    cg_ctx *ctx = cg__ctx_of(x);
     cg_tensor *w = cg_module_parameter(linear1, "weight"); /* (F, E) */
-    if (!CG_BACKEND_HAS(ctx->be, bias_gelu) || !CG_BACKEND_HAS(ctx->be, bias_gelu_backward) ||
-        x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1]) /* Linear reports it */
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1]) /* Linear reports it */
         return cg_gelu(cg_module_forward(linear1, x));
-    return bias_gelu(cg_matmul(x, cg_transpose(w, 0, 1)), cg_module_parameter(linear1, "bias"));
+    return cg__bias_gelu(cg_matmul(x, cg_transpose(w, 0, 1)), cg_module_parameter(linear1, "bias"));
 }
 
 /* torch.nn.TransformerEncoderLayer.forward with norm_first=True

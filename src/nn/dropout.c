@@ -4,16 +4,33 @@
  * In training each element is kept with probability 1 - p and scaled by
  * 1 / (1 - p), so the expected output equals the input ("Dropout",
  * Srivastava et al. 2014, the "inverted" form PyTorch uses). The mask is
- * drawn on the host from the context's seeded RNG, one uniform u per
- * element in row-major order (kept when u < 1 - p, as torch's
- * bernoulli_(1 - p)), and uploaded as a tensor of 0 and 1 / (1 - p): every
- * backend then drops the same elements for the same seed. y = x * mask is a
+ * drawn on the host, one uniform u per element (kept when u < 1 - p, as
+ * torch's bernoulli_(1 - p)), and uploaded as a tensor of 0 and
+ * 1 / (1 - p): every backend then drops the same elements for the same
+ * seed. Each call takes one key from the context's seeded RNG; element i
+ * of row r (dim 0, the sample) gets u = hash(key, global row, i), the
+ * global row being r plus the context's row_offset (data parallelism: the
+ * rank's first sample in the global batch). So N ranks draw the masks one
+ * process draws for the same global batch (a counter-based generator, as
+ * Philox is for torch's CUDA dropout). y = x * mask is a
  * recorded multiply, so the backward (g * mask) comes from autograd.
  */
 #include <stdlib.h>
 
 #include "clgrad/nn.h"
 #include "core/ops_internal.h"
+
+/* u in [0, 1) from (key, i): splitmix64's finaliser (Steele et al.,
+ * "Fast splittable pseudorandom number generators", 2014) of key + i * its
+ * golden-ratio increment, top 53 bits. */
+static double mask_uniform(uint64_t key, uint64_t i)
+{
+    uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
 
 CG_API cg_tensor *cg_dropout(cg_tensor *x, float p, bool training)
 {
@@ -35,7 +52,10 @@ CG_API cg_tensor *cg_dropout(cg_tensor *x, float p, bool training)
     /* p == 1 drops everything (torch returns zeros rather than 0 * inf). */
     double keep = 1.0 - (double)p;
     float scale = p < 1.0f ? (float)(1.0 / keep) : 0.0f;
-    for (int64_t i = 0; i < n; i++) mask[i] = cg_rand_uniform(ctx) < keep ? scale : 0.0f;
+    uint64_t key = cg_rand_u64(ctx);
+    int64_t rows = x->ndim > 0 ? x->shape[0] : 1, row_len = rows > 0 ? n / rows : 0;
+    uint64_t base = (uint64_t)(ctx->row_offset * row_len);
+    for (int64_t i = 0; i < n; i++) mask[i] = mask_uniform(key, base + (uint64_t)i) < keep ? scale : 0.0f;
     int token = cg__compose_begin(ctx);
     cg_tensor *m = cg_tensor_from_host(ctx, x->ndim, x->shape, mask);
     free(mask);

@@ -5,6 +5,7 @@
  * bias add; the backward of both comes from autograd (ops.h), so there is no
  * hand-written backward here.
  */
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -47,14 +48,21 @@ static const struct cg_module_i linear_i = {
  * lo + (hi - lo) * u. cols == 0 means 1-d. */
 static cg_tensor *uniform_param(cg_ctx *ctx, int64_t rows, int64_t cols, double bound)
 {
-    int64_t n = rows * (cols ? cols : 1);
-    float *v = malloc((size_t)n * sizeof *v);
+    int64_t n = 0, bytes = 0;
+    bool fits = cg__mul_ok(rows, cols ? cols : 1, &n) &&
+                cg__mul_ok(n, (int64_t)sizeof(float), &bytes);
+    float *v = fits ? malloc((size_t)bytes) : NULL;
     if (!v) {
         /* weight (out, in), bias (out): name the layer and the size */
-        cg__error(ctx, CG_STATUS_OUT_OF_MEMORY,
-                  "cg_linear_module(in %lld, out %lld): out of host memory for the %s "
-                  "(%lld bytes)", (long long)(cols ? cols : 0), (long long)rows,
-                  cols ? "weight" : "bias", (long long)n * (long long)sizeof *v);
+        if (!fits)
+            cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                      "cg_linear_module(in %" PRId64 ", out %" PRId64 "): the %s is too large "
+                      "(its size overflows 64 bits)", cols, rows, cols ? "weight" : "bias");
+        else
+            cg__error(ctx, CG_STATUS_OUT_OF_MEMORY,
+                      "cg_linear_module(in %" PRId64 ", out %" PRId64 "): out of host memory "
+                      "for the %s (%" PRId64 " bytes)", cols, rows, cols ? "weight" : "bias",
+                      bytes);
         return NULL;
     }
     for (int64_t i = 0; i < n; i++)

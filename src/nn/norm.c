@@ -21,6 +21,7 @@
 
 #include "clgrad/nn.h"
 #include "core/ops_internal.h"
+#include "dist/dist-impl.h"
 
 #define BN_DEFAULT_EPS 1e-5f
 #define BN_DEFAULT_MOMENTUM 0.1f
@@ -95,7 +96,17 @@ CG_API cg_tensor *cg_batch_norm2d(cg_tensor *x, cg_tensor *running_mean, cg_tens
     cg_tensor *x3 = cg_reshape(x, CG_SHAPE(x->shape[0], c, -1));      /* (N, C, L) */
     cg_tensor *mu, *var;                                                 /* (1, C, 1) */
     cg_tensor *xc;
-    if (training) {
+    int world = cg__dist_world(ctx);
+    if (training && world > 1) {
+        /* SyncBatchNorm (torch.nn.SyncBatchNorm): per-channel sums over
+         * every rank's batch, all-reduced; the backward through
+         * cg__dist_sum sums the gradients of the sums the same way. */
+        float inv = (float)(1.0 / ((double)n * world));
+        mu = cg_mul_scalar(cg__dist_sum(cg_sum(cg_sum(x3, 2, true), 0, true)), inv);
+        xc = cg_sub(x3, mu);
+        var = cg_mul_scalar(cg__dist_sum(cg_sum(cg_sum(cg_mul(xc, xc), 2, true), 0, true)), inv);
+        n *= world;
+    } else if (training) {
         mu = channel_mean(x3);
         xc = cg_sub(x3, mu);
         var = channel_mean(cg_mul(xc, xc));

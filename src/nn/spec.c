@@ -124,6 +124,21 @@ static cg_status build_activation(cg_ctx *ctx, const struct spec_layer *l, int *
     return add(ctx, seq, m);
 }
 
+/* A layer's output sample or weight (`what`) must be countable, in bytes
+ * too (cg__mul_ok): a layer that makes one too large is named. */
+static cg_status check_size(cg_ctx *ctx, const struct spec_layer *l, const char *what,
+                            const struct spec_shape *s, int64_t *numel)
+{
+    int64_t n, bytes;
+    if (cg__numel_ok(s->ndim, s->dims, &n) && cg__mul_ok(n, (int64_t)sizeof(float), &bytes)) {
+        if (numel) *numel = n;
+        return CG_OK;
+    }
+    char sh[128];
+    return spec_error(ctx, l, "its %s %s is too large (its size overflows 64 bits)", what,
+                      cg__shape_str(s->ndim, s->dims, sh, sizeof sh));
+}
+
 static cg_status build_linear(cg_ctx *ctx, const struct spec_layer *l, int *word,
                               struct spec_shape *shape, cg_module *seq)
 {
@@ -136,7 +151,10 @@ static cg_status build_linear(cg_ctx *ctx, const struct spec_layer *l, int *word
                           "'flatten' before it", cg__shape_str(shape->ndim, shape->dims, sh, sizeof sh));
     }
     *word += 2;
-    cg_status st = add(ctx, seq, cg_linear_module(ctx, shape->dims[0], out, true));
+    struct spec_shape weight = {2, {out, shape->dims[0]}};
+    cg_status st = check_size(ctx, l, "weight", &weight, NULL);
+    if (st != CG_OK) return st;
+    st = add(ctx, seq, cg_linear_module(ctx, shape->dims[0], out, true));
     shape->dims[0] = out;
     return st;
 }
@@ -144,9 +162,10 @@ static cg_status build_linear(cg_ctx *ctx, const struct spec_layer *l, int *word
 static cg_status build_flatten(cg_ctx *ctx, const struct spec_layer *l, int *word,
                                struct spec_shape *shape, cg_module *seq)
 {
-    (void)l;
     (*word)++;
-    int64_t n = cg__numel(shape->ndim, shape->dims);
+    int64_t n;
+    cg_status st = check_size(ctx, l, "input sample", shape, &n);
+    if (st != CG_OK) return st;
     shape->ndim = 1;
     shape->dims[0] = n;
     return add(ctx, seq, cg_flatten_module(ctx));
@@ -226,8 +245,12 @@ static cg_status need_image(cg_ctx *ctx, const struct spec_layer *l, const struc
 static cg_status window_out(cg_ctx *ctx, const struct spec_layer *l, struct spec_shape *s,
                             int64_t k, int64_t stride, int64_t pad, int64_t dil)
 {
-    int64_t span = dil * (k - 1) + 1;
-    int64_t eh = s->dims[1] + 2 * pad - span, ew = s->dims[2] + 2 * pad - span;
+    int64_t eh, ew, span = 0;
+    if (!cg__window_span(s->dims[1], k, pad, dil, &eh) ||
+        !cg__window_span(s->dims[2], k, pad, dil, &ew) || !cg__mul_ok(dil, k - 1, &span) ||
+        !cg__add_ok(span, 1, &span))
+        return spec_error(ctx, l, "kernel %" PRId64 ", padding %" PRId64 " and dilation %" PRId64
+                          " are too large (the window's size overflows 64 bits)", k, pad, dil);
     if (eh < 0 || ew < 0) {
         char sh[128];
         return spec_error(ctx, l, "the %swindow (%" PRId64 " x %" PRId64 ") does not fit the "
@@ -262,6 +285,10 @@ static cg_status build_conv(cg_ctx *ctx, const struct spec_layer *l, int *word,
     int64_t dil = o.dilation > 0 ? o.dilation : 1;
     if ((st = window_out(ctx, l, shape, k, stride, pad, dil)) != CG_OK) return st;
     shape->dims[0] = out;
+    struct spec_shape weight = {4, {out, in / groups, k, k}};
+    if ((st = check_size(ctx, l, "output sample", shape, NULL)) != CG_OK ||
+        (st = check_size(ctx, l, "weight", &weight, NULL)) != CG_OK)
+        return st;
     struct cg_conv2d_opts co = {.stride = {stride, stride}, .padding = {pad, pad},
                                 .dilation = {dil, dil}, .groups = groups, .no_bias = o.nobias};
     return add(ctx, seq, cg_conv2d_module(ctx, in, out, k, k, &co));
@@ -285,7 +312,9 @@ static cg_status build_pool(cg_ctx *ctx, const struct spec_layer *l, int *word,
     if (pad > k / 2)
         return spec_error(ctx, l, "pad %" PRId64 " must be at most half the kernel size %" PRId64,
                           pad, k);
-    if ((st = window_out(ctx, l, shape, k, stride, pad, dil)) != CG_OK) return st;
+    if ((st = window_out(ctx, l, shape, k, stride, pad, dil)) != CG_OK ||
+        (st = check_size(ctx, l, "output sample", shape, NULL)) != CG_OK)
+        return st;
     return add(ctx, seq, max ? cg_max_pool2d_module(ctx, k, stride, pad, dil)
                              : cg_avg_pool2d_module(ctx, k, stride, pad));
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "optim-impl.h"
+#include "core/dispatch.h"
 
 struct optim_param {
     cg_tensor *p;                          /* borrowed, contiguous          */
@@ -80,7 +81,7 @@ static cg_status check_params(cg_optim *opt, cg_tensor *const *params, int n)
         if (cg_tensor_ctx(p) != opt->ctx)
             return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "%s: parameter %d %s belongs to another context", fn, i, s);
-        if (p->scope_slot >= 0)
+        if (cg__tensor_is_scoped(p))
             return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
                              "%s: parameter %d %s belongs to a scope; parameters "
                              "must be persistent", fn, i, s);
@@ -234,14 +235,8 @@ static cg_status step_param(cg_optim *opt, const struct optim_group *g, struct o
     cg__storage_written(op->p->st);
     for (int s = 0; s < CG_OPTIM_MAX_STATE; s++)
         if (op->state[s]) cg__storage_written(op->state[s]->st);
-    st = ctx->be->optim_update(ctx->bctx, &h, cg__ptr(op->p), cg__ptr(grad), state,
-                               cg_tensor_numel(op->p));
-    if (st != CG_OK) {
-        char s[128], what[192];
-        snprintf(what, sizeof what, "cg_optim_step(%s) of parameter %s",
-                 opt->family->name, cg_tensor_describe(op->p, s, sizeof s));
-        return cg__backend_error(ctx, st, what);
-    }
+    st = cg__be_optim_update(ctx, opt->family->name, &h, op->p, cg__ptr(grad), state);
+    if (st != CG_OK) return st;
     op->step++;
     return CG_OK;
 }

@@ -4,13 +4,15 @@
  * cg_table_conform onto its own layout, and cg_dataset_from_table.
  *
  * Input: byte 0 options (delimiter, task, missing policy, one-hot or
- * reject), byte 1 the target column name (from a fixed list, or none),
- * then the CSV text. Invariants: every numeric cell finite, every
+ * reject, fill value), byte 1 the target (a name from a fixed list, a
+ * number, "last" or none) and skip_rows, no_header, drop, features and
+ * keep, then the CSV text. Invariants: every numeric cell finite, every
  * categorical cell an index below its column's category count, unique
  * column names and unique categories, all valid UTF-8 (they go into
  * checkpoints); format(parse(format(t))) ==
  * format(t) and the parsed layout equals t's; conforming t to its own
- * layout changes no value; the dataset's features are finite and its
+ * layout changes no value, nor does reading the file again with the
+ * layout as `like` and conforming; the dataset's features are finite and its
  * labels class indices in range.
  */
 #include <math.h>
@@ -75,6 +77,7 @@ static void check_dataset(const struct cg_table *t, const struct cg_dataset *ds)
                (long long)t->n_rows);
     FUZZ_CHECK(ds->sample_ndim == 1 && ds->sample_numel == ds->sample_shape[0] &&
                    ds->sample_numel >= 1, "sample shape");
+    FUZZ_CHECK(ds->x, "a CSV dataset without float features");
     for (int64_t i = 0; i < ds->n * ds->sample_numel; i++)
         FUZZ_CHECK(isfinite(ds->x[i]), "feature %lld is %g", (long long)i, (double)ds->x[i]);
     if (t->target < 0) {
@@ -102,16 +105,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2) return 0;
     static const char delims[4] = {',', ';', '\t', '|'};
-    static const char *const targets[8] = {NULL, "y", "label", "species", "a", "b", "",
-                                           "target"};
-    static const float fills[4] = {0.0f, -1.5f, 1e30f, 3.0f};
+    static const char *const targets[8] = {NULL, "y", "label", "species", "a", "b", "last",
+                                           "2"};
+    static const float fills[2] = {-1.5f, 1e30f};
     struct cg_csv_options o = cg_csv_options_default();
     o.delimiter = delims[data[0] & 3];
     o.task = (enum cg_task)((data[0] >> 2) % 3);
     o.missing = (enum cg_missing)((data[0] >> 4) & 3);
     o.reject_categorical = (data[0] >> 6) & 1;
-    o.fill_value = fills[(data[0] >> 7) | ((data[1] >> 3) & 2)];
+    o.fill_value = fills[data[0] >> 7];
     o.target = targets[data[1] & 7];
+    o.skip_rows = (data[1] >> 3) & 1;
+    o.no_header = (data[1] >> 4) & 1;
+    o.drop = (data[1] >> 5) & 1 ? "b" : NULL;
+    o.features = (data[1] >> 6) & 1 ? "a,c" : NULL;
+    o.keep = (data[1] >> 7) & 1 ? "c" : NULL;
 
     const char *path = fuzz_file(0, "in.csv", data + 2, size - 2, 0);
     struct cg_table *t = NULL;
@@ -145,6 +153,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                    memcmp(before, t->values, nv * sizeof *before) == 0,
                "conform to its own layout changed the values");
     check_table(t);
+
+    /* Reading the same file again as the layout says (what clgrad-eval
+     * does with a training layout) gives the same table. */
+    struct cg_csv_options o2 = o;
+    o2.like = lay;
+    struct cg_table *t2 = NULL;
+    st = cg_csv_read(path, &o2, &t2);
+    FUZZ_CHECK(st == CG_OK, "re-reading like its own layout: %s", cg_last_error(NULL));
+    st = cg_table_conform(t2, lay);
+    FUZZ_CHECK(st == CG_OK, "conforming the re-read table: %s", cg_last_error(NULL));
+    FUZZ_CHECK(t2->n_rows == t->n_rows && t2->n_cols == t->n_cols &&
+                   memcmp(t2->values, t->values, nv * sizeof *before) == 0,
+               "re-read like its own layout: %lld x %d vs %lld x %d, or other values",
+               (long long)t2->n_rows, t2->n_cols, (long long)t->n_rows, t->n_cols);
+    cg_table_free(t2);
 
     struct cg_dataset *ds = NULL;
     st = cg_dataset_from_table(t, &ds);

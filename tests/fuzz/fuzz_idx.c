@@ -43,12 +43,6 @@ static void check_idx(const struct cg_idx *x)
     }
 }
 
-/* Sample value k, from byte storage (x_u8 / x_div) or float storage. */
-static float sample_value(const struct cg_dataset *ds, int64_t k)
-{
-    return ds->x_u8 ? (float)ds->x_u8[k] / ds->x_div : ds->x[k];
-}
-
 static void check_pair(const struct cg_dataset *ds, int scale)
 {
     FUZZ_CHECK(ds->n >= 1 && ds->sample_ndim >= 1 && ds->sample_ndim < CG_MAX_DIMS,
@@ -59,8 +53,10 @@ static void check_pair(const struct cg_dataset *ds, int scale)
                (long long)ds->sample_numel, (long long)m);
     FUZZ_CHECK(ds->n_classes >= 1 && ds->n_classes <= CG_IDX_MAX_CLASSES && ds->y_dim == 0,
                "%d classes", ds->n_classes);
+    /* float storage, or bytes (uint8 images) divided by x_div */
+    FUZZ_CHECK(ds->x || (ds->x_u8 && ds->x_div > 0), "no samples (x_div %g)", (double)ds->x_div);
     for (int64_t i = 0; i < ds->n * ds->sample_numel; i++) {
-        float v = sample_value(ds, i);
+        float v = ds->x ? ds->x[i] : (float)ds->x_u8[i] / ds->x_div;
         FUZZ_CHECK(isfinite(v), "pixel %lld is %g", (long long)i, (double)v);
     }
     for (int64_t i = 0; i < ds->n; i++)
@@ -94,9 +90,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* Scaled uint8 pixels are in [0, 1]: check through a plain read. */
         struct cg_idx *x = NULL;
         if (scale && cg_idx_read(img, &x) == CG_OK && x->type == 0x08)
-            for (int64_t i = 0; i < ds->n * ds->sample_numel; i++)
-                FUZZ_CHECK(sample_value(ds, i) >= 0 && sample_value(ds, i) <= 1,
-                           "scaled pixel %lld is %g", (long long)i, (double)sample_value(ds, i));
+            for (int64_t i = 0; i < ds->n * ds->sample_numel; i++) {
+                float v = ds->x ? ds->x[i] : (float)ds->x_u8[i] / ds->x_div;
+                FUZZ_CHECK(v >= 0 && v <= 1, "scaled pixel %lld is %g", (long long)i, (double)v);
+            }
         cg_idx_free(x);
     } else {
         FUZZ_CHECK(!ds && cg_last_error(NULL)[0], "a failure with a result or no message");

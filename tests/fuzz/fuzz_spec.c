@@ -84,7 +84,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* A padded max pool can have a window of padding alone (pad <= K/2
          * as PyTorch checks, but dilated): -inf there, as in PyTorch, which
          * later layers may turn into NaN. Such specs skip this check. */
-        bool padded_pool = strstr(spec, "maxpool") && strstr(spec, "pad");
+        char lower[4097];
+        for (size_t i = 0; i <= n; i++) lower[i] = (char)tolower((unsigned char)spec[i]);
+        bool padded_pool = strstr(lower, "maxpool") && strstr(lower, "pad");   /* any case */
         for (int64_t i = 0; i < 2 * onumel && !padded_pool; i++)
             FUZZ_CHECK(isfinite(h[i]), "forward of \"%s\": output %lld is %g", spec,
                        (long long)i, (double)h[i]);

@@ -28,9 +28,11 @@ def put(target, name, data):
 # classification), bits 4-5 missing (error, drop, mean, constant), bit 6
 # reject_categorical. byte 1: bits 0-2 target (none, y, label, species, a, b,
 # "", target).
-def csv(name, text, delim=0, task=0, missing=0, reject=0, target=0):
+# byte 1 also: bit 3 skip_rows 1, bit 4 no_header, bit 5 drop "b", bit 6
+# features "a,c", bit 7 keep "c".
+def csv(name, text, delim=0, task=0, missing=0, reject=0, target=0, flags=0):
     o = delim | task << 2 | missing << 4 | reject << 6
-    put("csv", name, bytes([o, target]) + text)
+    put("csv", name, bytes([o, target | flags]) + (text.encode() if isinstance(text, str) else text))
 
 iris = b"sepal,petal,species\n5.1,1.4,setosa\n7.0,4.7,versicolor\n6.3,6.0,virginica\n4.9,1.5,setosa\n"
 csv("iris", iris, target=3)
@@ -47,6 +49,13 @@ csv("missing-const", b"a,c,y\n1,,0\n,x,1\n", missing=3, target=1)
 csv("numeric-classes", b"a,y\n1,3\n2,10\n3,2\n", task=2, target=1)
 csv("reject-cat", b"a,b,y\n1,x,0\n", reject=1, target=1)
 csv("utf8", b"caf\xc3\xa9,th\xc3\xa9,y\n1,2,\xe6\x97\xa5\n3,4,\xe2\x82\xac\n", target=1)
+csv("skip-rows", b"# exported by a tool\na,b,y\n1,2,x\n3,4,y\n", target=1, flags=1 << 3)
+csv("no-header", b"1.5,a\n2.5,b\n3.5,a\n", target=7, flags=1 << 4)
+csv("drop-features-keep", b"a,b,c,y\n1,u,p,0\n2,v,q,1\n3,w,r,0\n", target=1,
+    flags=1 << 5 | 1 << 6 | 1 << 7)
+csv("target-last", b"a,b,t\n1,2,x\n3,4,y\n", target=6)
+csv("dates", b"d,a,y\n2024-01-05,1,x\n2024-02-10,2,y\n2024-03-15,3,x\n", target=1)
+csv("id-column", b"id,a,y\nk1,1,x\nk2,2,y\nk3,3,x\nk4,4,y\nk5,5,x\n", target=1)
 # invalid
 csv("bad-latin1-header", b"caf\xe9,b,y\n1,2,a\n", target=1)
 csv("bad-latin1-class", b"a,y\n1,caf\xe9\n2,tea\n", target=1)
