@@ -1007,10 +1007,22 @@ static void test_split_deterministic(void **state)
     cg_table_free(rest2);
     /* fractions that leave a part empty */
     assert_int_equal(cg_table_split(t, 1.0, 42, &rest2, &test2), CG_STATUS_INVALID_ARGUMENT);
-    assert_int_equal(cg_table_split(t, 0.001, 42, &rest2, &test2), CG_STATUS_INVALID_ARGUMENT);
-    th_assert_error_contains(NULL, "200 rows cannot hold out a test fraction of 0.001");
     assert_null(rest2);
     assert_null(test2);
+    /* a fraction that rounds to no row still holds out one */
+    assert_int_equal(cg_table_split(t, 0.001, 42, &rest2, &test2), CG_OK);
+    assert_int_equal(test2->n_rows, 1);
+    assert_int_equal(rest2->n_rows, 199);
+    bool among = false;                 /* the permutation's first row: one of 0.1's */
+    for (int64_t r = 0; r < test->n_rows; r++) among |= test->values[r * 3] == test2->values[0];
+    assert_true(among);
+    cg_table_free(rest2);
+    cg_table_free(test2);
+    struct cg_table *one;
+    assert_int_equal(parse("x,y\n1,2.5\n", &o, &one), CG_OK);
+    assert_int_equal(cg_table_split(one, 0.1, 42, &rest2, &test2), CG_STATUS_INVALID_ARGUMENT);
+    th_assert_error_contains(NULL, "1 rows cannot hold out a test fraction of 0.1");
+    cg_table_free(one);
     cg_table_free(rest);
     cg_table_free(test);
     cg_table_free(t2);

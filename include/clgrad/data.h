@@ -247,8 +247,8 @@ CG_API void cg_table_free(struct cg_table *t);
  * count, and the --task value that overrides it. */
 CG_API cg_status cg_table_infer_task(const struct cg_table *t, int column, enum cg_task *task,
                                      char *reason, size_t len);
-/* Holds out round(n_rows * test_fraction) rows as *test and returns the
- * others as *rest (both new tables with t's columns; t unchanged; rows
+/* Holds out round(n_rows * test_fraction) rows, at least 1, as *test and
+ * returns the others as *rest (both new tables with t's columns; t unchanged; rows
  * keep their file order in each). Which rows are held out depends only on
  * (seed, t->n_rows, test_fraction) (splitmix64 + Fisher-Yates, the first
  * rows of the permutation), so the same file read with the same options

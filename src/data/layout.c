@@ -379,8 +379,12 @@ CG_API cg_status cg_table_split(const struct cg_table *t, double test_fraction, 
     if (!(test_fraction >= 0.0 && test_fraction < 1.0))
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
                          "cg_table_split: the test fraction %g is not in [0, 1)", test_fraction);
+    /* At least one row when a test set is asked for: scikit-learn's
+     * train_test_split rounds the test size up, so a user of it expects
+     * a tiny file to still hold out a row. */
     int64_t n = t->n_rows, n_test = (int64_t)llround((double)n * test_fraction);
-    if (test_fraction > 0 && (n_test < 1 || n_test >= n))
+    if (test_fraction > 0 && n_test < 1) n_test = 1;
+    if (test_fraction > 0 && n_test >= n)
         return cg__error(NULL, CG_STATUS_INVALID_ARGUMENT,
                          "cg_table_split: %lld rows cannot hold out a test fraction of %g "
                          "(%lld rows) with rows left to train on",
