@@ -40,7 +40,6 @@ struct options {
     const char *scale_target;
     struct cli_csv csv;
     double test_split;        /* CSV: held-out test rows */
-    bool test_split_given;
     float lr, momentum, weight_decay, label_smoothing;
     int64_t batch;
     int epochs;
@@ -246,10 +245,7 @@ static void parse_args(int argc, char **argv, struct options *o)
         case 'e': o->epochs = (int)cli_int(a, v, 1, 1000000); break;
         case 's': o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX); break;
         case OPT_VAL_SPLIT: o->val_split = cli_double(a, v, 0, 0.9); break;
-        case OPT_TEST_SPLIT:
-            o->test_split = cli_double(a, v, 0, 0.9);
-            o->test_split_given = true;
-            break;
+        case OPT_TEST_SPLIT: o->test_split = cli_double(a, v, 0, 0.9); break;
         default: cli_csv_option(c, v, &o->csv); break;
         }
     }
@@ -312,14 +308,7 @@ static void load_csv(const struct options *o, struct data *d)
     if (!o->quiet && tab->task_reason) printf("%s: %s\n", o->data, tab->task_reason);
     if (tab->notes) fputs(tab->notes, stderr);
     if (cg_table_layout_format(tab, &d->layout) != CG_OK) cli_die("%s", cg_last_error(NULL));
-    double fraction = o->test_split;
-    if (!o->test_split_given && llround((double)tab->n_rows * fraction) < 1) {
-        /* the default on a table too small for it: no test rows, said once */
-        fprintf(stderr, "note: %s: %lld rows are too few for the default 10%% test split; "
-                "training without test rows (--test-split F chooses)\n", o->data,
-                (long long)tab->n_rows);
-        fraction = 0;
-    }
+    double fraction = o->test_split;   /* cg_table_split holds out at least a row */
     /* what clgrad-eval needs to read the file again as it was read here
      * and to find the same test rows (cli.h's keys) */
     const struct cli_csv *c = &o->csv;
