@@ -308,6 +308,7 @@ static void load_csv(const struct options *o, struct data *d)
     if (!o->quiet && tab->task_reason) printf("%s: %s\n", o->data, tab->task_reason);
     if (tab->notes) fputs(tab->notes, stderr);
     if (cg_table_layout_format(tab, &d->layout) != CG_OK) cli_die("%s", cg_last_error(NULL));
+    double fraction = o->test_split;   /* cg_table_split holds out at least a row */
     /* what clgrad-eval needs to read the file again as it was read here
      * and to find the same test rows (cli.h's keys) */
     const struct cli_csv *c = &o->csv;
@@ -315,14 +316,14 @@ static void load_csv(const struct options *o, struct data *d)
                           CLI_DELIMITER_KEY, CLI_MISSING_KEY, CLI_TEST_SPLIT_KEY, CLI_SEED_KEY};
     char *values[] = {cli_strf("%s", d->layout), cli_strf("%d", c->skip_rows),
                       cli_strf("%d", c->no_header), cli_strf("%c", c->delimiter),
-                      cli_strf("%s", c->missing), cli_strf("%.17g", o->test_split),
+                      cli_strf("%s", c->missing), cli_strf("%.17g", fraction),
                       cli_strf("%llu", (unsigned long long)o->seed)};
     for (int i = 0; i < (int)(sizeof keys / sizeof keys[0]); i++)
         d->meta[d->n_meta++] = (struct cg_checkpoint_meta){keys[i], values[i]};
     struct cg_table *rest = tab, *test = NULL;
-    if (o->test_split > 0) {
-        if (cg_table_split(tab, o->test_split, o->seed, &rest, &test) != CG_OK)
-            cli_die("%s (--test-split 0 keeps no test rows)", cg_last_error(NULL));
+    if (fraction > 0) {
+        if (cg_table_split(tab, fraction, o->seed, &rest, &test) != CG_OK)
+            cli_die("%s: %s (--test-split 0 keeps no test rows)", o->data, cg_last_error(NULL));
         cg_table_free(tab);
     }
     struct cg_dataset *all = cli_table_dataset(rest, o->data);

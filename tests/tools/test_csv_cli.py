@@ -187,6 +187,13 @@ with tempfile.TemporaryDirectory() as tmp:
     rc, out, err = run(EVAL, "--checkpoint", ck0, "--data", path("split.csv"), "--split", "test")
     check("--split test without recorded test rows is an error", rc == 1
           and "--split test" in err, err)
+    # a table too small for 10% still holds out a row (rounded up, as
+    # scikit-learn's train_test_split)
+    write(path("tiny.csv"), ["x,y"] + [f"{i},{i * 0.5 + 0.25}" for i in range(4)])
+    rc, out, err = run(TRAIN, "--data", path("tiny.csv"), "--target", "y", "--epochs", "1",
+                       "--val-split", "0.5")
+    check("4 rows: the default test split holds out one", rc == 0
+          and ", 1 test samples" in out, out + err)
     # the file's format options are recorded: a headerless file evaluates as it trained
     ck1 = path("nohead.safetensors")
     rc, out, err = run(TRAIN, "--data", path("nohead.csv"), "--no-header", "--target", "last",
