@@ -301,6 +301,16 @@ static cg_status csv_field(struct parser *p, int *end)
     }
     if (!p->fld && (st = csv_append_n(p, "", 0)) != CG_OK) return st;
     p->fld[p->flen] = 0;
+    /* Fields are C strings from here on: a NUL byte would end one early
+     * (a number "0\0\0" would read as 0, a class name as a shorter one,
+     * and a second reading of the file could disagree with the first). A
+     * CSV file is text, so a NUL byte in a field is an error. */
+    const char *nul = memchr(p->fld, 0, p->flen);
+    if (nul)
+        return cg__error(NULL, CG_STATUS_PARSE_ERROR,
+                         "%s:%lld:%d: a NUL byte (at byte %zu of the field): a CSV file is "
+                         "text; is this a binary file?", p->name, (long long)p->fline,
+                         p->fcol + 1, (size_t)(nul - p->fld) + 1);
     return CG_OK;
 }
 

@@ -100,7 +100,7 @@ with tempfile.TemporaryDirectory() as tmp:
     csv("duplicate-column", "a,a,y\n1,2,3\n", "duplicate column name")
     csv("latin1-header", b"caf\xe9,b,y\n1,2,x\n3,4,y\n", ":1:1: the column name is not valid UTF-8")
     csv("latin1-class", b"a,b,y\n1,2,caf\xe9\n3,4,tea\n", ":2:3: the class name is not valid UTF-8")
-    csv("nul-byte", b"a,b\x00c,y\n1,2,x\n", "not valid UTF-8")
+    csv("nul-byte", b"a,b\x00c,y\n1,2,x\n", "a NUL byte")
     csv("missing-cell", "a,b,y\n1,,x\n3,4,y\n", "missing value in column \"b\"")
     csv("only-target", "y\n" + "x\ny\n" * 20, "no feature columns")
     csv("binary", bytes(range(256)) * 4, None)
