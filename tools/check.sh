@@ -41,7 +41,7 @@ if command -v clang > /dev/null; then
     mkdir -p build-fuzz/logs
     for t in csv idx spec safetensors checkpoint; do
         log=build-fuzz/logs/$t.log
-        tools/fuzz.sh "$t" "${FUZZ_SECONDS:-30}" > "$log" 2>&1 || { tail -n 40 "$log"; exit 1; }
+        FUZZ_SEED="${FUZZ_SEED:-1}" tools/fuzz.sh "$t" "${FUZZ_SECONDS:-30}" > "$log" 2>&1 || { tail -n 40 "$log"; exit 1; }
         grep -E '^stat::number_of_executed_units' "$log" | sed "s/^/fuzz $t: /"
     done
 fi

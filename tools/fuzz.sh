@@ -33,6 +33,8 @@ mkdir -p "$b/corpus/$target" "$b/findings/$target"
 export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
 export CLGRAD_BACKEND=cpu CLGRAD_CPU_THREADS=1
-"$b/tests/fuzz/fuzz_$target" -max_total_time="$secs" -max_len=65536 -timeout=20 \
+# FUZZ_SEED: libFuzzer's -seed (0, the default, picks one at random;
+# check.sh fixes it so a CI pass is reproducible but for machine speed).
+"$b/tests/fuzz/fuzz_$target" -max_total_time="$secs" -seed="${FUZZ_SEED:-0}" -max_len=65536 -timeout=20 \
     -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 \
     -artifact_prefix="$b/findings/$target/" "$b/corpus/$target" "tests/fuzz/corpus/$target"
