@@ -64,6 +64,21 @@ def run(np_, args, exe=None):
     return p.returncode, p.stdout, p.stderr
 
 
+def why(err, n):
+    """The ranks' own messages: stderr without mpirun's banner (its dashed
+    box and 'mpirun detected...' lines), first and last n characters, so an
+    ASan report or a rank's error is not cut off by mpirun's trailer."""
+    keep, box = [], False
+    for line in err.splitlines():
+        if line.startswith("-----"):
+            box = not box
+            continue
+        if not box:
+            keep.append(line)
+    text = "\n".join(keep).strip()
+    return text if len(text) <= 2 * n else text[:n] + "\n[...]\n" + text[-n:]
+
+
 def parse(out):
     losses, params = [], None
     for line in out.splitlines():
@@ -91,7 +106,7 @@ for model in ("mlp", "cnn", "lstm"):
     rc, out, err = run(0, args)
     ref, ref_p = parse(out)
     check(rc == 0 and len(ref) == STEPS and ref_p is not None,
-          "%s: one plain process trains (rc %s) %s" % (model, rc, err.strip()[-300:]))
+          "%s: one plain process trains (rc %s) %s" % (model, rc, why(err, 300)))
     if rc != 0:
         continue
     # The steps must change the model, or equal losses would prove little.
@@ -101,7 +116,7 @@ for model in ("mlp", "cnn", "lstm"):
         losses, p = parse(out)
         ok = rc == 0 and len(losses) == STEPS and p is not None
         check(ok, "%s -np %d: runs, parameters identical on every rank (rc %s) %s"
-              % (model, np_, rc, err.strip()[-400:]))
+              % (model, np_, rc, why(err, 400)))
         if not ok:
             continue
         bad = [(i, a, b) for i, (a, b) in enumerate(zip(ref, losses)) if not close(a, b)]
@@ -114,7 +129,7 @@ for model in ("mlp", "cnn", "lstm"):
 def expect_error(np_, args, text, what):
     rc, out, err = run(np_, args)
     check(rc is not None and 0 < rc < 128 and text in err,
-          "%s: status %s (want 1..127) and %r in: %s" % (what, rc, text, err.strip()[-600:]))
+          "%s: status %s (want 1..127) and %r in: %s" % (what, rc, text, why(err, 600)))
 
 
 expect_error(4, ["mlp", "3", "6"], "does not divide by the 4 ranks", "batch 6 on 4 ranks")
@@ -163,7 +178,7 @@ def close_printed(a, b):
 log0, args = train_args("plain", 3)
 rc, out, err = run(0, args, TRAIN)
 ref = read_log(log0)
-check(rc == 0 and len(ref) == 3, "clgrad-train alone (rc %s) %s" % (rc, err.strip()[-300:]))
+check(rc == 0 and len(ref) == 3, "clgrad-train alone (rc %s) %s" % (rc, why(err, 300)))
 for np_ in (2, 4):
     log, args = train_args("np%d" % np_, 3)
     rc, out, err = run(np_, args, TRAIN)
@@ -171,14 +186,14 @@ for np_ in (2, 4):
     same = len(got) == len(ref) and all(close_printed(x, y) for a, b in zip(ref, got)
                                         for x, y in zip(a, b))
     check(rc == 0 and same, "clgrad-train -np %d logs the losses of one process (rc %s): %s vs %s %s"
-          % (np_, rc, got, ref, err.strip()[-300:]))
+          % (np_, rc, got, ref, why(err, 300)))
     check(out.count("epoch  1/3") == 1 and out.count("clgrad-train: ") == 1,
           "clgrad-train -np %d: only rank 0 prints: %r" % (np_, out[-600:]))
 
 ck = os.path.join(WORK, "ck.safetensors")
 log, args = train_args("resume", 2, "--save", ck)
 rc, out, err = run(4, args, TRAIN)
-check(rc == 0 and os.path.exists(ck), "clgrad-train saves on 4 ranks (rc %s) %s" % (rc, err.strip()[-300:]))
+check(rc == 0 and os.path.exists(ck), "clgrad-train saves on 4 ranks (rc %s) %s" % (rc, why(err, 300)))
 # The resumed epoch against one process resuming the same checkpoint (a
 # resumed run draws its shuffles afresh from the seed, alone or not).
 resumed = []
@@ -188,7 +203,7 @@ for np_ in (0, 2):
     got = read_log(log)
     check(rc == 0 and "resumed from" in out and len(got) == 1,
           "clgrad-train resumes a 4-rank checkpoint %s (rc %s): %s %s"
-          % ("on 2 ranks" if np_ else "alone", rc, got, err.strip()[-300:]))
+          % ("on 2 ranks" if np_ else "alone", rc, got, why(err, 300)))
     resumed.append(got)
 check(len(resumed[0]) == 1 and len(resumed[1]) == 1 and
       all(close_printed(x, y) for x, y in zip(resumed[0][0], resumed[1][0])),
@@ -200,13 +215,13 @@ with open(bad, "wb") as f:
 log, args = train_args("bad", 2, "--resume", bad)
 rc, out, err = run(2, args, TRAIN)
 check(rc is not None and 0 < rc < 128 and "rank 0/2: " in err,
-      "a checkpoint only rank 0 reads fails: status %s, message %s" % (rc, err.strip()[-400:]))
+      "a checkpoint only rank 0 reads fails: status %s, message %s" % (rc, why(err, 400)))
 
 cargs = ["--steps", "6", "--print-every", "3", "--sample", "0", "--batch", "8", "--seq", "16",
          "--text", data]
 rc, out, err = run(0, cargs, CHARLM)
 want = [l for l in out.splitlines() if l.startswith("step")]
-check(rc == 0 and len(want) == 2, "clgrad-charlm alone (rc %s) %s" % (rc, err.strip()[-300:]))
+check(rc == 0 and len(want) == 2, "clgrad-charlm alone (rc %s) %s" % (rc, why(err, 300)))
 for arch in ("lstm", "transformer"):
     rc0, out0, _ = run(0, cargs + ["--arch", arch, "--dropout", "0.1"] if arch == "transformer"
                        else cargs, CHARLM)
@@ -216,7 +231,7 @@ for arch in ("lstm", "transformer"):
     b = [l.split("|")[1] for l in out.splitlines() if l.startswith("step")]
     check(rc0 == 0 and rc == 0 and a and a == b,
           "clgrad-charlm %s -np 4 prints the losses of one process: %s vs %s %s"
-          % (arch, b, a, err.strip()[-300:]))
+          % (arch, b, a, why(err, 300)))
 
 if failures:
     print("%d failure(s)" % len(failures))
