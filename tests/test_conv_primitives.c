@@ -183,6 +183,8 @@ static const struct geo conv_geos[] = {
     {1, 2, 2, 3, 3, 3, 1, 1, 2, 2, 1, 1},     /* padding wider than image */
     {2, 3, 15, 13, 5, 5, 2, 3, 2, 0, 1, 2},
     {1, 1, 7, 7, 3, 3, 3, 3, 0, 0, 2, 2},     /* stride 3, dilation 2    */
+    {2, 3, 14, 14, 3, 3, 1, 1, 1, 1, 1, 1},   /* the CNN's second conv   */
+    {1, 2, 6, 21, 3, 2, 2, 1, 0, 1, 1, 1},    /* stride 2 down, 1 across */
 };
 
 static const struct geo pool_geos[] = {
@@ -194,6 +196,15 @@ static const struct geo pool_geos[] = {
     {3, 1, 7, 5, 2, 3, 3, 2, 1, 1, 1, 1},
     {1, 1, 3, 5, 2, 2, 1, 1, 1, 0, 4, 1},     /* windows wholly in padding */
     {1, 3, 13, 1, 3, 1, 2, 1, 1, 0, 1, 1},    /* width 1                 */
+    /* MaxPool2d(2) rows of 8-wide blocks (ow >= 8), 4-wide (4..7) and
+     * scalar (< 4), the last block overlapping the one before, odd sizes
+     * leaving a row and a column out */
+    {1, 2, 28, 28, 2, 2, 2, 2, 0, 0, 1, 1},   /* ow 14                   */
+    {2, 1, 5, 33, 2, 2, 2, 2, 0, 0, 1, 1},    /* ow 16                   */
+    {1, 1, 4, 19, 2, 2, 2, 2, 0, 0, 1, 1},    /* ow 9                    */
+    {2, 3, 14, 14, 2, 2, 2, 2, 0, 0, 1, 1},   /* ow 7                    */
+    {1, 2, 7, 11, 2, 2, 2, 2, 0, 0, 1, 1},    /* ow 5                    */
+    {1, 1, 6, 6, 2, 2, 2, 2, 0, 0, 1, 1},     /* ow 3                    */
 };
 
 /* A random geometry with at least one output pixel. */

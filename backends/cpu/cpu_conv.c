@@ -312,29 +312,42 @@ static double window_sum(const struct cg_conv2d_desc *d, const float *in, int64_
  * maximum of each row pair, then the bottom one only if strictly larger,
  * which is window_max's row-major first maximum. Selects, no branches
  * (random data mispredicts every other one), indices as floats (exact
- * below 2^24), so the loop vectorises. Returns whether the rows hold a NaN,
- * in which case the caller redoes the row by window_max's rule. */
-CG_CPU_KERNEL POOL_NO_TRAP static bool max_pool_2x2_row(float *restrict o, float *restrict am,
-                                                        const float *restrict r0, int64_t w,
-                                                        int64_t base, int64_t ow)
-{
-    const float *r1 = r0 + w;
-    float fb = (float)base, fw = (float)w;
-    int n = (int)ow;   /* < 2^24: int keeps the index conversion vectorisable */
-    for (int x = 0; x < n; x++) {
-        float xf = fb + (float)(2 * x);
-        float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x], d = r1[2 * x + 1];
-        int tt = b > a, tb = d > c;
-        float top = tt ? b : a, bot = tb ? d : c;
-        float ti = tt ? xf + 1.0f : xf, bi = tb ? xf + fw + 1.0f : xf + fw;
-        int t = bot > top;
-        o[x] = t ? bot : top;
-        am[x] = t ? bi : ti;
+ * below 2^24), so the loop vectorises. The row goes in blocks of POOL_VW
+ * outputs, a fixed count GCC turns into straight vector code with no
+ * scalar remainder (rows are short: 14 or 7 outputs in a small CNN, mostly
+ * remainder otherwise); the last block overlaps the one before, which
+ * recomputes a few outputs to the same values. Returns whether the
+ * windows hold a NaN, in which case the caller redoes the row by
+ * window_max's rule. Needs ow >= POOL_VW. */
+#define POOL_2X2_ROW(NAME, POOL_VW)                                                         \
+    CG_CPU_KERNEL POOL_NO_TRAP static bool NAME(float *restrict o, float *restrict am,       \
+                                                const float *restrict r0, int64_t w,       \
+                                                int64_t base, int64_t ow)                  \
+    {                                                                                     \
+        const float *r1 = r0 + w;                                                         \
+        float fb = (float)base, fw = (float)w;                                            \
+        int n = (int)ow, nan = 0; /* < 2^24: int keeps the conversion vectorisable */     \
+        for (int x0 = 0;; x0 += POOL_VW) {                                                \
+            if (x0 > n - POOL_VW) x0 = n - POOL_VW;                                       \
+            _Pragma("GCC unroll 1") /* a 4-wide loop unrolled first stays scalar */     \
+            for (int k = 0; k < POOL_VW; k++) {                                           \
+                int x = x0 + k;                                                           \
+                float xf = fb + (float)(2 * x);                                           \
+                float a = r0[2 * x], b = r0[2 * x + 1], c = r1[2 * x], d = r1[2 * x + 1]; \
+                int tt = b > a, tb = d > c;                                               \
+                float top = tt ? b : a, bot = tb ? d : c;                                 \
+                float ti = tt ? xf + 1.0f : xf, bi = tb ? xf + fw + 1.0f : xf + fw;       \
+                int t = bot > top;                                                        \
+                o[x] = t ? bot : top;                                                     \
+                am[x] = t ? bi : ti;                                                      \
+                nan |= (a != a) | (b != b) | (c != c) | (d != d);                         \
+            }                                                                             \
+            if (x0 + POOL_VW == n) break;                                                 \
+        }                                                                                 \
+        return nan != 0;                                                                  \
     }
-    int nan = 0;
-    for (int x = 0; x < 2 * n; x++) nan |= (r0[x] != r0[x]) | (r1[x] != r1[x]);
-    return nan != 0;
-}
+POOL_2X2_ROW(max_pool_2x2_row8, 8)
+POOL_2X2_ROW(max_pool_2x2_row4, 4)
 
 /* Max pooling without padding: every window lies inside its plane (check_desc
  * matched oh, ow to the input), so the loops test no bounds. The 2x2,
@@ -351,7 +364,11 @@ static void max_pool_unpadded(const struct cg_conv2d_desc *d, float *out, float 
         const float *src = in + q * plane;
         float *o = out + q * p, *am = argmax + q * p;
         for (int64_t y = 0; y < d->oh; y++, o += d->ow, am += d->ow) {
-            if (two_by_two && !max_pool_2x2_row(o, am, src + 2 * y * w, w, 2 * y * w, d->ow))
+            if (two_by_two && d->ow >= 8 &&
+                !max_pool_2x2_row8(o, am, src + 2 * y * w, w, 2 * y * w, d->ow))
+                continue;
+            if (two_by_two && d->ow >= 4 && d->ow < 8 &&
+                !max_pool_2x2_row4(o, am, src + 2 * y * w, w, 2 * y * w, d->ow))
                 continue;
             for (int64_t x = 0; x < d->ow; x++) {
                 int64_t at = y * d->sh * w + x * d->sw;
