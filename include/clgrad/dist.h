@@ -123,8 +123,23 @@ CG_API cg_status cg_dist_attach(cg_dist *d, cg_module *model); /* d NULL: CG_OK 
  * does it; call again after loading a checkpoint on rank 0 only). */
 CG_API cg_status cg_dist_broadcast_module(cg_dist *d, cg_module *model);
 /* Broadcasts opt's per-parameter state and step counts from rank 0 (after
- * a resume that loaded them on rank 0). */
+ * a resume that loaded them on rank 0); a sharded optimizer keeps only
+ * its rank's share. */
 CG_API cg_status cg_dist_broadcast_optim(cg_dist *d, cg_optim *opt);
+/* ZeRO-1 optimizer sharding (see the overview): from now on each rank
+ * updates, and keeps optimizer state for, only its share of the attached
+ * model's parameters; gradients are reduced to their owner instead of
+ * all-reduced, and cg_optim_step ends with an all-gather of the
+ * parameters. Call after cg_dist_attach, on every rank, with an optimizer
+ * over the attached model's parameters; state the optimizer holds for
+ * parameters another rank owns is freed. Free the optimizer before d.
+ * One optimizer per cg_dist; with one rank it does nothing. */
+CG_API cg_status cg_dist_shard_optimizer(cg_dist *d, cg_optim *opt);
+/* Sharded: copies every rank's optimizer state and step counts to rank 0,
+ * so that rank 0 holds the full state a checkpoint needs (call on every
+ * rank before rank 0 saves; rank 0 drops the others' share again at its
+ * next cg_optim_step). Not sharded: does nothing. */
+CG_API cg_status cg_dist_gather_optim(cg_dist *d, cg_optim *opt);
 /* Broadcasts bytes from rank 0's buf into every rank's buf. */
 CG_API cg_status cg_dist_broadcast(cg_dist *d, void *buf, size_t bytes);
 
@@ -157,6 +172,8 @@ struct cg_dist_stats {
     double total_s, wait_s;
     double bytes;
     long long buckets;
+    double gather_s;       /* sharded: time in the parameters' all-gather */
+    double gather_bytes;   /* and the bytes it brought to this rank       */
 };
 CG_API void cg_dist_get_stats(const cg_dist *d, struct cg_dist_stats *out);
 CG_API void cg_dist_reset_stats(cg_dist *d);

@@ -35,6 +35,7 @@
 #include "core/dispatch.h"
 #include "core/ops_internal.h"
 #include "dist/dist-impl.h"
+#include "optim/optim-impl.h"
 #include "../backends/cpu/cpu.h"
 
 #if CG_HAVE_MPI
@@ -53,6 +54,9 @@ struct bucket {
     void **tickets;         /* (count) reads in flight: download_async     */
     int n_tickets;
     float *host;            /* numel floats (NULL: in place, cpu)          */
+    int root;               /* -1: all-reduced; sharded: the rank that owns
+                               all its parameters, the only one that needs
+                               their sum (MPI_Ireduce to it)               */
     double t_launch;
 #if CG_HAVE_MPI
     MPI_Request req;
@@ -79,6 +83,14 @@ struct cg_dist {
     int n_buckets;
     int *order;             /* buckets in the order they were staged       */
     int n_order, next_send; /* order[0 .. next_send) have been sent        */
+    /* ZeRO-1 (cg_dist_shard_optimizer) */
+    bool shard;             /* partition the parameters over the ranks     */
+    cg_optim *opt;          /* the sharded optimizer (borrowed)            */
+    int *owner;             /* (n_params) the rank that updates params[i]  */
+    int64_t *flat;          /* (n_params) offset in the flattened order    */
+    int *counts, *displs;   /* (world) each rank's range of the flattened
+                               parameters, for MPI_Allgatherv              */
+    float *gather;          /* (all parameters) the flattened parameters   */
     struct cg_dist_stats stats;
 };
 
@@ -191,12 +203,8 @@ CG_API cg_status cg_dist_create(cg_ctx *ctx, const struct cg_dist_options *opts,
     return CG_OK;
 }
 
-static void detach(cg_dist *d)
+static void free_buckets(cg_dist *d)
 {
-    if (d->ctx->grad_ready_data == d) {
-        d->ctx->grad_ready = NULL;
-        d->ctx->grad_ready_data = NULL;
-    }
     for (int b = 0; b < d->n_buckets; b++) {
         if (d->buckets[b].launched && !d->buckets[b].done)
             MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
@@ -210,10 +218,32 @@ static void detach(cg_dist *d)
     free(d->offs);
     free(d->bucket_of);
     free(d->ready);
+    free(d->owner);
+    free(d->flat);
+    free(d->counts);
+    free(d->displs);
+    free(d->gather);
     d->buckets = NULL;
     d->params = NULL;
+    d->offs = d->flat = NULL;
+    d->bucket_of = d->owner = d->counts = d->displs = NULL;
+    d->ready = NULL;
+    d->gather = NULL;
     d->n_buckets = d->n_params = 0;
+}
+
+/* The optimizer is not touched: the program may have freed it already
+ * (a sharded one then fails its next step, cg__dist_gather_params). */
+static void detach(cg_dist *d)
+{
+    if (d->ctx->grad_ready_data == d) {
+        d->ctx->grad_ready = NULL;
+        d->ctx->grad_ready_data = NULL;
+    }
+    free_buckets(d);
     d->model = NULL;
+    d->opt = NULL;
+    d->shard = false;
 }
 
 CG_API void cg_dist_free(cg_dist *d)
@@ -348,6 +378,8 @@ CG_API cg_status cg_dist_broadcast_optim(cg_dist *d, cg_optim *opt)
             if (st == CG_OK && d->rank != 0) st = cg_optim_set_param_state(opt, p, k, h);
         }
         free(h);
+        /* Sharded: keep only this rank's share (cg_dist_shard_optimizer). */
+        if (st == CG_OK && cg__optim_is_remote(opt, p)) st = cg__optim_set_remote(opt, p, true);
     }
     return cg_dist_agree(d, st);
 }
@@ -481,8 +513,15 @@ static cg_status bucket_send(cg_dist *d, struct bucket *b)
     b->t_launch = now_s();
     d->stats.bytes += (double)b->numel * sizeof(float);
     d->stats.buckets++;
-    MPI_TRY(d, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)b->numel, MPI_FLOAT, MPI_SUM, d->comm,
-                              &b->req));
+    if (b->root < 0)
+        MPI_TRY(d, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)b->numel, MPI_FLOAT, MPI_SUM, d->comm,
+                                  &b->req));
+    else if (b->root == d->rank)
+        MPI_TRY(d, MPI_Ireduce(MPI_IN_PLACE, buf, (int)b->numel, MPI_FLOAT, MPI_SUM, b->root,
+                               d->comm, &b->req));
+    else
+        MPI_TRY(d, MPI_Ireduce(buf, NULL, (int)b->numel, MPI_FLOAT, MPI_SUM, b->root, d->comm,
+                               &b->req));
     return CG_OK;
 }
 
@@ -504,12 +543,17 @@ static cg_status pump(cg_dist *d, bool wait)
     return st;
 }
 
-/* Waits for b and writes the mean back into the gradients. */
+/* Waits for b and writes the mean back into the gradients (sharded: on
+ * the bucket's owner only; the others keep their local gradients). */
 static cg_status bucket_finish(cg_dist *d, struct bucket *b)
 {
     if (!b->done) MPI_TRY(d, MPI_Wait(&b->req, MPI_STATUS_IGNORE));
     b->launched = b->done = false;
     d->stats.total_s += now_s() - b->t_launch;
+    if (b->root >= 0 && b->root != d->rank) {
+        b->ready = 0;
+        return CG_OK;
+    }
     float inv = 1.0f / (float)d->world;
     cg_status st = CG_OK;
     for (int i = b->first; i < b->first + b->count && st == CG_OK; i++) {
@@ -590,6 +634,68 @@ static cg_status grad_hook(void *data, cg_tensor *leaf)
     return st;
 }
 
+/* Ranks a capacity of cap floats a rank needs for params in order, whole
+ * tensors, each rank filled up to cap (assign: record the owners). */
+static int fill_ranks(cg_dist *d, int64_t cap, bool assign)
+{
+    int r = 0;
+    int64_t used = 0;
+    for (int i = 0; i < d->n_params; i++) {
+        int64_t n = cg_tensor_numel(d->params[i]);
+        if (used > 0 && used + n > cap) r++, used = 0;
+        if (assign) d->owner[i] = r;
+        used += n;
+    }
+    return r + 1;
+}
+
+/* ZeRO-1's partition: the parameters, whole tensors in bucket order, cut
+ * into world contiguous ranges with the largest range as small as whole
+ * tensors allow (the linear partition problem: binary search on the
+ * capacity, greedy fill). It is at most total/N + the largest tensor;
+ * ranks past the last range own nothing. Then each rank's offset and
+ * count in the flattened order, for the all-gather. */
+static cg_status partition(cg_dist *d)
+{
+    int np = d->n_params, w = d->world;
+    d->owner = malloc((size_t)(np + 1) * sizeof *d->owner);
+    d->flat = malloc((size_t)(np + 1) * sizeof *d->flat);
+    d->counts = calloc((size_t)w, sizeof *d->counts);
+    d->displs = calloc((size_t)w, sizeof *d->displs);
+    if (!d->owner || !d->flat || !d->counts || !d->displs)
+        return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_shard_optimizer: out of host memory");
+    int64_t total = 0, big = 0;
+    for (int i = 0; i < np; i++) {
+        int64_t n = cg_tensor_numel(d->params[i]);
+        total += n;
+        big = n > big ? n : big;
+    }
+    if (total > INT32_MAX)
+        return cg__error(d->ctx, CG_STATUS_UNSUPPORTED,
+                         RANKFMT "cg_dist_shard_optimizer: %" PRId64 " parameters; the "
+                         "all-gather counts in int (at most %d)", RANKARG(d), total, INT32_MAX);
+    int64_t lo = (total + w - 1) / w, hi = total;
+    lo = lo > big ? lo : big;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (fill_ranks(d, mid, false) <= w) hi = mid;
+        else lo = mid + 1;
+    }
+    fill_ranks(d, lo, true);
+    int64_t off = 0;
+    for (int i = 0; i < np; i++) {
+        d->flat[i] = off;
+        d->counts[d->owner[i]] += (int)cg_tensor_numel(d->params[i]);
+        off += cg_tensor_numel(d->params[i]);
+    }
+    for (int r = 1; r < w; r++) d->displs[r] = d->displs[r - 1] + d->counts[r - 1];
+    d->gather = malloc((size_t)(total > 0 ? total : 1) * sizeof *d->gather);
+    if (!d->gather)
+        return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
+                         "cg_dist_shard_optimizer: out of host memory for %" PRId64 " floats", total);
+    return CG_OK;
+}
+
 static cg_status make_buckets(cg_dist *d, cg_module *model)
 {
     int np = cg_module_parameters(model, NULL, 0);
@@ -608,13 +714,19 @@ static cg_status make_buckets(cg_dist *d, cg_module *model)
     d->n_params = np;
     for (int i = 0; i < np; i++) d->params[i] = nt[np - 1 - i].tensor;
     free(nt);
+    if (d->shard) {
+        cg_status st = partition(d);
+        if (st != CG_OK) return st;
+    }
     struct bucket *b = NULL;
     for (int i = 0; i < np; i++) {
         int64_t n = cg_tensor_numel(d->params[i]);
+        /* Sharded, a bucket never spans two owners: it is reduced to one. */
         if (!b || (size_t)b->numel * sizeof(float) >= d->bucket_bytes ||
-            b->numel + n > INT32_MAX) {
+            b->numel + n > INT32_MAX || (d->shard && d->owner[i] != b->root)) {
             b = &d->buckets[d->n_buckets++];
             b->first = i;
+            b->root = d->shard ? d->owner[i] : -1;
         }
         d->offs[i] = b->numel;
         d->bucket_of[i] = (int)(b - d->buckets);
@@ -662,6 +774,158 @@ CG_API cg_status cg_dist_attach(cg_dist *d, cg_module *model)
     d->ctx->grad_ready = grad_hook;
     d->ctx->grad_ready_data = d;
     return CG_OK;
+}
+
+/* ---- ZeRO-1: optimizer sharding --------------------------------------- */
+
+CG_API cg_status cg_dist_shard_optimizer(cg_dist *d, cg_optim *opt)
+{
+    if (!d) return CG_OK;
+    const char *fn = "cg_dist_shard_optimizer";
+    if (!opt) return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT, "%s: NULL optimizer", fn);
+    if (!d->model)
+        return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: no model attached (call cg_dist_attach first)", fn);
+    if (cg_optim_ctx(opt) != d->ctx)
+        return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: the optimizer belongs to another context", fn);
+    if (d->opt == opt) return CG_OK;
+    if (d->opt)
+        return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: another optimizer is sharded already (one per cg_dist)", fn);
+    if (d->world == 1) return CG_OK; /* nothing to share */
+    cg_status st = CG_OK;
+    int n = cg_optim_num_params(opt);
+    for (int k = 0; k < n && st == CG_OK; k++) {
+        cg_tensor *p = cg_optim_param(opt, k);
+        if (find_param(d, p) < 0) {
+            char desc[128];
+            cg_tensor_describe(p, desc, sizeof desc);
+            st = cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                           RANKFMT "%s: the optimizer's parameter %d %s is not a parameter of "
+                           "the attached model", RANKARG(d), fn, k, desc);
+        }
+    }
+    if ((st = cg_dist_agree(d, st)) != CG_OK) return st;
+    /* Rebuild the buckets, now cut at the owners' boundaries. */
+    free_buckets(d);
+    d->shard = true;
+    st = cg_dist_agree(d, make_buckets(d, d->model));
+    for (int k = 0; k < n && st == CG_OK; k++) {
+        cg_tensor *p = cg_optim_param(opt, k);
+        st = cg__optim_set_remote(opt, p, d->owner[find_param(d, p)] != d->rank);
+    }
+    if (st != CG_OK) {
+        detach(d);
+        return st;
+    }
+    cg__optim_set_sharded(opt, true);
+    d->opt = opt;
+    return CG_OK;
+}
+
+/* Each rank's parameters into the flattened host block at their owner's
+ * range, one MPI_Allgatherv, and the others' back into the tensors. On the
+ * cpu backend the block is filled and read with memcpy; elsewhere with
+ * cg_tensor_to_host / cg_tensor_set_data. A rank that fails still takes
+ * part in the collective (no hang), then reports its status. */
+cg_status cg__dist_gather_params(cg_optim *opt)
+{
+    cg_ctx *ctx = cg_optim_ctx(opt);
+    cg_dist *d = ctx->dist;
+    if (!d || d->opt != opt)
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_optim_step: the optimizer was sharded by a cg_dist that is gone "
+                         "(free the optimizer before the cg_dist)");
+    double t0 = now_s();
+    cg_status st = CG_OK;
+    for (int i = 0; i < d->n_params; i++) {
+        cg_tensor *p = d->params[i];
+        if (d->owner[i] != d->rank) continue;
+        int64_t n = cg_tensor_numel(p);
+        if (d->direct) memcpy(d->gather + d->flat[i], grad_ptr(p), (size_t)n * sizeof(float));
+        else if (st == CG_OK) st = cg_tensor_to_host(p, d->gather + d->flat[i], n);
+    }
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, d->gather, d->counts, d->displs,
+                            MPI_FLOAT, d->comm);
+    if (rc != MPI_SUCCESS) return mpi_error(d, rc, "cg_optim_step: MPI_Allgatherv of the parameters");
+    for (int i = 0; i < d->n_params && st == CG_OK; i++) {
+        cg_tensor *p = d->params[i];
+        if (d->owner[i] == d->rank) continue;
+        int64_t n = cg_tensor_numel(p);
+        if (d->direct) {
+            memcpy(grad_ptr(p), d->gather + d->flat[i], (size_t)n * sizeof(float));
+            cg__storage_written(p->st);
+        } else {
+            st = cg_tensor_set_data(p, d->gather + d->flat[i], n);
+        }
+    }
+    d->stats.gather_s += now_s() - t0;
+    d->stats.gather_bytes += (double)(d->displs[d->world - 1] + d->counts[d->world - 1] -
+                                      d->counts[d->rank]) * sizeof(float);
+    return st;
+}
+
+/* Sends (owner) or receives (rank 0) one parameter's step count and state. */
+static cg_status gather_state(cg_dist *d, cg_optim *opt, cg_tensor *p, int owner, float *h)
+{
+    int64_t n = cg_tensor_numel(p);
+    int64_t head[1 + CG_OPTIM_MAX_STATE] = {0};
+    cg_status st = CG_OK;
+    if (d->rank == owner) {
+        head[0] = cg_optim_param_steps(opt, p);
+        for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) head[1 + k] = cg_optim_param_state(opt, p, k) != NULL;
+        MPI_TRY(d, MPI_Send(head, 1 + CG_OPTIM_MAX_STATE, MPI_INT64_T, 0, 1, d->comm));
+        for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) {
+            if (!head[1 + k]) continue;
+            cg_status s = cg_tensor_to_host(cg_optim_param_state(opt, p, k), h, n);
+            if (st == CG_OK) st = s; /* sent all the same: rank 0 waits for it */
+            MPI_TRY(d, MPI_Send(h, (int)n, MPI_FLOAT, 0, 2, d->comm));
+        }
+        return st;
+    }
+    MPI_TRY(d, MPI_Recv(head, 1 + CG_OPTIM_MAX_STATE, MPI_INT64_T, owner, 1, d->comm,
+                        MPI_STATUS_IGNORE));
+    st = cg_optim_set_param_steps(opt, p, head[0]);
+    for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) {
+        if (!head[1 + k]) {
+            cg_status s = cg_optim_set_param_state(opt, p, k, NULL);
+            if (st == CG_OK) st = s;
+            continue;
+        }
+        MPI_TRY(d, MPI_Recv(h, (int)n, MPI_FLOAT, owner, 2, d->comm, MPI_STATUS_IGNORE));
+        cg_status s = cg_optim_set_param_state(opt, p, k, h);
+        if (st == CG_OK) st = s;
+    }
+    return st;
+}
+
+CG_API cg_status cg_dist_gather_optim(cg_dist *d, cg_optim *opt)
+{
+    if (!d || !d->opt) return CG_OK; /* not sharded: rank 0 has it all */
+    if (opt != d->opt)
+        return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_dist_gather_optim: not the optimizer cg_dist_shard_optimizer sharded");
+    int64_t big = 1;
+    for (int i = 0; i < d->n_params; i++)
+        big = cg_tensor_numel(d->params[i]) > big ? cg_tensor_numel(d->params[i]) : big;
+    float *h = malloc((size_t)big * sizeof *h);
+    cg_status st = h ? CG_OK : cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
+                                         "cg_dist_gather_optim: out of host memory");
+    if ((st = cg_dist_agree(d, st)) != CG_OK) {
+        free(h);
+        return st;
+    }
+    int n = cg_optim_num_params(opt);
+    for (int k = 0; k < n; k++) {
+        cg_tensor *p = cg_optim_param(opt, k);
+        int owner = d->owner[find_param(d, p)];
+        if (owner == 0 || (d->rank != 0 && d->rank != owner)) continue;
+        cg_status s = gather_state(d, opt, p, owner, h);
+        if (st == CG_OK) st = s;
+    }
+    free(h);
+    return cg_dist_agree(d, st);
 }
 
 /* ---- SyncBatchNorm's sums ------------------------------------------- */
@@ -766,5 +1030,17 @@ CG_API cg_status cg_dist_attach(cg_dist *d, cg_module *model)
     return CG_OK;
 }
 cg_tensor *cg__dist_sum(cg_tensor *t) { return t; }
+CG_API cg_status cg_dist_shard_optimizer(cg_dist *d, cg_optim *opt)
+{
+    if (!d) return CG_OK;
+    if (!opt) return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT, "cg_dist_shard_optimizer: NULL optimizer");
+    return CG_OK; /* one rank: nothing to share */
+}
+CG_API cg_status cg_dist_gather_optim(cg_dist *d, cg_optim *opt)
+{
+    (void)d, (void)opt;
+    return CG_OK;
+}
+cg_status cg__dist_gather_params(cg_optim *opt) { (void)opt; return CG_OK; }
 
 #endif

@@ -14,11 +14,14 @@
 
 #include "optim-impl.h"
 #include "core/dispatch.h"
+#include "dist/dist-impl.h"
 
 struct optim_param {
     cg_tensor *p;                          /* borrowed, contiguous          */
     int64_t step;                          /* updates so far                */
     cg_tensor *state[CG_OPTIM_MAX_STATE];  /* owned, p's shape, or NULL     */
+    bool remote;     /* another rank updates it (ZeRO-1 sharding, dist.c):
+                        no state here, no update, no share in clip's norm */
 };
 
 struct optim_group {
@@ -32,6 +35,7 @@ struct cg_optim {
     const struct cg__optim_family *family;
     int n_groups;
     struct optim_group *groups;
+    bool sharded;    /* ctx's cg_dist all-gathers the parameters after a step */
 };
 
 const struct cg__optim_family *cg__optim_family(enum cg_optim_kind kind)
@@ -218,6 +222,13 @@ static cg_status ensure_state(cg_optim *opt, const struct optim_group *g,
 /* One fused update of one parameter. */
 static cg_status step_param(cg_optim *opt, const struct optim_group *g, struct optim_param *op)
 {
+    if (op->remote) { /* its owner updates it; drop state a checkpoint gathered */
+        for (int s = 0; s < CG_OPTIM_MAX_STATE; s++) {
+            cg_tensor_free(op->state[s]);
+            op->state[s] = NULL;
+        }
+        return CG_OK;
+    }
     cg_tensor *grad = cg_tensor_grad(op->p);
     if (!grad) return CG_OK;   /* torch.optim: `if p.grad is None: continue` */
     cg_status st = ensure_state(opt, g, op);
@@ -251,7 +262,8 @@ cg_status cg_optim_step(cg_optim *opt)
             st = step_param(opt, grp, &grp->params[i]);
         if (st != CG_OK) return st;
     }
-    return CG_OK;
+    /* ZeRO-1: every rank updated its share; now every rank gets them all. */
+    return opt->sharded ? cg__dist_gather_params(opt) : CG_OK;
 }
 
 void cg_optim_set_lr(cg_optim *opt, float lr)
@@ -337,3 +349,26 @@ CG_API cg_tensor *cg_optim_param(const cg_optim *opt, int i)
     }
     return NULL;
 }
+
+/* ---- ZeRO-1 sharding (src/dist/dist.c) -------------------------------- */
+
+cg_status cg__optim_set_remote(cg_optim *opt, const cg_tensor *param, bool remote)
+{
+    struct optim_param *op = find_param(opt, param);
+    if (!op) return CG_STATUS_INVALID_ARGUMENT;
+    op->remote = remote;
+    for (int s = 0; remote && s < CG_OPTIM_MAX_STATE; s++) {
+        cg_tensor_free(op->state[s]);
+        op->state[s] = NULL;
+    }
+    return CG_OK;
+}
+
+bool cg__optim_is_remote(const cg_optim *opt, const cg_tensor *param)
+{
+    const struct optim_param *op = find_param(opt, param);
+    return op && op->remote;
+}
+
+void cg__optim_set_sharded(cg_optim *opt, bool sharded) { opt->sharded = sharded; }
+bool cg__optim_sharded(const cg_optim *opt) { return opt->sharded; }
