@@ -17,8 +17,8 @@
  * --optim picks the optimizer (SGD with momentum 0.9 by default), --shard
  * shards it over the ranks (cg_dist_shard_optimizer, ZeRO-1); rank 0 then
  * prints the optimizer state's bytes, the largest on one rank and the sum
- * over the ranks ("state 1024 2048"), and the size of the largest
- * parameter tensor ("largest 800").
+ * over the ranks ("state 1024 2048"), and the state of the largest
+ * parameter tensor ("largest 800"), in bytes.
  */
 #include <math.h>
 #include <stdio.h>
@@ -225,21 +225,23 @@ int main(int argc, char **argv)
     }
     /* The optimizer state this rank holds: its largest and its sum over
      * the ranks (with --shard each rank holds only its share). */
-    double state = 0, largest = 0;
+    double state = 0, largest = 0; /* largest: one tensor's state */
     for (int i = 0; i < cg_optim_num_params(opt); i++) {
         cg_tensor *p = cg_optim_param(opt, i);
-        double n = (double)cg_tensor_numel(p);
-        largest = n > largest ? n : largest;
+        double one = 0;
         for (int k = 0; k < 3; k++)
-            if (cg_optim_param_state(opt, p, k)) state += n * sizeof(float);
+            if (cg_optim_param_state(opt, p, k)) one += (double)cg_tensor_numel(p) * sizeof(float);
+        state += one;
+        largest = one > largest ? one : largest;
     }
     double st_max = state, st_sum = state;
     if (cg_dist_allreduce_f64(d, &st_max, 1, CG_DIST_MAX) != CG_OK ||
-        cg_dist_allreduce_f64(d, &st_sum, 1, CG_DIST_SUM) != CG_OK) {
+        cg_dist_allreduce_f64(d, &st_sum, 1, CG_DIST_SUM) != CG_OK ||
+        cg_dist_allreduce_f64(d, &largest, 1, CG_DIST_MAX) != CG_OK) {
         rc = fail(d, ctx, "state all-reduce");
         goto out;
     }
-    if (rank == 0) printf("state %.0f %.0f\nlargest %.0f\n", st_max, st_sum, largest * sizeof(float));
+    if (rank == 0) printf("state %.0f %.0f\nlargest %.0f\n", st_max, st_sum, largest);
     /* The parameters, bitwise the same on every rank: FNV-1a of their bits,
      * as two exact 32-bit halves, MIN and MAX over the ranks. */
     int np = cg_module_parameters(root, NULL, 0);

@@ -15,6 +15,13 @@ mpirun logs the losses of one process, only rank 0 prints and writes, a run
 saved on 4 ranks resumes on 2, a checkpoint that only rank 0 fails to read
 ends the job; clgrad-charlm prints the losses of one process.
 
+ZeRO-1 optimizer sharding (--shard, --shard-optimizer): the same losses and
+parameters as one process for SGD with momentum and Adam(W), each rank
+holding a share of the optimizer state (their sum the whole, the largest at
+most total/N plus one tensor's: the partition takes whole tensors), and a
+sharded checkpoint that resumes on another number of ranks. On opencl only
+-np 2 and one optimizer per model (PoCL under ASan is slow).
+
 CLGRAD_BACKEND picks the backend. With opencl (PoCL on CPUs) each rank gets
 POCL_CPU_MAX_CU_COUNT = cores / ranks (at least 1), so 4 ranks on 2 cores do
 not start 8 busy workers.
@@ -90,6 +97,19 @@ def parse(out):
     return losses, params
 
 
+def parse_state(out):
+    """dist_train's optimizer state bytes: (largest on a rank, sum over
+    ranks, largest one tensor's), or None."""
+    st = lg = None
+    for line in out.splitlines():
+        w = line.split()
+        if len(w) == 3 and w[0] == "state":
+            st = (float(w[1]), float(w[2]))
+        elif len(w) == 2 and w[0] == "largest":
+            lg = float(w[1])
+    return st + (lg,) if st and lg is not None else None
+
+
 def close(a, b):
     return abs(a - b) <= RTOL * max(abs(a), abs(b), 1e-30)
 
@@ -101,10 +121,13 @@ def check(cond, what):
 
 
 STEPS, BATCH = 5, 8
+OPENCL = os.environ.get("CLGRAD_BACKEND") == "opencl"
+refs = {}  # (model, optimizer): the plain process's (losses, params, state)
 for model in ("mlp", "cnn", "lstm"):
     args = [model, str(STEPS), str(BATCH)]
     rc, out, err = run(0, args)
     ref, ref_p = parse(out)
+    refs[(model, "sgd")] = (ref, ref_p, parse_state(out))
     check(rc == 0 and len(ref) == STEPS and ref_p is not None,
           "%s: one plain process trains (rc %s) %s" % (model, rc, why(err, 300)))
     if rc != 0:
@@ -131,6 +154,50 @@ def expect_error(np_, args, text, what):
     check(rc is not None and 0 < rc < 128 and text in err,
           "%s: status %s (want 1..127) and %r in: %s" % (what, rc, text, why(err, 600)))
 
+
+# ---- ZeRO-1: the optimizer sharded over the ranks --------------------------
+if OPENCL:
+    SHARDED = [("mlp", "adamw", (2,)), ("cnn", "sgd", (2,)), ("lstm", "adam", (2,))]
+else:
+    SHARDED = [(m, o, (2, 4)) for m in ("mlp", "cnn", "lstm") for o in ("sgd", "adamw")]
+for model, opt, nps in SHARDED:
+    args = [model, str(STEPS), str(BATCH), "--optim", opt]
+    if (model, opt) not in refs:
+        rc, out, err = run(0, args)
+        refs[(model, opt)] = parse(out) + (parse_state(out),)
+        check(rc == 0 and len(refs[(model, opt)][0]) == STEPS,
+              "%s %s: one plain process trains (rc %s) %s" % (model, opt, rc, why(err, 300)))
+    ref, ref_p, ref_st = refs[(model, opt)]
+    if len(ref) != STEPS or ref_p is None or ref_st is None:
+        continue
+    for np_ in nps:
+        rc, out, err = run(np_, args + ["--shard"])
+        losses, p = parse(out)
+        st = parse_state(out)
+        ok = rc == 0 and len(losses) == STEPS and p is not None and st is not None
+        check(ok, "%s %s -np %d --shard: runs, parameters identical on every rank (rc %s) %s"
+              % (model, opt, np_, rc, why(err, 400)))
+        if not ok:
+            continue
+        bad = [(i, a, b) for i, (a, b) in enumerate(zip(ref, losses)) if not close(a, b)]
+        check(not bad, "%s %s -np %d --shard: losses equal one process to %g (first "
+              "differences %s)" % (model, opt, np_, RTOL, bad[:3]))
+        if model == "cnn" and opt != "sgd":
+            # The conv bias before BatchNorm has a gradient of pure rounding
+            # noise, which Adam scales to full steps of random sign: its
+            # parameters follow the summation order, so compare with the
+            # unsharded run at the same -np (same sums, same order).
+            rc2, out2, _ = run(np_, args)
+            want, what = parse(out2)[1], "the unsharded run at -np %d" % np_
+        else:
+            want, what = ref_p, "one process"
+        check(want is not None and close(want, p), "%s %s -np %d --shard: parameters equal %s "
+              "(%r vs %r)" % (model, opt, np_, what, want, p))
+        st_max, st_sum, largest = st
+        check(st_sum == ref_st[1] and st_max <= ref_st[1] / np_ + largest and st_max < st_sum,
+              "%s %s -np %d --shard: optimizer state per rank at most %g + %g bytes, sum %g "
+              "bytes as one process: largest %g, sum %g" % (model, opt, np_, ref_st[1] / np_,
+                                                            largest, ref_st[1], st_max, st_sum))
 
 expect_error(4, ["mlp", "3", "6"], "does not divide by the 4 ranks", "batch 6 on 4 ranks")
 expect_error(4, ["mlp", "3", "4", "--samples", "2"], "fewer than the 4 ranks",
@@ -209,6 +276,37 @@ check(len(resumed[0]) == 1 and len(resumed[1]) == 1 and
       all(close_printed(x, y) for x, y in zip(resumed[0][0], resumed[1][0])),
       "the epoch resumed on 2 ranks equals the one resumed alone: %s vs %s" % tuple(resumed))
 
+# Sharded: the losses of one process (with clipping: the global norm from
+# the ranks' shares), and a checkpoint saved sharded that resumes sharded on
+# another number of ranks (rank 0 gathered every rank's optimizer state).
+NP_SAVE = 2 if OPENCL else 4
+log0, args = train_args("plainclip", 3, "--clip-grad", "0.5")
+rc, out, err = run(0, args, TRAIN)
+ref = read_log(log0)
+check(rc == 0 and len(ref) == 3, "clgrad-train --clip-grad alone (rc %s) %s" % (rc, why(err, 300)))
+log, args = train_args("shard", 3, "--clip-grad", "0.5", "--shard-optimizer")
+rc, out, err = run(NP_SAVE, args, TRAIN)
+got = read_log(log)
+same = len(got) == len(ref) and all(close_printed(x, y) for a, b in zip(ref, got)
+                                    for x, y in zip(a, b))
+check(rc == 0 and same, "clgrad-train --shard-optimizer -np %d logs the losses of one process "
+      "(rc %s): %s vs %s %s" % (NP_SAVE, rc, got, ref, why(err, 300)))
+cks = os.path.join(WORK, "cks.safetensors")
+log, args = train_args("shardsave", 2, "--save", cks, "--shard-optimizer")
+rc, out, err = run(NP_SAVE, args, TRAIN)
+check(rc == 0 and os.path.exists(cks), "clgrad-train --shard-optimizer saves on %d ranks (rc %s) %s"
+      % (NP_SAVE, rc, why(err, 300)))
+# NP_SAVE ranks saved it; resume on the other count (2 or 1 on opencl),
+# sharded, against the epoch resumed alone from the unsharded 4-rank save.
+np_resume = 1 if OPENCL else 2
+log, args = train_args("shardresume", 3, "--resume", cks, "--shard-optimizer")
+rc, out, err = run(np_resume, args, TRAIN)
+got = read_log(log)
+check(rc == 0 and len(got) == 1 and len(resumed[0]) == 1 and
+      all(close_printed(x, y) for x, y in zip(resumed[0][0], got[0])),
+      "a sharded %d-rank checkpoint resumed sharded on %d equals the unsharded one resumed "
+      "alone (rc %s): %s vs %s %s" % (NP_SAVE, np_resume, rc, got, resumed[0], why(err, 300)))
+
 bad = os.path.join(WORK, "bad.safetensors")
 with open(bad, "wb") as f:
     f.write(b"not a checkpoint")
@@ -232,6 +330,13 @@ for arch in ("lstm", "transformer"):
     check(rc0 == 0 and rc == 0 and a and a == b,
           "clgrad-charlm %s -np 4 prints the losses of one process: %s vs %s %s"
           % (arch, b, a, why(err, 300)))
+
+# Adam sharded, clipped to norm 1 (charlm's default), prints the same losses.
+rc, out, err = run(NP_SAVE, cargs + ["--shard-optimizer"], CHARLM)
+b = [l.split("|")[1] for l in out.splitlines() if l.startswith("step")]
+a = [l.split("|")[1] for l in want]
+check(rc == 0 and a and a == b, "clgrad-charlm --shard-optimizer -np %d prints the losses of one "
+      "process: %s vs %s %s" % (NP_SAVE, b, a, why(err, 300)))
 
 if failures:
     print("%d failure(s)" % len(failures))
