@@ -21,8 +21,26 @@
  * download_async (opencl) the reads are only enqueued when the bucket is
  * ready, and the bucket goes out at a later hook (or at the end) once they
  * have landed. Buckets are sent strictly in the order they were staged, so
- * every rank issues the same collectives in the same order. Without MPI the
- * file builds the one-process versions of the API.
+ * every rank issues the same collectives in the same order. The host
+ * blocks come from the backend's host_alloc where it has one (opencl:
+ * pinned, mapped once at attach), else malloc. Without MPI the file builds
+ * the one-process versions of the API.
+ *
+ * ZeRO-1 (cg_dist_shard_optimizer). The parameters, whole tensors in the
+ * buckets' order, are cut into N contiguous ranges, the largest as small as
+ * whole tensors allow (partition); rank r owns range r. Buckets are cut at
+ * the owners' boundaries too, and each is reduced (MPI_Ireduce, sum) to its
+ * owner instead of all-reduced, with the same overlap as above; only the
+ * owner writes the mean back. The optimizer skips the parameters it does
+ * not own and holds no state for them (optim.c's remote flag), clipping
+ * adds the owned squares over the ranks (clip.c), and cg_optim_step ends in
+ * cg__dist_gather_params: one MPI_Allgatherv of the flattened parameters
+ * from their owners. The owner's sum adds the values the all-reduce adds,
+ * possibly in another order (MPI picks the algorithm), so every rank ends
+ * with the parameters of an unsharded run to float rounding (bitwise in
+ * the tests' runs; tests/tools/test_dist.py).
+ * For a checkpoint, cg_dist_gather_optim sends each owner's state to rank 0
+ * (point to point, in the optimizer's parameter order).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -54,6 +72,7 @@ struct bucket {
     void **tickets;         /* (count) reads in flight: download_async     */
     int n_tickets;
     float *host;            /* numel floats (NULL: in place, cpu)          */
+    bool pinned;            /* host came from the backend's host_alloc     */
     int root;               /* -1: all-reduced; sharded: the rank that owns
                                all its parameters, the only one that needs
                                their sum (MPI_Ireduce to it)               */
@@ -91,6 +110,7 @@ struct cg_dist {
     int *counts, *displs;   /* (world) each rank's range of the flattened
                                parameters, for MPI_Allgatherv              */
     float *gather;          /* (all parameters) the flattened parameters   */
+    bool gather_pinned;
     struct cg_dist_stats stats;
 };
 
@@ -203,12 +223,36 @@ CG_API cg_status cg_dist_create(cg_ctx *ctx, const struct cg_dist_options *opts,
     return CG_OK;
 }
 
+/* A host staging block of n floats: the backend's pinned, mapped memory
+ * where it has some (host_alloc: opencl's CL_MEM_ALLOC_HOST_PTR), so the
+ * reads and writes of gradients and parameters go by DMA; else malloc
+ * (also when the driver refuses). */
+static float *stage_alloc(cg_dist *d, int64_t n, bool *pinned)
+{
+    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
+    *pinned = false;
+    if (!d->direct && CG__BE_HAS(d->ctx, host_alloc) && CG__BE_HAS(d->ctx, host_free)) {
+        void *p = NULL;
+        if (d->ctx->be->host_alloc(d->ctx->bctx, bytes, &p) == CG_OK && p) {
+            *pinned = true;
+            return p;
+        }
+    }
+    return malloc(bytes);
+}
+
+static void stage_free(cg_dist *d, float *p, bool pinned)
+{
+    if (pinned) d->ctx->be->host_free(d->ctx->bctx, p);
+    else free(p);
+}
+
 static void free_buckets(cg_dist *d)
 {
     for (int b = 0; b < d->n_buckets; b++) {
         if (d->buckets[b].launched && !d->buckets[b].done)
             MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
-        free(d->buckets[b].host);
+        stage_free(d, d->buckets[b].host, d->buckets[b].pinned);
         free(d->buckets[b].tickets);
     }
     free(d->buckets);
@@ -222,7 +266,7 @@ static void free_buckets(cg_dist *d)
     free(d->flat);
     free(d->counts);
     free(d->displs);
-    free(d->gather);
+    stage_free(d, d->gather, d->gather_pinned);
     d->buckets = NULL;
     d->params = NULL;
     d->offs = d->flat = NULL;
@@ -689,7 +733,7 @@ static cg_status partition(cg_dist *d)
         off += cg_tensor_numel(d->params[i]);
     }
     for (int r = 1; r < w; r++) d->displs[r] = d->displs[r - 1] + d->counts[r - 1];
-    d->gather = malloc((size_t)(total > 0 ? total : 1) * sizeof *d->gather);
+    d->gather = stage_alloc(d, total, &d->gather_pinned);
     if (!d->gather)
         return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
                          "cg_dist_shard_optimizer: out of host memory for %" PRId64 " floats", total);
@@ -739,7 +783,7 @@ static cg_status make_buckets(cg_dist *d, cg_module *model)
         if (!b->tickets)
             return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_attach: out of host memory");
         if (d->direct && b->count == 1) continue;
-        b->host = malloc((size_t)(b->numel > 0 ? b->numel : 1) * sizeof(float));
+        b->host = stage_alloc(d, b->numel, &b->pinned);
         if (!b->host)
             return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
                              "cg_dist_attach: out of host memory for a bucket of %" PRId64

@@ -157,7 +157,7 @@ def expect_error(np_, args, text, what):
 
 # ---- ZeRO-1: the optimizer sharded over the ranks --------------------------
 if OPENCL:
-    SHARDED = [("mlp", "adamw", (2,)), ("cnn", "sgd", (2,)), ("lstm", "adam", (2,))]
+    SHARDED = [("mlp", "adamw", (2,)), ("cnn", "sgd", (2,)), ("lstm", "sgd", (2,))]
 else:
     SHARDED = [(m, o, (2, 4)) for m in ("mlp", "cnn", "lstm") for o in ("sgd", "adamw")]
 for model, opt, nps in SHARDED:
@@ -244,7 +244,7 @@ def close_printed(a, b):
 
 log0, args = train_args("plain", 3)
 rc, out, err = run(0, args, TRAIN)
-ref = read_log(log0)
+ref = ref_plain = read_log(log0)
 check(rc == 0 and len(ref) == 3, "clgrad-train alone (rc %s) %s" % (rc, why(err, 300)))
 for np_ in (2, 4):
     log, args = train_args("np%d" % np_, 3)
@@ -276,26 +276,20 @@ check(len(resumed[0]) == 1 and len(resumed[1]) == 1 and
       all(close_printed(x, y) for x, y in zip(resumed[0][0], resumed[1][0])),
       "the epoch resumed on 2 ranks equals the one resumed alone: %s vs %s" % tuple(resumed))
 
-# Sharded: the losses of one process (with clipping: the global norm from
-# the ranks' shares), and a checkpoint saved sharded that resumes sharded on
-# another number of ranks (rank 0 gathered every rank's optimizer state).
+# Sharded (dist_train above clips every step, so the global norm from the
+# ranks' shares is checked there): the losses of one process, and a
+# checkpoint saved sharded that resumes sharded on another number of ranks
+# (rank 0 gathered every rank's optimizer state).
 NP_SAVE = 2 if OPENCL else 4
-log0, args = train_args("plainclip", 3, "--clip-grad", "0.5")
-rc, out, err = run(0, args, TRAIN)
-ref = read_log(log0)
-check(rc == 0 and len(ref) == 3, "clgrad-train --clip-grad alone (rc %s) %s" % (rc, why(err, 300)))
-log, args = train_args("shard", 3, "--clip-grad", "0.5", "--shard-optimizer")
-rc, out, err = run(NP_SAVE, args, TRAIN)
-got = read_log(log)
-same = len(got) == len(ref) and all(close_printed(x, y) for a, b in zip(ref, got)
-                                    for x, y in zip(a, b))
-check(rc == 0 and same, "clgrad-train --shard-optimizer -np %d logs the losses of one process "
-      "(rc %s): %s vs %s %s" % (NP_SAVE, rc, got, ref, why(err, 300)))
 cks = os.path.join(WORK, "cks.safetensors")
 log, args = train_args("shardsave", 2, "--save", cks, "--shard-optimizer")
 rc, out, err = run(NP_SAVE, args, TRAIN)
-check(rc == 0 and os.path.exists(cks), "clgrad-train --shard-optimizer saves on %d ranks (rc %s) %s"
-      % (NP_SAVE, rc, why(err, 300)))
+got = read_log(log)
+same = len(got) == 2 and len(ref_plain) == 3 and all(
+    close_printed(x, y) for a, b in zip(ref_plain, got) for x, y in zip(a, b))
+check(rc == 0 and os.path.exists(cks) and same,
+      "clgrad-train --shard-optimizer -np %d logs the losses of one process and saves (rc %s): "
+      "%s vs %s %s" % (NP_SAVE, rc, got, ref_plain[:2], why(err, 300)))
 # NP_SAVE ranks saved it; resume on the other count (2 or 1 on opencl),
 # sharded, against the epoch resumed alone from the unsharded 4-rank save.
 np_resume = 1 if OPENCL else 2
