@@ -228,9 +228,11 @@ int main(int argc, char **argv)
     double state = 0, largest = 0; /* largest: one tensor's state */
     for (int i = 0; i < cg_optim_num_params(opt); i++) {
         cg_tensor *p = cg_optim_param(opt, i);
-        double one = 0;
-        for (int k = 0; k < 3; k++)
-            if (cg_optim_param_state(opt, p, k)) one += (double)cg_tensor_numel(p) * sizeof(float);
+        double one = 0; /* sharded, a state holds this rank's elements only */
+        for (int k = 0; k < 3; k++) {
+            cg_tensor *t = cg_optim_param_state(opt, p, k);
+            if (t) one += (double)cg_tensor_numel(t) * sizeof(float);
+        }
         state += one;
         largest = one > largest ? one : largest;
     }

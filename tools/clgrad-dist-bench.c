@@ -260,8 +260,8 @@ int main(int argc, char **argv)
     double state[2] = {0, 0};
     for (int i = 0; i < cg_optim_num_params(opt); i++)
         for (int s = 0; s < 3; s++) {
-            cg_tensor *p = cg_optim_param(opt, i);
-            if (cg_optim_param_state(opt, p, s)) state[0] += 4.0 * (double)cg_tensor_numel(p);
+            cg_tensor *t = cg_optim_param_state(opt, cg_optim_param(opt, i), s);
+            if (t) state[0] += 4.0 * (double)cg_tensor_numel(t); /* sharded: a range */
         }
     state[1] = state[0];
     cg_dist_allreduce_f64(d, state, 1, CG_DIST_MAX);

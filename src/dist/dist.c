@@ -73,9 +73,10 @@ struct bucket {
     int n_tickets;
     float *host;            /* numel floats (NULL: in place, cpu)          */
     bool pinned;            /* host came from the backend's host_alloc     */
-    int root;               /* -1: all-reduced; sharded: the rank that owns
-                               all its parameters, the only one that needs
-                               their sum (MPI_Ireduce to it)               */
+    /* sharded: reduce-scattered; rank r receives the sums of the bucket's
+     * elements it owns (rcounts[r] of them, in rank order) into recv */
+    int *rcounts;           /* (world), NULL: all-reduced                  */
+    float *recv;            /* rcounts[rank] floats                        */
     double t_launch;
 #if CG_HAVE_MPI
     MPI_Request req;
@@ -105,10 +106,11 @@ struct cg_dist {
     /* ZeRO-1 (cg_dist_shard_optimizer) */
     bool shard;             /* partition the parameters over the ranks     */
     cg_optim *opt;          /* the sharded optimizer (borrowed)            */
-    int *owner;             /* (n_params) the rank that updates params[i]  */
     int64_t *flat;          /* (n_params) offset in the flattened order    */
-    int *counts, *displs;   /* (world) each rank's range of the flattened
-                               parameters, for MPI_Allgatherv              */
+    int64_t *own_lo, *own_hi; /* (n_params) this rank's elements of
+                               params[i] (own_lo == own_hi: none)          */
+    int *counts, *displs;   /* (world) rank r owns flattened elements
+                               [displs[r], displs[r] + counts[r])         */
     float *gather;          /* (all parameters) the flattened parameters   */
     bool gather_pinned;
     struct cg_dist_stats stats;
@@ -253,6 +255,8 @@ static void free_buckets(cg_dist *d)
         if (d->buckets[b].launched && !d->buckets[b].done)
             MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
         stage_free(d, d->buckets[b].host, d->buckets[b].pinned);
+        free(d->buckets[b].rcounts);
+        free(d->buckets[b].recv);
         free(d->buckets[b].tickets);
     }
     free(d->buckets);
@@ -262,15 +266,16 @@ static void free_buckets(cg_dist *d)
     free(d->offs);
     free(d->bucket_of);
     free(d->ready);
-    free(d->owner);
+    free(d->own_lo);
+    free(d->own_hi);
     free(d->flat);
     free(d->counts);
     free(d->displs);
     stage_free(d, d->gather, d->gather_pinned);
     d->buckets = NULL;
     d->params = NULL;
-    d->offs = d->flat = NULL;
-    d->bucket_of = d->owner = d->counts = d->displs = NULL;
+    d->offs = d->flat = d->own_lo = d->own_hi = NULL;
+    d->bucket_of = d->counts = d->displs = NULL;
     d->ready = NULL;
     d->gather = NULL;
     d->n_buckets = d->n_params = 0;
@@ -394,11 +399,16 @@ CG_API cg_status cg_dist_broadcast_module(cg_dist *d, cg_module *model)
     return cg_dist_agree(d, st);
 }
 
+static int find_param(cg_dist *d, const cg_tensor *t);
+
 CG_API cg_status cg_dist_broadcast_optim(cg_dist *d, cg_optim *opt)
 {
     if (!d || d->world == 1) return CG_OK;
     if (!opt) return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT, "cg_dist_broadcast_optim: NULL optimizer");
-    cg_status st = CG_OK;
+    /* Sharded: rank 0 first holds the whole state (and every rank keeps
+     * its range of what comes, below). */
+    cg_status st = d->opt == opt ? cg_dist_gather_optim(d, opt) : CG_OK;
+    if (st != CG_OK) return st;
     int np = cg_optim_num_params(opt);
     for (int i = 0; i < np && st == CG_OK; i++) {
         cg_tensor *p = cg_optim_param(opt, i);
@@ -422,8 +432,11 @@ CG_API cg_status cg_dist_broadcast_optim(cg_dist *d, cg_optim *opt)
             if (st == CG_OK && d->rank != 0) st = cg_optim_set_param_state(opt, p, k, h);
         }
         free(h);
-        /* Sharded: keep only this rank's share (cg_dist_shard_optimizer). */
-        if (st == CG_OK && cg__optim_is_remote(opt, p)) st = cg__optim_set_remote(opt, p, true);
+        /* Sharded: keep only this rank's range (cg_dist_shard_optimizer). */
+        if (st == CG_OK && d->opt == opt) {
+            int j = find_param(d, p);
+            st = cg__optim_set_range(opt, p, d->own_lo[j], d->own_hi[j]);
+        }
     }
     return cg_dist_agree(d, st);
 }
@@ -557,15 +570,12 @@ static cg_status bucket_send(cg_dist *d, struct bucket *b)
     b->t_launch = now_s();
     d->stats.bytes += (double)b->numel * sizeof(float);
     d->stats.buckets++;
-    if (b->root < 0)
+    if (!b->rcounts)
         MPI_TRY(d, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)b->numel, MPI_FLOAT, MPI_SUM, d->comm,
                                   &b->req));
-    else if (b->root == d->rank)
-        MPI_TRY(d, MPI_Ireduce(MPI_IN_PLACE, buf, (int)b->numel, MPI_FLOAT, MPI_SUM, b->root,
-                               d->comm, &b->req));
     else
-        MPI_TRY(d, MPI_Ireduce(buf, NULL, (int)b->numel, MPI_FLOAT, MPI_SUM, b->root, d->comm,
-                               &b->req));
+        MPI_TRY(d, MPI_Ireduce_scatter(buf, b->recv, b->rcounts, MPI_FLOAT, MPI_SUM, d->comm,
+                                       &b->req));
     return CG_OK;
 }
 
@@ -587,17 +597,46 @@ static cg_status pump(cg_dist *d, bool wait)
     return st;
 }
 
-/* Waits for b and writes the mean back into the gradients (sharded: on
- * the bucket's owner only; the others keep their local gradients). */
+/* Sharded: the mean of this rank's elements of b (in b->recv) into their
+ * gradients; the other elements keep this rank's local gradient. */
+static cg_status bucket_finish_shard(cg_dist *d, struct bucket *b)
+{
+    int64_t f0 = d->flat[b->first];
+    int64_t a = d->displs[d->rank], e = a + d->counts[d->rank]; /* owned, flattened */
+    a = a > f0 ? a : f0;
+    e = e < f0 + b->numel ? e : f0 + b->numel;
+    float inv = 1.0f / (float)d->world;
+    cg_status st = CG_OK;
+    for (int i = b->first; i < b->first + b->count && st == CG_OK; i++) {
+        cg_tensor *g = d->params[i]->grad;
+        int64_t x = d->flat[i] > a ? d->flat[i] : a;
+        int64_t y = d->flat[i] + cg_tensor_numel(d->params[i]);
+        y = y < e ? y : e;
+        if (!g || x >= y) continue;
+        float *src = b->recv + (x - a);
+        cg__storage_written(g->st);
+        if (d->direct) {
+            float *dst = grad_ptr(g) + (x - d->flat[i]);
+            for (int64_t k = 0; k < y - x; k++) dst[k] = src[k] * inv;
+        } else {
+            for (int64_t k = 0; k < y - x; k++) src[k] *= inv;
+            struct cg_ptr dst = cg__ptr(g);
+            dst.off += x - d->flat[i];
+            st = cg__be_upload(d->ctx, "cg_backward (gradient reduce-scatter)", dst, src, y - x);
+        }
+    }
+    b->ready = 0;
+    return st;
+}
+
+/* Waits for b and writes the mean back into the gradients (sharded: the
+ * elements this rank owns only). */
 static cg_status bucket_finish(cg_dist *d, struct bucket *b)
 {
     if (!b->done) MPI_TRY(d, MPI_Wait(&b->req, MPI_STATUS_IGNORE));
     b->launched = b->done = false;
     d->stats.total_s += now_s() - b->t_launch;
-    if (b->root >= 0 && b->root != d->rank) {
-        b->ready = 0;
-        return CG_OK;
-    }
+    if (b->rcounts) return bucket_finish_shard(d, b);
     float inv = 1.0f / (float)d->world;
     cg_status st = CG_OK;
     for (int i = b->first; i < b->first + b->count && st == CG_OK; i++) {
@@ -678,65 +717,66 @@ static cg_status grad_hook(void *data, cg_tensor *leaf)
     return st;
 }
 
-/* Ranks a capacity of cap floats a rank needs for params in order, whole
- * tensors, each rank filled up to cap (assign: record the owners). */
-static int fill_ranks(cg_dist *d, int64_t cap, bool assign)
-{
-    int r = 0;
-    int64_t used = 0;
-    for (int i = 0; i < d->n_params; i++) {
-        int64_t n = cg_tensor_numel(d->params[i]);
-        if (used > 0 && used + n > cap) r++, used = 0;
-        if (assign) d->owner[i] = r;
-        used += n;
-    }
-    return r + 1;
-}
-
-/* ZeRO-1's partition: the parameters, whole tensors in bucket order, cut
- * into world contiguous ranges with the largest range as small as whole
- * tensors allow (the linear partition problem: binary search on the
- * capacity, greedy fill). It is at most total/N + the largest tensor;
- * ranks past the last range own nothing. Then each rank's offset and
- * count in the flattened order, for the all-gather. */
+/* ZeRO-1's partition: the parameters flattened in bucket order (the
+ * reverse of registration), cut into N ranges of equal size (to one
+ * element); a tensor may be split between two or more ranks. Records each
+ * rank's range, this rank's elements of every parameter, and allocates the
+ * flattened host block of the all-gather. */
 static cg_status partition(cg_dist *d)
 {
     int np = d->n_params, w = d->world;
-    d->owner = malloc((size_t)(np + 1) * sizeof *d->owner);
     d->flat = malloc((size_t)(np + 1) * sizeof *d->flat);
+    d->own_lo = malloc((size_t)(np + 1) * sizeof *d->own_lo);
+    d->own_hi = malloc((size_t)(np + 1) * sizeof *d->own_hi);
     d->counts = calloc((size_t)w, sizeof *d->counts);
     d->displs = calloc((size_t)w, sizeof *d->displs);
-    if (!d->owner || !d->flat || !d->counts || !d->displs)
+    if (!d->flat || !d->own_lo || !d->own_hi || !d->counts || !d->displs)
         return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_shard_optimizer: out of host memory");
-    int64_t total = 0, big = 0;
+    int64_t total = 0;
     for (int i = 0; i < np; i++) {
-        int64_t n = cg_tensor_numel(d->params[i]);
-        total += n;
-        big = n > big ? n : big;
+        d->flat[i] = total;
+        total += cg_tensor_numel(d->params[i]);
     }
     if (total > INT32_MAX)
         return cg__error(d->ctx, CG_STATUS_UNSUPPORTED,
                          RANKFMT "cg_dist_shard_optimizer: %" PRId64 " parameters; the "
                          "all-gather counts in int (at most %d)", RANKARG(d), total, INT32_MAX);
-    int64_t lo = (total + w - 1) / w, hi = total;
-    lo = lo > big ? lo : big;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (fill_ranks(d, mid, false) <= w) hi = mid;
-        else lo = mid + 1;
+    for (int r = 0; r < w; r++) {
+        d->displs[r] = (int)(total * r / w);
+        d->counts[r] = (int)(total * (r + 1) / w) - d->displs[r];
     }
-    fill_ranks(d, lo, true);
-    int64_t off = 0;
+    int64_t a = d->displs[d->rank], e = a + d->counts[d->rank];
     for (int i = 0; i < np; i++) {
-        d->flat[i] = off;
-        d->counts[d->owner[i]] += (int)cg_tensor_numel(d->params[i]);
-        off += cg_tensor_numel(d->params[i]);
+        int64_t n = cg_tensor_numel(d->params[i]);
+        int64_t lo = a - d->flat[i], hi = e - d->flat[i];
+        lo = lo < 0 ? 0 : lo > n ? n : lo;
+        hi = hi < 0 ? 0 : hi > n ? n : hi;
+        d->own_lo[i] = lo;
+        d->own_hi[i] = hi > lo ? hi : lo;
+        if (d->own_lo[i] == d->own_hi[i]) d->own_lo[i] = d->own_hi[i] = 0;
     }
-    for (int r = 1; r < w; r++) d->displs[r] = d->displs[r - 1] + d->counts[r - 1];
     d->gather = stage_alloc(d, total, &d->gather_pinned);
     if (!d->gather)
         return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
                          "cg_dist_shard_optimizer: out of host memory for %" PRId64 " floats", total);
+    return CG_OK;
+}
+
+/* Sharded: how many of bucket b's elements each rank owns, and this
+ * rank's receive block. */
+static cg_status bucket_scatter(cg_dist *d, struct bucket *b)
+{
+    int64_t f0 = d->flat[b->first], f1 = f0 + b->numel;
+    b->rcounts = calloc((size_t)d->world, sizeof *b->rcounts);
+    if (!b->rcounts) return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_shard_optimizer: out of host memory");
+    for (int r = 0; r < d->world; r++) {
+        int64_t a = d->displs[r], e = a + d->counts[r];
+        a = a > f0 ? a : f0;
+        e = e < f1 ? e : f1;
+        b->rcounts[r] = e > a ? (int)(e - a) : 0;
+    }
+    b->recv = malloc((size_t)(b->rcounts[d->rank] > 0 ? b->rcounts[d->rank] : 1) * sizeof(float));
+    if (!b->recv) return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_shard_optimizer: out of host memory");
     return CG_OK;
 }
 
@@ -765,12 +805,10 @@ static cg_status make_buckets(cg_dist *d, cg_module *model)
     struct bucket *b = NULL;
     for (int i = 0; i < np; i++) {
         int64_t n = cg_tensor_numel(d->params[i]);
-        /* Sharded, a bucket never spans two owners: it is reduced to one. */
         if (!b || (size_t)b->numel * sizeof(float) >= d->bucket_bytes ||
-            b->numel + n > INT32_MAX || (d->shard && d->owner[i] != b->root)) {
+            b->numel + n > INT32_MAX) {
             b = &d->buckets[d->n_buckets++];
             b->first = i;
-            b->root = d->shard ? d->owner[i] : -1;
         }
         d->offs[i] = b->numel;
         d->bucket_of[i] = (int)(b - d->buckets);
@@ -782,6 +820,10 @@ static cg_status make_buckets(cg_dist *d, cg_module *model)
         b->tickets = malloc((size_t)b->count * sizeof *b->tickets);
         if (!b->tickets)
             return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_attach: out of host memory");
+        if (d->shard) {
+            cg_status st = bucket_scatter(d, b);
+            if (st != CG_OK) return st;
+        }
         if (d->direct && b->count == 1) continue;
         b->host = stage_alloc(d, b->numel, &b->pinned);
         if (!b->host)
@@ -851,13 +893,14 @@ CG_API cg_status cg_dist_shard_optimizer(cg_dist *d, cg_optim *opt)
         }
     }
     if ((st = cg_dist_agree(d, st)) != CG_OK) return st;
-    /* Rebuild the buckets, now cut at the owners' boundaries. */
+    /* Rebuild the buckets, now reduce-scattered. */
     free_buckets(d);
     d->shard = true;
     st = cg_dist_agree(d, make_buckets(d, d->model));
     for (int k = 0; k < n && st == CG_OK; k++) {
         cg_tensor *p = cg_optim_param(opt, k);
-        st = cg__optim_set_remote(opt, p, d->owner[find_param(d, p)] != d->rank);
+        int i = find_param(d, p);
+        st = cg__optim_set_range(opt, p, d->own_lo[i], d->own_hi[i]);
     }
     if (st != CG_OK) {
         detach(d);
@@ -868,11 +911,27 @@ CG_API cg_status cg_dist_shard_optimizer(cg_dist *d, cg_optim *opt)
     return CG_OK;
 }
 
-/* Each rank's parameters into the flattened host block at their owner's
- * range, one MPI_Allgatherv, and the others' back into the tensors. On the
- * cpu backend the block is filled and read with memcpy; elsewhere with
- * cg_tensor_to_host / cg_tensor_set_data. A rank that fails still takes
- * part in the collective (no hang), then reports its status. */
+/* Writes elements [lo, hi) of parameter i from the flattened block. */
+static cg_status unpack_param(cg_dist *d, int i, int64_t lo, int64_t hi)
+{
+    cg_tensor *p = d->params[i];
+    if (hi <= lo) return CG_OK;
+    const float *src = d->gather + d->flat[i] + lo;
+    cg__storage_written(p->st);
+    if (d->direct) {
+        memcpy(grad_ptr(p) + lo, src, (size_t)(hi - lo) * sizeof(float));
+        return CG_OK;
+    }
+    struct cg_ptr dst = cg__ptr(p);
+    dst.off += lo;
+    return cg__be_upload(d->ctx, "cg_optim_step (parameter all-gather)", dst, src, hi - lo);
+}
+
+/* This rank's elements of every parameter into the flattened host block,
+ * one MPI_Allgatherv, and the other ranks' elements back into the
+ * tensors. On the cpu backend with memcpy; elsewhere with ranged
+ * downloads and uploads. A rank that fails still takes part in the
+ * collective (no hang), then reports its status. */
 cg_status cg__dist_gather_params(cg_optim *opt)
 {
     cg_ctx *ctx = cg_optim_ctx(opt);
@@ -884,25 +943,25 @@ cg_status cg__dist_gather_params(cg_optim *opt)
     double t0 = now_s();
     cg_status st = CG_OK;
     for (int i = 0; i < d->n_params; i++) {
-        cg_tensor *p = d->params[i];
-        if (d->owner[i] != d->rank) continue;
-        int64_t n = cg_tensor_numel(p);
-        if (d->direct) memcpy(d->gather + d->flat[i], grad_ptr(p), (size_t)n * sizeof(float));
-        else if (st == CG_OK) st = cg_tensor_to_host(p, d->gather + d->flat[i], n);
+        int64_t lo = d->own_lo[i], hi = d->own_hi[i];
+        if (hi <= lo) continue;
+        float *dst = d->gather + d->flat[i] + lo;
+        struct cg_ptr src = cg__ptr(d->params[i]);
+        if (d->direct) {
+            memcpy(dst, grad_ptr(d->params[i]) + lo, (size_t)(hi - lo) * sizeof(float));
+        } else if (st == CG_OK) {
+            src.off += lo;
+            st = cg__be_download(ctx, "cg_optim_step (parameter all-gather)", dst, src, hi - lo);
+        }
     }
     int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, d->gather, d->counts, d->displs,
                             MPI_FLOAT, d->comm);
     if (rc != MPI_SUCCESS) return mpi_error(d, rc, "cg_optim_step: MPI_Allgatherv of the parameters");
     for (int i = 0; i < d->n_params && st == CG_OK; i++) {
-        cg_tensor *p = d->params[i];
-        if (d->owner[i] == d->rank) continue;
-        int64_t n = cg_tensor_numel(p);
-        if (d->direct) {
-            memcpy(grad_ptr(p), d->gather + d->flat[i], (size_t)n * sizeof(float));
-            cg__storage_written(p->st);
-        } else {
-            st = cg_tensor_set_data(p, d->gather + d->flat[i], n);
-        }
+        st = unpack_param(d, i, 0, d->own_lo[i]);
+        if (st == CG_OK)
+            st = unpack_param(d, i, d->own_hi[i] > d->own_lo[i] ? d->own_hi[i] : 0,
+                              cg_tensor_numel(d->params[i]));
     }
     d->stats.gather_s += now_s() - t0;
     d->stats.gather_bytes += (double)(d->displs[d->world - 1] + d->counts[d->world - 1] -
@@ -910,37 +969,79 @@ cg_status cg__dist_gather_params(cg_optim *opt)
     return st;
 }
 
-/* Sends (owner) or receives (rank 0) one parameter's step count and state. */
-static cg_status gather_state(cg_dist *d, cg_optim *opt, cg_tensor *p, int owner, float *h)
+/* Rank r's elements [*lo, *hi) of parameter i; false when it owns none. */
+static bool piece_of(const cg_dist *d, int r, int i, int64_t *lo, int64_t *hi)
 {
-    int64_t n = cg_tensor_numel(p);
-    int64_t head[1 + CG_OPTIM_MAX_STATE] = {0};
+    int64_t n = cg_tensor_numel(d->params[i]);
+    *lo = d->displs[r] - d->flat[i];
+    *hi = d->displs[r] + d->counts[r] - d->flat[i];
+    *lo = *lo < 0 ? 0 : *lo;
+    *hi = *hi > n ? n : *hi;
+    return *hi > *lo;
+}
+
+/* The values of state tensor t for elements [lo, hi) of a parameter of n
+ * elements into dst: t holds the range, or (gathered before) all of it. */
+static cg_status state_piece(cg_tensor *t, int64_t n, int64_t lo, int64_t hi, float *dst, float *tmp)
+{
+    if (cg_tensor_numel(t) == hi - lo) return cg_tensor_to_host(t, dst, hi - lo);
+    cg_status st = cg_tensor_to_host(t, tmp, n);
+    if (st == CG_OK) memcpy(dst, tmp + lo, (size_t)(hi - lo) * sizeof *dst);
+    return st;
+}
+
+/* Parameter i's step count and state from every rank that owns a piece
+ * of it into rank 0's optimizer, whole (point to point, in rank order).
+ * h: 4 x numel floats on rank 0 (three states and a spare), 2 x numel on
+ * the others. A failing rank still sends, so rank 0 never waits forever. */
+static cg_status gather_state(cg_dist *d, cg_optim *opt, int i, float *h)
+{
+    cg_tensor *p = d->params[i];
+    int64_t n = cg_tensor_numel(p), lo, hi;
+    int64_t head[1 + CG_OPTIM_MAX_STATE];
     cg_status st = CG_OK;
-    if (d->rank == owner) {
+    if (d->rank != 0) {
+        if (!piece_of(d, d->rank, i, &lo, &hi)) return CG_OK;
         head[0] = cg_optim_param_steps(opt, p);
         for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) head[1 + k] = cg_optim_param_state(opt, p, k) != NULL;
         MPI_TRY(d, MPI_Send(head, 1 + CG_OPTIM_MAX_STATE, MPI_INT64_T, 0, 1, d->comm));
         for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) {
             if (!head[1 + k]) continue;
-            cg_status s = cg_tensor_to_host(cg_optim_param_state(opt, p, k), h, n);
-            if (st == CG_OK) st = s; /* sent all the same: rank 0 waits for it */
-            MPI_TRY(d, MPI_Send(h, (int)n, MPI_FLOAT, 0, 2, d->comm));
+            cg_status s = state_piece(cg_optim_param_state(opt, p, k), n, lo, hi, h, h + n);
+            if (st == CG_OK) st = s;
+            MPI_TRY(d, MPI_Send(h, (int)(hi - lo), MPI_FLOAT, 0, 2, d->comm));
         }
         return st;
     }
-    MPI_TRY(d, MPI_Recv(head, 1 + CG_OPTIM_MAX_STATE, MPI_INT64_T, owner, 1, d->comm,
-                        MPI_STATUS_IGNORE));
-    st = cg_optim_set_param_steps(opt, p, head[0]);
-    for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) {
-        if (!head[1 + k]) {
-            cg_status s = cg_optim_set_param_state(opt, p, k, NULL);
-            if (st == CG_OK) st = s;
-            continue;
+    bool has[CG_OPTIM_MAX_STATE] = {false};
+    int64_t steps = 0;
+    bool first = true;
+    for (int r = 0; r < d->world; r++) {
+        if (!piece_of(d, r, i, &lo, &hi)) continue;
+        if (r == 0) {
+            head[0] = cg_optim_param_steps(opt, p);
+            for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) {
+                cg_tensor *t = cg_optim_param_state(opt, p, k);
+                head[1 + k] = t != NULL;
+                cg_status s = t ? state_piece(t, n, lo, hi, h + k * n + lo, h + 3 * n) : CG_OK;
+                if (st == CG_OK) st = s;
+            }
+        } else {
+            MPI_TRY(d, MPI_Recv(head, 1 + CG_OPTIM_MAX_STATE, MPI_INT64_T, r, 1, d->comm,
+                                MPI_STATUS_IGNORE));
+            for (int k = 0; k < CG_OPTIM_MAX_STATE; k++)
+                if (head[1 + k])
+                    MPI_TRY(d, MPI_Recv(h + k * n + lo, (int)(hi - lo), MPI_FLOAT, r, 2, d->comm,
+                                        MPI_STATUS_IGNORE));
         }
-        MPI_TRY(d, MPI_Recv(h, (int)n, MPI_FLOAT, owner, 2, d->comm, MPI_STATUS_IGNORE));
-        cg_status s = cg_optim_set_param_state(opt, p, k, h);
-        if (st == CG_OK) st = s;
+        if (first) steps = head[0];
+        first = false;
+        for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) has[k] = has[k] || head[1 + k];
     }
+    cg_status s = cg_optim_set_param_steps(opt, p, steps);
+    if (st == CG_OK) st = s;
+    for (int k = 0; k < CG_OPTIM_MAX_STATE && st == CG_OK; k++)
+        st = cg_optim_set_param_state(opt, p, k, has[k] ? h + k * n : NULL);
     return st;
 }
 
@@ -953,7 +1054,7 @@ CG_API cg_status cg_dist_gather_optim(cg_dist *d, cg_optim *opt)
     int64_t big = 1;
     for (int i = 0; i < d->n_params; i++)
         big = cg_tensor_numel(d->params[i]) > big ? cg_tensor_numel(d->params[i]) : big;
-    float *h = malloc((size_t)big * sizeof *h);
+    float *h = malloc((size_t)big * (d->rank == 0 ? 4 : 2) * sizeof *h);
     cg_status st = h ? CG_OK : cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
                                          "cg_dist_gather_optim: out of host memory");
     if ((st = cg_dist_agree(d, st)) != CG_OK) {
@@ -962,10 +1063,7 @@ CG_API cg_status cg_dist_gather_optim(cg_dist *d, cg_optim *opt)
     }
     int n = cg_optim_num_params(opt);
     for (int k = 0; k < n; k++) {
-        cg_tensor *p = cg_optim_param(opt, k);
-        int owner = d->owner[find_param(d, p)];
-        if (owner == 0 || (d->rank != 0 && d->rank != owner)) continue;
-        cg_status s = gather_state(d, opt, p, owner, h);
+        cg_status s = gather_state(d, opt, find_param(d, cg_optim_param(opt, k)), h);
         if (st == CG_OK) st = s;
     }
     free(h);

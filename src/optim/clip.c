@@ -29,7 +29,13 @@ CG_API cg_tensor *cg_optim_clip_grad_norm(cg_optim *opt, float max_norm)
     int n = cg_optim_num_params(opt);
     for (int i = 0; i < n; i++) {
         cg_tensor *p = cg_optim_param(opt, i), *g = cg_tensor_grad(p);
-        if (g && !cg__optim_is_remote(opt, p)) sumsq = cg_add(sumsq, cg_sum_all(cg_mul(g, g)));
+        int64_t lo, hi;
+        if (!g) continue;
+        if (cg__optim_range(opt, p, &lo, &hi)) { /* sharded: this rank's elements */
+            if (lo == hi) continue;
+            g = cg_slice(cg_view(g, 1, (int64_t[]){cg_tensor_numel(g)}), 0, lo, hi, 1);
+        }
+        sumsq = cg_add(sumsq, cg_sum_all(cg_mul(g, g)));
     }
     if (cg__optim_sharded(opt)) sumsq = cg__dist_sum(sumsq);
     cg_tensor *norm = cg_sqrt(sumsq);
@@ -38,7 +44,9 @@ CG_API cg_tensor *cg_optim_clip_grad_norm(cg_optim *opt, float max_norm)
                                -INFINITY, 1.0f);
     for (int i = 0; i < n && coef; i++) {
         cg_tensor *p = cg_optim_param(opt, i), *g = cg_tensor_grad(p);
-        if (g && !cg__optim_is_remote(opt, p) && cg_tensor_copy(g, cg_mul(g, coef)) != CG_OK) norm = NULL;
+        int64_t lo, hi;
+        if (cg__optim_range(opt, p, &lo, &hi) && lo == hi) continue; /* not this rank's */
+        if (g && cg_tensor_copy(g, cg_mul(g, coef)) != CG_OK) norm = NULL;
     }
     cg_set_grad_enabled(ctx, grad);
     return coef ? norm : NULL;

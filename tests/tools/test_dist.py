@@ -17,8 +17,8 @@ ends the job; clgrad-charlm prints the losses of one process.
 
 ZeRO-1 optimizer sharding (--shard, --shard-optimizer): the same losses and
 parameters as one process for SGD with momentum and Adam(W), each rank
-holding a share of the optimizer state (their sum the whole, the largest at
-most total/N plus one tensor's: the partition takes whole tensors), and a
+holding 1/N of the optimizer state (the parameters flattened and cut into N
+equal ranges, to one element), and a
 sharded checkpoint that resumes on another number of ranks. On opencl only
 -np 2 and one optimizer per model (PoCL under ASan is slow).
 
@@ -182,22 +182,21 @@ for model, opt, nps in SHARDED:
         bad = [(i, a, b) for i, (a, b) in enumerate(zip(ref, losses)) if not close(a, b)]
         check(not bad, "%s %s -np %d --shard: losses equal one process to %g (first "
               "differences %s)" % (model, opt, np_, RTOL, bad[:3]))
-        if model == "cnn" and opt != "sgd":
-            # The conv bias before BatchNorm has a gradient of pure rounding
-            # noise, which Adam scales to full steps of random sign: its
-            # parameters follow the summation order, so compare with the
-            # unsharded run at the same -np (same sums, same order).
-            rc2, out2, _ = run(np_, args)
-            want, what = parse(out2)[1], "the unsharded run at -np %d" % np_
-        else:
-            want, what = ref_p, "one process"
-        check(want is not None and close(want, p), "%s %s -np %d --shard: parameters equal %s "
-              "(%r vs %r)" % (model, opt, np_, what, want, p))
-        st_max, st_sum, largest = st
-        check(st_sum == ref_st[1] and st_max <= ref_st[1] / np_ + largest and st_max < st_sum,
-              "%s %s -np %d --shard: optimizer state per rank at most %g + %g bytes, sum %g "
-              "bytes as one process: largest %g, sum %g" % (model, opt, np_, ref_st[1] / np_,
-                                                            largest, ref_st[1], st_max, st_sum))
+        # Not for the CNN with Adam: its conv bias, before BatchNorm, does
+        # not change the loss, so its gradient is rounding noise that Adam
+        # scales to full steps of random sign, and its value follows the
+        # order of the sums (as it does between -np 2 and 4 unsharded). The
+        # losses above check that model; dist_train checks that every rank
+        # holds the same parameters.
+        if not (model == "cnn" and opt != "sgd"):
+            check(close(ref_p, p), "%s %s -np %d --shard: parameters equal one process "
+                  "(%r vs %r)" % (model, opt, np_, ref_p, p))
+        # Every element's state is on exactly one rank; the ranges differ
+        # by at most one element (4 bytes a state buffer, at most 3).
+        st_max, st_sum, _ = st
+        check(st_sum == ref_st[1] and st_max <= ref_st[1] / np_ + 12,
+              "%s %s -np %d --shard: optimizer state per rank 1/%d of one process's %g bytes "
+              "(+ 12): largest %g, sum %g" % (model, opt, np_, np_, ref_st[1], st_max, st_sum))
 
 expect_error(4, ["mlp", "3", "6"], "does not divide by the 4 ranks", "batch 6 on 4 ranks")
 expect_error(4, ["mlp", "3", "4", "--samples", "2"], "fewer than the 4 ranks",
