@@ -13,10 +13,14 @@
  *     the OpenCL error name, not ignored;
  *   - get_stats does not flush (it cannot return a status), so the pending
  *     op survives it and runs once the real queue is back.
- * And a value an opencl switch does not accept is named on stderr.
+ * And a value an opencl switch does not accept is named on stderr, and an
+ * op shorter than the fused chain joins it only where the chain's whole
+ * index range stays inside the op's buffers (fuse.c, fuse_in_bounds: the
+ * masked-off lanes of a CPU device's vector loads still name addresses).
  */
 #include "harness.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -191,6 +195,65 @@ static void test_bad_env_values_warn(void **state)
     }
 }
 
+/* A short op on a small buffer does not join a long chain (its guarded
+ * lanes would address far past the buffer); a short op on a slice of a
+ * long buffer does; the values are those of the ops one by one. */
+static void test_short_ops_join_only_in_bounds(void **state)
+{
+    cg_ctx *ctx = *state;
+    void *bctx;
+    const struct cg_backend_i *be = cg_ctx_backend(ctx, &bctx);
+    if (strcmp(be->name, "opencl") != 0) {
+        print_message("backend %s: white-box opencl test skipped\n", be->name);
+        skip();
+    }
+    struct cg_cl *cl = bctx;
+    enum { LONG = 4096, SHORT = 16 };
+    static float a[LONG], got[LONG];
+    float s[SHORT];
+    for (int i = 0; i < LONG; i++)
+        a[i] = (float)(i % 97) * 0.25f - 3.0f;
+    for (int i = 0; i < SHORT; i++)
+        s[i] = (float)i - 5.5f;
+    struct cg_buffer *ba, *bb, *bc, *bs;
+    assert_int_equal(be->alloc(bctx, sizeof a, &ba), CG_OK);
+    assert_int_equal(be->alloc(bctx, sizeof a, &bb), CG_OK);
+    assert_int_equal(be->alloc(bctx, sizeof a, &bc), CG_OK);
+    assert_int_equal(be->alloc(bctx, sizeof s, &bs), CG_OK);
+    assert_int_equal(be->upload(bctx, ba, 0, a, sizeof a), CG_OK);
+    assert_int_equal(be->upload(bctx, bs, 0, s, sizeof s), CG_OK);
+    assert_int_equal(be->finish(bctx), CG_OK);
+    struct cg_view va = {.buf = ba, .ndim = 1, .shape = {LONG}, .strides = {1}};
+    struct cg_view vb = {.buf = bb, .ndim = 1, .shape = {LONG}, .strides = {1}};
+    struct cg_view vs = {.buf = bs, .ndim = 1, .shape = {SHORT}, .strides = {1}};
+    struct cg_view va_head = {.buf = ba, .ndim = 1, .shape = {SHORT}, .strides = {1}};
+    struct cg_view vc_head = {.buf = bc, .ndim = 1, .shape = {SHORT}, .strides = {1}};
+
+    uint64_t l0 = cl->device_launches;
+    assert_int_equal(be->ew(bctx, CG_EW_ADD, 0, 0, &vb, &va, &va), CG_OK);      /* b = 2a */
+    if (cl->device_launches != l0) {
+        print_message("fusion is off (CLGRAD_FUSE=0): nothing is deferred, skipped\n");
+        skip();
+    }
+    assert_int_equal(be->ew(bctx, CG_EW_AFFINE, 3.0f, 1.0f, &vc_head, &va_head, NULL), CG_OK);
+    assert_true(cl->device_launches == l0);        /* in bounds: joined, pending */
+    assert_int_equal(be->ew(bctx, CG_EW_AFFINE, 2.0f, 0.5f, &vs, &vs, NULL), CG_OK);
+    assert_true(cl->device_launches == l0 + 1);    /* out of bounds: the chain went out */
+    assert_int_equal(be->download(bctx, got, bb, 0, sizeof got), CG_OK);
+    for (int i = 0; i < LONG; i++)
+        assert_float_equal(got[i], 2.0f * a[i], 1e-6f * (1.0f + fabsf(a[i])));
+    assert_int_equal(be->download(bctx, got, bc, 0, SHORT * sizeof(float)), CG_OK);
+    for (int i = 0; i < SHORT; i++)
+        assert_float_equal(got[i], 3.0f * a[i] + 1.0f, 1e-6f * (1.0f + fabsf(a[i])));
+    assert_int_equal(be->download(bctx, got, bs, 0, sizeof s), CG_OK);
+    for (int i = 0; i < SHORT; i++)
+        assert_float_equal(got[i], 2.0f * s[i] + 0.5f, 1e-6f);
+    be->release(bctx, ba);
+    be->release(bctx, bb);
+    be->release(bctx, bc);
+    be->release(bctx, bs);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +261,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_get_stats_keeps_pending_work, th_setup,
                                         th_teardown),
         cmocka_unit_test(test_bad_env_values_warn),
+        cmocka_unit_test_setup_teardown(test_short_ops_join_only_in_bounds, th_setup,
+                                        th_teardown),
     };
     return TH_RUN(tests);
 }

@@ -264,6 +264,54 @@ static void fuse_range(const struct cg_cl_fuse_src *s, int64_t n, int64_t *lo, i
 
 /* Tries to add the op to the chain; 0 when it does not fit (the chain is
  * then unchanged). */
+/* The last element index op o names in one of its buffers when the
+ * kernel runs i over [0, nmax). */
+static int64_t fuse_last_index(const struct cg_fuse_in *in, int64_t nmax)
+{
+    switch (in->mode) {
+    case CG_FM_CONTIG: return in->off + nmax - 1;
+    case CG_FM_ROW: return in->off + in->div - 1;
+    case CG_FM_COL: return in->off + (nmax - 1) / in->div;
+    default: return in->off;
+    }
+}
+
+static int fuse_op_in_bounds(const struct cg_fuse_chain *c, const struct cg_fuse_op *o,
+                             int64_t nmax)
+{
+    if (o->uniform || o->n >= nmax)
+        return 1;
+    for (int k = 0; k < o->nin; ++k)
+        if (o->in[k].mode != CG_FM_REG &&
+            fuse_last_index(&o->in[k], nmax) >= (int64_t)(c->bufs[o->in[k].buf]->cap / 4))
+            return 0;
+    return o->out_off + nmax - 1 < (int64_t)(c->bufs[o->out_buf]->cap / 4);
+}
+
+/* Whether the chain with op o added keeps every address inside its buffer.
+ * An op shorter than the chain (n < nmax) is guarded by i < n, and on a CPU
+ * device the guard becomes masked vector loads and stores over all nmax
+ * elements: the masked-off lanes still name their addresses, and each
+ * instruction whose lanes reach a page that is not mapped takes a
+ * fault-suppression microcode assist. The LSTM's bias add over 1M elements
+ * fused with two copies of a few thousand ran 3x slower, charlm on PoCL 15%,
+ * whenever the copies' buffers lay near the end of the heap (perf: same
+ * kernel, same launches; only buffer placement differed). So an op joins
+ * only where every index up to nmax stays inside the buffers it names. */
+static int fuse_in_bounds(const struct cg_fuse_chain *c, const struct cg_fuse_op *o)
+{
+    int64_t nmax = 0;
+    for (int i = 0; i < c->nops; ++i)
+        if (!c->ops[i].uniform && c->ops[i].n > nmax)
+            nmax = c->ops[i].n;
+    if (o->uniform || o->n <= nmax)
+        return fuse_op_in_bounds(c, o, nmax);
+    for (int i = 0; i < c->nops; ++i)
+        if (!fuse_op_in_bounds(c, &c->ops[i], o->n))
+            return 0;
+    return 1;
+}
+
 static int fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op, float p0,
                            float p1, struct cg_ptr out, int64_t n,
                            const struct cg_cl_fuse_src *src, int nin, int alone)
@@ -315,6 +363,8 @@ static int fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op, fl
     if (c->arg_bytes + bytes + 8 > cl->max_param)
         goto undo;
     o.out_buf = ob;
+    if (!fuse_in_bounds(c, &o))
+        goto undo;
     int idx = c->nops++;
     c->ops[idx] = o;
     c->arg_bytes += bytes;

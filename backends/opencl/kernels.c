@@ -118,7 +118,7 @@ void cg_cl_kernels_release(struct cg_cl *cl)
 
 size_t cg_cl_local_size(struct cg_cl *cl, enum cg_cl_kern k)
 {
-    struct cg_cl_kref kr;
+    struct cg_cl_kref kr = {0};
     return cg_cl_kernel(cl, k, &kr) == CG_OK ? kr.local : 1;   /* the launch that
                                                                   follows reports an error */
 }
