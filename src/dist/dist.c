@@ -26,21 +26,23 @@
  * pinned, mapped once at attach), else malloc. Without MPI the file builds
  * the one-process versions of the API.
  *
- * ZeRO-1 (cg_dist_shard_optimizer). The parameters, whole tensors in the
- * buckets' order, are cut into N contiguous ranges, the largest as small as
- * whole tensors allow (partition); rank r owns range r. Buckets are cut at
- * the owners' boundaries too, and each is reduced (MPI_Ireduce, sum) to its
- * owner instead of all-reduced, with the same overlap as above; only the
- * owner writes the mean back. The optimizer skips the parameters it does
- * not own and holds no state for them (optim.c's remote flag), clipping
- * adds the owned squares over the ranks (clip.c), and cg_optim_step ends in
- * cg__dist_gather_params: one MPI_Allgatherv of the flattened parameters
- * from their owners. The owner's sum adds the values the all-reduce adds,
- * possibly in another order (MPI picks the algorithm), so every rank ends
- * with the parameters of an unsharded run to float rounding (bitwise in
- * the tests' runs; tests/tools/test_dist.py).
- * For a checkpoint, cg_dist_gather_optim sends each owner's state to rank 0
- * (point to point, in the optimizer's parameter order).
+ * ZeRO-1 (cg_dist_shard_optimizer). The parameters, flattened in the
+ * buckets' order, are cut into N equal ranges (partition; a tensor may be
+ * split); rank r owns range r. Each bucket goes out with
+ * MPI_Ireduce_scatter instead of MPI_Iallreduce (same staging, same
+ * overlap): rank r receives the sums of its elements of the bucket and
+ * writes their mean into its gradients (bucket_finish_shard); the rest of
+ * its gradients keep their local values. The optimizer updates elements
+ * [lo, hi) of each parameter and keeps state for those only (optim.c's
+ * ranges), clipping adds the owned squares over the ranks (clip.c), and
+ * cg_optim_step ends in cg__dist_gather_params: one MPI_Allgatherv of the
+ * flattened parameters, then every rank writes the others' elements back.
+ * The sums are the all-reduce's, possibly added in another order (MPI
+ * picks the algorithm), so every rank ends with the parameters of an
+ * unsharded run to float rounding (tests/tools/test_dist.py). For a
+ * checkpoint, cg_dist_gather_optim assembles each parameter's state on
+ * rank 0 from its owners' pieces (point to point, in the optimizer's
+ * parameter order).
  */
 #include <inttypes.h>
 #include <stdio.h>

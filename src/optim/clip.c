@@ -7,9 +7,9 @@
  *   g_i       *= clip_coef
  * The norm and the coefficient stay 0-d tensors on the device, so clipping
  * adds no host round trip; read the returned norm only if you need it.
- * With ZeRO-1 sharding (dist.h) a rank holds the averaged gradients of its
- * own parameters only: it sums their squares and the sums are added over
- * the ranks, the same total, so the norm and the clipping stay exact.
+ * With ZeRO-1 sharding (dist.h) a rank holds the averaged gradient of its
+ * own elements only: it sums their squares and the sums are added over the
+ * ranks, the same total, so the norm and the clipping stay exact.
  */
 #include <math.h>
 
