@@ -1,8 +1,12 @@
 /* tests/harness.c — see harness.h. */
 #include "harness.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *th_backend(void)
 {
@@ -130,6 +134,42 @@ int th_arena_teardown(void **state)
 {
     th_arena_release(0);
     return th_teardown(state);
+}
+
+int th_dir_setup(void **state, uint64_t seed, const char *tag)
+{
+    struct th_dirfx *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->ctx = th_ctx_create(seed);
+    snprintf(f->dir, sizeof f->dir, "/tmp/clgrad-%.16s-XXXXXX", tag);
+    if (!f->ctx || !mkdtemp(f->dir)) {
+        cg_ctx_free(f->ctx);
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+int th_dir_teardown(void **state)
+{
+    struct th_dirfx *f = *state;
+    DIR *d = opendir(f->dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", f->dir, e->d_name);
+        unlink(p);
+    }
+    if (d)
+        closedir(d);
+    rmdir(f->dir);
+    cg_ctx_free(f->ctx);
+    free(f);
+    return 0;
 }
 
 cg_tensor *th_rnn_run(cg_module *m, cg_tensor *x, cg_tensor *h0, cg_tensor *c0,

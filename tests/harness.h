@@ -54,6 +54,16 @@ void th_arena_release(int mark);
 int th_arena_setup(void **state);
 int th_arena_teardown(void **state);
 
+/* A context and an empty temporary folder (/tmp/clgrad-<tag>-XXXXXX) for
+ * tests that write files; th_dir_teardown removes the folder's files, the
+ * folder and the context. */
+struct th_dirfx {
+    cg_ctx *ctx;
+    char dir[64];
+};
+int th_dir_setup(void **state, uint64_t seed, const char *tag);
+int th_dir_teardown(void **state);
+
 /* Name of the backend under test ("cpu", "opencl"). */
 const char *th_backend(void);
 

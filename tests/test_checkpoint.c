@@ -16,41 +16,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct fx {
-    cg_ctx *ctx;
-    char dir[64];
-};
+static int setup(void **state) { return th_dir_setup(state, 1234, "ck"); }
+static int teardown(void **state) { return th_dir_teardown(state); }
 
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    f->ctx = th_ctx_create(1234);
-    snprintf(f->dir, sizeof f->dir, "/tmp/clgrad-ck-XXXXXX");
-    if (!mkdtemp(f->dir)) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    DIR *d = opendir(f->dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
-            continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", f->dir, e->d_name);
-        unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(f->dir);
-    cg_ctx_free(f->ctx);
-    free(f);
-    return 0;
-}
-
-static void path_in(const struct fx *f, const char *name, char *buf, size_t len)
+static void path_in(const struct th_dirfx *f, const char *name, char *buf, size_t len)
 {
     snprintf(buf, len, "%s/%s", f->dir, name);
 }
@@ -149,7 +118,7 @@ static cg_optim *make_optim(cg_module *m, enum cg_optim_kind kind, float lr)
 
 static void test_safetensors_roundtrip(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     char p[256];
     path_in(f, "rt.safetensors", p, sizeof p);
     uint64_t s = 5;
@@ -210,7 +179,7 @@ static void test_safetensors_roundtrip(void **state)
 
 static void test_checkpoint_roundtrip(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char p[256];
     path_in(f, "ck.safetensors", p, sizeof p);
@@ -348,7 +317,7 @@ static void test_checkpoint_roundtrip(void **state)
 
 /* ---- resume == uninterrupted ---------------------------------------------------- */
 
-static void resume_case(struct fx *f, enum cg_optim_kind kind)
+static void resume_case(struct th_dirfx *f, enum cg_optim_kind kind)
 {
     cg_ctx *ctx = f->ctx;
     char p[256];
@@ -400,7 +369,7 @@ static void test_resume_rmsprop(void **state) { resume_case(*state, CG_OPTIM_RMS
 
 static void test_model_mismatch(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char p[256];
     path_in(f, "mm.safetensors", p, sizeof p);
@@ -430,7 +399,7 @@ static void test_model_mismatch(void **state)
  * saved and restored with the weights, under PyTorch's state_dict names. */
 static void test_buffers_roundtrip(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char p[256];
     path_in(f, "bn.safetensors", p, sizeof p);
@@ -492,7 +461,7 @@ static void write_file(const char *path, const char *json, const void *data, siz
 
 static void test_handmade_file(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char p[256];
     path_in(f, "hand.safetensors", p, sizeof p);
@@ -582,7 +551,7 @@ struct bad_case {
 
 static void test_malformed(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     char p[256];
     path_in(f, "bad.safetensors", p, sizeof p);
     static const struct bad_case cases[] = {
@@ -723,7 +692,7 @@ static int count_tmp_files(const char *dir)
 
 static void test_failed_save_keeps_old(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char p[256];
     path_in(f, "keep.safetensors", p, sizeof p);
@@ -809,7 +778,7 @@ static bool python_script(char *buf, size_t len)
 
 static void test_python_reads_ours(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char script[512], p[256], e[256], cmd[1400];
     if (!python_script(script, sizeof script)) {
@@ -863,7 +832,7 @@ static void test_python_reads_ours(void **state)
 
 static void test_python_writes_we_read(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char script[512], p[256], cmd[1400];
     if (!python_script(script, sizeof script)) {

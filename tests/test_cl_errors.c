@@ -13,10 +13,10 @@
  *     the OpenCL error name, not ignored;
  *   - get_stats does not flush (it cannot return a status), so the pending
  *     op survives it and runs once the real queue is back.
- * And a value an opencl switch does not accept is named on stderr, and an
- * op shorter than the fused chain joins it only where the chain's whole
- * index range stays inside the op's buffers (fuse.c, fuse_in_bounds: the
- * masked-off lanes of a CPU device's vector loads still name addresses).
+ * And a value an opencl switch does not accept is named on stderr, and on
+ * a CPU device an op shorter than the fused chain joins it only where the
+ * chain's whole index range stays inside the op's buffers (fuse.c,
+ * fuse_in_bounds: masked-off lanes of vector loads still name addresses).
  */
 #include "harness.h"
 
@@ -238,7 +238,9 @@ static void test_short_ops_join_only_in_bounds(void **state)
     assert_int_equal(be->ew(bctx, CG_EW_AFFINE, 3.0f, 1.0f, &vc_head, &va_head, NULL), CG_OK);
     assert_true(cl->device_launches == l0);        /* in bounds: joined, pending */
     assert_int_equal(be->ew(bctx, CG_EW_AFFINE, 2.0f, 0.5f, &vs, &vs, NULL), CG_OK);
-    assert_true(cl->device_launches == l0 + 1);    /* out of bounds: the chain went out */
+    /* Out of bounds: on a CPU device the chain went out first; a GPU's
+     * masked-off lanes touch no memory, so there it joins. */
+    assert_true(cl->device_launches == l0 + (cl->cpu_device ? 1 : 0));
     assert_int_equal(be->download(bctx, got, bb, 0, sizeof got), CG_OK);
     for (int i = 0; i < LONG; i++)
         assert_float_equal(got[i], 2.0f * a[i], 1e-6f * (1.0f + fabsf(a[i])));

@@ -31,38 +31,8 @@ __attribute__((visibility("default"))) const char *__asan_default_options(void)
     return "allocator_may_return_null=1";
 }
 
-struct fx {
-    cg_ctx *ctx;
-    char dir[64];
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    f->ctx = th_ctx_create(77);
-    snprintf(f->dir, sizeof f->dir, "/tmp/clgrad-rel-XXXXXX");
-    if (!f->ctx || !mkdtemp(f->dir)) return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    DIR *d = opendir(f->dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", f->dir, e->d_name);
-        unlink(p);
-    }
-    if (d) closedir(d);
-    rmdir(f->dir);
-    cg_ctx_free(f->ctx);
-    free(f);
-    return 0;
-}
+static int setup(void **state) { return th_dir_setup(state, 77, "rel"); }
+static int teardown(void **state) { return th_dir_teardown(state); }
 
 static char *read_all(const char *path, size_t *n)
 {
@@ -89,7 +59,7 @@ static void write_all(const char *path, const void *b, size_t n)
 
 static void test_nan_math(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     /* (2, 8): row 0 has a NaN at column 3, row 1 is finite */
     float x[16];
@@ -118,7 +88,7 @@ static void test_nan_math(void **state)
 
 static void test_save_invalid_utf8(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char p[128];
     snprintf(p, sizeof p, "%s/ck.safetensors", f->dir);
@@ -233,7 +203,7 @@ static char *resize_bias(const char *json, int64_t buflen)
 
 static void test_header_first(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char p[128];
     snprintf(p, sizeof p, "%s/ck.safetensors", f->dir);
@@ -261,7 +231,7 @@ static void test_header_first(void **state)
 
 static void test_nonfinite_weights(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     char p[128];
     snprintf(p, sizeof p, "%s/ck.safetensors", f->dir);
@@ -321,7 +291,7 @@ static void touch(const char *path, time_t age)
 
 static void test_stale_temps(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     /* A PID that is surely dead: a child that has exited and was reaped. */
     fflush(NULL);
@@ -356,7 +326,7 @@ static void test_stale_temps(void **state)
 
 static void test_messages(void **state)
 {
-    struct fx *f = *state;
+    struct th_dirfx *f = *state;
     cg_ctx *ctx = f->ctx;
     /* 2^19 x 2^20 floats: 2 TiB, more than any test machine has */
     cg_module *m = cg_linear_module(ctx, (int64_t)1 << 20, (int64_t)1 << 19, true);
