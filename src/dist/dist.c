@@ -556,9 +556,19 @@ static cg_status bucket_landed(cg_dist *d, struct bucket *b, bool wait, bool *la
 static cg_status bucket_send(cg_dist *d, struct bucket *b)
 {
     float *buf = b->host;
-    if (!buf) { /* cpu, one tensor: in place */
-        cg_tensor *g = d->params[b->first]->grad;
-        buf = grad_ptr(g);
+    if (!buf && !d->params[b->first]->grad) {
+        /* cpu, one tensor without a gradient here (another rank may have
+         * one): every rank must still send numel floats, so this bucket
+         * gets a block of its own, zeros now and packed from then on. */
+        b->host = stage_alloc(d, b->numel, &b->pinned);
+        if (!b->host)
+            return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
+                             "cg_backward: out of host memory for a bucket of %" PRId64
+                             " floats", b->numel);
+        memset(b->host, 0, (size_t)b->numel * sizeof *b->host);
+        buf = b->host;
+    } else if (!buf) { /* cpu, one tensor: in place */
+        buf = grad_ptr(d->params[b->first]->grad);
     } else if (d->direct) {
         for (int i = b->first; i < b->first + b->count; i++) {
             cg_tensor *g = d->params[i]->grad;
