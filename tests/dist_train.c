@@ -3,6 +3,7 @@
  * process or under mpirun (include/clgrad/dist.h), for tests/tools/test_dist.py.
  *
  *     dist_train MODEL STEPS BATCH [--samples N] [--mismatch] [--fail-rank R]
+ *                [--optim sgd|adam|adamw] [--shard]
  *
  * MODEL: mlp, cnn (conv, BatchNorm, dropout, pool) or lstm (embedding,
  * LSTM, linear head). The data are generated from a fixed seed, the same on
@@ -13,6 +14,11 @@
  * cg_dist is made at all: the plain single-process run the others must
  * match. --mismatch makes rank 1 build a wider model, --fail-rank R makes
  * rank R fail alone at step 2 (as an unreadable file would).
+ * --optim picks the optimizer (SGD with momentum 0.9 by default), --shard
+ * shards it over the ranks (cg_dist_shard_optimizer, ZeRO-1); rank 0 then
+ * prints the optimizer state's bytes, the largest on one rank and the sum
+ * over the ranks ("state 1024 2048"), and the state of the largest
+ * parameter tensor ("largest 800"), in bytes.
  */
 #include <math.h>
 #include <stdio.h>
@@ -121,11 +127,18 @@ int main(int argc, char **argv)
     const char *model = argv[1];
     int steps = atoi(argv[2]);
     int64_t batch = atoll(argv[3]), samples = 3 * batch;
-    int mismatch = 0, fail_rank = -1;
+    int mismatch = 0, fail_rank = -1, shard = 0;
+    const char *optim = "sgd";
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--samples") && i + 1 < argc) samples = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--mismatch")) mismatch = 1;
         else if (!strcmp(argv[i], "--fail-rank") && i + 1 < argc) fail_rank = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--optim") && i + 1 < argc) optim = argv[++i];
+        else if (!strcmp(argv[i], "--shard")) shard = 1;
+        else {
+            fprintf(stderr, "dist_train: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
     }
     cg_ctx *ctx;
     if (cg_ctx_create(&ctx, &(struct cg_ctx_options){.seed = 7}) != CG_OK) {
@@ -156,7 +169,19 @@ int main(int argc, char **argv)
     struct cg_optim_options oo = cg_optim_defaults(CG_OPTIM_SGD);
     oo.lr = 0.1f;
     oo.momentum = 0.9f;
+    if (strcmp(optim, "sgd")) {
+        oo = cg_optim_defaults(CG_OPTIM_ADAM);
+        oo.lr = 0.01f;
+        if (!strcmp(optim, "adamw")) {
+            oo.weight_decay = 0.1f;
+            oo.decoupled_weight_decay = true;
+        }
+    }
     opt = cg_optim_create(root, &oo);
+    if (opt && shard && cg_dist_shard_optimizer(d, opt) != CG_OK) {
+        rc = fail(d, ctx, "cg_dist_shard_optimizer");
+        goto out;
+    }
     struct cg_loader_options lo = {.batch_size = batch, .shuffle = true,
                                    .shard_rank = rank, .shard_count = world};
     if (!opt || cg_loader_create(ctx, ds, &lo, &ld) != CG_OK) {
@@ -198,6 +223,27 @@ int main(int argc, char **argv)
         if (rank == 0) printf("step %d loss %.9e\n", step, gl / world);
         step++;
     }
+    /* The optimizer state this rank holds: its largest and its sum over
+     * the ranks (with --shard each rank holds only its share). */
+    double state = 0, largest = 0; /* largest: one tensor's state */
+    for (int i = 0; i < cg_optim_num_params(opt); i++) {
+        cg_tensor *p = cg_optim_param(opt, i);
+        double one = 0; /* sharded, a state holds this rank's elements only */
+        for (int k = 0; k < 3; k++) {
+            cg_tensor *t = cg_optim_param_state(opt, p, k);
+            if (t) one += (double)cg_tensor_numel(t) * sizeof(float);
+        }
+        state += one;
+        largest = one > largest ? one : largest;
+    }
+    double st_max = state, st_sum = state;
+    if (cg_dist_allreduce_f64(d, &st_max, 1, CG_DIST_MAX) != CG_OK ||
+        cg_dist_allreduce_f64(d, &st_sum, 1, CG_DIST_SUM) != CG_OK ||
+        cg_dist_allreduce_f64(d, &largest, 1, CG_DIST_MAX) != CG_OK) {
+        rc = fail(d, ctx, "state all-reduce");
+        goto out;
+    }
+    if (rank == 0) printf("state %.0f %.0f\nlargest %.0f\n", st_max, st_sum, largest);
     /* The parameters, bitwise the same on every rank: FNV-1a of their bits,
      * as two exact 32-bit halves, MIN and MAX over the ranks. */
     int np = cg_module_parameters(root, NULL, 0);

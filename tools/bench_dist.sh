@@ -7,11 +7,15 @@
 # where wait is the time cg_backward waits for the all-reduces after its
 # walk (with --no-overlap every all-reduce starts there, so that wait is the
 # whole communication time). Medians of --rounds rounds (clgrad-dist-bench).
+# Then ZeRO-1 side by side: 2 ranks x 1 thread without and with
+# --shard-optimizer (run one after the other), samples/s, Adam's state on
+# the fullest rank, and the parameters' all-gather per step.
 #
 #   tools/bench_dist.sh [BUILD_DIR] [MODELS...]     (default: build mlp cnn)
 #
 # Extra clgrad-dist-bench options through BENCH_DIST_ARGS (e.g. "--rounds 9").
 set -eu
+shard=""
 build=${1:-build}
 [ $# -gt 0 ] && shift
 models=${*:-mlp cnn}
@@ -41,6 +45,12 @@ for m in $models; do
     # shellcheck disable=SC2086
     r2n=$(CLGRAD_CPU_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 mpirun -np 2 "$bench" --model "$m" --json \
           --no-overlap $args)
+    # shellcheck disable=SC2086
+    r2s=$(CLGRAD_CPU_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 mpirun -np 2 "$bench" --model "$m" --json \
+          --shard-optimizer $args)
+    shard="$shard
+$r2
+$r2s"
     python3 - "$m" "$p2" "$p1" "$r2" "$r2n" <<'EOF'
 import json, sys
 m = sys.argv[1]
@@ -59,3 +69,15 @@ print("       CPU ms/step: 1p x 2t %.2f, 1p x 1t %.2f, per rank %.2f; gradients 
                                                    p1["grad_mb"], r2n["wait_ms"]))
 EOF
 done
+echo
+echo "ZeRO-1, 2 ranks x 1 thread, Adam: without and with --shard-optimizer (medians [range])"
+printf '%-12s %18s %18s %7s %22s %12s\n' model "samples/s" "sharded" ratio "Adam MB/rank: full" "gather ms"
+python3 - "$shard" <<'EOF'
+import json, sys
+runs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+fmt = lambda d: "%.0f [%.0f-%.0f]" % (d["samples_per_s"], d["min"], d["max"])
+for full, sh in zip(runs[0::2], runs[1::2]):
+    print("%-12s %18s %18s %6.2fx %10.2f -> %7.2f %12.3f" % (
+        full["model"], fmt(full), fmt(sh), sh["samples_per_s"] / full["samples_per_s"],
+        full["state_mb"], sh["state_mb"], sh["gather_ms"]))
+EOF

@@ -39,6 +39,7 @@ struct options {
     const char *text, *arch, *backend, *device, *prompt, *save, *load;
     int arch_given;           /* the first architecture option given (for --load) */
     bool steps_given, seq_given;
+    bool shard_optimizer;       /* ZeRO-1 under mpirun (dist.h) */
     int64_t embed, hidden, layers, d_model, heads, blocks, batch, seq;
     int steps, print_every, sample;
     float lr, clip, dropout, temperature;
@@ -86,6 +87,8 @@ static void usage(FILE *f)
         "                       may hold only characters of the saved vocabulary.\n"
         "other:\n"
         "  -s, --seed S         seed of the context's RNG (default 1)\n"
+        "  --shard-optimizer    under mpirun: each rank keeps and updates 1/N of\n"
+        "                       Adam's state (ZeRO-1); same model, less memory\n"
         CLI_HELP_DEVICE
         CLI_HELP_COMMON);
 }
@@ -93,7 +96,7 @@ static void usage(FILE *f)
 enum {
     OPT_TEXT = CLI_OPT_TOOL, OPT_ARCH, OPT_PROMPT, OPT_EMBED, OPT_HIDDEN, OPT_LAYERS,
     OPT_D_MODEL, OPT_HEADS, OPT_BLOCKS, OPT_SEQ, OPT_STEPS, OPT_PRINT_EVERY, OPT_SAMPLE,
-    OPT_CLIP, OPT_DROPOUT, OPT_TEMPERATURE, OPT_LOAD
+    OPT_CLIP, OPT_DROPOUT, OPT_TEMPERATURE, OPT_LOAD, OPT_SHARD_OPTIMIZER
 };
 
 static const struct option long_options[] = {
@@ -120,6 +123,7 @@ static const struct option long_options[] = {
     {"seed", required_argument, NULL, 's'},
     {"save", required_argument, NULL, 'o'},
     {"load", required_argument, NULL, OPT_LOAD},
+    {"shard-optimizer", no_argument, NULL, OPT_SHARD_OPTIMIZER},
     {NULL, 0, NULL, 0},
 };
 
@@ -166,6 +170,7 @@ static void parse_args(int argc, char **argv, struct options *o)
             break;
         case 'o': o->save = v; break;
         case OPT_LOAD: o->load = v; break;
+        case OPT_SHARD_OPTIMIZER: o->shard_optimizer = true; break;
         case OPT_PRINT_EVERY: o->print_every = (int)cli_int(a, v, 1, 100000000); break;
         case OPT_SAMPLE: o->sample = (int)cli_int(a, v, 0, 100000000); break;
         case 's': o->seed = (uint64_t)cli_int(a, v, 0, INT64_MAX); break;
@@ -630,7 +635,8 @@ int main(int argc, char **argv)
     }
     /* every rank loaded the same file; attach checks and broadcasts rank 0's */
     if (rc == 0 && (cg_dist_attach(cli_dist, m.all) != CG_OK ||
-                    cg_dist_broadcast_optim(cli_dist, opt) != CG_OK))
+                    cg_dist_broadcast_optim(cli_dist, opt) != CG_OK ||
+                    (o.shard_optimizer && cg_dist_shard_optimizer(cli_dist, opt) != CG_OK)))
         cli_die("%s", cg_last_error(ctx));
     if (rc == 0) {
         const struct cg_device_info *dev = cg_ctx_device(ctx);
@@ -653,6 +659,9 @@ int main(int argc, char **argv)
         }
         if (o.steps > 0) rc = train(ctx, &o, &c, &m, opt);
     }
+    /* sharded: every rank's share of Adam's state to rank 0 first */
+    if (rc == 0 && o.save && cg_dist_gather_optim(cli_dist, opt) != CG_OK)
+        cli_die("saving %s: %s", o.save, cg_last_error(ctx));
     if (rc == 0 && o.save && rank == 0) save(m.all, opt, &o, &c);
     if (rc == 0 && o.sample > 0 && rank == 0) rc = sample(ctx, &o, &c, &m);
     cg_optim_free(opt);

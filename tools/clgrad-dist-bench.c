@@ -15,6 +15,9 @@
  * time per step (the slowest rank's). --no-overlap launches
  * every all-reduce after backward, so its wait is the whole communication
  * time; tools/bench_dist.sh compares both to give the hidden share.
+ * --shard-optimizer shards Adam's state over the ranks (ZeRO-1,
+ * cg_dist_shard_optimizer); every run reports the optimizer state bytes of
+ * the fullest rank and the time per step of the parameters' all-gather.
  * Models: mlp (784-256-128-10), cnn (the README's Fashion-MNIST CNN) and
  * transformer (clgrad-charlm's: 2 blocks, d_model 64, 4 heads, T 64,
  * vocabulary 65).
@@ -36,7 +39,7 @@ struct opts {
     const char *model;
     int64_t batch;
     int steps, rounds, warmup;
-    bool no_overlap, json;
+    bool no_overlap, json, shard;
     double bucket_mb;
 };
 
@@ -74,6 +77,7 @@ static void usage(FILE *f)
             "  --no-overlap     all-reduce only after backward (measures the whole\n"
             "                   communication time)\n"
             "  --bucket-mb X    gradient bucket size (default 1)\n"
+            "  --shard-optimizer  ZeRO-1: each rank keeps 1/N of Adam's state\n"
             "  --json           one JSON object instead of the text line\n");
 }
 
@@ -89,6 +93,8 @@ static int parse(int argc, char **argv, struct opts *o)
             return 1;
         } else if (!strcmp(a, "--no-overlap")) {
             o->no_overlap = true;
+        } else if (!strcmp(a, "--shard-optimizer")) {
+            o->shard = true;
         } else if (!strcmp(a, "--json")) {
             o->json = true;
         } else if (v && !strcmp(a, "--model")) {
@@ -203,7 +209,9 @@ int main(int argc, char **argv)
     double *rate = calloc((size_t)o.rounds, sizeof *rate);
     double *wait = calloc((size_t)o.rounds, sizeof *wait);
     double *cpu = calloc((size_t)o.rounds, sizeof *cpu);
-    if (!m || !ds || !opt || !rate || !wait || !cpu || cg_dist_attach(d, m) != CG_OK ||
+    double *gat = calloc((size_t)o.rounds, sizeof *gat);
+    if (!m || !ds || !opt || !rate || !wait || !cpu || !gat || cg_dist_attach(d, m) != CG_OK ||
+        (o.shard && cg_dist_shard_optimizer(d, opt) != CG_OK) ||
         cg_loader_create(ctx, ds, &lo, &ld) != CG_OK) {
         fprintf(stderr, "clgrad-dist-bench: rank %d: %s\n", rank, cg_last_error(ctx));
         rc = 1;
@@ -235,17 +243,29 @@ int main(int argc, char **argv)
             i++;
         }
         cg_ctx_synchronize(ctx);
-        double t[3] = {now_s() - t0, 0, cpu_s() - c0};
+        double t[4] = {now_s() - t0, 0, cpu_s() - c0, 0};
         struct cg_dist_stats ds_;
         cg_dist_get_stats(d, &ds_);
         t[1] = ds_.wait_s;
-        cg_dist_allreduce_f64(d, t, 3, CG_DIST_MAX); /* the slowest rank sets the pace */
+        t[3] = ds_.gather_s;
+        cg_dist_allreduce_f64(d, t, 4, CG_DIST_MAX); /* the slowest rank sets the pace */
         if (r >= 0) {
             rate[r] = (double)o.batch * k / t[0];
             wait[r] = t[1] / k;
             cpu[r] = t[2] / k;
+            gat[r] = t[3] / k;
         }
     }
+    /* Adam's state on this rank (the fullest rank's, and all ranks'). */
+    double state[2] = {0, 0};
+    for (int i = 0; i < cg_optim_num_params(opt); i++)
+        for (int s = 0; s < 3; s++) {
+            cg_tensor *t = cg_optim_param_state(opt, cg_optim_param(opt, i), s);
+            if (t) state[0] += 4.0 * (double)cg_tensor_numel(t); /* sharded: a range */
+        }
+    state[1] = state[0];
+    cg_dist_allreduce_f64(d, state, 1, CG_DIST_MAX);
+    cg_dist_allreduce_f64(d, state + 1, 1, CG_DIST_SUM);
     if (rc) {
         fprintf(stderr, "clgrad-dist-bench: rank %d: %s\n", rank, cg_last_error(ctx));
         cg_dist_abort(d, 1);
@@ -255,28 +275,36 @@ int main(int argc, char **argv)
         qsort(rate, (size_t)o.rounds, sizeof *rate, cmp_double);
         qsort(wait, (size_t)o.rounds, sizeof *wait, cmp_double);
         qsort(cpu, (size_t)o.rounds, sizeof *cpu, cmp_double);
+        qsort(gat, (size_t)o.rounds, sizeof *gat, cmp_double);
         double med = rate[o.rounds / 2], wmed = wait[o.rounds / 2], cmed = cpu[o.rounds / 2];
+        double gmed = gat[o.rounds / 2];
         const char *thr = getenv("CLGRAD_CPU_THREADS");
         double mb = (double)cg_module_numel(m) * 4.0 / 1048576.0;
         if (o.json)
             printf("{\"model\": \"%s\", \"ranks\": %d, \"threads\": \"%s\", \"backend\": \"%s\", "
                    "\"batch\": %lld, \"overlap\": %s, \"samples_per_s\": %.1f, \"min\": %.1f, "
                    "\"max\": %.1f, \"step_ms\": %.3f, \"cpu_ms\": %.3f, \"wait_ms\": %.3f, "
-                   "\"grad_mb\": %.3f}\n",
+                   "\"grad_mb\": %.3f, \"shard\": %s, \"state_mb\": %.3f, \"state_total_mb\": %.3f, "
+                   "\"gather_ms\": %.3f}\n",
                    o.model, world, thr ? thr : "default", cg_ctx_backend_name(ctx),
                    (long long)o.batch, o.no_overlap ? "false" : "true", med, rate[0],
-                   rate[o.rounds - 1], 1e3 * (double)o.batch / med, 1e3 * cmed, 1e3 * wmed, mb);
+                   rate[o.rounds - 1], 1e3 * (double)o.batch / med, 1e3 * cmed, 1e3 * wmed, mb,
+                   o.shard ? "true" : "false", state[0] / 1048576.0, state[1] / 1048576.0,
+                   1e3 * gmed);
         else
             printf("%-11s ranks %d threads %-7s %-6s batch %lld%s: %8.1f samples/s [%.1f-%.1f] "
-                                      "%7.2f ms/step (CPU %.2f ms), all-reduce wait %.3f ms/step, gradients %.2f MB\n",
+                                      "%7.2f ms/step (CPU %.2f ms), all-reduce wait %.3f ms/step, gradients %.2f MB, "
+                   "Adam state %.2f MB/rank%s (all-gather %.3f ms/step)\n",
                    o.model, world, thr ? thr : "default", cg_ctx_backend_name(ctx),
                    (long long)o.batch, o.no_overlap ? " (no overlap)" : "", med, rate[0],
-                   rate[o.rounds - 1], 1e3 * (double)o.batch / med, 1e3 * cmed, 1e3 * wmed, mb);
+                   rate[o.rounds - 1], 1e3 * (double)o.batch / med, 1e3 * cmed, 1e3 * wmed, mb,
+                   state[0] / 1048576.0, o.shard ? " sharded" : "", 1e3 * gmed);
     }
 out:
     free(rate);
     free(wait);
     free(cpu);
+    free(gat);
     cg_loader_free(ld);
     cg_optim_free(opt);
     cg_module_free(m);

@@ -18,6 +18,8 @@
  * rank 0 prints, draws the bar and writes --log, --plot and checkpoints.
  * --resume loads on rank 0 and broadcasts. A rank that fails prints its
  * rank with the message and ends the whole job (MPI_Abort).
+ * --shard-optimizer shards the optimizer state over the ranks (ZeRO-1,
+ * cg_dist_shard_optimizer); checkpoints gather it to rank 0 first.
  */
 #include <errno.h>
 #include <math.h>
@@ -54,6 +56,7 @@ struct options {
     int64_t warmup;
     double gamma;
     float clip;
+    bool shard_optimizer;
 };
 
 static void usage(FILE *f)
@@ -145,6 +148,8 @@ static void usage(FILE *f)
         "  --progress / --no-progress   force the progress bar on or off (default:\n"
         "                       on when stderr is a terminal)\n"
         "  --quiet              only the final result\n"
+        "  --shard-optimizer    under mpirun: each rank keeps and updates 1/N of the\n"
+        "                       optimizer state (ZeRO-1); same model, less memory\n"
         CLI_HELP_COMMON
         "\n"
         "Options take their value as \"--epochs 3\" or \"--epochs=3\" (short: \"-e 3\").\n");
@@ -155,7 +160,7 @@ enum {
     OPT_SCALE_TARGET, OPT_TEST_SPLIT, OPT_INIT, OPT_SAVE_WEIGHTS, OPT_SAVE_BEST, OPT_RESUME, OPT_LOG, OPT_PLOT,
     OPT_SCHEDULE, OPT_SAVE_EVERY, OPT_STEP_SIZE, OPT_EARLY_STOP, OPT_WARMUP, OPT_GAMMA,
     OPT_CLIP, OPT_MOMENTUM, OPT_WEIGHT_DECAY, OPT_LABEL_SMOOTHING, OPT_VAL_SPLIT,
-    OPT_PROGRESS, OPT_NO_PROGRESS, OPT_QUIET
+    OPT_PROGRESS, OPT_NO_PROGRESS, OPT_QUIET, OPT_SHARD_OPTIMIZER
 };
 
 static const struct option long_options[] = {
@@ -194,6 +199,7 @@ static const struct option long_options[] = {
     {"progress", no_argument, NULL, OPT_PROGRESS},
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"shard-optimizer", no_argument, NULL, OPT_SHARD_OPTIMIZER},
     {NULL, 0, NULL, 0},
 };
 
@@ -217,6 +223,7 @@ static void parse_args(int argc, char **argv, struct options *o)
         case OPT_PROGRESS: o->progress = 1; break;
         case OPT_NO_PROGRESS: o->progress = 0; break;
         case OPT_QUIET: o->quiet = true; break;
+        case OPT_SHARD_OPTIMIZER: o->shard_optimizer = true; break;
         case OPT_DATA: o->data = v; break;
         case OPT_MODEL: o->model = v; break;
         case OPT_LOSS: o->loss = v; break;
@@ -608,6 +615,9 @@ static float lr_at(const struct trainer *t, int64_t step, int epoch)
 /* Saves after epochs_done epochs; "{epoch}" in path becomes that number. */
 static void save_checkpoint(struct trainer *t, const char *path_pattern, int epochs_done)
 {
+    /* sharded: rank 0 first collects the optimizer state of every rank */
+    if (cg_dist_gather_optim(cli_dist, t->opt) != CG_OK)
+        cli_die("saving %s: %s", path_pattern, cg_last_error(t->ctx));
     if (cg_dist_rank(cli_dist) != 0) return; /* one writer; the model is the same everywhere */
     const char *at = strstr(path_pattern, "{epoch}");
     char *path = at ? cli_strf("%.*s%d%s", (int)(at - path_pattern), path_pattern, epochs_done,
@@ -886,6 +896,8 @@ int main(int argc, char **argv)
     }
     /* Same model on every rank (checked), rank 0's weights everywhere. */
     if (cg_dist_attach(cli_dist, t.model) != CG_OK) cli_die("%s", cg_last_error(t.ctx));
+    if (o.shard_optimizer && cg_dist_shard_optimizer(cli_dist, t.opt) != CG_OK)
+        cli_die("--shard-optimizer: %s", cg_last_error(t.ctx));
     double t0 = now();
     train(&t, first_epoch);
     double secs = now() - t0;

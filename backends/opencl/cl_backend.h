@@ -236,6 +236,7 @@ struct cg_cl {
     size_t kernel_wg[CG_CL_K_COUNT];    /* CL_KERNEL_WORK_GROUP_SIZE      */
 
     struct cg_cl_pool pool;
+    struct cg_cl_host *hosts;           /* host_alloc's mapped buffers (pool.c) */
     struct cg_backend_stats stats;
     uint64_t kernel_launches[CG_CL_K_COUNT];  /* per kernel (CLGRAD_VERBOSE) */
 
@@ -286,6 +287,9 @@ cg_status cg_cl_upload(void *ctx, struct cg_buffer *dst, size_t off_bytes,
 cg_status cg_cl_download_async(void *ctx, void *dst, struct cg_buffer *src, size_t off,
                                size_t bytes, void **ticket);
 cg_status cg_cl_download_poll(void *ctx, void *ticket, int wait, int *done);
+cg_status cg_cl_host_alloc(void *ctx, size_t bytes, void **ptr);
+void cg_cl_host_free(void *ctx, void *ptr);
+void cg_cl_host_free_all(struct cg_cl *cl);
 cg_status cg_cl_download(void *ctx, void *dst, struct cg_buffer *src,
                          size_t off_bytes, size_t bytes);
 cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off_bytes,

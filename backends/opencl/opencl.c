@@ -294,6 +294,7 @@ static void instance_close(void *ctx)
         cg_cl_kernels_report(cl);
     }
     cg_cl_fuse_release(cl);
+    cg_cl_host_free_all(cl);
     cg_cl_pool_free_all(cl);
     cg_cl_gemm_release(cl);
     cg_cl_kernels_release(cl);
@@ -382,6 +383,8 @@ static const struct cg_backend_i backend_i = {
     .layernorm_backward = cg_cl_layernorm_backward,
     .download_async = cg_cl_download_async,
     .download_poll = cg_cl_download_poll,
+    .host_alloc = cg_cl_host_alloc,
+    .host_free = cg_cl_host_free,
 };
 
 /* The plugin's only exported symbol. */

@@ -372,6 +372,75 @@ cg_status cg_cl_download_poll(void *ctx, void *ticket, int wait, int *done)
     return CG_OK;
 }
 
+/* Host staging memory (data parallelism, src/dist/dist.c): a buffer made
+ * with CL_MEM_ALLOC_HOST_PTR, which drivers back with pinned pages that
+ * reads and writes reach by DMA, mapped once with a blocking map and left
+ * mapped until host_free (the pattern of NVIDIA's OpenCL best practices
+ * guide, "pinned memory"); the mapped pointer is the handle. */
+struct cg_cl_host {
+    void *ptr;
+    cl_mem mem;
+    struct cg_cl_host *next;
+};
+
+cg_status cg_cl_host_alloc(void *ctx, size_t bytes, void **ptr)
+{
+    struct cg_cl *cl = ctx;
+    *ptr = NULL;
+    struct cg_cl_host *h = calloc(1, sizeof *h);
+    if (!h)
+        return cg_cl_errorf(cl, CG_STATUS_OUT_OF_MEMORY, "host_alloc: out of host memory");
+    cl_int rc;
+    h->mem = clCreateBuffer(cl->dev.context, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR,
+                            bytes ? bytes : 1, NULL, &rc);
+    if (rc == CL_SUCCESS)
+        h->ptr = clEnqueueMapBuffer(cl->queue, h->mem, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0,
+                                    bytes ? bytes : 1, 0, NULL, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        if (h->mem)
+            clReleaseMemObject(h->mem);
+        free(h);
+        return cg_cl_fail(cl->err, sizeof cl->err,
+                          "host_alloc: clCreateBuffer/clEnqueueMapBuffer(CL_MEM_ALLOC_HOST_PTR)",
+                          rc);
+    }
+    h->next = cl->hosts;
+    cl->hosts = h;
+    *ptr = h->ptr;
+    return CG_OK;
+}
+
+static void host_release(struct cg_cl *cl, struct cg_cl_host *h)
+{
+    clEnqueueUnmapMemObject(cl->queue, h->mem, h->ptr, 0, NULL, NULL);
+    clFinish(cl->queue);
+    clReleaseMemObject(h->mem);
+    free(h);
+}
+
+void cg_cl_host_free(void *ctx, void *ptr)
+{
+    struct cg_cl *cl = ctx;
+    for (struct cg_cl_host **p = &cl->hosts; ptr && *p; p = &(*p)->next) {
+        if ((*p)->ptr != ptr)
+            continue;
+        struct cg_cl_host *h = *p;
+        *p = h->next;
+        host_release(cl, h);
+        return;
+    }
+}
+
+/* At close: what the program did not give back. */
+void cg_cl_host_free_all(struct cg_cl *cl)
+{
+    while (cl->hosts) {
+        struct cg_cl_host *h = cl->hosts;
+        cl->hosts = h->next;
+        host_release(cl, h);
+    }
+}
+
 cg_status cg_cl_copy(void *ctx, struct cg_buffer *dst, size_t dst_off,
                      struct cg_buffer *src, size_t src_off, size_t bytes)
 {

@@ -504,6 +504,16 @@ struct cg_backend_i {
     /* Whether the read has landed in *done (wait: block until it has).
      * Once *done is set, or on failure, the ticket is released. */
     cg_status (*download_poll)(void *ctx, void *ticket, int wait, int *done);
+
+    /* ---- host staging memory (src/dist/dist.c's gradient buckets and
+     * parameter all-gather). Optional: without them the core uses malloc. */
+    /* bytes of host memory that download/download_async/upload move to and
+     * from fastest (OpenCL: a CL_MEM_ALLOC_HOST_PTR buffer, which drivers
+     * back with pinned pages, mapped once until host_free), in *ptr. */
+    cg_status (*host_alloc)(void *ctx, size_t bytes, void **ptr);
+    /* Releases what host_alloc returned; no read or write into it may be
+     * in flight. NULL is fine. */
+    void (*host_free)(void *ctx, void *ptr);
 };
 
 /* The members every backend must have: all up to and including reset_stats. */

@@ -19,6 +19,8 @@
  *     struct cg_loader_options lo = {.batch_size = 64, .shuffle = true,
  *         .shard_rank = cg_dist_rank(dist),      // 64 stays the global
  *         .shard_count = cg_dist_world_size(dist)};  // batch: 64/N a rank
+ *     cg_optim *opt = cg_adam(model, 1e-3f);
+ *     cg_dist_shard_optimizer(dist, opt);        // optional: ZeRO-1, below
  *     ...
  *     cg_optim_zero_grad(opt);
  *     cg_backward(loss);          // gradients averaged when it returns
@@ -43,7 +45,8 @@
  *     returns. On the cpu backend MPI reads and writes the gradient memory
  *     itself (a bucket of several tensors is packed into one host block
  *     with memcpy); on other backends each gradient is read into a host
- *     staging block allocated once at attach, with reads enqueued without
+ *     staging block allocated once at attach (pinned and mapped where the
+ *     backend can: opencl's CL_MEM_ALLOC_HOST_PTR), with reads enqueued without
  *     waiting (the backend's download_async: the bucket is sent when they
  *     have landed, while the device goes on with backward);
  *   - BatchNorm in training sums its per-channel statistics over every
@@ -54,6 +57,31 @@
  * Every rank must make the same calls in the same order (same model, same
  * seed, same number of steps); the loader's sharding guarantees the same
  * number of batches on every rank.
+ *
+ * Optimizer sharding (ZeRO-1, Rajbhandari et al. 2020; PyTorch's
+ * ZeroRedundancyOptimizer): after cg_dist_shard_optimizer(d, opt) the
+ * attached model's parameters, flattened in bucket order, are cut into N
+ * equal ranges (a tensor may be split), and rank r owns range r:
+ *   - the buckets go out with MPI_Ireduce_scatter instead of
+ *     MPI_Iallreduce (same overlap with backward): each rank receives, and
+ *     scales by 1/N, only its own elements' sums. The other elements of its
+ *     gradients keep this rank's local, unreduced values: read gradients
+ *     after cg_backward only where this rank owns them;
+ *   - cg_optim_clip_grad_norm sums the squares of each rank's own elements
+ *     over the ranks: the same global norm, exactly;
+ *   - cg_optim_step updates only the own elements and keeps optimizer
+ *     state (momentum, Adam's moments) for those only, so that state takes
+ *     1/N of its memory on every rank (cg_optim_param_state then holds the
+ *     range, flattened); the step ends with one MPI_Allgatherv of the
+ *     parameters, after which every rank has the whole model again;
+ *   - checkpoints: cg_dist_gather_optim (every rank) assembles the whole
+ *     state on rank 0, which then saves as without sharding; the file
+ *     resumes on any number of ranks, sharded or not (rank 0 loads,
+ *     cg_dist_broadcast_optim, each rank keeps its range).
+ * Communication per step: the reduce-scatter plus the all-gather move what
+ * one all-reduce moves (a ring all-reduce is a reduce-scatter and an
+ * all-gather), but the all-gather comes after the step and is not hidden
+ * behind backward. The model is the unsharded one's to float rounding.
  *
  * Without MPI (built with -Dmpi=disabled, or MPI not found) every function
  * works for one process: world size 1, rank 0, reductions are copies;
@@ -123,8 +151,23 @@ CG_API cg_status cg_dist_attach(cg_dist *d, cg_module *model); /* d NULL: CG_OK 
  * does it; call again after loading a checkpoint on rank 0 only). */
 CG_API cg_status cg_dist_broadcast_module(cg_dist *d, cg_module *model);
 /* Broadcasts opt's per-parameter state and step counts from rank 0 (after
- * a resume that loaded them on rank 0). */
+ * a resume that loaded them on rank 0); a sharded optimizer keeps only
+ * its rank's share. */
 CG_API cg_status cg_dist_broadcast_optim(cg_dist *d, cg_optim *opt);
+/* ZeRO-1 optimizer sharding (see the overview): from now on each rank
+ * updates, and keeps optimizer state for, only its 1/N of the attached
+ * model's parameter elements; gradients are reduce-scattered instead of
+ * all-reduced, and cg_optim_step ends with an all-gather of the
+ * parameters. Call after cg_dist_attach, on every rank, with an optimizer
+ * over the attached model's parameters; state the optimizer holds for
+ * elements another rank owns is dropped. Free the optimizer before d.
+ * One optimizer per cg_dist; with one rank it does nothing. */
+CG_API cg_status cg_dist_shard_optimizer(cg_dist *d, cg_optim *opt);
+/* Sharded: copies every rank's optimizer state and step counts to rank 0,
+ * so that rank 0 holds the full state a checkpoint needs (call on every
+ * rank before rank 0 saves; rank 0 drops the others' share again at its
+ * next cg_optim_step). Not sharded: does nothing. */
+CG_API cg_status cg_dist_gather_optim(cg_dist *d, cg_optim *opt);
 /* Broadcasts bytes from rank 0's buf into every rank's buf. */
 CG_API cg_status cg_dist_broadcast(cg_dist *d, void *buf, size_t bytes);
 
@@ -157,6 +200,8 @@ struct cg_dist_stats {
     double total_s, wait_s;
     double bytes;
     long long buckets;
+    double gather_s;       /* sharded: time in the parameters' all-gather */
+    double gather_bytes;   /* and the bytes it brought to this rank       */
 };
 CG_API void cg_dist_get_stats(const cg_dist *d, struct cg_dist_stats *out);
 CG_API void cg_dist_reset_stats(cg_dist *d);

@@ -104,7 +104,9 @@ CG_API struct cg_optim_options *cg_optim_group_options(cg_optim *opt, int g);
  * optimizer does not hold it). */
 CG_API int64_t cg_optim_param_steps(const cg_optim *opt, const cg_tensor *param);
 /* State buffer i of param (SGD: 0 momentum; Adam: 0 exp_avg, 1 exp_avg_sq;
- * RMSProp: 0 square_avg, 1 momentum buffer, 2 grad_avg), or NULL. */
+ * RMSProp: 0 square_avg, 1 momentum buffer, 2 grad_avg), or NULL. It has
+ * param's shape, except under ZeRO-1 sharding (cg_dist_shard_optimizer in
+ * dist.h): there it is a 1-D tensor of the elements this rank owns. */
 CG_API cg_tensor *cg_optim_param_state(const cg_optim *opt, const cg_tensor *param, int i);
 /* Restoring state (checkpoints, io.h): sets param's step count, and state
  * buffer i from host data (numel(param) floats, row-major; created if

@@ -21,8 +21,28 @@
  * download_async (opencl) the reads are only enqueued when the bucket is
  * ready, and the bucket goes out at a later hook (or at the end) once they
  * have landed. Buckets are sent strictly in the order they were staged, so
- * every rank issues the same collectives in the same order. Without MPI the
- * file builds the one-process versions of the API.
+ * every rank issues the same collectives in the same order. The host
+ * blocks come from the backend's host_alloc where it has one (opencl:
+ * pinned, mapped once at attach), else malloc. Without MPI the file builds
+ * the one-process versions of the API.
+ *
+ * ZeRO-1 (cg_dist_shard_optimizer). The parameters, flattened in the
+ * buckets' order, are cut into N equal ranges (partition; a tensor may be
+ * split); rank r owns range r. Each bucket goes out with
+ * MPI_Ireduce_scatter instead of MPI_Iallreduce (same staging, same
+ * overlap): rank r receives the sums of its elements of the bucket and
+ * writes their mean into its gradients (bucket_finish_shard); the rest of
+ * its gradients keep their local values. The optimizer updates elements
+ * [lo, hi) of each parameter and keeps state for those only (optim.c's
+ * ranges), clipping adds the owned squares over the ranks (clip.c), and
+ * cg_optim_step ends in cg__dist_gather_params: one MPI_Allgatherv of the
+ * flattened parameters, then every rank writes the others' elements back.
+ * The sums are the all-reduce's, possibly added in another order (MPI
+ * picks the algorithm), so every rank ends with the parameters of an
+ * unsharded run to float rounding (tests/tools/test_dist.py). For a
+ * checkpoint, cg_dist_gather_optim assembles each parameter's state on
+ * rank 0 from its owners' pieces (point to point, in the optimizer's
+ * parameter order).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -35,6 +55,7 @@
 #include "core/dispatch.h"
 #include "core/ops_internal.h"
 #include "dist/dist-impl.h"
+#include "optim/optim-impl.h"
 #include "../backends/cpu/cpu.h"
 
 #if CG_HAVE_MPI
@@ -53,6 +74,11 @@ struct bucket {
     void **tickets;         /* (count) reads in flight: download_async     */
     int n_tickets;
     float *host;            /* numel floats (NULL: in place, cpu)          */
+    bool pinned;            /* host came from the backend's host_alloc     */
+    /* sharded: reduce-scattered; rank r receives the sums of the bucket's
+     * elements it owns (rcounts[r] of them, in rank order) into recv */
+    int *rcounts;           /* (world), NULL: all-reduced                  */
+    float *recv;            /* rcounts[rank] floats                        */
     double t_launch;
 #if CG_HAVE_MPI
     MPI_Request req;
@@ -79,6 +105,16 @@ struct cg_dist {
     int n_buckets;
     int *order;             /* buckets in the order they were staged       */
     int n_order, next_send; /* order[0 .. next_send) have been sent        */
+    /* ZeRO-1 (cg_dist_shard_optimizer) */
+    bool shard;             /* partition the parameters over the ranks     */
+    cg_optim *opt;          /* the sharded optimizer (borrowed)            */
+    int64_t *flat;          /* (n_params) offset in the flattened order    */
+    int64_t *own_lo, *own_hi; /* (n_params) this rank's elements of
+                               params[i] (own_lo == own_hi: none)          */
+    int *counts, *displs;   /* (world) rank r owns flattened elements
+                               [displs[r], displs[r] + counts[r])         */
+    float *gather;          /* (all parameters) the flattened parameters   */
+    bool gather_pinned;
     struct cg_dist_stats stats;
 };
 
@@ -191,16 +227,38 @@ CG_API cg_status cg_dist_create(cg_ctx *ctx, const struct cg_dist_options *opts,
     return CG_OK;
 }
 
-static void detach(cg_dist *d)
+/* A host staging block of n floats: the backend's pinned, mapped memory
+ * where it has some (host_alloc: opencl's CL_MEM_ALLOC_HOST_PTR), so the
+ * reads and writes of gradients and parameters go by DMA; else malloc
+ * (also when the driver refuses). */
+static float *stage_alloc(cg_dist *d, int64_t n, bool *pinned)
 {
-    if (d->ctx->grad_ready_data == d) {
-        d->ctx->grad_ready = NULL;
-        d->ctx->grad_ready_data = NULL;
+    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
+    *pinned = false;
+    if (!d->direct && CG__BE_HAS(d->ctx, host_alloc) && CG__BE_HAS(d->ctx, host_free)) {
+        void *p = NULL;
+        if (d->ctx->be->host_alloc(d->ctx->bctx, bytes, &p) == CG_OK && p) {
+            *pinned = true;
+            return p;
+        }
     }
+    return malloc(bytes);
+}
+
+static void stage_free(cg_dist *d, float *p, bool pinned)
+{
+    if (pinned) d->ctx->be->host_free(d->ctx->bctx, p);
+    else free(p);
+}
+
+static void free_buckets(cg_dist *d)
+{
     for (int b = 0; b < d->n_buckets; b++) {
         if (d->buckets[b].launched && !d->buckets[b].done)
             MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
-        free(d->buckets[b].host);
+        stage_free(d, d->buckets[b].host, d->buckets[b].pinned);
+        free(d->buckets[b].rcounts);
+        free(d->buckets[b].recv);
         free(d->buckets[b].tickets);
     }
     free(d->buckets);
@@ -210,10 +268,33 @@ static void detach(cg_dist *d)
     free(d->offs);
     free(d->bucket_of);
     free(d->ready);
+    free(d->own_lo);
+    free(d->own_hi);
+    free(d->flat);
+    free(d->counts);
+    free(d->displs);
+    stage_free(d, d->gather, d->gather_pinned);
     d->buckets = NULL;
     d->params = NULL;
+    d->offs = d->flat = d->own_lo = d->own_hi = NULL;
+    d->bucket_of = d->counts = d->displs = NULL;
+    d->ready = NULL;
+    d->gather = NULL;
     d->n_buckets = d->n_params = 0;
+}
+
+/* The optimizer is not touched: the program may have freed it already
+ * (a sharded one then fails its next step, cg__dist_gather_params). */
+static void detach(cg_dist *d)
+{
+    if (d->ctx->grad_ready_data == d) {
+        d->ctx->grad_ready = NULL;
+        d->ctx->grad_ready_data = NULL;
+    }
+    free_buckets(d);
     d->model = NULL;
+    d->opt = NULL;
+    d->shard = false;
 }
 
 CG_API void cg_dist_free(cg_dist *d)
@@ -320,11 +401,16 @@ CG_API cg_status cg_dist_broadcast_module(cg_dist *d, cg_module *model)
     return cg_dist_agree(d, st);
 }
 
+static int find_param(cg_dist *d, const cg_tensor *t);
+
 CG_API cg_status cg_dist_broadcast_optim(cg_dist *d, cg_optim *opt)
 {
     if (!d || d->world == 1) return CG_OK;
     if (!opt) return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT, "cg_dist_broadcast_optim: NULL optimizer");
-    cg_status st = CG_OK;
+    /* Sharded: rank 0 first holds the whole state (and every rank keeps
+     * its range of what comes, below). */
+    cg_status st = d->opt == opt ? cg_dist_gather_optim(d, opt) : CG_OK;
+    if (st != CG_OK) return st;
     int np = cg_optim_num_params(opt);
     for (int i = 0; i < np && st == CG_OK; i++) {
         cg_tensor *p = cg_optim_param(opt, i);
@@ -348,6 +434,11 @@ CG_API cg_status cg_dist_broadcast_optim(cg_dist *d, cg_optim *opt)
             if (st == CG_OK && d->rank != 0) st = cg_optim_set_param_state(opt, p, k, h);
         }
         free(h);
+        /* Sharded: keep only this rank's range (cg_dist_shard_optimizer). */
+        if (st == CG_OK && d->opt == opt) {
+            int j = find_param(d, p);
+            st = cg__optim_set_range(opt, p, d->own_lo[j], d->own_hi[j]);
+        }
     }
     return cg_dist_agree(d, st);
 }
@@ -465,9 +556,19 @@ static cg_status bucket_landed(cg_dist *d, struct bucket *b, bool wait, bool *la
 static cg_status bucket_send(cg_dist *d, struct bucket *b)
 {
     float *buf = b->host;
-    if (!buf) { /* cpu, one tensor: in place */
-        cg_tensor *g = d->params[b->first]->grad;
-        buf = grad_ptr(g);
+    if (!buf && !d->params[b->first]->grad) {
+        /* cpu, one tensor without a gradient here (another rank may have
+         * one): every rank must still send numel floats, so this bucket
+         * gets a block of its own, zeros now and packed from then on. */
+        b->host = stage_alloc(d, b->numel, &b->pinned);
+        if (!b->host)
+            return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
+                             "cg_backward: out of host memory for a bucket of %" PRId64
+                             " floats", b->numel);
+        memset(b->host, 0, (size_t)b->numel * sizeof *b->host);
+        buf = b->host;
+    } else if (!buf) { /* cpu, one tensor: in place */
+        buf = grad_ptr(d->params[b->first]->grad);
     } else if (d->direct) {
         for (int i = b->first; i < b->first + b->count; i++) {
             cg_tensor *g = d->params[i]->grad;
@@ -481,8 +582,12 @@ static cg_status bucket_send(cg_dist *d, struct bucket *b)
     b->t_launch = now_s();
     d->stats.bytes += (double)b->numel * sizeof(float);
     d->stats.buckets++;
-    MPI_TRY(d, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)b->numel, MPI_FLOAT, MPI_SUM, d->comm,
-                              &b->req));
+    if (!b->rcounts)
+        MPI_TRY(d, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)b->numel, MPI_FLOAT, MPI_SUM, d->comm,
+                                  &b->req));
+    else
+        MPI_TRY(d, MPI_Ireduce_scatter(buf, b->recv, b->rcounts, MPI_FLOAT, MPI_SUM, d->comm,
+                                       &b->req));
     return CG_OK;
 }
 
@@ -504,12 +609,46 @@ static cg_status pump(cg_dist *d, bool wait)
     return st;
 }
 
-/* Waits for b and writes the mean back into the gradients. */
+/* Sharded: the mean of this rank's elements of b (in b->recv) into their
+ * gradients; the other elements keep this rank's local gradient. */
+static cg_status bucket_finish_shard(cg_dist *d, struct bucket *b)
+{
+    int64_t f0 = d->flat[b->first];
+    int64_t a = d->displs[d->rank], e = a + d->counts[d->rank]; /* owned, flattened */
+    a = a > f0 ? a : f0;
+    e = e < f0 + b->numel ? e : f0 + b->numel;
+    float inv = 1.0f / (float)d->world;
+    cg_status st = CG_OK;
+    for (int i = b->first; i < b->first + b->count && st == CG_OK; i++) {
+        cg_tensor *g = d->params[i]->grad;
+        int64_t x = d->flat[i] > a ? d->flat[i] : a;
+        int64_t y = d->flat[i] + cg_tensor_numel(d->params[i]);
+        y = y < e ? y : e;
+        if (!g || x >= y) continue;
+        float *src = b->recv + (x - a);
+        cg__storage_written(g->st);
+        if (d->direct) {
+            float *dst = grad_ptr(g) + (x - d->flat[i]);
+            for (int64_t k = 0; k < y - x; k++) dst[k] = src[k] * inv;
+        } else {
+            for (int64_t k = 0; k < y - x; k++) src[k] *= inv;
+            struct cg_ptr dst = cg__ptr(g);
+            dst.off += x - d->flat[i];
+            st = cg__be_upload(d->ctx, "cg_backward (gradient reduce-scatter)", dst, src, y - x);
+        }
+    }
+    b->ready = 0;
+    return st;
+}
+
+/* Waits for b and writes the mean back into the gradients (sharded: the
+ * elements this rank owns only). */
 static cg_status bucket_finish(cg_dist *d, struct bucket *b)
 {
     if (!b->done) MPI_TRY(d, MPI_Wait(&b->req, MPI_STATUS_IGNORE));
     b->launched = b->done = false;
     d->stats.total_s += now_s() - b->t_launch;
+    if (b->rcounts) return bucket_finish_shard(d, b);
     float inv = 1.0f / (float)d->world;
     cg_status st = CG_OK;
     for (int i = b->first; i < b->first + b->count && st == CG_OK; i++) {
@@ -590,6 +729,69 @@ static cg_status grad_hook(void *data, cg_tensor *leaf)
     return st;
 }
 
+/* ZeRO-1's partition: the parameters flattened in bucket order (the
+ * reverse of registration), cut into N ranges of equal size (to one
+ * element); a tensor may be split between two or more ranks. Records each
+ * rank's range, this rank's elements of every parameter, and allocates the
+ * flattened host block of the all-gather. */
+static cg_status partition(cg_dist *d)
+{
+    int np = d->n_params, w = d->world;
+    d->flat = malloc((size_t)(np + 1) * sizeof *d->flat);
+    d->own_lo = malloc((size_t)(np + 1) * sizeof *d->own_lo);
+    d->own_hi = malloc((size_t)(np + 1) * sizeof *d->own_hi);
+    d->counts = calloc((size_t)w, sizeof *d->counts);
+    d->displs = calloc((size_t)w, sizeof *d->displs);
+    if (!d->flat || !d->own_lo || !d->own_hi || !d->counts || !d->displs)
+        return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_shard_optimizer: out of host memory");
+    int64_t total = 0;
+    for (int i = 0; i < np; i++) {
+        d->flat[i] = total;
+        total += cg_tensor_numel(d->params[i]);
+    }
+    if (total > INT32_MAX)
+        return cg__error(d->ctx, CG_STATUS_UNSUPPORTED,
+                         RANKFMT "cg_dist_shard_optimizer: %" PRId64 " parameters; the "
+                         "all-gather counts in int (at most %d)", RANKARG(d), total, INT32_MAX);
+    for (int r = 0; r < w; r++) {
+        d->displs[r] = (int)(total * r / w);
+        d->counts[r] = (int)(total * (r + 1) / w) - d->displs[r];
+    }
+    int64_t a = d->displs[d->rank], e = a + d->counts[d->rank];
+    for (int i = 0; i < np; i++) {
+        int64_t n = cg_tensor_numel(d->params[i]);
+        int64_t lo = a - d->flat[i], hi = e - d->flat[i];
+        lo = lo < 0 ? 0 : lo > n ? n : lo;
+        hi = hi < 0 ? 0 : hi > n ? n : hi;
+        d->own_lo[i] = lo;
+        d->own_hi[i] = hi > lo ? hi : lo;
+        if (d->own_lo[i] == d->own_hi[i]) d->own_lo[i] = d->own_hi[i] = 0;
+    }
+    d->gather = stage_alloc(d, total, &d->gather_pinned);
+    if (!d->gather)
+        return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
+                         "cg_dist_shard_optimizer: out of host memory for %" PRId64 " floats", total);
+    return CG_OK;
+}
+
+/* Sharded: how many of bucket b's elements each rank owns, and this
+ * rank's receive block. */
+static cg_status bucket_scatter(cg_dist *d, struct bucket *b)
+{
+    int64_t f0 = d->flat[b->first], f1 = f0 + b->numel;
+    b->rcounts = calloc((size_t)d->world, sizeof *b->rcounts);
+    if (!b->rcounts) return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_shard_optimizer: out of host memory");
+    for (int r = 0; r < d->world; r++) {
+        int64_t a = d->displs[r], e = a + d->counts[r];
+        a = a > f0 ? a : f0;
+        e = e < f1 ? e : f1;
+        b->rcounts[r] = e > a ? (int)(e - a) : 0;
+    }
+    b->recv = malloc((size_t)(b->rcounts[d->rank] > 0 ? b->rcounts[d->rank] : 1) * sizeof(float));
+    if (!b->recv) return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_shard_optimizer: out of host memory");
+    return CG_OK;
+}
+
 static cg_status make_buckets(cg_dist *d, cg_module *model)
 {
     int np = cg_module_parameters(model, NULL, 0);
@@ -608,6 +810,10 @@ static cg_status make_buckets(cg_dist *d, cg_module *model)
     d->n_params = np;
     for (int i = 0; i < np; i++) d->params[i] = nt[np - 1 - i].tensor;
     free(nt);
+    if (d->shard) {
+        cg_status st = partition(d);
+        if (st != CG_OK) return st;
+    }
     struct bucket *b = NULL;
     for (int i = 0; i < np; i++) {
         int64_t n = cg_tensor_numel(d->params[i]);
@@ -626,8 +832,12 @@ static cg_status make_buckets(cg_dist *d, cg_module *model)
         b->tickets = malloc((size_t)b->count * sizeof *b->tickets);
         if (!b->tickets)
             return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY, "cg_dist_attach: out of host memory");
+        if (d->shard) {
+            cg_status st = bucket_scatter(d, b);
+            if (st != CG_OK) return st;
+        }
         if (d->direct && b->count == 1) continue;
-        b->host = malloc((size_t)(b->numel > 0 ? b->numel : 1) * sizeof(float));
+        b->host = stage_alloc(d, b->numel, &b->pinned);
         if (!b->host)
             return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
                              "cg_dist_attach: out of host memory for a bucket of %" PRId64
@@ -662,6 +872,214 @@ CG_API cg_status cg_dist_attach(cg_dist *d, cg_module *model)
     d->ctx->grad_ready = grad_hook;
     d->ctx->grad_ready_data = d;
     return CG_OK;
+}
+
+/* ---- ZeRO-1: optimizer sharding --------------------------------------- */
+
+CG_API cg_status cg_dist_shard_optimizer(cg_dist *d, cg_optim *opt)
+{
+    if (!d) return CG_OK;
+    const char *fn = "cg_dist_shard_optimizer";
+    if (!opt) return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT, "%s: NULL optimizer", fn);
+    if (!d->model)
+        return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: no model attached (call cg_dist_attach first)", fn);
+    if (cg_optim_ctx(opt) != d->ctx)
+        return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: the optimizer belongs to another context", fn);
+    if (d->opt == opt) return CG_OK;
+    if (d->opt)
+        return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "%s: another optimizer is sharded already (one per cg_dist)", fn);
+    if (d->world == 1) return CG_OK; /* nothing to share */
+    cg_status st = CG_OK;
+    int n = cg_optim_num_params(opt);
+    for (int k = 0; k < n && st == CG_OK; k++) {
+        cg_tensor *p = cg_optim_param(opt, k);
+        if (find_param(d, p) < 0) {
+            char desc[128];
+            cg_tensor_describe(p, desc, sizeof desc);
+            st = cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                           RANKFMT "%s: the optimizer's parameter %d %s is not a parameter of "
+                           "the attached model", RANKARG(d), fn, k, desc);
+        }
+    }
+    if ((st = cg_dist_agree(d, st)) != CG_OK) return st;
+    /* Rebuild the buckets, now reduce-scattered. */
+    free_buckets(d);
+    d->shard = true;
+    st = cg_dist_agree(d, make_buckets(d, d->model));
+    for (int k = 0; k < n && st == CG_OK; k++) {
+        cg_tensor *p = cg_optim_param(opt, k);
+        int i = find_param(d, p);
+        st = cg__optim_set_range(opt, p, d->own_lo[i], d->own_hi[i]);
+    }
+    if (st != CG_OK) {
+        detach(d);
+        return st;
+    }
+    cg__optim_set_sharded(opt, true);
+    d->opt = opt;
+    return CG_OK;
+}
+
+/* Writes elements [lo, hi) of parameter i from the flattened block. */
+static cg_status unpack_param(cg_dist *d, int i, int64_t lo, int64_t hi)
+{
+    cg_tensor *p = d->params[i];
+    if (hi <= lo) return CG_OK;
+    const float *src = d->gather + d->flat[i] + lo;
+    cg__storage_written(p->st);
+    if (d->direct) {
+        memcpy(grad_ptr(p) + lo, src, (size_t)(hi - lo) * sizeof(float));
+        return CG_OK;
+    }
+    struct cg_ptr dst = cg__ptr(p);
+    dst.off += lo;
+    return cg__be_upload(d->ctx, "cg_optim_step (parameter all-gather)", dst, src, hi - lo);
+}
+
+/* This rank's elements of every parameter into the flattened host block,
+ * one MPI_Allgatherv, and the other ranks' elements back into the
+ * tensors. On the cpu backend with memcpy; elsewhere with ranged
+ * downloads and uploads. A rank that fails still takes part in the
+ * collective (no hang), then reports its status. */
+cg_status cg__dist_gather_params(cg_optim *opt)
+{
+    cg_ctx *ctx = cg_optim_ctx(opt);
+    cg_dist *d = ctx->dist;
+    if (!d || d->opt != opt)
+        return cg__error(ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_optim_step: the optimizer was sharded by a cg_dist that is gone "
+                         "(free the optimizer before the cg_dist)");
+    double t0 = now_s();
+    cg_status st = CG_OK;
+    for (int i = 0; i < d->n_params; i++) {
+        int64_t lo = d->own_lo[i], hi = d->own_hi[i];
+        if (hi <= lo) continue;
+        float *dst = d->gather + d->flat[i] + lo;
+        struct cg_ptr src = cg__ptr(d->params[i]);
+        if (d->direct) {
+            memcpy(dst, grad_ptr(d->params[i]) + lo, (size_t)(hi - lo) * sizeof(float));
+        } else if (st == CG_OK) {
+            src.off += lo;
+            st = cg__be_download(ctx, "cg_optim_step (parameter all-gather)", dst, src, hi - lo);
+        }
+    }
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, d->gather, d->counts, d->displs,
+                            MPI_FLOAT, d->comm);
+    if (rc != MPI_SUCCESS) return mpi_error(d, rc, "cg_optim_step: MPI_Allgatherv of the parameters");
+    for (int i = 0; i < d->n_params && st == CG_OK; i++) {
+        st = unpack_param(d, i, 0, d->own_lo[i]);
+        if (st == CG_OK)
+            st = unpack_param(d, i, d->own_hi[i] > d->own_lo[i] ? d->own_hi[i] : 0,
+                              cg_tensor_numel(d->params[i]));
+    }
+    d->stats.gather_s += now_s() - t0;
+    d->stats.gather_bytes += (double)(d->displs[d->world - 1] + d->counts[d->world - 1] -
+                                      d->counts[d->rank]) * sizeof(float);
+    return st;
+}
+
+/* Rank r's elements [*lo, *hi) of parameter i; false when it owns none. */
+static bool piece_of(const cg_dist *d, int r, int i, int64_t *lo, int64_t *hi)
+{
+    int64_t n = cg_tensor_numel(d->params[i]);
+    *lo = d->displs[r] - d->flat[i];
+    *hi = d->displs[r] + d->counts[r] - d->flat[i];
+    *lo = *lo < 0 ? 0 : *lo;
+    *hi = *hi > n ? n : *hi;
+    return *hi > *lo;
+}
+
+/* The values of state tensor t for elements [lo, hi) of a parameter of n
+ * elements into dst: t holds the range, or (gathered before) all of it. */
+static cg_status state_piece(cg_tensor *t, int64_t n, int64_t lo, int64_t hi, float *dst, float *tmp)
+{
+    if (cg_tensor_numel(t) == hi - lo) return cg_tensor_to_host(t, dst, hi - lo);
+    cg_status st = cg_tensor_to_host(t, tmp, n);
+    if (st == CG_OK) memcpy(dst, tmp + lo, (size_t)(hi - lo) * sizeof *dst);
+    return st;
+}
+
+/* Parameter i's step count and state from every rank that owns a piece
+ * of it into rank 0's optimizer, whole (point to point, in rank order).
+ * h: 4 x numel floats on rank 0 (three states and a spare), 2 x numel on
+ * the others. A failing rank still sends, so rank 0 never waits forever. */
+static cg_status gather_state(cg_dist *d, cg_optim *opt, int i, float *h)
+{
+    cg_tensor *p = d->params[i];
+    int64_t n = cg_tensor_numel(p), lo, hi;
+    int64_t head[1 + CG_OPTIM_MAX_STATE];
+    cg_status st = CG_OK;
+    if (d->rank != 0) {
+        if (!piece_of(d, d->rank, i, &lo, &hi)) return CG_OK;
+        head[0] = cg_optim_param_steps(opt, p);
+        for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) head[1 + k] = cg_optim_param_state(opt, p, k) != NULL;
+        MPI_TRY(d, MPI_Send(head, 1 + CG_OPTIM_MAX_STATE, MPI_INT64_T, 0, 1, d->comm));
+        for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) {
+            if (!head[1 + k]) continue;
+            cg_status s = state_piece(cg_optim_param_state(opt, p, k), n, lo, hi, h, h + n);
+            if (st == CG_OK) st = s;
+            MPI_TRY(d, MPI_Send(h, (int)(hi - lo), MPI_FLOAT, 0, 2, d->comm));
+        }
+        return st;
+    }
+    bool has[CG_OPTIM_MAX_STATE] = {false};
+    int64_t steps = 0;
+    bool first = true;
+    for (int r = 0; r < d->world; r++) {
+        if (!piece_of(d, r, i, &lo, &hi)) continue;
+        if (r == 0) {
+            head[0] = cg_optim_param_steps(opt, p);
+            for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) {
+                cg_tensor *t = cg_optim_param_state(opt, p, k);
+                head[1 + k] = t != NULL;
+                cg_status s = t ? state_piece(t, n, lo, hi, h + k * n + lo, h + 3 * n) : CG_OK;
+                if (st == CG_OK) st = s;
+            }
+        } else {
+            MPI_TRY(d, MPI_Recv(head, 1 + CG_OPTIM_MAX_STATE, MPI_INT64_T, r, 1, d->comm,
+                                MPI_STATUS_IGNORE));
+            for (int k = 0; k < CG_OPTIM_MAX_STATE; k++)
+                if (head[1 + k])
+                    MPI_TRY(d, MPI_Recv(h + k * n + lo, (int)(hi - lo), MPI_FLOAT, r, 2, d->comm,
+                                        MPI_STATUS_IGNORE));
+        }
+        if (first) steps = head[0];
+        first = false;
+        for (int k = 0; k < CG_OPTIM_MAX_STATE; k++) has[k] = has[k] || head[1 + k];
+    }
+    cg_status s = cg_optim_set_param_steps(opt, p, steps);
+    if (st == CG_OK) st = s;
+    for (int k = 0; k < CG_OPTIM_MAX_STATE && st == CG_OK; k++)
+        st = cg_optim_set_param_state(opt, p, k, has[k] ? h + k * n : NULL);
+    return st;
+}
+
+CG_API cg_status cg_dist_gather_optim(cg_dist *d, cg_optim *opt)
+{
+    if (!d || !d->opt) return CG_OK; /* not sharded: rank 0 has it all */
+    if (opt != d->opt)
+        return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_dist_gather_optim: not the optimizer cg_dist_shard_optimizer sharded");
+    int64_t big = 1;
+    for (int i = 0; i < d->n_params; i++)
+        big = cg_tensor_numel(d->params[i]) > big ? cg_tensor_numel(d->params[i]) : big;
+    float *h = malloc((size_t)big * (d->rank == 0 ? 4 : 2) * sizeof *h);
+    cg_status st = h ? CG_OK : cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
+                                         "cg_dist_gather_optim: out of host memory");
+    if ((st = cg_dist_agree(d, st)) != CG_OK) {
+        free(h);
+        return st;
+    }
+    int n = cg_optim_num_params(opt);
+    for (int k = 0; k < n; k++) {
+        cg_status s = gather_state(d, opt, find_param(d, cg_optim_param(opt, k)), h);
+        if (st == CG_OK) st = s;
+    }
+    free(h);
+    return cg_dist_agree(d, st);
 }
 
 /* ---- SyncBatchNorm's sums ------------------------------------------- */
@@ -766,5 +1184,17 @@ CG_API cg_status cg_dist_attach(cg_dist *d, cg_module *model)
     return CG_OK;
 }
 cg_tensor *cg__dist_sum(cg_tensor *t) { return t; }
+CG_API cg_status cg_dist_shard_optimizer(cg_dist *d, cg_optim *opt)
+{
+    if (!d) return CG_OK;
+    if (!opt) return cg__error(d->ctx, CG_STATUS_INVALID_ARGUMENT, "cg_dist_shard_optimizer: NULL optimizer");
+    return CG_OK; /* one rank: nothing to share */
+}
+CG_API cg_status cg_dist_gather_optim(cg_dist *d, cg_optim *opt)
+{
+    (void)d, (void)opt;
+    return CG_OK;
+}
+cg_status cg__dist_gather_params(cg_optim *opt) { (void)opt; return CG_OK; }
 
 #endif

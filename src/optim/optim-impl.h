@@ -30,4 +30,15 @@ extern const struct cg__optim_family cg__rmsprop_family;
 /* The family of a kind, or NULL for an unknown one. */
 const struct cg__optim_family *cg__optim_family(enum cg_optim_kind kind);
 
+/* ZeRO-1 sharding (src/dist/dist.c): this rank updates only elements
+ * [lo, hi) of param (flattened; lo == hi: none) and keeps state for those
+ * only (a state of all of param is sliced, others dropped). A sharded
+ * optimizer asks the context's cg_dist to all-gather the parameters after
+ * each step, and clip sums the squares of its own ranges over the ranks.
+ * cg__optim_range: whether param has a range, and it ([0, numel) if not). */
+cg_status cg__optim_set_range(cg_optim *opt, const cg_tensor *param, int64_t lo, int64_t hi);
+bool cg__optim_range(const cg_optim *opt, const cg_tensor *param, int64_t *lo, int64_t *hi);
+void cg__optim_set_sharded(cg_optim *opt, bool sharded);
+bool cg__optim_sharded(const cg_optim *opt);
+
 #endif

@@ -14,11 +14,18 @@
 
 #include "optim-impl.h"
 #include "core/dispatch.h"
+#include "dist/dist-impl.h"
 
 struct optim_param {
     cg_tensor *p;                          /* borrowed, contiguous          */
     int64_t step;                          /* updates so far                */
     cg_tensor *state[CG_OPTIM_MAX_STATE];  /* owned, p's shape, or NULL     */
+    /* ZeRO-1 sharding (dist.c): this rank updates only elements [lo, hi)
+     * of p (flattened) and its state holds only those, as a 1-D tensor
+     * (p's shape when the range is all of p); lo == hi: another rank
+     * updates all of p, no state here. */
+    bool ranged;
+    int64_t lo, hi;
 };
 
 struct optim_group {
@@ -32,6 +39,7 @@ struct cg_optim {
     const struct cg__optim_family *family;
     int n_groups;
     struct optim_group *groups;
+    bool sharded;    /* ctx's cg_dist all-gathers the parameters after a step */
 };
 
 const struct cg__optim_family *cg__optim_family(enum cg_optim_kind kind)
@@ -200,14 +208,55 @@ void cg_optim_zero_grad(cg_optim *opt)
             cg_tensor_clear_grad(opt->groups[g].params[i].p);
 }
 
-/* The state buffers the options need, persistent zeros of p's shape. */
+/* Elements this rank updates: all of p, or its ZeRO-1 range. */
+static int64_t own_numel(const struct optim_param *op)
+{
+    return op->ranged ? op->hi - op->lo : cg_tensor_numel(op->p);
+}
+
+/* Makes op's state fit its range: a state of all of p (loaded, broadcast,
+ * or gathered for a checkpoint) keeps the range's slice; a state of
+ * another size is dropped. */
+static cg_status narrow_state(cg_optim *opt, struct optim_param *op)
+{
+    int64_t n = cg_tensor_numel(op->p), want = own_numel(op);
+    for (int s = 0; s < CG_OPTIM_MAX_STATE; s++) {
+        cg_tensor *old = op->state[s];
+        if (!old || cg_tensor_numel(old) == want) continue;
+        cg_tensor *t = NULL;
+        if (cg_tensor_numel(old) == n && want > 0) {
+            float *h = malloc((size_t)n * sizeof *h);
+            if (!h)
+                return cg__error(opt->ctx, CG_STATUS_OUT_OF_MEMORY,
+                                 "cg_optim_step: out of host memory (sharded state)");
+            cg_status st = cg_tensor_to_host(old, h, n);
+            if (st == CG_OK) t = cg_tensor_from_host(opt->ctx, 1, (int64_t[]){want}, h + op->lo);
+            free(h);
+            if (st != CG_OK) return st;
+            if (!t) return cg_ctx_status(opt->ctx) != CG_OK ? cg_ctx_status(opt->ctx)
+                                                            : CG_STATUS_OUT_OF_MEMORY;
+            t = cg_tensor_keep(t);
+        }
+        cg_tensor_free(old);
+        op->state[s] = t;
+    }
+    return CG_OK;
+}
+
+/* The state buffers the options need, persistent zeros of p's shape (of
+ * the range, flattened, when sharded). */
 static cg_status ensure_state(cg_optim *opt, const struct optim_group *g,
                               struct optim_param *op)
 {
     unsigned mask = opt->family->state_mask(&g->o);
+    int64_t want = own_numel(op);
+    bool part = want < cg_tensor_numel(op->p);
+    cg_status st = narrow_state(opt, op);
+    if (st != CG_OK) return st;
     for (int s = 0; s < CG_OPTIM_MAX_STATE; s++) {
         if (!(mask & (1u << s)) || op->state[s]) continue;
-        cg_tensor *t = cg_tensor_zeros(opt->ctx, cg_tensor_ndim(op->p), cg_tensor_shape(op->p));
+        cg_tensor *t = part ? cg_tensor_zeros(opt->ctx, 1, (int64_t[]){want})
+                            : cg_tensor_zeros(opt->ctx, cg_tensor_ndim(op->p), cg_tensor_shape(op->p));
         if (!t) return cg_ctx_status(opt->ctx) != CG_OK ? cg_ctx_status(opt->ctx)
                                                         : CG_STATUS_OUT_OF_MEMORY;
         op->state[s] = cg_tensor_keep(t);
@@ -218,6 +267,8 @@ static cg_status ensure_state(cg_optim *opt, const struct optim_group *g,
 /* One fused update of one parameter. */
 static cg_status step_param(cg_optim *opt, const struct optim_group *g, struct optim_param *op)
 {
+    if (op->ranged && op->lo == op->hi) /* other ranks update p */
+        return narrow_state(opt, op);   /* (drops state a checkpoint gathered) */
     cg_tensor *grad = cg_tensor_grad(op->p);
     if (!grad) return CG_OK;   /* torch.optim: `if p.grad is None: continue` */
     cg_status st = ensure_state(opt, g, op);
@@ -235,7 +286,15 @@ static cg_status step_param(cg_optim *opt, const struct optim_group *g, struct o
     cg__storage_written(op->p->st);
     for (int s = 0; s < CG_OPTIM_MAX_STATE; s++)
         if (op->state[s]) cg__storage_written(op->state[s]->st);
-    st = cg__be_optim_update(ctx, opt->family->name, &h, op->p, cg__ptr(grad), state);
+    if (!op->ranged) {
+        st = cg__be_optim_update(ctx, opt->family->name, &h, op->p, cg__ptr(grad), state);
+    } else { /* elements [lo, hi) of p and of its gradient */
+        struct cg_ptr pp = cg__ptr(op->p), gp = cg__ptr(grad);
+        pp.off += op->lo;
+        gp.off += op->lo;
+        st = ctx->be->optim_update(ctx->bctx, &h, pp, gp, state, op->hi - op->lo);
+        if (st != CG_OK) st = cg__be_fail_optim(ctx, st, opt->family->name, op->p);
+    }
     if (st != CG_OK) return st;
     op->step++;
     return CG_OK;
@@ -251,7 +310,8 @@ cg_status cg_optim_step(cg_optim *opt)
             st = step_param(opt, grp, &grp->params[i]);
         if (st != CG_OK) return st;
     }
-    return CG_OK;
+    /* ZeRO-1: every rank updated its share; now every rank gets them all. */
+    return opt->sharded ? cg__dist_gather_params(opt) : CG_OK;
 }
 
 void cg_optim_set_lr(cg_optim *opt, float lr)
@@ -309,8 +369,10 @@ cg_status cg_optim_set_param_state(cg_optim *opt, const cg_tensor *param, int i,
         op->state[i] = NULL;
         return CG_OK;
     }
-    if (op->state[i])
+    if (op->state[i] && cg_tensor_numel(op->state[i]) == cg_tensor_numel(op->p))
         return cg_tensor_set_data(op->state[i], data, cg_tensor_numel(op->p));
+    cg_tensor_free(op->state[i]); /* a sharded range's: the next step narrows the new one */
+    op->state[i] = NULL;
     cg_tensor *t = cg_tensor_from_host(opt->ctx, cg_tensor_ndim(op->p), cg_tensor_shape(op->p), data);
     if (!t) return cg_ctx_status(opt->ctx) != CG_OK ? cg_ctx_status(opt->ctx)
                                                     : CG_STATUS_OUT_OF_MEMORY;
@@ -337,3 +399,33 @@ CG_API cg_tensor *cg_optim_param(const cg_optim *opt, int i)
     }
     return NULL;
 }
+
+/* ---- ZeRO-1 sharding (src/dist/dist.c) -------------------------------- */
+
+cg_status cg__optim_set_range(cg_optim *opt, const cg_tensor *param, int64_t lo, int64_t hi)
+{
+    struct optim_param *op = find_param(opt, param);
+    if (!op || lo < 0 || hi < lo || hi > cg_tensor_numel(param))
+        return cg__error(opt->ctx, CG_STATUS_INVALID_ARGUMENT,
+                         "cg_dist_shard_optimizer: range [%lld, %lld) of a parameter the "
+                         "optimizer %s", (long long)lo, (long long)hi,
+                         op ? "holds, out of bounds" : "does not hold");
+    op->ranged = true;
+    op->lo = lo;
+    op->hi = hi;
+    return narrow_state(opt, op);
+}
+
+bool cg__optim_range(const cg_optim *opt, const cg_tensor *param, int64_t *lo, int64_t *hi)
+{
+    const struct optim_param *op = find_param(opt, param);
+    *lo = 0;
+    *hi = cg_tensor_numel(param);
+    if (!op || !op->ranged) return false;
+    *lo = op->lo;
+    *hi = op->hi;
+    return true;
+}
+
+void cg__optim_set_sharded(cg_optim *opt, bool sharded) { opt->sharded = sharded; }
+bool cg__optim_sharded(const cg_optim *opt) { return opt->sharded; }
