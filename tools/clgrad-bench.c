@@ -126,6 +126,7 @@ struct options {
     char gemm_sizes[128];   /* --gemm-sizes, as given to the children       */
     const char *json;
     bool compare_torch;
+    unsigned only;          /* --only: bit g runs group g; 0 = every group  */
 };
 
 static void usage(FILE *f)
@@ -159,6 +160,9 @@ static void usage(FILE *f)
         "                     other backends run once, with the first count\n"
         "  --gemm-sizes LIST  GEMM sizes N (N x N x N), comma-separated (default\n"
         "                     " DEFAULT_GEMM_SIZES "; a GPU wants 4096 too)\n"
+        "  --only LIST        only these groups, comma-separated: start, gemm,\n"
+        "                     op, ffn, mlp, cnn, lstm, transformer (default:\n"
+        "                     all), e.g. --only cnn to compare one model\n"
         "  --json FILE        also write every value to FILE as JSON\n"
         "  --compare-torch    run the same configurations in PyTorch (python3 +\n"
         "                     torch, via bench_torch.py) and print the ratios;\n"
@@ -1850,6 +1854,23 @@ static bool parse_threads(const char *s, struct options *o)
     return o->n_threads > 0;
 }
 
+/* --only LIST: the groups' bits, 0 if a name is not a group. */
+static unsigned parse_only(const char *list)
+{
+    unsigned mask = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int g = 0;
+        while (g < N_GROUPS && strcmp(groups[g], t) != 0)
+            g++;
+        if (g == N_GROUPS)
+            return 0;
+        mask |= 1u << g;
+    }
+    return mask;
+}
+
 int main(int argc, char **argv)
 {
     struct options o = {.reps = 0, .rounds = 1, .gemm_sizes = DEFAULT_GEMM_SIZES};
@@ -1900,6 +1921,13 @@ int main(int argc, char **argv)
                 return 2;
             }
             snprintf(o.gemm_sizes, sizeof o.gemm_sizes, "%s", argv[i]);
+        } else if (strcmp(a, "--only") == 0 && has_val) {
+            o.only = parse_only(argv[++i]);
+            if (!o.only) {
+                fprintf(stderr, "clgrad-bench: --only wants groups from start, gemm, op, ffn, "
+                        "mlp, cnn, lstm, transformer, comma-separated, not '%s'\n", argv[i]);
+                return 2;
+            }
         } else if (strcmp(a, "--json") == 0 && has_val) {
             o.json = argv[++i];
         } else if (strcmp(a, "--compare-torch") == 0) {
@@ -1977,7 +2005,7 @@ int main(int argc, char **argv)
      * within a group does not always favour the same set. */
     for (int round = 0; round < o.rounds; round++)
         for (int g = 0; g < N_GROUPS; g++)
-            for (int i = 0; i < n_sets; i++)
+            for (int i = 0; i < n_sets && (!o.only || (o.only >> g & 1)); i++)
                 run_group(&sets[round % 2 ? n_sets - 1 - i : i], g, round, &x);
     for (int s = 0; s < n_sets; s++)
         if (sets[s].torch && !sets[s].ok)
