@@ -262,8 +262,16 @@ static void fuse_range(const struct cg_cl_fuse_src *s, int64_t n, int64_t *lo, i
     }
 }
 
-/* Tries to add the op to the chain; 0 when it does not fit (the chain is
- * then unchanged). */
+/* The chain's length: its longest op that is not uniform (0 if none). */
+static int64_t fuse_nmax(const struct cg_fuse_chain *c)
+{
+    int64_t nmax = 0;
+    for (int i = 0; i < c->nops; ++i)
+        if (!c->ops[i].uniform && c->ops[i].n > nmax)
+            nmax = c->ops[i].n;
+    return nmax;
+}
+
 /* The last element index op o names in one of its buffers when the
  * kernel runs i over [0, nmax). */
 static int64_t fuse_last_index(const struct cg_fuse_in *in, int64_t nmax)
@@ -276,6 +284,14 @@ static int64_t fuse_last_index(const struct cg_fuse_in *in, int64_t nmax)
     }
 }
 
+/* Chain buffer j's length in floats (its size class, allocated). */
+static int64_t fuse_buf_len(const struct cg_fuse_chain *c, int j)
+{
+    return (int64_t)(c->bufs[j]->cap / sizeof(cl_float));
+}
+
+/* Whether op o, run over [0, nmax), names only elements inside its
+ * buffers (an op as long as the chain, or uniform, always does). */
 static int fuse_op_in_bounds(const struct cg_fuse_chain *c, const struct cg_fuse_op *o,
                              int64_t nmax)
 {
@@ -283,9 +299,9 @@ static int fuse_op_in_bounds(const struct cg_fuse_chain *c, const struct cg_fuse
         return 1;
     for (int k = 0; k < o->nin; ++k)
         if (o->in[k].mode != CG_FM_REG &&
-            fuse_last_index(&o->in[k], nmax) >= (int64_t)(c->bufs[o->in[k].buf]->cap / 4))
+            fuse_last_index(&o->in[k], nmax) >= fuse_buf_len(c, o->in[k].buf))
             return 0;
-    return o->out_off + nmax - 1 < (int64_t)(c->bufs[o->out_buf]->cap / 4);
+    return o->out_off + nmax - 1 < fuse_buf_len(c, o->out_buf);
 }
 
 /* Whether the chain with op o added keeps every address inside its buffer.
@@ -303,10 +319,7 @@ static int fuse_op_in_bounds(const struct cg_fuse_chain *c, const struct cg_fuse
  * per step on a small MLP (788 against 736 launches, rentals.csv). */
 static int fuse_in_bounds(const struct cg_fuse_chain *c, const struct cg_fuse_op *o)
 {
-    int64_t nmax = 0;
-    for (int i = 0; i < c->nops; ++i)
-        if (!c->ops[i].uniform && c->ops[i].n > nmax)
-            nmax = c->ops[i].n;
+    int64_t nmax = fuse_nmax(c);
     if (o->uniform || o->n <= nmax)
         return fuse_op_in_bounds(c, o, nmax);
     for (int i = 0; i < c->nops; ++i)
@@ -315,6 +328,8 @@ static int fuse_in_bounds(const struct cg_fuse_chain *c, const struct cg_fuse_op
     return 1;
 }
 
+/* Tries to add the op to the chain; 0 when it does not fit (the chain is
+ * then unchanged). */
 static int fuse_try_append(struct cg_cl *cl, struct cg_fuse_chain *c, int op, float p0,
                            float p1, struct cg_ptr out, int64_t n,
                            const struct cg_cl_fuse_src *src, int nin, int alone)
@@ -456,10 +471,7 @@ static cl_long fuse_cols(const struct cg_fuse_chain *c)
 static void fuse_plan_of(const struct cg_cl *cl, const struct cg_fuse_chain *c,
                          struct cg_fuse_plan *p)
 {
-    p->nmax = 0;
-    for (int i = 0; i < c->nops; ++i)
-        if (!c->ops[i].uniform && c->ops[i].n > p->nmax)
-            p->nmax = c->ops[i].n;
+    p->nmax = fuse_nmax(c);
     for (int i = 0; i < c->nops; ++i)
         p->guard[i] = !c->ops[i].uniform && c->ops[i].n < p->nmax;
     /* Every broadcast op has n = rows * cols; a longer flat op may not. */

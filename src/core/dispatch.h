@@ -203,15 +203,32 @@ static inline cg_status cg__be_scatter_add(cg_ctx *ctx, const char *what, bool r
                                     "n, inner", CG__SIZES(n, inner));
 }
 
-/* One update of parameter p by the optimizer `family` ("Adam"). */
+/* One update by the optimizer `family` ("Adam") of elements [lo, hi) of
+ * parameter p and of its gradient (flattened; all of p: 0, numel), with
+ * state of hi - lo elements (ZeRO-1 sharding updates a range). */
 static inline cg_status cg__be_optim_update(cg_ctx *ctx, const char *family,
                                             const struct cg_optim_hparams *h, const cg_tensor *p,
-                                            struct cg_ptr grad, struct cg_ptr state[3])
+                                            struct cg_ptr grad, struct cg_ptr state[3],
+                                            int64_t lo, int64_t hi)
 {
-    int64_t n = cg__numel(p->ndim, p->shape);
-    cg_status s = ctx->be->optim_update(ctx->bctx, h, cg__ptr(p), grad, state, n);
+    struct cg_ptr pp = cg__ptr(p);
+    pp.off += lo;
+    grad.off += lo;
+    cg_status s = ctx->be->optim_update(ctx->bctx, h, pp, grad, state, hi - lo);
     return s == CG_OK ? CG_OK : cg__be_fail_optim(ctx, s, family, p);
 }
+
+/* bytes of the backend's pinned host memory (the optional host_alloc), or
+ * NULL where it has none or refuses: the caller then uses malloc, so a
+ * refusal is no error. */
+static inline void *cg__be_host_alloc(cg_ctx *ctx, size_t bytes)
+{
+    void *p = NULL;
+    if (!CG__BE_HAS(ctx, host_alloc) || !CG__BE_HAS(ctx, host_free)) return NULL;
+    return ctx->be->host_alloc(ctx->bctx, bytes, &p) == CG_OK ? p : NULL;
+}
+
+static inline void cg__be_host_free(cg_ctx *ctx, void *p) { ctx->be->host_free(ctx->bctx, p); }
 
 /* ---- convolution and pooling windows (optional members) --------------- */
 

@@ -234,20 +234,14 @@ CG_API cg_status cg_dist_create(cg_ctx *ctx, const struct cg_dist_options *opts,
 static float *stage_alloc(cg_dist *d, int64_t n, bool *pinned)
 {
     size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-    *pinned = false;
-    if (!d->direct && CG__BE_HAS(d->ctx, host_alloc) && CG__BE_HAS(d->ctx, host_free)) {
-        void *p = NULL;
-        if (d->ctx->be->host_alloc(d->ctx->bctx, bytes, &p) == CG_OK && p) {
-            *pinned = true;
-            return p;
-        }
-    }
-    return malloc(bytes);
+    void *p = d->direct ? NULL : cg__be_host_alloc(d->ctx, bytes);
+    *pinned = p != NULL;
+    return p ? p : malloc(bytes);
 }
 
 static void stage_free(cg_dist *d, float *p, bool pinned)
 {
-    if (pinned) d->ctx->be->host_free(d->ctx->bctx, p);
+    if (pinned) cg__be_host_free(d->ctx, p);
     else free(p);
 }
 
@@ -729,6 +723,17 @@ static cg_status grad_hook(void *data, cg_tensor *leaf)
     return st;
 }
 
+/* Rank r's elements [*lo, *hi) of parameter i; false when it owns none. */
+static bool piece_of(const cg_dist *d, int r, int i, int64_t *lo, int64_t *hi)
+{
+    int64_t n = cg_tensor_numel(d->params[i]);
+    *lo = d->displs[r] - d->flat[i];
+    *hi = d->displs[r] + d->counts[r] - d->flat[i];
+    *lo = *lo < 0 ? 0 : *lo;
+    *hi = *hi > n ? n : *hi;
+    return *hi > *lo;
+}
+
 /* ZeRO-1's partition: the parameters flattened in bucket order (the
  * reverse of registration), cut into N ranges of equal size (to one
  * element); a tensor may be split between two or more ranks. Records each
@@ -757,16 +762,9 @@ static cg_status partition(cg_dist *d)
         d->displs[r] = (int)(total * r / w);
         d->counts[r] = (int)(total * (r + 1) / w) - d->displs[r];
     }
-    int64_t a = d->displs[d->rank], e = a + d->counts[d->rank];
-    for (int i = 0; i < np; i++) {
-        int64_t n = cg_tensor_numel(d->params[i]);
-        int64_t lo = a - d->flat[i], hi = e - d->flat[i];
-        lo = lo < 0 ? 0 : lo > n ? n : lo;
-        hi = hi < 0 ? 0 : hi > n ? n : hi;
-        d->own_lo[i] = lo;
-        d->own_hi[i] = hi > lo ? hi : lo;
-        if (d->own_lo[i] == d->own_hi[i]) d->own_lo[i] = d->own_hi[i] = 0;
-    }
+    for (int i = 0; i < np; i++)
+        if (!piece_of(d, d->rank, i, &d->own_lo[i], &d->own_hi[i]))
+            d->own_lo[i] = d->own_hi[i] = 0;
     d->gather = stage_alloc(d, total, &d->gather_pinned);
     if (!d->gather)
         return cg__error(d->ctx, CG_STATUS_OUT_OF_MEMORY,
@@ -981,16 +979,6 @@ cg_status cg__dist_gather_params(cg_optim *opt)
     return st;
 }
 
-/* Rank r's elements [*lo, *hi) of parameter i; false when it owns none. */
-static bool piece_of(const cg_dist *d, int r, int i, int64_t *lo, int64_t *hi)
-{
-    int64_t n = cg_tensor_numel(d->params[i]);
-    *lo = d->displs[r] - d->flat[i];
-    *hi = d->displs[r] + d->counts[r] - d->flat[i];
-    *lo = *lo < 0 ? 0 : *lo;
-    *hi = *hi > n ? n : *hi;
-    return *hi > *lo;
-}
 
 /* The values of state tensor t for elements [lo, hi) of a parameter of n
  * elements into dst: t holds the range, or (gathered before) all of it. */

@@ -286,15 +286,9 @@ static cg_status step_param(cg_optim *opt, const struct optim_group *g, struct o
     cg__storage_written(op->p->st);
     for (int s = 0; s < CG_OPTIM_MAX_STATE; s++)
         if (op->state[s]) cg__storage_written(op->state[s]->st);
-    if (!op->ranged) {
-        st = cg__be_optim_update(ctx, opt->family->name, &h, op->p, cg__ptr(grad), state);
-    } else { /* elements [lo, hi) of p and of its gradient */
-        struct cg_ptr pp = cg__ptr(op->p), gp = cg__ptr(grad);
-        pp.off += op->lo;
-        gp.off += op->lo;
-        st = ctx->be->optim_update(ctx->bctx, &h, pp, gp, state, op->hi - op->lo);
-        if (st != CG_OK) st = cg__be_fail_optim(ctx, st, opt->family->name, op->p);
-    }
+    int64_t lo = op->ranged ? op->lo : 0;   /* ZeRO-1: this rank's elements */
+    st = cg__be_optim_update(ctx, opt->family->name, &h, op->p, cg__ptr(grad), state, lo,
+                             lo + own_numel(op));
     if (st != CG_OK) return st;
     op->step++;
     return CG_OK;
