@@ -2,9 +2,11 @@
  * tests/test_cpu_parallel.c — the cpu backend's thread pool on GEMM and the
  * convolution primitives (backends/cpu/cpu_gemm.c, cpu_conv.c,
  * cpu_threads.c), called through the backend vtable on problems large
- * enough to be split, with CLGRAD_CPU_THREADS = 1, 2 and 3 and with the
+ * enough to be split, with CLGRAD_CPU_THREADS = 1, 2 and 3, with the
  * workers' spin off (CLGRAD_CPU_SPIN_US=0: every hand-over through the
- * condition variable):
+ * condition variable), and with no hand-over at all (CLGRAD_CPU_HANDOFF=
+ * never: the caller runs every part itself, as the late-worker guard does
+ * on a busy machine; its results must be those of the handed-over parts):
  *
  *   gemm     single products cut into row tiles (C taller than wide) and
  *            column tiles, all four transposes, pitches wider than rows,
@@ -149,6 +151,11 @@ static int run_gemms(struct run *r)
     gemm_case(r, seed++, 0, 0, 45, 39, 170, 7, 1.0f, 0.0f, 1);  /* batch split */
     gemm_case(r, seed++, 1, 1, 45, 39, 170, 7, 0.5f, 2.0f, 1);
     gemm_case(r, seed++, 1, 0, 11, 13, 9, 3, 1.0f, 0.0f, 1);    /* small: serial */
+    /* small A B^T, B transposed into scratch first: the attention's scores
+     * (batched 64x64x16), packed and padded, beta 0 and not */
+    gemm_case(r, seed++, 0, 1, 64, 64, 16, 5, 1.0f, 0.0f, 0);
+    gemm_case(r, seed++, 0, 1, 64, 64, 16, 5, -0.5f, 0.5f, 1);
+    gemm_case(r, seed++, 0, 1, 19, 23, 45, 3, 1.0f, 0.0f, 1);
     /* thin products (k, n or m == 1: cpu_gemm.c's own loops), packed and
      * padded, large enough to be split into tiles and small */
     for (int ta = 0; ta < 2; ta++)
@@ -281,14 +288,16 @@ static void pool_case(struct run *r, enum cg_pool_kind kind, struct cg_conv2d_de
     free(want_gin);
 }
 
-/* Every case on a fresh context with `threads` threads and the given
- * spin ("" = the default). */
-static void run_all(int threads, const char *spin, struct results *out, int *first_fixed)
+/* Every case on a fresh context with `threads` threads, the given spin
+ * ("" = the default) and hand-over ("" = the default). */
+static void run_all(int threads, const char *spin, const char *handoff, struct results *out,
+                    int *first_fixed)
 {
     char v[16];
     snprintf(v, sizeof v, "%d", threads);
     setenv("CLGRAD_CPU_THREADS", v, 1);
     if (*spin) setenv("CLGRAD_CPU_SPIN_US", spin, 1);
+    if (*handoff) setenv("CLGRAD_CPU_HANDOFF", handoff, 1);
     struct run r = {.out = out};
     struct cg_ctx_options o = {.backend = "cpu", .seed = 1};
     assert_int_equal(cg_ctx_create(&r.ctx, &o), CG_OK);
@@ -302,6 +311,7 @@ static void run_all(int threads, const char *spin, struct results *out, int *fir
     cg_ctx_free(r.ctx);
     unsetenv("CLGRAD_CPU_THREADS");
     unsetenv("CLGRAD_CPU_SPIN_US");
+    unsetenv("CLGRAD_CPU_HANDOFF");
 }
 
 static void free_results(struct results *r)
@@ -323,16 +333,22 @@ static void assert_same(const struct results *a, const struct results *b, int fr
 static void test_parallel_gemm_conv(void **state)
 {
     (void)state;
-    static struct results one, runs[3][2];
+    static struct results one, runs[3][3];
     int first_fixed = 0;
-    run_all(1, "", &one, &first_fixed);
-    for (int t = 1; t <= 3; t++)
-        for (int k = 0; k < 2; k++) run_all(t, k ? "0" : "", &runs[t - 1][k], &first_fixed);
+    run_all(1, "", "", &one, &first_fixed);
+    for (int t = 1; t <= 3; t++) {
+        run_all(t, "", "always", &runs[t - 1][0], &first_fixed);
+        run_all(t, "0", "", &runs[t - 1][1], &first_fixed);
+        run_all(t, "", "never", &runs[t - 1][2], &first_fixed);
+    }
     char what[96];
     for (int t = 1; t <= 3; t++) {
-        /* the same thread count, spin or none: identical, every case */
+        /* the same thread count, spin or none, handed over or not:
+         * identical, every case */
         snprintf(what, sizeof what, "%d threads, run again (spin off)", t);
         assert_same(&runs[t - 1][0], &runs[t - 1][1], 0, runs[t - 1][0].count, what);
+        snprintf(what, sizeof what, "%d threads, every part on the caller", t);
+        assert_same(&runs[t - 1][0], &runs[t - 1][2], 0, runs[t - 1][0].count, what);
         /* batch splits and the conv primitives: as on one thread */
         snprintf(what, sizeof what, "%d threads against 1", t);
         assert_same(&one, &runs[t - 1][0], first_fixed, one.count, what);
@@ -340,7 +356,7 @@ static void test_parallel_gemm_conv(void **state)
     assert_same(&one, &runs[0][0], 0, one.count, "1 thread, run again");
     free_results(&one);
     for (int t = 0; t < 3; t++)
-        for (int k = 0; k < 2; k++) free_results(&runs[t][k]);
+        for (int k = 0; k < 3; k++) free_results(&runs[t][k]);
 }
 
 int main(int argc, char **argv)

@@ -2,7 +2,10 @@
  * tests/test_cpu_threads.c — the cpu backend's thread pool
  * (backends/cpu/cpu_threads.c): elementwise ops and reductions on tensors
  * large enough to be split across threads give bit-identical results for
- * CLGRAD_CPU_THREADS = 1, 2 and 3, and match float64 references.
+ * CLGRAD_CPU_THREADS = 1, 2 and 3, handed over to the workers or with every
+ * part run by the caller (CLGRAD_CPU_HANDOFF=always / never: the pool's
+ * late-worker guard switches between the two at run time), and match
+ * float64 references.
  *
  * Covered: contiguous, broadcast and transposed (strided) elementwise views,
  * reductions over the inner axis (inner > 1, column blocks), over rows
@@ -20,13 +23,15 @@
 enum { OUT_RELU, OUT_MUL_T, OUT_SUM0, OUT_SUM1, OUT_SUM_ALL, OUT_MAX0, OUT_ARGMAX1, OUT_COUNT };
 static const int64_t out_len[OUT_COUNT] = {R * C, R * C, C, R, 1, C, R};
 
-/* Runs every op with `threads` threads; out[k] receives result k. */
-static void run_ops(int threads, const float *hx, const float *hz, const float *hb,
-                    float *out[OUT_COUNT])
+/* Runs every op with `threads` threads and CLGRAD_CPU_HANDOFF=handoff;
+ * out[k] receives result k. */
+static void run_ops(int threads, const char *handoff, const float *hx, const float *hz,
+                    const float *hb, float *out[OUT_COUNT])
 {
     char v[16];
     snprintf(v, sizeof v, "%d", threads);
     setenv("CLGRAD_CPU_THREADS", v, 1);
+    setenv("CLGRAD_CPU_HANDOFF", handoff, 1);
     cg_ctx *ctx = NULL;
     struct cg_ctx_options o = {.backend = "cpu", .seed = 1};
     assert_int_equal(cg_ctx_create(&ctx, &o), CG_OK);
@@ -49,6 +54,7 @@ static void run_ops(int threads, const float *hx, const float *hz, const float *
     }
     cg_ctx_free(ctx);
     unsetenv("CLGRAD_CPU_THREADS");
+    unsetenv("CLGRAD_CPU_HANDOFF");
 }
 
 static void test_threads_deterministic(void **state)
@@ -60,15 +66,20 @@ static void test_threads_deterministic(void **state)
     th_fill_uniform(&rng, hx, R * C, -2.0f, 2.0f);
     th_fill_uniform(&rng, hz, R * C, -2.0f, 2.0f);
     th_fill_uniform(&rng, hb, C, -1.0f, 1.0f);
-    float *got[3][OUT_COUNT];
-    for (int t = 0; t < 3; t++) {
+    /* runs: 1, 2, 3 threads handed over; 2, 3 threads all on the caller */
+    enum { RUNS = 5 };
+    static const int threads[RUNS] = {1, 2, 3, 2, 3};
+    static const char *const handoff[RUNS] = {"always", "always", "always", "never", "never"};
+    float *got[RUNS][OUT_COUNT];
+    for (int t = 0; t < RUNS; t++) {
         for (int k = 0; k < OUT_COUNT; k++) got[t][k] = malloc(sizeof(float) * out_len[k]);
-        run_ops(t + 1, hx, hz, hb, got[t]);
+        run_ops(threads[t], handoff[t], hx, hz, hb, got[t]);
     }
-    for (int t = 1; t < 3; t++)
+    for (int t = 1; t < RUNS; t++)
         for (int k = 0; k < OUT_COUNT; k++)
             if (memcmp(got[0][k], got[t][k], sizeof(float) * out_len[k]) != 0)
-                fail_msg("result %d differs between 1 and %d threads", k, t + 1);
+                fail_msg("result %d differs between 1 and %d threads (hand-over %s)", k,
+                         threads[t], handoff[t]);
 
     /* float64 references */
     double *want = malloc(sizeof(double) * R * C);
@@ -108,7 +119,7 @@ static void test_threads_deterministic(void **state)
     th_assert_close(got[0][OUT_ARGMAX1], want, R, 0, 1e-30, "argmax over columns");
 
     free(want);
-    for (int t = 0; t < 3; t++)
+    for (int t = 0; t < RUNS; t++)
         for (int k = 0; k < OUT_COUNT; k++) free(got[t][k]);
     free(hx);
     free(hz);

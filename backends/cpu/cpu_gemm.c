@@ -39,9 +39,9 @@
  * 288x196x64 (A^T) 78 -> 95, 64x288x196 (B^T) 65 -> 69, its fc1
  * 64x128x3136 97 -> 112; the MLP's 64x784x256 97 -> 113; the LSTM's
  * 32x512x128 (B^T) 85 -> 99. oneDNN lost on narrow or tiny products:
- * n = 9..32 (0.7-0.9x), the seed FFN's 32x64x64 (0.73x), and B^T with
- * k = 64 (the Transformer's 2048x256x64, 0.92x), which stay with OpenBLAS
- * (use_onednn). Each call runs on its calling thread (OpenMP's thread
+ * n = 9..32 (0.7-0.9x), the seed FFN's 32x64x64 (0.73x), and short,
+ * narrow B^T products (64x64x256, 0.73x), which stay with OpenBLAS
+ * (use_onednn gives the rule and the later measurements). Each call runs on its calling thread (OpenMP's thread
  * count set to 1 on each of our threads), so the tiles and results are as
  * with OpenBLAS: the same for a given thread count, within the last bits
  * of OpenBLAS's. CLGRAD_CPU_AVX512=0 (read once) keeps every product on
@@ -79,8 +79,21 @@
  * futex wake-up) costs. The seed FFN's largest product (32x64x64, 2^17)
  * stays serial; an LSTM step's (32x512x128) is split. */
 #define CG_CPU_GEMM_PAR_MIN ((int64_t)1 << 18)
-/* Tiles are multiples of this many rows or columns of C. */
-#define CG_CPU_GEMM_TILE_ALIGN 32
+/* Multiply-adds up to which a product A B^T (A untransposed) gets B
+ * transposed into scratch first. OpenBLAS 0.3.21 (SkylakeX/Cooperlake
+ * kernels) runs products of up to 10^6 multiply-adds in its small-matrix
+ * kernels, which skip packing and the separate clearing of C for beta = 0,
+ * but not this case (column-major TN) when C has over 1200 elements or
+ * k < 32: the attention's scores Q K^T and dP = dO V^T, 128 products
+ * 64x64x16 a step each, took the packed path at 60 GFLOP/s. Measured (one
+ * thread, CPU time, best of 5): 277 us as given, 217 us transposed here
+ * (the transpose included). */
+#define CG_CPU_GEMM_SMALL_BT (1 << 19)
+/* Tiles are multiples of this many rows or columns of C: whole vectors
+ * of the widest kernels (16 floats), and fine enough to balance the MLP's
+ * weight gradient 256x784x64 as 400 + 384 columns (with 32: 416 + 368,
+ * the caller's tile 6% over half). */
+#define CG_CPU_GEMM_TILE_ALIGN 16
 
 static pthread_once_t gemm_once = PTHREAD_ONCE_INIT;
 static int gemm_max_threads = CG_CPU_MAX_THREADS;
@@ -118,12 +131,20 @@ static void onednn_init(void)
 
 /* Whether a product of sizes already checked goes to oneDNN (the
  * measurements above): n >= 64 columns, at least 2^20 multiply-adds, and
- * not B^T with k < 128. */
+ * not a short, narrow B^T product (m < 256 and n < 128), where oneDNN
+ * repacks B^T for little work. Measured again (Zen 5 EPYC, 1 thread, CPU
+ * time, best of 7, us OpenBLAS -> oneDNN): B^T with k = 64 now gains with
+ * many rows, the Transformer's 2048x192x64 521 -> 481, 2048x256x64
+ * 693 -> 656, 2048x64x64 183 -> 175, 512x64x64 44 -> 42 (the old rule kept
+ * them on OpenBLAS, whose beta = 0 also clears C in a separate pass); the
+ * short ones lose, 64x64x256 25 -> 35, 64x64x784 72 -> 81, 128x64x256
+ * 44 -> 50, 64x96x256 35 -> 44 (the MLP's 2-thread tiles), while
+ * 64x128x256 46 -> 43 and the LSTM's 32x512x128 58 -> 47 still gain. */
 static bool use_onednn(int trans_b, int64_t m, int64_t n, int64_t k)
 {
     pthread_once(&onednn_once, onednn_init);
     return onednn_on && n >= 64 && (double)m * n * k >= (double)(1 << 20) &&
-           !(trans_b && k < 128);
+           !(trans_b && m < 256 && n < 128);
 }
 #endif
 
@@ -317,6 +338,19 @@ static cg_status gemm_one(struct cg_cpu_ctx *c, int trans_a, int trans_b, int64_
     }
 #endif
 #if CG_HAVE_OPENBLAS
+    if (trans_b && !trans_a && (double)m * n * k <= (double)CG_CPU_GEMM_SMALL_BT) {
+        /* B^T of a small product: transposed here, so that OpenBLAS takes
+         * its small-matrix kernel (see CG_CPU_GEMM_SMALL_BT) */
+        float *bt = cg__cpu_scratch(c, sizeof(float) * (size_t)(n * k));
+        if (bt) {
+            for (int64_t p = 0; p < k; p++)
+                for (int64_t j = 0; j < n; j++) bt[p * n + j] = b[j * ldb + p];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)n,
+                        (blasint)k, alpha, a, (blasint)lda, bt, (blasint)n, beta, cm,
+                        (blasint)ldc);
+            return CG_OK;
+        }
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, alpha, a,
                 (blasint)lda, b, (blasint)ldb, beta, cm, (blasint)ldc);

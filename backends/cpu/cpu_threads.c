@@ -25,8 +25,9 @@
  * deterministic for a given thread count.
  *
  * Dispatch: the caller publishes a job under the mutex, bumps a generation
- * counter and broadcasts. Every thread, the caller included, then claims
- * parts from an atomic counter until none is left, so a worker that is
+ * counter and broadcasts. The caller runs part 0, and every thread, the
+ * caller included, then claims the other parts from an atomic counter
+ * until none is left, so a worker that is
  * slow to wake (a futex wake-up in a VM costs tens of microseconds) costs
  * parallelism, never a wait; the caller waits only for parts already
  * running (spinning on an atomic count, then sleeping).
@@ -38,6 +39,30 @@
  * (no syscalls, no sched_yield) and is bounded in time, so a machine busy
  * with other work loses at most a few tens of microseconds per large op.
  *
+ * Late workers: the one thing a second thread can make worse. On a
+ * machine with more runnable threads than cores (other processes, a CI
+ * runner's neighbours), a worker is often off its core when a job is
+ * published; it claims a part when it next runs, and if that is late, or
+ * it loses its core mid-part, the caller finishes its own part and waits
+ * for the worker's, longer than doing both itself would have taken.
+ * Measured on the 2-core EPYC with three other busy processes, the MLP's
+ * 64x128x256 product (one 42 us part on 1 thread): 2 threads median
+ * 209 us, 64x256x784 350 us against 249 us on one; the MLP trained at
+ * 1.59 ms a step on 2 threads against 1.34 ms on one. So the caller times
+ * each job (two clock reads, ~50 ns): when it waited for its workers so
+ * long that the job took longer than running every part itself would have
+ * (its own parts' time scaled to all parts), by more than recent jobs
+ * gained (a decaying sum of time saved turns negative), it runs the next
+ * CG_CPU_SOLO_JOBS jobs alone — the same parts, in order, so results are
+ * as handed over — and then hands over again to see whether the workers
+ * keep up. The idle workers meanwhile stop spinning and sleep, leaving
+ * the cores to whoever has them. The same machine and load after: the
+ * products 47 and 254 us on 2 threads, the MLP's step as on one thread.
+ * On an idle machine a spinning worker takes its part within a
+ * microsecond, every job saves time and the guard never trips.
+ * CLGRAD_CPU_HANDOFF: "auto" (this, the default), "always" (no guard),
+ * "never" (every job alone, the same parts: the tests compare the two).
+ *
  * Nesting: a range function that itself calls cg__cpu_parallel_for (a
  * GEMM tile calling the blocked SGEMM, say) runs that loop on its own
  * thread; the pool runs one job at a time.
@@ -48,6 +73,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,6 +86,21 @@
  * 34.0k, CNN 1,944 / 2,077 / 2,192 / 2,316 samples/s: most of the gain by
  * 50 µs. Env CLGRAD_CPU_SPIN_US overrides it (0: sleep at once). */
 #define CG_CPU_SPIN_NS 50000
+
+/* Jobs the caller runs alone once workers cost more than they saved (see
+ * the top): a training step issues 5-50 jobs, so this is a few steps,
+ * after which jobs are handed over again (a probe that may lose up to
+ * CG_CPU_PROBE_CREDIT_NS before the next solo stretch). */
+#define CG_CPU_SOLO_JOBS 64
+
+/* What handing over may lose after a start or a solo stretch before the
+ * caller goes solo again: the first jobs find the workers asleep (a
+ * futex wake-up costs 10-50 us in a VM), so on an idle machine a job or
+ * two must be allowed to lose while the workers come back to spinning;
+ * on a busy one every job loses 50-150 us and this is spent at once. */
+#define CG_CPU_PROBE_CREDIT_NS 100000
+
+enum handoff { HANDOFF_AUTO, HANDOFF_ALWAYS, HANDOFF_NEVER };
 
 /* A pause between polls: tells the core this is a spin-wait (saves power,
  * frees the sibling hyperthread), no syscall. */
@@ -79,6 +120,10 @@ struct cg_cpu_pool {
     void **scratch;                 /* per worker (index 0 unused)       */
     size_t *scratch_len;            /* bytes in scratch[t]               */
     int64_t spin_ns;
+    enum handoff handoff;
+    /* the late-worker guard; only the calling thread touches these */
+    int64_t gain_ns;                /* what handing over saved, decayed  */
+    int solo_left;                  /* jobs still to run alone           */
     atomic_uint gen;                /* bumped once per job               */
     /* Parts are claimed through one word, (job generation << 32) | next
      * part, so a worker still holding an old job's fields can never claim
@@ -120,10 +165,13 @@ static void env_warn_once(atomic_bool *warned, const char *fmt, ...)
 }
 
 static int64_t spin_from_env(void);
+static enum handoff handoff_from_env(void);
 
 int cg__cpu_threads_from_env(void)
 {
-    (void)spin_from_env();   /* checked here, when a context opens, for its warning */
+    /* checked here, when a context opens, for their warnings */
+    (void)spin_from_env();
+    (void)handoff_from_env();
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     int dflt = n < 1 ? 1 : n > CG_CPU_MAX_THREADS ? CG_CPU_MAX_THREADS : (int)n;
     const char *v = getenv("CLGRAD_CPU_THREADS");
@@ -187,14 +235,32 @@ static void part_range(int64_t n, int parts, int p, int64_t *lo, int64_t *hi)
     *hi = n * (p + 1) / parts;
 }
 
-/* Claims and runs parts of job `g` until none is left. Any thread may
- * run any part: a part's range is fixed by (n, parts), so results do not
- * depend on who runs it, and a caller whose workers are slow to wake does
- * the work itself instead of waiting for them. */
-static void run_parts(struct cg_cpu_pool *pool, unsigned g, cg_cpu_range_fn fn, void *arg,
-                      int64_t n, int parts)
+/* Runs part p of a job of `parts` and counts it finished. */
+static void run_part(struct cg_cpu_pool *pool, cg_cpu_range_fn fn, void *arg, int64_t n,
+                     int parts, int p)
 {
+    int64_t lo, hi;
+    part_range(n, parts, p, &lo, &hi);
     tl_in_job = true;
+    if (lo < hi) fn(arg, lo, hi);
+    tl_in_job = false;
+    if (atomic_fetch_add_explicit(&pool->finished, 1, memory_order_acq_rel) + 1 == parts) {
+        /* the last part: wake the caller if it stopped spinning */
+        pthread_mutex_lock(&pool->mu);
+        pthread_cond_signal(&pool->done);
+        pthread_mutex_unlock(&pool->mu);
+    }
+}
+
+/* Claims and runs parts of job `g` until none is left; returns how many
+ * this thread ran. Any thread may run any part: a part's range is fixed by
+ * (n, parts), so results do not depend on who runs it, and a caller whose
+ * workers are slow to wake does the work itself instead of waiting for
+ * them. */
+static int run_parts(struct cg_cpu_pool *pool, unsigned g, cg_cpu_range_fn fn, void *arg,
+                     int64_t n, int parts)
+{
+    int ran = 0;
     for (;;) {
         unsigned long long w = atomic_load_explicit(&pool->claim, memory_order_acquire);
         unsigned p = (unsigned)(w & 0xffffffffu);
@@ -202,17 +268,10 @@ static void run_parts(struct cg_cpu_pool *pool, unsigned g, cg_cpu_range_fn fn, 
         if (!atomic_compare_exchange_weak_explicit(&pool->claim, &w, w + 1,
                                                    memory_order_acq_rel, memory_order_relaxed))
             continue;
-        int64_t lo, hi;
-        part_range(n, parts, (int)p, &lo, &hi);
-        if (lo < hi) fn(arg, lo, hi);
-        if (atomic_fetch_add_explicit(&pool->finished, 1, memory_order_acq_rel) + 1 == parts) {
-            /* the last part: wake the caller if it stopped spinning */
-            pthread_mutex_lock(&pool->mu);
-            pthread_cond_signal(&pool->done);
-            pthread_mutex_unlock(&pool->mu);
-        }
+        run_part(pool, fn, arg, n, parts, (int)p);
+        ran++;
     }
-    tl_in_job = false;
+    return ran;
 }
 
 static void *worker_main(void *arg_)
@@ -237,7 +296,7 @@ static void *worker_main(void *arg_)
         int64_t n = pool->n;
         int parts = pool->parts;
         pthread_mutex_unlock(&pool->mu);
-        run_parts(pool, seen, fn, arg, n, parts);
+        (void)run_parts(pool, seen, fn, arg, n, parts);
     }
 }
 
@@ -257,6 +316,17 @@ static int64_t spin_from_env(void)
     return CG_CPU_SPIN_NS;
 }
 
+static enum handoff handoff_from_env(void)
+{
+    const char *v = getenv("CLGRAD_CPU_HANDOFF");
+    if (!v || !*v || strcmp(v, "auto") == 0) return HANDOFF_AUTO;
+    if (strcmp(v, "always") == 0) return HANDOFF_ALWAYS;
+    if (strcmp(v, "never") == 0) return HANDOFF_NEVER;
+    static atomic_bool warned;
+    env_warn_once(&warned, "CLGRAD_CPU_HANDOFF=%s is not auto, always or never; using auto", v);
+    return HANDOFF_AUTO;
+}
+
 /* Starts the workers; false (and no pool: loops stay serial) on failure. */
 static bool pool_start(struct cg_cpu_ctx *c)
 {
@@ -264,6 +334,8 @@ static bool pool_start(struct cg_cpu_ctx *c)
     if (!pool) return false;
     pool->nthreads = c->nthreads;
     pool->spin_ns = spin_from_env();
+    pool->handoff = handoff_from_env();
+    pool->gain_ns = CG_CPU_PROBE_CREDIT_NS;
     pool->workers = calloc((size_t)c->nthreads, sizeof *pool->workers);
     pool->scratch = calloc((size_t)c->nthreads, sizeof *pool->scratch);
     pool->scratch_len = calloc((size_t)c->nthreads, sizeof *pool->scratch_len);
@@ -359,6 +431,19 @@ void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu
         return;
     }
     if (parts > pool->nthreads) parts = pool->nthreads;
+    if (pool->handoff == HANDOFF_NEVER || pool->solo_left > 0) {
+        /* alone: the parts a handed-over job would have, in order */
+        if (pool->solo_left > 0) pool->solo_left--;
+        tl_in_job = true;
+        for (int p = 0; p < parts; p++) {
+            int64_t lo, hi;
+            part_range(n, parts, p, &lo, &hi);
+            if (lo < hi) fn(arg, lo, hi);
+        }
+        tl_in_job = false;
+        return;
+    }
+    int64_t t0 = now_ns();
     pthread_mutex_lock(&pool->mu);
     unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed) + 1;
     pool->fn = fn;
@@ -366,15 +451,33 @@ void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu
     pool->n = n;
     pool->parts = parts;
     atomic_store_explicit(&pool->finished, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->claim, (unsigned long long)g << 32, memory_order_release);
+    /* part 0 is the caller's: it works from the start, never only waits */
+    atomic_store_explicit(&pool->claim, (unsigned long long)g << 32 | 1, memory_order_release);
     atomic_store_explicit(&pool->gen, g, memory_order_release);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mu);
 
-    run_parts(pool, g, fn, arg, n, parts);
-    if (spin_until(pool->spin_ns, parts_done, pool, (unsigned)parts)) return;
-    pthread_mutex_lock(&pool->mu);
-    while (atomic_load_explicit(&pool->finished, memory_order_acquire) < parts)
-        pthread_cond_wait(&pool->done, &pool->mu);
-    pthread_mutex_unlock(&pool->mu);
+    int64_t t1 = now_ns();
+    run_part(pool, fn, arg, n, parts, 0);
+    int mine = 1 + run_parts(pool, g, fn, arg, n, parts);
+    int64_t own = now_ns() - t1;
+    if (!spin_until(pool->spin_ns, parts_done, pool, (unsigned)parts)) {
+        pthread_mutex_lock(&pool->mu);
+        while (atomic_load_explicit(&pool->finished, memory_order_acquire) < parts)
+            pthread_cond_wait(&pool->done, &pool->mu);
+        pthread_mutex_unlock(&pool->mu);
+    }
+    if (pool->handoff != HANDOFF_AUTO) return;
+    /* What handing over saved: all parts alone (estimated from the
+     * caller's own, parts / mine of its time) less what the job took,
+     * publishing included; negative when a worker was late or never came
+     * (then it saved nothing and the hand-over cost its wake-up). A
+     * running sum that forgets an eighth each job: once it is negative,
+     * handing over has cost more than it saved over the last jobs. */
+    int64_t alone = own * parts / mine, saved = alone - (now_ns() - t0);
+    pool->gain_ns += saved - pool->gain_ns / 8;
+    if (pool->gain_ns < 0) {
+        pool->gain_ns = CG_CPU_PROBE_CREDIT_NS;
+        pool->solo_left = CG_CPU_SOLO_JOBS;
+    }
 }
