@@ -227,6 +227,8 @@ with tempfile.TemporaryDirectory() as tmp:
     envcase("CLGRAD_CPU_SPIN_US=abc", {"CLGRAD_CPU_SPIN_US": "abc"},
             "CLGRAD_CPU_SPIN_US=abc is not a spin time")
     envcase("CLGRAD_CPU_SPIN_US=-5", {"CLGRAD_CPU_SPIN_US": "-5"}, "CLGRAD_CPU_SPIN_US=-5")
+    envcase("CLGRAD_CPU_HANDOFF=sometimes", {"CLGRAD_CPU_HANDOFF": "sometimes"},
+            "CLGRAD_CPU_HANDOFF=sometimes is not auto, always or never")
     envcase("CLGRAD_BACKEND=bogus", {"CLGRAD_BACKEND": "bogus"}, "CLGRAD_BACKEND=bogus", 1)
     envcase("CLGRAD_DEVICE=bogus", {"CLGRAD_DEVICE": "bogus"}, "CLGRAD_DEVICE", 1)
     envcase("CLGRAD_DEVICE=99", {"CLGRAD_DEVICE": "99"}, "CLGRAD_DEVICE", 1)
