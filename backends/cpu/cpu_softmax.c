@@ -54,17 +54,23 @@ CG_CPU_KERNEL static float row_max(const float *restrict x, int64_t cols)
 
 /* sum_j exp(x[j] - max), in double; with e: also e[j] = exp(x[j] - max).
  * Chunks of EXP_CHUNK go through a stack buffer so the exp loop has no
- * branch (it vectorises) and e may be x (an in-place softmax). */
+ * branch (it vectorises) and e may be x (an in-place softmax). The buffer
+ * is padded with zeros to whole vectors of 8 and the exp runs over those
+ * too, so no element takes the loop's scalar remainder (the causal
+ * softmax's rows are 1..T long: with T = 64, half its exps were scalar);
+ * the pad is cleared after, and adding exact zeros changes no sum. */
 CG_CPU_KERNEL static double exp_shifted(float *e, const float *x, float max, int64_t cols)
 {
     float buf[EXP_CHUNK];
     double lane[4] = {0};
     for (int64_t j0 = 0; j0 < cols; j0 += EXP_CHUNK) {
-        int64_t n = cols - j0 < EXP_CHUNK ? cols - j0 : EXP_CHUNK, j = 0;
-        for (int64_t i = 0; i < n; i++) buf[i] = cg_vexpf(x[j0 + i] - max);
-        for (; j + 4 <= n; j += 4)
+        int64_t n = cols - j0 < EXP_CHUNK ? cols - j0 : EXP_CHUNK, n8 = (n + 7) / 8 * 8;
+        for (int64_t i = 0; i < n; i++) buf[i] = x[j0 + i] - max;
+        for (int64_t i = n; i < n8; i++) buf[i] = 0.0f;
+        for (int64_t i = 0; i < n8; i++) buf[i] = cg_vexpf(buf[i]);
+        for (int64_t i = n; i < n8; i++) buf[i] = 0.0f;
+        for (int64_t j = 0; j < n8; j += 4)
             for (int l = 0; l < 4; l++) lane[l] += buf[j + l];
-        for (int l = 0; j < n; j++, l++) lane[l] += buf[j];
         if (e) memcpy(e + j0, buf, sizeof(float) * (size_t)n);
     }
     return lanes_sum(lane);
