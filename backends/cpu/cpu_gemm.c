@@ -41,7 +41,8 @@
  * 32x512x128 (B^T) 85 -> 99. oneDNN lost on narrow or tiny products:
  * n = 9..32 (0.7-0.9x), the seed FFN's 32x64x64 (0.73x), and short,
  * narrow B^T products (64x64x256, 0.73x), which stay with OpenBLAS
- * (use_onednn gives the rule and the later measurements). Each call runs on its calling thread (OpenMP's thread
+ * (use_onednn gives the rule and later measurements). Each call runs on
+ * its calling thread (OpenMP's thread
  * count set to 1 on each of our threads), so the tiles and results are as
  * with OpenBLAS: the same for a given thread count, within the last bits
  * of OpenBLAS's. CLGRAD_CPU_AVX512=0 (read once) keeps every product on
@@ -132,8 +133,8 @@ static void onednn_init(void)
 /* Whether a product of sizes already checked goes to oneDNN (the
  * measurements above): n >= 64 columns, at least 2^20 multiply-adds, and
  * not a short, narrow B^T product (m < 256 and n < 128), where oneDNN
- * repacks B^T for little work. Measured again (Zen 5 EPYC, 1 thread, CPU
- * time, best of 7, us OpenBLAS -> oneDNN): B^T with k = 64 now gains with
+ * repacks B^T for little work. Measured again (the 2-core EPYC, 1 thread,
+ * CPU time, best of 7, us OpenBLAS -> oneDNN): B^T with k = 64 now gains with
  * many rows, the Transformer's 2048x192x64 521 -> 481, 2048x256x64
  * 693 -> 656, 2048x64x64 183 -> 175, 512x64x64 44 -> 42 (the old rule kept
  * them on OpenBLAS, whose beta = 0 also clears C in a separate pass); the
