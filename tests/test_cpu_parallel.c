@@ -152,7 +152,8 @@ static int run_gemms(struct run *r)
     gemm_case(r, seed++, 1, 1, 45, 39, 170, 7, 0.5f, 2.0f, 1);
     gemm_case(r, seed++, 1, 0, 11, 13, 9, 3, 1.0f, 0.0f, 1);    /* small: serial */
     /* small A B^T, B transposed into scratch first: the attention's scores
-     * (batched 64x64x16), packed and padded, beta 0 and not */
+     * (batched 64x64x16), packed and padded, beta 0 and not; and one small
+     * enough for OpenBLAS's own small kernel (C of 437 elements, k 45) */
     gemm_case(r, seed++, 0, 1, 64, 64, 16, 5, 1.0f, 0.0f, 0);
     gemm_case(r, seed++, 0, 1, 64, 64, 16, 5, -0.5f, 0.5f, 1);
     gemm_case(r, seed++, 0, 1, 19, 23, 45, 3, 1.0f, 0.0f, 1);

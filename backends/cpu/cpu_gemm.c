@@ -81,14 +81,15 @@
  * stays serial; an LSTM step's (32x512x128) is split. */
 #define CG_CPU_GEMM_PAR_MIN ((int64_t)1 << 18)
 /* Multiply-adds up to which a product A B^T (A untransposed) gets B
- * transposed into scratch first. OpenBLAS 0.3.21 (SkylakeX/Cooperlake
- * kernels) runs products of up to 10^6 multiply-adds in its small-matrix
- * kernels, which skip packing and the separate clearing of C for beta = 0,
- * but not this case (column-major TN) when C has over 1200 elements or
- * k < 32: the attention's scores Q K^T and dP = dO V^T, 128 products
- * 64x64x16 a step each, took the packed path at 60 GFLOP/s. Measured (one
- * thread, CPU time, best of 5): 277 us as given, 217 us transposed here
- * (the transpose included). */
+ * transposed into scratch first, where OpenBLAS would not take its
+ * small-matrix kernel. OpenBLAS 0.3.21 (SkylakeX/Cooperlake kernels) runs
+ * products of up to 10^6 multiply-adds in those kernels, which skip
+ * packing and the separate clearing of C for beta = 0, but not this case
+ * (column-major TN) when C has over 1200 elements or k < 32, unless m is
+ * 8, 16 or 32 (its sgemm_small_kernel_permit): the attention's scores
+ * Q K^T and dP = dO V^T, 128 products 64x64x16 a step each, took the
+ * packed path at 60 GFLOP/s. Measured (one thread, CPU time, best of 5):
+ * 277 us as given, 217 us transposed here (the transpose included). */
 #define CG_CPU_GEMM_SMALL_BT (1 << 19)
 /* Tiles are multiples of this many rows or columns of C: whole vectors
  * of the widest kernels (16 floats), and fine enough to balance the MLP's
@@ -339,7 +340,8 @@ static cg_status gemm_one(struct cg_cpu_ctx *c, int trans_a, int trans_b, int64_
     }
 #endif
 #if CG_HAVE_OPENBLAS
-    if (trans_b && !trans_a && (double)m * n * k <= (double)CG_CPU_GEMM_SMALL_BT) {
+    if (trans_b && !trans_a && (double)m * n * k <= (double)CG_CPU_GEMM_SMALL_BT &&
+        (m * n > 1200 || k < 32) && m != 8 && m != 16 && m != 32) {
         /* B^T of a small product: transposed here, so that OpenBLAS takes
          * its small-matrix kernel (see CG_CPU_GEMM_SMALL_BT) */
         float *bt = cg__cpu_scratch(c, sizeof(float) * (size_t)(n * k));
