@@ -41,8 +41,10 @@
  *     bucket_bytes, in reverse parameter order, each with a non-blocking
  *     MPI_Iallreduce as soon as backward has finished all of its
  *     gradients, so communication overlaps the rest of the backward;
- *     cg_backward waits for the last one and divides by N before it
- *     returns. On the cpu backend MPI reads and writes the gradient memory
+ *     the last bucket (the first layer's, finished last: nothing is left
+ *     to overlap) goes out after the walk with the blocking
+ *     MPI_Allreduce, which Open MPI runs about 3x faster; cg_backward
+ *     waits for all and divides by N before it returns. On the cpu backend MPI reads and writes the gradient memory
  *     itself (a bucket of several tensors is packed into one host block
  *     with memcpy); on other backends each gradient is read into a host
  *     staging block allocated once at attach (pinned and mapped where the
