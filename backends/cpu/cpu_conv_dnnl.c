@@ -307,7 +307,7 @@ static bool plan_run(struct cg_cpu_ctx *c, struct cg_cpu_dconv *dc, const struct
     char *s = cg__cpu_scratch(c, p->scratch_bytes ? p->scratch_bytes : 1);
     if (!s) return false;
     dnnl_stream_t str = NULL;
-    dnnl_memory_t um[DCONV_ARGS] = {0}, im[DCONV_ARGS] = {0}, pad = NULL, rpad = NULL;
+    dnnl_memory_t um[DCONV_ARGS] = {0}, im[DCONV_ARGS] = {0}, pad = NULL;
     dnnl_exec_arg_t ea[DCONV_ARGS + 1];
     int ne = 0;
     bool ok = dnnl_stream_create(&str, dc->eng, dnnl_stream_default_flags) == dnnl_success;
@@ -320,9 +320,6 @@ static bool plan_run(struct cg_cpu_ctx *c, struct cg_cpu_dconv *dc, const struct
             ok = dnnl_memory_create(&um[i], &a->user, dc->eng, user[i]) == dnnl_success &&
                  dnnl_memory_create(&im[i], &a->inner, dc->eng, s + a->inner_off) ==
                      dnnl_success;
-            if (ok && !rpad && dnnl_memory_desc_get_size(&a->reorder_pad) > 0)
-                ok = dnnl_memory_create(&rpad, &a->reorder_pad, dc->eng,
-                                        s + p->reorder_pad_off) == dnnl_success;
         } else {
             ok = dnnl_memory_create(&im[i], &a->inner, dc->eng, user[i]) == dnnl_success;
         }
@@ -338,13 +335,17 @@ static bool plan_run(struct cg_cpu_ctx *c, struct cg_cpu_dconv *dc, const struct
         for (int i = 0; ok && i < DCONV_ARGS; i++) {
             const struct dconv_arg *a = &p->args[i];
             if (!a->reorder || a->out != (pass == 2)) continue;
-            /* (every reorder's scratchpad has the same place; only one
-             * reorder here needs one, if any, in oneDNN 2.6) */
+            /* (the reorders' scratchpads share one place: they run one
+             * after another) */
+            dnnl_memory_t rpad = NULL;
+            if (dnnl_memory_desc_get_size(&a->reorder_pad) > 0)
+                ok = dnnl_memory_create(&rpad, &a->reorder_pad, dc->eng,
+                                        s + p->reorder_pad_off) == dnnl_success;
             dnnl_exec_arg_t r[3] = {{DNNL_ARG_FROM, a->out ? im[i] : um[i]},
                                     {DNNL_ARG_TO, a->out ? um[i] : im[i]},
                                     {DNNL_ARG_SCRATCHPAD, rpad}};
-            bool has_pad = rpad && dnnl_memory_desc_get_size(&a->reorder_pad) > 0;
-            ok = dnnl_primitive_execute(a->reorder, str, has_pad ? 3 : 2, r) == dnnl_success;
+            if (ok) ok = dnnl_primitive_execute(a->reorder, str, rpad ? 3 : 2, r) == dnnl_success;
+            if (rpad) dnnl_memory_destroy(rpad);
         }
     }
     if (ok) ok = dnnl_stream_wait(str) == dnnl_success;
@@ -353,7 +354,6 @@ static bool plan_run(struct cg_cpu_ctx *c, struct cg_cpu_dconv *dc, const struct
         if (im[i]) dnnl_memory_destroy(im[i]);
     }
     if (pad) dnnl_memory_destroy(pad);
-    if (rpad) dnnl_memory_destroy(rpad);
     if (str) dnnl_stream_destroy(str);
     return ok;
 }
