@@ -10,10 +10,19 @@
  * adjoint, accumulated loop by loop. Tolerances: float32 sums of at most a
  * few hundred products of O(1) values, rtol 1e-4, atol 1e-4. Gradients are
  * also checked by central differences (tests/gradcheck.h).
+ *
+ * Whole-convolution members (backend.h conv2d*, the cpu backend's oneDNN
+ * path): the same references on shapes each of its paths takes (16+ input
+ * channels for the data gradient, strides, padding, dilation, odd sizes,
+ * batch 1, batches split unevenly over 1 to 3 threads), the same results
+ * as the composed im2col + GEMM path (a vtable copy with the members NULL,
+ * rtol 1e-4, atol 1e-4), and a fused forward whose backward members
+ * decline (col recomputed for the weight gradient).
  */
 #include <math.h>
 #include <string.h>
 
+#include "core/internal.h"
 #include "gradcheck.h"
 #include "harness.h"
 
@@ -944,6 +953,179 @@ static void test_cnn_gradcheck(void **state)
     cg_module_free(u.m);
 }
 
+/* ---- whole convolutions (backend.h conv2d members) ------------------------------ */
+
+/* Shapes for the fused members: c >= 16 (the cpu backend declines the data
+ * gradient below), every geometry option, odd sizes, batch 1, and batches
+ * of 5 and 7 (uneven parts over 2 or 3 threads). */
+static const struct conv_cfg fused_cfgs[] = {
+    /* n   c   h   w   o kh kw sh sw ph pw dh dw  g  bias */
+    {4, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},   /* the bench CNN's conv2 */
+    {5, 16, 9, 11, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},     /* odd sizes, odd o    */
+    {1, 17, 8, 7, 20, 3, 2, 2, 1, 0, 1, 1, 1, 1, false},    /* batch 1, stride     */
+    {7, 24, 13, 10, 9, 3, 3, 2, 2, 2, 1, 2, 1, 1, true},    /* stride 2, dilation  */
+    {3, 16, 6, 6, 16, 1, 1, 1, 1, 0, 0, 1, 1, 1, true},     /* 1x1                 */
+    {2, 20, 5, 9, 5, 5, 3, 1, 3, 2, 0, 1, 2, 1, false},     /* 5x3, stride 3       */
+    {5, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},    /* the CNN's conv1     */
+    {3, 3, 11, 9, 6, 3, 3, 1, 2, 1, 1, 1, 1, 1, true},      /* few channels        */
+};
+#define N_FUSED_CFGS (sizeof fused_cfgs / sizeof fused_cfgs[0])
+
+/* Whether the cpu backend under test takes its oneDNN path (backend.h's
+ * conv2d members present, AVX-512F, CLGRAD_CPU_AVX512 not 0). */
+static bool cpu_fused_expected(cg_ctx *ctx)
+{
+    const char *v = getenv("CLGRAD_CPU_AVX512");
+    __builtin_cpu_init();
+    return strcmp(cg_ctx_backend_name(ctx), "cpu") == 0 && CG_BACKEND_HAS(ctx->be, conv2d) &&
+           __builtin_cpu_supports("avx512f") && !(v && strcmp(v, "0") == 0);
+}
+
+/* One forward and backward (L = sum(gy * y)): y and the gradients of x,
+ * w, b concatenated, and the kernels launched. */
+struct conv_run {
+    float *v;
+    int64_t n;
+    uint64_t launches;
+};
+
+static struct conv_run run_conv(cg_ctx *ctx, const struct conv_cfg *c, const float *hx,
+                                const float *hw, const float *hb, const float *hg)
+{
+    int64_t oh = cfg_oh(c), ow = cfg_ow(c);
+    int64_t nx = c->n * c->c * c->h * c->w, nw = c->o * c->c * c->kh * c->kw;
+    int64_t ny = c->n * c->o * oh * ow;
+    struct conv_run r = {.n = ny + nx + nw + (c->bias ? c->o : 0)};
+    r.v = malloc((size_t)r.n * sizeof *r.v);
+    assert_non_null(r.v);
+    cg_scope_begin(ctx);
+    cg_tensor *x = cg_tensor_from_host(ctx, CG_SHAPE(c->n, c->c, c->h, c->w), hx);
+    cg_tensor *w = cg_tensor_from_host(ctx, CG_SHAPE(c->o, c->c, c->kh, c->kw), hw);
+    cg_tensor *b = c->bias ? cg_tensor_from_host(ctx, CG_SHAPE(c->o), hb) : NULL;
+    cg_tensor *gy = cg_tensor_from_host(ctx, CG_SHAPE(c->n, c->o, oh, ow), hg);
+    assert_int_equal(cg_tensor_set_requires_grad(x, true), CG_OK);
+    assert_int_equal(cg_tensor_set_requires_grad(w, true), CG_OK);
+    if (b) assert_int_equal(cg_tensor_set_requires_grad(b, true), CG_OK);
+    struct cg_conv2d_opts o = {.stride = {c->sh, c->sw}, .padding = {c->ph, c->pw},
+                               .dilation = {c->dh, c->dw}, .groups = 1};
+    struct cg_backend_stats s0, s1;
+    cg_ctx_stats(ctx, &s0);
+    cg_tensor *y = cg_conv2d_ex(x, w, b, &o);
+    if (!y) fail_msg("%s", cg_last_error(ctx));
+    assert_int_equal(cg_backward_with(y, gy), CG_OK);
+    cg_ctx_stats(ctx, &s1);
+    r.launches = s1.launches - s0.launches;
+    assert_int_equal(cg_tensor_to_host(y, r.v, ny), CG_OK);
+    assert_int_equal(cg_tensor_to_host(cg_tensor_grad(x), r.v + ny, nx), CG_OK);
+    assert_int_equal(cg_tensor_to_host(cg_tensor_grad(w), r.v + ny + nx, nw), CG_OK);
+    if (b) assert_int_equal(cg_tensor_to_host(cg_tensor_grad(b), r.v + ny + nx + nw, c->o), CG_OK);
+    cg_scope_end(ctx);
+    return r;
+}
+
+/* Every shape against the float64 reference, through whatever path the
+ * backend takes for it. */
+static void test_conv_fused_reference(void **state)
+{
+    cg_ctx *ctx = *state;
+    uint64_t rng = 0xc0f1;
+    for (size_t i = 0; i < N_FUSED_CFGS; i++) check_conv_cfg(ctx, &fused_cfgs[i], &rng);
+}
+
+static struct cg_backend_i conv_vtable;
+
+/* Fused (the context's vtable) vs composed (a copy with the conv2d members
+ * NULL) on the same inputs, on contexts of 1, 2 and 3 cpu threads (the
+ * batch split in parts) or the backend under test. The fused path must
+ * launch fewer kernels where the cpu backend's oneDNN path is expected,
+ * so a path that silently declined would fail here. */
+static void fused_vs_composed(cg_ctx *ctx, uint64_t *rng, const char *label)
+{
+    bool expect = cpu_fused_expected(ctx);
+    for (size_t i = 0; i < N_FUSED_CFGS; i++) {
+        const struct conv_cfg *c = &fused_cfgs[i];
+        char name[256], what[320];
+        cfg_name(c, name, sizeof name);
+        int64_t nx = c->n * c->c * c->h * c->w, nw = c->o * c->c * c->kh * c->kw;
+        int64_t ny = c->n * c->o * cfg_oh(c) * cfg_ow(c);
+        float *hx = rand_new(rng, nx, -1, 1), *hw = rand_new(rng, nw, -1, 1);
+        float *hb = rand_new(rng, c->o, -1, 1), *hg = rand_new(rng, ny, -1, 1);
+        struct conv_run f = run_conv(ctx, c, hx, hw, hb, hg);
+        const struct cg_backend_i *saved = ctx->be;
+        conv_vtable = *ctx->be;
+        conv_vtable.conv2d = NULL;
+        conv_vtable.conv2d_backward_data = NULL;
+        conv_vtable.conv2d_backward_weights = NULL;
+        ctx->be = &conv_vtable;
+        struct conv_run k = run_conv(ctx, c, hx, hw, hb, hg);
+        ctx->be = saved;
+        snprintf(what, sizeof what, "%s %s: fused vs composed", label, name);
+        assert_int_equal(f.n, k.n);
+        th_assert_close_f(f.v, k.v, f.n, 1e-4, 1e-4, what);
+        if (expect && f.launches >= k.launches)
+            fail_msg("%s: the fused path launched %llu kernels, the composed %llu: declined?",
+                     what, (unsigned long long)f.launches, (unsigned long long)k.launches);
+        free(f.v), free(k.v), free(hx), free(hw), free(hb), free(hg);
+    }
+}
+
+static void test_conv_fused_vs_composed(void **state)
+{
+    cg_ctx *ctx = *state;
+    uint64_t rng = 0xc0f2;
+    fused_vs_composed(ctx, &rng, cg_ctx_backend_name(ctx));
+    if (strcmp(cg_ctx_backend_name(ctx), "cpu") != 0) return;
+    const char *old = getenv("CLGRAD_CPU_THREADS");
+    char *keep = old ? strdup(old) : NULL;
+    for (int t = 1; t <= 3; t++) {
+        char tv[8], label[32];
+        snprintf(tv, sizeof tv, "%d", t);
+        snprintf(label, sizeof label, "cpu %d threads", t);
+        setenv("CLGRAD_CPU_THREADS", tv, 1);
+        cg_ctx *c2 = NULL;
+        struct cg_ctx_options o = {.backend = "cpu", .seed = 7};
+        assert_int_equal(cg_ctx_create(&c2, &o), CG_OK);
+        fused_vs_composed(c2, &rng, label);
+        cg_ctx_free(c2);
+    }
+    if (keep) setenv("CLGRAD_CPU_THREADS", keep, 1);
+    else unsetenv("CLGRAD_CPU_THREADS");
+    free(keep);
+}
+
+/* Members that decline every call, as a backend may for a shape. */
+static cg_status decline_data(void *ctx, const struct cg_conv2d_desc *d, int64_t out_c,
+                              struct cg_ptr dx, struct cg_ptr gy, struct cg_ptr w)
+{
+    (void)ctx, (void)d, (void)out_c, (void)dx, (void)gy, (void)w;
+    return CG_STATUS_UNSUPPORTED;
+}
+
+static cg_status decline_weights(void *ctx, const struct cg_conv2d_desc *d, int64_t out_c,
+                                 struct cg_ptr dw, struct cg_ptr db, struct cg_ptr x,
+                                 struct cg_ptr gy)
+{
+    (void)ctx, (void)d, (void)out_c, (void)dw, (void)db, (void)x, (void)gy;
+    return CG_STATUS_UNSUPPORTED;
+}
+
+/* The forward fused (where the backend has it) and both backward members
+ * declining: the core composes the gradients, recomputing col from x
+ * (the fused forward kept none); against the float64 reference. */
+static void test_conv_fused_declined(void **state)
+{
+    cg_ctx *ctx = *state;
+    if (!CG_BACKEND_HAS(ctx->be, conv2d)) skip();   /* no fused forward to pair with */
+    uint64_t rng = 0xc0f3;
+    const struct cg_backend_i *saved = ctx->be;
+    conv_vtable = *ctx->be;
+    conv_vtable.conv2d_backward_data = decline_data;
+    conv_vtable.conv2d_backward_weights = decline_weights;
+    ctx->be = &conv_vtable;
+    for (size_t i = 0; i < N_FUSED_CFGS; i++) check_conv_cfg(ctx, &fused_cfgs[i], &rng);
+    ctx->be = saved;
+}
+
 /* ---- opencl (or any other backend) against cpu ---------------------------------- */
 
 /* Runs the same seeded model, input and dropout masks on ctx and a cpu
@@ -1022,6 +1204,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_spec, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_size_overflow, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_cnn_gradcheck, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_conv_fused_reference, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_conv_fused_vs_composed, th_setup, th_teardown),
+        cmocka_unit_test_setup_teardown(test_conv_fused_declined, th_setup, th_teardown),
         cmocka_unit_test_setup_teardown(test_against_cpu, th_setup, th_teardown),
     };
     return TH_RUN(tests);

@@ -191,6 +191,9 @@ static void cpu_close(void *ctx)
     struct cg_cpu_ctx *c = ctx;
     if (c) {
         cg__cpu_pool_stop(c);
+#if CG_HAVE_ONEDNN
+        cg__cpu_dconv_release(c);
+#endif
         pool_drain(c);
         free(c->scratch);
     }
@@ -406,6 +409,11 @@ static const struct cg_backend_i cpu_backend = {
     .bias_gelu_backward = cg__cpu_bias_gelu_backward,
     .layernorm = cg__cpu_layernorm,
     .layernorm_backward = cg__cpu_layernorm_backward,
+#if CG_HAVE_ONEDNN
+    .conv2d = cg__cpu_conv2d,
+    .conv2d_backward_data = cg__cpu_conv2d_backward_data,
+    .conv2d_backward_weights = cg__cpu_conv2d_backward_weights,
+#endif
 };
 
 /* The built-in backend's entry, which the core's registry calls directly

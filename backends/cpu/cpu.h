@@ -16,6 +16,7 @@
  *   cpu_index.c    row gather/scatter-add, pick/pick-add
  *   cpu_optim.c    fused SGD / Adam(W) / RMSProp updates
  *   cpu_conv.c     im2col / col2im, max / average pooling and backward
+ *   cpu_conv_dnnl.c  whole convolutions through oneDNN (AVX-512 builds)
  *   cpu_rnn.c      fused LSTM cell step and backward
  *   cpu_seq.c      the Transformer feed-forward's bias + GELU
  *   cpu_layernorm.c  LayerNorm forward and backward
@@ -109,6 +110,7 @@ struct cg_cpu_ctx {
     bool pool_failed;                   /* could not start: stay serial    */
     void *scratch;                      /* the calling thread's scratch    */
     size_t scratch_len;                 /* bytes in scratch                */
+    struct cg_cpu_dconv *dconv;         /* oneDNN convolutions, or NULL    */
 };
 
 /* Work on items [lo, hi) of a split loop. */
@@ -193,6 +195,17 @@ cg_status cg__cpu_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
 cg_status cg__cpu_optim_update(void *ctx, const struct cg_optim_hparams *h,
                                struct cg_ptr param, struct cg_ptr grad,
                                struct cg_ptr state[3], int64_t n);
+/* cpu_conv_dnnl.c (builds with oneDNN only): whole convolutions, and the
+ * release of their cached primitives (cpu_close). */
+struct cg_cpu_dconv;
+void cg__cpu_dconv_release(struct cg_cpu_ctx *c);
+cg_status cg__cpu_conv2d(void *ctx, const struct cg_conv2d_desc *d, int64_t out_c,
+                         struct cg_ptr y, struct cg_ptr x, struct cg_ptr w, struct cg_ptr b);
+cg_status cg__cpu_conv2d_backward_data(void *ctx, const struct cg_conv2d_desc *d, int64_t out_c,
+                                       struct cg_ptr dx, struct cg_ptr gy, struct cg_ptr w);
+cg_status cg__cpu_conv2d_backward_weights(void *ctx, const struct cg_conv2d_desc *d,
+                                          int64_t out_c, struct cg_ptr dw, struct cg_ptr db,
+                                          struct cg_ptr x, struct cg_ptr gy);
 cg_status cg__cpu_im2col(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr col,
                          struct cg_ptr img);
 cg_status cg__cpu_col2im(void *ctx, const struct cg_conv2d_desc *d, struct cg_ptr img,

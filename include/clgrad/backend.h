@@ -419,6 +419,8 @@ struct cg_backend_i {
      *       GELU ops; tests/test_fused.c
      *   layernorm, layernorm_backward: src/nn/layernorm.c's composed
      *       LayerNorm; tests/test_fused.c
+     *   conv2d, conv2d_backward_data, conv2d_backward_weights:
+     *       src/core/ops_conv.c's im2col + GEMM; tests/test_conv.c
      * (optim_update is a general primitive, required; im2col, col2im and
      * pooling are primitives with no composed form: without them the core
      * reports CG_STATUS_UNSUPPORTED.) */
@@ -514,6 +516,32 @@ struct cg_backend_i {
     /* Releases what host_alloc returned; no read or write into it may be
      * in flight. NULL is fine. */
     void (*host_free)(void *ctx, void *ptr);
+
+    /* ---- whole convolutions (groups = 1), fused members by the rule
+     * above. Optional: NULL makes the core compose them from im2col,
+     * col2im and gemm (src/core/ops_conv.c). Unlike the other fused
+     * members, each may also decline particular sizes by returning
+     * CG_STATUS_UNSUPPORTED with nothing written and no error recorded (the
+     * cpu backend where oneDNN has no fast kernel for a shape, or no
+     * AVX-512): the core then composes that call. All tensors are
+     * contiguous: x, dx (n, c, h, w); w, dw (out_c, c, kh, kw); b, db
+     * (out_c); y, gy (n, out_c, oh, ow). With d's geometry:
+     *   y[n, o, y, x] = b[o] + sum_{ci, i, j} w[o, ci, i, j] *
+     *                   x[n, ci, y * sh - ph + i * dh, x * sw - pw + j * dw]
+     * (0 in the padding; torch.nn.functional.conv2d). b may be a NULL buf
+     * (no bias). Writes y. */
+    cg_status (*conv2d)(void *ctx, const struct cg_conv2d_desc *d, int64_t out_c,
+                        struct cg_ptr y, struct cg_ptr x, struct cg_ptr w, struct cg_ptr b);
+    /* dx = the adjoint of conv2d wrt x applied to gy. Writes (does not
+     * accumulate) dx. */
+    cg_status (*conv2d_backward_data)(void *ctx, const struct cg_conv2d_desc *d, int64_t out_c,
+                                      struct cg_ptr dx, struct cg_ptr gy, struct cg_ptr w);
+    /* dw[o, ci, i, j] = sum_{n, y, x} gy[n, o, y, x] * x[n, ci, ...] (the
+     * tap above), and db[o] = sum_{n, y, x} gy[n, o, y, x] where db is not
+     * a NULL buf. Writes (does not accumulate) dw and db. */
+    cg_status (*conv2d_backward_weights)(void *ctx, const struct cg_conv2d_desc *d,
+                                         int64_t out_c, struct cg_ptr dw, struct cg_ptr db,
+                                         struct cg_ptr x, struct cg_ptr gy);
 };
 
 /* The members every backend must have: all up to and including reset_stats. */

@@ -21,7 +21,8 @@
  * close, statistics) and the registry do, besides this file. The
  * fused-or-composed choices (LayerNorm, causal softmax, bias + GELU, the
  * LSTM cell) use the cg__be_has_* queries below, in core's ops
- * (ops_fused.c, ops_rnn.c).
+ * (ops_fused.c, ops_rnn.c); whole convolutions (ops_conv.c) also compose
+ * when the member declines a call (CG_STATUS_UNSUPPORTED).
  */
 #ifndef CLGRAD_CORE_DISPATCH_H
 #define CLGRAD_CORE_DISPATCH_H
@@ -280,6 +281,57 @@ static inline cg_status cg__be_pool2d_backward(cg_ctx *ctx, const char *what,
     cg_status s = ctx->be->pool2d_backward(ctx->bctx, kind, d, gin, gout, argmax);
     return s == CG_OK ? CG_OK
                       : cg__be_fail(ctx, s, what, "pool2d_backward", CG__DESC_SIZES(d));
+}
+
+/* ---- whole convolutions (fused, optional; backend.h) ------------------
+ * CG_STATUS_UNSUPPORTED from the backend means "compose this one": it is
+ * returned as is, with no error recorded (the member may decline sizes). */
+
+static inline bool cg__be_has_conv2d_fused(cg_ctx *ctx)
+{
+    return CG__BE_HAS(ctx, conv2d) && CG__BE_HAS(ctx, conv2d_backward_data) &&
+           CG__BE_HAS(ctx, conv2d_backward_weights);
+}
+
+#define CG__CONV_SIZES(d, oc) "n, c, h, w, out_c, kh, kw, oh, ow", \
+    CG__SIZES((d)->n, (d)->c, (d)->h, (d)->w, (oc), (d)->kh, (d)->kw, (d)->oh, (d)->ow)
+
+static inline cg_status cg__be_conv2d(cg_ctx *ctx, const char *what,
+                                      const struct cg_conv2d_desc *d, int64_t out_c,
+                                      struct cg_ptr y, struct cg_ptr x, struct cg_ptr w,
+                                      struct cg_ptr b)
+{
+    if (!CG__BE_HAS(ctx, conv2d)) return CG_STATUS_UNSUPPORTED;
+    cg_status s = ctx->be->conv2d(ctx->bctx, d, out_c, y, x, w, b);
+    return s == CG_OK || s == CG_STATUS_UNSUPPORTED
+               ? s
+               : cg__be_fail(ctx, s, what, "conv2d", CG__CONV_SIZES(d, out_c));
+}
+
+static inline cg_status cg__be_conv2d_backward_data(cg_ctx *ctx, const char *what,
+                                                    const struct cg_conv2d_desc *d,
+                                                    int64_t out_c, struct cg_ptr dx,
+                                                    struct cg_ptr gy, struct cg_ptr w)
+{
+    if (!CG__BE_HAS(ctx, conv2d_backward_data)) return CG_STATUS_UNSUPPORTED;
+    cg_status s = ctx->be->conv2d_backward_data(ctx->bctx, d, out_c, dx, gy, w);
+    return s == CG_OK || s == CG_STATUS_UNSUPPORTED
+               ? s
+               : cg__be_fail(ctx, s, what, "conv2d_backward_data", CG__CONV_SIZES(d, out_c));
+}
+
+static inline cg_status cg__be_conv2d_backward_weights(cg_ctx *ctx, const char *what,
+                                                       const struct cg_conv2d_desc *d,
+                                                       int64_t out_c, struct cg_ptr dw,
+                                                       struct cg_ptr db, struct cg_ptr x,
+                                                       struct cg_ptr gy)
+{
+    if (!CG__BE_HAS(ctx, conv2d_backward_weights)) return CG_STATUS_UNSUPPORTED;
+    cg_status s = ctx->be->conv2d_backward_weights(ctx->bctx, d, out_c, dw, db, x, gy);
+    return s == CG_OK || s == CG_STATUS_UNSUPPORTED
+               ? s
+               : cg__be_fail(ctx, s, what, "conv2d_backward_weights",
+                             CG__CONV_SIZES(d, out_c));
 }
 
 /* ---- fused kernels (optional members; backend.h gives the math) ------- */

@@ -27,6 +27,12 @@
  * backend, where a strided reduction over n would not. col is saved from
  * the forward for dW. A 1x1 kernel with stride 1 and no padding needs no
  * im2col: col is x itself.
+ *
+ * Fused: a backend with the conv2d members (backend.h; the cpu backend
+ * through oneDNN's convolutions) runs each of the three directions whole
+ * when groups == 1; it may decline a call (CG_STATUS_UNSUPPORTED), which
+ * is then composed as above. After a fused forward no col is kept: a
+ * declined weight gradient recomputes it from x.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -186,6 +192,77 @@ static cg_status conv_grad_input(const struct conv_geom *g, cg_tensor *x, cg_ten
     return st;
 }
 
+static const struct cg_ptr no_ptr = {NULL, 0};
+
+/* The fused weight (and bias, when db_wanted) gradient; *done tells
+ * whether the backend took it (else nothing was written). */
+static cg_status conv_grad_weight_fused(const struct conv_geom *g, cg_tensor *x, cg_tensor *w,
+                                        cg_tensor *b, bool db_wanted, cg_tensor *gy, bool *done)
+{
+    cg_ctx *ctx = cg__ctx_of(x);
+    *done = false;
+    cg_tensor *xc = cg__contig_ref(x);
+    cg_tensor *dw = xc ? cg__tensor_new_unowned(ctx, w->ndim, w->shape) : NULL;
+    cg_tensor *db = dw && db_wanted ? cg__tensor_new_unowned(ctx, b->ndim, b->shape) : NULL;
+    cg_status st = dw && (db || !db_wanted) ? CG_OK : ctx->status;
+    if (st == CG_OK)
+        st = cg__be_conv2d_backward_weights(ctx, "cg_conv2d backward (weight)", &g->d, g->out_c,
+                                            cg__ptr(dw), db ? cg__ptr(db) : no_ptr, cg__ptr(xc),
+                                            cg__ptr(gy));
+    if (st == CG_OK) {
+        *done = true;
+        st = cg__accumulate_grad(w, dw);
+        if (st == CG_OK && db) st = cg__accumulate_grad(b, db);
+    } else if (st == CG_STATUS_UNSUPPORTED) {
+        st = CG_OK;
+    }
+    cg__tensor_unref(db);
+    cg__tensor_unref(dw);
+    cg__tensor_unref(xc);
+    return st;
+}
+
+/* The fused input gradient; *done as above. */
+static cg_status conv_grad_input_fused(const struct conv_geom *g, cg_tensor *x, cg_tensor *w,
+                                       cg_tensor *gy, bool *done)
+{
+    cg_ctx *ctx = cg__ctx_of(x);
+    *done = false;
+    cg_tensor *wc = cg__contig_ref(w);
+    cg_tensor *dx = wc ? cg__tensor_new_unowned(ctx, x->ndim, x->shape) : NULL;
+    cg_status st = dx ? CG_OK : ctx->status;
+    if (st == CG_OK)
+        st = cg__be_conv2d_backward_data(ctx, "cg_conv2d backward (input)", &g->d, g->out_c,
+                                         cg__ptr(dx), cg__ptr(gy), cg__ptr(wc));
+    if (st == CG_OK) {
+        *done = true;
+        st = cg__accumulate_grad(x, dx);
+    } else if (st == CG_STATUS_UNSUPPORTED) {
+        st = CG_OK;
+    }
+    cg__tensor_unref(dx);
+    cg__tensor_unref(wc);
+    return st;
+}
+
+/* col for the composed weight gradient when the forward kept none (it
+ * was fused): im2col of x again (x itself for the identity). */
+static cg_tensor *conv_col_again(const struct conv_geom *g, cg_tensor *x)
+{
+    cg_ctx *ctx = cg__ctx_of(x);
+    cg_tensor *xc = cg__contig_ref(x);
+    if (!xc || g->identity) return xc;
+    cg_tensor *col =
+        cg__tensor_new_unowned(ctx, CG_SHAPE(g->d.n, g->d.c * g->d.kh * g->d.kw, g->l));
+    if (col && cg__be_im2col(ctx, "cg_conv2d backward (weight)", &g->d, cg__ptr(col),
+                             cg__ptr(xc)) != CG_OK) {
+        cg__tensor_unref(col);
+        col = NULL;
+    }
+    cg__tensor_unref(xc);
+    return col;
+}
+
 static cg_status conv2d_backward(struct cg_node *nd, cg_tensor *y, cg_tensor *gy_in)
 {
     cg_tensor *x = nd->inputs[0], *w = nd->inputs[1], *b = nd->inputs[2];
@@ -202,9 +279,23 @@ static cg_status conv2d_backward(struct cg_node *nd, cg_tensor *y, cg_tensor *gy
     cg_tensor *gy = cg__contig_ref(gy_in);
     if (!gy) return ctx->status;
     cg_status st = CG_OK;
-    if (cg__input_needs_grad(nd, 2)) st = conv_grad_bias(&g, b, gy);
-    if (st == CG_OK && cg__input_needs_grad(nd, 1)) st = conv_grad_weight(&g, w, gy, nd->saved[0]);
-    if (st == CG_OK && cg__input_needs_grad(nd, 0)) st = conv_grad_input(&g, x, w, gy);
+    bool fused = g.groups == 1 && cg__be_has_conv2d_fused(ctx);
+    bool need_b = cg__input_needs_grad(nd, 2), need_w = cg__input_needs_grad(nd, 1);
+    bool done = false;
+    if (need_w && fused) st = conv_grad_weight_fused(&g, x, w, b, need_b, gy, &done);
+    if (done) need_b = false;   /* the fused call summed db too */
+    if (st == CG_OK && need_b) st = conv_grad_bias(&g, b, gy);
+    if (st == CG_OK && need_w && !done) {
+        cg_tensor *col = nd->saved[0];
+        if (col) cg__tensor_ref(col);
+        else col = conv_col_again(&g, x);
+        st = col ? conv_grad_weight(&g, w, gy, col) : ctx->status;
+        cg__tensor_unref(col);
+    }
+    done = false;
+    if (st == CG_OK && cg__input_needs_grad(nd, 0) && fused)
+        st = conv_grad_input_fused(&g, x, w, gy, &done);
+    if (st == CG_OK && cg__input_needs_grad(nd, 0) && !done) st = conv_grad_input(&g, x, w, gy);
     cg__tensor_unref(gy);
     return st;
 }
@@ -345,16 +436,27 @@ CG_API cg_tensor *cg_conv2d_ex(cg_tensor *x, cg_tensor *w, cg_tensor *b,
         xc = cg__contig_ref(x);
         wc = xc ? cg__contig_ref(w) : NULL;
         if (!wc) st = ctx->status;
-        if (st == CG_OK && g.identity) {
+        bool fused = false;
+        if (st == CG_OK && g.groups == 1 && cg__be_has_conv2d_fused(ctx)) {
+            cg_tensor *bc = b ? cg__contig_ref(b) : NULL;
+            if (b && !bc) st = ctx->status;
+            if (st == CG_OK)
+                st = cg__be_conv2d(ctx, "cg_conv2d", &g.d, g.out_c, cg__ptr(y), cg__ptr(xc),
+                                   cg__ptr(wc), bc ? cg__ptr(bc) : no_ptr);
+            cg__tensor_unref(bc);
+            fused = st == CG_OK;
+            if (st == CG_STATUS_UNSUPPORTED) st = CG_OK;   /* declined: compose it */
+        }
+        if (st == CG_OK && !fused && g.identity) {
             col = xc;
             cg__tensor_ref(col);
-        } else if (st == CG_OK) {
+        } else if (st == CG_OK && !fused) {
             col = cg__tensor_new_unowned(ctx, CG_SHAPE(g.d.n, g.d.c * g.d.kh * g.d.kw, g.l));
             if (!col) st = ctx->status;
             else
                 st = cg__be_im2col(ctx, "cg_conv2d", &g.d, cg__ptr(col), cg__ptr(xc));
         }
-        if (st == CG_OK) st = conv_forward_into(ctx, &g, y, wc, b, col);
+        if (st == CG_OK && !fused) st = conv_forward_into(ctx, &g, y, wc, b, col);
     }
     if (st == CG_OK) {
         /* col is kept for dW only when w will receive a gradient. */
