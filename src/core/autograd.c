@@ -282,9 +282,10 @@ static cg_status run_backward(cg_ctx *ctx, cg_tensor *out, cg_tensor *seed, cg_t
     for (int64_t k = n_order - 1; k >= 0 && st == CG_OK; k--) {
         cg_tensor *t = order[k];
         /* Reverse post-order puts every consumer of a leaf before it: its
-         * gradient is final here (data parallelism starts its all-reduce). */
-        if (!t->node && t->grad && ctx->grad_ready)
-            st = ctx->grad_ready(ctx->grad_ready_data, t);
+         * gradient is final here (data parallelism starts its all-reduce).
+         * Before a node's backward the hook runs too, so collectives in
+         * flight move on between ops (Open MPI's move only inside MPI calls). */
+        if (t->grad && ctx->grad_ready) st = ctx->grad_ready(ctx->grad_ready_data, t);
         if (!t->node || !t->grad) continue; /* leaf, or no path to out */
         cg_tensor *g = t->grad;
         t->grad = NULL;

@@ -124,11 +124,12 @@ struct cg_ctx {
     uint64_t visit_epoch;
 
     /* Data parallelism (src/dist/dist.c), all NULL/0 in one process.
-     * grad_ready runs when cg_backward has finished a leaf's gradient
-     * (leaf NULL: the walk ended); row_offset is this process's first
+     * grad_ready runs when cg_backward has finished a leaf's gradient,
+     * before each node's backward (t->node set: nothing is final, a chance
+     * to move communication on) and with NULL when the walk ended; row_offset is this process's first
      * row in the global batch, so dropout masks follow the global sample
      * index; dist is the communicator SyncBatchNorm sums over. */
-    cg_status (*grad_ready)(void *data, cg_tensor *leaf);
+    cg_status (*grad_ready)(void *data, cg_tensor *t);
     void *grad_ready_data;
     struct cg_dist *dist;
     int64_t row_offset;

@@ -699,28 +699,40 @@ static int find_param(cg_dist *d, const cg_tensor *t)
     return -1;
 }
 
-static cg_status grad_hook(void *data, cg_tensor *leaf)
+/* Open MPI moves a non-blocking collective on only inside MPI calls:
+ * poke the ones in flight, so they progress during backward. */
+static void progress(cg_dist *d)
+{
+    for (int k = 0; k < d->next_send; k++) {
+        struct bucket *bk = &d->buckets[d->order[k]];
+        int done;
+        if (bk->launched && !bk->done) {
+            MPI_Test(&bk->req, &done, MPI_STATUS_IGNORE);
+            bk->done = done;
+        }
+    }
+}
+
+/* autograd's hook (core/internal.h): t a finished leaf, a node about to
+ * run its backward, or NULL at the end of the walk. */
+static cg_status grad_hook(void *data, cg_tensor *t)
 {
     cg_dist *d = data;
     cg_status st = CG_OK;
-    if (leaf) {
-        int i = find_param(d, leaf);
+    if (t && t->node) { /* between two ops of the walk: send what landed */
+        st = pump(d, false);
+        progress(d);
+        return st;
+    }
+    if (t) {
+        int i = find_param(d, t);
         if (i < 0 || d->ready[i]) return CG_OK;
         d->ready[i] = true;
         struct bucket *b = &d->buckets[d->bucket_of[i]];
         if (++b->ready == b->count && !d->no_overlap) st = bucket_stage(d, b);
         cg_status s = pump(d, false);
         if (st == CG_OK) st = s;
-        /* Open MPI moves a non-blocking collective on only inside MPI
-         * calls: poke the ones in flight, so they progress during backward. */
-        for (int k = 0; k < d->next_send; k++) {
-            struct bucket *bk = &d->buckets[d->order[k]];
-            int done;
-            if (bk->launched && !bk->done) {
-                MPI_Test(&bk->req, &done, MPI_STATUS_IGNORE);
-                bk->done = done;
-            }
-        }
+        progress(d);
         return st;
     }
     /* The walk ended: stage what is left (parameters without a gradient
