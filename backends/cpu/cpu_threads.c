@@ -60,8 +60,17 @@
  * products 47 and 254 us on 2 threads, the MLP's step as on one thread.
  * On an idle machine a spinning worker takes its part within a
  * microsecond, every job saves time and the guard never trips.
- * CLGRAD_CPU_HANDOFF: "auto" (this, the default), "always" (no guard),
+ * CLGRAD_CPU_HANDOFF: "auto" (this), "always" (no guard, the default),
  * "never" (every job alone, the same parts: the tests compare the two).
+ * The guard is not the default because it can stick on an idle machine:
+ * where gaps between jobs outlast the spin, every job finds its workers
+ * asleep and pays a futex wake-up; a few tiny jobs (Adam's halves) lose
+ * that, the caller goes solo, the workers sleep through the solo stretch,
+ * and the probe after it loses again. Measured (clgrad-dist-bench, MLP,
+ * 2 threads, idle machine, alternated): auto 71k / 67k / 122k samples/s
+ * (CPU time = wall time: alone), always 118k / 113k / 108k. A probe that
+ * first wakes the workers and does not count its first jobs might fix it;
+ * not done.
  *
  * Nesting: a range function that itself calls cg__cpu_parallel_for (a
  * GEMM tile calling the blocked SGEMM, say) runs that loop on its own
@@ -319,12 +328,12 @@ static int64_t spin_from_env(void)
 static enum handoff handoff_from_env(void)
 {
     const char *v = getenv("CLGRAD_CPU_HANDOFF");
-    if (!v || !*v || strcmp(v, "auto") == 0) return HANDOFF_AUTO;
-    if (strcmp(v, "always") == 0) return HANDOFF_ALWAYS;
+    if (!v || !*v || strcmp(v, "always") == 0) return HANDOFF_ALWAYS;
+    if (strcmp(v, "auto") == 0) return HANDOFF_AUTO;
     if (strcmp(v, "never") == 0) return HANDOFF_NEVER;
     static atomic_bool warned;
-    env_warn_once(&warned, "CLGRAD_CPU_HANDOFF=%s is not auto, always or never; using auto", v);
-    return HANDOFF_AUTO;
+    env_warn_once(&warned, "CLGRAD_CPU_HANDOFF=%s is not auto, always or never; using always", v);
+    return HANDOFF_ALWAYS;
 }
 
 /* Starts the workers; false (and no pool: loops stay serial) on failure. */
