@@ -163,7 +163,7 @@ static cg_status build_flatten(cg_ctx *ctx, const struct spec_layer *l, int *wor
                                struct spec_shape *shape, cg_module *seq)
 {
     (*word)++;
-    int64_t n;
+    int64_t n = 0; /* set when st is CG_OK; GCC 12 at -O2 cannot see it */
     cg_status st = check_size(ctx, l, "input sample", shape, &n);
     if (st != CG_OK) return st;
     shape->ndim = 1;
