@@ -452,7 +452,8 @@ void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu
         tl_in_job = false;
         return;
     }
-    int64_t t0 = now_ns();
+    bool timed = pool->handoff == HANDOFF_AUTO; /* only the guard reads the clock */
+    int64_t t0 = timed ? now_ns() : 0;
     pthread_mutex_lock(&pool->mu);
     unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed) + 1;
     pool->fn = fn;
@@ -466,17 +467,17 @@ void cg__cpu_parallel_for(struct cg_cpu_ctx *c, int64_t n, int64_t grain, cg_cpu
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mu);
 
-    int64_t t1 = now_ns();
+    int64_t t1 = timed ? now_ns() : 0;
     run_part(pool, fn, arg, n, parts, 0);
     int mine = 1 + run_parts(pool, g, fn, arg, n, parts);
-    int64_t own = now_ns() - t1;
+    int64_t own = timed ? now_ns() - t1 : 0;
     if (!spin_until(pool->spin_ns, parts_done, pool, (unsigned)parts)) {
         pthread_mutex_lock(&pool->mu);
         while (atomic_load_explicit(&pool->finished, memory_order_acquire) < parts)
             pthread_cond_wait(&pool->done, &pool->mu);
         pthread_mutex_unlock(&pool->mu);
     }
-    if (pool->handoff != HANDOFF_AUTO) return;
+    if (!timed) return;
     /* What handing over saved: all parts alone (estimated from the
      * caller's own, parts / mine of its time) less what the job took,
      * publishing included; negative when a worker was late or never came
