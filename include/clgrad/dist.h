@@ -44,8 +44,9 @@
  *     the last bucket (the first layer's, finished last: nothing is left
  *     to overlap) goes out after the walk with the blocking
  *     MPI_Allreduce, which Open MPI runs about 3x faster; cg_backward
- *     waits for all and divides by N before it returns. On the cpu backend MPI reads and writes the gradient memory
- *     itself (a bucket of several tensors is packed into one host block
+ *     waits for all and divides by N before it returns. On the cpu
+ *     backend MPI reads and writes the gradient memory itself (a bucket
+ *     of several tensors is packed into one host block
  *     with memcpy); on other backends each gradient is read into a host
  *     staging block allocated once at attach (pinned and mapped where the
  *     backend can: opencl's CL_MEM_ALLOC_HOST_PTR), with reads enqueued without

@@ -293,8 +293,16 @@ static inline bool cg__be_has_conv2d_fused(cg_ctx *ctx)
            CG__BE_HAS(ctx, conv2d_backward_weights);
 }
 
-#define CG__CONV_SIZES(d, oc) "n, c, h, w, out_c, kh, kw, oh, ow", \
-    CG__SIZES((d)->n, (d)->c, (d)->h, (d)->w, (oc), (d)->kh, (d)->kw, (d)->oh, (d)->ow)
+/* s as the caller gets it: CG_OK and a decline as they are, a failure
+ * recorded with the member's name and the convolution's sizes. */
+static inline cg_status cg__be_conv_result(cg_ctx *ctx, cg_status s, const char *what,
+                                           const char *member, const struct cg_conv2d_desc *d,
+                                           int64_t out_c)
+{
+    if (s == CG_OK || s == CG_STATUS_UNSUPPORTED) return s;
+    return cg__be_fail(ctx, s, what, member, "n, c, h, w, out_c, kh, kw, oh, ow",
+                       CG__SIZES(d->n, d->c, d->h, d->w, out_c, d->kh, d->kw, d->oh, d->ow));
+}
 
 static inline cg_status cg__be_conv2d(cg_ctx *ctx, const char *what,
                                       const struct cg_conv2d_desc *d, int64_t out_c,
@@ -302,10 +310,8 @@ static inline cg_status cg__be_conv2d(cg_ctx *ctx, const char *what,
                                       struct cg_ptr b)
 {
     if (!CG__BE_HAS(ctx, conv2d)) return CG_STATUS_UNSUPPORTED;
-    cg_status s = ctx->be->conv2d(ctx->bctx, d, out_c, y, x, w, b);
-    return s == CG_OK || s == CG_STATUS_UNSUPPORTED
-               ? s
-               : cg__be_fail(ctx, s, what, "conv2d", CG__CONV_SIZES(d, out_c));
+    return cg__be_conv_result(ctx, ctx->be->conv2d(ctx->bctx, d, out_c, y, x, w, b), what,
+                              "conv2d", d, out_c);
 }
 
 static inline cg_status cg__be_conv2d_backward_data(cg_ctx *ctx, const char *what,
@@ -314,10 +320,8 @@ static inline cg_status cg__be_conv2d_backward_data(cg_ctx *ctx, const char *wha
                                                     struct cg_ptr gy, struct cg_ptr w)
 {
     if (!CG__BE_HAS(ctx, conv2d_backward_data)) return CG_STATUS_UNSUPPORTED;
-    cg_status s = ctx->be->conv2d_backward_data(ctx->bctx, d, out_c, dx, gy, w);
-    return s == CG_OK || s == CG_STATUS_UNSUPPORTED
-               ? s
-               : cg__be_fail(ctx, s, what, "conv2d_backward_data", CG__CONV_SIZES(d, out_c));
+    return cg__be_conv_result(ctx, ctx->be->conv2d_backward_data(ctx->bctx, d, out_c, dx, gy, w),
+                              what, "conv2d_backward_data", d, out_c);
 }
 
 static inline cg_status cg__be_conv2d_backward_weights(cg_ctx *ctx, const char *what,
@@ -327,11 +331,9 @@ static inline cg_status cg__be_conv2d_backward_weights(cg_ctx *ctx, const char *
                                                        struct cg_ptr gy)
 {
     if (!CG__BE_HAS(ctx, conv2d_backward_weights)) return CG_STATUS_UNSUPPORTED;
-    cg_status s = ctx->be->conv2d_backward_weights(ctx->bctx, d, out_c, dw, db, x, gy);
-    return s == CG_OK || s == CG_STATUS_UNSUPPORTED
-               ? s
-               : cg__be_fail(ctx, s, what, "conv2d_backward_weights",
-                             CG__CONV_SIZES(d, out_c));
+    return cg__be_conv_result(ctx,
+                              ctx->be->conv2d_backward_weights(ctx->bctx, d, out_c, dw, db, x, gy),
+                              what, "conv2d_backward_weights", d, out_c);
 }
 
 /* ---- fused kernels (optional members; backend.h gives the math) ------- */

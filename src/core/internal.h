@@ -126,8 +126,8 @@ struct cg_ctx {
     /* Data parallelism (src/dist/dist.c), all NULL/0 in one process.
      * grad_ready runs when cg_backward has finished a leaf's gradient,
      * before each node's backward (t->node set: nothing is final, a chance
-     * to move communication on) and with NULL when the walk ended; row_offset is this process's first
-     * row in the global batch, so dropout masks follow the global sample
+     * to move communication on) and with NULL when the walk ended;
+     * row_offset is this process's first row in the global batch, so dropout masks follow the global sample
      * index; dist is the communicator SyncBatchNorm sums over. */
     cg_status (*grad_ready)(void *data, cg_tensor *t);
     void *grad_ready_data;
@@ -220,6 +220,13 @@ static inline struct cg_ptr cg__ptr(const cg_tensor *t)
 {
     struct cg_ptr p = {t->st->buf, t->offset};
     return p;
+}
+/* cg__ptr of an optional tensor (a bias, a gradient not wanted): a NULL
+ * buf where t is NULL, as the backend's optional arguments expect. */
+static inline struct cg_ptr cg__ptr_opt(const cg_tensor *t)
+{
+    struct cg_ptr none = {NULL, 0};
+    return t ? cg__ptr(t) : none;
 }
 
 /* Autograd glue. cg__node_attach makes out record node (taking a reference

@@ -192,8 +192,6 @@ static cg_status conv_grad_input(const struct conv_geom *g, cg_tensor *x, cg_ten
     return st;
 }
 
-static const struct cg_ptr no_ptr = {NULL, 0};
-
 /* The fused weight (and bias, when db_wanted) gradient; *done tells
  * whether the backend took it (else nothing was written). */
 static cg_status conv_grad_weight_fused(const struct conv_geom *g, cg_tensor *x, cg_tensor *w,
@@ -207,7 +205,7 @@ static cg_status conv_grad_weight_fused(const struct conv_geom *g, cg_tensor *x,
     cg_status st = dw && (db || !db_wanted) ? CG_OK : ctx->status;
     if (st == CG_OK)
         st = cg__be_conv2d_backward_weights(ctx, "cg_conv2d backward (weight)", &g->d, g->out_c,
-                                            cg__ptr(dw), db ? cg__ptr(db) : no_ptr, cg__ptr(xc),
+                                            cg__ptr(dw), cg__ptr_opt(db), cg__ptr(xc),
                                             cg__ptr(gy));
     if (st == CG_OK) {
         *done = true;
@@ -442,7 +440,7 @@ CG_API cg_tensor *cg_conv2d_ex(cg_tensor *x, cg_tensor *w, cg_tensor *b,
             if (b && !bc) st = ctx->status;
             if (st == CG_OK)
                 st = cg__be_conv2d(ctx, "cg_conv2d", &g.d, g.out_c, cg__ptr(y), cg__ptr(xc),
-                                   cg__ptr(wc), bc ? cg__ptr(bc) : no_ptr);
+                                   cg__ptr(wc), cg__ptr_opt(bc));
             cg__tensor_unref(bc);
             fused = st == CG_OK;
             if (st == CG_STATUS_UNSUPPORTED) st = CG_OK;   /* declined: compose it */

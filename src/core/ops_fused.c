@@ -48,10 +48,9 @@ static cg_status layernorm_fused_backward(struct cg_node *n, cg_tensor *y, cg_te
     cg_tensor *gw = gx && need_w ? cg__tensor_new(ctx, w->ndim, w->shape) : NULL;
     cg_tensor *gb = gx && need_b ? cg__tensor_new(ctx, b->ndim, b->shape) : NULL;
     cg_status st = gx && (gw || !need_w) && (gb || !need_b) ? CG_OK : ctx->status;
-    const struct cg_ptr none = {NULL, 0};
     if (st == CG_OK &&
-        cg__be_layernorm_backward(ctx, "LayerNorm backward", cg__ptr(gx), gw ? cg__ptr(gw) : none,
-                                  gb ? cg__ptr(gb) : none, cg__ptr(gc), cg__ptr(xc),
+        cg__be_layernorm_backward(ctx, "LayerNorm backward", cg__ptr(gx), cg__ptr_opt(gw),
+                                  cg__ptr_opt(gb), cg__ptr(gc), cg__ptr(xc),
                                   cg__ptr(n->saved[0]), cg__ptr(n->saved[1]), cg__ptr(wc), rows,
                                   cols) != CG_OK)
         st = ctx->status;
@@ -208,7 +207,7 @@ static cg_status bias_gelu_backward(struct cg_node *n, cg_tensor *y, cg_tensor *
     cg_tensor *bc = gc && bias ? cg__contig_ref(bias) : NULL;
     cg_tensor *gx = gc && (bc || !bias) ? cg__tensor_new(ctx, x->ndim, x->shape) : NULL;
     cg_status st = gx ? CG_OK : ctx->status;
-    struct cg_ptr bp = bc ? cg__ptr(bc) : (struct cg_ptr){NULL, 0};
+    struct cg_ptr bp = cg__ptr_opt(bc);
     if (st == CG_OK)
         st = cg__be_bias_gelu_backward(ctx, "bias + GELU backward", cg__ptr(gx), cg__ptr(xc), bp,
                                        cg__ptr(gc), rows, cols);
@@ -230,7 +229,7 @@ static cg_tensor *bias_gelu_fused(cg_tensor *x, cg_tensor *bias)
     cg_tensor *xc = cg__contig_ref(x), *bc = xc && bias ? cg__contig_ref(bias) : NULL;
     cg_tensor *out = xc && (bc || !bias) ? cg__tensor_new(ctx, x->ndim, x->shape) : NULL;
     bool ok = out != NULL;
-    struct cg_ptr bp = bc ? cg__ptr(bc) : (struct cg_ptr){NULL, 0};
+    struct cg_ptr bp = cg__ptr_opt(bc);
     if (ok)
         ok = cg__be_bias_gelu(ctx, "bias + GELU", cg__ptr(out), cg__ptr(xc), bp, rows, cols) ==
              CG_OK;

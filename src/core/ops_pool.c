@@ -42,7 +42,7 @@ static cg_status pool_backward(struct cg_node *nd, cg_tensor *y, cg_tensor *gy_i
         if (!gy) {
             st = ctx->status;
         } else {
-            struct cg_ptr am = nd->saved[0] ? cg__ptr(nd->saved[0]) : (struct cg_ptr){0};
+            struct cg_ptr am = cg__ptr_opt(nd->saved[0]);
             st = cg__be_pool2d_backward(ctx, nd->name, kind, &d, cg__ptr(gx), cg__ptr(gy), am);
             cg__tensor_unref(gy);
         }
@@ -111,8 +111,7 @@ static cg_tensor *pool_op(const char *name, enum cg_pool_kind kind, cg_tensor *x
         xc = cg__contig_ref(x);
         if (!xc) st = ctx->status;
         else
-            st = cg__be_pool2d(ctx, name, kind, &d, cg__ptr(y),
-                               am ? cg__ptr(am) : (struct cg_ptr){0}, cg__ptr(xc));
+            st = cg__be_pool2d(ctx, name, kind, &d, cg__ptr(y), cg__ptr_opt(am), cg__ptr(xc));
     }
     if (st == CG_OK) {
         bool failed;

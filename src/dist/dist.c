@@ -4,14 +4,15 @@
  * Gradient buckets. At attach the model's parameters are taken in reverse
  * registration order (the order backward finishes them: the last layer
  * first) and cut into buckets of about bucket_bytes. cg_backward calls
- * grad_hook for each leaf as soon as its gradient is final (autograd.c);
+ * grad_hook for each leaf as soon as its gradient is final (autograd.c),
+ * and before each node's backward, where collectives in flight move on;
  * when every parameter of a bucket is in, the bucket goes out with a
  * non-blocking MPI_Iallreduce (sum) while the walk goes on, except the last
  * bucket, which waits for the end of the walk and the blocking
- * MPI_Allreduce (pump says why). When the walk ends (hook with leaf NULL)
- * the buckets still out (those holding a parameter without a gradient this
- * step) are launched in index order, every request is waited for, and the sums are scaled by 1/N and written
- * back: the mean gradient, as DistributedDataParallel computes it. All
+ * MPI_Allreduce (pump says why). When the walk ends (hook with NULL) the
+ * buckets still out (those holding a parameter without a gradient this
+ * step) are launched in index order, every request is waited for, and the
+ * sums are scaled by 1/N and written back: the mean gradient, as DistributedDataParallel computes it. All
  * ranks run the same graph, so they launch the same buckets in the same
  * order, which MPI's collective ordering rule asks for.
  *
@@ -1014,7 +1015,6 @@ cg_status cg__dist_gather_params(cg_optim *opt)
                                       d->counts[d->rank]) * sizeof(float);
     return st;
 }
-
 
 /* The values of state tensor t for elements [lo, hi) of a parameter of n
  * elements into dst: t holds the range, or (gathered before) all of it. */
