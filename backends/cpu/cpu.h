@@ -195,6 +195,11 @@ cg_status cg__cpu_pick_add(void *ctx, struct cg_ptr dst, struct cg_ptr src,
 cg_status cg__cpu_optim_update(void *ctx, const struct cg_optim_hparams *h,
                                struct cg_ptr param, struct cg_ptr grad,
                                struct cg_ptr state[3], int64_t n);
+/* cpu_gemm.c (builds with oneDNN only): whether oneDNN is used (AVX-512F
+ * and CLGRAD_CPU_AVX512 not 0, read once), and one OpenMP thread for
+ * oneDNN calls from the calling thread. */
+bool cg__cpu_onednn_on(void);
+void cg__cpu_onednn_one_thread(void);
 /* cpu_conv_dnnl.c (builds with oneDNN only): whole convolutions, and the
  * release of their cached primitives (cpu_close). */
 struct cg_cpu_dconv;

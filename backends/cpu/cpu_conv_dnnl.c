@@ -88,30 +88,11 @@ struct cg_cpu_dconv {
  * has a few shapes; only a stream of new ones gets here). */
 #define DCONV_MAX_PLANS 64
 
-static pthread_once_t dconv_once = PTHREAD_ONCE_INIT;
-static bool dconv_on;
-
-/* As cpu_gemm.c's onednn_init (which warns about a bad value). */
-static void dconv_init(void)
-{
-    const char *v = getenv("CLGRAD_CPU_AVX512");
-    __builtin_cpu_init();
-    dconv_on = !(v && strcmp(v, "0") == 0) && __builtin_cpu_supports("avx512f");
-}
-
-/* One OpenMP thread for oneDNN calls from this thread (as cpu_gemm.c):
- * before a primitive is created too, as oneDNN fixes a convolution's
- * thread split (and then asks OpenMP for that many threads) at creation,
- * from omp_get_max_threads(). Without it the CNN's convolutions ran on
- * two OpenMP threads beside our pool, 13% of the time in libgomp. */
-static void omp_one_thread(void)
-{
-    static _Thread_local bool omp_single;
-    if (!omp_single) {
-        omp_set_num_threads(1);
-        omp_single = true;
-    }
-}
+/* cg__cpu_onednn_one_thread (cpu_gemm.c) runs before a primitive is
+ * created too: oneDNN fixes a convolution's thread split (and then asks
+ * OpenMP for that many threads) at creation, from omp_get_max_threads().
+ * Without it the CNN's convolutions ran on two OpenMP threads beside our
+ * pool, 13% of the time in libgomp. */
 
 static size_t align_up(size_t n) { return (n + CG_CPU_ALIGN - 1) / CG_CPU_ALIGN * CG_CPU_ALIGN; }
 
@@ -303,7 +284,7 @@ static struct dconv_plan *plan_get(struct cg_cpu_ctx *c, enum dconv_kind kind,
 static bool plan_run(struct cg_cpu_ctx *c, struct cg_cpu_dconv *dc, const struct dconv_plan *p,
                      float *const user[DCONV_ARGS])
 {
-    omp_one_thread();
+    cg__cpu_onednn_one_thread();
     char *s = cg__cpu_scratch(c, p->scratch_bytes ? p->scratch_bytes : 1);
     if (!s) return false;
     dnnl_stream_t str = NULL;
@@ -394,10 +375,9 @@ static cg_status dconv_call(struct cg_cpu_ctx *c, enum dconv_kind kind,
                             const struct cg_conv2d_desc *d, int64_t out_c, bool bias,
                             float *const user[DCONV_ARGS], const char *what)
 {
-    pthread_once(&dconv_once, dconv_init);
-    if (!dconv_on || d->n < 1) return CG_STATUS_UNSUPPORTED;
+    if (!cg__cpu_onednn_on() || d->n < 1) return CG_STATUS_UNSUPPORTED;
     if (kind == DCONV_BWD_DATA && d->c < 16) return CG_STATUS_UNSUPPORTED;   /* see the top */
-    omp_one_thread();
+    cg__cpu_onednn_one_thread();
     int64_t t = cg__cpu_parallel_threads(c);
     int64_t parts = t < d->n ? t : d->n, per = (d->n + parts - 1) / parts;
     parts = (d->n + per - 1) / per;

@@ -142,10 +142,26 @@ static void onednn_init(void)
  * short ones lose, 64x64x256 25 -> 35, 64x64x784 72 -> 81, 128x64x256
  * 44 -> 50, 64x96x256 35 -> 44 (the MLP's 2-thread tiles), while
  * 64x128x256 46 -> 43 and the LSTM's 32x512x128 58 -> 47 still gain. */
-static bool use_onednn(int trans_b, int64_t m, int64_t n, int64_t k)
+bool cg__cpu_onednn_on(void)
 {
     pthread_once(&onednn_once, onednn_init);
-    return onednn_on && n >= 64 && (double)m * n * k >= (double)(1 << 20) &&
+    return onednn_on;
+}
+
+/* One OpenMP thread for oneDNN calls from this thread (an OpenMP setting
+ * is per thread; a pool worker is a fresh one): our pool splits the work. */
+void cg__cpu_onednn_one_thread(void)
+{
+    static _Thread_local bool omp_single;
+    if (!omp_single) {
+        omp_set_num_threads(1);
+        omp_single = true;
+    }
+}
+
+static bool use_onednn(int trans_b, int64_t m, int64_t n, int64_t k)
+{
+    return cg__cpu_onednn_on() && n >= 64 && (double)m * n * k >= (double)(1 << 20) &&
            !(trans_b && m < 256 && n < 128);
 }
 #endif
@@ -326,13 +342,7 @@ static cg_status gemm_one(struct cg_cpu_ctx *c, int trans_a, int trans_b, int64_
         return CG_OK;
 #if CG_HAVE_ONEDNN
     if (use_onednn(trans_b, m, n, k)) {
-        /* One OpenMP thread for calls from this thread (an OpenMP setting
-         * is per thread; a pool worker is a fresh one). */
-        static _Thread_local bool omp_single;
-        if (!omp_single) {
-            omp_set_num_threads(1);
-            omp_single = true;
-        }
+        cg__cpu_onednn_one_thread();
         if (dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb,
                        beta, cm, ldc) == dnnl_success)
             return CG_OK;
